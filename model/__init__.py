@@ -1,0 +1,1 @@
+"""The deconvolution segmentation model: layers, networks, data, training, evaluation, export."""

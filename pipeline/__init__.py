@@ -1,0 +1,1 @@
+"""Pipeline options, graph assembly and the entry point (python -m pipeline.run)."""

@@ -1,0 +1,42 @@
+"""deconvseg: batch image segmentation with a deconvolution network on Apache Beam.
+
+One distribution for the launcher, the Dataflow workers (``--setup_file``) and
+CI. Exact versions live in ``requirements.lock``; the ranges here only say
+what the code is written against, so that ``pip install -c requirements.lock``
+decides.
+"""
+import setuptools
+
+REQUIRED = [
+    "apache-beam[gcp]>=2.77,<2.78",
+    "tensorflow-cpu>=2.21,<2.22",
+    "numpy>=1.26",
+    "pillow>=10",
+    "google-cloud-storage>=2.18",
+]
+
+EXTRAS = {
+    # Dataset generation uses scikit-image's bundled public-domain textures.
+    "train": ["scikit-image>=0.24"],
+    "test": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "gcp-storage-emulator>=2024.8",
+        "scikit-image>=0.24",
+    ],
+    # GPU workers: the CUDA build of the same TensorFlow release (see deploy/).
+    "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+}
+
+setuptools.setup(
+    name="deconvseg",
+    version="0.1.0",
+    description="Batch image segmentation with a bilinear-initialised deconvolution FCN on Apache Beam",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "model", "model.*"]),
+    include_package_data=True,
+    package_data={"model": ["default/card.json", "default/saved_model/*", "default/saved_model/*/*"]},
+    install_requires=REQUIRED,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["deconvseg-run=pipeline.run:main"]},
+)

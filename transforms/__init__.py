@@ -1,0 +1,1 @@
+"""Beam PTransforms and DoFns: read, decode, tile, infer, stitch, statistics, sinks, failures."""
