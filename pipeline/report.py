@@ -1,0 +1,840 @@
+"""One self-contained HTML page that shows what a segmentation run did.
+
+People judge a run by looking at it, so this turns the run's output directory
+(``summary.json``, ``stats/``, ``masks/``, ``failures/``) into
+``OUT/report.html``: the run summary and the model's test metrics, per-class
+area totals as a bar chart, the distribution of per-image class fractions, a
+gallery of images with their masks blended over them, and the failures table.
+
+The page opens offline and can be mailed around: no scripts, no external
+CSS or fonts, charts are inline SVG and images are downscaled thumbnails
+inlined as ``data:`` URIs. A Content-Security-Policy forbids anything else, so
+even a failure message crafted to look like HTML (they come from user files
+and are escaped anyway) could not load or run anything.
+
+Everything is read through Beam's ``FileSystems``, so ``gs://`` outputs work
+like local ones. Stats are streamed record by record: totals, fraction
+histograms and a deterministic gallery sample (the ``max_gallery`` keys with
+the smallest hash) use memory independent of the number of images.
+
+    python -m pipeline.report OUT [--out OUT/report.html] [--max_gallery N]
+"""
+import argparse
+import base64
+import csv
+import dataclasses
+import datetime
+import hashlib
+import heapq
+import html
+import io
+import json
+import logging
+import math
+import posixpath
+import sys
+
+import numpy as np
+from PIL import Image
+
+from apache_beam.io.filesystems import FileSystems
+
+LOGGER = logging.getLogger(__name__)
+
+REPORT_NAME = "report.html"
+DEFAULT_MAX_GALLERY = 12
+DEFAULT_THUMBNAIL_SIZE = 256
+MAX_FAILURE_ROWS = 500
+MAX_MESSAGE_CHARS = 2000
+FRACTION_BINS = 50
+OVERLAY_ALPHA = 0.5
+# Colours for classes when the run did not record a model card.
+FALLBACK_PALETTE = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+)
+
+
+# --------------------------------------------------------------------------
+# The output contract: every field name the report depends on lives here.
+# --------------------------------------------------------------------------
+
+SUMMARY_FILE = "summary.json"
+STATS_DIR = "stats"
+MASKS_DIR = "masks"
+FAILURES_DIR = "failures"
+# Preferred first; only one format is read so a run writing several is not double counted.
+STATS_PATTERNS = (("jsonl", "*.jsonl*"), ("json", "*.json"), ("parquet", "*.parquet"), ("csv", "*.csv*"))
+FAILURE_PATTERNS = (("jsonl", "*.jsonl*"), ("json", "*.json"), ("csv", "*.csv*"))
+
+
+@dataclasses.dataclass
+class ClassInfo:
+    id: int
+    name: str
+    color: tuple
+
+
+@dataclasses.dataclass
+class ImageRecord:
+    """The part of one stats record the report uses."""
+
+    key: str
+    uri: str
+    width: int
+    height: int
+    pixels: dict          # class name -> pixel count
+    fractions: dict       # class name -> fraction of the image
+    areas: dict           # class name -> area in physical units (may be empty)
+    mean_confidence: float
+    mask_path: str
+
+
+@dataclasses.dataclass
+class FailureRecord:
+    uri: str
+    stage: str
+    error_type: str
+    message: str
+
+
+def _number(value, default=None):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _card(summary):
+    """The model card recorded in the summary (``summary["model"]`` may be the card or wrap it)."""
+    model = summary.get("model")
+    for candidate in (model.get("card") if isinstance(model, dict) else None, model, summary.get("card")):
+        if isinstance(candidate, dict) and (candidate.get("classes") or candidate.get("metrics")):
+            return candidate
+    return model if isinstance(model, dict) else {}
+
+
+def _summary_classes(summary):
+    card = _card(summary)
+    entries = card.get("classes") or summary.get("classes") or []
+    classes = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        color = entry.get("color") or FALLBACK_PALETTE[index % len(FALLBACK_PALETTE)]
+        classes.append(ClassInfo(int(entry.get("id", index)), str(entry.get("name", index)),
+                                 tuple(int(c) for c in color[:3])))
+    return classes
+
+
+def _summary_counts(summary):
+    counts = summary.get("counts") if isinstance(summary.get("counts"), dict) else summary
+    return {
+        "read": _number(counts.get("read", counts.get("inputs_read"))),
+        "segmented": _number(counts.get("segmented", counts.get("images_segmented"))),
+        "failed": _number(counts.get("failed", counts.get("inputs_failed"))),
+    }
+
+
+def _summary_times(summary):
+    return summary.get("start_time"), summary.get("end_time"), _number(summary.get("duration_seconds"))
+
+
+def _summary_class_totals(summary):
+    """Per-class totals over all images as ``{name: {"pixels": n, "area": a or None}}``."""
+    totals = summary.get("class_totals") or summary.get("totals") or {}
+    if isinstance(totals, dict) and isinstance(totals.get("classes"), (list, dict)):
+        totals = totals["classes"]
+    return _per_class(totals)
+
+
+def _per_class(entries):
+    """Normalise a per-class block: a list of ``{"name", "pixels", ...}`` or a dict keyed by name."""
+    if isinstance(entries, dict):
+        items = [dict(value, name=name) if isinstance(value, dict) else {"name": name, "pixels": value}
+                 for name, value in entries.items()]
+    elif isinstance(entries, list):
+        items = [entry for entry in entries if isinstance(entry, dict)]
+    else:
+        items = []
+    result = {}
+    for item in items:
+        name = str(item.get("name", item.get("id", "")))
+        result[name] = {
+            "pixels": _number(item.get("pixels", item.get("pixel_count")), 0.0),
+            "fraction": _number(item.get("fraction")),
+            "area": _number(item.get("area")),
+        }
+    return result
+
+
+def _image_record(raw, output_dir):
+    key = str(raw.get("key", ""))
+    classes = raw.get("classes")
+    if isinstance(classes, str):  # CSV / flat sinks may carry the nested block as JSON text.
+        try:
+            classes = json.loads(classes)
+        except ValueError:
+            classes = None
+    per_class = _per_class(classes)
+    width, height = int(_number(raw.get("width"), 0)), int(_number(raw.get("height"), 0))
+    total = width * height
+    fractions = {}
+    for name, values in per_class.items():
+        fraction = values["fraction"]
+        if fraction is None:
+            fraction = values["pixels"] / total if total else 0.0
+        fractions[name] = fraction
+    mask = raw.get("mask") or raw.get("mask_uri") or _join(output_dir, MASKS_DIR, key + ".png")
+    return ImageRecord(
+        key=key,
+        uri=str(raw.get("source", raw.get("uri", "")) or ""),
+        width=width,
+        height=height,
+        pixels={name: values["pixels"] for name, values in per_class.items()},
+        fractions=fractions,
+        areas={name: values["area"] for name, values in per_class.items() if values["area"] is not None},
+        mean_confidence=_number(raw.get("mean_confidence")),
+        mask_path=str(mask),
+    )
+
+
+def _failure_record(raw):
+    return FailureRecord(
+        uri=str(raw.get("uri", raw.get("source", ""))),
+        stage=str(raw.get("stage", "")),
+        error_type=str(raw.get("error_type", raw.get("error", ""))),
+        message=str(raw.get("message", "")),
+    )
+
+
+# --------------------------------------------------------------------------
+# Reading through FileSystems.
+# --------------------------------------------------------------------------
+
+def _join(base, *parts):
+    return FileSystems.join(base, *parts)
+
+
+def _match(pattern):
+    try:
+        results = FileSystems.match([pattern])
+    except Exception:  # Beam raises BeamIOError for a pattern with no match on some filesystems.
+        return []
+    return sorted(metadata.path for result in results for metadata in result.metadata_list)
+
+
+def _exists(path):
+    try:
+        return FileSystems.exists(path)
+    except Exception:
+        return False
+
+
+def _read_bytes(path):
+    with FileSystems.open(path) as handle:
+        return handle.read()
+
+
+def _find_files(output_dir, subdir, patterns):
+    """The files of the first format present in ``OUT/<subdir>``, with that format's name."""
+    for file_format, pattern in patterns:
+        paths = [path for path in _match(_join(output_dir, subdir, pattern))
+                 if not posixpath.basename(path).startswith(".")]
+        if paths:
+            return file_format, paths
+    return None, []
+
+
+def _iter_rows(file_format, paths, problems):
+    """Stream dict rows from JSON Lines / JSON / CSV / Parquet files; bad lines are counted, not fatal."""
+    for path in paths:
+        try:
+            if file_format == "parquet":
+                import pyarrow.parquet as pq
+                with FileSystems.open(path, compression_type="uncompressed") as handle:
+                    parquet_file = pq.ParquetFile(io.BytesIO(handle.read()))
+                    for batch in parquet_file.iter_batches(batch_size=1024):
+                        yield from batch.to_pylist()
+            elif file_format == "csv":
+                with FileSystems.open(path) as handle:
+                    yield from csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
+            elif file_format == "json":
+                data = json.loads(_read_bytes(path))
+                yield from (data if isinstance(data, list) else [data])
+            else:
+                with FileSystems.open(path) as handle:
+                    for line in io.TextIOWrapper(handle, encoding="utf-8"):
+                        if not line.strip():
+                            continue
+                        try:
+                            row = json.loads(line)
+                        except ValueError:
+                            problems.append(f"unparseable line in {path}")
+                            continue
+                        if isinstance(row, dict):
+                            yield row
+        except Exception as error:  # One broken shard should not hide the rest of the run.
+            problems.append(f"could not read {path}: {type(error).__name__}: {error}")
+
+
+def _read_summary(output_dir, problems):
+    path = _join(output_dir, SUMMARY_FILE)
+    if not _exists(path):
+        problems.append(f"{SUMMARY_FILE} is missing: the run may not have finished; figures below come from stats only")
+        return {}
+    try:
+        summary = json.loads(_read_bytes(path))
+    except Exception as error:
+        problems.append(f"could not read {SUMMARY_FILE}: {type(error).__name__}: {error}")
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+# --------------------------------------------------------------------------
+# Streaming aggregation.
+# --------------------------------------------------------------------------
+
+class _FractionDistribution:
+    """Histogram, mean, min and max of one class's per-image fraction, in constant memory."""
+
+    def __init__(self):
+        self.counts = [0] * FRACTION_BINS
+        self.n = 0
+        self.present = 0
+        self.total = 0.0
+        self.low = 1.0
+        self.high = 0.0
+
+    def add(self, fraction):
+        fraction = min(max(fraction, 0.0), 1.0)
+        self.counts[min(int(fraction * FRACTION_BINS), FRACTION_BINS - 1)] += 1
+        self.n += 1
+        self.present += fraction > 0
+        self.total += fraction
+        self.low = min(self.low, fraction)
+        self.high = max(self.high, fraction)
+
+    @property
+    def mean(self):
+        return self.total / self.n if self.n else 0.0
+
+    def quantile(self, q):
+        """Quantile interpolated inside the histogram bin (accurate to 1/FRACTION_BINS), clamped to min/max."""
+        if not self.n:
+            return 0.0
+        target = q * self.n
+        cumulative = 0
+        for index, count in enumerate(self.counts):
+            if count and cumulative + count >= target:
+                value = (index + (target - cumulative) / count) / FRACTION_BINS
+                return min(max(value, self.low), self.high)
+            cumulative += count
+        return self.high
+
+
+class _RunStatistics:
+    """Everything the report needs from the stats records, gathered in one pass."""
+
+    def __init__(self, max_gallery):
+        self.max_gallery = max_gallery
+        self.images = 0
+        self.pixels = {}
+        self.areas = {}
+        self.distributions = {}
+        self.confidence_total = 0.0
+        self.confidence_images = 0
+        self._sample = []  # max-heap (negated hash) of the smallest-hash records
+
+    def add(self, record):
+        self.images += 1
+        for name, pixels in record.pixels.items():
+            self.pixels[name] = self.pixels.get(name, 0.0) + pixels
+        for name, area in record.areas.items():
+            self.areas[name] = self.areas.get(name, 0.0) + area
+        if record.mean_confidence is not None:
+            self.confidence_total += record.mean_confidence
+            self.confidence_images += 1
+        for name, fraction in record.fractions.items():
+            self.distributions.setdefault(name, _FractionDistribution())
+        # Classes absent from a record (sparse sinks) count as fraction 0 for that image.
+        for name, distribution in self.distributions.items():
+            distribution.add(record.fractions.get(name, 0.0))
+        if self.max_gallery > 0:
+            rank = int.from_bytes(hashlib.sha256(record.key.encode("utf-8")).digest()[:8], "big")
+            entry = (-rank, record.key, record)
+            if len(self._sample) < self.max_gallery:
+                heapq.heappush(self._sample, entry)
+            elif -rank > self._sample[0][0]:
+                heapq.heapreplace(self._sample, entry)
+
+    def finish_distributions(self):
+        """Back-fill zeros for classes first seen after some images (so every class has n == images)."""
+        for distribution in self.distributions.values():
+            missing = self.images - distribution.n
+            if missing > 0:
+                distribution.counts[0] += missing
+                distribution.n += missing
+                distribution.low = 0.0
+
+    def gallery(self):
+        return [record for _, _, record in sorted(self._sample, key=lambda entry: entry[1])]
+
+
+class _FailureSummary:
+    """Failure counts by stage and error type, plus the first rows for the table."""
+
+    def __init__(self, max_rows):
+        self.max_rows = max_rows
+        self.total = 0
+        self.by_kind = {}
+        self.rows = []
+
+    def add(self, failure):
+        self.total += 1
+        kind = (failure.stage, failure.error_type)
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        if len(self.rows) < self.max_rows:
+            self.rows.append(failure)
+
+
+# --------------------------------------------------------------------------
+# Images.
+# --------------------------------------------------------------------------
+
+def _palette(classes):
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[:] = (0, 0, 0)
+    for info in classes:
+        if 0 <= info.id < 256:
+            palette[info.id] = info.color
+    return palette
+
+
+def _data_uri(image, fmt):
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        image.convert("RGB").save(buffer, "JPEG", quality=82, optimize=True)
+        mime = "image/jpeg"
+    else:
+        image.save(buffer, "PNG", optimize=True)
+        mime = "image/png"
+    return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+def _load_mask(path, palette, size):
+    """The mask coloured with the class palette and downscaled (nearest, so no invented classes)."""
+    with Image.open(io.BytesIO(_read_bytes(path))) as mask:
+        mask.load()
+        if mask.mode in ("P", "L", "I", "I;16", "1"):
+            ids = np.asarray(mask if mask.mode in ("P", "L") else mask.convert("I"))
+            coloured = Image.fromarray(palette[np.clip(ids, 0, 255).astype(np.uint8)], "RGB")
+        else:
+            coloured = mask.convert("RGB")
+    coloured.thumbnail((size, size), Image.NEAREST)
+    return coloured
+
+
+def _load_source(uri, size):
+    with Image.open(io.BytesIO(_read_bytes(uri))) as image:
+        image.draft("RGB", (size, size))  # JPEG decodes at reduced scale: cheap for big tiles.
+        image = image.convert("RGB")
+    image.thumbnail((size, size), Image.BILINEAR)
+    return image
+
+
+@dataclasses.dataclass
+class _GalleryItem:
+    record: ImageRecord
+    image_uri: str       # data URI of the source thumbnail, or "" when it could not be read
+    overlay_uri: str     # mask blended over the source, or the mask alone
+    note: str
+
+
+def _gallery_item(record, palette, size):
+    try:
+        mask = _load_mask(record.mask_path, palette, size)
+    except Exception as error:
+        return _GalleryItem(record, "", "", f"mask unreadable: {type(error).__name__}: {error}")
+    try:
+        source = _load_source(record.uri, size) if record.uri else None
+        if source is None:
+            raise ValueError("no source URI in the stats record")
+    except Exception as error:
+        return _GalleryItem(record, "", _data_uri(mask, "PNG"),
+                            f"source unreadable ({type(error).__name__}: {error}); showing the mask only")
+    mask = mask.resize(source.size, Image.NEAREST)
+    overlay = Image.blend(source, mask, OVERLAY_ALPHA)
+    return _GalleryItem(record, _data_uri(source, "JPEG"), _data_uri(overlay, "JPEG"), "")
+
+
+# --------------------------------------------------------------------------
+# HTML.
+# --------------------------------------------------------------------------
+
+def _e(value):
+    return html.escape(str(value), quote=True)
+
+
+def _rgb(color):
+    return "rgb({},{},{})".format(*color)
+
+
+def _format_count(value):
+    if value is None:
+        return "–"
+    return f"{int(round(value)):,}"
+
+
+def _format_number(value, digits=3):
+    if value is None:
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _format_percent(value, digits=1):
+    return "–" if value is None else f"{100.0 * value:.{digits}f}%"
+
+
+def _format_duration(seconds):
+    if seconds is None:
+        return "–"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min {seconds:02d} s" if hours else f"{minutes} min {seconds:02d} s"
+
+
+def _parse_time(value):
+    if not value:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
+
+
+STYLE = """
+body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222;
+background:#fff;font-size:14px;line-height:1.4}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.sub{color:#666;margin:0 0 12px}.warn{background:#fff4e0;border:1px solid #f0c070;padding:8px 12px;margin:8px 0}
+table{border-collapse:collapse}td,th{padding:3px 10px;text-align:left;vertical-align:top}
+th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}td.num,th.num{text-align:right}
+.cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:120px}
+.card .v{font-size:22px;font-weight:bold}.card .l{color:#666;font-size:12px}
+.swatch{display:inline-block;width:14px;height:14px;border:1px solid #555;vertical-align:middle;margin-right:6px}
+.legend{display:flex;flex-wrap:wrap;gap:14px;margin:6px 0 12px}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(270px,1fr));gap:14px}
+figure.sample{margin:0;border:1px solid #ddd;border-radius:6px;padding:6px;background:#fafafa}
+figure.sample .pair{display:flex;gap:4px}figure.sample img{max-width:100%;height:auto;display:block;image-rendering:auto}
+figure.sample .pair img{width:50%}figcaption{font-size:12px;word-break:break-all;margin-top:4px}
+.note{color:#a05000}.fail td{font-size:12px}.msg{white-space:pre-wrap;word-break:break-word;max-width:620px}
+svg text{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;font-size:12px;fill:#222}
+"""
+
+
+def _summary_section(counts, times, stats, card, problems):
+    start, end, duration = times
+    if duration is None and _parse_time(start) and _parse_time(end):
+        duration = (_parse_time(end) - _parse_time(start)).total_seconds()
+    segmented = counts["segmented"] if counts["segmented"] is not None else float(stats.images)
+    throughput = segmented / duration if duration and duration > 0 else None
+    cards = [
+        ("read", _format_count(counts["read"]), "inputs read"),
+        ("segmented", _format_count(segmented), "images segmented"),
+        ("failed", _format_count(counts["failed"]), "inputs failed"),
+        ("duration", _format_duration(duration), "duration"),
+        ("throughput", "–" if throughput is None else f"{throughput:.2f}/s", "images per second"),
+    ]
+    if stats.confidence_images:
+        cards.append(("confidence", f"{stats.confidence_total / stats.confidence_images:.3f}", "mean confidence"))
+    parts = ['<section id="summary"><h2>Run</h2>']
+    parts.extend(f'<div class="warn">{_e(problem)}</div>' for problem in problems)
+    parts.append('<div class="cards">')
+    parts.extend(f'<div class="card" data-field="{name}"><div class="v">{_e(value)}</div>'
+                 f'<div class="l">{_e(label)}</div></div>' for name, value, label in cards)
+    parts.append("</div>")
+    parts.append(f'<p class="sub">Started {_e(start or "–")} · ended {_e(end or "–")}</p>')
+    parts.append(_model_table(card))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _model_table(card):
+    if not card:
+        return "<p>No model card was recorded for this run.</p>"
+    architecture = card.get("architecture") if isinstance(card.get("architecture"), dict) else {}
+    test = (card.get("metrics") or {}).get("test") if isinstance(card.get("metrics"), dict) else None
+    rows = [("Model", card.get("name", "–")), ("Version", card.get("version", "–"))]
+    if architecture:
+        rows.append(("Architecture", " / ".join(str(architecture[key]) for key in ("variant", "encoder")
+                                                if key in architecture)))
+    if isinstance(card.get("trained_on"), dict) and card["trained_on"].get("dataset"):
+        rows.append(("Trained on", card["trained_on"]["dataset"]))
+    if isinstance(test, dict):
+        for key, label in (("pixel_accuracy", "Test pixel accuracy"), ("mean_accuracy", "Test mean accuracy"),
+                           ("mean_iou", "Test mean IoU"), ("fw_iou", "Test frequency-weighted IoU")):
+            if _number(test.get(key)) is not None:
+                rows.append((label, f"{float(test[key]):.3f}"))
+        if test.get("images"):
+            rows.append(("Test images", test["images"]))
+    body = "".join(f"<tr><th>{_e(label)}</th><td>{_e(value)}</td></tr>" for label, value in rows)
+    return f'<table id="model">{body}</table>'
+
+
+def _bar_chart(classes, totals):
+    """Horizontal bars of total pixels per class; data-value carries the exact total for checking."""
+    width, label_width, value_width, row = 900, 150, 190, 30
+    plot_width = width - label_width - value_width
+    height = row * len(classes) + 10
+    largest = max([totals.get(info.name, {}).get("pixels", 0.0) for info in classes] + [0.0])
+    all_pixels = sum(totals.get(info.name, {}).get("pixels", 0.0) for info in classes)
+    parts = [f'<svg id="class-bars" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="total pixels per class">']
+    for index, info in enumerate(classes):
+        pixels = totals.get(info.name, {}).get("pixels", 0.0)
+        bar = plot_width * pixels / largest if largest else 0.0
+        y = 5 + index * row
+        share = pixels / all_pixels if all_pixels else 0.0
+        parts.append(
+            f'<text x="{label_width - 8}" y="{y + row / 2 + 4:.1f}" text-anchor="end">{_e(info.name)}</text>'
+            f'<rect class="bar" data-class="{_e(info.name)}" data-value="{pixels:.0f}" x="{label_width}" '
+            f'y="{y + 4}" width="{bar:.2f}" height="{row - 8}" fill="{_rgb(info.color)}" stroke="#333" '
+            f'stroke-width="0.5"><title>{_e(info.name)}: {_format_count(pixels)} px</title></rect>'
+            f'<text x="{label_width + bar + 6:.2f}" y="{y + row / 2 + 4:.1f}">{_format_count(pixels)} px '
+            f'({_format_percent(share)})</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _classes_section(classes, totals, card):
+    test = ((card.get("metrics") or {}).get("test") or {}) if isinstance(card.get("metrics"), dict) else {}
+    iou = test.get("per_class_iou") if isinstance(test.get("per_class_iou"), dict) else {}
+    has_area = any(totals.get(info.name, {}).get("area") is not None for info in classes)
+    all_pixels = sum(totals.get(info.name, {}).get("pixels", 0.0) for info in classes)
+    legend = "".join(f'<span class="legend-item"><span class="swatch" style="background:{_rgb(info.color)}">'
+                     f'</span>{_e(info.name)}</span>' for info in classes)
+    header = ('<tr><th class="num">id</th><th>class</th><th class="num">pixels</th><th class="num">share</th>'
+              + ('<th class="num">area</th>' if has_area else "") + '<th class="num">test IoU</th></tr>')
+    rows = []
+    for info in classes:
+        total = totals.get(info.name, {})
+        pixels = total.get("pixels", 0.0)
+        rows.append(
+            f'<tr data-class="{_e(info.name)}"><td class="num">{info.id}</td><td><span class="swatch" '
+            f'style="background:{_rgb(info.color)}"></span>{_e(info.name)}</td>'
+            f'<td class="num">{_format_count(pixels)}</td>'
+            f'<td class="num">{_format_percent(pixels / all_pixels if all_pixels else None)}</td>'
+            + (f'<td class="num">{_format_number(total.get("area"))}</td>' if has_area else "")
+            + f'<td class="num">{_format_number(_number(iou.get(info.name)))}</td></tr>')
+    return ('<section id="classes"><h2>Class areas</h2>'
+            f'<div class="legend" id="legend">{legend}</div>'
+            + (_bar_chart(classes, totals) if all_pixels else "<p>No pixels were segmented.</p>")
+            + f'<table id="class-table">{header}{"".join(rows)}</table></section>')
+
+
+def _distribution_chart(classes, distributions):
+    """Per class: histogram of per-image fractions as a density strip, with a box plot on top."""
+    width, label_width, right, row = 900, 150, 150, 44
+    plot_width = width - label_width - right
+    top = 24
+    height = top + row * len(classes) + 24
+    parts = [f'<svg id="fraction-distribution" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+             f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="distribution of per-image class fractions">']
+    for tick in range(0, 101, 10):
+        x = label_width + plot_width * tick / 100
+        parts.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 20}" stroke="#e4e4e4"/>'
+                     f'<text x="{x:.1f}" y="{height - 6}" text-anchor="middle">{tick}%</text>')
+    parts.append(f'<text x="{width - right + 10}" y="{top - 8}">mean · present in</text>')
+    for index, info in enumerate(classes):
+        distribution = distributions.get(info.name)
+        y = top + index * row
+        parts.append(f'<text x="{label_width - 8}" y="{y + row / 2 + 4:.1f}" text-anchor="end">{_e(info.name)}</text>')
+        if distribution is None or not distribution.n:
+            continue
+        peak = max(distribution.counts)
+        bin_width = plot_width / FRACTION_BINS
+        for bin_index, count in enumerate(distribution.counts):
+            if count:
+                bar = (row - 8) * count / peak
+                parts.append(f'<rect class="hist" x="{label_width + bin_index * bin_width:.2f}" '
+                             f'y="{y + row - 4 - bar:.2f}" width="{bin_width:.2f}" height="{bar:.2f}" '
+                             f'fill="{_rgb(info.color)}" fill-opacity="0.55"/>')
+        q1, median, q3 = (distribution.quantile(q) for q in (0.25, 0.5, 0.75))
+        def px(value):
+            return label_width + plot_width * value
+        middle = y + row / 2
+        parts.append(
+            f'<g class="box" data-class="{_e(info.name)}" data-median="{median:.4f}" data-mean="{distribution.mean:.4f}">'
+            f'<line x1="{px(distribution.low):.2f}" y1="{middle}" x2="{px(distribution.high):.2f}" y2="{middle}" '
+            f'stroke="#222"/>'
+            f'<rect x="{px(q1):.2f}" y="{middle - 7}" width="{max(px(q3) - px(q1), 1):.2f}" height="14" '
+            f'fill="white" fill-opacity="0.6" stroke="#222"/>'
+            f'<line x1="{px(median):.2f}" y1="{middle - 7}" x2="{px(median):.2f}" y2="{middle + 7}" '
+            f'stroke="#222" stroke-width="2"/>'
+            f'<circle cx="{px(distribution.mean):.2f}" cy="{middle}" r="3" fill="#222"/>'
+            f'<title>{_e(info.name)}: median {_format_percent(median)}, mean {_format_percent(distribution.mean)}, '
+            f'min {_format_percent(distribution.low)}, max {_format_percent(distribution.high)}</title></g>'
+            f'<text x="{width - right + 10}" y="{middle + 4:.1f}">{_format_percent(distribution.mean)} · '
+            f'{distribution.present:,}/{distribution.n:,}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _fractions_section(classes, stats):
+    if not stats.images:
+        body = "<p>No per-image statistics: no image was segmented.</p>"
+    else:
+        body = ('<p class="sub">Each row: histogram of the fraction of each image covered by the class, '
+                'box = quartiles, thick line = median, dot = mean, whiskers = min–max.</p>'
+                + _distribution_chart(classes, stats.distributions))
+    return f'<section id="fractions"><h2>Per-image class fractions ({stats.images:,} images)</h2>{body}</section>'
+
+
+def _gallery_section(items, classes, stats):
+    legend = "".join(f'<span class="legend-item"><span class="swatch" style="background:{_rgb(info.color)}">'
+                     f'</span>{_e(info.name)}</span>' for info in classes)
+    if not items:
+        return '<section id="gallery"><h2>Gallery</h2><p>No segmented images to show.</p></section>'
+    figures = []
+    for item in items:
+        record = item.record
+        top = sorted(record.fractions.items(), key=lambda pair: -pair[1])[:3]
+        fractions = ", ".join(f"{_e(name)} {_format_percent(value, 0)}" for name, value in top if value > 0)
+        images = []
+        if item.image_uri:
+            images.append(f'<img class="source" alt="image {_e(record.key)}" src="{item.image_uri}">')
+        if item.overlay_uri:
+            kind = "overlay" if item.image_uri else "mask"
+            images.append(f'<img class="{kind}" alt="{kind} {_e(record.key)}" src="{item.overlay_uri}">')
+        note = f'<div class="note">{_e(item.note)}</div>' if item.note else ""
+        figures.append(
+            f'<figure class="sample" data-key="{_e(record.key)}"><div class="pair">{"".join(images)}</div>'
+            f'<figcaption><b>{_e(record.key)}</b> · {record.width}×{record.height}<br>{fractions}{note}'
+            f'</figcaption></figure>')
+    shown = (f"{len(items)} of {stats.images:,} images, chosen by a hash of their key so re-runs show the same ones; "
+             "left: image, right: mask blended over it.")
+    return (f'<section id="gallery"><h2>Gallery</h2><p class="sub">{_e(shown)}</p>'
+            f'<div class="legend">{legend}</div><div class="gallery">{"".join(figures)}</div></section>')
+
+
+def _failures_section(failures):
+    if not failures.total:
+        return '<section id="failures"><h2>Failures</h2><p>No input failed.</p></section>'
+    kinds = "".join(f'<tr><td>{_e(stage)}</td><td>{_e(error_type)}</td><td class="num">{count:,}</td></tr>'
+                    for (stage, error_type), count in sorted(failures.by_kind.items(), key=lambda kv: -kv[1]))
+    rows = []
+    for failure in failures.rows:
+        message = failure.message
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS] + " …"
+        rows.append(f'<tr><td class="msg">{_e(failure.uri)}</td><td>{_e(failure.stage)}</td>'
+                    f'<td>{_e(failure.error_type)}</td><td class="msg">{_e(message)}</td></tr>')
+    shown = (f"showing the first {len(failures.rows):,} of {failures.total:,}"
+             if failures.total > len(failures.rows) else f"{failures.total:,}")
+    return ('<section id="failures"><h2>Failures</h2>'
+            f'<table id="failure-kinds"><tr><th>stage</th><th>error type</th><th class="num">inputs</th></tr>{kinds}</table>'
+            f'<p class="sub">Failed inputs ({_e(shown)}):</p>'
+            '<table id="failure-table" class="fail"><tr><th>uri</th><th>stage</th><th>error type</th><th>message</th></tr>'
+            f'{"".join(rows)}</table></section>')
+
+
+def _classes_for_report(summary, stats, totals):
+    """Classes from the card; names only seen in stats/totals are appended with fallback colours."""
+    classes = _summary_classes(summary)
+    known = {info.name for info in classes}
+    for name in list(totals) + list(stats.pixels) + list(stats.distributions):
+        if name not in known:
+            index = len(classes)
+            classes.append(ClassInfo(index, name, FALLBACK_PALETTE[index % len(FALLBACK_PALETTE)]))
+            known.add(name)
+    return classes
+
+
+def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEFAULT_THUMBNAIL_SIZE):
+    """Read a run's output directory and return the report as an HTML string."""
+    output_dir = output_dir.rstrip("/") or output_dir
+    problems = []
+    summary = _read_summary(output_dir, problems)
+
+    stats = _RunStatistics(max_gallery)
+    stats_format, stats_paths = _find_files(output_dir, STATS_DIR, STATS_PATTERNS)
+    for row in _iter_rows(stats_format, stats_paths, problems):
+        stats.add(_image_record(row, output_dir))
+    stats.finish_distributions()
+
+    failures = _FailureSummary(MAX_FAILURE_ROWS)
+    failure_format, failure_paths = _find_files(output_dir, FAILURES_DIR, FAILURE_PATTERNS)
+    for row in _iter_rows(failure_format, failure_paths, problems):
+        failures.add(_failure_record(row))
+
+    totals = _summary_class_totals(summary)
+    if not totals:
+        totals = {name: {"pixels": pixels, "area": stats.areas.get(name)} for name, pixels in stats.pixels.items()}
+    counts = _summary_counts(summary)
+    if counts["segmented"] is None:
+        counts["segmented"] = float(stats.images)
+    if counts["failed"] is None:
+        counts["failed"] = float(failures.total)
+    if counts["read"] is None:
+        counts["read"] = counts["segmented"] + counts["failed"]
+    card = _card(summary)
+    classes = _classes_for_report(summary, stats, totals)
+    palette = _palette(classes)
+    items = [_gallery_item(record, palette, thumbnail_size) for record in stats.gallery()]
+
+    title = f"deconvseg run report: {output_dir}"
+    generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        "style-src 'unsafe-inline'\">"
+        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)}</title>"
+        f"<style>{STYLE}</style></head><body>"
+        f"<h1>Segmentation run report</h1><p class=\"sub\">{_e(output_dir)} · generated {_e(generated)}</p>"
+        + _summary_section(counts, _summary_times(summary), stats, card, problems)
+        + _classes_section(classes, totals, card)
+        + _fractions_section(classes, stats)
+        + _gallery_section(items, classes, stats)
+        + _failures_section(failures)
+        + "</body></html>\n")
+
+
+def write_report(output_dir, report_path=None, max_gallery=DEFAULT_MAX_GALLERY,
+                 thumbnail_size=DEFAULT_THUMBNAIL_SIZE):
+    """Write ``report.html`` for a finished run (default ``OUT/report.html``) and return its path."""
+    report_path = report_path or _join(output_dir, REPORT_NAME)
+    document = build_report(output_dir, max_gallery=max_gallery, thumbnail_size=thumbnail_size)
+    with FileSystems.create(report_path, mime_type="text/html", compression_type="uncompressed") as handle:
+        handle.write(document.encode("utf-8"))
+    LOGGER.info("Wrote run report %s (%d bytes)", report_path, len(document))
+    return report_path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("output", help="the run's --output directory (local path or gs://...)")
+    parser.add_argument("--out", help="where to write the report (default: OUTPUT/report.html)")
+    parser.add_argument("--max_gallery", type=int, default=DEFAULT_MAX_GALLERY,
+                        help="number of sample images in the gallery (default %(default)s)")
+    parser.add_argument("--thumbnail_size", type=int, default=DEFAULT_THUMBNAIL_SIZE,
+                        help="longest edge of gallery thumbnails in pixels (default %(default)s)")
+    args = parser.parse_args(argv)
+    if args.max_gallery < 0 or args.thumbnail_size < 16:
+        parser.error("--max_gallery must be >= 0 and --thumbnail_size >= 16")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    path = write_report(args.output, args.out, args.max_gallery, args.thumbnail_size)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

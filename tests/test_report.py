@@ -1,0 +1,343 @@
+"""The run report: content checks on a synthetic run directory, gs:// reading,
+and a real headless-Chromium rendering of the page."""
+import html
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import report
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = [
+    {"id": 0, "name": "water", "color": [40, 90, 200]},
+    {"id": 1, "name": "vegetation", "color": [60, 160, 60]},
+    {"id": 2, "name": "bare_ground", "color": [170, 140, 100]},
+    {"id": 3, "name": "building", "color": [200, 60, 50]},
+    {"id": 4, "name": "road", "color": [110, 110, 110]},
+]
+CARD = {
+    "name": "deconvseg-default", "version": "1.2.3", "format": "deconvseg-model/1",
+    "architecture": {"variant": "fcn8s", "encoder": "compact"},
+    "classes": CLASSES,
+    "metrics": {"test": {"pixel_accuracy": 0.912, "mean_accuracy": 0.874, "mean_iou": 0.781, "fw_iou": 0.845,
+                         "per_class_iou": {c["name"]: 0.7 + 0.02 * c["id"] for c in CLASSES},
+                         "seed": 7, "images": 64}},
+}
+EVIL_MESSAGE = 'cannot identify image file <script>alert("x")</script> & <img src=x onerror=alert(1)>'
+
+
+def _mask_array(index, height, width):
+    """A deterministic layout of up to five classes: vertical bands whose widths depend on the index."""
+    rng = np.random.default_rng(index)
+    edges = np.sort(rng.integers(0, width + 1, size=len(CLASSES) - 1))
+    columns = np.searchsorted(edges, np.arange(width), side="right").astype(np.uint8)
+    return np.broadcast_to(columns, (height, width)).copy()
+
+
+def _write_mask(path, ids):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(ids, "P")
+    image.putpalette([value for c in CLASSES for value in c["color"]])
+    image.save(path)
+
+
+def make_run(out, images=6, failures=2, image_size=(96, 64), with_sources=True, shards=2, summary=True,
+             stats_format="jsonl"):
+    """Write an output directory as a pipeline run would (output contract in DESIGN.md).
+
+    Returns the per-class pixel totals so tests can compare the chart with them.
+    """
+    out = Path(out)
+    sources = out.parent / (out.name + "-input")
+    width, height = image_size
+    records, totals = [], {c["name"]: 0 for c in CLASSES}
+    for index in range(images):
+        key = f"tiles/tile_{index:05d}" if index % 3 == 0 else f"tile_{index:05d}"
+        ids = _mask_array(index, height, width)
+        _write_mask(out / "masks" / f"{key}.png", ids)
+        source = sources / f"{key}.png"
+        if with_sources:
+            source.parent.mkdir(parents=True, exist_ok=True)
+            gradient = np.linspace(0, 255, width, dtype=np.uint8)
+            rgb = np.stack([np.broadcast_to(gradient, (height, width)),
+                            np.full((height, width), (index * 37) % 256, np.uint8),
+                            np.broadcast_to(gradient[::-1], (height, width))], axis=-1)
+            Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(source)
+        counts = np.bincount(ids.ravel(), minlength=len(CLASSES))
+        classes = []
+        for c in CLASSES:
+            pixels = int(counts[c["id"]])
+            totals[c["name"]] += pixels
+            classes.append({"id": c["id"], "name": c["name"], "pixels": pixels, "fraction": pixels / ids.size})
+        records.append({"uri": str(source), "key": key, "width": width, "height": height, "classes": classes,
+                        "mean_confidence": 0.9, "model_name": CARD["name"], "model_version": CARD["version"]})
+    stats_dir = out / "stats"
+    stats_dir.mkdir(parents=True, exist_ok=True)
+    for shard in range(shards):
+        part = records[shard::shards]
+        name = stats_dir / f"stats-{shard:05d}-of-{shards:05d}.{stats_format}"
+        if stats_format == "jsonl":
+            name.write_text("".join(json.dumps(record) + "\n" for record in part))
+        elif stats_format == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+            pq.write_table(pa.Table.from_pylist(part), name)
+    failure_dir = out / "failures"
+    failure_dir.mkdir(parents=True, exist_ok=True)
+    failure_rows = [{"uri": f"gs://bucket/in/broken_{index}.png", "key": f"broken_{index}", "stage": "decode",
+                     "error_type": "UnidentifiedImageError", "message": EVIL_MESSAGE} for index in range(failures)]
+    (failure_dir / "failures-00000-of-00001.jsonl").write_text(
+        "".join(json.dumps(row) + "\n" for row in failure_rows))
+    if summary:
+        (out / "summary.json").write_text(json.dumps({
+            "counts": {"read": images + failures, "segmented": images, "failed": failures},
+            "class_totals": [{"id": c["id"], "name": c["name"], "pixels": totals[c["name"]]} for c in CLASSES],
+            "model": CARD,
+            "start_time": "2026-11-25T12:00:00+00:00", "end_time": "2026-11-25T12:00:40+00:00",
+        }))
+    return totals
+
+
+def _bars(document):
+    return {html.unescape(name): float(value)
+            for name, value in re.findall(r'<rect class="bar" data-class="([^"]*)" data-value="([^"]*)"', document)}
+
+
+def _bar_widths(document):
+    return {html.unescape(name): float(width) for name, width in
+            re.findall(r'<rect class="bar" data-class="([^"]*)"[^>]* width="([^"]*)"', document)}
+
+
+def test_report_shows_counts_model_chart_gallery_and_escaped_failures(tmp_path):
+    out = tmp_path / "out"
+    totals = make_run(out, images=6, failures=2)
+    path = report.write_report(str(out))
+    assert path == str(out / "report.html")
+    document = (out / "report.html").read_text()
+
+    cards = dict(re.findall(r'data-field="(\w+)"><div class="v">([^<]*)<', document))
+    assert cards["read"] == "8" and cards["segmented"] == "6" and cards["failed"] == "2"
+    assert cards["duration"] == "40.0 s" and cards["throughput"] == "0.15/s"
+    assert "deconvseg-default" in document and "1.2.3" in document and "0.781" in document
+    for c in CLASSES:
+        assert f">{c['name']}<" in document
+        assert "rgb({},{},{})".format(*c["color"]) in document
+
+    assert _bars(document) == {name: float(value) for name, value in totals.items()}
+    widths = _bar_widths(document)
+    largest = max(totals.values())
+    for name, value in totals.items():
+        assert widths[name] == pytest.approx(widths[max(totals, key=totals.get)] * value / largest, abs=0.02)
+
+    assert document.count('<figure class="sample"') == 6
+    assert document.count('<img class="overlay"') == 6 and document.count('<img class="source"') == 6
+    assert document.count("<g class=\"box\"") == len(CLASSES)
+
+    assert "<script" not in document.lower()
+    assert "onerror=alert" not in document.replace("&lt;img src=x onerror=alert(1)&gt;", "")
+    assert document.count(html.escape(EVIL_MESSAGE, quote=True)) == 2
+    assert "src=\"http" not in document and "href=\"http" not in document
+
+
+def test_missing_source_shows_the_mask_only(tmp_path):
+    out = tmp_path / "out"
+    make_run(out, images=3, failures=0)
+    shutil.rmtree(tmp_path / "out-input")
+    document = report.build_report(str(out))
+    assert document.count('<img class="mask"') == 3
+    assert '<img class="source"' not in document
+    assert document.count("showing the mask only") == 3
+    assert "No input failed." in document
+
+
+def test_zero_images(tmp_path):
+    out = tmp_path / "out"
+    make_run(out, images=0, failures=0)
+    document = report.build_report(str(out))
+    assert "No segmented images to show." in document
+    assert "No pixels were segmented." in document
+    assert '<rect class="bar"' not in document
+    cards = dict(re.findall(r'data-field="(\w+)"><div class="v">([^<]*)<', document))
+    assert cards["read"] == "0" and cards["segmented"] == "0"
+
+
+def test_all_failed_run_without_summary(tmp_path):
+    """A crashed run leaves no summary.json: counts come from the failure records, with a warning."""
+    out = tmp_path / "out"
+    make_run(out, images=0, failures=700, summary=False)
+    document = report.build_report(str(out))
+    cards = dict(re.findall(r'data-field="(\w+)"><div class="v">([^<]*)<', document))
+    assert cards["read"] == "700" and cards["failed"] == "700" and cards["segmented"] == "0"
+    assert "summary.json is missing" in document
+    assert document.count("<tr><td class=\"msg\">gs://bucket/in/broken_") == report.MAX_FAILURE_ROWS
+    assert f"showing the first {report.MAX_FAILURE_ROWS:,} of 700" in document
+    assert '<td class="num">700</td>' in document  # the by-stage/error-type summary
+
+
+def test_many_images_sample_deterministically_and_stay_small(tmp_path):
+    out = tmp_path / "out"
+    totals = make_run(out, images=1500, failures=3, image_size=(24, 16), with_sources=False, shards=3)
+    first = report.build_report(str(out), max_gallery=12)
+    keys = re.findall(r'<figure class="sample" data-key="([^"]*)"', first)
+    assert len(keys) == 12
+    # Same sample whatever the shard layout: rewrite the stats as one shuffled file.
+    lines = [line for shard in sorted((out / "stats").iterdir()) for line in shard.read_text().splitlines()]
+    random.Random(3).shuffle(lines)
+    for shard in (out / "stats").iterdir():
+        shard.unlink()
+    (out / "stats" / "stats.jsonl").write_text("\n".join(lines) + "\n")
+    second = report.build_report(str(out), max_gallery=12)
+    assert re.findall(r'<figure class="sample" data-key="([^"]*)"', second) == keys
+    assert _bars(second) == {name: float(value) for name, value in totals.items()}
+    assert "Per-image class fractions (1,500 images)" in second
+    assert len(second.encode()) < 1_000_000
+
+
+def test_gallery_stays_small_for_large_images(tmp_path):
+    out = tmp_path / "out"
+    make_run(out, images=12, failures=0, image_size=(1024, 768))
+    path = report.write_report(str(out), max_gallery=12)
+    assert os.path.getsize(path) < 5_000_000
+    assert Path(path).read_text().count('<img class="overlay"') == 12
+
+
+def test_parquet_stats_and_fraction_quantiles(tmp_path):
+    out = tmp_path / "out"
+    make_run(out, images=40, failures=0, stats_format="parquet")
+    document = report.build_report(str(out))
+    assert "Per-image class fractions (40 images)" in document
+    medians = dict(re.findall(r'<g class="box" data-class="([^"]*)" data-median="([^"]*)"', document))
+    fractions = {c["name"]: [] for c in CLASSES}
+    for index in range(40):
+        counts = np.bincount(_mask_array(index, 64, 96).ravel(), minlength=len(CLASSES))
+        for c in CLASSES:
+            fractions[c["name"]].append(counts[c["id"]] / counts.sum())
+    for name, values in fractions.items():
+        assert float(medians[name]) == pytest.approx(np.median(values), abs=1.5 / report.FRACTION_BINS)
+
+
+def test_cli_writes_report_where_asked(tmp_path, capsys):
+    out = tmp_path / "out"
+    make_run(out, images=2, failures=1)
+    target = tmp_path / "elsewhere" / "r.html"
+    target.parent.mkdir()
+    assert report.main([str(out), "--out", str(target), "--max_gallery", "1"]) == 0
+    assert capsys.readouterr().out.strip() == str(target)
+    assert target.read_text().count('<figure class="sample"') == 1
+    assert not (out / "report.html").exists()
+
+
+def test_reads_and_writes_gs_paths(tmp_path, monkeypatch):
+    """The same report from a bucket: an in-process GCS emulator behind Beam's gs:// filesystem."""
+    server_module = pytest.importorskip("gcp_storage_emulator.server")
+    from apache_beam.internal.gcp import auth
+    from apache_beam.io.filesystems import FileSystems
+
+    server = server_module.create_server("127.0.0.1", 0, in_memory=True, default_bucket="report-bucket")
+    server.start()
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server._api._httpd.server_port}")
+        # Anonymous credentials at once instead of ~20 s of google.auth.default() retries.
+        monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
+        monkeypatch.setattr(auth._Credentials, "_credentials", None)
+        from apache_beam.io.gcp import gcsio
+        monkeypatch.setattr(gcsio.GcsIO, "_instance", None, raising=False)
+        out = tmp_path / "out"
+        totals = make_run(out, images=3, failures=1)
+        for path in sorted(p for p in out.rglob("*") if p.is_file()):
+            with FileSystems.create("gs://report-bucket/run/" + str(path.relative_to(out))) as handle:
+                handle.write(path.read_bytes())
+        written = report.write_report("gs://report-bucket/run")
+        assert written == "gs://report-bucket/run/report.html"
+        with FileSystems.open(written) as handle:
+            document = handle.read().decode()
+    finally:
+        server.stop()
+    assert _bars(document) == {name: float(value) for name, value in totals.items()}
+    assert document.count('<img class="overlay"') == 3  # sources are local paths, masks come from the bucket
+    assert document.count(html.escape(EVIL_MESSAGE, quote=True)) == 1
+
+
+# --------------------------------------------------------------------------
+# Real browser.
+# --------------------------------------------------------------------------
+
+PROBE = """<script>
+window.addEventListener('load', function () {
+  var images = Array.prototype.slice.call(document.querySelectorAll('figure.sample img'));
+  var bars = Array.prototype.slice.call(document.querySelectorAll('#class-bars rect.bar'));
+  document.body.setAttribute('data-probe', JSON.stringify({
+    decoded: images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length,
+    images: images.length,
+    bars: bars.map(function (b) { var r = b.getBoundingClientRect();
+      return {name: b.getAttribute('data-class'), width: r.width, height: r.height}; }),
+    boxes: document.querySelectorAll('#fraction-distribution g.box').length,
+    failures: document.querySelectorAll('#failure-table tr').length - 1
+  }));
+});
+</script>"""
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium, installed by scripts/install_chromium.sh when missing (fails, never skips)."""
+    script = ROOT / "scripts" / "install_chromium.sh"
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        pytest.fail(f"headless Chromium is required for the report browser test and could not be installed "
+                    f"by {script} (exit {result.returncode}): {result.stderr.strip()[-2000:]}")
+    path = shutil.which("chromium")
+    assert path, "install_chromium.sh succeeded but `chromium` is not on PATH"
+    return path
+
+
+def _chromium_args(chromium, profile):
+    return [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--hide-scrollbars", f"--user-data-dir={profile}"]
+
+
+def test_report_renders_in_headless_chromium(tmp_path, chromium):
+    out = tmp_path / "out"
+    totals = make_run(out, images=8, failures=2, image_size=(160, 120))
+    path = Path(report.write_report(str(out), max_gallery=6))
+    document = path.read_text()
+
+    # 1. The DOM after layout: inject a probe into a copy (the report's own CSP forbids scripts).
+    probe_page = tmp_path / "probe.html"
+    probe_page.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", document)
+                          .replace("</body>", PROBE + "</body>"))
+    dom = subprocess.run(_chromium_args(chromium, tmp_path / "profile-dom")
+                         + ["--dump-dom", probe_page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'data-probe="([^"]*)"', dom.stdout)
+    assert found, "the page's load handler did not run: " + dom.stderr[-2000:]
+    probe = json.loads(html.unescape(found.group(1)))
+    assert probe["images"] == 12 and probe["decoded"] == 12  # 6 samples x (image, overlay)
+    assert probe["boxes"] == len(CLASSES) and probe["failures"] == 2
+    rendered = {bar["name"]: bar["width"] for bar in probe["bars"]}
+    assert set(rendered) == set(totals)
+    largest = max(totals.values())
+    for name, value in totals.items():
+        assert rendered[name] == pytest.approx(rendered[max(totals, key=totals.get)] * value / largest, abs=0.6)
+        assert value == 0 or rendered[name] > 1
+
+    # 2. A real screenshot of the unmodified report is not blank and shows the class colours.
+    screenshot = tmp_path / "report.png"
+    shot = subprocess.run(["bash", str(ROOT / "scripts" / "screenshot_report.sh"), str(path), str(screenshot)],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, CHROMIUM=chromium))
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    pixels = np.asarray(Image.open(screenshot).convert("RGB"))
+    assert pixels.shape[1] == 1280 and pixels.std() > 20
+    colours = set(map(tuple, pixels.reshape(-1, 3)[::3]))
+    for c in CLASSES:
+        assert tuple(c["color"]) in colours, f"bar colour of {c['name']} not on screen"
