@@ -35,9 +35,10 @@ import posixpath
 import sys
 
 import numpy as np
-from PIL import Image
-
 from apache_beam.io.filesystems import FileSystems
+from PIL import Image, ImageOps
+
+from transforms.decode import to_rgb
 
 LOGGER = logging.getLogger(__name__)
 
@@ -232,8 +233,8 @@ def _exists(path):
         return False
 
 
-def _read_bytes(path):
-    with FileSystems.open(path) as handle:
+def _read_bytes(path, compression_type="auto"):
+    with FileSystems.open(path, compression_type=compression_type) as handle:
         return handle.read()
 
 
@@ -425,7 +426,7 @@ def _data_uri(image, fmt):
 
 def _load_mask(path, palette, size):
     """The mask coloured with the class palette and downscaled (nearest, so no invented classes)."""
-    with Image.open(io.BytesIO(_read_bytes(path))) as mask:
+    with Image.open(io.BytesIO(_read_bytes(path, "uncompressed"))) as mask:
         mask.load()
         if mask.mode in ("P", "L", "I", "I;16", "1"):
             ids = np.asarray(mask if mask.mode in ("P", "L") else mask.convert("I"))
@@ -437,9 +438,11 @@ def _load_mask(path, palette, size):
 
 
 def _load_source(uri, size):
-    with Image.open(io.BytesIO(_read_bytes(uri))) as image:
+    """The input as the pipeline saw it (EXIF orientation applied, same mode rule), downscaled."""
+    with Image.open(io.BytesIO(_read_bytes(uri, "uncompressed"))) as image:
         image.draft("RGB", (size, size))  # JPEG decodes at reduced scale: cheap for big tiles.
-        image = image.convert("RGB")
+        image = ImageOps.exif_transpose(image)
+        image = Image.fromarray(to_rgb(image), "RGB")
     image.thumbnail((size, size), Image.BILINEAR)
     return image
 

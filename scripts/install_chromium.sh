@@ -7,7 +7,7 @@ set -euo pipefail
 if command -v chromium >/dev/null 2>&1; then
   exit 0
 fi
-if [ "$(id -u)" != 0 ]; then
+if [ "${EUID:-$(id -u)}" != 0 ]; then
   echo "install_chromium: chromium is missing and installing it needs root (apt-get install chromium)." >&2
   exit 1
 fi

@@ -1,6 +1,8 @@
 """The run report: content checks on a synthetic run directory, gs:// reading,
 and a real headless-Chromium rendering of the page."""
+import base64
 import html
+import io
 import json
 import os
 import random
@@ -157,6 +159,20 @@ def test_missing_source_shows_the_mask_only(tmp_path):
     assert '<img class="source"' not in document
     assert document.count("showing the mask only") == 3
     assert "No input failed." in document
+
+
+def test_gallery_applies_exif_orientation_like_the_pipeline(tmp_path):
+    """A phone JPEG stored landscape with orientation 6 is segmented upright; the overlay must be too."""
+    out = tmp_path / "out"
+    make_run(out, images=1, failures=0, image_size=(40, 60))
+    source = Path(json.loads(next((out / "stats").glob("*.jsonl")).read_text().splitlines()[0])["uri"])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (60, 40), (200, 200, 0)).save(source.with_suffix(".jpg"), "JPEG", exif=exif.tobytes())
+    source.with_suffix(".jpg").rename(source)
+    document = report.build_report(str(out))
+    overlay = re.search(r'<img class="overlay"[^>]* src="data:image/jpeg;base64,([^"]*)"', document).group(1)
+    assert Image.open(io.BytesIO(base64.b64decode(overlay))).size == (40, 60)
 
 
 def test_zero_images(tmp_path):
