@@ -1,0 +1,111 @@
+"""Evaluate a model on one split: FCN's four metrics plus per-class IoU.
+
+    python -m model.evaluate --model model/default --data data/mosaic_test --split test
+
+--model is an exported model directory (saved_model/ + card.json), evaluated
+through its `segment` serving function so the numbers describe what ships, or
+a `.keras` checkpoint from model.train. Prints a table, then one JSON object
+as the last line of stdout.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from model import classes as classes_module
+from model.data import evaluation_dataset
+from model.metrics import confusion_matrix, segmentation_metrics
+
+
+def _read_json(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def load_segmenter(model_path):
+    """Return (segment function uint8 [N,H,W,3] -> class ids [N,H,W], class list, kind)."""
+    if model_path.endswith(".keras"):
+        import keras
+
+        from model.train import make_prediction_function
+
+        predict = make_prediction_function(keras.models.load_model(model_path))
+        run_path = os.path.join(os.path.dirname(model_path), "run.json")
+        entries = _read_json(run_path)["classes"] if os.path.exists(run_path) else classes_module.classes_to_json()
+        return (lambda images: predict(tf.cast(images, tf.float32))), classes_module.classes_from_json(entries), "keras"
+    saved_model_dir = os.path.join(model_path, "saved_model")
+    card_path = os.path.join(model_path, "card.json")
+    if not os.path.isdir(saved_model_dir) or not os.path.exists(card_path):
+        raise ValueError(f"{model_path} is neither a .keras checkpoint nor an exported model directory (saved_model/ + card.json)")
+    loaded = tf.saved_model.load(saved_model_dir)
+    classes = classes_module.classes_from_json(_read_json(card_path)["classes"])
+    return (lambda images: loaded.segment(images)["class_ids"]), classes, "saved_model"
+
+
+def evaluate(model_path, data_dir, split="test"):
+    """Accumulate one confusion matrix over the split and compute the metrics dict."""
+    segment, class_list, kind = load_segmenter(model_path)
+    num_classes = len(class_list)
+    class_names = [segmentation_class.name for segmentation_class in class_list]
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    dataset, _ = evaluation_dataset(data_dir, split)
+    started = time.monotonic()
+    images = 0
+    for image, mask in dataset:
+        class_ids = segment(tf.cast(image, tf.uint8)[None])
+        confusion += confusion_matrix(mask.numpy(), np.asarray(class_ids)[0], num_classes)
+        images += 1
+    if images == 0:
+        raise ValueError(f"no images in split '{split}' of {data_dir}")
+    metrics = segmentation_metrics(confusion, class_names)
+    dataset_json = os.path.join(data_dir, "dataset.json")
+    result = {
+        "model": model_path,
+        "model_format": kind,
+        "data": data_dir,
+        "split": split,
+        "seed": _read_json(dataset_json).get("seed") if os.path.exists(dataset_json) else None,
+        "images": images,
+        "pixels": int(confusion.sum()),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    result.update(metrics)
+    result["confusion_matrix"] = confusion.tolist()
+    return result
+
+
+def format_table(result):
+    lines = [f"{'class':<16}{'IoU':>8}{'accuracy':>10}"]
+    for name, iou in result["per_class_iou"].items():
+        accuracy = result["per_class_accuracy"][name]
+        as_text = lambda value: "   n/a" if value is None else f"{value:.4f}"  # noqa: E731
+        lines.append(f"{name:<16}{as_text(iou):>8}{as_text(accuracy):>10}")
+    lines.append("")
+    lines.append(f"{'pixel acc.':>12}{'mean acc.':>12}{'mean IoU':>12}{'f.w. IoU':>12}")
+    lines.append(
+        f"{result['pixel_accuracy']:>12.4f}{result['mean_accuracy']:>12.4f}{result['mean_iou']:>12.4f}{result['fw_iou']:>12.4f}"
+    )
+    lines.append(f"{result['images']} images, {result['pixels']} labelled pixels, split '{result['split']}' of {result['data']}")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="exported model directory or .keras checkpoint")
+    parser.add_argument("--data", required=True, help="dataset directory")
+    parser.add_argument("--split", default="test")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    result = evaluate(args.model, args.data, args.split)
+    print(format_table(result))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Export a trained checkpoint as the self-contained model directory of docs/CONTRACTS.md.
+
+    python -m model.export --checkpoint runs/default/best.keras --out model/default \
+        --evaluate_data data/mosaic_test --evaluate_split test
+
+Writes OUT/saved_model/ (signatures `serving_default` and
+`serving_mixed_float16`, plus the `segment` tf.function) and OUT/card.json.
+Normalisation, padding to the stride, cropping, softmax and argmax all happen
+inside the graph, so the pipeline needs only TensorFlow to load and run it.
+"""
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import sys
+
+import keras
+import tensorflow as tf
+
+from model import classes as classes_module
+from model.fcn import NETWORK_STRIDE, NORMALIZATION, UPSAMPLING_DESCRIPTIONS
+
+CARD_FORMAT = "deconvseg-model/1"
+IMAGES_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+
+
+@contextlib.contextmanager
+def mixed_precision_policies(model):
+    """Temporarily compute every layer but the final logits in float16, sharing the same variables.
+
+    Tracing the mixed-precision serving function inside this context gives a
+    second graph over the *same* weights, so the export is not twice the size.
+    """
+    original = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer) or layer.name == "logits":
+            continue
+        original[layer.name] = layer.dtype_policy
+        layer.dtype_policy = "mixed_float16"
+    try:
+        yield model
+    finally:
+        for layer in model.layers:
+            if layer.name in original:
+                layer.dtype_policy = original[layer.name]
+
+
+class SegmentationModule(tf.Module):
+    """uint8 images in, per-pixel class ids (uint8) and winning-class probability (float32) out."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.segment = tf.function(self._segment, input_signature=[IMAGES_SPEC])
+        self.segment_mixed_float16 = tf.function(self._segment_copy(), input_signature=[IMAGES_SPEC])
+        self.segment.get_concrete_function()
+        with mixed_precision_policies(model):
+            self.segment_mixed_float16.get_concrete_function()
+
+    def _segment_copy(self):
+        # A distinct Python function so the two tf.functions keep separate traces.
+        return lambda images: self._segment(images)
+
+    def _segment(self, images):
+        logits = self.model(tf.cast(images, tf.float32), training=False)
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        return {
+            "class_ids": tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8),
+            "confidence": tf.reduce_max(probabilities, axis=-1),
+        }
+
+
+def _architecture(model, run):
+    settings = run.get("settings", {})
+    upsampling = settings.get("upsampling", "bilinear")
+    return {
+        "variant": settings.get("variant", "fcn8s"),
+        "encoder": settings.get("encoder", "compact"),
+        "parameters": int(model.count_params()),
+        "upsampling": UPSAMPLING_DESCRIPTIONS[upsampling],
+    }
+
+
+def build_card(model, run, name, version, metrics=None):
+    settings = run.get("settings", {})
+    dataset = run.get("dataset", {})
+    card = {
+        "name": name,
+        "version": version,
+        "format": CARD_FORMAT,
+        "architecture": _architecture(model, run),
+        "stride": NETWORK_STRIDE,
+        "input": {"dtype": "uint8", "channels": 3, "color": "RGB", "normalization": dict(NORMALIZATION)},
+        "classes": run.get("classes", classes_module.classes_to_json()),
+        "signatures": {
+            "serving_default": {"input": "images", "outputs": ["class_ids", "confidence"]},
+            "serving_mixed_float16": {"input": "images", "outputs": ["class_ids", "confidence"]},
+        },
+        "trained_on": {
+            "dataset": dataset.get("name", "unknown"),
+            "generator": dataset.get("generator"),
+            "seed": dataset.get("seed"),
+            "train_images": run.get("train_images"),
+            "image_size": settings.get("image_size", dataset.get("image_size")),
+        },
+        "training": {
+            "epochs": settings.get("epochs"),
+            "batch_size": settings.get("batch_size"),
+            "learning_rate": settings.get("learning_rate"),
+            "schedule": "linear warm-up then cosine decay; best checkpoint by validation mean IoU",
+            "command": run.get("command"),
+        },
+        "metrics": {},
+        "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    if metrics is not None:
+        card["metrics"]["test"] = metrics
+    return card
+
+
+def export(checkpoint, out_dir, name="deconvseg-default", version="1.0.0", run_json=None):
+    """Write OUT/saved_model and OUT/card.json (without test metrics); returns the card."""
+    model = keras.models.load_model(checkpoint, compile=False)  # no optimizer state in the export
+    run_json = run_json or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "run.json")
+    run = {}
+    if os.path.exists(run_json):
+        with open(run_json) as handle:
+            run = json.load(handle)
+    num_classes = model.output_shape[-1]
+    classes = run.get("classes", classes_module.classes_to_json())
+    if len(classes) != num_classes:
+        raise ValueError(f"the model has {num_classes} outputs but the class list has {len(classes)} entries")
+    if num_classes > 256:
+        raise ValueError("class ids are exported as uint8: at most 256 classes")
+    module = SegmentationModule(model)
+    saved_model_dir = os.path.join(out_dir, "saved_model")
+    if os.path.exists(saved_model_dir):
+        shutil.rmtree(saved_model_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    tf.saved_model.save(
+        module,
+        saved_model_dir,
+        signatures={
+            "serving_default": module.segment.get_concrete_function(),
+            "serving_mixed_float16": module.segment_mixed_float16.get_concrete_function(),
+        },
+    )
+    card = build_card(model, run, name, version)
+    write_card(out_dir, card)
+    return card
+
+
+def write_card(out_dir, card):
+    with open(os.path.join(out_dir, "card.json"), "w") as handle:
+        json.dump(card, handle, indent=2)
+        handle.write("\n")
+
+
+def card_metrics(result):
+    """The card's metrics.test block from a model.evaluate result."""
+    keys = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "per_class_iou", "seed", "images", "split")
+    metrics = {key: result[key] for key in keys}
+    metrics["command"] = f"python -m model.evaluate --model DIR --data {result['data']} --split {result['split']}"
+    return metrics
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help=".keras checkpoint from model.train")
+    parser.add_argument("--out", required=True, help="model directory to write (saved_model/ + card.json)")
+    parser.add_argument("--name", default="deconvseg-default")
+    parser.add_argument("--version", default="1.0.0")
+    parser.add_argument("--run_json", default=None, help="run.json of the training run (default: beside the checkpoint)")
+    parser.add_argument("--evaluate_data", default=None, help="dataset to evaluate the export on, for metrics.test")
+    parser.add_argument("--evaluate_split", default="test")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    card = export(args.checkpoint, args.out, args.name, args.version, args.run_json)
+    if args.evaluate_data:
+        from model.evaluate import evaluate, format_table
+
+        result = evaluate(args.out, args.evaluate_data, args.evaluate_split)
+        print(format_table(result), file=sys.stderr)
+        card["metrics"]["test"] = card_metrics(result)
+        card["metrics"]["test"]["command"] = (
+            f"python -m model.evaluate --model {args.out} --data {args.evaluate_data} --split {args.evaluate_split}"
+        )
+        write_card(args.out, card)
+    print(json.dumps({"out": args.out, "parameters": card["architecture"]["parameters"], "metrics": card["metrics"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Bilinear-initialised deconvolution and the small tensor-op layers the FCN needs.
+
+Keras 3 cannot apply raw tf ops to symbolic tensors and Lambda layers do not
+survive a SavedModel round trip cleanly, so every such op is a Layer here.
+"""
+import numpy as np
+import keras
+import tensorflow as tf
+
+
+def deconvolution_kernel_size(factor):
+    """Kernel size 2f - f%2: divisible-enough by the stride to avoid checkerboards (Odena et al. 2016)."""
+    return 2 * factor - factor % 2
+
+
+def bilinear_kernel(factor, channels, dtype=np.float32):
+    """The FCN bilinear upsampling kernel in Keras layout (kh, kw, out_channels, in_channels).
+
+    With stride `factor` and `same` padding a transposed convolution with this
+    kernel equals bilinear interpolation away from the borders; channel i only
+    feeds channel i, so it upsamples each class score map independently.
+    """
+    if int(factor) < 1:
+        raise ValueError(f"upsampling factor must be a positive integer, got {factor}")
+    if int(channels) < 1:
+        raise ValueError(f"channels must be a positive integer, got {channels}")
+    size = deconvolution_kernel_size(int(factor))
+    half = (size + 1) // 2
+    centre = half - 1 if size % 2 == 1 else half - 0.5
+    grid = np.arange(size, dtype=np.float64)
+    profile = 1.0 - np.abs(grid - centre) / half
+    weights = np.outer(profile, profile)
+    kernel = np.zeros((size, size, channels, channels), dtype=np.float64)
+    for channel in range(channels):
+        kernel[:, :, channel, channel] = weights
+    return kernel.astype(dtype)
+
+
+class BilinearKernelInitializer(keras.initializers.Initializer):
+    """Initialises a (k, k, C, C) kernel with the bilinear kernel for `factor`."""
+
+    def __init__(self, factor):
+        self.factor = int(factor)
+
+    def __call__(self, shape, dtype=None):
+        size, _, channels_out, channels_in = shape
+        if channels_out != channels_in or size != deconvolution_kernel_size(self.factor):
+            raise ValueError(f"bilinear kernel needs shape (k, k, C, C) with k={deconvolution_kernel_size(self.factor)}, got {shape}")
+        return keras.ops.convert_to_tensor(bilinear_kernel(self.factor, channels_in), dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="deconvseg")
+class BilinearDeconv2D(keras.layers.Layer):
+    """Transposed convolution upsampling by an integer factor, C channels to C channels.
+
+    kernel 2f - f%2, stride f, `same` padding, so the output is exactly input x f.
+    `initialization="bilinear"` starts it as bilinear interpolation (the FCN
+    recipe); `"random"` starts it from a He-normal kernel, for the ablation.
+    `trainable=False` freezes it as a fixed bilinear upsampler.
+    """
+
+    INITIALIZATIONS = ("bilinear", "random")
+
+    def __init__(self, factor, initialization="bilinear", use_bias=False, **kwargs):
+        super().__init__(**kwargs)
+        if int(factor) < 1:
+            raise ValueError(f"upsampling factor must be a positive integer, got {factor}")
+        if initialization not in self.INITIALIZATIONS:
+            raise ValueError(f"initialization must be one of {self.INITIALIZATIONS}, got {initialization!r}")
+        self.factor = int(factor)
+        self.initialization = initialization
+        self.use_bias = bool(use_bias)
+        self.kernel_size = deconvolution_kernel_size(self.factor)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError("BilinearDeconv2D needs a known channel count")
+        if self.initialization == "bilinear":
+            initializer = BilinearKernelInitializer(self.factor)
+        else:
+            initializer = keras.initializers.HeNormal()
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.kernel_size, self.kernel_size, channels, channels), initializer=initializer
+        )
+        self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros") if self.use_bias else None
+
+    def call(self, inputs):
+        outputs = keras.ops.conv_transpose(inputs, self.kernel, strides=self.factor, padding="same")
+        if self.bias is not None:
+            outputs = outputs + self.bias
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        scale = lambda size: None if size is None else size * self.factor  # noqa: E731
+        return (batch, scale(height), scale(width), channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"factor": self.factor, "initialization": self.initialization, "use_bias": self.use_bias})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deconvseg")
+class ResizeUpsample(keras.layers.Layer):
+    """Plain bilinear resize by an integer factor (no weights): the ablation baseline."""
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        if int(factor) < 1:
+            raise ValueError(f"upsampling factor must be a positive integer, got {factor}")
+        self.factor = int(factor)
+
+    def call(self, inputs):
+        shape = tf.shape(inputs)
+        resized = tf.image.resize(inputs, [shape[1] * self.factor, shape[2] * self.factor], method="bilinear")
+        return tf.cast(resized, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        scale = lambda size: None if size is None else size * self.factor  # noqa: E731
+        return (batch, scale(height), scale(width), channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"factor": self.factor})
+        return config
+
+
+def _symmetric_indices(length, padded_length):
+    """Indices 0..L-1 then mirrored back and forth: symmetric padding that works for any L >= 1."""
+    period = 2 * length
+    positions = tf.range(padded_length) % period
+    return tf.where(positions < length, positions, period - 1 - positions)
+
+
+@keras.saving.register_keras_serializable(package="deconvseg")
+class PadToMultiple(keras.layers.Layer):
+    """Symmetric-pads height and width (bottom/right) up to a multiple of the network stride.
+
+    Mirroring keeps texture statistics at the border, unlike zeros, and this
+    index-based version works even when the pad exceeds the image size.
+    """
+
+    def __init__(self, multiple, **kwargs):
+        super().__init__(**kwargs)
+        if int(multiple) < 1:
+            raise ValueError(f"multiple must be a positive integer, got {multiple}")
+        self.multiple = int(multiple)
+
+    def call(self, inputs):
+        shape = tf.shape(inputs)
+        height, width = shape[1], shape[2]
+        padded_height = (height + self.multiple - 1) // self.multiple * self.multiple
+        padded_width = (width + self.multiple - 1) // self.multiple * self.multiple
+        outputs = tf.gather(inputs, _symmetric_indices(height, padded_height), axis=1)
+        return tf.gather(outputs, _symmetric_indices(width, padded_width), axis=2)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        round_up = lambda size: None if size is None else -(-size // self.multiple) * self.multiple  # noqa: E731
+        return (batch, round_up(height), round_up(width), channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"multiple": self.multiple})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deconvseg")
+class CropToReference(keras.layers.Layer):
+    """Crops the first input's height and width (top-left) to those of the second input."""
+
+    def call(self, inputs):
+        tensor, reference = inputs
+        shape = tf.shape(reference)
+        return tensor[:, : shape[1], : shape[2], :]
+
+    def compute_output_shape(self, input_shapes):
+        tensor_shape, reference_shape = input_shapes
+        return (tensor_shape[0], reference_shape[1], reference_shape[2], tensor_shape[3])
