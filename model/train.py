@@ -226,7 +226,7 @@ def train(args, command=None):
         time_budget_seconds=None if args.time_budget_minutes is None else args.time_budget_minutes * 60,
     )
     if initial_epoch < args.epochs:
-        model.fit(dataset, epochs=args.epochs, initial_epoch=initial_epoch, callbacks=[evaluation], verbose=args.verbose)
+        model.fit(dataset, epochs=args.epochs, initial_epoch=initial_epoch, callbacks=[evaluation], verbose=args.verbose, shuffle=False)
     with open(state_path) as handle:
         return json.load(handle)
 
