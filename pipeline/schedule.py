@@ -1,0 +1,105 @@
+"""Date partitions for nightly runs: ``{date}``, ``{yyyy}``, ``{mm}``, ``{dd}`` in flag values.
+
+A nightly job is the same command every night over a new partition, e.g.::
+
+    --input 'gs://drops/{yyyy}/{mm}/{dd}/*.tif' --output 'gs://masks/date={date}'
+
+``--date YYYY-MM-DD`` picks the partition; without it the run takes yesterday
+in UTC, the partition a scheduler firing after midnight wants, and the same
+on every machine whatever its time zone. Templates are filled in the raw
+argument list before Beam parses it, so every flag (input, manifest, tfrecord,
+output, even ``--job_name``) can use them and validation sees real paths.
+"""
+from __future__ import annotations
+
+import datetime
+import re
+from typing import List, Optional, Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+PLACEHOLDERS = ("date", "yyyy", "mm", "dd")
+# {word} tokens; only the known ones are replaced, other lowercase words are
+# rejected as typos. Anything else in braces (e.g. a JSON value) is left alone.
+_TOKEN = re.compile(r"\{([A-Za-z_]+)\}")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class ScheduleOptions(PipelineOptions):
+  """The run's date partition."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument(
+        "--date", default=None, metavar="YYYY-MM-DD",
+        help="Date partition filled into {date} (YYYY-MM-DD), {yyyy}, {mm} and {dd} in any "
+             "flag value, e.g. --input 'gs://bucket/{yyyy}/{mm}/{dd}/*.png'. Default: yesterday (UTC).")
+
+
+def yesterday_utc(now: Optional[datetime.datetime] = None) -> datetime.date:
+  """Yesterday's date in UTC (``now`` is for tests; naive values are taken as UTC)."""
+  now = now or datetime.datetime.now(datetime.timezone.utc)
+  if now.tzinfo is not None:
+    now = now.astimezone(datetime.timezone.utc)
+  return now.date() - datetime.timedelta(days=1)
+
+
+def parse_date(value: Optional[str], now: Optional[datetime.datetime] = None) -> datetime.date:
+  """``--date`` value -> date; ``None`` or empty means yesterday (UTC)."""
+  if value is None or not str(value).strip():
+    return yesterday_utc(now)
+  text = str(value).strip()
+  if not _DATE.match(text):
+    raise ValueError(f"--date={value!r} is not a date: use YYYY-MM-DD, e.g. --date=2024-05-31.")
+  try:
+    return datetime.date.fromisoformat(text)
+  except ValueError:
+    raise ValueError(f"--date={value!r} is not a calendar date (YYYY-MM-DD).") from None
+
+
+def fill_template(template: str, date: datetime.date) -> str:
+  """Replace ``{date}``, ``{yyyy}``, ``{mm}``, ``{dd}`` in ``template`` with parts of ``date``."""
+  values = {"date": date.isoformat(), "yyyy": "%04d" % date.year,
+            "mm": "%02d" % date.month, "dd": "%02d" % date.day}
+
+  def replace(match):
+    name = match.group(1)
+    if name in values:
+      return values[name]
+    if name.islower():
+      raise ValueError(f"unknown placeholder {{{name}}} in {template!r}; the date placeholders are "
+                       + ", ".join("{%s}" % p for p in PLACEHOLDERS) + ".")
+    return match.group(0)
+
+  return _TOKEN.sub(replace, template)
+
+
+def fill_date_templates(argv: Sequence[str], now: Optional[datetime.datetime] = None) -> List[str]:
+  """The argument list with every placeholder filled from ``--date`` (default yesterday, UTC).
+
+  ``--date`` itself is kept (as the resolved date), so the options record which
+  partition a run processed.
+  """
+  args = list(argv)
+  raw = None
+  for index, arg in enumerate(args):
+    if arg == "--date":
+      if index + 1 >= len(args):
+        raise ValueError("--date needs a value: --date=YYYY-MM-DD.")
+      raw = args[index + 1]
+    elif arg.startswith("--date="):
+      raw = arg[len("--date="):]
+  date = parse_date(raw, now)
+
+  filled = []
+  skip_next = False
+  for index, arg in enumerate(args):
+    if skip_next:
+      skip_next = False
+      continue
+    if arg == "--date" or arg.startswith("--date="):
+      skip_next = arg == "--date"
+      continue
+    filled.append(fill_template(arg, date))
+  filled.append("--date=" + date.isoformat())
+  return filled
