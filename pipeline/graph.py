@@ -1,0 +1,75 @@
+"""The segmentation pipeline as one composite transform.
+
+    read -> decode -> tile + RunInference -> stitch -> write masks -> statistics
+                                                                   -> summary
+    (every step's failures) ---------------------------------------> failures
+
+Every input found ends in exactly one of the mask/statistics path or the
+failures sink; ``summary.json`` counts both and is written after all other
+outputs, so its presence marks a finished run.
+"""
+import time
+
+import apache_beam as beam
+
+from pipeline.options import RunConfig
+from transforms.decode import DecodeImages
+from transforms.inference import SegmentationModelHandler, TileAndSegment
+from transforms.read import ReadImages
+from transforms.sinks import DONE, FAILED, SkipExistingFn, WriteFailures, WriteMasksFn, WriteStats, write_summary
+from transforms.statistics import FAILED as FAILED_EVENT
+from transforms.statistics import READ, SEGMENTED, RunSummaryFn
+from transforms.stitch import StitchTiles
+
+
+def model_handler(config: RunConfig) -> SegmentationModelHandler:
+  palette = [entry["color"] for entry in config.classes] if config.overlays else None
+  return SegmentationModelHandler(config.model_dir, num_classes=len(config.classes),
+                                  max_batch_size=config.batch_size, mixed_precision=config.mixed_precision,
+                                  palette=palette)
+
+
+class SegmentImages(beam.PTransform):
+  """Composite: PBegin -> the summary dict (one element) after writing all outputs."""
+
+  def __init__(self, config: RunConfig, start_time: str = None):
+    super().__init__()
+    self._config = config
+    self._start_time = start_time or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+  def expand(self, pbegin):
+    config = self._config
+    refs, read_failures, input_uris = pbegin | "ReadInputs" >> ReadImages(
+        config.globs, config.manifests, config.tfrecords, config.image_feature, config.key_feature)
+
+    skipped_records = []
+    if config.skip_existing:
+      checked = refs | "SkipExisting" >> beam.ParDo(SkipExistingFn(config.output, config.model_info)).with_outputs(
+          DONE, main="todo")
+      refs, skipped_records = checked.todo, [checked[DONE]]
+
+    images, decode_failures = refs | "Decode" >> DecodeImages(config.max_image_pixels)
+    tile_results = images | "TileAndInfer" >> TileAndSegment(
+        model_handler(config), config.tile_size, config.tile_overlap)
+    masks, inference_failures = tile_results | "Stitch" >> StitchTiles()
+    written = masks | "WriteMasks" >> beam.ParDo(WriteMasksFn(
+        config.output, config.classes, config.model_info, config.pixel_size, config.pixel_unit,
+        config.png_compress_level)).with_outputs(FAILED, main="records")
+
+    records = [written.records] + skipped_records
+    records = (records | "AllRecords" >> beam.Flatten()) if len(records) > 1 else written.records
+    failures = ((read_failures, decode_failures, inference_failures, written[FAILED])
+                | "AllFailures" >> beam.Flatten())
+
+    stats_files = records | "WriteStats" >> WriteStats(config.output, config.stats_format, config.classes)
+    failure_files = failures | "WriteFailures" >> WriteFailures(config.output)
+
+    events = ((input_uris | "ReadEvents" >> beam.Map(lambda uri: (READ, uri)),
+               records | "SegmentedEvents" >> beam.Map(lambda record: (SEGMENTED, record)),
+               failures | "FailedEvents" >> beam.Map(lambda failure: (FAILED_EVENT, failure)))
+              | "AllEvents" >> beam.Flatten())
+    run_info = {"model": config.model_info, "options": config.options_record(), "start_time": self._start_time}
+    return (events
+            | "Summarise" >> beam.CombineGlobally(RunSummaryFn(config.classes))
+            | "WriteSummary" >> beam.Map(write_summary, config.output, run_info,
+                                         beam.pvalue.AsList(stats_files), beam.pvalue.AsList(failure_files)))

@@ -1,0 +1,354 @@
+"""The pipeline's own flags and the checks that run before any work starts.
+
+``SegmentationOptions`` is an ordinary Beam ``PipelineOptions`` subclass, so
+the flags travel to Dataflow workers with the rest. ``validate`` turns the
+parsed flags into a ``RunConfig`` (absolute paths, the model card) or raises
+``OptionsError`` whose message says how to fix the invocation; ``run.main``
+prints it without a traceback and exits with status 2.
+"""
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+_LOG = logging.getLogger(__name__)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_MODEL_DIR = os.path.join(REPO_ROOT, "model", "default")
+STATS_FORMATS = ("jsonl", "csv", "parquet")
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+class OptionsError(ValueError):
+  """A bad invocation; the message is meant for the person who typed it."""
+
+
+class SegmentationOptions(PipelineOptions):
+  """Flags of the deconvseg segmentation pipeline."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument(
+        "--input", nargs="+", action="extend", default=None, metavar="GLOB",
+        help="Image files to segment: one or more glob patterns or paths, local or gs:// "
+             "(PNG, JPEG, TIFF, BMP, WebP, GIF). Quote patterns so Beam, not the shell, expands "
+             "them. Output keys are paths relative to the directory before the first wildcard.")
+    parser.add_argument(
+        "--manifest", nargs="+", action="extend", default=None, metavar="FILE",
+        help="Text file(s) listing one image URI per line (blank lines and # comments ignored; "
+             "relative entries are relative to the manifest's directory).")
+    parser.add_argument(
+        "--tfrecord", nargs="+", action="extend", default=None, metavar="GLOB",
+        help="TFRecord shard(s) of tf.train.Example (glob; .gz shards are decompressed). "
+             "A corrupt record becomes a failure record; the rest of the shard is still read.")
+    parser.add_argument(
+        "--tfrecord_image_feature", default="image/encoded",
+        help="bytes feature holding the encoded image in each Example (default: image/encoded).")
+    parser.add_argument(
+        "--tfrecord_key_feature", default="image/key",
+        help="feature naming the record's output key (default: image/key); records without "
+             "it are keyed <shard>/<index>.")
+    parser.add_argument(
+        "--output", default=None, metavar="DIR",
+        help="Output directory, local or gs://: masks/, stats/, failures/, summary.json "
+             "(and overlays/). Must not be inside an input directory.")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL_DIR, metavar="DIR",
+        help="Exported model directory (saved_model/ + card.json), local or gs://. "
+             "Default: the bundled model/default.")
+    parser.add_argument(
+        "--batch_size", type=int, default=8,
+        help="Maximum tiles per inference call (default 8). Tiles from different images share batches.")
+    parser.add_argument(
+        "--tile_size", type=int, default=512,
+        help="Edge of the square tiles large images are cut into (default 512); images no larger "
+             "than this run whole. A multiple of the model stride keeps tiles on its grid.")
+    parser.add_argument(
+        "--tile_overlap", type=int, default=64,
+        help="Overlap between neighbouring tiles in pixels (default 64). Each output pixel comes "
+             "from the tile whose centre region holds it (boundaries at the middle of overlaps), "
+             "so every pixel keeps at least overlap/2 pixels of context.")
+    parser.add_argument(
+        "--stats_format", choices=STATS_FORMATS, default="jsonl",
+        help="Per-image statistics format under OUT/stats/: jsonl (default), csv or parquet.")
+    parser.add_argument(
+        "--pixel_size", type=float, default=None, metavar="UNITS",
+        help="Ground size of one pixel (square) in --pixel_unit, to report class areas. Overrides "
+             "a GeoTIFF ModelPixelScale tag; without either, areas are left empty.")
+    parser.add_argument(
+        "--pixel_unit", default="m",
+        help="Unit of --pixel_size and of GeoTIFF pixel scales (default m; areas are in unit^2).")
+    parser.add_argument(
+        "--overlays", action="store_true", default=False,
+        help="Also write OUT/overlays/<key>.png: the image mixed 50/50 with the class colours.")
+    parser.add_argument(
+        "--max_image_pixels", type=int, default=150_000_000,
+        help="Refuse images with more pixels than this (default 150000000, checked on the header "
+             "before decoding: guards against decompression bombs and worker memory).")
+    parser.add_argument(
+        "--mixed_precision", action="store_true", default=False,
+        help="Use the model's serving_mixed_float16 signature (GPUs with tensor cores; slower on CPU).")
+    parser.add_argument(
+        "--skip_existing", action="store_true", default=False,
+        help="Do not recompute images whose mask from the same model already exists in OUT "
+             "(their statistics are read back from the mask); for resuming an interrupted run.")
+    parser.add_argument(
+        "--png_compress_level", type=int, default=6,
+        help="zlib level 0-9 for mask PNGs (default 6; 1 is ~4x faster and ~1.5x larger, "
+             "worth it when inference runs on a GPU).")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+  """Everything the graph needs, resolved and checked."""
+  globs: Tuple[str, ...]
+  manifests: Tuple[str, ...]
+  tfrecords: Tuple[str, ...]
+  image_feature: str
+  key_feature: str
+  output: str
+  model_dir: str
+  card: dict = field(hash=False)
+  batch_size: int = 8
+  tile_size: int = 512
+  tile_overlap: int = 64
+  stats_format: str = "jsonl"
+  pixel_size: Optional[float] = None
+  pixel_unit: str = "m"
+  overlays: bool = False
+  max_image_pixels: int = 150_000_000
+  mixed_precision: bool = False
+  skip_existing: bool = False
+  png_compress_level: int = 6
+
+  @property
+  def classes(self) -> List[dict]:
+    return list(self.card["classes"])
+
+  @property
+  def model_info(self) -> dict:
+    return {"name": self.card.get("name"), "version": self.card.get("version"), "path": self.model_dir}
+
+  def options_record(self) -> dict:
+    """The options as recorded in summary.json."""
+    return {"input": list(self.globs), "manifest": list(self.manifests), "tfrecord": list(self.tfrecords),
+            "tfrecord_image_feature": self.image_feature, "tfrecord_key_feature": self.key_feature,
+            "output": self.output, "model": self.model_dir, "batch_size": self.batch_size,
+            "tile_size": self.tile_size, "tile_overlap": self.tile_overlap, "stats_format": self.stats_format,
+            "pixel_size": self.pixel_size, "pixel_unit": self.pixel_unit, "overlays": self.overlays,
+            "max_image_pixels": self.max_image_pixels, "mixed_precision": self.mixed_precision,
+            "skip_existing": self.skip_existing, "png_compress_level": self.png_compress_level}
+
+
+def help_parser(prog: str = "python -m pipeline.run") -> _BeamArgumentParser:
+  """A parser with only this pipeline's flags, for --help."""
+  parser = _BeamArgumentParser(
+      prog=prog, allow_abbrev=False,
+      description="Segment images into class masks with per-class statistics (Apache Beam).",
+      epilog="Any Apache Beam pipeline option is accepted as well, e.g. --runner, "
+             "--direct_running_mode=multi_processing --direct_num_workers=N, or the Dataflow options. "
+             "Without --runner, runs use Beam's in-process FnApiRunner (DirectRunner in Beam 2.77 tries "
+             "to download the Prism runner on every run; pass --runner=DirectRunner to get it anyway).")
+  SegmentationOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  return parser
+
+
+class _StrictParser(_BeamArgumentParser):
+  """Raises OptionsError instead of printing Beam's very long usage and exiting."""
+
+  def error(self, message):
+    raise OptionsError(f"{message}. Run with --help for this pipeline's flags.")
+
+
+def reject_unknown_flags(argv: Sequence[str]):
+  """Bad values and unknown flags are errors (Beam itself only warns and drops unknown ones)."""
+  own = _StrictParser(allow_abbrev=False, add_help=False)
+  SegmentationOptions._add_argparse_args(own)  # pylint: disable=protected-access
+  own.parse_known_args(list(argv))
+  parser = _StrictParser(allow_abbrev=False, add_help=False)
+  seen = {}
+  for cls in PipelineOptions.__subclasses__():
+    seen.setdefault(str(cls), cls)
+  for cls in seen.values():
+    cls._add_argparse_args(parser)  # pylint: disable=protected-access
+  _, unknown = parser.parse_known_args(list(argv))
+  if unknown:
+    hint = ""
+    if any(not arg.startswith("-") for arg in unknown):
+      hint = (" Values without a flag usually come from an unquoted glob that the shell expanded"
+              " after a flag that takes one value; quote the pattern.")
+    raise OptionsError(f"unrecognised argument(s): {' '.join(unknown)}.{hint} "
+                       "Run with --help for this pipeline's flags.")
+
+
+def _is_local(path: str) -> bool:
+  return not _SCHEME.match(path)
+
+
+def _absolute(path: str) -> str:
+  return os.path.abspath(os.path.expanduser(path)) if _is_local(path) else path
+
+
+def _matching_files(pattern: str) -> List[str]:
+  try:
+    results = FileSystems.match([pattern])
+  except Exception as exc:  # pylint: disable=broad-except
+    raise OptionsError(f"cannot list {pattern!r}: {exc}") from None
+  paths = [m.path for result in results for m in result.metadata_list]
+  if _is_local(pattern):
+    paths = [p for p in paths if os.path.isfile(p)]
+  return paths
+
+
+def _check_number(name, value, low, high=None):
+  if value is None or (isinstance(value, float) and not math.isfinite(value)) or value < low or (
+      high is not None and value > high):
+    bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+    raise OptionsError(f"--{name}={value} is out of range: it must be {bound}.")
+
+
+def load_card(model_dir: str) -> dict:
+  """Reads and checks card.json (structure only; the model is checked separately)."""
+  card_path = model_dir.rstrip("/") + "/card.json"
+  try:
+    with FileSystems.open(card_path, compression_type="uncompressed") as handle:
+      card = json.loads(handle.read().decode("utf-8"))
+  except json.JSONDecodeError as exc:
+    raise OptionsError(f"model card {card_path} is not valid JSON ({exc}); re-export the model.") from None
+  except Exception as exc:  # pylint: disable=broad-except
+    raise OptionsError(f"cannot read the model card {card_path} ({exc}). --model must name an exported "
+                       "model directory containing saved_model/ and card.json.") from None
+  classes = card.get("classes") if isinstance(card, dict) else None
+  if not isinstance(classes, list) or not classes:
+    raise OptionsError(f"model card {card_path} has no 'classes' list; re-export the model.")
+  if len(classes) > 256:
+    raise OptionsError(f"model card {card_path} lists {len(classes)} classes; masks hold at most 256.")
+  for index, entry in enumerate(classes):
+    if not isinstance(entry, dict) or entry.get("id") != index or not entry.get("name"):
+      raise OptionsError(f"model card {card_path}: classes[{index}] must have id {index} and a name.")
+    color = entry.get("color", [0, 0, 0])
+    if not (isinstance(color, list) and len(color) == 3 and all(isinstance(c, int) and 0 <= c <= 255
+                                                               for c in color)):
+      raise OptionsError(f"model card {card_path}: classes[{index}].color must be three integers 0-255.")
+  names = [entry["name"] for entry in classes]
+  if len(set(names)) != len(names):
+    raise OptionsError(f"model card {card_path}: class names must be unique.")
+  return card
+
+
+def check_model(model_dir: str, card: dict, mixed_precision: bool):
+  """Loads the SavedModel once and checks it against its card.
+
+  Runs a small probe batch through the same entry point the workers use, so
+  a model that cannot load, lacks a signature, returns the wrong outputs or
+  emits class ids the card does not list is refused before the pipeline is
+  built.
+  """
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from transforms.inference import Segmenter, saved_model_path  # pylint: disable=import-outside-toplevel
+  if not FileSystems.exists(saved_model_path(model_dir)):
+    raise OptionsError(f"{model_dir} has no saved_model/ directory; --model must name an exported model "
+                       "directory (python -m model.export writes one).")
+  try:
+    segmenter = Segmenter(model_dir, mixed_precision)
+  except OptionsError:
+    raise
+  except ValueError as exc:
+    raise OptionsError(str(exc)) from None
+  except Exception as exc:  # pylint: disable=broad-except
+    raise OptionsError(f"cannot load the SavedModel in {model_dir}: {' '.join(str(exc).split())[:300]}. "
+                       "Re-export the model or point --model at another one.") from None
+  num_classes = len(card["classes"])
+  declared = getattr(segmenter.module, "num_classes", None)
+  if declared is not None:
+    try:
+      declared = int(declared.numpy()) if hasattr(declared, "numpy") else int(declared)
+    except (TypeError, ValueError):
+      declared = None
+  if declared is not None and declared != num_classes:
+    raise OptionsError(f"the model in {model_dir} has {declared} classes but its card.json lists "
+                       f"{num_classes}; re-export the model so card and weights match.")
+  size = max(32, int(card.get("stride", 1) or 1) * 2)
+  probe = np.random.default_rng(0).integers(0, 256, size=(2, size, size, 3), dtype=np.uint8)
+  try:
+    class_ids, confidence = segmenter(probe)
+  except Exception as exc:  # pylint: disable=broad-except
+    raise OptionsError(f"the model in {model_dir} fails on a probe batch ({type(exc).__name__}: "
+                       f"{' '.join(str(exc).split())[:200]}); it does not follow docs/CONTRACTS.md.") from None
+  if class_ids.shape != probe.shape[:3] or confidence.shape != probe.shape[:3]:
+    raise OptionsError(f"the model in {model_dir} returns shapes {class_ids.shape} and {confidence.shape} "
+                       f"for input {probe.shape}; expected [N, H, W] class_ids and confidence.")
+  if class_ids.dtype != np.uint8 or confidence.dtype != np.float32:
+    raise OptionsError(f"the model in {model_dir} returns {class_ids.dtype} class_ids and {confidence.dtype} "
+                       "confidence; the contract is uint8 and float32.")
+  if class_ids.size and int(class_ids.max()) >= num_classes:
+    raise OptionsError(f"the model in {model_dir} produced class id {int(class_ids.max())} but its card.json "
+                       f"lists only {num_classes} classes; re-export the model so card and weights match.")
+
+
+def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: bool = True) -> RunConfig:
+  """All checks that can fail an invocation, cheapest first; returns the RunConfig."""
+  reject_unknown_flags(argv)
+  opts = options.view_as(SegmentationOptions)
+  globs = tuple(_absolute(p) for p in (opts.input or []))
+  manifests = tuple(_absolute(p) for p in (opts.manifest or []))
+  tfrecords = tuple(_absolute(p) for p in (opts.tfrecord or []))
+  if not (globs or manifests or tfrecords):
+    raise OptionsError("no input given: pass --input 'DIR/*.png' (glob, local or gs://), "
+                       "--manifest FILE, or --tfrecord 'SHARDS-*.tfrecord'.")
+  if not opts.output:
+    raise OptionsError("no output given: pass --output DIR (local or gs://).")
+  output = _absolute(opts.output).rstrip("/") or "/"
+
+  _check_number("batch_size", opts.batch_size, 1, 4096)
+  _check_number("tile_size", opts.tile_size, 16, 16384)
+  _check_number("tile_overlap", opts.tile_overlap, 0, opts.tile_size // 2)
+  _check_number("max_image_pixels", opts.max_image_pixels, 1)
+  _check_number("png_compress_level", opts.png_compress_level, 0, 9)
+  if opts.pixel_size is not None:
+    if not (math.isfinite(opts.pixel_size) and opts.pixel_size > 0):
+      raise OptionsError(f"--pixel_size={opts.pixel_size} must be a positive number (size of one pixel "
+                         f"in {opts.pixel_unit}).")
+
+  from transforms.read import glob_root  # pylint: disable=import-outside-toplevel
+  for pattern in globs:
+    if not _matching_files(pattern):
+      raise OptionsError(f"--input {pattern!r} matches no files; check the path (and quote the pattern "
+                         "so the shell does not expand it).")
+    root = glob_root(pattern)
+    if root and (output + "/").startswith(root):
+      raise OptionsError(f"--output {output} is inside the input directory {root}: the next run would read "
+                         "the masks as inputs. Choose an output directory outside the input.")
+  for manifest in manifests:
+    if not FileSystems.exists(manifest):
+      raise OptionsError(f"--manifest {manifest} does not exist.")
+  for pattern in tfrecords:
+    if not _matching_files(pattern):
+      raise OptionsError(f"--tfrecord {pattern!r} matches no files; check the path (and quote the pattern).")
+  if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
+    raise OptionsError(f"--output {output} exists and is not a directory.")
+
+  model_dir = _absolute(opts.model).rstrip("/")
+  if _is_local(model_dir) and not os.path.isdir(model_dir):
+    raise OptionsError(f"--model {model_dir} is not a directory. Point it at an exported model "
+                       "(saved_model/ + card.json), or omit it to use the bundled model/default.")
+  card = load_card(model_dir)
+  stride = int(card.get("stride", 1) or 1)
+  if stride > 1 and (opts.tile_size - opts.tile_overlap) % stride:
+    _LOG.warning("tile_size - tile_overlap = %d is not a multiple of the model stride %d: tiles will not "
+                 "share the whole-image stride grid.", opts.tile_size - opts.tile_overlap, stride)
+  if check_model_files:
+    check_model(model_dir, card, opts.mixed_precision)
+
+  return RunConfig(globs=globs, manifests=manifests, tfrecords=tfrecords,
+                   image_feature=opts.tfrecord_image_feature, key_feature=opts.tfrecord_key_feature,
+                   output=output, model_dir=model_dir, card=card, batch_size=opts.batch_size,
+                   tile_size=opts.tile_size, tile_overlap=opts.tile_overlap, stats_format=opts.stats_format,
+                   pixel_size=opts.pixel_size, pixel_unit=opts.pixel_unit, overlays=opts.overlays,
+                   max_image_pixels=opts.max_image_pixels, mixed_precision=opts.mixed_precision,
+                   skip_existing=opts.skip_existing, png_compress_level=opts.png_compress_level)

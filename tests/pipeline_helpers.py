@@ -1,0 +1,126 @@
+"""Shared helpers for the pipeline tests: input corpora, running, reading outputs."""
+import io
+import json
+import os
+
+import numpy as np
+from PIL import Image, TiffImagePlugin
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REAL_MODEL = os.path.join(REPO, "model", "default")
+
+
+def real_model_available() -> bool:
+  return (os.path.isfile(os.path.join(REAL_MODEL, "card.json"))
+          and os.path.isdir(os.path.join(REAL_MODEL, "saved_model")))
+
+
+def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
+  """RGB uint8 picture with large colour regions, dark areas and some noise."""
+  rng = np.random.default_rng(seed)
+  palette = np.array([[200, 40, 30], [30, 180, 50], [40, 60, 210], [20, 20, 25], [150, 150, 60]], np.int16)
+  cell = max(4, min(height, width) // 5)
+  grid = rng.integers(0, len(palette), size=(height // cell + 2, width // cell + 2))
+  offset_y, offset_x = rng.integers(0, cell, size=2)
+  rows = (np.arange(height) + offset_y) // cell
+  cols = (np.arange(width) + offset_x) // cell
+  image = palette[grid[rows[:, None], cols[None, :]]]
+  image = image + rng.integers(-25, 26, size=image.shape)
+  return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _save(image: Image.Image, path: str, **kwargs):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  image.save(path, **kwargs)
+  return path
+
+
+def write_mode_images(folder: str, base: int = 0):
+  """One file per Pillow mode / format the pipeline promises; returns {relative path: (w, h)}."""
+  rgb = Image.fromarray(scene(70, 90, seed=base + 1))
+  made = {}
+
+  def add(name, image, **kwargs):
+    _save(image, os.path.join(folder, name), **kwargs)
+    made[name] = image.size
+
+  add("modes/mode_1.png", rgb.convert("1"))
+  add("modes/mode_L.png", rgb.convert("L"))
+  add("modes/mode_LA.png", rgb.convert("LA"))
+  add("modes/mode_P.png", rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16))
+  transparent = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+  transparent.info["transparency"] = 0
+  add("modes/mode_P_transparent.png", transparent, transparency=0)
+  add("modes/mode_RGB.bmp", rgb)
+  add("modes/mode_RGBA.png", rgb.convert("RGBA"))
+  add("modes/mode_CMYK.jpg", rgb.convert("CMYK"), quality=95)
+  grey = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257
+  add("modes/mode_I16.png", Image.fromarray(grey.astype(np.uint16)))
+  add("modes/mode_I.tif", Image.fromarray(grey.astype(np.int32)))
+  add("modes/mode_F.tif", Image.fromarray(grey.astype(np.float32) / 65535.0))
+  add("modes/photo.webp", rgb, quality=90)
+  frames = [rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=32), Image.new("P", rgb.size, 0)]
+  add("modes/animated.gif", frames[0], save_all=True, append_images=frames[1:], duration=100, loop=0)
+  exif = Image.Exif()
+  exif[0x0112] = 6  # rotate 90° clockwise when displayed
+  rotated = Image.fromarray(scene(40, 100, seed=base + 2))
+  _save(rotated, os.path.join(folder, "modes/exif_rotated.jpg"), exif=exif.tobytes(), quality=95)
+  made["modes/exif_rotated.jpg"] = (40, 100)
+  geo = TiffImagePlugin.ImageFileDirectory_v2()
+  geo[33550] = (0.5, 0.5, 0.0)
+  add("modes/geo.tif", Image.fromarray(scene(50, 60, seed=base + 3)), tiffinfo=geo)
+  return made
+
+
+def write_tfrecord(path: str, records, gzip: bool = False):
+  """records: iterable of (key or None, encoded bytes or None)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  options = tf.io.TFRecordOptions(compression_type="GZIP" if gzip else "")
+  with tf.io.TFRecordWriter(path, options=options) as writer:
+    for key, data in records:
+      feature = {}
+      if data is not None:
+        feature["image/encoded"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
+      if key is not None:
+        feature["image/key"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[key.encode("utf-8")]))
+      writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+def encode(pixels: np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format=fmt, **kwargs)
+  return buffer.getvalue()
+
+
+def read_outputs(output: str):
+  """(summary, {key: stats record}, [failure records])."""
+  with open(os.path.join(output, "summary.json")) as f:
+    summary = json.load(f)
+  records = {}
+  with open(os.path.join(output, "stats", "stats.jsonl")) as f:
+    for line in f:
+      record = json.loads(line)
+      assert record["key"] not in records, f"duplicate stats record for {record['key']}"
+      records[record["key"]] = record
+  with open(os.path.join(output, "failures", "failures.jsonl")) as f:
+    failures = [json.loads(line) for line in f]
+  return summary, records, failures
+
+
+def read_mask(output: str, key: str) -> np.ndarray:
+  with Image.open(os.path.join(output, "masks", key + ".png")) as image:
+    assert image.mode == "P"
+    return np.asarray(image)
+
+
+def check_accounting(summary, records, failures, expected_read=None):
+  """The invariants every run must satisfy."""
+  counts = summary["counts"]
+  assert counts["segmented"] == len(records)
+  assert counts["failed"] == len(failures)
+  assert counts["read"] == counts["segmented"] + counts["failed"]
+  if expected_read is not None:
+    assert counts["read"] == expected_read
+  for i, entry in enumerate(summary["classes"]):
+    assert entry["pixels"] == sum(r["classes"][i]["pixels"] for r in records.values())
+  assert summary["pixels"] == sum(r["width"] * r["height"] for r in records.values())

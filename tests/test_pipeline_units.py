@@ -1,0 +1,182 @@
+"""Unit tests of the pipeline's pieces: decoding, keys, the TFRecord reader, the model handler."""
+import io
+import os
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline_helpers import encode, scene, write_mode_images, write_tfrecord
+from transforms.decode import DecodeError, decode_image, to_rgb
+from transforms.read import RecordCorruption, ShardCorruption, glob_root, iter_tfrecords, key_for, sanitize_key
+from transforms.records import Tile
+
+MAX = 10_000_000
+
+
+def _decode_file(path):
+  with open(path, "rb") as f:
+    return decode_image(f.read(), MAX)
+
+
+def test_every_mode_decodes_to_rgb_uint8(tmp_path):
+  made = write_mode_images(str(tmp_path))
+  for name, size in made.items():
+    pixels, _ = _decode_file(tmp_path / name)
+    assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3, name
+    assert (pixels.shape[1], pixels.shape[0]) == size, name
+
+
+def test_exif_orientation_is_applied(tmp_path):
+  write_mode_images(str(tmp_path))
+  pixels, _ = _decode_file(tmp_path / "modes/exif_rotated.jpg")
+  assert pixels.shape[:2] == (100, 40)  # stored 100 wide x 40 high, displayed rotated
+
+
+def test_geotiff_pixel_scale_is_read(tmp_path):
+  write_mode_images(str(tmp_path))
+  _, pixel_size = _decode_file(tmp_path / "modes/geo.tif")
+  assert pixel_size == (0.5, 0.5)
+
+
+def test_high_bit_depth_rules():
+  sixteen = Image.fromarray(np.array([[0, 257, 65535]], dtype=np.uint16))
+  assert to_rgb(sixteen)[0, :, 0].tolist() == [0, 1, 255]
+  small_int = Image.fromarray(np.array([[0, 7, 255]], dtype=np.int32))
+  assert to_rgb(small_int)[0, :, 0].tolist() == [0, 7, 255]
+  unit_float = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
+  assert to_rgb(unit_float)[0, :, 0].tolist() == [0, 128, 255]
+  wide_float = Image.fromarray(np.array([[-10.0, 0.0, 10.0, np.nan]], dtype=np.float32))
+  assert to_rgb(wide_float)[0, :, 0].tolist() == [0, 128, 255, 128]
+
+
+def test_gif_uses_first_frame(tmp_path):
+  write_mode_images(str(tmp_path))
+  pixels, _ = _decode_file(tmp_path / "modes/animated.gif")
+  assert pixels.std() > 10  # the second frame is a flat colour
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "empty"),
+    (b"this is text, not an image", "not a recognised image format"),
+    (encode(scene(50, 50), "PNG")[:200], "corrupt or truncated"),
+    (encode(scene(50, 50), "JPEG")[:300], "corrupt or truncated"),
+])
+def test_bad_inputs_raise_readable_errors(data, reason):
+  with pytest.raises(DecodeError, match=reason):
+    decode_image(data, MAX)
+
+
+def test_decompression_bomb_is_refused_from_the_header():
+  header = Image.new("L", (1, 1))
+  buffer = io.BytesIO()
+  header.save(buffer, format="PNG")
+  data = bytearray(buffer.getvalue())
+  data[16:24] = struct.pack(">II", 100_000, 100_000)  # declared size in IHDR (CRC now wrong, never read)
+  with pytest.raises(DecodeError, match="max_image_pixels|not a recognised|corrupt"):
+    decode_image(bytes(data), MAX)
+  with pytest.raises(DecodeError, match="max_image_pixels"):
+    decode_image(encode(scene(100, 100)), 5_000)
+
+
+@pytest.mark.parametrize("raw,key", [
+    ("a/b.png", "a/b.png"),
+    ("../../etc/passwd", "__/__/etc/passwd"),
+    ("/abs/path/x.png", "abs/path/x.png"),
+    ("gs://bucket/dir/x.png", "bucket/dir/x.png"),
+    ("a/./b//c.png", "a/b/c.png"),
+    ("C:\\Users\\x.png", "C_/Users/x.png"),
+    ("spaces and ünïcode/名前.png", "spaces and ünïcode/名前.png"),
+    ("ctrl\x00\nchars*?.png", "ctrl__chars__.png"),
+    ("", "_"),
+    ("..", "__"),
+])
+def test_sanitize_key(raw, key):
+  assert sanitize_key(raw) == key
+
+
+def test_keys_never_escape():
+  for raw in ["../x", "a/../../x", "/../x", "..\\..\\x", "....//x", "~/x", "gs://b/../../x"]:
+    key = sanitize_key(raw)
+    assert not key.startswith("/")
+    assert ".." not in key.split("/")
+    out = os.path.normpath(os.path.join("/OUT/masks", key + ".png"))
+    assert out.startswith("/OUT/masks/")
+
+
+def test_glob_root_and_keys():
+  assert glob_root("/data/in/*.png") == "/data/in/"
+  assert glob_root("/data/in/**/x?.png") == "/data/in/"
+  assert glob_root("gs://b/p/[ab]*.jpg") == "gs://b/p/"
+  assert glob_root("/data/in/one.png") == "/data/in/"
+  assert key_for("/data/in/sub/x.png", "/data/in/") == "sub/x.png"
+
+
+def test_tfrecord_reader_skips_a_corrupt_record(tmp_path):
+  path = str(tmp_path / "shard.tfrecord")
+  write_tfrecord(path, [("a", b"1" * 10), ("b", b"2" * 10), ("c", b"3" * 10)])
+  data = bytearray(open(path, "rb").read())
+  first = struct.unpack("<Q", data[:8])[0] + 16
+  data[first + 12 + 5] ^= 0xFF  # a payload byte of the second record
+  results = list(iter_tfrecords(io.BytesIO(bytes(data))))
+  assert [i for i, _ in results] == [0, 1, 2]
+  assert isinstance(results[1][1], RecordCorruption)
+  assert not isinstance(results[0][1], Exception) and not isinstance(results[2][1], Exception)
+  data[first + 2] ^= 0xFF  # now its length header
+  results = list(iter_tfrecords(io.BytesIO(bytes(data))))
+  assert len(results) == 2 and isinstance(results[1][1], ShardCorruption)
+  truncated = list(iter_tfrecords(io.BytesIO(bytes(data[:first + 20]))))
+  assert isinstance(truncated[-1][1], ShardCorruption)
+
+
+class _FakeModel:
+  """Segmenter stand-in: class = first channel % 3; fails on demand."""
+
+  def __init__(self, poison_value=None):
+    self.calls = []
+    self.poison_value = poison_value
+
+  def __call__(self, images):
+    self.calls.append(images.shape)
+    if self.poison_value is not None and (images == self.poison_value).all(axis=(1, 2, 3)).any():
+      raise RuntimeError("poisoned tile")
+    return (images[..., 0] % 3).astype(np.uint8), np.full(images.shape[:3], 0.5, np.float32)
+
+
+def _tile(key, pixels, index=0, count=1):
+  h, w = pixels.shape[:2]
+  return Tile(key=key, uri=key, index=index, count=count, image_height=h, image_width=w, top=0, left=0,
+              own_top=0, own_bottom=h, own_left=0, own_right=w, pixels=pixels)
+
+
+def test_handler_groups_by_shape_and_handles_empty_batches():
+  from transforms.inference import SegmentationModelHandler
+  handler = SegmentationModelHandler("unused", num_classes=3, max_batch_size=8)
+  assert handler.batch_elements_kwargs()["max_batch_size"] == 8
+  model = _FakeModel()
+  assert list(handler.run_inference([], model)) == []
+  batch = [_tile("a", np.full((4, 5, 3), 1, np.uint8)), _tile("b", np.full((2, 2, 3), 2, np.uint8)),
+           _tile("c", np.full((4, 5, 3), 4, np.uint8))]
+  results = handler.run_inference(batch, model)
+  assert sorted(model.calls) == [(1, 2, 2, 3), (2, 4, 5, 3)]
+  assert [r.key for r in results] == ["a", "b", "c"]
+  assert results[0].class_pixels.tolist() == [0, 20, 0]
+  assert results[1].class_pixels.tolist() == [0, 0, 4]
+  assert results[2].class_confidence.tolist() == [0, 10.0, 0]
+
+
+def test_handler_retries_a_failed_batch_tile_by_tile():
+  from transforms.inference import SegmentationModelHandler
+  handler = SegmentationModelHandler("unused", num_classes=3, max_batch_size=8)
+  batch = [_tile(k, np.full((3, 3, 3), v, np.uint8)) for k, v in (("a", 1), ("bad", 9), ("c", 2))]
+  results = handler.run_inference(batch, _FakeModel(poison_value=9))
+  assert results[0].error is None and results[2].error is None
+  assert results[1].error[0] == "RuntimeError" and "poisoned" in results[1].error[1]
+
+
+def test_handler_rejects_class_ids_beyond_the_card():
+  from transforms.inference import SegmentationModelHandler
+  handler = SegmentationModelHandler("unused", num_classes=2, max_batch_size=8)
+  results = handler.run_inference([_tile("a", np.full((3, 3, 3), 2, np.uint8))], _FakeModel())
+  assert results[0].error and "class id 2" in results[0].error[1]

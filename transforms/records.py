@@ -1,0 +1,118 @@
+"""Typed elements that flow between the pipeline's steps.
+
+They are plain ``NamedTuple``s (pickled by Beam's fallback coder) so that the
+arrays inside stay numpy ``uint8`` end to end: no lists, no float maps on the
+wire. Only the model-facing step ever sees float data.
+"""
+from typing import NamedTuple, Optional, Tuple
+
+import numpy as np
+
+# Stages named in failure records, in pipeline order.
+STAGE_READ = "read"
+STAGE_DECODE = "decode"
+STAGE_INFERENCE = "inference"
+STAGE_WRITE = "write"
+
+
+class ImageRef(NamedTuple):
+  """One input image: where it came from and the key that names its outputs.
+
+  ``data`` holds the encoded bytes when the source already had them in hand
+  (a TFRecord record); for files it is ``None`` and the decode step reads the
+  file itself, so that only a path travels through the de-duplication shuffle.
+  """
+  uri: str
+  key: str
+  data: Optional[bytes] = None
+
+
+class DecodedImage(NamedTuple):
+  """An image as the model takes it: RGB uint8 [H, W, 3], orientation applied."""
+  uri: str
+  key: str
+  pixels: np.ndarray
+  pixel_size: Optional[Tuple[float, float]] = None
+
+
+class Tile(NamedTuple):
+  """A window of a decoded image plus where its owned region sits.
+
+  ``pixels`` is a view into the decoded image (no copy until the batch is
+  stacked). ``own_*`` are image coordinates of the rectangle this tile
+  contributes to the stitched mask (see ``transforms.tiling``).
+  """
+  key: str
+  uri: str
+  index: int
+  count: int
+  image_height: int
+  image_width: int
+  top: int
+  left: int
+  own_top: int
+  own_bottom: int
+  own_left: int
+  own_right: int
+  pixels: np.ndarray
+  pixel_size: Optional[Tuple[float, float]] = None
+
+
+class TileResult(NamedTuple):
+  """Model output for the owned region of one tile.
+
+  Only the owned crop of the uint8 class map travels on; confidence is reduced
+  on the worker to per-class sums so no float map leaves inference.
+  ``error`` is set (and the arrays are empty) when this tile could not be
+  segmented even on its own.
+  """
+  key: str
+  uri: str
+  index: int
+  count: int
+  image_height: int
+  image_width: int
+  own_top: int
+  own_left: int
+  class_ids: np.ndarray
+  class_pixels: np.ndarray
+  class_confidence: np.ndarray
+  overlay: Optional[np.ndarray] = None
+  pixel_size: Optional[Tuple[float, float]] = None
+  error: Optional[Tuple[str, str]] = None
+
+
+class ImageMask(NamedTuple):
+  """The full-size segmentation of one image, ready for the sinks."""
+  uri: str
+  key: str
+  width: int
+  height: int
+  class_ids: np.ndarray
+  class_pixels: np.ndarray
+  class_confidence: np.ndarray
+  overlay: Optional[np.ndarray] = None
+  pixel_size: Optional[Tuple[float, float]] = None
+
+
+class Failure(NamedTuple):
+  """Why one input did not produce a mask; written to ``OUT/failures/``."""
+  uri: str
+  key: str
+  stage: str
+  error_type: str
+  message: str
+
+  def to_dict(self):
+    return self._asdict()
+
+
+def failure_from_exception(uri, key, stage, exc, message=None):
+  """Builds a failure record with a one-line, person-readable message."""
+  text = message or str(exc) or exc.__class__.__name__
+  text = " ".join(text.split())
+  if len(text) > 500:
+    text = text[:497] + "..."
+  return Failure(uri=uri, key=key, stage=stage,
+                 error_type=exc.__class__.__name__ if isinstance(exc, BaseException) else str(exc),
+                 message=text)

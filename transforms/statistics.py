@@ -1,0 +1,129 @@
+"""Per-image statistics records and the run-level summary combine.
+
+Per-class pixel counts come from the tiles' own bincounts (computed where the
+float confidence still exists), so the record and the written mask are two
+independent views of the same result that tests can compare.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+
+from transforms.records import ImageMask
+
+READ, SEGMENTED, FAILED = "read", "segmented", "failed"
+
+
+def resolve_pixel_size(mask_pixel_size: Optional[Tuple[float, float]], flag_pixel_size: Optional[float]):
+  """(size, source): an explicit --pixel_size wins over a GeoTIFF scale tag."""
+  if flag_pixel_size:
+    return (float(flag_pixel_size), float(flag_pixel_size)), "flag"
+  if mask_pixel_size:
+    return (float(mask_pixel_size[0]), float(mask_pixel_size[1])), "geotiff"
+  return None, None
+
+
+def image_record(mask: ImageMask, classes: Sequence[dict], model: dict, mask_path: str,
+                 flag_pixel_size: Optional[float] = None, pixel_unit: str = "m") -> dict:
+  """The statistics record of one image (JSON-ready; the schema of stats/)."""
+  total = mask.width * mask.height
+  pixel_size, source = resolve_pixel_size(mask.pixel_size, flag_pixel_size)
+  pixel_area = pixel_size[0] * pixel_size[1] if pixel_size else None
+  per_class = []
+  for entry in classes:
+    count = int(mask.class_pixels[entry["id"]])
+    conf_sum = float(mask.class_confidence[entry["id"]])
+    per_class.append({
+        "id": int(entry["id"]),
+        "name": entry["name"],
+        "pixels": count,
+        "fraction": count / total,
+        "area": count * pixel_area if pixel_area is not None else None,
+        "mean_confidence": conf_sum / count if count else None,
+    })
+  return {
+      "uri": mask.uri,
+      "key": mask.key,
+      "mask": mask_path,
+      "width": int(mask.width),
+      "height": int(mask.height),
+      "pixels": int(total),
+      "pixel_size": list(pixel_size) if pixel_size else None,
+      "pixel_size_source": source,
+      "area_unit": f"{pixel_unit}^2" if pixel_size else None,
+      "mean_confidence": float(sum(mask.class_confidence)) / total,
+      "model": {"name": model.get("name"), "version": model.get("version")},
+      "classes": per_class,
+  }
+
+
+class RunSummaryFn(beam.CombineFn):
+  """Folds (kind, payload) events into the run's counts and per-class totals.
+
+  ``read`` events are the inputs found, ``segmented`` events are statistics
+  records, ``failed`` events are failure records; the output is checked by
+  tests as read == segmented + failed.
+  """
+
+  def __init__(self, classes: Sequence[dict]):
+    self._classes = [dict(id=c["id"], name=c["name"]) for c in classes]
+
+  def create_accumulator(self):
+    n = len(self._classes)
+    return {"read": 0, "segmented": 0, "failed": 0, "failed_by_stage": {}, "pixels": 0,
+            "class_pixels": [0] * n, "class_area": [0.0] * n, "class_confidence": [0.0] * n,
+            "images_with_area": 0, "area_units": []}
+
+  def add_input(self, acc, event):
+    kind, payload = event
+    if kind == READ:
+      acc["read"] += 1
+    elif kind == FAILED:
+      acc["failed"] += 1
+      acc["failed_by_stage"][payload.stage] = acc["failed_by_stage"].get(payload.stage, 0) + 1
+    else:
+      acc["segmented"] += 1
+      acc["pixels"] += payload["pixels"]
+      if payload["area_unit"]:
+        acc["images_with_area"] += 1
+        if payload["area_unit"] not in acc["area_units"]:
+          acc["area_units"].append(payload["area_unit"])
+      for i, entry in enumerate(payload["classes"]):
+        acc["class_pixels"][i] += entry["pixels"]
+        if entry["area"] is not None:
+          acc["class_area"][i] += entry["area"]
+        if entry["mean_confidence"] is not None:
+          acc["class_confidence"][i] += entry["mean_confidence"] * entry["pixels"]
+    return acc
+
+  def merge_accumulators(self, accumulators):
+    accumulators = list(accumulators)
+    merged = self.create_accumulator()
+    for acc in accumulators:
+      for field in ("read", "segmented", "failed", "pixels", "images_with_area"):
+        merged[field] += acc[field]
+      for stage, count in acc["failed_by_stage"].items():
+        merged["failed_by_stage"][stage] = merged["failed_by_stage"].get(stage, 0) + count
+      for field in ("class_pixels", "class_area", "class_confidence"):
+        merged[field] = [a + b for a, b in zip(merged[field], acc[field])]
+      merged["area_units"] += [u for u in acc["area_units"] if u not in merged["area_units"]]
+    return merged
+
+  def extract_output(self, acc):
+    total = acc["pixels"]
+    classes: List[dict] = []
+    for i, entry in enumerate(self._classes):
+      pixels = acc["class_pixels"][i]
+      classes.append({
+          "id": entry["id"], "name": entry["name"], "pixels": pixels,
+          "fraction": pixels / total if total else 0.0,
+          "area": acc["class_area"][i] if acc["images_with_area"] else None,
+          "mean_confidence": acc["class_confidence"][i] / pixels if pixels else None,
+      })
+    return {
+        "counts": {"read": acc["read"], "segmented": acc["segmented"], "failed": acc["failed"]},
+        "failed_by_stage": dict(sorted(acc["failed_by_stage"].items())),
+        "pixels": total,
+        "images_with_area": acc["images_with_area"],
+        "area_unit": acc["area_units"][0] if len(acc["area_units"]) == 1 else (acc["area_units"] or None),
+        "classes": classes,
+    }

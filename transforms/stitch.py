@@ -1,0 +1,81 @@
+"""Reassemble per-tile results into one full-size mask per image.
+
+Single-tile images (anything no larger than the tile size) never touch the
+shuffle: their owned crop already is the mask. Multi-tile images are grouped
+by key; since each tile only carries its owned rectangle (see
+``transforms.tiling``), stitching is a copy, and the shuffle moves each
+pixel's class id exactly once.
+"""
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from transforms.records import STAGE_INFERENCE, Failure, ImageMask
+from transforms.tiling import stitch
+
+FAILED = "failed"
+MULTI_TILE = "multi_tile"
+
+
+def _failure(result, error_type, message):
+  return Failure(result.uri, result.key, STAGE_INFERENCE, error_type, message)
+
+
+class RouteTileResultsFn(beam.DoFn):
+  """Single-tile results become masks here; multi-tile ones go to the shuffle."""
+
+  def process(self, result):
+    if result.count > 1:
+      yield beam.pvalue.TaggedOutput(MULTI_TILE, (result.key, result))
+    elif result.error:
+      yield beam.pvalue.TaggedOutput(FAILED, _failure(result, *result.error))
+    else:
+      yield ImageMask(uri=result.uri, key=result.key, width=result.image_width, height=result.image_height,
+                      class_ids=result.class_ids, class_pixels=result.class_pixels,
+                      class_confidence=result.class_confidence, overlay=result.overlay,
+                      pixel_size=result.pixel_size)
+
+
+class AssembleMaskFn(beam.DoFn):
+  """(key, tile results) -> one ImageMask, or a failure if any tile failed."""
+
+  def __init__(self):
+    self._stitched = Metrics.counter("deconvseg", "images_stitched")
+
+  def process(self, keyed):
+    _, results = keyed
+    results = sorted(results, key=lambda r: r.index)
+    first = results[0]
+    errors = [r.error for r in results if r.error]
+    if errors:
+      yield beam.pvalue.TaggedOutput(FAILED, _failure(
+          first, errors[0][0], f"{len(errors)} of {first.count} tiles failed; first: {errors[0][1]}"))
+      return
+    if [r.index for r in results] != list(range(first.count)):
+      yield beam.pvalue.TaggedOutput(FAILED, _failure(
+          first, "IncompleteTiles", f"got tiles {[r.index for r in results]} of {first.count}"))
+      return
+    height, width = first.image_height, first.image_width
+    class_ids = stitch(height, width, ((r.own_top, r.own_left, r.class_ids) for r in results))
+    overlay = None
+    if first.overlay is not None:
+      overlay = stitch(height, width, ((r.own_top, r.own_left, r.overlay) for r in results), channels=3)
+    self._stitched.inc()
+    yield ImageMask(uri=first.uri, key=first.key, width=width, height=height, class_ids=class_ids,
+                    class_pixels=np.sum([r.class_pixels for r in results], axis=0),
+                    class_confidence=np.sum([r.class_confidence for r in results], axis=0),
+                    overlay=overlay, pixel_size=first.pixel_size)
+
+
+class StitchTiles(beam.PTransform):
+  """Composite: TileResults -> (ImageMasks, inference failures)."""
+
+  def expand(self, results):
+    routed = results | "RouteBySize" >> beam.ParDo(RouteTileResultsFn()).with_outputs(
+        MULTI_TILE, FAILED, main="masks")
+    stitched = (routed[MULTI_TILE]
+                | "GroupTilesByImage" >> beam.GroupByKey()
+                | "AssembleMasks" >> beam.ParDo(AssembleMaskFn()).with_outputs(FAILED, main="masks"))
+    masks = (routed.masks, stitched.masks) | "AllMasks" >> beam.Flatten()
+    failures = (routed[FAILED], stitched[FAILED]) | "InferenceFailures" >> beam.Flatten()
+    return masks, failures
