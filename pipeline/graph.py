@@ -68,7 +68,7 @@ class SegmentImages(beam.PTransform):
                records | "SegmentedEvents" >> beam.Map(lambda record: (SEGMENTED, record)),
                failures | "FailedEvents" >> beam.Map(lambda failure: (FAILED_EVENT, failure)))
               | "AllEvents" >> beam.Flatten())
-    run_info = {"model": config.model_info, "options": config.options_record(), "start_time": self._start_time}
+    run_info = {"model": dict(config.model_info, card=config.card), "options": config.options_record(), "start_time": self._start_time}
     return (events
             | "Summarise" >> beam.CombineGlobally(RunSummaryFn(config.classes))
             | "WriteSummary" >> beam.Map(write_summary, config.output, run_info,

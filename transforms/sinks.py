@@ -145,7 +145,8 @@ class WriteMasksFn(beam.DoFn):
   def process(self, mask):
     relpath = mask_relpath(mask.key)
     try:
-      record = image_record(mask, self._classes, self._model, relpath, self._pixel_size, self._pixel_unit)
+      record = image_record(mask, self._classes, self._model, join(self._output, relpath), self._pixel_size,
+                            self._pixel_unit)
       if mask.overlay is not None:
         buffer = io.BytesIO()
         Image.fromarray(mask.overlay).save(buffer, format="PNG", compress_level=OVERLAY_COMPRESS_LEVEL)

@@ -1,0 +1,142 @@
+"""Bad invocations stop before the pipeline is built, with one clear message and exit code 2."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from fake_model import build_fake_model, card
+from pipeline.options import SegmentationOptions, help_parser
+from pipeline.run import main
+from pipeline_helpers import REPO, scene
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  return build_fake_model(str(tmp_path_factory.mktemp("fake_model")))
+
+
+@pytest.fixture
+def inputs(tmp_path):
+  folder = tmp_path / "in"
+  folder.mkdir()
+  Image.fromarray(scene(20, 30)).save(folder / "a.png")
+  return folder
+
+
+def _fails(capsys, argv, *fragments):
+  code = main(argv)
+  err = capsys.readouterr().err
+  assert code == 2, err
+  assert "Traceback" not in err
+  assert err.startswith("deconvseg: error: ") and err.count("\n") == 1, err
+  for fragment in fragments:
+    assert fragment in err, err
+  return err
+
+
+def test_no_input(capsys, tmp_path, model_dir):
+  _fails(capsys, ["--output", str(tmp_path / "out"), "--model", model_dir], "no input given", "--input")
+
+
+def test_no_output(capsys, inputs, model_dir):
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--model", model_dir], "no output given")
+
+
+def test_glob_matching_nothing(capsys, tmp_path, model_dir):
+  _fails(capsys, ["--input", str(tmp_path / "nowhere" / "*.png"), "--output", str(tmp_path / "out"),
+                  "--model", model_dir], "matches no files")
+
+
+def test_missing_tfrecord_and_manifest(capsys, tmp_path, inputs, model_dir):
+  base = ["--output", str(tmp_path / "out"), "--model", model_dir]
+  _fails(capsys, base + ["--tfrecord", str(tmp_path / "*.tfrecord")], "--tfrecord", "matches no files")
+  _fails(capsys, base + ["--manifest", str(tmp_path / "list.txt")], "--manifest", "does not exist")
+
+
+def test_output_inside_input(capsys, inputs, model_dir):
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(inputs / "out"), "--model", model_dir],
+         "inside the input directory")
+
+
+def test_model_directory_missing(capsys, tmp_path, inputs):
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"),
+                  "--model", str(tmp_path / "no_model")], "is not a directory")
+
+
+def test_model_unreadable(capsys, tmp_path, inputs, model_dir):
+  broken = tmp_path / "broken_model"
+  shutil.copytree(model_dir, broken)
+  shutil.rmtree(broken / "saved_model" / "variables")
+  (broken / "saved_model" / "saved_model.pb").write_bytes(b"garbage")
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(broken)],
+         "cannot load the SavedModel")
+  (broken / "card.json").write_text("{not json")
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(broken)],
+         "not valid JSON")
+
+
+def test_card_not_matching_model(capsys, tmp_path, inputs, model_dir):
+  mismatched = tmp_path / "mismatched"
+  shutil.copytree(model_dir, mismatched)
+  three = card()["classes"][:3]
+  (mismatched / "card.json").write_text(json.dumps(card(classes=three)))
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(mismatched)],
+         "4 classes", "lists 3")
+
+
+@pytest.mark.parametrize("flag,fragment", [
+    ("--batch_size=0", "--batch_size=0 is out of range"),
+    ("--tile_size=8", "--tile_size=8 is out of range"),
+    ("--tile_overlap=300", "--tile_overlap=300 is out of range"),
+    ("--tile_overlap=-1", "--tile_overlap=-1 is out of range"),
+    ("--max_image_pixels=0", "--max_image_pixels=0"),
+    ("--pixel_size=-2", "--pixel_size=-2.0 must be a positive number"),
+    ("--pixel_size=nan", "must be a positive number"),
+    ("--batch_size=many", "invalid int value: 'many'"),
+    ("--stats_format=xml", "invalid choice: 'xml'"),
+    ("--png_compress_level=11", "--png_compress_level=11"),
+])
+def test_bad_numbers_and_choices(capsys, tmp_path, inputs, model_dir, flag, fragment):
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", model_dir, flag],
+         fragment)
+
+
+def test_unknown_flags(capsys, tmp_path, inputs, model_dir):
+  base = ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", model_dir]
+  _fails(capsys, base + ["--tile-size=64"], "unrecognised argument(s): --tile-size=64")
+  _fails(capsys, base + ["--inpu", "x"], "unrecognised")
+  _fails(capsys, base + ["stray.png"], "unquoted glob")
+
+
+def test_beam_options_are_accepted(tmp_path, inputs, model_dir, capsys):
+  argv = ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", model_dir,
+          "--runner=FnApiRunner", "--direct_num_workers=1", "--job_name=x"]
+  assert main(argv) == 0
+  assert (tmp_path / "out" / "summary.json").exists()
+
+
+def test_help_documents_every_flag(capsys):
+  assert main(["--help"]) == 0
+  text = capsys.readouterr().out
+  parser = help_parser()
+  flags = [a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != "help"]
+  assert len(flags) >= 18
+  for flag in flags:
+    assert flag in text
+  for action in parser._actions:
+    assert action.help, f"{action.option_strings} has no help text"
+  assert "FnApiRunner" in text
+  assert SegmentationOptions  # the flags are a PipelineOptions subclass, so they reach workers
+
+
+def test_exit_code_from_a_real_process(tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO)
+  proc = subprocess.run([sys.executable, "-m", "pipeline.run", "--output", str(tmp_path), "--bogus_flag=1"],
+                        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert "unrecognised argument(s): --bogus_flag=1" in proc.stderr
+  assert "Traceback" not in proc.stderr
