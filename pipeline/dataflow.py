@@ -199,7 +199,8 @@ def validate_dataflow_options(options: PipelineOptions) -> List[str]:
   machine = worker.machine_type
   prefixes = GPU_MACHINE_PREFIXES[gpu.gpu_type]
   if not machine:
-    if prefixes != ("n1-",):
+    if prefixes != ("n1-",) and not cloud.template_location:
+      # A template gets its machine type at launch (gcloud --worker-machine-type).
       errors.append(f"{gpu.gpu_type} only attaches to {'/'.join(p + '*' for p in prefixes)} machines: "
                     f"pass --machine_type, e.g. --machine_type={_EXAMPLE_MACHINE[gpu.gpu_type]}.")
   elif not machine.startswith(prefixes):

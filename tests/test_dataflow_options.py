@@ -132,3 +132,9 @@ def test_accelerator_set_twice_is_refused():
 def test_all_problems_are_reported_together():
   message = refused("--runner=DataflowRunner", "--gpu_type=nvidia-l4", "--machine_type=n1-standard-4")
   assert message.count("\n  - ") == 3  # temp_location, worker image, machine type
+
+
+def test_template_builds_may_leave_the_machine_type_to_launch_time():
+  options, applied = expanded(*DATAFLOW, "--gpu_type=nvidia-l4", "--worker_image=" + IMAGE,
+                              "--template_location=gs://bucket/templates/job.json")
+  assert applied["dataflow_service_options"] == "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
