@@ -27,11 +27,16 @@ RADIUS = 2
 class ColourRuleSegmenter(tf.Module):
   """Pure-TF module with the exported-model interface."""
 
-  def __init__(self):
+  def __init__(self, poison_value=None):
     super().__init__()
     self.num_classes = tf.Variable(len(CLASSES), trainable=False, dtype=tf.int32)
+    self._poison = poison_value
 
   def _compute(self, images):
+    if self._poison is not None:
+      # Fault injection for tests: any image that is entirely this value fails the whole call.
+      poisoned = tf.reduce_any(tf.reduce_all(tf.equal(images, self._poison), axis=[1, 2, 3]))
+      tf.debugging.Assert(tf.logical_not(poisoned), ["poisoned input"])
     x = tf.cast(images, tf.float32)
     size = 2 * RADIUS + 1
     box = tf.ones([size, size, 3, 1], tf.float32)
@@ -72,9 +77,12 @@ def card(name="fake-colour-rule", version="0.0.1", classes=None):
   }
 
 
-def build_fake_model(model_dir, classes=None):
-  """Exports the fake model to MODEL_DIR/{saved_model,card.json}; returns MODEL_DIR."""
-  module = ColourRuleSegmenter()
+def build_fake_model(model_dir, classes=None, poison_value=None):
+  """Exports the fake model to MODEL_DIR/{saved_model,card.json}; returns MODEL_DIR.
+
+  With ``poison_value``, a call fails when any image in it is entirely that value.
+  """
+  module = ColourRuleSegmenter(poison_value)
   tf.saved_model.save(module, os.path.join(model_dir, "saved_model"),
                       signatures={"serving_default": module.segment,
                                   "serving_mixed_float16": module.serve_mixed})

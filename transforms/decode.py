@@ -102,7 +102,8 @@ def decode_image(data: bytes, max_pixels: int):
   except UnidentifiedImageError:
     raise DecodeError("not a recognised image format (PNG, JPEG, TIFF, BMP, WebP, GIF)") from None
   except Image.DecompressionBombError as exc:
-    raise DecodeError(f"image is larger than the --max_image_pixels limit ({exc})") from None
+    raise DecodeError(f"image declares more pixels than Pillow allows ({exc}); it is refused as a "
+                      "possible decompression bomb") from None
   except MemoryError:
     raise
   except Exception as exc:  # pylint: disable=broad-except  (Pillow raises many types on bad headers)
@@ -148,9 +149,10 @@ class DecodeImagesFn(beam.DoFn):
     self._pixels = Metrics.counter("deconvseg", "pixels_decoded")
 
   def setup(self):
-    # Pillow's own guard warns at MAX_IMAGE_PIXELS and refuses at twice that;
-    # our limit (checked on the header) is the one users configure.
-    Image.MAX_IMAGE_PIXELS = self._max_pixels
+    # decode_image checks the header against --max_image_pixels before any
+    # pixel is decoded; Pillow's own guard (warn at N, refuse at 2N) would
+    # only add a second, differently worded limit.
+    Image.MAX_IMAGE_PIXELS = None
 
   def process(self, ref):
     try:

@@ -1,0 +1,151 @@
+"""Bad inputs, inference faults and re-runs: every input ends segmented or failed, nothing twice."""
+import io
+import os
+import shutil
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fake_model import build_fake_model
+from pipeline.run import run
+from pipeline_helpers import (check_accounting, encode, read_mask, read_outputs, scene, write_mode_images,
+                              write_tfrecord)
+
+pytestmark = pytest.mark.slow
+POISON = 13
+
+
+def _png_chunk(kind, data):
+  return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def decompression_bomb() -> bytes:
+  """A valid PNG declaring 100000 x 100000 pixels in a few hundred bytes."""
+  header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+  rows = zlib.compress(b"\0" * 1000)
+  return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+  return (build_fake_model(str(tmp_path_factory.mktemp("fake"))),
+          build_fake_model(str(tmp_path_factory.mktemp("poisoned")), poison_value=POISON))
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(tmp_path_factory):
+  root = tmp_path_factory.mktemp("bad")
+  folder = root / "in"
+  good = set(write_mode_images(str(folder)))
+  png, jpeg = encode(scene(60, 80, seed=3)), encode(scene(60, 80, seed=4), "JPEG", quality=90)
+  failing = {
+      "zero_bytes.png": b"",
+      "truncated.png": png[:len(png) // 2],
+      "truncated.jpg": jpeg[:len(jpeg) * 2 // 3],
+      "random.jpg": np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+      "text.png": b"hello, I am a text file\n",
+      "bomb.png": decompression_bomb(),
+  }
+  for name, data in failing.items():
+    (folder / name).write_bytes(data)
+  for name, (w, h) in {"one_pixel.png": (1, 1), "one_wide.png": (1, 40), "spaced name ü.png": (12, 9)}.items():
+    Image.fromarray(scene(h, w, seed=w + h)).save(folder / name)
+    good.add(name)
+  shard = root / "shards" / "mixed.tfrecord"
+  shard.parent.mkdir()
+  write_tfrecord(str(shard), [("../../outside.png", encode(scene(30, 30, seed=7))),
+                              ("/abs/path.png", encode(scene(30, 30, seed=8))),
+                              ("to be corrupted", encode(scene(30, 30, seed=9))),
+                              ("no image", None),
+                              ("unicode 名前 key.png", encode(scene(30, 30, seed=10)))])
+  data = bytearray(shard.read_bytes())
+  offset = 0
+  for _ in range(2):
+    offset += struct.unpack("<Q", data[offset:offset + 8])[0] + 16
+  data[offset + 12 + 40] ^= 0xFF  # payload byte of record 2: its CRC no longer matches
+  shard.write_bytes(bytes(data))
+  good |= {"__/__/outside.png", "abs/path.png", "unicode 名前 key.png"}
+  failing_keys = set(failing) | {"mixed/000002", "no image"}
+  return root, ["--input", str(folder / "**"), "--tfrecord", str(shard)], good, failing_keys
+
+
+def test_bad_input_corpus(bad_corpus, models, tmp_path):
+  root, argv, good, failing = bad_corpus
+  output = tmp_path / "out"
+  run(argv + ["--output", str(output), "--model", models[0], "--tile_size=32", "--tile_overlap=8"],
+      save_main_session=False)
+  summary, records, failures = read_outputs(str(output))
+  check_accounting(summary, records, failures, expected_read=len(good) + len(failing))
+  assert set(records) == good
+  by_key = {f["key"]: f for f in failures}
+  assert set(by_key) == failing
+  for failure in failures:
+    assert failure["uri"] and failure["stage"] and failure["error_type"] and failure["message"]
+  assert "empty" in by_key["zero_bytes.png"]["message"]
+  assert "truncated" in by_key["truncated.png"]["message"]
+  assert "not a recognised image format" in by_key["text.png"]["message"]
+  assert "10000000000 pixels, more than --max_image_pixels" in by_key["bomb.png"]["message"]
+  assert "CRC" in by_key["mixed/000002"]["message"] and by_key["mixed/000002"]["stage"] == "read"
+  assert "image/encoded" in by_key["no image"]["message"]
+  for path in (output / "masks").rglob("*"):
+    assert str(path.resolve()).startswith(str((output / "masks").resolve()))
+
+
+def test_max_image_pixels_limit(bad_corpus, models, tmp_path):
+  root, _, _, _ = bad_corpus
+  output = tmp_path / "out"
+  run(["--input", str(root / "in" / "modes" / "*.png"), "--output", str(output), "--model", models[0],
+       "--max_image_pixels=1000"], save_main_session=False)
+  summary, records, failures = read_outputs(str(output))
+  check_accounting(summary, records, failures)
+  assert not records and failures
+  assert all("max_image_pixels=1000" in f["message"] for f in failures)
+
+
+def test_inference_fault_fails_only_its_image(models, tmp_path):
+  folder = tmp_path / "in"
+  folder.mkdir()
+  for i in range(6):
+    Image.fromarray(scene(20, 24, seed=i)).save(folder / f"good_{i}.png")
+  Image.fromarray(np.full((20, 24, 3), POISON, np.uint8)).save(folder / "poison_small.png")
+  big = scene(100, 100, seed=9)
+  big[:40, :40] = POISON  # the first 32x32 tile is entirely the poison value
+  Image.fromarray(big).save(folder / "poison_tile.png")
+  output = tmp_path / "out"
+  run(["--input", str(folder / "*"), "--output", str(output), "--model", models[1], "--batch_size=8",
+       "--tile_size=32", "--tile_overlap=8"], save_main_session=False)
+  summary, records, failures = read_outputs(str(output))
+  check_accounting(summary, records, failures, expected_read=8)
+  assert set(records) == {f"good_{i}.png" for i in range(6)}
+  assert {f["key"]: f["stage"] for f in failures} == {"poison_small.png": "inference", "poison_tile.png": "inference"}
+  assert "poisoned input" in {f["key"]: f for f in failures}["poison_small.png"]["message"]
+
+
+@pytest.mark.parametrize("skip_existing", [True, False])
+def test_rerun_after_interruption(bad_corpus, models, tmp_path, skip_existing):
+  root, argv, good, failing = bad_corpus
+  output = tmp_path / "out"
+  args = argv + ["--output", str(output), "--model", models[0], "--tile_size=32", "--tile_overlap=8"]
+  run(args, save_main_session=False)
+  first_summary, first_records, _ = read_outputs(str(output))
+  first_masks = {key: read_mask(str(output), key) for key in first_records}
+  # What a run killed half-way leaves: some masks, a stray temporary object, no summary.
+  for key in sorted(first_records)[::2]:
+    os.remove(output / "masks" / f"{key}.png")
+  (output / ".tmp").mkdir()
+  (output / ".tmp" / "half-written").write_bytes(b"\x89PNG partial")
+  os.remove(output / "summary.json")
+  shutil.rmtree(output / "stats")
+  run(args + (["--skip_existing"] if skip_existing else []), save_main_session=False)
+  summary, records, failures = read_outputs(str(output))
+  check_accounting(summary, records, failures, expected_read=len(good) + len(failing))
+  assert records == first_records
+  assert summary["classes"] == first_summary["classes"]
+  for key, mask in first_masks.items():
+    np.testing.assert_array_equal(read_mask(str(output), key), mask)
+  written = {str(p.relative_to(output / "masks"))[:-4] for p in (output / "masks").rglob("*.png")}
+  assert written == good
+  assert not (output / ".tmp").exists()
