@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import posixpath
+import re
 import sys
 
 import numpy as np
@@ -39,6 +40,7 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageOps
 
 from transforms.decode import to_rgb
+from transforms.read import iter_tfrecords
 
 LOGGER = logging.getLogger(__name__)
 
@@ -58,15 +60,16 @@ FALLBACK_PALETTE = (
 
 # --------------------------------------------------------------------------
 # The output contract: every field name the report depends on lives here.
+# Names as written by transforms/statistics.py (records, summary) and
+# transforms/sinks.py (file layout, CSV columns); the card as in docs/CONTRACTS.md.
 # --------------------------------------------------------------------------
 
 SUMMARY_FILE = "summary.json"
-STATS_DIR = "stats"
-MASKS_DIR = "masks"
-FAILURES_DIR = "failures"
-# Preferred first; only one format is read so a run writing several is not double counted.
-STATS_PATTERNS = (("jsonl", "*.jsonl*"), ("json", "*.json"), ("parquet", "*.parquet"), ("csv", "*.csv*"))
-FAILURE_PATTERNS = (("jsonl", "*.jsonl*"), ("json", "*.json"), ("csv", "*.csv*"))
+CARD_FILE = "card.json"
+STATS_PATTERN = "stats/stats.*"
+FAILURES_PATTERN = "failures/failures.*"
+ROW_FORMATS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet"}
+CSV_CLASS_COLUMNS = ("pixels", "fraction", "area", "mean_confidence")  # "<class>_<column>"
 
 
 @dataclasses.dataclass
@@ -74,6 +77,30 @@ class ClassInfo:
     id: int
     name: str
     color: tuple
+
+
+@dataclasses.dataclass
+class ClassTotal:
+    pixels: float
+    area: float = None
+    mean_confidence: float = None
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """The parts of ``summary.json`` the report shows."""
+
+    counts: dict              # "read" / "segmented" / "failed" -> int or None
+    start_time: str
+    end_time: str
+    totals: dict              # class name -> ClassTotal, in class order
+    class_ids: dict           # class name -> id
+    area_unit: str
+    model: dict               # {"name", "version", "path"}
+    stats_format: str
+    tfrecord_image_feature: str
+    stats_files: list
+    failure_files: list
 
 
 @dataclasses.dataclass
@@ -86,7 +113,7 @@ class ImageRecord:
     height: int
     pixels: dict          # class name -> pixel count
     fractions: dict       # class name -> fraction of the image
-    areas: dict           # class name -> area in physical units (may be empty)
+    areas: dict           # class name -> area in physical units (only when a pixel size was known)
     mean_confidence: float
     mask_path: str
 
@@ -107,107 +134,85 @@ def _number(value, default=None):
     return number if math.isfinite(number) else default
 
 
-def _card(summary):
-    """The model card recorded in the summary (``summary["model"]`` may be the card or wrap it)."""
-    model = summary.get("model")
-    for candidate in (model.get("card") if isinstance(model, dict) else None, model, summary.get("card")):
-        if isinstance(candidate, dict) and (candidate.get("classes") or candidate.get("metrics")):
-            return candidate
-    return model if isinstance(model, dict) else {}
+def _run_summary(summary):
+    counts = summary.get("counts") if isinstance(summary.get("counts"), dict) else {}
+    entries = [entry for entry in summary.get("classes") or [] if isinstance(entry, dict)]
+    outputs = summary.get("outputs") if isinstance(summary.get("outputs"), dict) else {}
+    options = summary.get("options") if isinstance(summary.get("options"), dict) else {}
+    unit = summary.get("area_unit")
+    return RunSummary(
+        counts={name: _number(counts.get(name)) for name in ("read", "segmented", "failed")},
+        start_time=summary.get("start_time"),
+        end_time=summary.get("end_time"),
+        totals={str(entry.get("name")): ClassTotal(_number(entry.get("pixels"), 0.0), _number(entry.get("area")),
+                                                   _number(entry.get("mean_confidence")))
+                for entry in entries},
+        class_ids={str(entry.get("name")): int(_number(entry.get("id"), index)) for index, entry in enumerate(entries)},
+        area_unit=unit if isinstance(unit, str) else (", ".join(map(str, unit)) if unit else None),
+        model=summary.get("model") if isinstance(summary.get("model"), dict) else {},
+        stats_format=options.get("stats_format"),
+        tfrecord_image_feature=options.get("tfrecord_image_feature") or "image/encoded",
+        stats_files=[str(path) for path in outputs.get("stats") or []],
+        failure_files=[str(path) for path in outputs.get("failures") or []],
+    )
 
 
-def _summary_classes(summary):
-    card = _card(summary)
-    entries = card.get("classes") or summary.get("classes") or []
+def _card_classes(card):
     classes = []
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            continue
-        color = entry.get("color") or FALLBACK_PALETTE[index % len(FALLBACK_PALETTE)]
-        classes.append(ClassInfo(int(entry.get("id", index)), str(entry.get("name", index)),
-                                 tuple(int(c) for c in color[:3])))
+    for index, entry in enumerate(card.get("classes") or []):
+        if isinstance(entry, dict) and isinstance(entry.get("color"), (list, tuple)):
+            classes.append(ClassInfo(int(entry.get("id", index)), str(entry.get("name", index)),
+                                     tuple(int(c) for c in entry["color"][:3])))
     return classes
 
 
-def _summary_counts(summary):
-    counts = summary.get("counts") if isinstance(summary.get("counts"), dict) else summary
-    return {
-        "read": _number(counts.get("read", counts.get("inputs_read"))),
-        "segmented": _number(counts.get("segmented", counts.get("images_segmented"))),
-        "failed": _number(counts.get("failed", counts.get("inputs_failed"))),
-    }
+def _card_test_metrics(card):
+    metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
+    return metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
 
 
-def _summary_times(summary):
-    return summary.get("start_time"), summary.get("end_time"), _number(summary.get("duration_seconds"))
-
-
-def _summary_class_totals(summary):
-    """Per-class totals over all images as ``{name: {"pixels": n, "area": a or None}}``."""
-    totals = summary.get("class_totals") or summary.get("totals") or {}
-    if isinstance(totals, dict) and isinstance(totals.get("classes"), (list, dict)):
-        totals = totals["classes"]
-    return _per_class(totals)
-
-
-def _per_class(entries):
-    """Normalise a per-class block: a list of ``{"name", "pixels", ...}`` or a dict keyed by name."""
-    if isinstance(entries, dict):
-        items = [dict(value, name=name) if isinstance(value, dict) else {"name": name, "pixels": value}
-                 for name, value in entries.items()]
-    elif isinstance(entries, list):
-        items = [entry for entry in entries if isinstance(entry, dict)]
-    else:
-        items = []
-    result = {}
-    for item in items:
-        name = str(item.get("name", item.get("id", "")))
-        result[name] = {
-            "pixels": _number(item.get("pixels", item.get("pixel_count")), 0.0),
-            "fraction": _number(item.get("fraction")),
-            "area": _number(item.get("area")),
-        }
-    return result
+def _resolve(output_dir, path):
+    """Paths in records are relative to OUT (``masks/<key>.png``); absolute ones and URLs are kept."""
+    if "://" in path or path.startswith("/"):
+        return path
+    return _join(output_dir, path)
 
 
 def _image_record(raw, output_dir):
     key = str(raw.get("key", ""))
-    classes = raw.get("classes")
-    if isinstance(classes, str):  # CSV / flat sinks may carry the nested block as JSON text.
-        try:
-            classes = json.loads(classes)
-        except ValueError:
-            classes = None
-    per_class = _per_class(classes)
     width, height = int(_number(raw.get("width"), 0)), int(_number(raw.get("height"), 0))
+    classes = raw.get("classes")
+    if isinstance(classes, list):
+        per_class = {str(entry.get("name")): entry for entry in classes if isinstance(entry, dict)}
+    else:  # CSV: one "<class>_<column>" group of columns per class.
+        suffix = "_fraction"
+        per_class = {column[:-len(suffix)]: {name: raw.get(f"{column[:-len(suffix)]}_{name}")
+                                             for name in CSV_CLASS_COLUMNS}
+                     for column in raw if column.endswith(suffix)}
     total = width * height
-    fractions = {}
-    for name, values in per_class.items():
-        fraction = values["fraction"]
-        if fraction is None:
-            fraction = values["pixels"] / total if total else 0.0
-        fractions[name] = fraction
-    mask = raw.get("mask") or raw.get("mask_uri") or _join(output_dir, MASKS_DIR, key + ".png")
+    pixels, fractions, areas = {}, {}, {}
+    for name, entry in per_class.items():
+        pixels[name] = _number(entry.get("pixels"), 0.0)
+        fraction = _number(entry.get("fraction"))
+        fractions[name] = fraction if fraction is not None else (pixels[name] / total if total else 0.0)
+        if _number(entry.get("area")) is not None:
+            areas[name] = _number(entry.get("area"))
     return ImageRecord(
         key=key,
-        uri=str(raw.get("source", raw.get("uri", "")) or ""),
+        uri=str(raw.get("uri") or ""),
         width=width,
         height=height,
-        pixels={name: values["pixels"] for name, values in per_class.items()},
+        pixels=pixels,
         fractions=fractions,
-        areas={name: values["area"] for name, values in per_class.items() if values["area"] is not None},
+        areas=areas,
         mean_confidence=_number(raw.get("mean_confidence")),
-        mask_path=str(mask),
+        mask_path=_resolve(output_dir, str(raw.get("mask") or f"masks/{key}.png")),
     )
 
 
 def _failure_record(raw):
-    return FailureRecord(
-        uri=str(raw.get("uri", raw.get("source", ""))),
-        stage=str(raw.get("stage", "")),
-        error_type=str(raw.get("error_type", raw.get("error", ""))),
-        message=str(raw.get("message", "")),
-    )
+    return FailureRecord(uri=str(raw.get("uri", "")), stage=str(raw.get("stage", "")),
+                         error_type=str(raw.get("error_type", "")), message=str(raw.get("message", "")))
 
 
 # --------------------------------------------------------------------------
@@ -238,22 +243,40 @@ def _read_bytes(path, compression_type="auto"):
         return handle.read()
 
 
-def _find_files(output_dir, subdir, patterns):
-    """The files of the first format present in ``OUT/<subdir>``, with that format's name."""
-    for file_format, pattern in patterns:
-        paths = [path for path in _match(_join(output_dir, subdir, pattern))
-                 if not posixpath.basename(path).startswith(".")]
-        if paths:
-            return file_format, paths
-    return None, []
+def _row_format(path):
+    name = posixpath.basename(path)
+    for suffix, file_format in ROW_FORMATS.items():
+        if name.endswith(suffix):
+            return file_format
+    return None
 
 
-def _iter_rows(file_format, paths, problems):
-    """Stream dict rows from JSON Lines / JSON / CSV / Parquet files; bad lines are counted, not fatal."""
+def _stats_files(output_dir, run):
+    """The stats file(s) this run wrote: as listed in the summary, else the one matching its format.
+
+    A re-run with another ``--stats_format`` leaves the old file beside the new
+    one, so globbing alone could read a stale run.
+    """
+    if run.stats_files:
+        return run.stats_files
+    found = [path for path in _match(_join(output_dir, STATS_PATTERN)) if _row_format(path)]
+    preferred = [path for path in found if _row_format(path) == run.stats_format]
+    return preferred or found[:1]
+
+
+def _failure_files(output_dir, run):
+    if run.failure_files:
+        return run.failure_files
+    return [path for path in _match(_join(output_dir, FAILURES_PATTERN)) if _row_format(path)]
+
+
+def _iter_rows(paths, problems):
+    """Stream dict rows from JSON Lines / CSV / Parquet files; a bad line is noted, not fatal."""
     for path in paths:
+        file_format = _row_format(path)
         try:
             if file_format == "parquet":
-                import pyarrow.parquet as pq
+                import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
                 with FileSystems.open(path, compression_type="uncompressed") as handle:
                     parquet_file = pq.ParquetFile(io.BytesIO(handle.read()))
                     for batch in parquet_file.iter_batches(batch_size=1024):
@@ -261,10 +284,8 @@ def _iter_rows(file_format, paths, problems):
             elif file_format == "csv":
                 with FileSystems.open(path) as handle:
                     yield from csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
-            elif file_format == "json":
-                data = json.loads(_read_bytes(path))
-                yield from (data if isinstance(data, list) else [data])
-            else:
+            elif file_format == "jsonl":
+                bad = 0
                 with FileSystems.open(path) as handle:
                     for line in io.TextIOWrapper(handle, encoding="utf-8"):
                         if not line.strip():
@@ -272,25 +293,64 @@ def _iter_rows(file_format, paths, problems):
                         try:
                             row = json.loads(line)
                         except ValueError:
-                            problems.append(f"unparseable line in {path}")
-                            continue
+                            row = None
                         if isinstance(row, dict):
                             yield row
-        except Exception as error:  # One broken shard should not hide the rest of the run.
+                        else:
+                            bad += 1
+                if bad:
+                    problems.append(f"{bad} unreadable line(s) in {path} were skipped")
+            else:
+                problems.append(f"{path}: unknown file type, not read")
+        except Exception as error:  # pylint: disable=broad-except  # one bad file must not hide the rest
             problems.append(f"could not read {path}: {type(error).__name__}: {error}")
+
+
+def _read_json(path):
+    return json.loads(_read_bytes(path, "uncompressed").decode("utf-8"))
 
 
 def _read_summary(output_dir, problems):
     path = _join(output_dir, SUMMARY_FILE)
     if not _exists(path):
-        problems.append(f"{SUMMARY_FILE} is missing: the run may not have finished; figures below come from stats only")
+        problems.append(f"{SUMMARY_FILE} is missing: the run did not finish (it is written last); "
+                        "the figures below come from the stats and failure files found")
         return {}
     try:
-        summary = json.loads(_read_bytes(path))
-    except Exception as error:
+        summary = _read_json(path)
+    except Exception as error:  # pylint: disable=broad-except
         problems.append(f"could not read {SUMMARY_FILE}: {type(error).__name__}: {error}")
         return {}
     return summary if isinstance(summary, dict) else {}
+
+
+def _read_card(run, problems):
+    """The model card: embedded in the summary's model entry, else ``<model path>/card.json``.
+
+    summary.json records the model by name, version and path; the card (class
+    colours, test metrics) lives with the model. A card whose name or version
+    differs from the run's is not this run's model, so it is not shown.
+    """
+    if run.model.get("classes") or run.model.get("metrics"):
+        return run.model
+    path = run.model.get("path")
+    if not path:
+        return {}
+    try:
+        card = _read_json(_join(str(path), CARD_FILE))
+    except Exception as error:  # pylint: disable=broad-except
+        problems.append(f"model card {_join(str(path), CARD_FILE)} not readable ({type(error).__name__}); "
+                        "class colours are taken from the masks and test metrics are not shown")
+        return {}
+    if not isinstance(card, dict):
+        return {}
+    for field in ("name", "version"):
+        if run.model.get(field) is not None and card.get(field) != run.model.get(field):
+            problems.append(f"the model card at {path} is now {card.get('name')} {card.get('version')}, "
+                            f"not the run's {run.model.get('name')} {run.model.get('version')}; "
+                            "its metrics and colours are not shown")
+            return {}
+    return card
 
 
 # --------------------------------------------------------------------------
@@ -346,10 +406,12 @@ class _RunStatistics:
         self.distributions = {}
         self.confidence_total = 0.0
         self.confidence_images = 0
+        self.first_mask = None
         self._sample = []  # max-heap (negated hash) of the smallest-hash records
 
     def add(self, record):
         self.images += 1
+        self.first_mask = self.first_mask or record.mask_path
         for name, pixels in record.pixels.items():
             self.pixels[name] = self.pixels.get(name, 0.0) + pixels
         for name, area in record.areas.items():
@@ -437,9 +499,86 @@ def _load_mask(path, palette, size):
     return coloured
 
 
-def _load_source(uri, size):
+def _varint(data, pos):
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _proto_fields(data):
+    """(field number, wire type, value) of one protobuf message, enough to walk a tf.train.Example."""
+    pos = 0
+    while pos < len(data):
+        tag, pos = _varint(data, pos)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+        elif wire == 1:
+            value, pos = data[pos:pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            value, pos = data[pos:pos + length], pos + length
+        elif wire == 5:
+            value, pos = data[pos:pos + 4], pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield field, wire, value
+
+
+def _example_bytes_feature(example, name):
+    """The first bytes value of feature ``name`` (Example.features.feature[name].bytes_list.value[0]).
+
+    A hand-rolled walk of the wire format, so showing three shard records
+    does not cost the report a TensorFlow import.
+    """
+    for field, wire, features in _proto_fields(memoryview(example)):
+        if (field, wire) != (1, 2):
+            continue
+        for entry_field, entry_wire, entry in _proto_fields(features):
+            if (entry_field, entry_wire) != (1, 2):
+                continue
+            key, feature = None, b""
+            for item_field, _, value in _proto_fields(entry):
+                if item_field == 1:
+                    key = bytes(value).decode("utf-8", "replace")
+                elif item_field == 2:
+                    feature = value
+            if key != name:
+                continue
+            for kind, kind_wire, values in _proto_fields(feature):
+                if (kind, kind_wire) == (1, 2):  # bytes_list
+                    for value_field, _, value in _proto_fields(values):
+                        if value_field == 1:
+                            return bytes(value)
+    raise ValueError(f"the record has no bytes feature {name!r}")
+
+
+def _read_tfrecord_image(uri, image_feature):
+    """Encoded image bytes of ``<shard>#<index>``, the URI the pipeline gives TFRecord inputs."""
+    path, _, index = uri.rpartition("#")
+    with FileSystems.open(path) as stream:  # .gz shards are decompressed by extension
+        for position, payload in iter_tfrecords(stream):
+            if position == int(index):
+                if isinstance(payload, Exception):
+                    raise payload
+                return _example_bytes_feature(payload, image_feature)
+    raise ValueError(f"{path} has no record {index}")
+
+
+def _source_bytes(uri, image_feature):
+    if re.fullmatch(r".+#\d+", uri) and not _exists(uri):
+        return _read_tfrecord_image(uri, image_feature)
+    return _read_bytes(uri, "uncompressed")
+
+
+def _load_source(uri, size, image_feature):
     """The input as the pipeline saw it (EXIF orientation applied, same mode rule), downscaled."""
-    with Image.open(io.BytesIO(_read_bytes(uri, "uncompressed"))) as image:
+    with Image.open(io.BytesIO(_source_bytes(uri, image_feature))) as image:
         image.draft("RGB", (size, size))  # JPEG decodes at reduced scale: cheap for big tiles.
         image = ImageOps.exif_transpose(image)
         image = Image.fromarray(to_rgb(image), "RGB")
@@ -455,13 +594,13 @@ class _GalleryItem:
     note: str
 
 
-def _gallery_item(record, palette, size):
+def _gallery_item(record, palette, size, image_feature):
     try:
         mask = _load_mask(record.mask_path, palette, size)
     except Exception as error:
         return _GalleryItem(record, "", "", f"mask unreadable: {type(error).__name__}: {error}")
     try:
-        source = _load_source(record.uri, size) if record.uri else None
+        source = _load_source(record.uri, size, image_feature) if record.uri else None
         if source is None:
             raise ValueError("no source URI in the stats record")
     except Exception as error:
@@ -543,53 +682,68 @@ svg text{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;font-size:12px;fil
 """
 
 
-def _summary_section(counts, times, stats, card, problems):
-    start, end, duration = times
-    if duration is None and _parse_time(start) and _parse_time(end):
-        duration = (_parse_time(end) - _parse_time(start)).total_seconds()
-    segmented = counts["segmented"] if counts["segmented"] is not None else float(stats.images)
-    throughput = segmented / duration if duration and duration > 0 else None
+def _summary_section(run, stats, failures, card, problems):
+    counts = dict(run.counts)
+    # A run that died before summary.json (written last) still gets counts from what it wrote.
+    if counts["segmented"] is None:
+        counts["segmented"] = stats.images
+    if counts["failed"] is None:
+        counts["failed"] = failures.total
+    if counts["read"] is None:
+        counts["read"] = counts["segmented"] + counts["failed"]
+    start, end = _parse_time(run.start_time), _parse_time(run.end_time)
+    duration = (end - start).total_seconds() if start and end else None
+    throughput = counts["segmented"] / duration if duration and duration > 0 else None
     cards = [
         ("read", _format_count(counts["read"]), "inputs read"),
-        ("segmented", _format_count(segmented), "images segmented"),
+        ("segmented", _format_count(counts["segmented"]), "images segmented"),
         ("failed", _format_count(counts["failed"]), "inputs failed"),
         ("duration", _format_duration(duration), "duration"),
         ("throughput", "–" if throughput is None else f"{throughput:.2f}/s", "images per second"),
     ]
     if stats.confidence_images:
-        cards.append(("confidence", f"{stats.confidence_total / stats.confidence_images:.3f}", "mean confidence"))
+        cards.append(("confidence", f"{stats.confidence_total / stats.confidence_images:.3f}",
+                      "mean pixel confidence"))
     parts = ['<section id="summary"><h2>Run</h2>']
     parts.extend(f'<div class="warn">{_e(problem)}</div>' for problem in problems)
     parts.append('<div class="cards">')
     parts.extend(f'<div class="card" data-field="{name}"><div class="v">{_e(value)}</div>'
                  f'<div class="l">{_e(label)}</div></div>' for name, value, label in cards)
     parts.append("</div>")
-    parts.append(f'<p class="sub">Started {_e(start or "–")} · ended {_e(end or "–")}</p>')
-    parts.append(_model_table(card))
+    parts.append(f'<p class="sub">Started {_e(run.start_time or "–")} · ended {_e(run.end_time or "–")}</p>')
+    parts.append(_model_table(run.model, card))
     parts.append("</section>")
     return "".join(parts)
 
 
-def _model_table(card):
-    if not card:
-        return "<p>No model card was recorded for this run.</p>"
+def _model_table(model, card):
+    name, version = model.get("name") or card.get("name"), model.get("version") or card.get("version")
+    if not (name or card):
+        return "<p>No model was recorded for this run.</p>"
+    rows = [("Model", name or "–"), ("Version", version or "–")]
     architecture = card.get("architecture") if isinstance(card.get("architecture"), dict) else {}
-    test = (card.get("metrics") or {}).get("test") if isinstance(card.get("metrics"), dict) else None
-    rows = [("Model", card.get("name", "–")), ("Version", card.get("version", "–"))]
     if architecture:
         rows.append(("Architecture", " / ".join(str(architecture[key]) for key in ("variant", "encoder")
                                                 if key in architecture)))
-    if isinstance(card.get("trained_on"), dict) and card["trained_on"].get("dataset"):
-        rows.append(("Trained on", card["trained_on"]["dataset"]))
-    if isinstance(test, dict):
-        for key, label in (("pixel_accuracy", "Test pixel accuracy"), ("mean_accuracy", "Test mean accuracy"),
-                           ("mean_iou", "Test mean IoU"), ("fw_iou", "Test frequency-weighted IoU")):
-            if _number(test.get(key)) is not None:
-                rows.append((label, f"{float(test[key]):.3f}"))
-        if test.get("images"):
-            rows.append(("Test images", test["images"]))
-    body = "".join(f"<tr><th>{_e(label)}</th><td>{_e(value)}</td></tr>" for label, value in rows)
+    trained_on = card.get("trained_on") if isinstance(card.get("trained_on"), dict) else {}
+    if trained_on.get("dataset"):
+        rows.append(("Trained on", trained_on["dataset"]))
+    test = _card_test_metrics(card)
+    for key, label in (("pixel_accuracy", "Test pixel accuracy"), ("mean_accuracy", "Test mean accuracy"),
+                       ("mean_iou", "Test mean IoU"), ("fw_iou", "Test frequency-weighted IoU")):
+        if _number(test.get(key)) is not None:
+            rows.append((label, f"{float(test[key]):.3f}"))
+    if test.get("images"):
+        rows.append(("Test images", test["images"]))
+    if model.get("path"):
+        rows.append(("Path", model["path"]))
+    body = "".join(f'<tr><th>{_e(label)}</th><td>{_e(value)}</td></tr>' for label, value in rows)
     return f'<table id="model">{body}</table>'
+
+
+def _pixels(totals, name):
+    total = totals.get(name)
+    return total.pixels if total else 0.0
 
 
 def _bar_chart(classes, totals):
@@ -597,12 +751,12 @@ def _bar_chart(classes, totals):
     width, label_width, value_width, row = 900, 150, 190, 30
     plot_width = width - label_width - value_width
     height = row * len(classes) + 10
-    largest = max([totals.get(info.name, {}).get("pixels", 0.0) for info in classes] + [0.0])
-    all_pixels = sum(totals.get(info.name, {}).get("pixels", 0.0) for info in classes)
+    largest = max([_pixels(totals, info.name) for info in classes] + [0.0])
+    all_pixels = sum(_pixels(totals, info.name) for info in classes)
     parts = [f'<svg id="class-bars" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="total pixels per class">']
     for index, info in enumerate(classes):
-        pixels = totals.get(info.name, {}).get("pixels", 0.0)
+        pixels = _pixels(totals, info.name)
         bar = plot_width * pixels / largest if largest else 0.0
         y = 5 + index * row
         share = pixels / all_pixels if all_pixels else 0.0
@@ -617,28 +771,36 @@ def _bar_chart(classes, totals):
     return "".join(parts)
 
 
-def _classes_section(classes, totals, card):
-    test = ((card.get("metrics") or {}).get("test") or {}) if isinstance(card.get("metrics"), dict) else {}
-    iou = test.get("per_class_iou") if isinstance(test.get("per_class_iou"), dict) else {}
-    has_area = any(totals.get(info.name, {}).get("area") is not None for info in classes)
-    all_pixels = sum(totals.get(info.name, {}).get("pixels", 0.0) for info in classes)
-    legend = "".join(f'<span class="legend-item"><span class="swatch" style="background:{_rgb(info.color)}">'
-                     f'</span>{_e(info.name)}</span>' for info in classes)
+def _legend(classes):
+    return "".join(f'<span class="legend-item"><span class="swatch" style="background:{_rgb(info.color)}">'
+                   f'</span>{_e(info.name)}</span>' for info in classes)
+
+
+def _classes_section(classes, totals, area_unit, card):
+    iou = _card_test_metrics(card).get("per_class_iou")
+    iou = iou if isinstance(iou, dict) else {}
+    has_area = any(totals.get(info.name) and totals[info.name].area is not None for info in classes)
+    has_confidence = any(totals.get(info.name) and totals[info.name].mean_confidence is not None
+                         for info in classes)
+    all_pixels = sum(_pixels(totals, info.name) for info in classes)
     header = ('<tr><th class="num">id</th><th>class</th><th class="num">pixels</th><th class="num">share</th>'
-              + ('<th class="num">area</th>' if has_area else "") + '<th class="num">test IoU</th></tr>')
+              + (f'<th class="num">area ({_e(area_unit or "units")})</th>' if has_area else "")
+              + ('<th class="num">mean confidence</th>' if has_confidence else "")
+              + ('<th class="num">test IoU</th>' if iou else "") + "</tr>")
     rows = []
     for info in classes:
-        total = totals.get(info.name, {})
-        pixels = total.get("pixels", 0.0)
+        total = totals.get(info.name) or ClassTotal(0.0)
         rows.append(
             f'<tr data-class="{_e(info.name)}"><td class="num">{info.id}</td><td><span class="swatch" '
             f'style="background:{_rgb(info.color)}"></span>{_e(info.name)}</td>'
-            f'<td class="num">{_format_count(pixels)}</td>'
-            f'<td class="num">{_format_percent(pixels / all_pixels if all_pixels else None)}</td>'
-            + (f'<td class="num">{_format_number(total.get("area"))}</td>' if has_area else "")
-            + f'<td class="num">{_format_number(_number(iou.get(info.name)))}</td></tr>')
+            f'<td class="num">{_format_count(total.pixels)}</td>'
+            f'<td class="num">{_format_percent(total.pixels / all_pixels if all_pixels else None)}</td>'
+            + (f'<td class="num">{_format_number(total.area)}</td>' if has_area else "")
+            + (f'<td class="num">{_format_number(total.mean_confidence)}</td>' if has_confidence else "")
+            + (f'<td class="num">{_format_number(_number(iou.get(info.name)))}</td>' if iou else "")
+            + "</tr>")
     return ('<section id="classes"><h2>Class areas</h2>'
-            f'<div class="legend" id="legend">{legend}</div>'
+            f'<div class="legend" id="legend">{_legend(classes)}</div>'
             + (_bar_chart(classes, totals) if all_pixels else "<p>No pixels were segmented.</p>")
             + f'<table id="class-table">{header}{"".join(rows)}</table></section>')
 
@@ -649,22 +811,27 @@ def _distribution_chart(classes, distributions):
     plot_width = width - label_width - right
     top = 24
     height = top + row * len(classes) + 24
+
+    def x_of(value):
+        return label_width + plot_width * value
+
     parts = [f'<svg id="fraction-distribution" xmlns="http://www.w3.org/2000/svg" width="{width}" '
              f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
              f'aria-label="distribution of per-image class fractions">']
     for tick in range(0, 101, 10):
-        x = label_width + plot_width * tick / 100
+        x = x_of(tick / 100)
         parts.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 20}" stroke="#e4e4e4"/>'
                      f'<text x="{x:.1f}" y="{height - 6}" text-anchor="middle">{tick}%</text>')
     parts.append(f'<text x="{width - right + 10}" y="{top - 8}">mean · present in</text>')
+    bin_width = plot_width / FRACTION_BINS
     for index, info in enumerate(classes):
         distribution = distributions.get(info.name)
         y = top + index * row
-        parts.append(f'<text x="{label_width - 8}" y="{y + row / 2 + 4:.1f}" text-anchor="end">{_e(info.name)}</text>')
+        middle = y + row / 2
+        parts.append(f'<text x="{label_width - 8}" y="{middle + 4:.1f}" text-anchor="end">{_e(info.name)}</text>')
         if distribution is None or not distribution.n:
             continue
         peak = max(distribution.counts)
-        bin_width = plot_width / FRACTION_BINS
         for bin_index, count in enumerate(distribution.counts):
             if count:
                 bar = (row - 8) * count / peak
@@ -672,18 +839,16 @@ def _distribution_chart(classes, distributions):
                              f'y="{y + row - 4 - bar:.2f}" width="{bin_width:.2f}" height="{bar:.2f}" '
                              f'fill="{_rgb(info.color)}" fill-opacity="0.55"/>')
         q1, median, q3 = (distribution.quantile(q) for q in (0.25, 0.5, 0.75))
-        def px(value):
-            return label_width + plot_width * value
-        middle = y + row / 2
         parts.append(
-            f'<g class="box" data-class="{_e(info.name)}" data-median="{median:.4f}" data-mean="{distribution.mean:.4f}">'
-            f'<line x1="{px(distribution.low):.2f}" y1="{middle}" x2="{px(distribution.high):.2f}" y2="{middle}" '
-            f'stroke="#222"/>'
-            f'<rect x="{px(q1):.2f}" y="{middle - 7}" width="{max(px(q3) - px(q1), 1):.2f}" height="14" '
+            f'<g class="box" data-class="{_e(info.name)}" data-median="{median:.4f}" '
+            f'data-mean="{distribution.mean:.4f}">'
+            f'<line x1="{x_of(distribution.low):.2f}" y1="{middle}" x2="{x_of(distribution.high):.2f}" '
+            f'y2="{middle}" stroke="#222"/>'
+            f'<rect x="{x_of(q1):.2f}" y="{middle - 7}" width="{max(x_of(q3) - x_of(q1), 1):.2f}" height="14" '
             f'fill="white" fill-opacity="0.6" stroke="#222"/>'
-            f'<line x1="{px(median):.2f}" y1="{middle - 7}" x2="{px(median):.2f}" y2="{middle + 7}" '
+            f'<line x1="{x_of(median):.2f}" y1="{middle - 7}" x2="{x_of(median):.2f}" y2="{middle + 7}" '
             f'stroke="#222" stroke-width="2"/>'
-            f'<circle cx="{px(distribution.mean):.2f}" cy="{middle}" r="3" fill="#222"/>'
+            f'<circle cx="{x_of(distribution.mean):.2f}" cy="{middle}" r="3" fill="#222"/>'
             f'<title>{_e(info.name)}: median {_format_percent(median)}, mean {_format_percent(distribution.mean)}, '
             f'min {_format_percent(distribution.low)}, max {_format_percent(distribution.high)}</title></g>'
             f'<text x="{width - right + 10}" y="{middle + 4:.1f}">{_format_percent(distribution.mean)} · '
@@ -703,8 +868,6 @@ def _fractions_section(classes, stats):
 
 
 def _gallery_section(items, classes, stats):
-    legend = "".join(f'<span class="legend-item"><span class="swatch" style="background:{_rgb(info.color)}">'
-                     f'</span>{_e(info.name)}</span>' for info in classes)
     if not items:
         return '<section id="gallery"><h2>Gallery</h2><p>No segmented images to show.</p></section>'
     figures = []
@@ -723,10 +886,10 @@ def _gallery_section(items, classes, stats):
             f'<figure class="sample" data-key="{_e(record.key)}"><div class="pair">{"".join(images)}</div>'
             f'<figcaption><b>{_e(record.key)}</b> · {record.width}×{record.height}<br>{fractions}{note}'
             f'</figcaption></figure>')
-    shown = (f"{len(items)} of {stats.images:,} images, chosen by a hash of their key so re-runs show the same ones; "
-             "left: image, right: mask blended over it.")
+    shown = (f"{len(items)} of {stats.images:,} images, chosen by a hash of their key so re-runs show the "
+             "same ones; left: the image, right: its mask blended over it.")
     return (f'<section id="gallery"><h2>Gallery</h2><p class="sub">{_e(shown)}</p>'
-            f'<div class="legend">{legend}</div><div class="gallery">{"".join(figures)}</div></section>')
+            f'<div class="legend">{_legend(classes)}</div><div class="gallery">{"".join(figures)}</div></section>')
 
 
 def _failures_section(failures):
@@ -744,17 +907,34 @@ def _failures_section(failures):
     shown = (f"showing the first {len(failures.rows):,} of {failures.total:,}"
              if failures.total > len(failures.rows) else f"{failures.total:,}")
     return ('<section id="failures"><h2>Failures</h2>'
-            f'<table id="failure-kinds"><tr><th>stage</th><th>error type</th><th class="num">inputs</th></tr>{kinds}</table>'
-            f'<p class="sub">Failed inputs ({_e(shown)}):</p>'
-            '<table id="failure-table" class="fail"><tr><th>uri</th><th>stage</th><th>error type</th><th>message</th></tr>'
-            f'{"".join(rows)}</table></section>')
+            '<table id="failure-kinds"><tr><th>stage</th><th>error type</th><th class="num">inputs</th></tr>'
+            f'{kinds}</table><p class="sub">Failed inputs ({_e(shown)}):</p>'
+            '<table id="failure-table" class="fail"><tr><th>uri</th><th>stage</th><th>error type</th>'
+            f'<th>message</th></tr>{"".join(rows)}</table></section>')
 
 
-def _classes_for_report(summary, stats, totals):
-    """Classes from the card; names only seen in stats/totals are appended with fallback colours."""
-    classes = _summary_classes(summary)
+def _mask_palette(path):
+    """Class colours from a mask's PNG palette: the sinks write the card's colours into every mask."""
+    try:
+        with Image.open(io.BytesIO(_read_bytes(path, "uncompressed"))) as mask:
+            palette = mask.getpalette() if mask.mode == "P" else None
+    except Exception:  # pylint: disable=broad-except
+        return None
+    return [tuple(palette[i:i + 3]) for i in range(0, len(palette), 3)] if palette else None
+
+
+def _report_classes(card, run, stats):
+    """Classes in id order with colours: the card's, else the masks' palette, else a fixed palette."""
+    classes = _card_classes(card)
+    if not classes:
+        palette = _mask_palette(stats.first_mask) if stats.first_mask else None
+        for index, name in enumerate(run.totals or stats.pixels):
+            class_id = run.class_ids.get(name, index)
+            color = (palette[class_id] if palette and class_id < len(palette)
+                     else FALLBACK_PALETTE[class_id % len(FALLBACK_PALETTE)])
+            classes.append(ClassInfo(class_id, name, color))
     known = {info.name for info in classes}
-    for name in list(totals) + list(stats.pixels) + list(stats.distributions):
+    for name in list(stats.pixels) + list(stats.distributions):
         if name not in known:
             index = len(classes)
             classes.append(ClassInfo(index, name, FALLBACK_PALETTE[index % len(FALLBACK_PALETTE)]))
@@ -766,33 +946,23 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
     """Read a run's output directory and return the report as an HTML string."""
     output_dir = output_dir.rstrip("/") or output_dir
     problems = []
-    summary = _read_summary(output_dir, problems)
+    run = _run_summary(_read_summary(output_dir, problems))
+    card = _read_card(run, problems)
 
     stats = _RunStatistics(max_gallery)
-    stats_format, stats_paths = _find_files(output_dir, STATS_DIR, STATS_PATTERNS)
-    for row in _iter_rows(stats_format, stats_paths, problems):
+    for row in _iter_rows(_stats_files(output_dir, run), problems):
         stats.add(_image_record(row, output_dir))
     stats.finish_distributions()
 
     failures = _FailureSummary(MAX_FAILURE_ROWS)
-    failure_format, failure_paths = _find_files(output_dir, FAILURES_DIR, FAILURE_PATTERNS)
-    for row in _iter_rows(failure_format, failure_paths, problems):
+    for row in _iter_rows(_failure_files(output_dir, run), problems):
         failures.add(_failure_record(row))
 
-    totals = _summary_class_totals(summary)
-    if not totals:
-        totals = {name: {"pixels": pixels, "area": stats.areas.get(name)} for name, pixels in stats.pixels.items()}
-    counts = _summary_counts(summary)
-    if counts["segmented"] is None:
-        counts["segmented"] = float(stats.images)
-    if counts["failed"] is None:
-        counts["failed"] = float(failures.total)
-    if counts["read"] is None:
-        counts["read"] = counts["segmented"] + counts["failed"]
-    card = _card(summary)
-    classes = _classes_for_report(summary, stats, totals)
+    totals = run.totals or {name: ClassTotal(pixels, stats.areas.get(name)) for name, pixels in stats.pixels.items()}
+    classes = _report_classes(card, run, stats)
     palette = _palette(classes)
-    items = [_gallery_item(record, palette, thumbnail_size) for record in stats.gallery()]
+    items = [_gallery_item(record, palette, thumbnail_size, run.tfrecord_image_feature)
+             for record in stats.gallery()]
 
     title = f"deconvseg run report: {output_dir}"
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -803,8 +973,8 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
         f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)}</title>"
         f"<style>{STYLE}</style></head><body>"
         f"<h1>Segmentation run report</h1><p class=\"sub\">{_e(output_dir)} · generated {_e(generated)}</p>"
-        + _summary_section(counts, _summary_times(summary), stats, card, problems)
-        + _classes_section(classes, totals, card)
+        + _summary_section(run, stats, failures, card, problems)
+        + _classes_section(classes, totals, run.area_unit, card)
         + _fractions_section(classes, stats)
         + _gallery_section(items, classes, stats)
         + _failures_section(failures)

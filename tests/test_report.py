@@ -1,6 +1,7 @@
 """The run report: content checks on a synthetic run directory, gs:// reading,
 and a real headless-Chromium rendering of the page."""
 import base64
+import gzip
 import html
 import io
 import json
@@ -9,14 +10,17 @@ import random
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from pipeline import report
+from transforms import sinks, statistics
+from transforms.records import Failure, ImageMask
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [
@@ -45,28 +49,29 @@ def _mask_array(index, height, width):
     return np.broadcast_to(columns, (height, width)).copy()
 
 
-def _write_mask(path, ids):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(ids, "P")
-    image.putpalette([value for c in CLASSES for value in c["color"]])
-    image.save(path)
+def make_run(out, images=6, failures=2, image_size=(96, 64), with_sources=True, summary=True,
+             stats_format="jsonl", pixel_size=None):
+    """Write an output directory with the pipeline's own record, mask, stats and summary writers.
 
-
-def make_run(out, images=6, failures=2, image_size=(96, 64), with_sources=True, shards=2, summary=True,
-             stats_format="jsonl"):
-    """Write an output directory as a pipeline run would (output contract in DESIGN.md).
-
+    Going through transforms.statistics / transforms.sinks (not hand-written
+    JSON) means a change of field names there shows up here as a failing test.
     Returns the per-class pixel totals so tests can compare the chart with them.
     """
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     sources = out.parent / (out.name + "-input")
+    model_dir = out.parent / (out.name + "-model")
+    model_dir.mkdir(exist_ok=True)
+    (model_dir / "card.json").write_text(json.dumps(CARD))
+    model = {"name": CARD["name"], "version": CARD["version"], "path": str(model_dir)}
+    summarise = statistics.RunSummaryFn(CLASSES)
+    accumulator = summarise.create_accumulator()
+    palette = sinks.palette_bytes(CLASSES)
     width, height = image_size
     records, totals = [], {c["name"]: 0 for c in CLASSES}
     for index in range(images):
-        key = f"tiles/tile_{index:05d}" if index % 3 == 0 else f"tile_{index:05d}"
-        ids = _mask_array(index, height, width)
-        _write_mask(out / "masks" / f"{key}.png", ids)
-        source = sources / f"{key}.png"
+        key = f"tiles/tile_{index:05d}.png" if index % 3 == 0 else f"tile_{index:05d}.png"
+        source = sources / key
         if with_sources:
             source.parent.mkdir(parents=True, exist_ok=True)
             gradient = np.linspace(0, 255, width, dtype=np.uint8)
@@ -74,38 +79,44 @@ def make_run(out, images=6, failures=2, image_size=(96, 64), with_sources=True, 
                             np.full((height, width), (index * 37) % 256, np.uint8),
                             np.broadcast_to(gradient[::-1], (height, width))], axis=-1)
             Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(source)
+        ids = _mask_array(index, height, width)
         counts = np.bincount(ids.ravel(), minlength=len(CLASSES))
-        classes = []
         for c in CLASSES:
-            pixels = int(counts[c["id"]])
-            totals[c["name"]] += pixels
-            classes.append({"id": c["id"], "name": c["name"], "pixels": pixels, "fraction": pixels / ids.size})
-        records.append({"uri": str(source), "key": key, "width": width, "height": height, "classes": classes,
-                        "mean_confidence": 0.9, "model_name": CARD["name"], "model_version": CARD["version"]})
-    stats_dir = out / "stats"
-    stats_dir.mkdir(parents=True, exist_ok=True)
-    for shard in range(shards):
-        part = records[shard::shards]
-        name = stats_dir / f"stats-{shard:05d}-of-{shards:05d}.{stats_format}"
-        if stats_format == "jsonl":
-            name.write_text("".join(json.dumps(record) + "\n" for record in part))
-        elif stats_format == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-            pq.write_table(pa.Table.from_pylist(part), name)
-    failure_dir = out / "failures"
-    failure_dir.mkdir(parents=True, exist_ok=True)
-    failure_rows = [{"uri": f"gs://bucket/in/broken_{index}.png", "key": f"broken_{index}", "stage": "decode",
-                     "error_type": "UnidentifiedImageError", "message": EVIL_MESSAGE} for index in range(failures)]
-    (failure_dir / "failures-00000-of-00001.jsonl").write_text(
-        "".join(json.dumps(row) + "\n" for row in failure_rows))
+            totals[c["name"]] += int(counts[c["id"]])
+        mask = ImageMask(uri=str(source), key=key, width=width, height=height, class_ids=ids,
+                         class_pixels=counts, class_confidence=counts * 0.9,
+                         pixel_size=(pixel_size, pixel_size) if pixel_size else None)
+        record = statistics.image_record(mask, CLASSES, model, sinks.mask_relpath(key))
+        (out / record["mask"]).parent.mkdir(parents=True, exist_ok=True)
+        (out / record["mask"]).write_bytes(sinks.encode_mask(ids, palette, record, 1))
+        records.append(record)
+        accumulator = summarise.add_input(accumulator, (statistics.READ, record["uri"]))
+        accumulator = summarise.add_input(accumulator, (statistics.SEGMENTED, record))
+    (out / "stats").mkdir(exist_ok=True)
+    stats_path = out / "stats" / f"stats.{stats_format}"
+    if stats_format == "jsonl":
+        stats_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    elif stats_format == "csv":
+        header = sinks._csv_header(CLASSES)
+        stats_path.write_text(",".join(header) + "\n"
+                              + "".join(sinks._csv_line(r, len(header)) + "\n" for r in records))
+    else:
+        pq.write_table(pa.Table.from_pylist(records, schema=sinks._parquet_schema()), stats_path)
+    failure_records = [Failure(f"gs://bucket/in/broken_{index}.png", f"broken_{index}.png", "decode",
+                               "UnidentifiedImageError", EVIL_MESSAGE) for index in range(failures)]
+    for failure in failure_records:
+        accumulator = summarise.add_input(accumulator, (statistics.READ, failure.uri))
+        accumulator = summarise.add_input(accumulator, (statistics.FAILED, failure))
+    (out / "failures").mkdir(exist_ok=True)
+    failures_path = out / "failures" / "failures.jsonl"
+    failures_path.write_text("".join(json.dumps(f.to_dict(), sort_keys=True) + "\n" for f in failure_records))
     if summary:
-        (out / "summary.json").write_text(json.dumps({
-            "counts": {"read": images + failures, "segmented": images, "failed": failures},
-            "class_totals": [{"id": c["id"], "name": c["name"], "pixels": totals[c["name"]]} for c in CLASSES],
-            "model": CARD,
-            "start_time": "2026-11-25T12:00:00+00:00", "end_time": "2026-11-25T12:00:40+00:00",
-        }))
+        run_info = {"model": model, "start_time": "2026-11-25T12:00:00Z",
+                    "options": {"stats_format": stats_format, "tfrecord_image_feature": "image/encoded"}}
+        document = sinks.write_summary(summarise.extract_output(accumulator), str(out), run_info,
+                                       [str(stats_path)], [str(failures_path)])
+        document["end_time"] = "2026-11-25T12:00:40Z"  # a fixed duration for the throughput check
+        (out / "summary.json").write_text(json.dumps(document))
     return totals
 
 
@@ -201,16 +212,15 @@ def test_all_failed_run_without_summary(tmp_path):
 
 def test_many_images_sample_deterministically_and_stay_small(tmp_path):
     out = tmp_path / "out"
-    totals = make_run(out, images=1500, failures=3, image_size=(24, 16), with_sources=False, shards=3)
+    totals = make_run(out, images=1500, failures=3, image_size=(24, 16), with_sources=False)
     first = report.build_report(str(out), max_gallery=12)
     keys = re.findall(r'<figure class="sample" data-key="([^"]*)"', first)
     assert len(keys) == 12
-    # Same sample whatever the shard layout: rewrite the stats as one shuffled file.
-    lines = [line for shard in sorted((out / "stats").iterdir()) for line in shard.read_text().splitlines()]
+    # The same sample whatever order the records were written in (workers finish in any order).
+    stats_file = out / "stats" / "stats.jsonl"
+    lines = stats_file.read_text().splitlines()
     random.Random(3).shuffle(lines)
-    for shard in (out / "stats").iterdir():
-        shard.unlink()
-    (out / "stats" / "stats.jsonl").write_text("\n".join(lines) + "\n")
+    stats_file.write_text("\n".join(lines) + "\n")
     second = report.build_report(str(out), max_gallery=12)
     assert re.findall(r'<figure class="sample" data-key="([^"]*)"', second) == keys
     assert _bars(second) == {name: float(value) for name, value in totals.items()}
@@ -226,19 +236,80 @@ def test_gallery_stays_small_for_large_images(tmp_path):
     assert Path(path).read_text().count('<img class="overlay"') == 12
 
 
-def test_parquet_stats_and_fraction_quantiles(tmp_path):
-    out = tmp_path / "out"
-    make_run(out, images=40, failures=0, stats_format="parquet")
-    document = report.build_report(str(out))
-    assert "Per-image class fractions (40 images)" in document
-    medians = dict(re.findall(r'<g class="box" data-class="([^"]*)" data-median="([^"]*)"', document))
+def _expected_medians(images):
     fractions = {c["name"]: [] for c in CLASSES}
-    for index in range(40):
+    for index in range(images):
         counts = np.bincount(_mask_array(index, 64, 96).ravel(), minlength=len(CLASSES))
         for c in CLASSES:
             fractions[c["name"]].append(counts[c["id"]] / counts.sum())
-    for name, values in fractions.items():
-        assert float(medians[name]) == pytest.approx(np.median(values), abs=1.5 / report.FRACTION_BINS)
+    return {name: float(np.median(values)) for name, values in fractions.items()}
+
+
+@pytest.mark.parametrize("stats_format", ["csv", "parquet"])
+def test_csv_and_parquet_stats(tmp_path, stats_format):
+    out = tmp_path / "out"
+    totals = make_run(out, images=40, failures=0, stats_format=stats_format)
+    document = report.build_report(str(out))
+    assert "Per-image class fractions (40 images)" in document
+    assert document.count('<img class="overlay"') == report.DEFAULT_MAX_GALLERY
+    assert _bars(document) == {name: float(value) for name, value in totals.items()}
+    medians = dict(re.findall(r'<g class="box" data-class="([^"]*)" data-median="([^"]*)"', document))
+    for name, expected in _expected_medians(40).items():
+        assert float(medians[name]) == pytest.approx(expected, abs=1.5 / report.FRACTION_BINS)
+
+
+def test_reads_the_stats_file_the_summary_lists_not_a_stale_one(tmp_path):
+    """Re-running into OUT with another --stats_format leaves the old file beside the new one."""
+    out = tmp_path / "out"
+    make_run(out, images=5, failures=0, stats_format="csv")
+    (out / "stats" / "stats.jsonl").write_text("".join(
+        json.dumps({"uri": "old", "key": f"old_{i}", "mask": "masks/old.png", "width": 1, "height": 1,
+                    "classes": []}) + "\n" for i in range(50)))
+    document = report.build_report(str(out))
+    assert "Per-image class fractions (5 images)" in document and "old_" not in document
+
+
+def test_areas_with_a_pixel_size(tmp_path):
+    out = tmp_path / "out"
+    totals = make_run(out, images=2, failures=0, pixel_size=0.5)
+    document = report.build_report(str(out))
+    assert "area (m^2)" in document
+    assert f'{totals["water"] * 0.25:,.0f}' in document or f'{totals["water"] * 0.25:.3g}' in document
+
+
+def test_without_the_model_card_colours_come_from_the_masks(tmp_path):
+    out = tmp_path / "out"
+    make_run(out, images=2, failures=0)
+    shutil.rmtree(tmp_path / "out-model")
+    document = report.build_report(str(out))
+    assert "not readable" in document and "test IoU" not in document
+    for c in CLASSES:
+        assert 'data-class="{}"'.format(c["name"]) in document
+        assert "rgb({},{},{})".format(*c["color"]) in document
+
+
+def test_a_card_of_another_model_version_is_not_shown(tmp_path):
+    out = tmp_path / "out"
+    make_run(out, images=1, failures=0)
+    (tmp_path / "out-model" / "card.json").write_text(json.dumps(dict(CARD, version="9.9.9")))
+    document = report.build_report(str(out))
+    assert "is now deconvseg-default 9.9.9, not the run&#x27;s deconvseg-default 1.2.3" in document
+    assert "0.781" not in document
+
+
+def test_tfrecord_sources_are_read_from_their_shard(tmp_path):
+    """``<shard>#<index>`` URIs: the image comes out of the (TensorFlow-written) sample shard."""
+    shard = ROOT / "samples" / "shards" / "samples-00000-of-00001.tfrecord"
+    gzipped = tmp_path / "shard.tfrecord.gz"
+    gzipped.write_bytes(gzip.compress(shard.read_bytes()))
+    for path in (shard, gzipped):
+        for index in range(3):
+            with Image.open(io.BytesIO(report._read_tfrecord_image(f"{path}#{index}", "image/encoded"))) as image:
+                assert image.size == (256, 256) and np.asarray(image).std() > 10
+    with pytest.raises(ValueError, match="no record 99"):
+        report._read_tfrecord_image(f"{shard}#99", "image/encoded")
+    with pytest.raises(ValueError, match="no bytes feature 'image/missing'"):
+        report._read_tfrecord_image(f"{shard}#0", "image/missing")
 
 
 def test_cli_writes_report_where_asked(tmp_path, capsys):
@@ -269,9 +340,12 @@ def test_reads_and_writes_gs_paths(tmp_path, monkeypatch):
         monkeypatch.setattr(gcsio.GcsIO, "_instance", None, raising=False)
         out = tmp_path / "out"
         totals = make_run(out, images=3, failures=1)
+        summary = (out / "summary.json").read_text().replace(str(out), "gs://report-bucket/run")
+        (out / "summary.json").write_text(summary)
         for path in sorted(p for p in out.rglob("*") if p.is_file()):
             with FileSystems.create("gs://report-bucket/run/" + str(path.relative_to(out))) as handle:
                 handle.write(path.read_bytes())
+        shutil.rmtree(out)  # from here on every output is read from the bucket
         written = report.write_report("gs://report-bucket/run")
         assert written == "gs://report-bucket/run/report.html"
         with FileSystems.open(written) as handle:
