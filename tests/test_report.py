@@ -323,38 +323,60 @@ def test_cli_writes_report_where_asked(tmp_path, capsys):
     assert not (out / "report.html").exists()
 
 
-def test_reads_and_writes_gs_paths(tmp_path, monkeypatch):
-    """The same report from a bucket: an in-process GCS emulator behind Beam's gs:// filesystem."""
-    server_module = pytest.importorskip("gcp_storage_emulator.server")
-    from apache_beam.internal.gcp import auth
+def test_reads_and_writes_gs_paths(tmp_path, gcs_emulator, gcs_bucket):
+    """A run that lives entirely in a bucket: outputs, sources and model card (GCS emulator)."""
     from apache_beam.io.filesystems import FileSystems
 
-    server = server_module.create_server("127.0.0.1", 0, in_memory=True, default_bucket="report-bucket")
-    server.start()
-    try:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server._api._httpd.server_port}")
-        # Anonymous credentials at once instead of ~20 s of google.auth.default() retries.
-        monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
-        monkeypatch.setattr(auth._Credentials, "_credentials", None)
-        from apache_beam.io.gcp import gcsio
-        monkeypatch.setattr(gcsio.GcsIO, "_instance", None, raising=False)
-        out = tmp_path / "out"
-        totals = make_run(out, images=3, failures=1)
-        summary = (out / "summary.json").read_text().replace(str(out), "gs://report-bucket/run")
-        (out / "summary.json").write_text(summary)
-        for path in sorted(p for p in out.rglob("*") if p.is_file()):
-            with FileSystems.create("gs://report-bucket/run/" + str(path.relative_to(out))) as handle:
-                handle.write(path.read_bytes())
-        shutil.rmtree(out)  # from here on every output is read from the bucket
-        written = report.write_report("gs://report-bucket/run")
-        assert written == "gs://report-bucket/run/report.html"
-        with FileSystems.open(written) as handle:
-            document = handle.read().decode()
-    finally:
-        server.stop()
+    local = tmp_path / "run"
+    totals = make_run(local / "out", images=3, failures=1)
+    bucket_root = f"gs://{gcs_bucket}/nightly"
+    for name in ("out/summary.json", "out/stats/stats.jsonl"):
+        (local / name).write_text((local / name).read_text().replace(str(local), bucket_root))
+    gcs_emulator.upload_folder(local, bucket_root)
+    shutil.rmtree(local)  # from here on everything is read from the bucket
+
+    written = report.write_report(bucket_root + "/out")
+    assert written == bucket_root + "/out/report.html"
+    with FileSystems.open(written) as handle:
+        document = handle.read().decode()
     assert _bars(document) == {name: float(value) for name, value in totals.items()}
-    assert document.count('<img class="overlay"') == 3  # sources are local paths, masks come from the bucket
+    assert document.count('<img class="overlay"') == 3 and "unreadable" not in document
+    assert "0.781" in document  # test metrics from the card in the bucket
     assert document.count(html.escape(EVIL_MESSAGE, quote=True)) == 1
+
+
+@pytest.mark.slow
+def test_report_of_a_real_pipeline_run(tmp_path):
+    """The pipeline (fake model) writes a run; the report must agree with what it wrote."""
+    from fake_model import build_fake_model
+    from pipeline_helpers import write_mode_images
+    from pipeline.run import run
+
+    model = build_fake_model(str(tmp_path / "model"))
+    made = write_mode_images(str(tmp_path / "in"))
+    (tmp_path / "in" / "broken <b>.png").write_bytes(b"<html>not an image</html>")
+    out = tmp_path / "out"
+    run(["--input", str(tmp_path / "in" / "**"), "--output", str(out), "--model", model,
+         "--runner=FnApiRunner", "--stats_format=csv"], save_main_session=False)
+    summary = json.loads((out / "summary.json").read_text())
+
+    document = Path(report.write_report(str(out), max_gallery=len(made))).read_text()
+    cards = dict(re.findall(r'data-field="(\w+)"><div class="v">([^<]*)<', document))
+    assert (cards["read"], cards["segmented"], cards["failed"]) == tuple(
+        str(summary["counts"][name]) for name in ("read", "segmented", "failed"))
+    assert summary["counts"]["failed"] == 1
+    assert _bars(document) == {c["name"]: float(c["pixels"]) for c in summary["classes"]}
+    assert "summary.json is missing" not in document and "not readable" not in document
+    # Every mode the pipeline decodes (16-bit, CMYK, animated, EXIF-rotated, ...) shows with its overlay,
+    # at the mask's orientation.
+    figures = re.findall(r'<figure class="sample" data-key="([^"]*)">(.*?)</figure>', document)
+    assert len(figures) == len(made) and "unreadable" not in document
+    for key, figure in figures:
+        width, height = made[html.unescape(key)]
+        overlay = re.search(r'class="overlay"[^>]* src="data:image/jpeg;base64,([^"]*)"', figure).group(1)
+        shown = Image.open(io.BytesIO(base64.b64decode(overlay))).size
+        assert abs(shown[0] / shown[1] - width / height) < 0.05, (key, shown, (width, height))
+    assert "broken &lt;b&gt;.png" in document
 
 
 # --------------------------------------------------------------------------
