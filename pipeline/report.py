@@ -874,7 +874,8 @@ def _gallery_section(items, classes, stats):
     for item in items:
         record = item.record
         top = sorted(record.fractions.items(), key=lambda pair: -pair[1])[:3]
-        fractions = ", ".join(f"{_e(name)} {_format_percent(value, 0)}" for name, value in top if value > 0)
+        fractions = ", ".join(f"{_e(name)} {_format_percent(value, 0) if value >= 0.005 else '&lt;1%'}"
+                              for name, value in top if value > 0)
         images = []
         if item.image_uri:
             images.append(f'<img class="source" alt="image {_e(record.key)}" src="{item.image_uri}">')
