@@ -131,5 +131,7 @@ def test_pipeline_entry_point_registers_every_options_class():
   registered = set(json.loads(done.stdout))
   advertised = {cls.__name__ for cls in flex_metadata.project_options_classes()}
   assert advertised <= registered, (
-      "pipeline.run does not import %s: add the imports listed in docs/CLOUD.md (Integration)"
+      "pipeline.run does not import %s; add to pipeline/run.py: "
+      "from pipeline.dataflow import DataflowGpuOptions, expand_dataflow_options and "
+      "from pipeline.schedule import ScheduleOptions, fill_date_templates"
       % sorted(advertised - registered))
