@@ -407,7 +407,7 @@ class _RunStatistics:
         self.confidence_total = 0.0
         self.confidence_images = 0
         self.first_mask = None
-        self._sample = []  # max-heap (negated hash) of the smallest-hash records
+        self._sample = []  # max-heap (negated hash) of the smallest-hash records; ties never compare records
 
     def add(self, record):
         self.images += 1
@@ -421,12 +421,12 @@ class _RunStatistics:
             self.confidence_images += 1
         for name, fraction in record.fractions.items():
             self.distributions.setdefault(name, _FractionDistribution())
-        # Classes absent from a record (sparse sinks) count as fraction 0 for that image.
+        # A class missing from a record (written by another model's run) counts as fraction 0.
         for name, distribution in self.distributions.items():
             distribution.add(record.fractions.get(name, 0.0))
         if self.max_gallery > 0:
             rank = int.from_bytes(hashlib.sha256(record.key.encode("utf-8")).digest()[:8], "big")
-            entry = (-rank, record.key, record)
+            entry = (-rank, record.key, self.images, record)
             if len(self._sample) < self.max_gallery:
                 heapq.heappush(self._sample, entry)
             elif -rank > self._sample[0][0]:
@@ -442,7 +442,7 @@ class _RunStatistics:
                 distribution.low = 0.0
 
     def gallery(self):
-        return [record for _, _, record in sorted(self._sample, key=lambda entry: entry[1])]
+        return [entry[-1] for entry in sorted(self._sample, key=lambda entry: entry[1:3])]
 
 
 class _FailureSummary:
@@ -468,7 +468,6 @@ class _FailureSummary:
 
 def _palette(classes):
     palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[:] = (0, 0, 0)
     for info in classes:
         if 0 <= info.id < 256:
             palette[info.id] = info.color

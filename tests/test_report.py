@@ -161,6 +161,22 @@ def test_report_shows_counts_model_chart_gallery_and_escaped_failures(tmp_path):
     assert "src=\"http" not in document and "href=\"http" not in document
 
 
+def test_names_from_user_files_are_escaped_everywhere(tmp_path):
+    """Class names come from a user-trained card, keys from user file names: both land in HTML and SVG."""
+    out = tmp_path / "out"
+    make_run(out, images=3, failures=0)
+    hostile = '<script>alert("water")</script>&'
+    for path in (tmp_path / "out-model" / "card.json", out / "summary.json", out / "stats" / "stats.jsonl"):
+        path.write_text(path.read_text().replace('"water"', json.dumps(hostile)))
+    stats = out / "stats" / "stats.jsonl"
+    stats.write_text(stats.read_text().replace('"tile_00001.png"', json.dumps('tile_<img src=x>.png'), 1))
+    document = report.build_report(str(out))
+    assert "<script" not in document and "<img src=x" not in document
+    assert document.count(html.escape(hostile, quote=True)) >= 6  # legend x2, bar label, title, table, box plot
+    assert 'data-class="{}"'.format(html.escape(hostile, quote=True)) in document
+    assert html.escape("tile_<img src=x>.png", quote=True) in document
+
+
 def test_missing_source_shows_the_mask_only(tmp_path):
     out = tmp_path / "out"
     make_run(out, images=3, failures=0)
