@@ -486,16 +486,15 @@ def _data_uri(image, fmt):
 
 
 def _load_mask(path, palette, size):
-    """The mask coloured with the class palette and downscaled (nearest, so no invented classes)."""
+    """The mask downscaled (nearest: no invented classes), then coloured with the class palette."""
     with Image.open(io.BytesIO(_read_bytes(path, "uncompressed"))) as mask:
-        mask.load()
-        if mask.mode in ("P", "L", "I", "I;16", "1"):
-            ids = np.asarray(mask if mask.mode in ("P", "L") else mask.convert("I"))
-            coloured = Image.fromarray(palette[np.clip(ids, 0, 255).astype(np.uint8)], "RGB")
-        else:
+        if mask.mode not in ("P", "L"):  # not a class-id image; show it as it is
             coloured = mask.convert("RGB")
-    coloured.thumbnail((size, size), Image.NEAREST)
-    return coloured
+            coloured.thumbnail((size, size), Image.NEAREST)
+            return coloured
+        small = mask.copy()
+    small.thumbnail((size, size), Image.NEAREST)
+    return Image.fromarray(palette[np.asarray(small)], "RGB")
 
 
 def _varint(data, pos):
