@@ -946,15 +946,19 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
     output_dir = output_dir.rstrip("/") or output_dir
     problems = []
     run = _run_summary(_read_summary(output_dir, problems))
+    stats_files, failure_files = _stats_files(output_dir, run), _failure_files(output_dir, run)
+    if not (run.counts["read"] is not None or stats_files or failure_files):
+        raise FileNotFoundError(f"{output_dir} has no {SUMMARY_FILE}, stats or failures files: "
+                                "it is not the --output of a deconvseg run")
     card = _read_card(run, problems)
 
     stats = _RunStatistics(max_gallery)
-    for row in _iter_rows(_stats_files(output_dir, run), problems):
+    for row in _iter_rows(stats_files, problems):
         stats.add(_image_record(row, output_dir))
     stats.finish_distributions()
 
     failures = _FailureSummary(MAX_FAILURE_ROWS)
-    for row in _iter_rows(_failure_files(output_dir, run), problems):
+    for row in _iter_rows(failure_files, problems):
         failures.add(_failure_record(row))
 
     totals = run.totals or {name: ClassTotal(pixels, stats.areas.get(name)) for name, pixels in stats.pixels.items()}
@@ -1003,7 +1007,11 @@ def main(argv=None):
     if args.max_gallery < 0 or args.thumbnail_size < 16:
         parser.error("--max_gallery must be >= 0 and --thumbnail_size >= 16")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = write_report(args.output, args.out, args.max_gallery, args.thumbnail_size)
+    try:
+        path = write_report(args.output, args.out, args.max_gallery, args.thumbnail_size)
+    except FileNotFoundError as error:
+        print(f"deconvseg report: error: {error}", file=sys.stderr)
+        return 2
     print(path)
     return 0
 

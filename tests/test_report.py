@@ -339,6 +339,12 @@ def test_cli_writes_report_where_asked(tmp_path, capsys):
     assert not (out / "report.html").exists()
 
 
+def test_cli_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    assert "not the --output of a deconvseg run" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()
+
+
 def test_reads_and_writes_gs_paths(tmp_path, gcs_emulator, gcs_bucket):
     """A run that lives entirely in a bucket: outputs, sources and model card (GCS emulator)."""
     from apache_beam.io.filesystems import FileSystems
