@@ -26,7 +26,7 @@ def model_handler(config: RunConfig) -> SegmentationModelHandler:
   palette = [entry["color"] for entry in config.classes] if config.overlays else None
   return SegmentationModelHandler(config.model_dir, num_classes=len(config.classes),
                                   max_batch_size=config.batch_size, mixed_precision=config.mixed_precision,
-                                  palette=palette)
+                                  palette=palette, pixel_budget=config.batch_size * config.tile_size ** 2)
 
 
 class SegmentImages(beam.PTransform):
@@ -50,7 +50,7 @@ class SegmentImages(beam.PTransform):
 
     images, decode_failures = refs | "Decode" >> DecodeImages(config.max_image_pixels)
     tile_results = images | "TileAndInfer" >> TileAndSegment(
-        model_handler(config), config.tile_size, config.tile_overlap)
+        model_handler(config), config.tile_size, config.tile_overlap, config.whole_image_pixels)
     masks, inference_failures = tile_results | "Stitch" >> StitchTiles()
     written = masks | "WriteMasks" >> beam.ParDo(WriteMasksFn(
         config.output, config.classes, config.model_info, config.pixel_size, config.pixel_unit,

@@ -66,8 +66,12 @@ class SegmentationOptions(PipelineOptions):
         help="Maximum tiles per inference call (default 8). Tiles from different images share batches.")
     parser.add_argument(
         "--tile_size", type=int, default=512,
-        help="Edge of the square tiles large images are cut into (default 512); images no larger "
-             "than this run whole. A multiple of the model stride keeps tiles on its grid.")
+        help="Edge of the square tiles large images are cut into (default 512; see --whole_image_pixels). "
+             "Make tile_size - tile_overlap a multiple of the model stride to keep tiles on its grid.")
+    parser.add_argument(
+        "--whole_image_pixels", type=int, default=None,
+        help="Images with at most this many pixels run whole at their native size (exactly whole-image "
+             "inference, batched with same-sized images); larger ones are tiled. Default 4 x tile_size^2.")
     parser.add_argument(
         "--tile_overlap", type=int, default=64,
         help="Overlap between neighbouring tiles in pixels (default 64). Each output pixel comes "
@@ -117,6 +121,7 @@ class RunConfig:
   batch_size: int = 8
   tile_size: int = 512
   tile_overlap: int = 64
+  whole_image_pixels: int = 4 * 512 * 512
   stats_format: str = "jsonl"
   pixel_size: Optional[float] = None
   pixel_unit: str = "m"
@@ -139,7 +144,8 @@ class RunConfig:
     return {"input": list(self.globs), "manifest": list(self.manifests), "tfrecord": list(self.tfrecords),
             "tfrecord_image_feature": self.image_feature, "tfrecord_key_feature": self.key_feature,
             "output": self.output, "model": self.model_dir, "batch_size": self.batch_size,
-            "tile_size": self.tile_size, "tile_overlap": self.tile_overlap, "stats_format": self.stats_format,
+            "tile_size": self.tile_size, "tile_overlap": self.tile_overlap,
+            "whole_image_pixels": self.whole_image_pixels, "stats_format": self.stats_format,
             "pixel_size": self.pixel_size, "pixel_unit": self.pixel_unit, "overlays": self.overlays,
             "max_image_pixels": self.max_image_pixels, "mixed_precision": self.mixed_precision,
             "skip_existing": self.skip_existing, "png_compress_level": self.png_compress_level}
@@ -309,6 +315,8 @@ def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: b
   _check_number("tile_size", opts.tile_size, 16, 16384)
   _check_number("tile_overlap", opts.tile_overlap, 0, opts.tile_size // 2)
   _check_number("max_image_pixels", opts.max_image_pixels, 1)
+  whole_image_pixels = 4 * opts.tile_size ** 2 if opts.whole_image_pixels is None else opts.whole_image_pixels
+  _check_number("whole_image_pixels", whole_image_pixels, 0, 64 * opts.tile_size ** 2)
   _check_number("png_compress_level", opts.png_compress_level, 0, 9)
   if opts.pixel_size is not None:
     if not (math.isfinite(opts.pixel_size) and opts.pixel_size > 0):
@@ -348,7 +356,8 @@ def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: b
   return RunConfig(globs=globs, manifests=manifests, tfrecords=tfrecords,
                    image_feature=opts.tfrecord_image_feature, key_feature=opts.tfrecord_key_feature,
                    output=output, model_dir=model_dir, card=card, batch_size=opts.batch_size,
-                   tile_size=opts.tile_size, tile_overlap=opts.tile_overlap, stats_format=opts.stats_format,
+                   tile_size=opts.tile_size, tile_overlap=opts.tile_overlap,
+                   whole_image_pixels=whole_image_pixels, stats_format=opts.stats_format,
                    pixel_size=opts.pixel_size, pixel_unit=opts.pixel_unit, overlays=opts.overlays,
                    max_image_pixels=opts.max_image_pixels, mixed_precision=opts.mixed_precision,
                    skip_existing=opts.skip_existing, png_compress_level=opts.png_compress_level)

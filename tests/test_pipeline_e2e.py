@@ -114,7 +114,9 @@ def _check_run(output, expected, failed_keys, model, max_mismatch):
 def test_mixed_corpus_fake_model(corpus, fake_model, tmp_path):
   root, argv, expected, failed_keys = corpus
   output = tmp_path / "out"
-  _run(argv, output, fake_model, ["--tile_size=128", "--tile_overlap=16", "--batch_size=8", "--pixel_size=2"])
+  # --whole_image_pixels=0 sends every image, even 1x1, through tiling and stitching.
+  _run(argv, output, fake_model, ["--tile_size=128", "--tile_overlap=16", "--batch_size=8", "--pixel_size=2",
+                                  "--whole_image_pixels=0"])
   # The fake model's receptive field (radius 2) fits in overlap/2: stitching must be exact.
   summary, records, _ = _check_run(output, expected, failed_keys, fake_model, max_mismatch=0.0)
   geo = records["modes/geo.tif"]

@@ -17,6 +17,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from transforms import progress
 from transforms.records import DecodedImage, Tile, TileResult
 from transforms.tiling import plan_tiles
 
@@ -71,14 +72,15 @@ class Segmenter:
 class TileImagesFn(beam.DoFn):
   """DecodedImage -> fixed-shape Tiles (views, no copy) with owned rectangles."""
 
-  def __init__(self, tile_size: int, overlap: int):
+  def __init__(self, tile_size: int, overlap: int, whole_pixels: Optional[int] = None):
     self._tile_size = tile_size
     self._overlap = overlap
+    self._whole_pixels = whole_pixels
     self._tiles = Metrics.counter("deconvseg", "tiles")
 
   def process(self, image: DecodedImage):
     height, width = image.pixels.shape[:2]
-    specs = plan_tiles(height, width, self._tile_size, self._overlap)
+    specs = plan_tiles(height, width, self._tile_size, self._overlap, self._whole_pixels)
     self._tiles.inc(len(specs))
     for spec in specs:
       yield Tile(key=image.key, uri=image.uri, index=spec.index, count=len(specs),
@@ -99,15 +101,20 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
 
   A batch that raises is retried tile by tile, so one poisonous tile fails
   only its own image; tiles that still fail come back with ``error`` set
-  rather than raising, so the rest of the bundle is never lost.
+  rather than raising, so the rest of the bundle is never lost. Each model
+  call holds at most ``pixel_budget`` pixels (by default ``max_batch_size``
+  full tiles), so whole small images batched together never need more
+  device memory than a batch of tiles.
   """
 
   def __init__(self, model_dir: str, num_classes: int, max_batch_size: int,
-               mixed_precision: bool = False, palette: Optional[Sequence[Sequence[int]]] = None):
+               mixed_precision: bool = False, palette: Optional[Sequence[Sequence[int]]] = None,
+               pixel_budget: Optional[int] = None):
     super().__init__()
     self._model_dir = model_dir
     self._num_classes = num_classes
     self._max_batch_size = max_batch_size
+    self._pixel_budget = pixel_budget
     self._mixed_precision = mixed_precision
     self._palette = None if palette is None else np.asarray(palette, dtype=np.uint16)
 
@@ -133,7 +140,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
     by_shape = defaultdict(list)
     for position, tile in enumerate(batch):
       by_shape[tile.pixels.shape].append(position)
-    for positions in by_shape.values():
+    for positions in self._calls(by_shape):
       try:
         self._segment_group(batch, positions, model, results)
       except Exception as exc:  # pylint: disable=broad-except
@@ -149,6 +156,15 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
             results[position] = self._failed(batch[position], single_exc)
     return results
 
+  def _calls(self, by_shape):
+    """Splits each same-shape group into calls within the pixel budget."""
+    for shape, positions in by_shape.items():
+      per_call = len(positions)
+      if self._pixel_budget:
+        per_call = max(1, self._pixel_budget // (shape[0] * shape[1]))
+      for start in range(0, len(positions), per_call):
+        yield positions[start:start + per_call]
+
   def _segment_group(self, batch, positions, model, results):
     images = np.stack([batch[p].pixels for p in positions])
     class_ids, confidence = model(images)
@@ -156,6 +172,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
       raise ValueError(f"model returned shapes {class_ids.shape}/{confidence.shape} for input {images.shape}")
     for row, position in enumerate(positions):
       results[position] = self._tile_result(batch[position], class_ids[row], confidence[row])
+    progress.INFERENCE.add(len(positions), int(np.prod(images.shape[:3])))
 
   def _tile_result(self, tile: Tile, class_ids: np.ndarray, confidence: np.ndarray) -> TileResult:
     rows = slice(tile.own_top - tile.top, tile.own_bottom - tile.top)
@@ -192,14 +209,16 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
 class TileAndSegment(beam.PTransform):
   """Composite: DecodedImages -> TileResults (tiles of all images share batches)."""
 
-  def __init__(self, handler: SegmentationModelHandler, tile_size: int, overlap: int):
+  def __init__(self, handler: SegmentationModelHandler, tile_size: int, overlap: int,
+               whole_pixels: Optional[int] = None):
     super().__init__()
     self._handler = handler
     self._tile_size = tile_size
     self._overlap = overlap
+    self._whole_pixels = whole_pixels
 
   def expand(self, images):
     return (images
-            | "CutTiles" >> beam.ParDo(TileImagesFn(self._tile_size, self._overlap))
+            | "CutTiles" >> beam.ParDo(TileImagesFn(self._tile_size, self._overlap, self._whole_pixels))
             | "RunInference" >> RunInference(self._handler))
 

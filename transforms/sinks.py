@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
 import uuid
 
@@ -28,6 +27,7 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 from PIL import Image, PngImagePlugin
 
+from transforms import progress
 from transforms.records import STAGE_WRITE, ImageRef, failure_from_exception
 from transforms.statistics import image_record
 
@@ -97,32 +97,6 @@ def encode_mask(class_ids: np.ndarray, palette: list, record: dict, compress_lev
   return buffer.getvalue()
 
 
-class _Progress:
-  """Process-wide throughput log, at most one line per interval."""
-
-  def __init__(self, interval: float = 10.0):
-    self._lock = threading.Lock()
-    self._interval = interval
-    self._start = None
-    self._last = 0.0
-    self._images = 0
-    self._pixels = 0
-
-  def add(self, pixels: int):
-    with self._lock:
-      now = time.monotonic()
-      if self._start is None:
-        self._start = self._last = now
-      self._images += 1
-      self._pixels += pixels
-      if now - self._last >= self._interval:
-        self._last = now
-        elapsed = max(now - self._start, 1e-9)
-        _LOG.info("progress: %d images, %.1f Mpx segmented by this worker (%.2f images/s, %.2f Mpx/s)",
-                  self._images, self._pixels / 1e6, self._images / elapsed, self._pixels / 1e6 / elapsed)
-
-
-_PROGRESS = _Progress()
 
 
 class WriteMasksFn(beam.DoFn):
@@ -160,7 +134,7 @@ class WriteMasksFn(beam.DoFn):
       return
     self._segmented.inc()
     self._pixels.inc(mask.width * mask.height)
-    _PROGRESS.add(mask.width * mask.height)
+    progress.WRITTEN.add(1, mask.width * mask.height)
     yield record
 
 

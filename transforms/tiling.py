@@ -1,8 +1,9 @@
 """Tile geometry and the stitching rule (pure numpy, no Beam, no TensorFlow).
 
-Which images are tiled. An image with at most ``T*T`` pixels (``T`` the tile
-size) runs whole, at its native shape: exactly whole-image inference, at the
-memory cost of one tile. Larger images are tiled.
+Which images are tiled. An image with at most ``whole_pixels`` pixels
+(default ``T*T``, ``T`` the tile size; the pipeline uses ``4*T*T``) runs
+whole at its native shape: exactly whole-image inference, and no pixel is
+computed twice. Larger images are tiled.
 
 Tiling. Along each axis of length ``L`` with overlap ``O`` (``0 <= O < T``),
 tiles start at ``0, S, 2S, ...`` with ``S = T - O`` while they fit strictly
@@ -26,7 +27,7 @@ no further than ``O // 2`` pixels reproduces whole-image inference exactly,
 a wider one differs only through the context it misses beyond that margin
 (and, in the last tile's strip, through its different stride phase).
 """
-from typing import Iterable, List, NamedTuple, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -66,9 +67,10 @@ def owned_intervals(length: int, tile_size: int, overlap: int, starts: List[int]
   return list(zip(bounds[:-1], bounds[1:]))
 
 
-def plan_tiles(height: int, width: int, tile_size: int, overlap: int) -> List[TileSpec]:
+def plan_tiles(height: int, width: int, tile_size: int, overlap: int,
+               whole_pixels: Optional[int] = None) -> List[TileSpec]:
   """All tiles of an image, row-major, with their owned rectangles."""
-  if height * width <= tile_size * tile_size:
+  if height * width <= (tile_size * tile_size if whole_pixels is None else whole_pixels):
     return [TileSpec(index=0, top=0, left=0, height=height, width=width,
                      own_top=0, own_bottom=height, own_left=0, own_right=width)]
   rows = tile_starts(height, tile_size, overlap)
