@@ -13,11 +13,12 @@ even a failure message crafted to look like HTML (they come from user files
 and are escaped anyway) could not load or run anything.
 
 Everything is read through Beam's ``FileSystems``, so ``gs://`` outputs work
-like local ones. Stats are streamed record by record: totals, fraction
-histograms and a deterministic gallery sample (the ``max_gallery`` keys with
-the smallest hash) use memory independent of the number of images.
+like local ones. JSON Lines and CSV stats are streamed record by record
+(Parquet, being compact, is fetched whole): totals, fraction histograms and a
+deterministic gallery sample (the ``max_gallery`` keys with the smallest hash)
+use memory independent of the number of images.
 
-    python -m pipeline.report OUT [--out OUT/report.html] [--max_gallery N]
+    python -m pipeline.report OUT [--out OUT/report.html] [--max_gallery N] [--thumbnail_size PX]
 """
 import argparse
 import base64
