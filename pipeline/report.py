@@ -636,6 +636,11 @@ def _format_number(value, digits=3):
     return f"{value:.{digits}g}"
 
 
+def _format_fixed(value):
+    """Scores in [0, 1] with a fixed three decimals, so a column of them lines up."""
+    return "–" if value is None else f"{value:.3f}"
+
+
 def _format_percent(value, digits=1):
     return "–" if value is None else f"{100.0 * value:.{digits}f}%"
 
@@ -795,8 +800,8 @@ def _classes_section(classes, totals, area_unit, card):
             f'<td class="num">{_format_count(total.pixels)}</td>'
             f'<td class="num">{_format_percent(total.pixels / all_pixels if all_pixels else None)}</td>'
             + (f'<td class="num">{_format_number(total.area)}</td>' if has_area else "")
-            + (f'<td class="num">{_format_number(total.mean_confidence)}</td>' if has_confidence else "")
-            + (f'<td class="num">{_format_number(_number(iou.get(info.name)))}</td>' if iou else "")
+            + (f'<td class="num">{_format_fixed(total.mean_confidence)}</td>' if has_confidence else "")
+            + (f'<td class="num">{_format_fixed(_number(iou.get(info.name)))}</td>' if iou else "")
             + "</tr>")
     return ('<section id="classes"><h2>Class areas</h2>'
             f'<div class="legend" id="legend">{_legend(classes)}</div>'
