@@ -1,0 +1,87 @@
+"""The whole pipeline from gs:// to gs:// on the GCS emulator equals the same run on local files."""
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fake_model import build_fake_model
+from pipeline_helpers import scene
+from tests.gcs import read_local_tree
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+  """Inputs, a contract model and the outputs of a run on local files."""
+  from pipeline.run import run
+  root = tmp_path_factory.mktemp("local")
+  inputs = root / "in"
+  for index, (height, width) in enumerate([(50, 70), (64, 64), (33, 91)]):
+    path = inputs / ("drop/a" if index % 2 else "drop") / f"tile_{index}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(scene(height, width, seed=index)).save(path)
+  Image.fromarray(scene(40, 40, seed=9)).save(inputs / "drop" / "photo.jpg", quality=90)
+  (inputs / "drop" / "broken.png").write_bytes(b"not an image")
+  model = build_fake_model(str(root / "model"))
+  output = root / "out"
+  run(["--input", f"{inputs}/**", "--output", str(output), "--model", model], save_main_session=False)
+  return {"in": str(inputs), "model": model, "out": str(output)}
+
+
+def _normalised(tree, roots):
+  """Outputs with run-specific paths replaced by IN/OUT/MODEL, lines sorted, times dropped."""
+
+  def text(value):
+    for token, path in sorted(roots.items(), key=lambda item: -len(item[1])):
+      value = value.replace(path.rstrip("/"), token)
+    return value
+
+  def clean(value):
+    if isinstance(value, dict):
+      return {k: clean(v) for k, v in value.items() if k not in ("start_time", "end_time")}
+    if isinstance(value, list):
+      return [clean(v) for v in value]
+    return text(value) if isinstance(value, str) else value
+
+  result = {}
+  for name, data in tree.items():
+    if name.endswith(".png"):
+      image = Image.open(io.BytesIO(data))
+      info = {k: clean(json.loads(v)) if k == "deconvseg:stats" else v for k, v in image.info.items()}
+      result[name] = (image.mode, image.size, np.asarray(image).tobytes(), image.getpalette(), info)
+    elif name.endswith(".jsonl"):
+      result[name] = sorted(json.dumps(clean(json.loads(line)), sort_keys=True)
+                            for line in data.decode("utf-8").splitlines())
+    elif name.endswith(".json"):
+      result[name] = clean(json.loads(data))
+    else:
+      result[name] = text(data.decode("utf-8"))
+  return result
+
+
+@pytest.mark.parametrize("model_on", ["local disk", "gcs"])
+def test_gcs_run_matches_local_run(local_run, gcs_emulator, gcs_bucket, model_on):
+  from pipeline.run import run
+  gcs_in, gcs_out = f"gs://{gcs_bucket}/in", f"gs://{gcs_bucket}/out"
+  gcs_emulator.upload_folder(local_run["in"], gcs_in)
+  model = local_run["model"]
+  if model_on == "gcs":
+    model = f"gs://{gcs_bucket}/models/fake"
+    gcs_emulator.upload_folder(local_run["model"], model)
+
+  run(["--input", f"{gcs_in}/**", "--output", gcs_out, "--model", model], save_main_session=False)
+
+  local = _normalised(read_local_tree(local_run["out"]),
+                      {"IN": local_run["in"], "OUT": local_run["out"], "MODEL": local_run["model"]})
+  remote = _normalised(gcs_emulator.download_prefix(gcs_out),
+                       {"IN": gcs_in, "OUT": gcs_out, "MODEL": model})
+  assert sorted(remote) == sorted(local)
+  assert [name for name in local if name.startswith("masks/")], sorted(local)
+  for name in local:
+    assert remote[name] == local[name], name
+  summary = remote["summary.json"]
+  assert summary["counts"] == {"read": 5, "segmented": 4, "failed": 1}
