@@ -52,9 +52,9 @@ def find_split(data_dir, split):
 
 
 def _decode(image_bytes, mask_bytes):
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    # Kept uint8 here so a cached split costs a quarter of the memory; callers cast to float32.
+    image = tf.ensure_shape(tf.io.decode_image(image_bytes, channels=3, expand_animations=False), [None, None, 3])
     mask = tf.io.decode_png(mask_bytes, channels=1)
-    image = tf.ensure_shape(tf.cast(image, tf.float32), [None, None, 3])
     return image, tf.cast(mask[:, :, 0], tf.int32)
 
 
@@ -74,7 +74,7 @@ def _parse_example(serialized):
 
 
 def load_split(data_dir, split, shuffle=False, seed=None):
-    """Decoded (image, mask) pairs of one split, decoded in parallel, in file order unless shuffled."""
+    """Decoded (uint8 image, int32 mask) pairs of one split, decoded in parallel, in file order unless shuffled."""
     layout, items = find_split(data_dir, split)
     if layout == "folders":
         image_paths, mask_paths = zip(*items)
@@ -95,6 +95,7 @@ def augment(image, mask, crop_size, scale_range=(0.75, 1.25)):
 
     Aerial tiles have no up direction, so vertical flips and rotations are fair game.
     """
+    image = tf.cast(image, tf.float32)
     scale = tf.random.uniform([], scale_range[0], scale_range[1])
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     new_shape = tf.cast(tf.round(shape * scale), tf.int32)
@@ -111,10 +112,24 @@ def augment(image, mask, crop_size, scale_range=(0.75, 1.25)):
     return stacked[:, :, :3], tf.cast(stacked[:, :, 3], tf.int32)
 
 
+CACHE_LIMIT_IMAGES = 20000
+
+
+def count_fits_in_cache(data_dir, split):
+    """Small splits are decoded once and kept in memory; large ones stream from disk."""
+    layout, items = find_split(data_dir, split)
+    return layout == "folders" and len(items) <= CACHE_LIMIT_IMAGES
+
+
 def training_dataset(data_dir, split="train", batch_size=16, crop_size=128, scale_range=(0.75, 1.25), seed=None):
     """Shuffled, augmented, batched and prefetched; returns (dataset, steps per epoch)."""
-    dataset, count = load_split(data_dir, split, shuffle=True, seed=seed)
-    dataset = dataset.cache() if count <= 20000 else dataset
+    if count_fits_in_cache(data_dir, split):
+        # Cache the decoded split first, then shuffle all of it afresh every epoch.
+        dataset, count = load_split(data_dir, split)
+        dataset = dataset.cache().shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    else:
+        dataset, count = load_split(data_dir, split, shuffle=True, seed=seed)
+        dataset = dataset.shuffle(1000, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(lambda image, mask: augment(image, mask, crop_size, scale_range), num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     steps = count // batch_size
@@ -126,4 +141,4 @@ def training_dataset(data_dir, split="train", batch_size=16, crop_size=128, scal
 def evaluation_dataset(data_dir, split):
     """Un-augmented (image, mask) pairs one at a time (images may differ in size); returns (dataset, count)."""
     dataset, count = load_split(data_dir, split)
-    return dataset.prefetch(tf.data.AUTOTUNE), count
+    return dataset.map(lambda image, mask: (tf.cast(image, tf.float32), mask)).prefetch(tf.data.AUTOTUNE), count

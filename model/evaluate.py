@@ -77,12 +77,14 @@ def evaluate(model_path, data_dir, split="test"):
     return result
 
 
+def _as_text(value):
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def format_table(result):
     lines = [f"{'class':<16}{'IoU':>8}{'accuracy':>10}"]
     for name, iou in result["per_class_iou"].items():
-        accuracy = result["per_class_accuracy"][name]
-        as_text = lambda value: "   n/a" if value is None else f"{value:.4f}"  # noqa: E731
-        lines.append(f"{name:<16}{as_text(iou):>8}{as_text(accuracy):>10}")
+        lines.append(f"{name:<16}{_as_text(iou):>8}{_as_text(result['per_class_accuracy'][name]):>10}")
     lines.append("")
     lines.append(f"{'pixel acc.':>12}{'mean acc.':>12}{'mean IoU':>12}{'f.w. IoU':>12}")
     lines.append(

@@ -54,14 +54,11 @@ class SegmentationModule(tf.Module):
         super().__init__()
         self.model = model
         self.segment = tf.function(self._segment, input_signature=[IMAGES_SPEC])
-        self.segment_mixed_float16 = tf.function(self._segment_copy(), input_signature=[IMAGES_SPEC])
+        # A second tf.function object has its own trace cache: traced under float16 policies, it stays so.
+        self.segment_mixed_float16 = tf.function(self._segment, input_signature=[IMAGES_SPEC])
         self.segment.get_concrete_function()
         with mixed_precision_policies(model):
             self.segment_mixed_float16.get_concrete_function()
-
-    def _segment_copy(self):
-        # A distinct Python function so the two tf.functions keep separate traces.
-        return lambda images: self._segment(images)
 
     def _segment(self, images):
         logits = self.model(tf.cast(images, tf.float32), training=False)

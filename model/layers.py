@@ -13,6 +13,11 @@ def deconvolution_kernel_size(factor):
     return 2 * factor - factor % 2
 
 
+def _scaled(size, factor):
+    """A static dimension times factor, keeping unknown (None) dimensions unknown."""
+    return None if size is None else size * factor
+
+
 def bilinear_kernel(factor, channels, dtype=np.float32):
     """The FCN bilinear upsampling kernel in Keras layout (kh, kw, out_channels, in_channels).
 
@@ -96,8 +101,7 @@ class BilinearDeconv2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
-        scale = lambda size: None if size is None else size * self.factor  # noqa: E731
-        return (batch, scale(height), scale(width), channels)
+        return (batch, _scaled(height, self.factor), _scaled(width, self.factor), channels)
 
     def get_config(self):
         config = super().get_config()
@@ -122,8 +126,7 @@ class ResizeUpsample(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
-        scale = lambda size: None if size is None else size * self.factor  # noqa: E731
-        return (batch, scale(height), scale(width), channels)
+        return (batch, _scaled(height, self.factor), _scaled(width, self.factor), channels)
 
     def get_config(self):
         config = super().get_config()
@@ -162,8 +165,10 @@ class PadToMultiple(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
-        round_up = lambda size: None if size is None else -(-size // self.multiple) * self.multiple  # noqa: E731
-        return (batch, round_up(height), round_up(width), channels)
+        return (batch, self._round_up(height), self._round_up(width), channels)
+
+    def _round_up(self, size):
+        return None if size is None else -(-size // self.multiple) * self.multiple
 
     def get_config(self):
         config = super().get_config()
