@@ -101,8 +101,10 @@ def test_cli_subprocess_runs_on_gcs_without_credential_delay(local_run, gcs_emul
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   elapsed = time.monotonic() - started
   assert done.returncode == 0, done.stderr[-3000:]
+  # Beam logs this warning after ~20 s of google.auth.default() retries.
   assert "Unable to find default credentials" not in done.stderr
   summary = json.loads(gcs_emulator.download_prefix(f"gs://{gcs_bucket}/out")["summary.json"])
   assert summary["counts"] == {"read": 5, "segmented": 4, "failed": 1}
-  # Imports (TensorFlow ~3-5 s) and the run; a credential lookup alone would add ~20 s.
-  assert elapsed < 25, "CLI run took %.1f s" % elapsed
+  # Imports (TensorFlow ~3-5 s) and the run take ~10 s on 2 busy cores; the budget is loose
+  # because the credential check above is the precise one.
+  assert elapsed < 60, "CLI run took %.1f s" % elapsed
