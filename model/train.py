@@ -192,6 +192,11 @@ def train(args, command=None):
         if not (os.path.exists(last_path) and os.path.exists(state_path)):
             raise ValueError(f"--resume needs {last_path} and {state_path} from an earlier run")
         model = keras.models.load_model(last_path)
+        # The optimizer's step count is restored; rebuilding the schedule for --epochs lets a
+        # resumed run also be extended instead of continuing at the old schedule's final rate.
+        model.optimizer.learning_rate = learning_rate_schedule(
+            args.learning_rate, args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch
+        )
         with open(state_path) as handle:
             state = json.load(handle)
         initial_epoch, best_mean_iou = state["epoch"], state["best_val_mean_iou"]
@@ -202,19 +207,16 @@ def train(args, command=None):
                 os.remove(os.path.join(args.out, stale))
         model = build_model(args, len(class_list), steps_per_epoch)
 
-    run = {
-        "command": command or " ".join(["python -m model.train"] + [shlex.quote(a) for a in sys.argv[1:]]),
-        "settings": vars(args),
-        "parameters": int(model.count_params()),
-        "steps_per_epoch": steps_per_epoch,
-        "dataset": {key: description.get(key) for key in ("name", "generator", "seed", "image_size")},
-        "train_images": steps_per_epoch * args.batch_size,
-        "classes": classes_module.classes_to_json(class_list),
-    }
-    run["dataset"]["path"] = args.data
-    if "splits" in description:
-        run["train_images"] = description["splits"]["train"]["images"]
-    with open(os.path.join(args.out, "run.json"), "w") as handle:
+    command = command or " ".join(["python -m model.train"] + [shlex.quote(part) for part in sys.argv[1:]])
+    run_path = os.path.join(args.out, "run.json")
+    if args.resume and os.path.exists(run_path):
+        with open(run_path) as handle:
+            run = json.load(handle)
+        run["settings"]["epochs"] = args.epochs
+        run.setdefault("resumed_commands", []).append(command)
+    else:
+        run = make_run_description(args, command, model, steps_per_epoch, description, class_list)
+    with open(run_path, "w") as handle:
         json.dump(run, handle, indent=2)
 
     evaluation = EpochEvaluation(
@@ -229,6 +231,22 @@ def train(args, command=None):
         model.fit(dataset, epochs=args.epochs, initial_epoch=initial_epoch, callbacks=[evaluation], verbose=args.verbose, shuffle=False)
     with open(state_path) as handle:
         return json.load(handle)
+
+
+def make_run_description(args, command, model, steps_per_epoch, description, class_list):
+    """What export needs to write the card: command, settings, dataset, classes."""
+    dataset = {key: description.get(key) for key in ("name", "generator", "seed", "image_size")}
+    dataset["path"] = args.data
+    train_images = description["splits"]["train"]["images"] if "splits" in description else steps_per_epoch * args.batch_size
+    return {
+        "command": command,
+        "settings": vars(args),
+        "parameters": int(model.count_params()),
+        "steps_per_epoch": steps_per_epoch,
+        "dataset": dataset,
+        "train_images": train_images,
+        "classes": classes_module.classes_to_json(class_list),
+    }
 
 
 def main(argv=None):

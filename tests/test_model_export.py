@@ -65,10 +65,21 @@ def test_resume_continues_from_last_epoch(trained_run, tmp_path):
         ["--data", data_dir, "--out", str(resumed_dir), "--width", "8", "--image_size", "32", "--batch_size", "4",
          "--epochs", "3", "--verbose", "0", "--resume"]
     )
-    state = train_module.train(args)
+    (resumed_dir / "run.json").write_bytes(open(os.path.join(out_dir, "run.json"), "rb").read())
+    state = train_module.train(args, command="python -m model.train --resume (test)")
     assert state["epoch"] == 3
     with open(resumed_dir / "metrics.jsonl") as handle:
-        assert [json.loads(line)["epoch"] for line in handle] == [1, 2, 3]
+        rows = [json.loads(line) for line in handle]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    # The first run's cosine schedule ended at rate 0; resuming rebuilds it for 3 epochs, so epoch 3 still learns.
+    assert rows[1]["learning_rate"] == pytest.approx(0.0, abs=1e-9)
+    before = keras.models.load_model(os.path.join(out_dir, "last.keras")).get_layer("score32").get_weights()[0]
+    after = keras.models.load_model(str(resumed_dir / "last.keras")).get_layer("score32").get_weights()[0]
+    assert not np.allclose(before, after)
+    with open(resumed_dir / "run.json") as handle:
+        run = json.load(handle)
+    assert run["command"] == "python -m model.train (test)"
+    assert run["resumed_commands"] == ["python -m model.train --resume (test)"]
 
 
 def test_export_serves_from_a_tensorflow_only_process(trained_run, tmp_path):
