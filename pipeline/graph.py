@@ -22,19 +22,21 @@ from transforms.statistics import READ, SEGMENTED, RunSummaryFn
 from transforms.stitch import StitchTiles
 
 
-def model_handler(config: RunConfig) -> SegmentationModelHandler:
+def model_handler(config: RunConfig, handler_kwargs=None) -> SegmentationModelHandler:
   palette = [entry["color"] for entry in config.classes] if config.overlays else None
   return SegmentationModelHandler(config.model_dir, num_classes=len(config.classes),
                                   max_batch_size=config.batch_size, mixed_precision=config.mixed_precision,
-                                  palette=palette, pixel_budget=config.batch_size * config.tile_size ** 2)
+                                  palette=palette, pixel_budget=config.batch_size * config.tile_size ** 2,
+                                  **(handler_kwargs or {}))
 
 
 class SegmentImages(beam.PTransform):
   """Composite: PBegin -> the summary dict (one element) after writing all outputs."""
 
-  def __init__(self, config: RunConfig, start_time: str = None):
+  def __init__(self, config: RunConfig, start_time: str = None, handler_kwargs=None):
     super().__init__()
     self._config = config
+    self._handler_kwargs = handler_kwargs
     self._start_time = start_time or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
   def expand(self, pbegin):
@@ -50,7 +52,7 @@ class SegmentImages(beam.PTransform):
 
     images, decode_failures = refs | "Decode" >> DecodeImages(config.max_image_pixels)
     tile_results = images | "TileAndInfer" >> TileAndSegment(
-        model_handler(config), config.tile_size, config.tile_overlap, config.whole_image_pixels)
+        model_handler(config, self._handler_kwargs), config.tile_size, config.tile_overlap, config.whole_image_pixels)
     masks, inference_failures = tile_results | "Stitch" >> StitchTiles()
     written = masks | "WriteMasks" >> beam.ParDo(WriteMasksFn(
         config.output, config.classes, config.model_info, config.pixel_size, config.pixel_unit,

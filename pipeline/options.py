@@ -161,6 +161,12 @@ def help_parser(prog: str = "python -m pipeline.run") -> _BeamArgumentParser:
              "Without --runner, runs use Beam's in-process FnApiRunner (DirectRunner in Beam 2.77 tries "
              "to download the Prism runner on every run; pass --runner=DirectRunner to get it anyway).")
   SegmentationOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  from pipeline.dataflow import DataflowGpuOptions  # pylint: disable=import-outside-toplevel
+  from pipeline.schedule import ScheduleOptions  # pylint: disable=import-outside-toplevel
+  ScheduleOptions._add_argparse_args(  # pylint: disable=protected-access
+      parser.add_argument_group("scheduling (nightly runs)"))
+  DataflowGpuOptions._add_argparse_args(  # pylint: disable=protected-access
+      parser.add_argument_group("Dataflow GPU workers (with --runner=DataflowRunner)"))
   return parser
 
 

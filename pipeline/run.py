@@ -1,5 +1,10 @@
 """Entry point: ``python -m pipeline.run --input 'DIR/*' --output OUT``.
 
+Before the graph is built: ``{date}``/``{yyyy}``/``{mm}``/``{dd}`` in any
+argument are filled from ``--date`` (``pipeline.schedule``), the pipeline's
+own flags are validated (``pipeline.options``), and the Dataflow GPU flags
+are checked and expanded into Beam's options (``pipeline.dataflow``).
+
 Without ``--runner`` the pipeline runs on Beam's in-process FnApiRunner: in
 Beam 2.77 the DirectRunner first tries to download the Prism runner binary on
 every run, which is a network call offline machines cannot make and a delay
@@ -17,8 +22,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
+from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
 from pipeline.graph import SegmentImages
 from pipeline.options import OptionsError, help_parser, validate
+from pipeline.schedule import fill_date_templates
 
 _LOG = logging.getLogger("deconvseg")
 DEFAULT_RUNNER = "FnApiRunner"
@@ -68,14 +75,24 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   argv = _with_default_runner(argv)
+  try:
+    argv = fill_date_templates(argv)
+  except ValueError as exc:
+    raise OptionsError(str(exc)) from None
   pipeline_options = PipelineOptions(argv)
   config = validate(argv, pipeline_options)
+  try:
+    applied = expand_dataflow_options(pipeline_options)
+  except ValueError as exc:
+    raise OptionsError(str(exc)) from None
+  if applied:
+    _LOG.info("Dataflow options: %s", applied)
   pipeline_options.view_as(SetupOptions).save_main_session = save_main_session
 
   started = time.time()
   start_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
   pipeline = test_pipeline or beam.Pipeline(options=pipeline_options)
-  _ = pipeline | "SegmentImages" >> SegmentImages(config, start_time)
+  _ = pipeline | "SegmentImages" >> SegmentImages(config, start_time, model_handler_kwargs(pipeline_options))
   _LOG.info("Segmenting into %s with model %s %s", config.output, config.card.get("name"),
             config.card.get("version"))
   result = pipeline.run()

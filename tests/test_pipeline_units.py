@@ -137,7 +137,7 @@ class _FakeModel:
     self.calls = []
     self.poison_value = poison_value
 
-  def __call__(self, images):
+  def predict(self, images):
     self.calls.append(images.shape)
     if self.poison_value is not None and (images == self.poison_value).all(axis=(1, 2, 3)).any():
       raise RuntimeError("poisoned tile")

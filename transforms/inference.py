@@ -40,13 +40,18 @@ def _configure_gpus(tf):
 
 
 class Segmenter:
-  """A loaded exported model: uint8 [N,H,W,3] -> (uint8 ids, float32 confidence)."""
+  """A loaded exported model: uint8 [N,H,W,3] -> (uint8 ids, float32 confidence).
+
+  Remote model directories (gs://) are first copied to local disk through
+  Beam's filesystems (``pipeline.staging``), once per machine.
+  """
 
   def __init__(self, model_dir: str, mixed_precision: bool = False):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from pipeline.staging import local_copy  # pylint: disable=import-outside-toplevel
     _configure_gpus(tf)
     self._tf = tf
-    self.module = tf.saved_model.load(saved_model_path(model_dir))
+    self.module = tf.saved_model.load(saved_model_path(local_copy(model_dir)))
     signatures = self.module.signatures
     if mixed_precision:
       if MIXED_SIGNATURE not in signatures:
@@ -61,6 +66,10 @@ class Segmenter:
       self._call = lambda images: signature(images=images)
 
   def __call__(self, images: np.ndarray):
+    return self.predict(images)
+
+  def predict(self, images: np.ndarray):
+    """A plain method, so it also works through RunInference's cross-process model proxy."""
     outputs = self._call(self._tf.convert_to_tensor(images))
     if isinstance(outputs, dict):
       class_ids, confidence = outputs["class_ids"], outputs["confidence"]
@@ -109,8 +118,9 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
 
   def __init__(self, model_dir: str, num_classes: int, max_batch_size: int,
                mixed_precision: bool = False, palette: Optional[Sequence[Sequence[int]]] = None,
-               pixel_budget: Optional[int] = None):
-    super().__init__()
+               pixel_budget: Optional[int] = None, **handler_kwargs):
+    # handler_kwargs: e.g. model_copies=N to share N models across a worker's processes.
+    super().__init__(**handler_kwargs)
     self._model_dir = model_dir
     self._num_classes = num_classes
     self._max_batch_size = max_batch_size
@@ -167,7 +177,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
 
   def _segment_group(self, batch, positions, model, results):
     images = np.stack([batch[p].pixels for p in positions])
-    class_ids, confidence = model(images)
+    class_ids, confidence = model.predict(images)
     if class_ids.shape != images.shape[:3] or confidence.shape != images.shape[:3]:
       raise ValueError(f"model returned shapes {class_ids.shape}/{confidence.shape} for input {images.shape}")
     for row, position in enumerate(positions):
