@@ -29,6 +29,7 @@ copy of the model into the GPU's memory. Two remedies, mutually exclusive:
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Dict, List, Optional
 
@@ -135,6 +136,37 @@ def _gpu_count_for(machine_type: str) -> Optional[int]:
   return int(match.group(2)) if match else None
 
 
+# The pipeline's path flags (pipeline.options.SegmentationOptions).
+_DATA_PATH_OPTIONS = ("input", "manifest", "tfrecord", "output")
+
+
+def _local_path_errors(options: PipelineOptions, image: Optional[str]) -> List[str]:
+  """Dataflow workers cannot see the launching machine's disk: paths must be on gs://.
+
+  The model is the one exception: a launcher running inside the worker image
+  (the Flex Template launcher sets DECONVSEG_WORKER_IMAGE) sees the bundled
+  model at the same path the workers will.
+  """
+  values = options.get_all_options()
+  errors = []
+  local = []
+  for name in _DATA_PATH_OPTIONS:
+    value = values.get(name)
+    for path in (value if isinstance(value, (list, tuple)) else [value]):
+      if path and not str(path).startswith("gs://"):
+        local.append(f"--{name} {path}")
+  if local:
+    errors.append("Dataflow workers cannot read or write this machine's files: use gs:// paths for "
+                  + ", ".join(local) + ".")
+  model = values.get("model")
+  same_image = image and os.environ.get("DECONVSEG_WORKER_IMAGE") == image
+  if model and not str(model).startswith("gs://") and not same_image:
+    errors.append(f"--model {model} is on this machine, which Dataflow workers cannot read: copy it "
+                  f"to Cloud Storage (gcloud storage cp -r {model} gs://BUCKET/models/) and pass "
+                  "--model gs://BUCKET/models/...")
+  return errors
+
+
 def worker_accelerator(gpu_type: str, gpu_count: int, install_driver: bool) -> str:
   """The ``worker_accelerator`` service option value Dataflow expects."""
   value = f"worker_accelerator=type:{gpu_type};count:{gpu_count}"
@@ -168,6 +200,7 @@ def validate_dataflow_options(options: PipelineOptions) -> List[str]:
   if cloud.staging_location and not str(cloud.staging_location).startswith("gs://"):
     errors.append(f"--staging_location must be on Cloud Storage (gs://...), got {cloud.staging_location}.")
 
+  errors.extend(_local_path_errors(options, gpu.worker_image or worker.sdk_container_image))
   if gpu.worker_image and worker.sdk_container_image and gpu.worker_image != worker.sdk_container_image:
     errors.append(f"--worker_image={gpu.worker_image} and --sdk_container_image="
                   f"{worker.sdk_container_image} disagree; pass only --worker_image.")

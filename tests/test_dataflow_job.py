@@ -44,10 +44,13 @@ def job(gcs_emulator, tmp_path_factory):
       Image.fromarray(pixels).save(png, format="PNG")
       storage_bucket.blob(f"drops/{day}/tile_{index}.png").upload_from_string(png.getvalue())
 
+  # Workers cannot read the launcher's disk, so the model is on Cloud Storage too.
+  gcs_emulator.upload_folder(os.path.join(REPO, "model", "default"), f"gs://{bucket}/models/default")
   template = str(tmp_path_factory.mktemp("dataflow") / "job.json")
   argv = [
       "--input", f"gs://{bucket}/drops/{{yyyy}}/{{mm}}/{{dd}}/*.png",
       "--output", f"gs://{bucket}/masks/date={{date}}",
+      "--model", f"gs://{bucket}/models/default",
       "--date", "2024-05-31",
       "--runner=DataflowRunner", "--project=my-project", "--region=us-central1",
       "--job_name=deconvseg-{date}",
@@ -97,6 +100,7 @@ def test_job_options_are_the_templated_pipeline_options(job):
   assert options["output"] == f"gs://{bucket}/masks/date=2024-05-31"
   assert options["input"] == [f"gs://{bucket}/drops/2024/05/31/*.png"]
   assert options["date"] == "2024-05-31"
+  assert options["model"] == f"gs://{bucket}/models/default"
   assert options["gpu_type"] == "nvidia-tesla-t4"
   assert options["sdk_container_image"] == IMAGE
   assert options["dataflow_service_options"] == [ACCELERATOR]

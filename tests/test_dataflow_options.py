@@ -3,12 +3,13 @@ import pytest
 from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions, PipelineOptions,
                                                   WorkerOptions)
 
+import pipeline.options  # noqa: F401  registers the pipeline's --input/--output/--model
 from pipeline.dataflow import (DataflowGpuOptions, expand_dataflow_options, model_handler_kwargs,
                                single_process, worker_accelerator)
 
 IMAGE = "us-central1-docker.pkg.dev/proj/repo/deconvseg-worker:0.1.0"
 DATAFLOW = ["--runner=DataflowRunner", "--project=proj", "--region=us-central1",
-            "--temp_location=gs://bucket/tmp"]
+            "--temp_location=gs://bucket/tmp", "--model=gs://bucket/models/default"]
 
 
 def expanded(*flags):
@@ -73,7 +74,8 @@ def test_gpu_flags_need_the_dataflow_runner():
 
 
 def test_dataflow_needs_gcs_temp_location():
-  message = refused("--runner=DataflowRunner", "--project=p", "--temp_location=/tmp/x")
+  message = refused("--runner=DataflowRunner", "--project=p", "--temp_location=/tmp/x",
+                    "--model=gs://b/m")
   assert "--temp_location=gs://BUCKET/tmp" in message and "/tmp/x" in message
   assert "--staging_location must be on Cloud Storage" in refused(*DATAFLOW, "--staging_location=/tmp/s")
 
@@ -130,7 +132,8 @@ def test_accelerator_set_twice_is_refused():
 
 
 def test_all_problems_are_reported_together():
-  message = refused("--runner=DataflowRunner", "--gpu_type=nvidia-l4", "--machine_type=n1-standard-4")
+  message = refused("--runner=DataflowRunner", "--gpu_type=nvidia-l4", "--machine_type=n1-standard-4",
+                    "--model=gs://b/m")
   assert message.count("\n  - ") == 3  # temp_location, worker image, machine type
 
 
@@ -138,3 +141,18 @@ def test_template_builds_may_leave_the_machine_type_to_launch_time():
   options, applied = expanded(*DATAFLOW, "--gpu_type=nvidia-l4", "--worker_image=" + IMAGE,
                               "--template_location=gs://bucket/templates/job.json")
   assert applied["dataflow_service_options"] == "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
+
+
+def test_dataflow_paths_must_be_on_cloud_storage(monkeypatch):
+  message = refused(*DATAFLOW, "--input", "/data/in/*.png", "gs://b/in/*.png", "--output=/data/out",
+                    "--manifest=lists/a.txt")
+  assert "use gs:// paths for --input /data/in/*.png, --manifest lists/a.txt, --output /data/out" in message
+  assert "gs://b/in" not in message
+  base = [a for a in DATAFLOW if not a.startswith("--model")] + ["--worker_image=" + IMAGE]
+  message = refused(*base, "--model=/work/model/default")
+  assert "--model /work/model/default is on this machine" in message
+  assert "gcloud storage cp -r /work/model/default gs://BUCKET/models/" in message
+  # The Flex Template launcher runs in the worker image: the bundled model is there too.
+  monkeypatch.setenv("DECONVSEG_WORKER_IMAGE", IMAGE)
+  expanded(*base, "--model=/usr/local/lib/python3.11/site-packages/model/default")
+  assert "is on this machine" in refused(*base[:-1], "--worker_image=other:2", "--model=/m")
