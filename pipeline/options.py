@@ -263,8 +263,8 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool):
   """
   import numpy as np  # pylint: disable=import-outside-toplevel
   from transforms.inference import Segmenter, saved_model_path  # pylint: disable=import-outside-toplevel
-  if not FileSystems.exists(saved_model_path(model_dir)):
-    raise OptionsError(f"{model_dir} has no saved_model/ directory; --model must name an exported model "
+  if not FileSystems.exists(saved_model_path(model_dir) + "/saved_model.pb"):
+    raise OptionsError(f"{model_dir} has no saved_model/saved_model.pb; --model must name an exported model "
                        "directory (python -m model.export writes one).")
   try:
     segmenter = Segmenter(model_dir, mixed_precision)
