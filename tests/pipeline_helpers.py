@@ -25,7 +25,7 @@ def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
   rows = (np.arange(height) + offset_y) // cell
   cols = (np.arange(width) + offset_x) // cell
   image = palette[grid[rows[:, None], cols[None, :]]]
-  image = image + rng.integers(-25, 26, size=image.shape)
+  image += rng.integers(-25, 26, size=image.shape, dtype=np.int16)
   return np.clip(image, 0, 255).astype(np.uint8)
 
 
