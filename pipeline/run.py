@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
 from pipeline.graph import SegmentImages
 from pipeline.options import OptionsError, help_parser, validate
+from pipeline.report import write_report
 from pipeline.schedule import fill_date_templates
 
 _LOG = logging.getLogger("deconvseg")
@@ -49,7 +50,7 @@ def _counter(result, name):
 def format_summary(summary: dict, output: str, seconds: float = None) -> str:
   """The per-class table printed at the end of local runs."""
   counts = summary["counts"]
-  lines = [f"Results in {output}: masks/, stats/, failures/, summary.json",
+  lines = [f"Results in {output}: masks/, stats/, failures/, summary.json, report.html",
            f"Images: {counts['read']} read, {counts['segmented']} segmented, {counts['failed']} failed"
            + (f" ({', '.join(f'{k}: {v}' for k, v in summary.get('failed_by_stage', {}).items())})"
               if counts["failed"] else "")]
@@ -107,6 +108,10 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     summary_path = FileSystems.join(config.output, "summary.json")
     with FileSystems.open(summary_path, compression_type="uncompressed") as handle:
       summary = json.loads(handle.read().decode("utf-8"))
+    try:
+      write_report(config.output)
+    except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
+      _LOG.warning("could not write the HTML report (python -m pipeline.report %s): %s", config.output, exc)
     print(format_summary(summary, config.output, elapsed), flush=True)
   return result
 
