@@ -1,5 +1,4 @@
 """Bad inputs, inference faults and re-runs: every input ends segmented or failed, nothing twice."""
-import io
 import os
 import shutil
 import struct

@@ -10,7 +10,7 @@ from PIL import Image
 from pipeline_helpers import encode, scene, write_mode_images, write_tfrecord
 from transforms.decode import DecodeError, decode_image, to_rgb
 from transforms.read import RecordCorruption, ShardCorruption, glob_root, iter_tfrecords, key_for, sanitize_key
-from transforms.records import Tile
+from transforms.records import Failure, Tile, redact
 
 MAX = 10_000_000
 
@@ -180,3 +180,12 @@ def test_handler_rejects_class_ids_beyond_the_card():
   handler = SegmentationModelHandler("unused", num_classes=2, max_batch_size=8)
   results = handler.run_inference([_tile("a", np.full((3, 3, 3), 2, np.uint8))], _FakeModel())
   assert results[0].error and "class id 2" in results[0].error[1]
+
+
+def test_failure_records_never_carry_credentials():
+  failure = Failure("gs://user:secret@bucket/a.png?X-Goog-Signature=abc123&x=1", "a.png", "read", "OSError",
+                    "403 for https://h/o?access_token=ya29.tok and header Bearer ya29.xyz")
+  text = str(failure.to_dict())
+  for secret in ("secret", "abc123", "ya29"):
+    assert secret not in text
+  assert redact("gs://bucket/plain/path.png") == "gs://bucket/plain/path.png"

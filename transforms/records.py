@@ -4,6 +4,7 @@ They are plain ``NamedTuple``s (pickled by Beam's fallback coder) so that the
 arrays inside stay numpy ``uint8`` end to end: no lists, no float maps on the
 wire. Only the model-facing step ever sees float data.
 """
+import re
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -104,15 +105,32 @@ class Failure(NamedTuple):
   message: str
 
   def to_dict(self):
-    return self._asdict()
+    """The JSON record, with credentials stripped from the URI and message."""
+    record = self._asdict()
+    record["uri"] = redact(record["uri"])
+    record["message"] = redact(record["message"])
+    return record
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_SECRET_PARAMS = re.compile(
+    r"(?i)\b(access_token|token|key|sig|signature|x-goog-signature|x-goog-credential|password|secret)=[^&\s'\"]+")
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[a-z0-9._~+/=-]+")
+
+
+def redact(text: str) -> str:
+  """Removes credentials that can ride along in URIs or error texts."""
+  text = _USERINFO.sub("***@", text)
+  text = _SECRET_PARAMS.sub(lambda m: m.group(1) + "=***", text)
+  return _BEARER.sub(lambda m: m.group(1) + " ***", text)
 
 
 def failure_from_exception(uri, key, stage, exc, message=None):
-  """Builds a failure record with a one-line, person-readable message."""
+  """Builds a failure record with a one-line, person-readable, credential-free message."""
   text = message or str(exc) or exc.__class__.__name__
-  text = " ".join(text.split())
+  text = redact(" ".join(text.split()))
   if len(text) > 500:
     text = text[:497] + "..."
-  return Failure(uri=uri, key=key, stage=stage,
+  return Failure(uri=redact(uri), key=key, stage=stage,
                  error_type=exc.__class__.__name__ if isinstance(exc, BaseException) else str(exc),
                  message=text)
