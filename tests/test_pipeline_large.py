@@ -1,6 +1,5 @@
 """An 8192 x 8192 image goes through tiling and stitching with bounded memory."""
 import os
-import resource
 import subprocess
 import sys
 
@@ -23,12 +22,14 @@ def test_8192_square_image(tmp_path):
   Image.fromarray(pixels).save(tmp_path / "in" / "huge.png", compress_level=1)
   output = tmp_path / "out"
   # A separate process, so its peak memory is the pipeline's alone.
-  proc = subprocess.run([sys.executable, "-m", "pipeline.run", "--input", str(tmp_path / "in" / "*.png"),
+  script = ("import resource, sys\nfrom pipeline.run import main\ncode = main(sys.argv[1:])\n"
+            "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)")
+  proc = subprocess.run([sys.executable, "-c", script, "--input", str(tmp_path / "in" / "*.png"),
                          "--output", str(output), "--model", model, "--tile_size=1024", "--tile_overlap=32",
                          "--batch_size=4", "--png_compress_level=1"],
                         env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+  peak_gib = int(proc.stdout.rsplit("PEAK_KIB", 1)[1].split()[0]) / 2**20
   print(f"pipeline process peak RSS: {peak_gib:.2f} GiB")
   summary, records, failures = read_outputs(str(output))
   check_accounting(summary, records, failures, expected_read=1)
@@ -45,6 +46,7 @@ def test_8192_square_image(tmp_path):
     ids, _ = segmenter(window[None])
     np.testing.assert_array_equal(ids[0][top - y0:top - y0 + 300, left - x0:left - x0 + 300],
                                   mask[top:top + 300, left:left + 300])
-  # TensorFlow + Beam (~0.8 GiB), the encoded and decoded image (~0.3 GiB), tile batches,
-  # the owned crops in the shuffle and the stitched mask (64 MiB each).
-  assert peak_gib < 2.0, f"peak RSS of the pipeline process {peak_gib:.2f} GiB"
+  # TensorFlow + Beam (~0.8 GiB); while decoding, the encoded file, Pillow's buffer and the
+  # RGB array (~0.5 GiB); tile batches; owned crops, stitched mask (64 MiB each); then the
+  # HTML report's thumbnails. Measured about 1.6-1.9 GiB; it does not grow with image count.
+  assert peak_gib < 2.5, f"peak RSS of the pipeline process {peak_gib:.2f} GiB"
