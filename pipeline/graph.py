@@ -11,6 +11,7 @@ outputs, so its presence marks a finished run.
 import time
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
 from pipeline.options import RunConfig
 from transforms.decode import DecodeImages
@@ -28,6 +29,18 @@ def model_handler(config: RunConfig, handler_kwargs=None) -> SegmentationModelHa
                                   max_batch_size=config.batch_size, mixed_precision=config.mixed_precision,
                                   palette=palette, pixel_budget=config.batch_size * config.tile_size ** 2,
                                   **(handler_kwargs or {}))
+
+
+class CountEventsFn(beam.DoFn):
+  """Tags each element as a summary event and counts it in Beam metrics (images_<kind>)."""
+
+  def __init__(self, kind: str):
+    self._kind = kind
+    self._counter = Metrics.counter("deconvseg", f"images_{kind}")
+
+  def process(self, element):
+    self._counter.inc()
+    yield self._kind, element
 
 
 class SegmentImages(beam.PTransform):
@@ -66,9 +79,9 @@ class SegmentImages(beam.PTransform):
     stats_files = records | "WriteStats" >> WriteStats(config.output, config.stats_format, config.classes)
     failure_files = failures | "WriteFailures" >> WriteFailures(config.output)
 
-    events = ((input_uris | "ReadEvents" >> beam.Map(lambda uri: (READ, uri)),
-               records | "SegmentedEvents" >> beam.Map(lambda record: (SEGMENTED, record)),
-               failures | "FailedEvents" >> beam.Map(lambda failure: (FAILED_EVENT, failure)))
+    events = ((input_uris | "ReadEvents" >> beam.ParDo(CountEventsFn(READ)),
+               records | "SegmentedEvents" >> beam.ParDo(CountEventsFn(SEGMENTED)),
+               failures | "FailedEvents" >> beam.ParDo(CountEventsFn(FAILED_EVENT)))
               | "AllEvents" >> beam.Flatten())
     run_info = {"model": dict(config.model_info, card=config.card), "options": config.options_record(), "start_time": self._start_time}
     return (events

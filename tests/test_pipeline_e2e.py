@@ -52,7 +52,10 @@ def corpus(tmp_path_factory):
                               ("../escape/b.png", encode(scene(200, 150, seed=41), "JPEG", quality=95)),
                               (None, encode(scene(20, 30, seed=42)))])
   for i, key in enumerate(["rec/a.png", "__/escape/b.png", "part-0/000002"]):
-    expected[key] = (f"{shard}#{i}", *( (80, 60), (150, 200), (30, 20) )[i])
+    expected[key] = (f"{shard}#{i}", *((80, 60), (150, 200), (30, 20))[i])
+  gz_shard = root / "shards" / "part-1.tfrecord.gz"
+  write_tfrecord(str(gz_shard), [("gz/one.png", encode(scene(33, 65, seed=43)))], gzip=True)
+  expected["gz/one.png"] = (f"{gz_shard}#0", 65, 33)
 
   extra = root / "extra"
   extra.mkdir()
@@ -65,7 +68,8 @@ def corpus(tmp_path_factory):
     key = str(extra / name).lstrip("/")
     expected[key] = (str(extra / name), *size)
 
-  argv = ["--input", str(folder / "**"), "--tfrecord", str(shard), "--manifest", str(manifest_dir / "nightly.txt")]
+  argv = ["--input", str(folder / "**"), "--tfrecord", str(shard), str(gz_shard),
+          "--manifest", str(manifest_dir / "nightly.txt")]
   return root, argv, expected, {"broken.png"}
 
 
@@ -73,15 +77,22 @@ def _source_bytes(uri):
   if "#" in uri:
     import tensorflow as tf
     path, index = uri.rsplit("#", 1)
-    record = list(tf.data.TFRecordDataset(path).as_numpy_iterator())[int(index)]
+    compression = "GZIP" if path.endswith(".gz") else ""
+    record = list(tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator())[int(index)]
     return tf.train.Example.FromString(record).features.feature["image/encoded"].bytes_list.value[0]
   with open(uri, "rb") as f:
     return f.read()
 
 
 def _run(argv, output, model, extra=()):
-  run(argv + ["--output", str(output), "--model", model, "--runner=FnApiRunner", *extra], save_main_session=False)
-  return read_outputs(str(output))
+  return run(argv + ["--output", str(output), "--model", model, "--runner=FnApiRunner", *extra],
+             save_main_session=False)
+
+
+def _counters(result):
+  from apache_beam.metrics import MetricsFilter
+  return {m.key.metric.name: m.committed for m in
+          result.metrics().query(MetricsFilter().with_namespace("deconvseg"))["counters"]}
 
 
 def _check_run(output, expected, failed_keys, model, max_mismatch):
@@ -115,10 +126,15 @@ def test_mixed_corpus_fake_model(corpus, fake_model, tmp_path):
   root, argv, expected, failed_keys = corpus
   output = tmp_path / "out"
   # --whole_image_pixels=0 sends every image, even 1x1, through tiling and stitching.
-  _run(argv, output, fake_model, ["--tile_size=128", "--tile_overlap=16", "--batch_size=8", "--pixel_size=2",
-                                  "--whole_image_pixels=0"])
+  result = _run(argv, output, fake_model, ["--tile_size=128", "--tile_overlap=16", "--batch_size=8",
+                                           "--pixel_size=2", "--whole_image_pixels=0"])
   # The fake model's receptive field (radius 2) fits in overlap/2: stitching must be exact.
   summary, records, _ = _check_run(output, expected, failed_keys, fake_model, max_mismatch=0.0)
+  counters = _counters(result)
+  assert counters["images_read"] == summary["counts"]["read"]
+  assert counters["images_segmented"] == summary["counts"]["segmented"]
+  assert counters["images_failed"] == summary["counts"]["failed"] == 1
+  assert counters["tiles"] > len(expected) and counters["pixels_segmented"] == summary["pixels"]
   geo = records["modes/geo.tif"]
   assert geo["pixel_size"] == [2.0, 2.0] and geo["pixel_size_source"] == "flag"
   assert geo["classes"][1]["area"] == geo["classes"][1]["pixels"] * 4.0
@@ -162,3 +178,41 @@ def test_mixed_corpus_real_model(corpus, tmp_path):
   # inference near their owned borders; bound the share of pixels that differ.
   _, _, worst = _check_run(output, expected, failed_keys, REAL_MODEL, max_mismatch=0.03)
   print(f"worst per-image mismatch vs whole-image inference: {worst:.4%}")
+
+
+@pytest.mark.parametrize("stats_format", ["csv", "parquet"])
+def test_csv_and_parquet_statistics(corpus, fake_model, tmp_path, stats_format):
+  root, _, _, _ = corpus
+  output = tmp_path / "out"
+  run(["--input", str(root / "in" / "modes" / "*"), "--output", str(output), "--model", fake_model,
+       f"--stats_format={stats_format}", "--pixel_size=0.5"], save_main_session=False)
+  with open(output / "summary.json") as f:
+    summary = json.load(f)
+  path = output / "stats" / f"stats.{stats_format}"
+  if stats_format == "csv":
+    import csv
+    with open(path, newline="") as f:
+      rows = list(csv.DictReader(f))
+    names = [c["name"] for c in summary["classes"]]
+    for row in rows:
+      assert sum(int(row[f"{n}_pixels"]) for n in names) == int(row["width"]) * int(row["height"])
+      assert float(row[f"{names[1]}_area"]) == pytest.approx(int(row[f"{names[1]}_pixels"]) * 0.25)
+  else:
+    import pyarrow.parquet as pq
+    rows = pq.read_table(path).to_pylist()
+    for row in rows:
+      assert sum(c["pixels"] for c in row["classes"]) == row["width"] * row["height"]
+  assert len(rows) == summary["counts"]["segmented"] == 15
+
+
+def test_mixed_precision_signature(corpus, fake_model, tmp_path):
+  root, _, _, _ = corpus
+  outputs = {}
+  for flag in ([], ["--mixed_precision"]):
+    output = tmp_path / ("mixed" if flag else "default")
+    run(["--input", str(root / "in" / "modes" / "geo.tif"), "--output", str(output), "--model", fake_model]
+        + flag, save_main_session=False)
+    outputs[bool(flag)] = read_mask(str(output), "geo.tif")
+    with open(output / "summary.json") as f:
+      assert json.load(f)["options"]["mixed_precision"] is bool(flag)
+  np.testing.assert_array_equal(outputs[True], outputs[False])

@@ -110,7 +110,7 @@ class WriteMasksFn(beam.DoFn):
     self._pixel_size = pixel_size
     self._pixel_unit = pixel_unit
     self._compress_level = compress_level
-    self._segmented = Metrics.counter("deconvseg", "images_segmented")
+    self._segmented = Metrics.counter("deconvseg", "masks_written")
     self._pixels = Metrics.counter("deconvseg", "pixels_segmented")
 
   def setup(self):
