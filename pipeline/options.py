@@ -35,9 +35,10 @@ class SegmentationOptions(PipelineOptions):
   def _add_argparse_args(cls, parser):
     parser.add_argument(
         "--input", nargs="+", action="extend", default=None, metavar="GLOB",
-        help="Image files to segment: one or more glob patterns or paths, local or gs:// "
-             "(PNG, JPEG, TIFF, BMP, WebP, GIF). Quote patterns so Beam, not the shell, expands "
-             "them. Output keys are paths relative to the directory before the first wildcard.")
+        help="Image files to segment: one or more glob patterns, files or directories (all files "
+             "below), local or gs:// (PNG, JPEG, TIFF, BMP, WebP, GIF). Quote patterns so Beam, not the "
+             "shell, expands them. Output keys are paths relative to the directory before the first "
+             "wildcard.")
     parser.add_argument(
         "--manifest", nargs="+", action="extend", default=None, metavar="FILE",
         help="Text file(s) listing one image URI per line (blank lines and # comments ignored; "
@@ -206,6 +207,13 @@ def _absolute(path: str) -> str:
   return os.path.abspath(os.path.expanduser(path)) if _is_local(path) else path
 
 
+def _as_glob(path: str) -> str:
+  """A directory given as --input means every file below it."""
+  if path.endswith("/") or (_is_local(path) and os.path.isdir(path)):
+    return path.rstrip("/") + "/**"
+  return path
+
+
 def _matching_files(pattern: str) -> List[str]:
   try:
     results = FileSystems.match([pattern])
@@ -307,7 +315,7 @@ def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: b
   """All checks that can fail an invocation, cheapest first; returns the RunConfig."""
   reject_unknown_flags(argv)
   opts = options.view_as(SegmentationOptions)
-  globs = tuple(_absolute(p) for p in (opts.input or []))
+  globs = tuple(_as_glob(_absolute(p)) for p in (opts.input or []))
   manifests = tuple(_absolute(p) for p in (opts.manifest or []))
   tfrecords = tuple(_absolute(p) for p in (opts.tfrecord or []))
   if not (globs or manifests or tfrecords):

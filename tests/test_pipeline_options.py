@@ -159,3 +159,12 @@ def test_date_templates_are_filled_before_validation(capsys, tmp_path, model_dir
 def test_dataflow_flags_without_dataflow_are_refused(capsys, tmp_path, inputs, model_dir):
   _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", model_dir,
                   "--gpu_type=nvidia-tesla-t4"], "only apply to Dataflow", single_line=False)
+
+
+def test_a_directory_input_means_every_file_below_it(tmp_path, inputs, model_dir):
+  (inputs / "sub").mkdir()
+  Image.fromarray(scene(8, 9)).save(inputs / "sub" / "b.png")
+  assert main(["--input", str(inputs), "--output", str(tmp_path / "out"), "--model", model_dir]) == 0
+  summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+  assert summary["counts"]["segmented"] == 2
+  assert sorted(p.name for p in (tmp_path / "out" / "masks").rglob("*.png")) == ["a.png.png", "b.png.png"]
