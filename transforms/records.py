@@ -62,8 +62,9 @@ class Tile(NamedTuple):
 class TileResult(NamedTuple):
   """Model output for the owned region of one tile.
 
-  Only the owned crop of the uint8 class map travels on; confidence is reduced
-  on the worker to per-class sums so no float map leaves inference.
+  Only the owned crop of the uint8 class map travels on (zlib-packed by
+  ``transforms.stitch.pack`` before the shuffle); confidence is reduced on
+  the worker to per-class sums so no float map leaves inference.
   ``error`` is set (and the arrays are empty) when this tile could not be
   segmented even on its own.
   """
