@@ -61,6 +61,15 @@ class SegmentationModule(tf.Module):
             self.segment_mixed_float16.get_concrete_function()
 
     def _segment(self, images):
+        # An empty batch (Beam can send one) must give empty outputs; convolutions reject N = 0.
+        shape = tf.shape(images)
+        return tf.cond(
+            shape[0] > 0,
+            lambda: self._run_network(images),
+            lambda: {"class_ids": tf.zeros(shape[:3], tf.uint8), "confidence": tf.zeros(shape[:3], tf.float32)},
+        )
+
+    def _run_network(self, images):
         logits = self.model(tf.cast(images, tf.float32), training=False)
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         return {

@@ -23,6 +23,11 @@ images = np.load(sys.argv[2])
 direct = loaded.segment(images)
 default = loaded.signatures["serving_default"](images=tf.constant(images))
 mixed = loaded.signatures["serving_mixed_float16"](images=tf.constant(images))
+empty = loaded.segment(np.zeros((0, 5, 7, 3), np.uint8))
+assert empty["class_ids"].shape == (0, 5, 7) and empty["class_ids"].dtype == tf.uint8, empty
+assert empty["confidence"].shape == (0, 5, 7) and empty["confidence"].dtype == tf.float32, empty
+tiny = loaded.segment(np.zeros((1, 1, 1, 3), np.uint8))
+assert tiny["class_ids"].shape == (1, 1, 1), tiny
 project_modules = [name for name in sys.modules if name == "model" or name.startswith("model.")]
 np.savez(sys.argv[3], class_ids=direct["class_ids"].numpy(), confidence=direct["confidence"].numpy(),
          default_class_ids=default["class_ids"].numpy(), mixed_class_ids=mixed["class_ids"].numpy(),
