@@ -1,0 +1,6 @@
+"""Benchmarks of the segmentation pipeline against the model's ceiling and the alternatives (issue 6).
+
+    python -m bench [--quick] [--out docs/PERFORMANCE.md | results.json]
+
+See ``bench.run`` for what is measured and ``docs/PERFORMANCE.md`` for results.
+"""

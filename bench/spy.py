@@ -1,0 +1,51 @@
+"""Where the pipeline's wall time goes: py-spy samples of the main thread, attributed to stages.
+
+``py-spy record --idle --threads --format raw`` samples every thread's Python
+stack at a fixed rate, including time spent waiting in native code (the
+TensorFlow call, zlib, file I/O). The in-memory FnApiRunner runs every bundle
+in the main thread, so each main-thread sample is attributed to the innermost
+stage frame on its stack; samples before the pipeline starts are start-up.
+py-spy is an ad-hoc profiling tool and not a project dependency: the bench
+installs it into its work folder with ``pip --target`` when it is missing.
+"""
+import collections
+import re
+
+# (stage, regex on one frame) checked from the innermost frame outwards.
+STAGES = (
+    ("model call (TensorFlow)", r"^Segmenter\.predict \(transforms/inference\.py"),
+    ("inference post-processing (crop, bincount, stack)", r"^SegmentationModelHandler\.\w+ \(transforms/inference\.py"),
+    ("PNG encoding", r"^encode_mask \(transforms/sinks\.py"),
+    ("writing (temp file + rename)", r"^atomic_write \(transforms/sinks\.py"),
+    ("statistics record", r"^image_record \(transforms/statistics\.py"),
+    ("read + decode", r"^(DecodeImagesFn\.process|decode_image|read_bytes) \(transforms/decode\.py"),
+    ("tiling", r"^TileImagesFn\.process \(transforms/inference\.py"),
+    ("stitching", r"^\w+\.process \(transforms/stitch\.py"),
+    ("file matching", r"\(apache_beam/io/fileio\.py"),
+    ("stats/failures/summary sinks", r"\((apache_beam/io/(textio|filebasedsink|iobase)\.py|transforms/sinks\.py)"),
+    ("RunInference/BatchElements machinery", r"\(apache_beam/(ml/inference|transforms/util)\.py|\(apache_beam/ml/"),
+    ("start-up: imports, options, model check", r"^(validate|check_model) \(pipeline/options\.py|^<module> \(pipeline/run\.py:\d+\)$"),
+    ("Beam runner (bundles, coders, shuffle)", r"\(apache_beam/runners/"),
+)
+
+
+def attribute(raw_text: str, rate: int) -> dict:
+  """Seconds per stage for the main thread, from py-spy's raw (collapsed) output."""
+  seconds = collections.Counter()
+  for line in raw_text.splitlines():
+    stack, _, count = line.rpartition(" ")
+    if not stack.startswith("thread") or "MainThread" not in stack.split(";", 1)[0]:
+      continue
+    frames = stack.split(";")[1:]
+    stage = "other (Python start-up, imports)"
+    in_pipeline = any(frame.startswith("Pipeline.run ") for frame in frames)
+    for frame in reversed(frames):
+      matched = next((name for name, pattern in STAGES if re.search(pattern, frame)), None)
+      if matched and (in_pipeline or matched.startswith("start-up")):
+        stage = matched
+        break
+    else:
+      if not in_pipeline and any(f.startswith("run (pipeline/run.py") for f in frames):
+        stage = "start-up: imports, options, model check"
+    seconds[stage] += int(count) / rate
+  return dict(seconds.most_common())
