@@ -332,6 +332,10 @@ def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: b
   whole_image_pixels = 4 * opts.tile_size ** 2 if opts.whole_image_pixels is None else opts.whole_image_pixels
   _check_number("whole_image_pixels", whole_image_pixels, 0, 64 * opts.tile_size ** 2)
   _check_number("png_compress_level", opts.png_compress_level, 0, 9)
+  from pipeline.schedule import ScheduleOptions  # pylint: disable=import-outside-toplevel
+  budget = options.view_as(ScheduleOptions).max_failure_fraction
+  if budget is not None:
+    _check_number("max_failure_fraction", budget, 0.0, 1.0)
   if opts.pixel_size is not None:
     if not (math.isfinite(opts.pixel_size) and opts.pixel_size > 0):
       raise OptionsError(f"--pixel_size={opts.pixel_size} must be a positive number (size of one pixel "

@@ -21,12 +21,13 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.runners.runner import PipelineState
 
 from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
 from pipeline.graph import SegmentImages
 from pipeline.options import OptionsError, help_parser, validate
 from pipeline.report import write_report
-from pipeline.schedule import fill_date_templates
+from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
 
 _LOG = logging.getLogger("deconvseg")
 DEFAULT_RUNNER = "FnApiRunner"
@@ -37,6 +38,11 @@ def _with_default_runner(argv):
   if any(arg == "--runner" or arg.startswith("--runner=") for arg in argv):
     return list(argv)
   return list(argv) + [f"--runner={DEFAULT_RUNNER}"]
+
+
+def _read_summary(output):
+  with FileSystems.open(FileSystems.join(output, "summary.json"), compression_type="uncompressed") as handle:
+    return json.loads(handle.read().decode("utf-8"))
 
 
 def _counter(result, name):
@@ -72,7 +78,9 @@ def format_summary(summary: dict, output: str, seconds: float = None) -> str:
 def run(argv=None, save_main_session=True, test_pipeline=None):
   """Builds and runs the pipeline; returns the PipelineResult.
 
-  Raises OptionsError (before any pipeline is built) for a bad invocation.
+  Raises OptionsError (before any pipeline is built) for a bad invocation, and
+  FailureBudgetExceeded (after every output is written) when more inputs failed
+  than ``--max_failure_fraction`` allows.
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   argv = _with_default_runner(argv)
@@ -100,19 +108,23 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   result.wait_until_finish()
 
   runner = str(pipeline_options.view_as(StandardOptions).runner or "")
+  budget = pipeline_options.view_as(ScheduleOptions).max_failure_fraction
+  summary = None
   if any(runner.endswith(name) for name in LOCAL_RUNNERS):
     elapsed = time.time() - started
     tiles = _counter(result, "tiles")
     if tiles is not None:
       _LOG.info("Finished in %.1f s: %s tiles through the model", elapsed, tiles)
-    summary_path = FileSystems.join(config.output, "summary.json")
-    with FileSystems.open(summary_path, compression_type="uncompressed") as handle:
-      summary = json.loads(handle.read().decode("utf-8"))
+    summary = _read_summary(config.output)
     try:
       write_report(config.output)
     except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
       _LOG.warning("could not write the HTML report (python -m pipeline.report %s): %s", config.output, exc)
     print(format_summary(summary, config.output, elapsed), flush=True)
+  elif budget is not None and result.state == PipelineState.DONE:
+    summary = _read_summary(config.output)  # a blocking Dataflow launch: the job has finished
+  if summary is not None:
+    check_failure_budget(summary["counts"], budget, config.output)
   return result
 
 
@@ -130,6 +142,9 @@ def main(argv=None):
   except OptionsError as exc:
     print(f"deconvseg: error: {exc}", file=sys.stderr)
     return 2
+  except FailureBudgetExceeded as exc:
+    print(f"deconvseg: error: {exc}", file=sys.stderr)
+    return 3
   except SystemExit as exc:  # argparse errors (bad number formats, bad choices) already printed usage
     return exc.code if isinstance(exc.code, int) else 2
   return 0

@@ -34,6 +34,27 @@ class ScheduleOptions(PipelineOptions):
         "--date", default=None, metavar="YYYY-MM-DD",
         help="Date partition filled into {date} (YYYY-MM-DD), {yyyy}, {mm} and {dd} in any "
              "flag value, e.g. --input 'gs://bucket/{yyyy}/{mm}/{dd}/*.png'. Default: yesterday (UTC).")
+    parser.add_argument(
+        "--max_failure_fraction", type=float, default=None, metavar="FRACTION",
+        help="Failure budget for scheduled runs: when more than this fraction of the inputs read "
+             "failed (e.g. 0.05), the run still writes every output, then exits with status 3 so "
+             "the scheduler alerts. Default: no budget (exit 0 whatever failed).")
+
+
+class FailureBudgetExceeded(RuntimeError):
+  """More inputs failed than ``--max_failure_fraction`` allows (all outputs are written)."""
+
+
+def check_failure_budget(counts: dict, max_failure_fraction: Optional[float], output: str):
+  """Raises FailureBudgetExceeded when ``failed / read`` is above the budget."""
+  if max_failure_fraction is None:
+    return
+  read, failed = int(counts.get("read", 0)), int(counts.get("failed", 0))
+  if read and failed / read > max_failure_fraction:
+    raise FailureBudgetExceeded(
+        f"{failed} of {read} inputs failed ({failed / read:.1%}), above --max_failure_fraction="
+        f"{max_failure_fraction:g}. Every output was written; the reasons are in {output}/failures/. "
+        "Fix or remove those inputs and re-run with --skip_existing.")
 
 
 def yesterday_utc(now: Optional[datetime.datetime] = None) -> datetime.date:
