@@ -183,6 +183,10 @@ def reject_unknown_flags(argv: Sequence[str]):
   own = _StrictParser(allow_abbrev=False, add_help=False)
   SegmentationOptions._add_argparse_args(own)  # pylint: disable=protected-access
   own.parse_known_args(list(argv))
+  # The project's other option groups register themselves on import; import them here so the
+  # check does not depend on what the caller happened to import first.
+  import pipeline.dataflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  import pipeline.schedule  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   parser = _StrictParser(allow_abbrev=False, add_help=False)
   seen = {}
   for cls in PipelineOptions.__subclasses__():

@@ -1,0 +1,131 @@
+"""Every command in the README is exercised, so the README cannot go stale.
+
+Each shell command in a ```bash block is recognised and checked: pipeline
+invocations must parse with the pipeline's own strict flag checks (after
+{date} templating), model commands with their modules' parsers, and the
+"Train a model on your own data" block is run for real end to end with its
+sizes shrunk. An unrecognised command fails the test: a new README command
+needs a check here.
+"""
+import json
+import os
+import re
+import shlex
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.options import reject_unknown_flags
+from pipeline.schedule import fill_date_templates
+from pipeline_helpers import REPO
+
+README = os.path.join(REPO, "README.md")
+# Values for the shell variables the Dataflow example uses.
+ENVIRONMENT = {"PROJECT": "my-project", "REGION": "us-central1", "BUCKET": "my-bucket",
+               "WORKER_IMAGE": "us-central1-docker.pkg.dev/my-project/deconvseg/deconvseg-worker:0.1.0"}
+MODEL_COMMANDS = ("model.make_dataset", "model.train", "model.export", "model.evaluate")
+QUICK_START = ("./run_pipeline.sh", "./run_tests.sh")  # run by test_run_pipeline_sh.py and by CI itself
+
+
+def readme_commands():
+  """(section, argv) for every command in the README's bash blocks."""
+  text = open(README, encoding="utf-8").read()
+  commands = []
+  for match in re.finditer(r"```bash\n(.*?)```", text, re.S):
+    section = re.findall(r"^## (.+)$", text[:match.start()], re.M)[-1]
+    block = match.group(1).replace("\\\n", " ")
+    for line in block.splitlines():
+      line = line.strip()
+      if not line or line.startswith("#"):
+        continue
+      line = re.sub(r"\$(\w+)", lambda m: ENVIRONMENT[m.group(1)], line)
+      tokens = shlex.split(line, comments=True)
+      if re.fullmatch(r"[\d*/,-]+", tokens[0]):  # a crontab entry: drop the five schedule fields
+        tokens = tokens[5:]
+      for redirect in (">>", ">", "2>&1"):
+        if redirect in tokens:
+          tokens = tokens[:tokens.index(redirect)]
+      command = []
+      for token in tokens + ["&&"]:
+        if token == "&&":
+          if command and command[0] != "cd":
+            commands.append((section, command))
+          command = []
+        else:
+          command.append(token)
+  return commands
+
+
+def _module(argv):
+  """'python -m X args' -> (X, args); None for anything else."""
+  if len(argv) >= 3 and argv[0] in ("python", ".venv/bin/python") and argv[1] == "-m":
+    return argv[2], argv[3:]
+  return None
+
+
+def test_readme_has_the_commands_users_need():
+  sections = {section for section, _ in readme_commands()}
+  assert {"Quick start", "Segment your own images", "Your own bucket", "Run on Dataflow", "Run nightly",
+          "Train a model on your own data"} <= sections
+
+
+@pytest.mark.parametrize("section, argv", readme_commands(), ids=lambda value: " ".join(value)[:60]
+                         if isinstance(value, list) else value)
+def test_readme_command_is_valid(section, argv):
+  if tuple(argv) in [(command,) for command in QUICK_START]:
+    return
+  if argv[0] == "./run_pipeline.sh":
+    args = fill_date_templates(argv[1:])
+    reject_unknown_flags(args)  # unknown flags and bad values raise OptionsError with the reason
+    PipelineOptions(args).get_all_options(retain_unknown_options=False)
+    assert not any("{" in arg for arg in args), args
+    return
+  module = _module(argv)
+  assert module is not None, f"README command not covered by tests/test_readme.py: {' '.join(argv)}"
+  name, args = module
+  if name in MODEL_COMMANDS:
+    __import__(name, fromlist=["parse_args"]).parse_args(args)
+  elif name == "pipeline.report":
+    assert len(args) == 1 and args[0].startswith("gs://"), args
+  else:
+    pytest.fail(f"README command not covered by tests/test_readme.py: {' '.join(argv)}")
+
+
+SHRINK = {"--train": "6", "--val": "3", "--test": "3", "--size": "64", "--epochs": "2"}
+
+
+@pytest.mark.slow
+def test_train_your_own_model_block_runs(tmp_path):
+  """The training block, for real: generate, train, export, evaluate, segment with the new model."""
+  from pipeline.run import run
+
+  block = [argv for section, argv in readme_commands() if section == "Train a model on your own data"]
+  assert [(_module(argv) or (argv[0],))[0] for argv in block] == list(MODEL_COMMANDS) + ["./run_pipeline.sh"]
+  paths = {"data/mosaic": str(tmp_path / "data"), "runs/fcn8s": str(tmp_path / "run"),
+           "models/mine": str(tmp_path / "model"), "results": str(tmp_path / "results"),
+           "photos/*.png": os.path.join(REPO, "samples", "images", "strip_0003.png")}
+
+  def adapt(args):
+    adapted = []
+    for arg in args:
+      for name, path in paths.items():
+        if arg == name or arg.startswith(name + "/"):
+          arg = path + arg[len(name):]
+      adapted.append(arg)
+    for index, arg in enumerate(adapted[:-1]):
+      if arg in SHRINK:
+        adapted[index + 1] = SHRINK[arg]
+    return adapted
+
+  for argv in block[:-1]:
+    name, args = _module(argv)
+    args = adapt(args)
+    if name == "model.train":
+      args += ["--image_size", "64", "--batch_size", "3", "--verbose", "0"]
+    __import__(name, fromlist=["main"]).main(args)
+  card = json.load(open(os.path.join(paths["models/mine"], "card.json")))
+  assert set(card["metrics"]["test"]) >= {"pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"}
+  run(adapt(block[-1][1:]), save_main_session=False)
+  summary = json.load(open(os.path.join(paths["results"], "summary.json")))
+  assert summary["counts"] == {"read": 1, "segmented": 1, "failed": 0}
+  assert summary["model"]["path"] == paths["models/mine"]
