@@ -19,7 +19,7 @@ from transforms.inference import SegmentationModelHandler, TileAndSegment
 from transforms.read import ReadImages
 from transforms.sinks import DONE, FAILED, SkipExistingFn, WriteFailures, WriteMasksFn, WriteStats, write_summary
 from transforms.statistics import FAILED as FAILED_EVENT
-from transforms.statistics import READ, SEGMENTED, RunSummaryFn
+from transforms.statistics import READ, REUSED, SEGMENTED, RunSummaryFn
 from transforms.stitch import StitchTiles
 
 
@@ -79,10 +79,12 @@ class SegmentImages(beam.PTransform):
     stats_files = records | "WriteStats" >> WriteStats(config.output, config.stats_format, config.classes)
     failure_files = failures | "WriteFailures" >> WriteFailures(config.output)
 
-    events = ((input_uris | "ReadEvents" >> beam.ParDo(CountEventsFn(READ)),
-               records | "SegmentedEvents" >> beam.ParDo(CountEventsFn(SEGMENTED)),
-               failures | "FailedEvents" >> beam.ParDo(CountEventsFn(FAILED_EVENT)))
-              | "AllEvents" >> beam.Flatten())
+    event_streams = [input_uris | "ReadEvents" >> beam.ParDo(CountEventsFn(READ)),
+                     records | "SegmentedEvents" >> beam.ParDo(CountEventsFn(SEGMENTED)),
+                     failures | "FailedEvents" >> beam.ParDo(CountEventsFn(FAILED_EVENT))]
+    if skipped_records:
+      event_streams.append(skipped_records[0] | "ReusedEvents" >> beam.ParDo(CountEventsFn(REUSED)))
+    events = event_streams | "AllEvents" >> beam.Flatten()
     run_info = {"model": dict(config.model_info, card=config.card), "options": config.options_record(), "start_time": self._start_time}
     return (events
             | "Summarise" >> beam.CombineGlobally(RunSummaryFn(config.classes))

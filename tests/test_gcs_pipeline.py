@@ -86,7 +86,7 @@ def test_gcs_run_matches_local_run(local_run, gcs_emulator, gcs_bucket, model_on
       continue
     assert remote[name] == local[name], name
   summary = remote["summary.json"]
-  assert summary["counts"] == {"read": 5, "segmented": 4, "failed": 1}
+  assert summary["counts"] == {"read": 5, "segmented": 4, "failed": 1, "reused_existing": 0}
 
 
 def test_cli_subprocess_runs_on_gcs_without_credential_delay(local_run, gcs_emulator, gcs_bucket):
@@ -106,7 +106,7 @@ def test_cli_subprocess_runs_on_gcs_without_credential_delay(local_run, gcs_emul
   # Beam logs this warning after ~20 s of google.auth.default() retries.
   assert "Unable to find default credentials" not in done.stderr
   summary = json.loads(gcs_emulator.download_prefix(f"gs://{gcs_bucket}/out")["summary.json"])
-  assert summary["counts"] == {"read": 5, "segmented": 4, "failed": 1}
+  assert summary["counts"] == {"read": 5, "segmented": 4, "failed": 1, "reused_existing": 0}
   # Imports (TensorFlow ~3-5 s) and the run take ~10 s on 2 busy cores; the budget is loose
   # because the credential check above is the precise one.
   assert elapsed < 60, "CLI run took %.1f s" % elapsed

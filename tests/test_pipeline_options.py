@@ -152,7 +152,7 @@ def test_date_templates_are_filled_before_validation(capsys, tmp_path, model_dir
           "--output", str(tmp_path / "out" / "date={date}"), "--model", model_dir, "--date", "2024-05-31"]
   assert main(argv) == 0
   summary = json.loads((tmp_path / "out" / "date=2024-05-31" / "summary.json").read_text())
-  assert summary["counts"] == {"read": 1, "segmented": 1, "failed": 0}
+  assert summary["counts"] == {"read": 1, "segmented": 1, "failed": 0, "reused_existing": 0}
   _fails(capsys, argv[:-1] + ["2024-13-45"], "--date")
 
 

@@ -143,6 +143,8 @@ def test_rerun_after_interruption(bad_corpus, models, tmp_path, skip_existing):
   check_accounting(summary, records, failures, expected_read=len(good) + len(failing))
   assert records == first_records
   assert summary["classes"] == first_summary["classes"]
+  removed = len(sorted(first_records)[::2])
+  assert summary["counts"]["reused_existing"] == (len(first_records) - removed if skip_existing else 0)
   for key, mask in first_masks.items():
     np.testing.assert_array_equal(read_mask(str(output), key), mask)
   written = {str(p.relative_to(output / "masks"))[:-4] for p in (output / "masks").rglob("*.png")}

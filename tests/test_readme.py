@@ -127,5 +127,5 @@ def test_train_your_own_model_block_runs(tmp_path):
   assert set(card["metrics"]["test"]) >= {"pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"}
   run(adapt(block[-1][1:]), save_main_session=False)
   summary = json.load(open(os.path.join(paths["results"], "summary.json")))
-  assert summary["counts"] == {"read": 1, "segmented": 1, "failed": 0}
+  assert summary["counts"] == {"read": 1, "segmented": 1, "failed": 0, "reused_existing": 0}
   assert summary["model"]["path"] == paths["models/mine"]

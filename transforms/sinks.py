@@ -149,7 +149,6 @@ class SkipExistingFn(beam.DoFn):
   def __init__(self, output: str, model: dict):
     self._output = output
     self._model = {"name": model.get("name"), "version": model.get("version")}
-    self._skipped = Metrics.counter("deconvseg", "images_skipped_existing")
 
   def process(self, ref: ImageRef):
     path = join(self._output, mask_relpath(ref.key))
@@ -162,7 +161,6 @@ class SkipExistingFn(beam.DoFn):
     except Exception:  # pylint: disable=broad-except
       record = None
     if record and record.get("model") == self._model and record.get("uri") == ref.uri:
-      self._skipped.inc()
       yield beam.pvalue.TaggedOutput(DONE, record)
     else:
       yield ref

@@ -11,6 +11,8 @@ import apache_beam as beam
 from transforms.records import ImageMask
 
 READ, SEGMENTED, FAILED = "read", "segmented", "failed"
+# Segmented images whose record was reused from an existing mask (--skip_existing).
+REUSED = "reused_existing"
 
 
 def resolve_pixel_size(mask_pixel_size: Optional[Tuple[float, float]], flag_pixel_size: Optional[float]):
@@ -61,7 +63,8 @@ class RunSummaryFn(beam.CombineFn):
 
   ``read`` events are the inputs found, ``segmented`` events are statistics
   records, ``failed`` events are failure records; the output is checked by
-  tests as read == segmented + failed.
+  tests as read == segmented + failed. ``reused_existing`` events count the
+  segmented images that ``--skip_existing`` did not recompute.
   """
 
   def __init__(self, classes: Sequence[dict]):
@@ -69,7 +72,7 @@ class RunSummaryFn(beam.CombineFn):
 
   def create_accumulator(self):
     n = len(self._classes)
-    return {"read": 0, "segmented": 0, "failed": 0, "failed_by_stage": {}, "pixels": 0,
+    return {"read": 0, "segmented": 0, "failed": 0, REUSED: 0, "failed_by_stage": {}, "pixels": 0,
             "class_pixels": [0] * n, "class_area": [0.0] * n, "class_confidence": [0.0] * n,
             "images_with_area": 0, "area_units": []}
 
@@ -77,6 +80,8 @@ class RunSummaryFn(beam.CombineFn):
     kind, payload = event
     if kind == READ:
       acc["read"] += 1
+    elif kind == REUSED:
+      acc[REUSED] += 1
     elif kind == FAILED:
       acc["failed"] += 1
       acc["failed_by_stage"][payload.stage] = acc["failed_by_stage"].get(payload.stage, 0) + 1
@@ -99,7 +104,7 @@ class RunSummaryFn(beam.CombineFn):
     accumulators = list(accumulators)
     merged = self.create_accumulator()
     for acc in accumulators:
-      for field in ("read", "segmented", "failed", "pixels", "images_with_area"):
+      for field in ("read", "segmented", "failed", REUSED, "pixels", "images_with_area"):
         merged[field] += acc[field]
       for stage, count in acc["failed_by_stage"].items():
         merged["failed_by_stage"][stage] = merged["failed_by_stage"].get(stage, 0) + count
@@ -120,7 +125,8 @@ class RunSummaryFn(beam.CombineFn):
           "mean_confidence": acc["class_confidence"][i] / pixels if pixels else None,
       })
     return {
-        "counts": {"read": acc["read"], "segmented": acc["segmented"], "failed": acc["failed"]},
+        "counts": {"read": acc["read"], "segmented": acc["segmented"], "failed": acc["failed"],
+                   REUSED: acc[REUSED]},
         "failed_by_stage": dict(sorted(acc["failed_by_stage"].items())),
         "pixels": total,
         "images_with_area": acc["images_with_area"],
