@@ -20,10 +20,22 @@ def _card(model_dir):
     return json.load(handle)
 
 
+def _fingerprint(model_dir):
+  """Changes whenever the exported model is re-exported (its weights file and card)."""
+  parts = []
+  for name in ("saved_model/variables/variables.data-00000-of-00001", "saved_model/saved_model.pb", "card.json"):
+    stat = os.stat(os.path.join(model_dir, name))
+    parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
+  return "|".join(parts)
+
+
 def default_keras(out_path: str, model_dir: str = DEFAULT_MODEL) -> str:
-  """``.keras`` copy of an exported compact FCN, weights taken from its SavedModel."""
-  if os.path.exists(out_path):
-    return out_path
+  """``.keras`` copy of an exported compact FCN, weights taken from its SavedModel (cached per export)."""
+  stamp = out_path + ".source"
+  if os.path.exists(out_path) and os.path.exists(stamp):
+    with open(stamp) as handle:
+      if handle.read() == _fingerprint(model_dir):
+        return out_path
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
   from model.fcn import build_fcn  # pylint: disable=import-outside-toplevel
@@ -42,6 +54,8 @@ def default_keras(out_path: str, model_dir: str = DEFAULT_MODEL) -> str:
     raise RuntimeError(f"rebuilt .keras model agrees with the SavedModel on only {agreement:.4f} of pixels")
   os.makedirs(os.path.dirname(out_path), exist_ok=True)
   model.save(out_path)
+  with open(stamp, "w") as handle:
+    handle.write(_fingerprint(model_dir))
   return out_path
 
 
