@@ -66,14 +66,14 @@ class SegmentImages(beam.PTransform):
     images, decode_failures = refs | "Decode" >> DecodeImages(config.max_image_pixels)
     tile_results = images | "TileAndInfer" >> TileAndSegment(
         model_handler(config, self._handler_kwargs), config.tile_size, config.tile_overlap, config.whole_image_pixels)
-    masks, inference_failures = tile_results | "Stitch" >> StitchTiles()
-    written = masks | "WriteMasks" >> beam.ParDo(WriteMasksFn(
-        config.output, config.classes, config.model_info, config.pixel_size, config.pixel_unit,
-        config.png_compress_level)).with_outputs(FAILED, main="records")
+    mask_streams, inference_failures = tile_results | "Stitch" >> StitchTiles()
+    write_masks = WriteMasksFn(config.output, config.classes, config.model_info, config.pixel_size,
+                               config.pixel_unit, config.png_compress_level)
+    written = [masks | f"WriteMasks{kind}" >> beam.ParDo(write_masks).with_outputs(FAILED, main="records")
+               for kind, masks in zip(("Whole", "Stitched"), mask_streams)]
 
-    records = [written.records] + skipped_records
-    records = (records | "AllRecords" >> beam.Flatten()) if len(records) > 1 else written.records
-    failures = ((read_failures, decode_failures, inference_failures, written[FAILED])
+    records = [w.records for w in written] + skipped_records | "AllRecords" >> beam.Flatten()
+    failures = ([read_failures, decode_failures, inference_failures] + [w[FAILED] for w in written]
                 | "AllFailures" >> beam.Flatten())
 
     stats_files = records | "WriteStats" >> WriteStats(config.output, config.stats_format, config.classes)

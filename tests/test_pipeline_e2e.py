@@ -91,8 +91,10 @@ def _run(argv, output, model, extra=()):
 
 def _counters(result):
   from apache_beam.metrics import MetricsFilter
-  return {m.key.metric.name: m.committed for m in
-          result.metrics().query(MetricsFilter().with_namespace("deconvseg"))["counters"]}
+  totals = {}  # a counter reported by several steps (e.g. both mask writers) adds up
+  for m in result.metrics().query(MetricsFilter().with_namespace("deconvseg"))["counters"]:
+    totals[m.key.metric.name] = totals.get(m.key.metric.name, 0) + m.committed
+  return totals
 
 
 def _check_run(output, expected, failed_keys, model, max_mismatch):

@@ -84,7 +84,14 @@ class AssembleMaskFn(beam.DoFn):
 
 
 class StitchTiles(beam.PTransform):
-  """Composite: TileResults -> (ImageMasks, inference failures)."""
+  """Composite: TileResults -> ([whole-image masks, stitched masks], inference failures).
+
+  The two mask streams stay separate PCollections on purpose: a Flatten of
+  streams produced in different stages makes Beam's local FnApiRunner
+  materialise its inputs, which would hold every single-tile mask of the run
+  in memory. Consumers apply their (cheap-output) step to each stream and
+  flatten the small results instead.
+  """
 
   def expand(self, results):
     routed = results | "RouteBySize" >> beam.ParDo(RouteTileResultsFn()).with_outputs(
@@ -92,6 +99,5 @@ class StitchTiles(beam.PTransform):
     stitched = (routed[MULTI_TILE]
                 | "GroupTilesByImage" >> beam.GroupByKey()
                 | "AssembleMasks" >> beam.ParDo(AssembleMaskFn()).with_outputs(FAILED, main="masks"))
-    masks = (routed.masks, stitched.masks) | "AllMasks" >> beam.Flatten()
     failures = (routed[FAILED], stitched[FAILED]) | "InferenceFailures" >> beam.Flatten()
-    return masks, failures
+    return [routed.masks, stitched.masks], failures
