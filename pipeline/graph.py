@@ -63,12 +63,15 @@ class SegmentImages(beam.PTransform):
           DONE, main="todo")
       refs, skipped_records = checked.todo, [checked[DONE]]
 
-    images, decode_failures = refs | "Decode" >> DecodeImages(config.max_image_pixels)
+    images, decode_failures = refs | "Decode" >> DecodeImages(
+        config.max_image_pixels, prefetch=2 * config.batch_size,
+        prefetch_pixels=2 * config.batch_size * config.tile_size ** 2)
     tile_results = images | "TileAndInfer" >> TileAndSegment(
         model_handler(config, self._handler_kwargs), config.tile_size, config.tile_overlap, config.whole_image_pixels)
     mask_streams, inference_failures = tile_results | "Stitch" >> StitchTiles()
     write_masks = WriteMasksFn(config.output, config.classes, config.model_info, config.pixel_size,
-                               config.pixel_unit, config.png_compress_level)
+                               config.pixel_unit, config.png_compress_level, write_ahead=config.batch_size,
+                               write_ahead_pixels=config.batch_size * config.tile_size ** 2)
     written = [masks | f"WriteMasks{kind}" >> beam.ParDo(write_masks).with_outputs(FAILED, main="records")
                for kind, masks in zip(("Whole", "Stitched"), mask_streams)]
 

@@ -6,8 +6,10 @@ what a viewer shows; animated images use their first frame. The size check
 runs on the header before any pixel is decoded, so a decompression bomb (a
 tiny file declaring a huge canvas) costs nothing.
 """
+import functools
 import io
 import logging
+from typing import Optional
 
 import apache_beam as beam
 import numpy as np
@@ -15,6 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from transforms.lookahead import Lookahead, windowed
 from transforms.records import (STAGE_DECODE, STAGE_READ, DecodedImage, failure_from_exception)
 
 _LOG = logging.getLogger(__name__)
@@ -140,54 +143,103 @@ def read_bytes(uri: str) -> bytes:
     return handle.read()
 
 
-class DecodeImagesFn(beam.DoFn):
-  """ImageRef -> DecodedImage; unreadable or undecodable inputs -> ``failed``."""
+def _decode_ref(ref, max_pixels: int):
+  """(DecodedImage, None) or (None, Failure) for one ref; never raises (runs on a pool thread)."""
+  try:
+    data = ref.data if ref.data is not None else read_bytes(ref.uri)
+  except Exception as exc:  # pylint: disable=broad-except
+    return None, failure_from_exception(ref.uri, ref.key, STAGE_READ, exc, f"cannot read file: {exc}")
+  try:
+    pixels, pixel_size = decode_image(data, max_pixels)
+  except DecodeError as exc:
+    return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc)
+  except MemoryError as exc:
+    return None, failure_from_exception(
+        ref.uri, ref.key, STAGE_DECODE, exc, "out of memory while decoding; lower --max_image_pixels")
+  except Exception as exc:  # pylint: disable=broad-except
+    _LOG.warning("Unexpected decode error for %s: %r", ref.uri, exc)
+    return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, f"cannot decode image: {exc}")
+  return DecodedImage(uri=ref.uri, key=ref.key, pixels=pixels, pixel_size=pixel_size), None
 
-  def __init__(self, max_image_pixels: int):
+
+class DecodeImagesFn(beam.DoFn):
+  """ImageRef -> DecodedImage; unreadable or undecodable inputs -> ``failed``.
+
+  Why a thread: on the in-process runner decode, tiling and inference are
+  fused into one thread, so without it every PNG decode stalls the model.
+  Refs are decoded by one background thread (zlib and Pillow release the GIL)
+  up to ``prefetch`` images ahead, and emitted in input order, each with its
+  own window: the model works on one batch while the next is being decoded.
+  The look-ahead shrinks to one image when images are large
+  (``prefetch_pixels`` bounds the decoded pixels held ahead), so memory stays
+  bounded. ``prefetch=0`` decodes inline. Metrics are counted on the bundle
+  thread (Beam's metric containers are per thread).
+  """
+
+  def __init__(self, max_image_pixels: int, prefetch: int = 0, prefetch_pixels: Optional[int] = None):
     self._max_pixels = max_image_pixels
+    self._prefetch = max(0, int(prefetch))
+    self._prefetch_pixels = prefetch_pixels
     self._decoded = Metrics.counter("deconvseg", "images_decoded")
     self._pixels = Metrics.counter("deconvseg", "pixels_decoded")
+    self._ahead = None
 
   def setup(self):
     # decode_image checks the header against --max_image_pixels before any
     # pixel is decoded; Pillow's own guard (warn at N, refuse at 2N) would
     # only add a second, differently worded limit.
     Image.MAX_IMAGE_PIXELS = None
+    if self._prefetch:
+      self._ahead = Lookahead(self._prefetch, self._prefetch_pixels, "deconvseg-decode")
 
-  def process(self, ref):
-    try:
-      data = ref.data if ref.data is not None else read_bytes(ref.uri)
-    except Exception as exc:  # pylint: disable=broad-except
-      yield beam.pvalue.TaggedOutput(FAILED, failure_from_exception(
-          ref.uri, ref.key, STAGE_READ, exc, f"cannot read file: {exc}"))
+  def start_bundle(self):
+    if self._ahead is not None:
+      self._ahead.reset()
+
+  def process(self, ref, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+    if self._ahead is None:
+      yield from self._outputs(_decode_ref(ref, self._max_pixels))
       return
-    try:
-      pixels, pixel_size = decode_image(data, self._max_pixels)
-    except DecodeError as exc:
-      yield beam.pvalue.TaggedOutput(FAILED, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc))
+    self._ahead.submit(functools.partial(_decode_ref, max_pixels=self._max_pixels), ref, window, timestamp)
+    for outcome in self._ahead.over_limit():
+      yield from self._outputs(outcome)
+
+  def finish_bundle(self):
+    if self._ahead is None:
       return
-    except MemoryError as exc:
-      yield beam.pvalue.TaggedOutput(FAILED, failure_from_exception(
-          ref.uri, ref.key, STAGE_DECODE, exc, "out of memory while decoding; lower --max_image_pixels"))
+    for outcome, window, timestamp in self._ahead.drain():
+      for output in self._outputs(outcome):
+        yield windowed(output, window, timestamp)
+
+  def teardown(self):
+    if self._ahead is not None:
+      self._ahead.close()
+      self._ahead = None
+
+  def _outputs(self, outcome):
+    image, failure = outcome
+    if failure is not None:
+      yield beam.pvalue.TaggedOutput(FAILED, failure)
       return
-    except Exception as exc:  # pylint: disable=broad-except
-      _LOG.warning("Unexpected decode error for %s: %r", ref.uri, exc)
-      yield beam.pvalue.TaggedOutput(FAILED, failure_from_exception(
-          ref.uri, ref.key, STAGE_DECODE, exc, f"cannot decode image: {exc}"))
-      return
+    height, width = image.pixels.shape[:2]
     self._decoded.inc()
-    self._pixels.inc(int(pixels.shape[0]) * int(pixels.shape[1]))
-    yield DecodedImage(uri=ref.uri, key=ref.key, pixels=pixels, pixel_size=pixel_size)
+    self._pixels.inc(int(height) * int(width))
+    if self._ahead is not None:
+      self._ahead.sized(height * width)
+    yield image
 
 
 class DecodeImages(beam.PTransform):
   """Composite: returns (images, failures)."""
 
-  def __init__(self, max_image_pixels: int):
+  def __init__(self, max_image_pixels: int, prefetch: int = 0, prefetch_pixels: Optional[int] = None):
     super().__init__()
     self._max_pixels = max_image_pixels
+    self._prefetch = prefetch
+    self._prefetch_pixels = prefetch_pixels
 
   def expand(self, refs):
-    outputs = refs | "DecodeBytes" >> beam.ParDo(DecodeImagesFn(self._max_pixels)).with_outputs(
+    decode = DecodeImagesFn(self._max_pixels, self._prefetch, self._prefetch_pixels)
+    outputs = refs | "DecodeBytes" >> beam.ParDo(decode).with_outputs(
         FAILED, main="images")
     return outputs.images, outputs[FAILED]

@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 import uuid
+from typing import Optional
 
 import apache_beam as beam
 import numpy as np
@@ -28,6 +29,7 @@ from apache_beam.metrics import Metrics
 from PIL import Image, PngImagePlugin
 
 from transforms import progress
+from transforms.lookahead import Lookahead, windowed
 from transforms.records import STAGE_WRITE, ImageRef, failure_from_exception
 from transforms.statistics import image_record
 
@@ -100,23 +102,63 @@ def encode_mask(class_ids: np.ndarray, palette: list, record: dict, compress_lev
 
 
 class WriteMasksFn(beam.DoFn):
-  """ImageMask -> mask (and overlay) files, then its statistics record."""
+  """ImageMask -> mask (and overlay) files, then its statistics record.
+
+  With ``write_ahead`` > 0, encoding and writing run on a background thread
+  (``transforms.lookahead``) up to that many masks behind, fewer for large
+  masks (``write_ahead_pixels``): on the in-process runner this stage shares
+  the model's thread, so PNG compression would otherwise stall inference.
+  Each mask still yields exactly one record or one failure, in input order,
+  and every file is still written with the temp-and-rename of ``atomic_write``.
+  """
 
   def __init__(self, output: str, classes, model: dict, pixel_size=None, pixel_unit="m",
-               compress_level: int = DEFAULT_MASK_COMPRESS_LEVEL):
+               compress_level: int = DEFAULT_MASK_COMPRESS_LEVEL, write_ahead: int = 0,
+               write_ahead_pixels: Optional[int] = None):
     self._output = output
     self._classes = list(classes)
     self._model = dict(model)
     self._pixel_size = pixel_size
     self._pixel_unit = pixel_unit
     self._compress_level = compress_level
+    self._write_ahead = max(0, int(write_ahead))
+    self._write_ahead_pixels = write_ahead_pixels
     self._segmented = Metrics.counter("deconvseg", "masks_written")
     self._pixels = Metrics.counter("deconvseg", "pixels_segmented")
+    self._ahead = None
 
   def setup(self):
     self._palette = palette_bytes(self._classes)
+    if self._write_ahead:
+      self._ahead = Lookahead(self._write_ahead, self._write_ahead_pixels, "deconvseg-write")
 
-  def process(self, mask):
+  def start_bundle(self):
+    if self._ahead is not None:
+      self._ahead.reset()
+
+  def process(self, mask, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+    if self._ahead is None:
+      yield from self._outputs(self._write(mask))
+      return
+    self._ahead.submit(self._write, mask, window, timestamp)
+    self._ahead.sized(mask.width * mask.height)
+    for outcome in self._ahead.over_limit():
+      yield from self._outputs(outcome)
+
+  def finish_bundle(self):
+    if self._ahead is None:
+      return
+    for outcome, window, timestamp in self._ahead.drain():
+      for output in self._outputs(outcome):
+        yield windowed(output, window, timestamp)
+
+  def teardown(self):
+    if self._ahead is not None:
+      self._ahead.close()
+      self._ahead = None
+
+  def _write(self, mask):
+    """(record, pixels, None) or (None, 0, Failure); never raises."""
     relpath = mask_relpath(mask.key)
     try:
       record = image_record(mask, self._classes, self._model, join(self._output, relpath), self._pixel_size,
@@ -129,12 +171,17 @@ class WriteMasksFn(beam.DoFn):
       data = encode_mask(mask.class_ids, self._palette, record, self._compress_level)
       atomic_write(self._output, join(self._output, relpath), data, "image/png")
     except Exception as exc:  # pylint: disable=broad-except
-      yield beam.pvalue.TaggedOutput(FAILED, failure_from_exception(
-          mask.uri, mask.key, STAGE_WRITE, exc, f"cannot write outputs: {exc}"))
+      return None, 0, failure_from_exception(mask.uri, mask.key, STAGE_WRITE, exc, f"cannot write outputs: {exc}")
+    return record, mask.width * mask.height, None
+
+  def _outputs(self, outcome):
+    record, pixels, failure = outcome
+    if failure is not None:
+      yield beam.pvalue.TaggedOutput(FAILED, failure)
       return
     self._segmented.inc()
-    self._pixels.inc(mask.width * mask.height)
-    progress.WRITTEN.add(1, mask.width * mask.height)
+    self._pixels.inc(pixels)
+    progress.WRITTEN.add(1, pixels)
     yield record
 
 
