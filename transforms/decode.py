@@ -9,6 +9,7 @@ tiny file declaring a huge canvas) costs nothing.
 import functools
 import io
 import logging
+import sys
 from typing import Optional
 
 import apache_beam as beam
@@ -96,6 +97,29 @@ def _pixel_scale(image: Image.Image):
   return (sx, sy) if sx > 0 and sy > 0 else None
 
 
+def _png_fast_path(image: Image.Image, data: bytes):
+  """RGB pixels via TensorFlow's PNG decoder for plain 8-bit RGB PNGs, else None.
+
+  Why: PNG inflate is the pipeline's largest cost after the model (about
+  12 ms per 512x512 noisy photo in Pillow, 9 ms in TensorFlow's libpng) and
+  competes with the model for the same two cores. Only used when TensorFlow
+  is already imported (inference workers) and only for files Pillow would
+  turn into exactly the same array: 8-bit RGB, not animated, no
+  transparency, no EXIF chunk (orientation). Anything unusual or any error
+  returns None, and Pillow decodes (and reports failures) as before.
+  """
+  tf = sys.modules.get("tensorflow")
+  if (tf is None or image.format != "PNG" or image.mode != "RGB" or len(image.tile) != 1
+      or image.tile[0][3] not in ("RGB", ("RGB",)) or "transparency" in image.info
+      or getattr(image, "is_animated", False) or b"eXIf" in data):
+    return None
+  try:
+    pixels = tf.io.decode_png(data, channels=3, dtype=tf.uint8).numpy()
+  except Exception:  # pylint: disable=broad-except  (Pillow decodes it and words the error)
+    return None
+  return pixels if pixels.shape == (image.size[1], image.size[0], 3) else None
+
+
 def decode_image(data: bytes, max_pixels: int):
   """Returns (RGB uint8 array, pixel size or None); raises DecodeError."""
   if not data:
@@ -119,6 +143,9 @@ def decode_image(data: bytes, max_pixels: int):
       raise DecodeError(f"image is {width}x{height} = {width * height} pixels, more than "
                         f"--max_image_pixels={max_pixels}; raise the limit to process it")
     pixel_size = _pixel_scale(image)
+    fast = _png_fast_path(image, data)
+    if fast is not None:
+      return fast, pixel_size
     try:
       if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
