@@ -6,7 +6,6 @@ what a viewer shows; animated images use their first frame. The size check
 runs on the header before any pixel is decoded, so a decompression bomb (a
 tiny file declaring a huge canvas) costs nothing.
 """
-import functools
 import io
 import logging
 import sys
@@ -18,7 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from transforms.lookahead import Lookahead, windowed
+from transforms.lookahead import LookaheadDoFn
 from transforms.records import (STAGE_DECODE, STAGE_READ, DecodedImage, failure_from_exception)
 
 _LOG = logging.getLogger(__name__)
@@ -189,7 +188,7 @@ def _decode_ref(ref, max_pixels: int):
   return DecodedImage(uri=ref.uri, key=ref.key, pixels=pixels, pixel_size=pixel_size), None
 
 
-class DecodeImagesFn(beam.DoFn):
+class DecodeImagesFn(LookaheadDoFn):
   """ImageRef -> DecodedImage; unreadable or undecodable inputs -> ``failed``.
 
   Why a thread: on the in-process runner decode, tiling and inference are
@@ -204,44 +203,20 @@ class DecodeImagesFn(beam.DoFn):
   """
 
   def __init__(self, max_image_pixels: int, prefetch: int = 0, prefetch_pixels: Optional[int] = None):
+    super().__init__(prefetch, prefetch_pixels, "deconvseg-decode")
     self._max_pixels = max_image_pixels
-    self._prefetch = max(0, int(prefetch))
-    self._prefetch_pixels = prefetch_pixels
     self._decoded = Metrics.counter("deconvseg", "images_decoded")
     self._pixels = Metrics.counter("deconvseg", "pixels_decoded")
-    self._ahead = None
 
   def setup(self):
     # decode_image checks the header against --max_image_pixels before any
     # pixel is decoded; Pillow's own guard (warn at N, refuse at 2N) would
     # only add a second, differently worded limit.
     Image.MAX_IMAGE_PIXELS = None
-    if self._prefetch:
-      self._ahead = Lookahead(self._prefetch, self._prefetch_pixels, "deconvseg-decode")
+    super().setup()
 
-  def start_bundle(self):
-    if self._ahead is not None:
-      self._ahead.reset()
-
-  def process(self, ref, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-    if self._ahead is None:
-      yield from self._outputs(_decode_ref(ref, self._max_pixels))
-      return
-    self._ahead.submit(functools.partial(_decode_ref, max_pixels=self._max_pixels), ref, window, timestamp)
-    for outcome in self._ahead.over_limit():
-      yield from self._outputs(outcome)
-
-  def finish_bundle(self):
-    if self._ahead is None:
-      return
-    for outcome, window, timestamp in self._ahead.drain():
-      for output in self._outputs(outcome):
-        yield windowed(output, window, timestamp)
-
-  def teardown(self):
-    if self._ahead is not None:
-      self._ahead.close()
-      self._ahead = None
+  def _work(self, ref):
+    return _decode_ref(ref, self._max_pixels)
 
   def _outputs(self, outcome):
     image, failure = outcome

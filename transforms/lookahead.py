@@ -11,6 +11,7 @@ import collections
 import concurrent.futures
 from typing import Callable, Optional
 
+import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -59,3 +60,61 @@ def windowed(output, window, timestamp):
   if isinstance(output, TaggedOutput):
     return TaggedOutput(output.tag, WindowedValue(output.value, timestamp, [window]))
   return WindowedValue(output, timestamp, [window])
+
+
+class LookaheadDoFn(beam.DoFn):
+  """A DoFn whose per-element work runs on a ``Lookahead`` thread (inline when ``limit`` is 0).
+
+  Subclasses provide ``_work(item)`` (runs on the worker thread, must not
+  raise, returns an outcome), ``_outputs(outcome)`` (runs on the bundle
+  thread: metrics and emitted elements) and optionally ``_pixels_of(item)``
+  (sizes the look-ahead before the item is queued). Outcomes are emitted in
+  input order; those still pending at the end of a bundle are emitted from
+  ``finish_bundle`` with their input's window.
+  """
+
+  def __init__(self, limit: int = 0, pixel_budget: Optional[int] = None, name: str = "deconvseg"):
+    self._lookahead_limit = max(0, int(limit))
+    self._lookahead_pixels = pixel_budget
+    self._lookahead_name = name
+    self._ahead = None
+
+  def setup(self):
+    if self._lookahead_limit:
+      self._ahead = Lookahead(self._lookahead_limit, self._lookahead_pixels, self._lookahead_name)
+
+  def start_bundle(self):
+    if self._ahead is not None:
+      self._ahead.reset()
+
+  def process(self, item, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+    if self._ahead is None:
+      yield from self._outputs(self._work(item))
+      return
+    self._ahead.submit(self._work, item, window, timestamp)
+    pixels = self._pixels_of(item)
+    if pixels:
+      self._ahead.sized(pixels)
+    for outcome in self._ahead.over_limit():
+      yield from self._outputs(outcome)
+
+  def finish_bundle(self):
+    if self._ahead is None:
+      return
+    for outcome, window, timestamp in self._ahead.drain():
+      for output in self._outputs(outcome):
+        yield windowed(output, window, timestamp)
+
+  def teardown(self):
+    if self._ahead is not None:
+      self._ahead.close()
+      self._ahead = None
+
+  def _work(self, item):
+    raise NotImplementedError
+
+  def _outputs(self, outcome):
+    raise NotImplementedError
+
+  def _pixels_of(self, item) -> Optional[int]:  # pylint: disable=unused-argument
+    return None

@@ -29,7 +29,7 @@ from apache_beam.metrics import Metrics
 from PIL import Image, PngImagePlugin
 
 from transforms import progress
-from transforms.lookahead import Lookahead, windowed
+from transforms.lookahead import LookaheadDoFn
 from transforms.records import STAGE_WRITE, ImageRef, failure_from_exception
 from transforms.statistics import image_record
 
@@ -101,7 +101,7 @@ def encode_mask(class_ids: np.ndarray, palette: list, record: dict, compress_lev
 
 
 
-class WriteMasksFn(beam.DoFn):
+class WriteMasksFn(LookaheadDoFn):
   """ImageMask -> mask (and overlay) files, then its statistics record.
 
   With ``write_ahead`` > 0, encoding and writing run on a background thread
@@ -115,50 +115,25 @@ class WriteMasksFn(beam.DoFn):
   def __init__(self, output: str, classes, model: dict, pixel_size=None, pixel_unit="m",
                compress_level: int = DEFAULT_MASK_COMPRESS_LEVEL, write_ahead: int = 0,
                write_ahead_pixels: Optional[int] = None):
+    super().__init__(write_ahead, write_ahead_pixels, "deconvseg-write")
     self._output = output
     self._classes = list(classes)
     self._model = dict(model)
     self._pixel_size = pixel_size
     self._pixel_unit = pixel_unit
     self._compress_level = compress_level
-    self._write_ahead = max(0, int(write_ahead))
-    self._write_ahead_pixels = write_ahead_pixels
     self._segmented = Metrics.counter("deconvseg", "masks_written")
     self._pixels = Metrics.counter("deconvseg", "pixels_segmented")
-    self._ahead = None
 
   def setup(self):
     self._palette = palette_bytes(self._classes)
-    if self._write_ahead:
-      self._ahead = Lookahead(self._write_ahead, self._write_ahead_pixels, "deconvseg-write")
+    super().setup()
 
-  def start_bundle(self):
-    if self._ahead is not None:
-      self._ahead.reset()
+  def _pixels_of(self, mask):
+    return mask.width * mask.height
 
-  def process(self, mask, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-    if self._ahead is None:
-      yield from self._outputs(self._write(mask))
-      return
-    self._ahead.submit(self._write, mask, window, timestamp)
-    self._ahead.sized(mask.width * mask.height)
-    for outcome in self._ahead.over_limit():
-      yield from self._outputs(outcome)
-
-  def finish_bundle(self):
-    if self._ahead is None:
-      return
-    for outcome, window, timestamp in self._ahead.drain():
-      for output in self._outputs(outcome):
-        yield windowed(output, window, timestamp)
-
-  def teardown(self):
-    if self._ahead is not None:
-      self._ahead.close()
-      self._ahead = None
-
-  def _write(self, mask):
-    """(record, pixels, None) or (None, 0, Failure); never raises."""
+  def _work(self, mask):
+    """(record, pixels, None) or (None, 0, Failure); never raises (runs on the write-behind thread)."""
     relpath = mask_relpath(mask.key)
     try:
       record = image_record(mask, self._classes, self._model, join(self._output, relpath), self._pixel_size,
