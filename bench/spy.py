@@ -13,8 +13,8 @@ import re
 
 # (stage, regex on one frame) checked from the innermost frame outwards.
 STAGES = (
-    ("model call (TensorFlow)", r"^Segmenter\.predict \(transforms/inference\.py"),
-    ("inference post-processing (crop, bincount, stack)", r"^SegmentationModelHandler\.\w+ \(transforms/inference\.py"),
+    ("model call (TensorFlow)", r"^Segmenter\.(predict|segment_with_stats) \(transforms/inference\.py"),
+    ("inference post-processing (stack, crop, overlay)", r"^SegmentationModelHandler\.\w+ \(transforms/inference\.py"),
     ("PNG encoding", r"^encode_mask \(transforms/sinks\.py"),
     ("writing (temp file + rename)", r"^atomic_write \(transforms/sinks\.py"),
     ("statistics record", r"^image_record \(transforms/statistics\.py"),

@@ -104,8 +104,8 @@ class SegmentationOptions(PipelineOptions):
              "(their statistics are read back from the mask); for resuming an interrupted run.")
     parser.add_argument(
         "--png_compress_level", type=int, default=6,
-        help="zlib level 0-9 for mask PNGs (default 6; 1 is ~4x faster and ~1.5x larger, "
-             "worth it when inference runs on a GPU).")
+        help="zlib level 0-9 for mask PNGs (default 6). Masks use zlib's run-length strategy, for which "
+             "levels 1-9 give nearly the same size and speed; 0 stores them uncompressed.")
 
 
 @dataclass(frozen=True)
@@ -274,7 +274,7 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool):
   built.
   """
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from transforms.inference import Segmenter, saved_model_path  # pylint: disable=import-outside-toplevel
+  from transforms.inference import Segmenter, keep_for_workers, saved_model_path  # pylint: disable=import-outside-toplevel
   if not FileSystems.exists(saved_model_path(model_dir) + "/saved_model.pb"):
     raise OptionsError(f"{model_dir} has no saved_model/saved_model.pb; --model must name an exported model "
                        "directory (python -m model.export writes one).")
@@ -313,6 +313,12 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool):
   if class_ids.size and int(class_ids.max()) >= num_classes:
     raise OptionsError(f"the model in {model_dir} produced class id {int(class_ids.max())} but its card.json "
                        f"lists only {num_classes} classes; re-export the model so card and weights match.")
+  try:  # the workers' entry point too; this also traces it before the run starts
+    segmenter.segment_with_stats(probe, np.array([[0, size, 0, size]] * len(probe), np.int32), num_classes)
+  except Exception as exc:  # pylint: disable=broad-except
+    raise OptionsError(f"the model in {model_dir} fails when its per-class statistics are reduced "
+                       f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}).") from None
+  keep_for_workers(segmenter, model_dir, mixed_precision)
 
 
 def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: bool = True) -> RunConfig:

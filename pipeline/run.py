@@ -20,7 +20,7 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
 from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
@@ -28,6 +28,7 @@ from pipeline.graph import SegmentImages
 from pipeline.options import OptionsError, help_parser, validate
 from pipeline.report import write_report
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
+from transforms.inference import drop_handed_over
 
 _LOG = logging.getLogger("deconvseg")
 DEFAULT_RUNNER = "FnApiRunner"
@@ -75,6 +76,13 @@ def format_summary(summary: dict, output: str, seconds: float = None) -> str:
   return "\n".join(lines)
 
 
+def _workers_in_this_process(pipeline_options) -> bool:
+  """True when the model check's loaded model can serve the run (in-process FnApiRunner)."""
+  runner = str(pipeline_options.view_as(StandardOptions).runner or "")
+  mode = pipeline_options.view_as(DirectOptions).direct_running_mode or "in_memory"
+  return runner.endswith(DEFAULT_RUNNER) and mode == "in_memory"
+
+
 def run(argv=None, save_main_session=True, test_pipeline=None):
   """Builds and runs the pipeline; returns the PipelineResult.
 
@@ -97,6 +105,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   if applied:
     _LOG.info("Dataflow options: %s", applied)
   pipeline_options.view_as(SetupOptions).save_main_session = save_main_session
+  if not _workers_in_this_process(pipeline_options):
+    drop_handed_over()  # workers are other processes or machines: do not hold the check's model
 
   started = time.time()
   start_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
@@ -104,8 +114,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   _ = pipeline | "SegmentImages" >> SegmentImages(config, start_time, model_handler_kwargs(pipeline_options))
   _LOG.info("Segmenting into %s with model %s %s", config.output, config.card.get("name"),
             config.card.get("version"))
-  result = pipeline.run()
-  result.wait_until_finish()
+  try:
+    result = pipeline.run()
+    result.wait_until_finish()
+  finally:
+    drop_handed_over()  # not taken (e.g. no input to segment): release it
 
   runner = str(pipeline_options.view_as(StandardOptions).runner or "")
   budget = pipeline_options.view_as(ScheduleOptions).max_failure_fraction

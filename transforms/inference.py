@@ -5,8 +5,10 @@ shipped with Beam: those need ``tensorflow_hub`` and cannot load a
 SavedModel directory under Keras 3). The SavedModel is loaded once per worker
 process by RunInference's shared-model machinery, and each batch is split by
 tile shape so every call into the compiled ``segment`` function has one fixed
-shape. Results leave as uint8 class ids of the tile's owned region plus
-per-class confidence sums: no float map crosses a process boundary.
+shape. The per-class pixel counts and confidence sums are reduced inside the
+same TensorFlow call (on the device), so results leave as uint8 class ids of
+the tile's owned region plus a few numbers per class: no float map leaves the
+model call, let alone crosses a process boundary.
 """
 import logging
 from collections import defaultdict
@@ -64,18 +66,93 @@ class Segmenter:
     else:
       signature = signatures[DEFAULT_SIGNATURE]
       self._call = lambda images: signature(images=images)
+    self._stats_functions = {}
 
   def __call__(self, images: np.ndarray):
     return self.predict(images)
 
   def predict(self, images: np.ndarray):
-    """A plain method, so it also works through RunInference's cross-process model proxy."""
-    outputs = self._call(self._tf.convert_to_tensor(images))
-    if isinstance(outputs, dict):
-      class_ids, confidence = outputs["class_ids"], outputs["confidence"]
-    else:
-      class_ids, confidence = outputs
-    return class_ids.numpy(), confidence.numpy()
+    """(class ids, confidence) maps: the raw contract, for checks and tests.
+
+    A plain method, so it also works through RunInference's cross-process model proxy.
+    """
+    return tuple(t.numpy() for t in _contract_outputs(self._call(self._tf.convert_to_tensor(images))))
+
+  def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int):
+    """uint8 [N,H,W] images + owned rectangles -> (class ids, pixels per class, confidence sums, max id).
+
+    ``owned`` is [N, 4] int32 (top, bottom, left, right) in tile coordinates.
+    The per-class reductions over each tile's owned rectangle run inside the
+    same TensorFlow call as the model (on the GPU when there is one), so the
+    float confidence map never leaves the device and the bundle thread does
+    no per-pixel work; counts are exact integers and confidence sums are
+    accumulated in float64. The highest class id anywhere in the batch comes
+    back too, so ids beyond the card are caught.
+    """
+    function = self._stats_functions.get(num_classes)
+    if function is None:
+      function = self._stats_functions[num_classes] = _stats_function(self._tf, self._call, num_classes)
+    tf = self._tf
+    class_ids, pixels, confidence, top = function(tf.convert_to_tensor(images), tf.convert_to_tensor(owned, tf.int32))
+    return class_ids.numpy(), pixels.numpy().astype(np.int64), confidence.numpy(), int(top.numpy())
+
+
+def _contract_outputs(outputs):
+  """(class_ids, confidence) from a model's dict or pair of outputs."""
+  if isinstance(outputs, dict):
+    return outputs["class_ids"], outputs["confidence"]
+  return outputs
+
+
+def _stats_function(tf, call, num_classes: int):
+  """The model call plus per-tile, per-class pixel counts and confidence sums, as one tf.function."""
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8),
+                                tf.TensorSpec([None, 4], tf.int32)])
+  def segment_with_stats(images, owned):
+    class_ids, confidence = _contract_outputs(call(images))
+    shape = tf.shape(class_ids)
+    rows, cols = tf.range(shape[1])[None, :], tf.range(shape[2])[None, :]
+    in_rows = (rows >= owned[:, 0:1]) & (rows < owned[:, 1:2])
+    in_cols = (cols >= owned[:, 2:3]) & (cols < owned[:, 3:4])
+    ids = tf.cast(class_ids, tf.int32)
+    # Pixels outside the owned rectangle go to an extra bin that is dropped.
+    binned = tf.reshape(tf.where(in_rows[:, :, None] & in_cols[:, None, :], ids, num_classes), [shape[0], -1])
+    weights = tf.reshape(tf.cast(confidence, tf.float64), [shape[0], -1])
+    bins = num_classes + 1
+    pixels = tf.math.bincount(binned, minlength=bins, maxlength=bins, axis=-1)[:, :num_classes]
+    sums = tf.math.bincount(binned, weights=weights, minlength=bins, maxlength=bins, axis=-1)[:, :num_classes]
+    top = tf.reduce_max(ids)
+    return class_ids, pixels, sums, top
+
+  return segment_with_stats
+
+
+# One loaded model handed from the start-up check to the first worker in the
+# same process (see ``keep_for_workers``).
+_HANDED_OVER: Dict[tuple, Segmenter] = {}
+
+
+def keep_for_workers(segmenter: Segmenter, model_dir: str, mixed_precision: bool):
+  """Offers a model the launcher has already loaded to the first in-process worker.
+
+  Why: a local run checks the model at start-up and then loads it again in
+  its worker (0.4-3 s, most of it the first load's imports and graph
+  restore). The first ``load_model`` in this process for the same model and
+  precision takes this one instead; it is handed over once, so later loads
+  (other pipelines, reloads) read the files afresh. Launchers for remote
+  runners call ``drop_handed_over`` so they do not hold a model they never use.
+  """
+  _HANDED_OVER.clear()
+  _HANDED_OVER[(model_dir, bool(mixed_precision))] = segmenter
+
+
+def drop_handed_over():
+  _HANDED_OVER.clear()
+
+
+def take_handed_over(model_dir: str, mixed_precision: bool) -> Optional[Segmenter]:
+  return _HANDED_OVER.pop((model_dir, bool(mixed_precision)), None)
 
 
 class TileImagesFn(beam.DoFn):
@@ -129,6 +206,10 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
     self._palette = None if palette is None else np.asarray(palette, dtype=np.uint16)
 
   def load_model(self) -> Segmenter:
+    handed_over = take_handed_over(self._model_dir, self._mixed_precision)
+    if handed_over is not None:
+      _LOG.info("Using model %s as loaded by the start-up check", self._model_dir)
+      return handed_over
     _LOG.info("Loading model %s (mixed precision: %s)", self._model_dir, self._mixed_precision)
     return Segmenter(self._model_dir, self._mixed_precision)
 
@@ -181,31 +262,31 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
         yield positions[start:start + per_call]
 
   def _segment_group(self, batch, positions, model, results):
-    images = np.stack([batch[p].pixels for p in positions])
-    class_ids, confidence = model.predict(images)
-    if class_ids.shape != images.shape[:3] or confidence.shape != images.shape[:3]:
-      raise ValueError(f"model returned shapes {class_ids.shape}/{confidence.shape} for input {images.shape}")
-    for row, position in enumerate(positions):
-      results[position] = self._tile_result(batch[position], class_ids[row], confidence[row])
+    tiles = [batch[p] for p in positions]
+    images = np.stack([tile.pixels for tile in tiles])
+    owned = np.array([[t.own_top - t.top, t.own_bottom - t.top, t.own_left - t.left, t.own_right - t.left]
+                      for t in tiles], dtype=np.int32)
+    class_ids, class_pixels, class_confidence, top = model.segment_with_stats(images, owned, self._num_classes)
+    if class_ids.shape != images.shape[:3]:
+      raise ValueError(f"model returned class ids of shape {class_ids.shape} for input {images.shape}")
+    if top >= self._num_classes:
+      raise ValueError(f"model produced class id {top} but its card lists {self._num_classes} classes")
+    for row, (position, tile) in enumerate(zip(positions, tiles)):
+      results[position] = self._tile_result(tile, owned[row], class_ids[row], class_pixels[row],
+                                            class_confidence[row])
     progress.INFERENCE.add(len(positions), int(np.prod(images.shape[:3])))
 
-  def _tile_result(self, tile: Tile, class_ids: np.ndarray, confidence: np.ndarray) -> TileResult:
-    rows = slice(tile.own_top - tile.top, tile.own_bottom - tile.top)
-    cols = slice(tile.own_left - tile.left, tile.own_right - tile.left)
-    owned_ids = np.ascontiguousarray(class_ids[rows, cols])
-    flat = owned_ids.ravel()
-    class_pixels = np.bincount(flat, minlength=self._num_classes)
-    if class_pixels.shape[0] > self._num_classes:
-      raise ValueError(f"model produced class id {int(flat.max())} but its card lists "
-                       f"{self._num_classes} classes")
-    class_confidence = np.bincount(flat, weights=confidence[rows, cols].ravel(), minlength=self._num_classes)
+  def _tile_result(self, tile: Tile, owned: np.ndarray, class_ids: np.ndarray, class_pixels: np.ndarray,
+                   class_confidence: np.ndarray) -> TileResult:
+    top, bottom, left, right = (int(v) for v in owned)
+    owned_ids = np.ascontiguousarray(class_ids[top:bottom, left:right])
     overlay = None
     if self._palette is not None:
-      overlay = blend_overlay(tile.pixels[rows, cols], owned_ids, self._palette)
+      overlay = blend_overlay(tile.pixels[top:bottom, left:right], owned_ids, self._palette)
     return TileResult(key=tile.key, uri=tile.uri, index=tile.index, count=tile.count,
                       image_height=tile.image_height, image_width=tile.image_width,
                       own_top=tile.own_top, own_left=tile.own_left, class_ids=owned_ids,
-                      class_pixels=class_pixels.astype(np.int64), class_confidence=class_confidence,
+                      class_pixels=class_pixels, class_confidence=class_confidence,
                       overlay=overlay, pixel_size=tile.pixel_size)
 
   @staticmethod

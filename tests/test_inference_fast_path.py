@@ -1,0 +1,119 @@
+"""The speed-ups around the model call keep results exact (issue 6).
+
+* per-class counts and confidence sums reduced inside the TensorFlow call
+  equal numpy's over each tile's owned rectangle, and bad class ids are caught;
+* a local run loads the model once: the start-up check hands its model to the
+  in-process worker, and nothing is held after the run or for other runners;
+* masks are palette PNGs packed to the fewest bits the classes need, and read
+  back as the same class ids.
+"""
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fake_model import CLASSES, build_fake_model
+import pipeline.run as run_module
+from pipeline.run import run
+from pipeline_helpers import scene
+from transforms import inference
+from transforms.inference import Segmenter
+from transforms.sinks import STATS_CHUNK, encode_mask, palette_bytes
+
+
+@pytest.fixture(scope="module")
+def fake_model(tmp_path_factory):
+  return build_fake_model(str(tmp_path_factory.mktemp("fake_model")))
+
+
+def _numpy_stats(class_ids, confidence, owned, num_classes):
+  top, bottom, left, right = owned
+  ids = class_ids[top:bottom, left:right].ravel()
+  weights = confidence[top:bottom, left:right].astype(np.float64).ravel()
+  return (np.bincount(ids, minlength=num_classes)[:num_classes],
+          np.bincount(ids, weights=weights, minlength=num_classes)[:num_classes])
+
+
+def test_on_device_statistics_equal_numpy_over_the_owned_rectangle(fake_model):
+  segmenter = Segmenter(fake_model)
+  images = np.stack([scene(96, 80, seed=seed) for seed in range(3)])
+  owned = np.array([[0, 96, 0, 80], [10, 50, 7, 61], [95, 96, 0, 1]], np.int32)
+  class_ids, pixels, sums, top = segmenter.segment_with_stats(images, owned, len(CLASSES))
+  raw_ids, confidence = segmenter.predict(images)
+  np.testing.assert_array_equal(class_ids, raw_ids)
+  assert pixels.dtype == np.int64 and sums.dtype == np.float64
+  for row in range(len(images)):
+    expected_pixels, expected_sums = _numpy_stats(raw_ids[row], confidence[row], owned[row], len(CLASSES))
+    np.testing.assert_array_equal(pixels[row], expected_pixels)
+    np.testing.assert_allclose(sums[row], expected_sums, rtol=1e-12)
+  assert pixels[0].sum() == 96 * 80 and pixels[1].sum() == 40 * 54 and pixels[2].sum() == 1
+  assert top == int(raw_ids.max())
+
+
+def test_on_device_statistics_report_class_ids_beyond_the_card(fake_model):
+  # With a card of two classes, the fake model's ids 2 and 3 are out of range:
+  # they must show up in the returned maximum, not vanish into dropped bins.
+  segmenter = Segmenter(fake_model)
+  image = np.zeros((1, 8, 8, 3), np.uint8)
+  image[..., 2] = 200  # blue: class 3
+  _, pixels, _, top = segmenter.segment_with_stats(image, np.array([[0, 8, 0, 8]], np.int32), 2)
+  assert top == 3 and pixels.sum() == 0
+
+
+def _count_loads(monkeypatch):
+  loads = []
+  original = Segmenter.__init__
+
+  def counting_init(self, *args, **kwargs):
+    loads.append(args[0] if args else kwargs.get("model_dir"))
+    original(self, *args, **kwargs)
+
+  monkeypatch.setattr(Segmenter, "__init__", counting_init)
+  return loads
+
+
+def _write_inputs(folder, count=3):
+  os.makedirs(folder)
+  for i in range(count):
+    Image.fromarray(scene(40, 50, seed=i)).save(os.path.join(folder, f"img{i}.png"))
+
+
+def test_a_local_run_loads_the_model_once(fake_model, tmp_path, monkeypatch):
+  loads = _count_loads(monkeypatch)
+  _write_inputs(str(tmp_path / "in"))
+  run(["--input", str(tmp_path / "in" / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model],
+      save_main_session=False)
+  assert loads == [fake_model]
+  assert not inference._HANDED_OVER  # nothing held after the run
+  with open(tmp_path / "out" / "summary.json") as handle:
+    assert json.load(handle)["counts"]["segmented"] == 3
+
+
+def test_the_check_model_is_not_held_for_out_of_process_workers(fake_model, tmp_path, monkeypatch):
+  handed = []
+  monkeypatch.setattr(run_module, "drop_handed_over",
+                      lambda: handed.append(dict(inference._HANDED_OVER)) or inference._HANDED_OVER.clear())
+  _write_inputs(str(tmp_path / "in"), count=2)
+  run(["--input", str(tmp_path / "in" / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model,
+       "--direct_running_mode=multi_processing", "--direct_num_workers=1"], save_main_session=False)
+  # Dropped right after the check (before the graph is built), and again after the run.
+  assert handed and handed[0] and not inference._HANDED_OVER
+
+
+@pytest.mark.parametrize("num_classes, bits", [(2, 1), (4, 2), (5, 4), (16, 4), (17, 8), (256, 8)])
+def test_masks_are_packed_to_the_bits_the_classes_need(num_classes, bits):
+  classes = [{"id": i, "name": f"c{i}", "color": [i % 256, (7 * i) % 256, 255 - i % 256]}
+             for i in range(num_classes)]
+  rng = np.random.default_rng(num_classes)
+  class_ids = rng.integers(0, num_classes, size=(37, 53), dtype=np.uint8)
+  class_ids[:10] = num_classes - 1  # runs, and the largest id
+  data = encode_mask(class_ids, palette_bytes(classes), {"key": "k"}, compress_level=6)
+  assert data[24] == bits  # IHDR bit depth
+  with Image.open(io.BytesIO(data)) as image:
+    assert image.mode == "P"
+    np.testing.assert_array_equal(np.asarray(image), class_ids)
+    assert json.loads(image.info[STATS_CHUNK]) == {"key": "k"}
+    assert image.getpalette()[:3 * num_classes] == [v for c in classes for v in c["color"]]
