@@ -107,9 +107,12 @@ class Bench:
       self.say(f"{name} failed: {watched['stderr_tail'][-500:]}")
       return None
     with open(raw) as handle:
-      stages = spy_module.attribute(handle.read(), rate)
-    self.say(f"{name}: {stages}")
+      text = handle.read()
+    stages = spy_module.attribute(text, rate)
+    threads = spy_module.background(text, rate)
+    self.say(f"{name}: {stages}; background threads: {threads}")
     return {"wall_s": round(watched["wall_s"], 2), "stages_s": {k: round(v, 2) for k, v in stages.items()},
+            "background_s": {t: {k: round(v, 2) for k, v in st.items()} for t, st in threads.items()},
             "load_before": watched["load_before"], "load_after": watched["load_after"], "argv": " ".join(argv)}
 
   def pipeline(self, name, images_dir, output, model_dir, workers=0, extra=(), **labels):
@@ -416,6 +419,13 @@ def render_markdown(report) -> str:
     for stage, seconds in prof["stages_s"].items():
       share = "" if stage.startswith(("start-up", "other")) else f"{seconds / in_pipeline:.0%}"
       lines.append(f"| {stage} | {seconds:.2f} | {seconds / total:.0%} | {share} |")
+    if prof.get("background_s"):
+      lines += ["", f"Same run, the look-ahead threads (decode ahead of the model, encode and write behind it; "
+                f"py-spy samples of each thread, busy or waiting):", "",
+                "| thread | stage | s |", "|---|---|---:|"]
+      for thread, stages in prof["background_s"].items():
+        for stage, seconds in stages.items():
+          lines.append(f"| {thread} | {stage} | {seconds:.2f} |")
   for run in report["runs"]:
     if run.get("mode") == "ceiling" and run["detail"].get("batch_sweep_images_per_s"):
       sweep = ", ".join(f"{k}: {v}" for k, v in run["detail"]["batch_sweep_images_per_s"].items())

@@ -5,6 +5,9 @@ stack at a fixed rate, including time spent waiting in native code (the
 TensorFlow call, zlib, file I/O). The in-memory FnApiRunner runs every bundle
 in the main thread, so each main-thread sample is attributed to the innermost
 stage frame on its stack; samples before the pipeline starts are start-up.
+Decode and mask writing run on the look-ahead threads (``deconvseg-decode``,
+``deconvseg-write``); ``background`` reports how long each of those was busy
+per stage. TensorFlow's own threads are native and not sampled.
 py-spy is an ad-hoc profiling tool and not a project dependency: the bench
 installs it into its work folder with ``pip --target`` when it is missing.
 """
@@ -18,6 +21,7 @@ STAGES = (
     ("PNG encoding", r"^encode_mask \(transforms/sinks\.py"),
     ("writing (temp file + rename)", r"^atomic_write \(transforms/sinks\.py"),
     ("statistics record", r"^image_record \(transforms/statistics\.py"),
+    ("overlay encoding", r"^WriteMasksFn\._work \(transforms/sinks\.py"),
     ("read + decode", r"^(DecodeImagesFn\.process|decode_image|read_bytes) \(transforms/decode\.py"),
     ("tiling", r"^TileImagesFn\.process \(transforms/inference\.py"),
     ("stitching", r"^\w+\.process \(transforms/stitch\.py"),
@@ -49,3 +53,26 @@ def attribute(raw_text: str, rate: int) -> dict:
         stage = "start-up: imports, options, model check"
     seconds[stage] += int(count) / rate
   return dict(seconds.most_common())
+
+
+BACKGROUND_THREADS = (("decode thread", "deconvseg-decode"), ("write thread", "deconvseg-write"))
+IDLE = "idle (waiting for work)"
+
+
+def background(raw_text: str, rate: int) -> dict:
+  """{thread: {stage: seconds}} for the look-ahead threads; samples outside any stage count as idle."""
+  seconds = {label: collections.Counter() for label, _ in BACKGROUND_THREADS}
+  for line in raw_text.splitlines():
+    stack, _, count = line.rpartition(" ")
+    head, _, rest = stack.partition(";")
+    label = next((label for label, prefix in BACKGROUND_THREADS if f": {prefix}" in head), None)
+    if label is None or not stack.startswith("thread"):
+      continue
+    stage = IDLE
+    for frame in reversed(rest.split(";")):
+      matched = next((name for name, pattern in STAGES if re.search(pattern, frame)), None)
+      if matched:
+        stage = matched
+        break
+    seconds[label][stage] += int(count) / rate
+  return {label: dict(counter.most_common()) for label, counter in seconds.items() if counter}

@@ -76,3 +76,19 @@ def test_pyspy_attribution():
   ])
   stages = spy.attribute(raw, 50)
   assert stages == {"model call (TensorFlow)": 2.0, "start-up: imports, options, model check": 1.0, "PNG encoding": 0.5}
+
+
+def test_pyspy_background_threads():
+  raw = "\n".join([
+      "thread (5): deconvseg-decode_0;_worker (concurrent/futures/thread.py:83);run (concurrent/futures/thread.py:58);"
+      "_decode_ref (transforms/decode.py:181);decode_image (transforms/decode.py:150);quick_execute (x.py:1) 40",
+      "thread (5): deconvseg-decode_0;_worker (concurrent/futures/thread.py:81) 60",
+      "thread (6): deconvseg-write_0;_worker (concurrent/futures/thread.py:83);WriteMasksFn._work (transforms/sinks.py:146);"
+      "encode_mask (transforms/sinks.py:98) 10",
+      "thread (6): deconvseg-write_0;_worker (concurrent/futures/thread.py:83);WriteMasksFn._work (transforms/sinks.py:147);"
+      "atomic_write (transforms/sinks.py:66) 5",
+      "thread (1): MainThread;decode_image (transforms/decode.py:150) 7",
+  ])
+  assert spy.background(raw, 50) == {
+      "decode thread": {"read + decode": 0.8, spy.IDLE: 1.2},
+      "write thread": {"PNG encoding": 0.2, "writing (temp file + rename)": 0.1}}
