@@ -12,3 +12,16 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in _sys.path:
     _sys.path.insert(0, _ROOT)
 pytest_plugins = ["tests.gcs_fixtures"]
+
+import pytest  # noqa: E402  (after the environment set-up above)
+
+
+@pytest.fixture(scope="session")
+def fake_model(tmp_path_factory):
+    """The contract-conforming fake model (tests/fake_model.py), exported once per session.
+
+    Shared by every module that only reads it; a test that needs to change a
+    model copies it first (or builds its own with ``build_fake_model``).
+    """
+    from fake_model import build_fake_model  # pylint: disable=import-outside-toplevel
+    return build_fake_model(str(tmp_path_factory.mktemp("fake_model")))

@@ -4,15 +4,9 @@ import json
 import pytest
 from PIL import Image
 
-from fake_model import build_fake_model
 from pipeline.run import main
 from pipeline.schedule import FailureBudgetExceeded, check_failure_budget
 from pipeline_helpers import check_accounting, read_outputs, scene
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-  return build_fake_model(str(tmp_path_factory.mktemp("fake_model")))
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +20,9 @@ def one_bad_in_four(tmp_path_factory):
 
 @pytest.mark.parametrize("budget, expected_code", [(None, 0), (0.5, 0), (0.25, 0), (0.2, 3), (0.0, 3)])
 def test_exit_code_follows_the_budget_and_outputs_are_complete(
-    capsys, tmp_path, model_dir, one_bad_in_four, budget, expected_code):
+    capsys, tmp_path, fake_model, one_bad_in_four, budget, expected_code):
   output = tmp_path / "out"
-  argv = ["--input", str(one_bad_in_four / "*.png"), "--output", str(output), "--model", model_dir]
+  argv = ["--input", str(one_bad_in_four / "*.png"), "--output", str(output), "--model", fake_model]
   if budget is not None:
     argv += ["--max_failure_fraction", str(budget)]
   assert main(argv) == expected_code
@@ -42,9 +36,9 @@ def test_exit_code_follows_the_budget_and_outputs_are_complete(
     assert "Traceback" not in err
 
 
-def test_budget_must_be_a_fraction(capsys, tmp_path, model_dir, one_bad_in_four):
+def test_budget_must_be_a_fraction(capsys, tmp_path, fake_model, one_bad_in_four):
   code = main(["--input", str(one_bad_in_four / "*.png"), "--output", str(tmp_path / "out"),
-               "--model", model_dir, "--max_failure_fraction", "1.5"])
+               "--model", fake_model, "--max_failure_fraction", "1.5"])
   err = capsys.readouterr().err
   assert code == 2 and "--max_failure_fraction=1.5 is out of range" in err, err
   assert not (tmp_path / "out").exists()

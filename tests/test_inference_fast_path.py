@@ -15,18 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fake_model import CLASSES, build_fake_model
+from fake_model import CLASSES
 import pipeline.run as run_module
 from pipeline.run import run
 from pipeline_helpers import scene
 from transforms import inference
 from transforms.inference import Segmenter
 from transforms.sinks import STATS_CHUNK, encode_mask, palette_bytes
-
-
-@pytest.fixture(scope="module")
-def fake_model(tmp_path_factory):
-  return build_fake_model(str(tmp_path_factory.mktemp("fake_model")))
 
 
 def _numpy_stats(class_ids, confidence, owned, num_classes):

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fake_model import build_fake_model
 from pipeline_helpers import (REAL_MODEL, check_accounting, encode, read_mask, read_outputs,
                               real_model_available, scene, write_mode_images, write_tfrecord)
 from pipeline.run import run
@@ -24,11 +23,6 @@ pytestmark = pytest.mark.slow
 SIZES = {"sizes/tiny_1x1.png": (1, 1), "sizes/line_300x1.png": (300, 1), "sizes/col_1x150.png": (1, 150),
          "sizes/medium_257x130.png": (257, 130), "sizes/big_3000x2000.jpg": (3000, 2000),
          "nested/deep/dir/leaf.png": (130, 129), "unicode ünï/名前 1.png": (33, 44)}
-
-
-@pytest.fixture(scope="module")
-def fake_model(tmp_path_factory):
-  return build_fake_model(str(tmp_path_factory.mktemp("fake_model")))
 
 
 @pytest.fixture(scope="module")

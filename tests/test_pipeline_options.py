@@ -8,15 +8,10 @@ import sys
 import pytest
 from PIL import Image
 
-from fake_model import build_fake_model, card
+from fake_model import card
 from pipeline.options import SegmentationOptions, help_parser
 from pipeline.run import main
 from pipeline_helpers import REPO, scene
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-  return build_fake_model(str(tmp_path_factory.mktemp("fake_model")))
 
 
 @pytest.fixture
@@ -40,27 +35,27 @@ def _fails(capsys, argv, *fragments, single_line=True):
   return err
 
 
-def test_no_input(capsys, tmp_path, model_dir):
-  _fails(capsys, ["--output", str(tmp_path / "out"), "--model", model_dir], "no input given", "--input")
+def test_no_input(capsys, tmp_path, fake_model):
+  _fails(capsys, ["--output", str(tmp_path / "out"), "--model", fake_model], "no input given", "--input")
 
 
-def test_no_output(capsys, inputs, model_dir):
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--model", model_dir], "no output given")
+def test_no_output(capsys, inputs, fake_model):
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--model", fake_model], "no output given")
 
 
-def test_glob_matching_nothing(capsys, tmp_path, model_dir):
+def test_glob_matching_nothing(capsys, tmp_path, fake_model):
   _fails(capsys, ["--input", str(tmp_path / "nowhere" / "*.png"), "--output", str(tmp_path / "out"),
-                  "--model", model_dir], "matches no files")
+                  "--model", fake_model], "matches no files")
 
 
-def test_missing_tfrecord_and_manifest(capsys, tmp_path, inputs, model_dir):
-  base = ["--output", str(tmp_path / "out"), "--model", model_dir]
+def test_missing_tfrecord_and_manifest(capsys, tmp_path, inputs, fake_model):
+  base = ["--output", str(tmp_path / "out"), "--model", fake_model]
   _fails(capsys, base + ["--tfrecord", str(tmp_path / "*.tfrecord")], "--tfrecord", "matches no files")
   _fails(capsys, base + ["--manifest", str(tmp_path / "list.txt")], "--manifest", "does not exist")
 
 
-def test_output_inside_input(capsys, inputs, model_dir):
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(inputs / "out"), "--model", model_dir],
+def test_output_inside_input(capsys, inputs, fake_model):
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(inputs / "out"), "--model", fake_model],
          "inside the input directory")
 
 
@@ -69,9 +64,9 @@ def test_model_directory_missing(capsys, tmp_path, inputs):
                   "--model", str(tmp_path / "no_model")], "is not a directory")
 
 
-def test_model_unreadable(capsys, tmp_path, inputs, model_dir):
+def test_model_unreadable(capsys, tmp_path, inputs, fake_model):
   broken = tmp_path / "broken_model"
-  shutil.copytree(model_dir, broken)
+  shutil.copytree(fake_model, broken)
   shutil.rmtree(broken / "saved_model" / "variables")
   (broken / "saved_model" / "saved_model.pb").write_bytes(b"garbage")
   _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(broken)],
@@ -81,9 +76,9 @@ def test_model_unreadable(capsys, tmp_path, inputs, model_dir):
          "not valid JSON")
 
 
-def test_card_not_matching_model(capsys, tmp_path, inputs, model_dir):
+def test_card_not_matching_model(capsys, tmp_path, inputs, fake_model):
   mismatched = tmp_path / "mismatched"
-  shutil.copytree(model_dir, mismatched)
+  shutil.copytree(fake_model, mismatched)
   three = card()["classes"][:3]
   (mismatched / "card.json").write_text(json.dumps(card(classes=three)))
   _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(mismatched)],
@@ -102,20 +97,20 @@ def test_card_not_matching_model(capsys, tmp_path, inputs, model_dir):
     ("--stats_format=xml", "invalid choice: 'xml'"),
     ("--png_compress_level=11", "--png_compress_level=11"),
 ])
-def test_bad_numbers_and_choices(capsys, tmp_path, inputs, model_dir, flag, fragment):
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", model_dir, flag],
+def test_bad_numbers_and_choices(capsys, tmp_path, inputs, fake_model, flag, fragment):
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model, flag],
          fragment)
 
 
-def test_unknown_flags(capsys, tmp_path, inputs, model_dir):
-  base = ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", model_dir]
+def test_unknown_flags(capsys, tmp_path, inputs, fake_model):
+  base = ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model]
   _fails(capsys, base + ["--tile-size=64"], "unrecognised argument(s): --tile-size=64")
   _fails(capsys, base + ["--inpu", "x"], "unrecognised")
   _fails(capsys, base + ["stray.png"], "unquoted glob")
 
 
-def test_beam_options_are_accepted(tmp_path, inputs, model_dir, capsys):
-  argv = ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", model_dir,
+def test_beam_options_are_accepted(tmp_path, inputs, fake_model, capsys):
+  argv = ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model,
           "--runner=FnApiRunner", "--direct_num_workers=1", "--job_name=x"]
   assert main(argv) == 0
   assert (tmp_path / "out" / "summary.json").exists()
@@ -144,27 +139,27 @@ def test_exit_code_from_a_real_process(tmp_path):
   assert "Traceback" not in proc.stderr
 
 
-def test_date_templates_are_filled_before_validation(capsys, tmp_path, model_dir):
+def test_date_templates_are_filled_before_validation(capsys, tmp_path, fake_model):
   day = tmp_path / "drops" / "2024" / "05" / "31"
   day.mkdir(parents=True)
   Image.fromarray(scene(10, 12)).save(day / "a.png")
   argv = ["--input", str(tmp_path / "drops" / "{yyyy}" / "{mm}" / "{dd}" / "*.png"),
-          "--output", str(tmp_path / "out" / "date={date}"), "--model", model_dir, "--date", "2024-05-31"]
+          "--output", str(tmp_path / "out" / "date={date}"), "--model", fake_model, "--date", "2024-05-31"]
   assert main(argv) == 0
   summary = json.loads((tmp_path / "out" / "date=2024-05-31" / "summary.json").read_text())
   assert summary["counts"] == {"read": 1, "segmented": 1, "failed": 0, "reused_existing": 0}
   _fails(capsys, argv[:-1] + ["2024-13-45"], "--date")
 
 
-def test_dataflow_flags_without_dataflow_are_refused(capsys, tmp_path, inputs, model_dir):
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", model_dir,
+def test_dataflow_flags_without_dataflow_are_refused(capsys, tmp_path, inputs, fake_model):
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model,
                   "--gpu_type=nvidia-tesla-t4"], "only apply to Dataflow", single_line=False)
 
 
-def test_a_directory_input_means_every_file_below_it(tmp_path, inputs, model_dir):
+def test_a_directory_input_means_every_file_below_it(tmp_path, inputs, fake_model):
   (inputs / "sub").mkdir()
   Image.fromarray(scene(8, 9)).save(inputs / "sub" / "b.png")
-  assert main(["--input", str(inputs), "--output", str(tmp_path / "out"), "--model", model_dir]) == 0
+  assert main(["--input", str(inputs), "--output", str(tmp_path / "out"), "--model", fake_model]) == 0
   summary = json.loads((tmp_path / "out" / "summary.json").read_text())
   assert summary["counts"]["segmented"] == 2
   assert sorted(p.name for p in (tmp_path / "out" / "masks").rglob("*.png")) == ["a.png.png", "b.png.png"]
