@@ -62,7 +62,7 @@ def format_summary(summary: dict, output: str, seconds: float = None) -> str:
            + (f" ({', '.join(f'{k}: {v}' for k, v in summary.get('failed_by_stage', {}).items())})"
               if counts["failed"] else "")]
   if seconds:
-    lines.append(f"Time: {seconds:.1f} s, {counts['segmented'] / seconds:.2f} images/s, "
+    lines.append(f"Time: {seconds:.2f} s, {counts['segmented'] / seconds:.2f} images/s, "
                  f"{summary['pixels'] / 1e6 / seconds:.2f} Mpx/s")
   unit = summary.get("area_unit")
   show_area = summary.get("images_with_area") and isinstance(unit, str)
