@@ -59,8 +59,8 @@ class SegmentImages(beam.PTransform):
 
     skipped_records = []
     if config.skip_existing:
-      checked = refs | "SkipExisting" >> beam.ParDo(SkipExistingFn(config.output, config.model_info)).with_outputs(
-          DONE, main="todo")
+      skip = SkipExistingFn(config.output, config.model_info, config.overlays)
+      checked = refs | "SkipExisting" >> beam.ParDo(skip).with_outputs(DONE, main="todo")
       refs, skipped_records = checked.todo, [checked[DONE]]
 
     images, decode_failures = refs | "Decode" >> DecodeImages(

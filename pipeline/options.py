@@ -101,7 +101,8 @@ class SegmentationOptions(PipelineOptions):
     parser.add_argument(
         "--skip_existing", action="store_true", default=False,
         help="Do not recompute images whose mask from the same model already exists in OUT "
-             "(their statistics are read back from the mask); for resuming an interrupted run.")
+             "(their statistics are read back from the mask; with --overlays, their overlay must "
+             "exist too); for resuming an interrupted run.")
     parser.add_argument(
         "--png_compress_level", type=int, default=6,
         help="zlib level 0-9 for mask PNGs (default 6). Masks use zlib's run-length strategy, for which "

@@ -150,3 +150,26 @@ def test_rerun_after_interruption(bad_corpus, models, tmp_path, skip_existing):
   written = {str(p.relative_to(output / "masks"))[:-4] for p in (output / "masks").rglob("*.png")}
   assert written == good
   assert not (output / ".tmp").exists()
+
+
+def test_skip_existing_with_overlays_fills_in_missing_overlays(fake_model, tmp_path):
+  """Re-running with --overlays --skip_existing over a run made without overlays redoes only what lacks one."""
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  for i in range(3):
+    Image.fromarray(scene(30, 40, seed=70 + i)).save(inputs / f"img{i}.png")
+  output = tmp_path / "out"
+  args = ["--input", str(inputs / "*.png"), "--output", str(output), "--model", fake_model]
+  run(args, save_main_session=False)
+  assert not (output / "overlays").exists()
+
+  run(args + ["--skip_existing", "--overlays"], save_main_session=False)
+  summary, records, _ = read_outputs(str(output))
+  assert summary["counts"]["segmented"] == 3 and summary["counts"]["reused_existing"] == 0
+  assert sorted(p.name for p in (output / "overlays").iterdir()) == ["img0.png.png", "img1.png.png", "img2.png.png"]
+
+  os.remove(output / "overlays" / "img1.png.png")
+  run(args + ["--skip_existing", "--overlays"], save_main_session=False)
+  summary, _, _ = read_outputs(str(output))
+  assert summary["counts"]["segmented"] == 3 and summary["counts"]["reused_existing"] == 2
+  assert (output / "overlays" / "img1.png.png").exists()

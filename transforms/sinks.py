@@ -59,6 +59,10 @@ def mask_relpath(key: str) -> str:
   return f"masks/{key}.png"
 
 
+def overlay_path(output: str, key: str) -> str:
+  return join(output, "overlays", f"{key}.png")
+
+
 def _ensure_parent(path: str):
   """Object stores have no directories; a local rename needs the parent to exist."""
   if isinstance(FileSystems.get_filesystem(path), LocalFileSystem):
@@ -153,8 +157,7 @@ class WriteMasksFn(LookaheadDoFn):
       if mask.overlay is not None:
         buffer = io.BytesIO()
         Image.fromarray(mask.overlay).save(buffer, format="PNG", compress_level=OVERLAY_COMPRESS_LEVEL)
-        atomic_write(self._output, join(self._output, "overlays", f"{mask.key}.png"), buffer.getvalue(),
-                     "image/png")
+        atomic_write(self._output, overlay_path(self._output, mask.key), buffer.getvalue(), "image/png")
       data = encode_mask(mask.class_ids, self._palette, record, self._compress_level)
       atomic_write(self._output, join(self._output, relpath), data, "image/png")
     except Exception as exc:  # pylint: disable=broad-except
@@ -177,18 +180,22 @@ class SkipExistingFn(beam.DoFn):
 
   A mask only exists after its atomic rename and carries its own record, so
   finding one means that image finished; any doubt (unreadable PNG, another
-  model) means it is processed again.
+  model) means it is processed again. With ``overlays``, an image whose
+  overlay is missing (say, the earlier run was made without ``--overlays``)
+  is processed again too.
   """
 
-  def __init__(self, output: str, model: dict):
+  def __init__(self, output: str, model: dict, overlays: bool = False):
     self._output = output
     self._model = {"name": model.get("name"), "version": model.get("version")}
+    self._overlays = overlays
 
   def process(self, ref: ImageRef):
     path = join(self._output, mask_relpath(ref.key))
     record = None
     try:
-      if FileSystems.exists(path):
+      overlay_missing = self._overlays and not FileSystems.exists(overlay_path(self._output, ref.key))
+      if not overlay_missing and FileSystems.exists(path):
         with FileSystems.open(path, compression_type="uncompressed") as handle:
           with Image.open(io.BytesIO(handle.read())) as image:
             record = json.loads(image.info.get(STATS_CHUNK, "null"))
