@@ -33,25 +33,37 @@ STAGES = (
 )
 
 
+def _samples(raw_text: str):
+  """(thread header, frames outermost first, sample count) per line of py-spy's raw output."""
+  for line in raw_text.splitlines():
+    stack, _, count = line.rpartition(" ")
+    if stack.startswith("thread"):
+      head, _, rest = stack.partition(";")
+      yield head, rest.split(";") if rest else [], int(count)
+
+
+def _stage(frame: str):
+  """The stage a single frame belongs to, or None."""
+  return next((name for name, pattern in STAGES if re.search(pattern, frame)), None)
+
+
 def attribute(raw_text: str, rate: int) -> dict:
   """Seconds per stage for the main thread, from py-spy's raw (collapsed) output."""
   seconds = collections.Counter()
-  for line in raw_text.splitlines():
-    stack, _, count = line.rpartition(" ")
-    if not stack.startswith("thread") or "MainThread" not in stack.split(";", 1)[0]:
+  for head, frames, count in _samples(raw_text):
+    if "MainThread" not in head:
       continue
-    frames = stack.split(";")[1:]
     stage = "other (Python start-up, imports)"
     in_pipeline = any(frame.startswith("Pipeline.run ") for frame in frames)
     for frame in reversed(frames):
-      matched = next((name for name, pattern in STAGES if re.search(pattern, frame)), None)
+      matched = _stage(frame)
       if matched and (in_pipeline or matched.startswith("start-up")):
         stage = matched
         break
     else:
       if not in_pipeline and any(f.startswith("run (pipeline/run.py") for f in frames):
         stage = "start-up: imports, options, model check"
-    seconds[stage] += int(count) / rate
+    seconds[stage] += count / rate
   return dict(seconds.most_common())
 
 
@@ -62,17 +74,9 @@ IDLE = "idle (waiting for work)"
 def background(raw_text: str, rate: int) -> dict:
   """{thread: {stage: seconds}} for the look-ahead threads; samples outside any stage count as idle."""
   seconds = {label: collections.Counter() for label, _ in BACKGROUND_THREADS}
-  for line in raw_text.splitlines():
-    stack, _, count = line.rpartition(" ")
-    head, _, rest = stack.partition(";")
+  for head, frames, count in _samples(raw_text):
     label = next((label for label, prefix in BACKGROUND_THREADS if f": {prefix}" in head), None)
-    if label is None or not stack.startswith("thread"):
-      continue
-    stage = IDLE
-    for frame in reversed(rest.split(";")):
-      matched = next((name for name, pattern in STAGES if re.search(pattern, frame)), None)
-      if matched:
-        stage = matched
-        break
-    seconds[label][stage] += int(count) / rate
+    if label is not None:
+      stage = next((stage for stage in map(_stage, reversed(frames)) if stage), IDLE)
+      seconds[label][stage] += count / rate
   return {label: dict(counter.most_common()) for label, counter in seconds.items() if counter}
