@@ -76,9 +76,8 @@ def format_summary(summary: dict, output: str, seconds: float = None) -> str:
   return "\n".join(lines)
 
 
-def _workers_in_this_process(pipeline_options) -> bool:
+def _workers_in_this_process(runner: str, pipeline_options) -> bool:
   """True when the model check's loaded model can serve the run (in-process FnApiRunner)."""
-  runner = str(pipeline_options.view_as(StandardOptions).runner or "")
   mode = pipeline_options.view_as(DirectOptions).direct_running_mode or "in_memory"
   return runner.endswith(DEFAULT_RUNNER) and mode == "in_memory"
 
@@ -105,7 +104,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   if applied:
     _LOG.info("Dataflow options: %s", applied)
   pipeline_options.view_as(SetupOptions).save_main_session = save_main_session
-  if not _workers_in_this_process(pipeline_options):
+  runner = str(pipeline_options.view_as(StandardOptions).runner or "")
+  if not _workers_in_this_process(runner, pipeline_options):
     drop_handed_over()  # workers are other processes or machines: do not hold the check's model
 
   started = time.time()
@@ -120,7 +120,6 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   finally:
     drop_handed_over()  # not taken (e.g. no input to segment): release it
 
-  runner = str(pipeline_options.view_as(StandardOptions).runner or "")
   budget = pipeline_options.view_as(ScheduleOptions).max_failure_fraction
   summary = None
   if any(runner.endswith(name) for name in LOCAL_RUNNERS):
