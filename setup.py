@@ -12,6 +12,8 @@ REQUIRED = [
     "tensorflow-cpu>=2.21,<2.22",
     "numpy>=1.26",
     "pillow>=10",
+    # Multi-band and 16-bit TIFF (Pillow reads at most 4 bands of 8 bits).
+    "tifffile>=2024.8",
     "google-cloud-storage>=2.18",
 ]
 
