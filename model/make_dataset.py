@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from model.classes import CLASSES, classes_to_json
+from model.classes import CLASSES, classes_to_json, write_classes_file
 
 SPLITS = ("train", "val", "test")
 WATER, VEGETATION, BARE_GROUND, BUILDING, ROAD = range(5)
@@ -256,7 +256,7 @@ def write_split(out_dir, split, count, seed, size, write_png=True, write_tfrecor
 
 
 def make_dataset(out_dir, seed, counts, size, write_png=True, write_tfrecord=False, shard_size=256):
-    """Write all splits and DIR/dataset.json; returns the description written."""
+    """Write all splits, DIR/classes.json and DIR/dataset.json; returns the description written."""
     if not write_png and not write_tfrecord:
         raise ValueError("nothing to write: enable PNG folders, TFRecord shards or both")
     os.makedirs(out_dir, exist_ok=True)
@@ -276,6 +276,7 @@ def make_dataset(out_dir, seed, counts, size, write_png=True, write_tfrecord=Fal
             "images": counts[split],
             "pixel_counts": {cls.name: int(pixel_counts[cls.id]) for cls in CLASSES},
         }
+    write_classes_file(out_dir, CLASSES)
     with open(os.path.join(out_dir, "dataset.json"), "w") as handle:
         json.dump(description, handle, indent=2)
     return description
