@@ -219,7 +219,7 @@ class _BandSampler:
         self.samples.append(sample)
         self.total += len(sample)
         while self.total > self.budget and self.per_image > 1:
-            self.samples = [s[::2] for s in self.samples]
+            self.samples = [s[::2].copy() for s in self.samples]  # copies, so the dropped halves are freed
             self.total = sum(len(s) for s in self.samples)
             self.per_image = max(1, self.per_image // 2)
 
