@@ -347,6 +347,8 @@ def check_dataset(data_dir, classes, splits=None, workers=None):
             "ignore_pixels": int(totals[IGNORE_LABEL]),
             "ignored_files": ignored,
         }
+    if not channel_values and not problems:
+        problems.append(f"no images could be read from the {', '.join(splits)} split{'s' if len(splits) != 1 else ''}")
     channels = _mixed(channel_values, _channels_noun, problems)
     dtype = _mixed(dtype_values, _dtype_noun, problems)
     if problems:

@@ -191,6 +191,8 @@ def test_missing_or_empty_splits(tmp_path):
     os.makedirs(tmp_path / "val" / "images")
     with pytest.raises(DataError, match=r"val/images holds no images \(the val split is empty\)"):
         check_dataset(str(tmp_path), CLASSES)
+    with pytest.raises(DataError, match="^1 problem in .*:\n  - no images could be read from the test split$"):
+        check_dataset(str(tmp_path), CLASSES, splits=["test"])
 
 
 def test_missing_class_list_is_a_data_error(tmp_path):
