@@ -18,6 +18,7 @@ import tensorflow as tf
 from model import classes as classes_module
 from model.data import evaluation_dataset
 from model.metrics import confusion_matrix, segmentation_metrics
+from model.tiled import predict_image
 
 
 def _read_json(path):
@@ -26,37 +27,49 @@ def _read_json(path):
 
 
 def load_segmenter(model_path):
-    """Return (segment function uint8 [N,H,W,3] -> class ids [N,H,W], class list, kind)."""
+    """Return (segment function [N,H,W,C] -> class ids [N,H,W], class list, kind, (channels, dtype)).
+
+    The function takes images in the model's own dtype (uint8 or uint16) and bands.
+    """
     if model_path.endswith(".keras"):
         import keras
 
         from model.train import make_prediction_function
 
-        predict = make_prediction_function(keras.models.load_model(model_path))
+        model = keras.models.load_model(model_path)
+        predict = make_prediction_function(model)
         run_path = os.path.join(os.path.dirname(model_path), "run.json")
-        entries = _read_json(run_path)["classes"] if os.path.exists(run_path) else classes_module.classes_to_json()
-        return (lambda images: predict(tf.cast(images, tf.float32))), classes_module.classes_from_json(entries), "keras"
+        if not os.path.exists(run_path):
+            raise ValueError(f"{run_path} is missing: a checkpoint is evaluated with its training run's class list")
+        run = _read_json(run_path)
+        dtype = (run.get("input") or {}).get("dtype", "uint8")
+        channels = int(model.input_shape[-1])
+        classes = classes_module.classes_from_json(run["classes"], source=run_path)
+        return (lambda images: predict(tf.cast(images, tf.float32))), classes, "keras", (channels, dtype)
     saved_model_dir = os.path.join(model_path, "saved_model")
     card_path = os.path.join(model_path, "card.json")
     if not os.path.isdir(saved_model_dir) or not os.path.exists(card_path):
         raise ValueError(f"{model_path} is neither a .keras checkpoint nor an exported model directory (saved_model/ + card.json)")
     loaded = tf.saved_model.load(saved_model_dir)
-    classes = classes_module.classes_from_json(_read_json(card_path)["classes"])
-    return (lambda images: loaded.segment(images)["class_ids"]), classes, "saved_model"
+    card = _read_json(card_path)
+    classes = classes_module.classes_from_json(card["classes"], source=card_path)
+    channels, dtype = int(card["input"].get("channels", 3)), card["input"].get("dtype", "uint8")
+    return (lambda images: loaded.segment(images)["class_ids"]), classes, "saved_model", (channels, dtype)
 
 
 def evaluate(model_path, data_dir, split="test"):
     """Accumulate one confusion matrix over the split and compute the metrics dict."""
-    segment, class_list, kind = load_segmenter(model_path)
+    segment, class_list, kind, (channels, dtype) = load_segmenter(model_path)
     num_classes = len(class_list)
     class_names = [segmentation_class.name for segmentation_class in class_list]
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    dataset, _ = evaluation_dataset(data_dir, split)
+    dataset, _ = evaluation_dataset(data_dir, split, channels=channels, dtype=dtype)
     started = time.monotonic()
     images = 0
     for image, mask in dataset:
-        class_ids = segment(tf.cast(image, tf.uint8)[None])
-        confusion += confusion_matrix(mask.numpy(), np.asarray(class_ids)[0], num_classes)
+        # Native size, tiled like the pipeline when large, in the model's own dtype.
+        class_ids = predict_image(lambda batch: np.asarray(segment(tf.cast(batch, dtype))), image.numpy())
+        confusion += confusion_matrix(mask.numpy(), class_ids, num_classes)
         images += 1
     if images == 0:
         raise ValueError(f"no images in split '{split}' of {data_dir}")

@@ -23,7 +23,21 @@ from model import classes as classes_module
 from model.fcn import NETWORK_STRIDE, NORMALIZATION, UPSAMPLING_DESCRIPTIONS
 
 CARD_FORMAT = "deconvseg-model/1"
-IMAGES_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+INPUT_DTYPES = ("uint8", "uint16")
+# What models trained before the card recorded its input (and the bundled default) take.
+DEFAULT_INPUT = {"dtype": "uint8", "channels": 3, "color": "RGB", "normalization": dict(NORMALIZATION)}
+
+
+def images_spec(input_description):
+    """The serving signature's input: the card's dtype and channel count, any batch, height and width."""
+    dtype = input_description["dtype"]
+    if dtype not in INPUT_DTYPES:
+        raise ValueError(f"input dtype {dtype!r} is not one of {INPUT_DTYPES}")
+    return tf.TensorSpec([None, None, None, int(input_description["channels"])], tf.as_dtype(dtype), name="images")
+
+
+def color_name(channels):
+    return {1: "grey", 3: "RGB"}.get(int(channels), "bands")
 
 
 @contextlib.contextmanager
@@ -35,7 +49,8 @@ def mixed_precision_policies(model):
     """
     original = {}
     for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer) or layer.name == "logits":
+        # Normalising in float16 would overflow 16-bit inputs (65535 > float16's 65504).
+        if isinstance(layer, keras.layers.InputLayer) or layer.name in ("logits", "normalise"):
             continue
         original[layer.name] = layer.dtype_policy
         layer.dtype_policy = "mixed_float16"
@@ -48,14 +63,15 @@ def mixed_precision_policies(model):
 
 
 class SegmentationModule(tf.Module):
-    """uint8 images in, per-pixel class ids (uint8) and winning-class probability (float32) out."""
+    """Images in the card's dtype and bands in, per-pixel class ids (uint8) and winning-class probability (float32) out."""
 
-    def __init__(self, model):
+    def __init__(self, model, input_description=None):
         super().__init__()
         self.model = model
-        self.segment = tf.function(self._segment, input_signature=[IMAGES_SPEC])
+        spec = images_spec(input_description or DEFAULT_INPUT)
+        self.segment = tf.function(self._segment, input_signature=[spec])
         # A second tf.function object has its own trace cache: traced under float16 policies, it stays so.
-        self.segment_mixed_float16 = tf.function(self._segment, input_signature=[IMAGES_SPEC])
+        self.segment_mixed_float16 = tf.function(self._segment, input_signature=[spec])
         self.segment.get_concrete_function()
         with mixed_precision_policies(model):
             self.segment_mixed_float16.get_concrete_function()
@@ -89,6 +105,14 @@ def _architecture(model, run):
     }
 
 
+def input_description(model, run):
+    """The card's input block: run.json's (dtype, channels, normalisation) or the 8-bit RGB default."""
+    description = dict(run.get("input") or DEFAULT_INPUT)
+    description["channels"] = int(model.input_shape[-1])
+    description["color"] = color_name(description["channels"])
+    return description
+
+
 def build_card(model, run, name, version, metrics=None):
     settings = run.get("settings", {})
     dataset = run.get("dataset", {})
@@ -98,8 +122,8 @@ def build_card(model, run, name, version, metrics=None):
         "format": CARD_FORMAT,
         "architecture": _architecture(model, run),
         "stride": NETWORK_STRIDE,
-        "input": {"dtype": "uint8", "channels": 3, "color": "RGB", "normalization": dict(NORMALIZATION)},
-        "classes": run.get("classes", classes_module.classes_to_json()),
+        "input": input_description(model, run),
+        "classes": run["classes"],
         "signatures": {
             "serving_default": {"input": "images", "outputs": ["class_ids", "confidence"]},
             "serving_mixed_float16": {"input": "images", "outputs": ["class_ids", "confidence"]},
@@ -116,6 +140,7 @@ def build_card(model, run, name, version, metrics=None):
             "batch_size": settings.get("batch_size"),
             "learning_rate": settings.get("learning_rate"),
             "schedule": "linear warm-up then cosine decay; best checkpoint by validation mean IoU",
+            "class_weights": run.get("class_weights"),
             "command": run.get("command"),
         },
         "metrics": {},
@@ -135,12 +160,18 @@ def export(checkpoint, out_dir, name="deconvseg-default", version="1.0.0", run_j
         with open(run_json) as handle:
             run = json.load(handle)
     num_classes = model.output_shape[-1]
-    classes = run.get("classes", classes_module.classes_to_json())
+    if "classes" not in run:
+        raise ValueError(
+            f"no class list for {checkpoint}: {run_json} is missing or has no 'classes'; pass --run_json with the "
+            "training run's run.json (model.train writes it beside the checkpoints)"
+        )
+    classes = [c.to_json() for c in classes_module.classes_from_json(run["classes"], source=run_json)]
+    run["classes"] = classes
     if len(classes) != num_classes:
         raise ValueError(f"the model has {num_classes} outputs but the class list has {len(classes)} entries")
     if num_classes > 256:
         raise ValueError("class ids are exported as uint8: at most 256 classes")
-    module = SegmentationModule(model)
+    module = SegmentationModule(model, input_description(model, run))
     saved_model_dir = os.path.join(out_dir, "saved_model")
     if os.path.exists(saved_model_dir):
         shutil.rmtree(saved_model_dir)

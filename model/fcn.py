@@ -2,8 +2,11 @@
 
 Score the deepest features with a 1x1 convolution, upsample 2x and fuse with
 scored skip features (16s, 8s), then upsample the rest of the way to full
-resolution. The model takes float RGB in [0, 255] of any height and width:
-it normalises, pads to the network stride, and crops the logits back.
+resolution. The model takes float images of any height and width with the
+data's own channel count and value range (8-bit RGB, 16-bit greyscale,
+N-band multispectral): it normalises them itself (a fixed scale/offset, or
+per-band mean and standard deviation measured on the training split), pads
+to the network stride, and crops the logits back.
 """
 import keras
 
@@ -20,6 +23,18 @@ UPSAMPLING_DESCRIPTIONS = {
 }
 NETWORK_STRIDE = 32
 NORMALIZATION = {"scale": 1.0 / 127.5, "offset": -1.0}
+
+
+def normalization_layer(normalization, channels):
+    """``{"scale", "offset"}`` (the same for every band) or per-band ``{"mean", "std"}`` as one Keras layer."""
+    if set(normalization) >= {"mean", "std"}:
+        mean, std = list(normalization["mean"]), list(normalization["std"])
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"normalisation has {len(mean)} means and {len(std)} stds for {channels} channels")
+        if min(std) <= 0:
+            raise ValueError(f"normalisation std must be positive, got {std} (a constant band carries no information)")
+        return keras.layers.Normalization(mean=mean, variance=[value * value for value in std], name="normalise")
+    return keras.layers.Rescaling(normalization["scale"], normalization["offset"], name="normalise")
 
 
 def upsampling_layer(kind, factor, name):
@@ -40,16 +55,30 @@ def _score(features, num_classes, name):
     return keras.layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=name)(features)
 
 
-def build_fcn(num_classes, variant="fcn8s", encoder="compact", upsampling="bilinear", encoder_weights=None, width=32):
-    """Build an FCN; the output is float32 logits [N, H, W, num_classes] for any input H, W."""
+def build_fcn(
+    num_classes,
+    variant="fcn8s",
+    encoder="compact",
+    upsampling="bilinear",
+    encoder_weights=None,
+    width=32,
+    channels=3,
+    normalization=None,
+):
+    """Build an FCN; the output is float32 logits [N, H, W, num_classes] for any input H, W.
+
+    ``normalization`` defaults to the fixed 8-bit mapping x / 127.5 - 1.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
     if upsampling not in UPSAMPLING:
         raise ValueError(f"unknown upsampling {upsampling!r}; choose one of {UPSAMPLING}")
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    images = keras.Input(shape=(None, None, 3), name="images")
-    normalised = keras.layers.Rescaling(NORMALIZATION["scale"], NORMALIZATION["offset"], name="normalise")(images)
+    if int(channels) < 1:
+        raise ValueError(f"channels must be at least 1, got {channels}")
+    images = keras.Input(shape=(None, None, int(channels)), name="images")
+    normalised = normalization_layer(normalization or NORMALIZATION, int(channels))(images)
     padded = PadToMultiple(NETWORK_STRIDE, name="pad_to_stride")(normalised)
     features = build_encoder(encoder, padded, weights_path=encoder_weights, width=width)
 

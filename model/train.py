@@ -2,11 +2,16 @@
 
     python -m model.train --data data/mosaic --out runs/default --variant fcn8s --epochs 30
 
-Writes into --out: last.keras (every epoch, for --resume), best.keras (best
-validation mean IoU), metrics.jsonl + metrics.csv (one row per epoch) and
-run.json (the settings, dataset description and classes, read by export).
-The learning rate warms up linearly then follows a cosine decay, because a
-fixed 1e-3 was unstable on this task; the best checkpoint is kept regardless.
+The data folder declares its classes in DIR/classes.json (or --classes
+a,b,c) and is checked first (model.check_data: masks present, sizes, ids,
+bands and bit depth). The network takes the data's own bands and bit depth
+and normalises them per band with the training split's mean and standard
+deviation. Writes into --out: last.keras (every epoch, for --resume),
+best.keras (best validation mean IoU), metrics.jsonl + metrics.csv (one row
+per epoch) and run.json (settings, data check, input description, classes
+and class weights, read by export). The learning rate warms up linearly then
+follows a cosine decay, because a fixed 1e-3 was unstable on this task; the
+best checkpoint is kept regardless.
 """
 import argparse
 import csv
@@ -21,47 +26,92 @@ import numpy as np
 import tensorflow as tf
 
 from model import classes as classes_module
+from model.check_data import DataError, check_dataset, format_report
 from model.data import evaluation_dataset, training_dataset
 from model.encoders import ENCODERS
-from model.fcn import UPSAMPLING, VARIANTS, build_fcn
+from model.fcn import NORMALIZATION, UPSAMPLING, VARIANTS, build_fcn
 from model.metrics import confusion_matrix, segmentation_metrics
+from model.tiled import predict_image
+
+NORMALIZATIONS = ("dataset", "fixed")
+# --normalization fixed: the whole integer range to [-1, 1], the same for every band.
+FIXED_NORMALIZATION = {"uint8": dict(NORMALIZATION), "uint16": {"scale": 1.0 / 32767.5, "offset": -1.0}}
+MIN_BAND_STD = 1.0  # one intensity level: a (nearly) constant band is never amplified beyond that
 
 
 def read_dataset_description(data_dir):
-    """dataset.json written by model.make_dataset, or a minimal description for other datasets."""
+    """dataset.json written by model.make_dataset (generator, seed, sizes), or just the folder's name."""
     path = os.path.join(data_dir, "dataset.json")
     if os.path.exists(path):
         with open(path) as handle:
             return json.load(handle)
-    return {"name": os.path.basename(os.path.normpath(data_dir)), "classes": classes_module.classes_to_json()}
+    return {"name": os.path.basename(os.path.normpath(data_dir))}
+
+
+def input_normalization(kind, data_report):
+    """The card's normalisation: per-band mean/std of the training split, or the fixed range mapping."""
+    if kind == "fixed":
+        return dict(FIXED_NORMALIZATION[data_report["dtype"]])
+    stats = data_report["band_stats"]
+    return {"mean": [float(v) for v in stats["mean"]], "std": [max(float(v), MIN_BAND_STD) for v in stats["std"]]}
+
+
+def class_weights(spec, class_pixels, class_names):
+    """Loss weight per class from --class_weights: none, median_frequency or an explicit list.
+
+    median_frequency is SegNet's balancing (Badrinarayanan et al. 2017):
+    weight_c = median(freq) / freq_c, with freq_c the class's share of all
+    labelled training pixels; classes absent from training keep weight 1.
+    """
+    if spec in (None, "none"):
+        return None
+    if spec == "median_frequency":
+        pixels = np.asarray(class_pixels, np.float64)
+        present = pixels > 0
+        frequency = pixels / pixels.sum()
+        weights = np.ones(len(pixels))
+        weights[present] = np.median(frequency[present]) / frequency[present]
+        return [round(float(w), 6) for w in weights]
+    try:
+        weights = [float(part) for part in spec.split(",")]
+    except ValueError:
+        weights = []
+    if len(weights) != len(class_names) or any(not np.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(
+            f"--class_weights {spec!r} must be none, median_frequency or {len(class_names)} non-negative numbers "
+            f"(one per class: {','.join(class_names)})"
+        )
+    return weights
 
 
 def make_prediction_function(model):
     """A traced argmax predictor for one image of any size (no retracing per shape)."""
+    channels = int(model.input_shape[-1])
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], reduce_retracing=True)
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32)], reduce_retracing=True)
     def predict(images):
         return tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32)
 
     return predict
 
 
-def evaluate_keras_model(model, data_dir, split, num_classes, class_names):
-    """Confusion matrix and metrics of an in-memory Keras model over a whole split."""
+def evaluate_keras_model(model, data_dir, split, num_classes, class_names, dtype="uint8"):
+    """Confusion matrix and metrics of an in-memory Keras model over a whole split, at native size (tiled when large)."""
     predict = make_prediction_function(model)
-    dataset, _ = evaluation_dataset(data_dir, split)
+    dataset, _ = evaluation_dataset(data_dir, split, channels=int(model.input_shape[-1]), dtype=dtype)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     for image, mask in dataset:
-        predicted = predict(image[None])[0]
-        confusion += confusion_matrix(mask.numpy(), predicted.numpy(), num_classes)
+        predicted = predict_image(lambda batch: predict(batch).numpy(), image.numpy())
+        confusion += confusion_matrix(mask.numpy(), predicted, num_classes)
     return segmentation_metrics(confusion, class_names), confusion
 
 
 class EpochEvaluation(keras.callbacks.Callback):
     """Validation mean IoU each epoch, the metrics log, last/best checkpoints and the time budget."""
 
-    def __init__(self, data_dir, split, out_dir, class_names, best_mean_iou=-1.0, time_budget_seconds=None):
+    def __init__(self, data_dir, split, out_dir, class_names, best_mean_iou=-1.0, time_budget_seconds=None, dtype="uint8"):
         super().__init__()
+        self.dtype = dtype
         self.data_dir = data_dir
         self.split = split
         self.out_dir = out_dir
@@ -76,7 +126,7 @@ class EpochEvaluation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        metrics, _ = evaluate_keras_model(self.model, self.data_dir, self.split, len(self.class_names), self.class_names)
+        metrics, _ = evaluate_keras_model(self.model, self.data_dir, self.split, len(self.class_names), self.class_names, self.dtype)
         learning_rate = self.model.optimizer.learning_rate
         row = {
             "epoch": epoch + 1,
@@ -133,7 +183,7 @@ def learning_rate_schedule(learning_rate, total_steps, warmup_steps):
     )
 
 
-def build_model(args, num_classes, steps_per_epoch):
+def build_model(args, num_classes, steps_per_epoch, channels=3, normalization=None):
     model = build_fcn(
         num_classes,
         variant=args.variant,
@@ -141,6 +191,8 @@ def build_model(args, num_classes, steps_per_epoch):
         upsampling=args.upsampling,
         encoder_weights=args.encoder_weights,
         width=args.width,
+        channels=channels,
+        normalization=normalization,
     )
     schedule = learning_rate_schedule(args.learning_rate, args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch)
     model.compile(
@@ -153,7 +205,21 @@ def build_model(args, num_classes, steps_per_epoch):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="dataset directory (folders or TFRecord shards per split)")
+    parser.add_argument("--data", required=True, help="dataset directory (folders or TFRecord shards per split, classes.json)")
+    parser.add_argument(
+        "--classes", default=None, help="comma-separated class names for ids 0..n-1 (instead of, or checked against, DIR/classes.json)"
+    )
+    parser.add_argument(
+        "--normalization",
+        choices=NORMALIZATIONS,
+        default="dataset",
+        help="dataset: per-band mean/std of the training split (default); fixed: the dtype's whole range to [-1, 1]",
+    )
+    parser.add_argument(
+        "--class_weights",
+        default="none",
+        help="loss weight per class: none (default), median_frequency (SegNet balancing) or one number per class, e.g. 1,4",
+    )
     parser.add_argument("--out", required=True, help="run directory for checkpoints and logs")
     parser.add_argument("--variant", choices=VARIANTS, default="fcn8s")
     parser.add_argument("--encoder", choices=ENCODERS, default="compact")
@@ -163,6 +229,13 @@ def parse_args(argv=None):
     parser.add_argument("--image_size", type=int, default=128, help="training crop size in pixels")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument(
+        "--min_steps_per_epoch",
+        type=int,
+        default=50,
+        help="an epoch is one random crop per crop-sized area of every training image, but at least this many batches "
+        "(so a few large scenes still train between validations)",
+    )
     parser.add_argument("--learning_rate", type=float, default=2e-3, help="peak learning rate after warm-up")
     parser.add_argument("--warmup_epochs", type=int, default=1)
     parser.add_argument("--weight_decay", type=float, default=1e-4)
@@ -182,9 +255,26 @@ def train(args, command=None):
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     description = read_dataset_description(args.data)
-    class_list = classes_module.classes_from_json(description["classes"])
+    class_list = classes_module.dataset_classes(args.data, args.classes)
     class_names = [segmentation_class.name for segmentation_class in class_list]
-    dataset, steps_per_epoch = training_dataset(args.data, "train", args.batch_size, args.image_size, seed=args.seed)
+    data_report = check_dataset(args.data, class_list, splits=["train", args.val_split])
+    if args.val_split in data_report.get("missing_splits", []):
+        raise DataError(f"{args.data} has no '{args.val_split}' split to validate on: add {args.val_split}/images + masks (python -m model.make_splits cuts scenes into splits) or pass --val_split")
+    print(format_report(data_report), flush=True)
+    weights = class_weights(args.class_weights, data_report["splits"]["train"]["class_pixels"], class_names)
+    channels, dtype = data_report["channels"], data_report["dtype"]
+    dataset, steps_per_epoch = training_dataset(
+        args.data,
+        "train",
+        args.batch_size,
+        args.image_size,
+        seed=args.seed,
+        channels=channels,
+        dtype=dtype,
+        class_weights=weights,
+        min_steps=args.min_steps_per_epoch,
+    )
+    input_description = {"dtype": dtype, "channels": channels, "normalization": input_normalization(args.normalization, data_report)}
 
     initial_epoch, best_mean_iou = 0, -1.0
     last_path, state_path = os.path.join(args.out, "last.keras"), os.path.join(args.out, "state.json")
@@ -205,7 +295,7 @@ def train(args, command=None):
         for stale in ("metrics.jsonl", "metrics.csv", "state.json"):
             if os.path.exists(os.path.join(args.out, stale)):
                 os.remove(os.path.join(args.out, stale))
-        model = build_model(args, len(class_list), steps_per_epoch)
+        model = build_model(args, len(class_list), steps_per_epoch, channels, input_description["normalization"])
 
     command = command or " ".join(["python -m model.train"] + [shlex.quote(part) for part in sys.argv[1:]])
     run_path = os.path.join(args.out, "run.json")
@@ -215,7 +305,7 @@ def train(args, command=None):
         run["settings"]["epochs"] = args.epochs
         run.setdefault("resumed_commands", []).append(command)
     else:
-        run = make_run_description(args, command, model, steps_per_epoch, description, class_list)
+        run = make_run_description(args, command, model, steps_per_epoch, description, class_list, data_report, input_description, weights)
     with open(run_path, "w") as handle:
         json.dump(run, handle, indent=2)
 
@@ -226,32 +316,48 @@ def train(args, command=None):
         class_names,
         best_mean_iou=best_mean_iou,
         time_budget_seconds=None if args.time_budget_minutes is None else args.time_budget_minutes * 60,
+        dtype=dtype,
     )
     if initial_epoch < args.epochs:
-        model.fit(dataset, epochs=args.epochs, initial_epoch=initial_epoch, callbacks=[evaluation], verbose=args.verbose, shuffle=False)
+        model.fit(
+            dataset,
+            epochs=args.epochs,
+            steps_per_epoch=steps_per_epoch,
+            initial_epoch=initial_epoch,
+            callbacks=[evaluation],
+            verbose=args.verbose,
+            shuffle=False,
+        )
     with open(state_path) as handle:
         return json.load(handle)
 
 
-def make_run_description(args, command, model, steps_per_epoch, description, class_list):
-    """What export needs to write the card: command, settings, dataset, classes."""
+def make_run_description(args, command, model, steps_per_epoch, description, class_list, data_report, input_description, weights):
+    """What export needs to write the card: command, settings, dataset, input, classes and their weights."""
     dataset = {key: description.get(key) for key in ("name", "generator", "seed", "image_size")}
     dataset["path"] = args.data
-    train_images = description["splits"]["train"]["images"] if "splits" in description else steps_per_epoch * args.batch_size
     return {
         "command": command,
         "settings": vars(args),
         "parameters": int(model.count_params()),
         "steps_per_epoch": steps_per_epoch,
         "dataset": dataset,
-        "train_images": train_images,
+        "train_images": data_report["splits"]["train"]["images"],
         "classes": classes_module.classes_to_json(class_list),
+        "input": input_description,
+        "class_weights": None if weights is None else dict(zip([c.name for c in class_list], weights)),
+        "data_check": data_report,
     }
 
 
 def main(argv=None):
     args = parse_args(argv)
-    state = train(args)
+    try:
+        state = train(args)
+    except (classes_module.ClassesError, DataError) as exc:
+        # A data problem is the user's to fix: one message, no traceback.
+        print(f"model.train: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     print(json.dumps(state))
 
 

@@ -1,0 +1,28 @@
+"""Whole-or-tiled prediction of one image, exactly as the pipeline cuts it.
+
+Validation and evaluation run at native resolution. Images up to
+``whole_pixels`` go through the network whole; larger ones (a slide, a scene)
+are cut with the pipeline's own tile plan (``transforms.tiling``: same
+tiles, same owned rectangles), so the numbers describe what a run produces
+and memory stays bounded however large the image.
+"""
+import numpy as np
+
+from transforms.tiling import owned_crop, plan_tiles, stitch
+
+TILE_SIZE = 512
+TILE_OVERLAP = 64
+WHOLE_PIXELS = 4 * TILE_SIZE * TILE_SIZE
+
+
+def predict_image(predict, image, tile_size=TILE_SIZE, overlap=TILE_OVERLAP, whole_pixels=WHOLE_PIXELS):
+    """Class ids [H, W] of one image [H, W, C]; ``predict`` maps a batch [N, h, w, C] to ids [N, h, w]."""
+    height, width = image.shape[:2]
+    specs = plan_tiles(height, width, tile_size, overlap, whole_pixels)
+    if len(specs) == 1:
+        return np.asarray(predict(image[None]))[0]
+    crops = []
+    for spec in specs:
+        window = image[spec.top : spec.top + spec.height, spec.left : spec.left + spec.width]
+        crops.append((spec.own_top, spec.own_left, owned_crop(spec, np.asarray(predict(window[None]))[0])))
+    return stitch(height, width, crops, dtype=crops[0][2].dtype)
