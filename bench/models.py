@@ -72,6 +72,7 @@ def vgg16_models(folder: str, num_classes: int = 5):
   model.save(keras_path)
   run_json = os.path.join(folder, "vgg16_run.json")
   with open(run_json, "w") as handle:
-    json.dump({"settings": {"variant": "fcn8s", "encoder": "vgg16"}, "dataset": {"name": "untrained"}}, handle)
+    json.dump({"settings": {"variant": "fcn8s", "encoder": "vgg16"}, "dataset": {"name": "untrained"},
+               "classes": [{"id": i, "name": f"class_{i}"} for i in range(num_classes)]}, handle)
   export(keras_path, model_dir, name="bench-fcn8s-vgg16", version="0.0.0", run_json=run_json)
   return model_dir, keras_path

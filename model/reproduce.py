@@ -21,7 +21,7 @@ def commands(out_dir, work_dir):
         ["-m", "model.make_dataset", "--out", test_data, "--seed", "2", "--train", "0", "--val", "0", "--test", "200", "--size", "128"],
         ["-m", "model.train", "--data", data, "--out", run_dir, "--variant", "fcn8s", "--encoder", "compact",
          "--upsampling", "bilinear", "--image_size", "128", "--batch_size", "16", "--epochs", "30",
-         "--learning_rate", "2e-3", "--verbose", "2"],
+         "--learning_rate", "2e-3", "--normalization", "fixed", "--verbose", "2"],
         ["-m", "model.export", "--checkpoint", os.path.join(run_dir, "best.keras"), "--out", out_dir,
          "--name", "deconvseg-default", "--version", "1.0.0", "--evaluate_data", test_data, "--evaluate_split", "test"],
     ]

@@ -25,6 +25,7 @@ ENVIRONMENT = {"PROJECT": "my-project", "REGION": "us-central1", "BUCKET": "my-b
                "WORKER_IMAGE": "us-central1-docker.pkg.dev/my-project/deconvseg/deconvseg-worker:0.1.0"}
 MODEL_COMMANDS = ("model.make_dataset", "model.train", "model.export", "model.evaluate")
 QUICK_START = ("./run_pipeline.sh", "./run_tests.sh")  # run by test_run_pipeline_sh.py and by CI itself
+WALKTHROUGH = "Walkthrough: a real labelled image, from the package to the report"  # run by test_walkthrough_nuclei.py
 
 
 def readme_commands():
@@ -74,6 +75,12 @@ def test_readme_has_the_commands_users_need():
 def test_readme_command_is_valid(section, argv):
   if tuple(argv) in [(command,) for command in QUICK_START]:
     return
+  if argv[0] == ".venv/bin/pip":
+    locked = [line for line in open(os.path.join(REPO, "requirements.lock")) if line.startswith("stardist==")]
+    assert argv[1:] == ["install", "--no-deps", locked[0].strip()], argv
+    return
+  if section == WALKTHROUGH:
+    return  # every command of the walkthrough runs for real in tests/test_walkthrough_nuclei.py
   if argv[0] == "./run_pipeline.sh":
     args = fill_date_templates(argv[1:])
     reject_unknown_flags(args)  # unknown flags and bad values raise OptionsError with the reason
