@@ -28,7 +28,7 @@ def model_handler(config: RunConfig, handler_kwargs=None) -> SegmentationModelHa
   return SegmentationModelHandler(config.model_dir, num_classes=len(config.classes),
                                   max_batch_size=config.batch_size, mixed_precision=config.mixed_precision,
                                   palette=palette, pixel_budget=config.batch_size * config.tile_size ** 2,
-                                  **(handler_kwargs or {}))
+                                  spec=config.input_spec, **(handler_kwargs or {}))
 
 
 class CountEventsFn(beam.DoFn):
@@ -65,7 +65,7 @@ class SegmentImages(beam.PTransform):
 
     images, decode_failures = refs | "Decode" >> DecodeImages(
         config.max_image_pixels, prefetch=2 * config.batch_size,
-        prefetch_pixels=2 * config.batch_size * config.tile_size ** 2)
+        prefetch_pixels=2 * config.batch_size * config.tile_size ** 2, spec=config.input_spec)
     tile_results = images | "TileAndInfer" >> TileAndSegment(
         model_handler(config, self._handler_kwargs), config.tile_size, config.tile_overlap, config.whole_image_pixels)
     mask_streams, inference_failures = tile_results | "Stitch" >> StitchTiles()

@@ -17,6 +17,8 @@ from typing import List, Optional, Sequence, Tuple
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from transforms.input_spec import InputSpec
+
 _LOG = logging.getLogger(__name__)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL_DIR = os.path.join(REPO_ROOT, "model", "default")
@@ -136,6 +138,11 @@ class RunConfig:
   @property
   def classes(self) -> List[dict]:
     return list(self.card["classes"])
+
+  @property
+  def input_spec(self) -> InputSpec:
+    """What the model takes (card["input"]): decoding and inference both follow it."""
+    return InputSpec.from_card(self.card)
 
   @property
   def model_info(self) -> dict:
@@ -263,24 +270,58 @@ def load_card(model_dir: str) -> dict:
   names = [entry["name"] for entry in classes]
   if len(set(names)) != len(names):
     raise OptionsError(f"model card {card_path}: class names must be unique.")
+  try:
+    InputSpec.from_card(card)
+  except ValueError as exc:
+    raise OptionsError(f"model card {card_path}: {exc}.") from None
   return card
+
+
+def _check_signature(segmenter, model_dir: str, spec: InputSpec):
+  """Refuses a model whose serving_default input disagrees with its card's dtype or channel count.
+
+  Read from the concrete function's input signature, so the message names
+  the disagreement instead of a probe batch failing with a shape error.
+  """
+  from transforms.inference import DEFAULT_SIGNATURE  # pylint: disable=import-outside-toplevel
+  signature = segmenter.module.signatures.get(DEFAULT_SIGNATURE)
+  if signature is None:
+    raise OptionsError(f"the model in {model_dir} has no '{DEFAULT_SIGNATURE}' signature; it does not follow "
+                       "docs/CONTRACTS.md.")
+  args, kwargs = signature.structured_input_signature
+  tensor = kwargs.get("images") if kwargs else (args[0] if args else None)
+  if tensor is None:
+    raise OptionsError(f"the model in {model_dir} has no 'images' input in '{DEFAULT_SIGNATURE}'; it does not "
+                       "follow docs/CONTRACTS.md.")
+  dtype = tensor.dtype.name
+  channels = tensor.shape[-1] if tensor.shape.rank else None
+  problems = []
+  if dtype != spec.dtype:
+    problems.append(f"dtype {dtype} (card.json input.dtype: {spec.dtype})")
+  if channels is not None and channels != spec.channels:
+    problems.append(f"{channels} channels (card.json input.channels: {spec.channels})")
+  if problems:
+    raise OptionsError(f"the model in {model_dir} takes images of {' and '.join(problems)}; fix card.json's "
+                       "input block or re-export the model so card and signature match.")
 
 
 def check_model(model_dir: str, card: dict, mixed_precision: bool):
   """Loads the SavedModel once and checks it against its card.
 
-  Runs a small probe batch through the same entry point the workers use, so
-  a model that cannot load, lacks a signature, returns the wrong outputs or
-  emits class ids the card does not list is refused before the pipeline is
-  built.
+  Runs a small probe batch of the card's input dtype and channels through the
+  same entry point the workers use, so a model that cannot load, lacks a
+  signature, takes another input than its card says, returns the wrong
+  outputs or emits class ids the card does not list is refused before the
+  pipeline is built.
   """
   import numpy as np  # pylint: disable=import-outside-toplevel
   from transforms.inference import Segmenter, keep_for_workers, saved_model_path  # pylint: disable=import-outside-toplevel
   if not FileSystems.exists(saved_model_path(model_dir) + "/saved_model.pb"):
     raise OptionsError(f"{model_dir} has no saved_model/saved_model.pb; --model must name an exported model "
                        "directory (python -m model.export writes one).")
+  spec = InputSpec.from_card(card)
   try:
-    segmenter = Segmenter(model_dir, mixed_precision)
+    segmenter = Segmenter(model_dir, mixed_precision, spec)
   except OptionsError:
     raise
   except ValueError as exc:
@@ -288,6 +329,7 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool):
   except Exception as exc:  # pylint: disable=broad-except
     raise OptionsError(f"cannot load the SavedModel in {model_dir}: {' '.join(str(exc).split())[:300]}. "
                        "Re-export the model or point --model at another one.") from None
+  _check_signature(segmenter, model_dir, spec)
   num_classes = len(card["classes"])
   declared = getattr(segmenter.module, "num_classes", None)
   if declared is not None:
@@ -299,7 +341,8 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool):
     raise OptionsError(f"the model in {model_dir} has {declared} classes but its card.json lists "
                        f"{num_classes}; re-export the model so card and weights match.")
   size = max(32, int(card.get("stride", 1) or 1) * 2)
-  probe = np.random.default_rng(0).integers(0, 256, size=(2, size, size, 3), dtype=np.uint8)
+  probe = np.random.default_rng(0).integers(0, spec.max_value + 1, size=(2, size, size, spec.channels),
+                                            dtype=spec.numpy_dtype)
   try:
     class_ids, confidence = segmenter(probe)
   except Exception as exc:  # pylint: disable=broad-except

@@ -40,7 +40,9 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageOps
 
-from transforms.decode import to_rgb
+from transforms.decode import decode_image, to_rgb
+from transforms.display import display_stretch, to_display
+from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.read import iter_tfrecords
 
 LOGGER = logging.getLogger(__name__)
@@ -575,12 +577,34 @@ def _source_bytes(uri, image_feature):
     return _read_bytes(uri, "uncompressed")
 
 
-def _load_source(uri, size, image_feature):
-    """The input as the pipeline saw it (EXIF orientation applied, same mode rule), downscaled."""
-    with Image.open(io.BytesIO(_source_bytes(uri, image_feature))) as image:
-        image.draft("RGB", (size, size))  # JPEG decodes at reduced scale: cheap for big tiles.
-        image = ImageOps.exif_transpose(image)
-        image = Image.fromarray(to_rgb(image), "RGB")
+def _input_spec(run, card):
+    """What the run's model takes (card["input"]), so thumbnails show what it saw; RGB uint8 when unknown."""
+    for source in (run.model.get("card"), card):
+        if isinstance(source, dict) and isinstance(source.get("input"), dict):
+            try:
+                return InputSpec.from_card(source)
+            except ValueError:
+                continue
+    return DEFAULT_SPEC
+
+
+def _load_source(uri, size, image_feature, spec=DEFAULT_SPEC):
+    """The input as the pipeline saw it (EXIF orientation applied, same mode rule), downscaled.
+
+    Other inputs than RGB uint8 are decoded exactly as the pipeline decodes
+    them for the model and drawn with the overlays' display rule
+    (``transforms.display``: grey replicated, first three bands, 16-bit
+    stretched by the image's own percentiles).
+    """
+    data = _source_bytes(uri, image_feature)
+    if spec != DEFAULT_SPEC:
+        pixels, _ = decode_image(data, sys.maxsize, spec)
+        image = Image.fromarray(to_display(pixels, display_stretch(pixels)), "RGB")
+    else:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (size, size))  # JPEG decodes at reduced scale: cheap for big tiles.
+            image = ImageOps.exif_transpose(image)
+            image = Image.fromarray(to_rgb(image), "RGB")
     image.thumbnail((size, size), Image.BILINEAR)
     return image
 
@@ -593,13 +617,13 @@ class _GalleryItem:
     note: str
 
 
-def _gallery_item(record, palette, size, image_feature):
+def _gallery_item(record, palette, size, image_feature, spec=DEFAULT_SPEC):
     try:
         mask = _load_mask(record.mask_path, palette, size)
     except Exception as error:
         return _GalleryItem(record, "", "", f"mask unreadable: {type(error).__name__}: {error}")
     try:
-        source = _load_source(record.uri, size, image_feature) if record.uri else None
+        source = _load_source(record.uri, size, image_feature, spec) if record.uri else None
         if source is None:
             raise ValueError("no source URI in the stats record")
     except Exception as error:
@@ -970,7 +994,8 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
     totals = run.totals or {name: ClassTotal(pixels, stats.areas.get(name)) for name, pixels in stats.pixels.items()}
     classes = _report_classes(card, run, stats)
     palette = _palette(classes)
-    items = [_gallery_item(record, palette, thumbnail_size, run.tfrecord_image_feature)
+    spec = _input_spec(run, card)
+    items = [_gallery_item(record, palette, thumbnail_size, run.tfrecord_image_feature, spec)
              for record in stats.gallery()]
 
     title = f"deconvseg run report: {output_dir}"

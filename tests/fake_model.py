@@ -8,6 +8,11 @@ at least 4 the stitched result must equal whole-image inference bit for bit.
 
 Classes: 0 dark (box-mean max channel < 64), 1 red, 2 green, 3 blue (the
 dominant channel of the box mean, first wins ties).
+
+The same rule works for any input spec (``build_fake_model(..., channels=C,
+dtype=...)``): class 0 when the brightest band's box mean is below ``dark``
+(64 by default), else 1 + the dominant band, so a one-band model has two
+classes and a four-band one five.
 """
 import json
 import os
@@ -24,13 +29,36 @@ CLASSES = [
 RADIUS = 2
 
 
+DARK = 64
+
+
+def band_classes(channels):
+  """Class list of the band rule for a C-band model (the RGB one for C=3)."""
+  if channels == 3:
+    return CLASSES
+  rng = np.random.default_rng(channels)
+  return [{"id": 0, "name": "dark", "color": [20, 20, 20]}] + [
+      {"id": i + 1, "name": f"band{i}", "color": [int(c) for c in rng.integers(40, 240, size=3)]}
+      for i in range(channels)]
+
+
+def _input_signature(channels, dtype):
+  return [tf.TensorSpec([None, None, None, channels], tf.as_dtype(dtype), name="images")]
+
+
 class ColourRuleSegmenter(tf.Module):
   """Pure-TF module with the exported-model interface."""
 
-  def __init__(self, poison_value=None):
+  def __init__(self, poison_value=None, channels=3, dtype="uint8", dark=DARK, signature_channels=None,
+               signature_dtype=None):
     super().__init__()
-    self.num_classes = tf.Variable(len(CLASSES), trainable=False, dtype=tf.int32)
+    self.num_classes = tf.Variable(channels + 1, trainable=False, dtype=tf.int32)
     self._poison = poison_value
+    self._full = float(np.iinfo(dtype).max)
+    self._dark = float(dark)
+    signature = _input_signature(signature_channels or channels, signature_dtype or dtype)
+    self.segment = tf.function(self._compute, input_signature=signature)
+    self.serve_mixed = tf.function(self._compute, input_signature=signature)
 
   def _compute(self, images):
     if self._poison is not None:
@@ -39,28 +67,21 @@ class ColourRuleSegmenter(tf.Module):
       tf.debugging.Assert(tf.logical_not(poisoned), ["poisoned input"])
     x = tf.cast(images, tf.float32)
     size = 2 * RADIUS + 1
-    box = tf.ones([size, size, 3, 1], tf.float32)
+    box = tf.ones([size, size, x.shape[-1], 1], tf.float32)
     sums = tf.nn.depthwise_conv2d(x, box, strides=[1, 1, 1, 1], padding="SAME")
     ones = tf.ones_like(x[..., :1])
     counts = tf.nn.conv2d(ones, tf.ones([size, size, 1, 1], tf.float32), strides=1, padding="SAME")
     means = sums / counts
     brightest = tf.reduce_max(means, axis=-1)
     dominant = tf.cast(tf.argmax(means, axis=-1), tf.int32) + 1
-    class_ids = tf.where(brightest < 64.0, tf.zeros_like(dominant), dominant)
-    confidence = tf.clip_by_value(brightest / 255.0, 0.0, 1.0)
+    class_ids = tf.where(brightest < self._dark, tf.zeros_like(dominant), dominant)
+    confidence = tf.clip_by_value(brightest / self._full, 0.0, 1.0)
     return {"class_ids": tf.cast(class_ids, tf.uint8), "confidence": confidence}
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-  def segment(self, images):
-    return self._compute(images)
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-  def serve_mixed(self, images):
-    return self._compute(images)
-
-
-def card(name="fake-colour-rule", version="0.0.1", classes=None):
-  classes = CLASSES if classes is None else classes
+def card(name="fake-colour-rule", version="0.0.1", classes=None, channels=3, dtype="uint8"):
+  classes = band_classes(channels) if classes is None else classes
+  color = {1: "grey", 3: "RGB"}.get(channels, "bands")
   return {
       "name": name,
       "version": version,
@@ -68,7 +89,7 @@ def card(name="fake-colour-rule", version="0.0.1", classes=None):
       "architecture": {"variant": "colour-rule", "encoder": "none", "parameters": 0,
                        "upsampling": "none"},
       "stride": 1,
-      "input": {"dtype": "uint8", "channels": 3, "color": "RGB",
+      "input": {"dtype": dtype, "channels": channels, "color": color,
                 "normalization": {"scale": 1.0, "offset": 0.0}},
       "classes": classes,
       "signatures": {"serving_default": {"input": "images", "outputs": ["class_ids", "confidence"]},
@@ -77,29 +98,33 @@ def card(name="fake-colour-rule", version="0.0.1", classes=None):
   }
 
 
-def build_fake_model(model_dir, classes=None, poison_value=None):
+def build_fake_model(model_dir, classes=None, poison_value=None, channels=3, dtype="uint8", dark=DARK,
+                     signature_channels=None, signature_dtype=None):
   """Exports the fake model to MODEL_DIR/{saved_model,card.json}; returns MODEL_DIR.
 
   With ``poison_value``, a call fails when any image in it is entirely that value.
+  ``channels``/``dtype`` are the input spec (card and signature);
+  ``signature_channels``/``signature_dtype`` make the signature disagree with
+  the card, as a mixed-up export would.
   """
-  module = ColourRuleSegmenter(poison_value)
+  module = ColourRuleSegmenter(poison_value, channels, dtype, dark, signature_channels, signature_dtype)
   tf.saved_model.save(module, os.path.join(model_dir, "saved_model"),
                       signatures={"serving_default": module.segment,
                                   "serving_mixed_float16": module.serve_mixed})
   with open(os.path.join(model_dir, "card.json"), "w") as f:
-    json.dump(card(classes=classes), f, indent=2)
+    json.dump(card(classes=classes, channels=channels, dtype=dtype), f, indent=2)
   return str(model_dir)
 
 
-def reference_segment(pixels: np.ndarray) -> np.ndarray:
-  """Whole-image class map of the fake model, computed in numpy (test oracle)."""
+def reference_segment(pixels: np.ndarray, dark=DARK) -> np.ndarray:
+  """Whole-image class map of the fake model, computed in numpy (test oracle); pixels [H, W, C]."""
   x = pixels.astype(np.float64)
-  h, w = x.shape[:2]
-  padded = np.zeros((h + 2 * RADIUS, w + 2 * RADIUS, 3))
+  h, w, c = x.shape
+  padded = np.zeros((h + 2 * RADIUS, w + 2 * RADIUS, c))
   padded[RADIUS:RADIUS + h, RADIUS:RADIUS + w] = x
   valid = np.zeros((h + 2 * RADIUS, w + 2 * RADIUS))
   valid[RADIUS:RADIUS + h, RADIUS:RADIUS + w] = 1
-  sums = np.zeros((h, w, 3))
+  sums = np.zeros((h, w, c))
   counts = np.zeros((h, w))
   for dy in range(2 * RADIUS + 1):
     for dx in range(2 * RADIUS + 1):
@@ -107,5 +132,5 @@ def reference_segment(pixels: np.ndarray) -> np.ndarray:
       counts += valid[dy:dy + h, dx:dx + w]
   means = sums / counts[..., None]
   ids = np.argmax(means, axis=-1) + 1
-  ids[means.max(axis=-1) < 64] = 0
+  ids[means.max(axis=-1) < dark] = 0
   return ids.astype(np.uint8)

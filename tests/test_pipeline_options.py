@@ -8,7 +8,7 @@ import sys
 import pytest
 from PIL import Image
 
-from fake_model import card
+from fake_model import build_fake_model, card
 from pipeline.options import SegmentationOptions, help_parser
 from pipeline.run import main
 from pipeline_helpers import REPO, scene
@@ -83,6 +83,31 @@ def test_card_not_matching_model(capsys, tmp_path, inputs, fake_model):
   (mismatched / "card.json").write_text(json.dumps(card(classes=three)))
   _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(mismatched)],
          "4 classes", "lists 3")
+
+
+@pytest.mark.parametrize("signature,fragment", [
+    ({"signature_channels": 3}, "takes images of 3 channels (card.json input.channels: 4)"),
+    ({"signature_dtype": "uint8"}, "takes images of dtype uint8 (card.json input.dtype: uint16)"),
+])
+def test_card_input_not_matching_the_signature(capsys, tmp_path, inputs, signature, fragment):
+  model = build_fake_model(str(tmp_path / "model"), channels=4, dtype="uint16", **signature)
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", model],
+         fragment)
+  assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("block,fragment", [
+    ({"dtype": "float32", "channels": 3}, "input.dtype 'float32' is not supported"),
+    ({"dtype": "uint8", "channels": 0}, "input.channels 0 must be an integer from 1 to 64"),
+])
+def test_card_input_block_is_checked(capsys, tmp_path, inputs, fake_model, block, fragment):
+  broken = tmp_path / "broken_input"
+  shutil.copytree(fake_model, broken)
+  document = card()
+  document["input"].update(block)
+  (broken / "card.json").write_text(json.dumps(document))
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(broken)],
+         fragment)
 
 
 @pytest.mark.parametrize("flag,fragment", [

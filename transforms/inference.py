@@ -20,6 +20,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from transforms import progress
+from transforms.display import to_display
+from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.records import DecodedImage, Tile, TileResult
 from transforms.tiling import plan_tiles
 
@@ -42,13 +44,13 @@ def _configure_gpus(tf):
 
 
 class Segmenter:
-  """A loaded exported model: uint8 [N,H,W,3] -> (uint8 ids, float32 confidence).
+  """A loaded exported model: <spec.dtype> [N,H,W,spec.channels] -> (uint8 ids, float32 confidence).
 
   Remote model directories (gs://) are first copied to local disk through
   Beam's filesystems (``pipeline.staging``), once per machine.
   """
 
-  def __init__(self, model_dir: str, mixed_precision: bool = False):
+  def __init__(self, model_dir: str, mixed_precision: bool = False, spec: InputSpec = DEFAULT_SPEC):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from pipeline.staging import local_copy  # pylint: disable=import-outside-toplevel
     _configure_gpus(tf)
@@ -66,6 +68,7 @@ class Segmenter:
     else:
       signature = signatures[DEFAULT_SIGNATURE]
       self._call = lambda images: signature(images=images)
+    self.spec = spec
     self._stats_functions = {}
 
   def __call__(self, images: np.ndarray):
@@ -79,7 +82,7 @@ class Segmenter:
     return tuple(t.numpy() for t in _contract_outputs(self._call(self._tf.convert_to_tensor(images))))
 
   def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int):
-    """uint8 [N,H,W] images + owned rectangles -> (class ids, pixels per class, confidence sums, max id).
+    """[N,H,W,C] images + owned rectangles -> (class ids, pixels per class, confidence sums, max id).
 
     ``owned`` is [N, 4] int32 (top, bottom, left, right) in tile coordinates.
     The per-class reductions over each tile's owned rectangle run inside the
@@ -91,7 +94,7 @@ class Segmenter:
     """
     function = self._stats_functions.get(num_classes)
     if function is None:
-      function = self._stats_functions[num_classes] = _stats_function(self._tf, self._call, num_classes)
+      function = self._stats_functions[num_classes] = _stats_function(self._tf, self._call, num_classes, self.spec)
     tf = self._tf
     class_ids, pixels, confidence, top = function(tf.convert_to_tensor(images), tf.convert_to_tensor(owned, tf.int32))
     return class_ids.numpy(), pixels.numpy().astype(np.int64), confidence.numpy(), int(top.numpy())
@@ -104,10 +107,10 @@ def _contract_outputs(outputs):
   return outputs
 
 
-def _stats_function(tf, call, num_classes: int):
+def _stats_function(tf, call, num_classes: int, spec: InputSpec = DEFAULT_SPEC):
   """The model call plus per-tile, per-class pixel counts and confidence sums, as one tf.function."""
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8),
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, spec.channels], tf.as_dtype(spec.dtype)),
                                 tf.TensorSpec([None, 4], tf.int32)])
   def segment_with_stats(images, owned):
     class_ids, confidence = _contract_outputs(call(images))
@@ -174,11 +177,11 @@ class TileImagesFn(beam.DoFn):
                  own_top=spec.own_top, own_bottom=spec.own_bottom,
                  own_left=spec.own_left, own_right=spec.own_right,
                  pixels=image.pixels[spec.top:spec.top + spec.height, spec.left:spec.left + spec.width],
-                 pixel_size=image.pixel_size)
+                 pixel_size=image.pixel_size, display=image.display)
 
 
 def blend_overlay(pixels: np.ndarray, class_ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
-  """Half-and-half mix of the image and the class colours (uint8 RGB)."""
+  """Half-and-half mix of the image and the class colours (uint8 RGB; see ``transforms.display``)."""
   return ((pixels.astype(np.uint16) + palette[class_ids]) >> 1).astype(np.uint8)
 
 
@@ -195,7 +198,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
 
   def __init__(self, model_dir: str, num_classes: int, max_batch_size: int,
                mixed_precision: bool = False, palette: Optional[Sequence[Sequence[int]]] = None,
-               pixel_budget: Optional[int] = None, **handler_kwargs):
+               pixel_budget: Optional[int] = None, spec: InputSpec = DEFAULT_SPEC, **handler_kwargs):
     # handler_kwargs: e.g. model_copies=N to share N models across a worker's processes.
     super().__init__(**handler_kwargs)
     self._model_dir = model_dir
@@ -203,15 +206,16 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
     self._max_batch_size = max_batch_size
     self._pixel_budget = pixel_budget
     self._mixed_precision = mixed_precision
+    self._spec = spec
     self._palette = None if palette is None else np.asarray(palette, dtype=np.uint16)
 
   def load_model(self) -> Segmenter:
     handed_over = take_handed_over(self._model_dir, self._mixed_precision)
-    if handed_over is not None:
+    if handed_over is not None and handed_over.spec == self._spec:
       _LOG.info("Using model %s as loaded by the start-up check", self._model_dir)
       return handed_over
     _LOG.info("Loading model %s (mixed precision: %s)", self._model_dir, self._mixed_precision)
-    return Segmenter(self._model_dir, self._mixed_precision)
+    return Segmenter(self._model_dir, self._mixed_precision, self._spec)
 
   def batch_elements_kwargs(self) -> Dict[str, Any]:
     # A fixed batch size: BatchElements' adaptive sizing would start at 1 and
@@ -282,7 +286,8 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
     owned_ids = np.ascontiguousarray(class_ids[top:bottom, left:right])
     overlay = None
     if self._palette is not None:
-      overlay = blend_overlay(tile.pixels[top:bottom, left:right], owned_ids, self._palette)
+      shown = to_display(tile.pixels[top:bottom, left:right], tile.display)
+      overlay = blend_overlay(shown, owned_ids, self._palette)
     return TileResult(key=tile.key, uri=tile.uri, index=tile.index, count=tile.count,
                       image_height=tile.image_height, image_width=tile.image_width,
                       own_top=tile.own_top, own_left=tile.own_left, class_ids=owned_ids,

@@ -1,8 +1,8 @@
 """Typed elements that flow between the pipeline's steps.
 
 They are plain ``NamedTuple``s (pickled by Beam's fallback coder) so that the
-arrays inside stay numpy ``uint8`` end to end: no lists, no float maps on the
-wire. Only the model-facing step ever sees float data.
+arrays inside stay numpy ``uint8`` (or the model's ``uint16``) end to end: no
+lists, no float maps on the wire. Only the model-facing step ever sees float data.
 """
 import re
 from typing import NamedTuple, Optional, Tuple
@@ -29,11 +29,16 @@ class ImageRef(NamedTuple):
 
 
 class DecodedImage(NamedTuple):
-  """An image as the model takes it: RGB uint8 [H, W, 3], orientation applied."""
+  """An image as the model takes it: [H, W, C] of the card's dtype, orientation applied.
+
+  ``display`` is the image's own stretch for showing it (``transforms.display``;
+  None for uint8), computed once at decode so all its tiles are drawn alike.
+  """
   uri: str
   key: str
   pixels: np.ndarray
   pixel_size: Optional[Tuple[float, float]] = None
+  display: Optional[np.ndarray] = None
 
 
 class Tile(NamedTuple):
@@ -57,6 +62,7 @@ class Tile(NamedTuple):
   own_right: int
   pixels: np.ndarray
   pixel_size: Optional[Tuple[float, float]] = None
+  display: Optional[np.ndarray] = None
 
 
 class TileResult(NamedTuple):
