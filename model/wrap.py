@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import sys
 import time
 
@@ -332,7 +333,11 @@ def wrap(
     input_block = {"dtype": input_dtype, "channels": channels, "color": color_name(channels), "normalization": normalization}
     module = SegmentationModule(adapter, input_block)
     saved_model_dir = save_module(module, out_dir)
-    verify(saved_model_dir, adapter, input_block, fixed_size, multiple, len(classes))
+    try:
+        verify(saved_model_dir, adapter, input_block, fixed_size, multiple, len(classes))
+    except WrapError:
+        shutil.rmtree(saved_model_dir)  # an unverified model must not be picked up by the pipeline
+        raise
 
     upsampling = "the model's own (full-resolution output)"
     if stride > 1:

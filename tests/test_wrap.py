@@ -5,11 +5,11 @@ data, saved as .keras, wrapped, and checked against predictions computed
 independently in the test (padding, normalisation and bilinear upsampling in
 numpy). The U-Net also goes through the pipeline, one image of it tiled.
 """
+import hashlib
 import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -140,7 +140,6 @@ def test_card_describes_the_wrapped_model(saved, wrapped_unet):
     assert architecture["parameters"] == keras.models.load_model(saved["unet"]).count_params()
     assert (architecture["output"], architecture["output_stride"], architecture["size_multiple"]) == ("logits", 1, 8)
     with open(saved["unet"], "rb") as handle:
-        import hashlib
         assert card["wrapped_from"]["sha256"] == hashlib.sha256(handle.read()).hexdigest()
     assert card["wrapped_from"]["file"] == "unet.keras"
     assert card["command"].startswith("python -m model.wrap --keras ")
@@ -243,6 +242,29 @@ def test_fixed_input_size_is_padded_and_larger_images_refused(tmp_path):
     np.testing.assert_array_equal(loaded.segment(image[None])["class_ids"].numpy()[0], expected.argmax(-1))
     with pytest.raises(tf.errors.InvalidArgumentError, match="--tile_size 48 --whole_image_pixels 0"):
         loaded.segment(scene(50, 40, seed=5)[None])
+
+
+def test_one_logit_channel_and_per_band_normalization_file(saved, tmp_path):
+    images = keras.Input((None, None, 3))
+    model = keras.Model(images, keras.layers.Conv2D(1, 3, padding="same")(_block(images, 4)), name="one_logit")
+    _train(model, lambda y: (y == 0).astype(np.float32)[..., None],
+           loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    path = str(tmp_path / "one_logit.keras")
+    model.save(path)
+    mean, std = [120.0, 110.0, 100.0], [60.0, 55.0, 70.0]
+    (tmp_path / "card-style.json").write_text(json.dumps({"input": {"normalization": {"mean": mean, "std": std}}}))
+    out = str(tmp_path / "one_logit")
+    wrap_module.main(["--keras", path, "--classes", saved["classes2"], "--out", out,
+                      "--normalization", str(tmp_path / "card-style.json")])
+    card = load_card(out)
+    assert card["architecture"]["output"] == "binary_logit"
+    assert card["input"]["normalization"] == {"mean": mean, "std": std}
+    image = scene(33, 47, seed=12)
+    logit = model.predict(((image - np.array(mean)) / np.array(std))[None].astype(np.float32), verbose=0)[0, ..., 0]
+    loaded = tf.saved_model.load(os.path.join(out, "saved_model"))
+    class_ids = loaded.segment(image[None])["class_ids"].numpy()[0]
+    decided = np.abs(logit) > 1e-4
+    np.testing.assert_array_equal(class_ids[decided], (logit > 0)[decided])
 
 
 CUSTOM_MODULE = '''
