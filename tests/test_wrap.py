@@ -370,3 +370,16 @@ def test_help_says_what_unsafe_deserialization_means(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "arbitrary Python bytecode that runs when the file is loaded" in text
     assert "only for files you trust" in text
+
+
+def test_zero_and_fixed_size_padding_layers():
+    from model.layers import PadToMultiple, PadToSize
+
+    image = np.arange(1, 31, dtype=np.float32).reshape(1, 5, 6, 1)
+    zero = keras.ops.convert_to_numpy(PadToMultiple(4, mode="zero")(image))
+    assert zero.shape == (1, 8, 8, 1) and (zero[:, :5, :6] == image).all()
+    assert not zero[:, 5:].any() and not zero[:, :, 6:].any()
+    mirrored = keras.ops.convert_to_numpy(PadToSize(7, 9)(image))
+    np.testing.assert_array_equal(mirrored[0, :, :, 0], np.pad(image[0, :, :, 0], [(0, 2), (0, 3)], mode="symmetric"))
+    with pytest.raises(ValueError, match="padding mode must be one of"):
+        PadToMultiple(4, mode="reflect101")
