@@ -40,26 +40,35 @@ def color_name(channels):
     return {1: "grey", 3: "RGB"}.get(int(channels), "bands")
 
 
+def _compute_layers(model):
+    """Every layer that computes, nested models included: a wrapped user model is one layer of its adapter."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _compute_layers(layer)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            yield layer
+
+
 @contextlib.contextmanager
 def mixed_precision_policies(model):
     """Temporarily compute every layer but the final logits in float16, sharing the same variables.
 
     Tracing the mixed-precision serving function inside this context gives a
     second graph over the *same* weights, so the export is not twice the size.
+    Layers named "logits" or "normalise", or marked ``keep_float32``, stay in float32.
     """
     original = {}
-    for layer in model.layers:
+    for layer in _compute_layers(model):
         # Normalising in float16 would overflow 16-bit inputs (65535 > float16's 65504).
-        if isinstance(layer, keras.layers.InputLayer) or layer.name in ("logits", "normalise"):
+        if layer.name in ("logits", "normalise") or getattr(layer, "keep_float32", False):
             continue
-        original[layer.name] = layer.dtype_policy
+        original[id(layer)] = (layer, layer.dtype_policy)
         layer.dtype_policy = "mixed_float16"
     try:
         yield model
     finally:
-        for layer in model.layers:
-            if layer.name in original:
-                layer.dtype_policy = original[layer.name]
+        for layer, policy in original.values():
+            layer.dtype_policy = policy
 
 
 class SegmentationModule(tf.Module):
@@ -68,6 +77,8 @@ class SegmentationModule(tf.Module):
     def __init__(self, model, input_description=None):
         super().__init__()
         self.model = model
+        # Read by the pipeline's start-up check against the card's class list.
+        self.num_classes = tf.Variable(int(model.output_shape[-1]), trainable=False, dtype=tf.int32, name="num_classes")
         spec = images_spec(input_description or DEFAULT_INPUT)
         self.segment = tf.function(self._segment, input_signature=[spec])
         # A second tf.function object has its own trace cache: traced under float16 policies, it stays so.
@@ -113,6 +124,17 @@ def input_description(model, run):
     return description
 
 
+def signatures_block():
+    return {
+        "serving_default": {"input": "images", "outputs": ["class_ids", "confidence"]},
+        "serving_mixed_float16": {"input": "images", "outputs": ["class_ids", "confidence"]},
+    }
+
+
+def created_now():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
 def build_card(model, run, name, version, metrics=None):
     settings = run.get("settings", {})
     dataset = run.get("dataset", {})
@@ -124,10 +146,7 @@ def build_card(model, run, name, version, metrics=None):
         "stride": NETWORK_STRIDE,
         "input": input_description(model, run),
         "classes": run["classes"],
-        "signatures": {
-            "serving_default": {"input": "images", "outputs": ["class_ids", "confidence"]},
-            "serving_mixed_float16": {"input": "images", "outputs": ["class_ids", "confidence"]},
-        },
+        "signatures": signatures_block(),
         "trained_on": {
             "dataset": dataset.get("name", "unknown"),
             "generator": dataset.get("generator"),
@@ -144,7 +163,7 @@ def build_card(model, run, name, version, metrics=None):
             "command": run.get("command"),
         },
         "metrics": {},
-        "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+        "created": created_now(),
     }
     if metrics is not None:
         card["metrics"]["test"] = metrics
@@ -171,7 +190,14 @@ def export(checkpoint, out_dir, name="deconvseg-default", version="1.0.0", run_j
         raise ValueError(f"the model has {num_classes} outputs but the class list has {len(classes)} entries")
     if num_classes > 256:
         raise ValueError("class ids are exported as uint8: at most 256 classes")
-    module = SegmentationModule(model, input_description(model, run))
+    save_module(SegmentationModule(model, input_description(model, run)), out_dir)
+    card = build_card(model, run, name, version)
+    write_card(out_dir, card)
+    return card
+
+
+def save_module(module, out_dir):
+    """Write OUT/saved_model (replacing an old one) with both serving signatures; returns its path."""
     saved_model_dir = os.path.join(out_dir, "saved_model")
     if os.path.exists(saved_model_dir):
         shutil.rmtree(saved_model_dir)
@@ -184,9 +210,7 @@ def export(checkpoint, out_dir, name="deconvseg-default", version="1.0.0", run_j
             "serving_mixed_float16": module.segment_mixed_float16.get_concrete_function(),
         },
     )
-    card = build_card(model, run, name, version)
-    write_card(out_dir, card)
-    return card
+    return saved_model_dir
 
 
 def write_card(out_dir, card):

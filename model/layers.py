@@ -141,27 +141,47 @@ def _symmetric_indices(length, padded_length):
     return tf.where(positions < length, positions, period - 1 - positions)
 
 
+PAD_MODES = ("symmetric", "zero")
+
+
+def _pad_bottom_right(inputs, padded_height, padded_width, mode):
+    """Pads H and W (bottom/right) to the given sizes: mirrored (any pad size) or with zeros."""
+    shape = tf.shape(inputs)
+    height, width = shape[1], shape[2]
+    if mode == "zero":
+        return tf.pad(inputs, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
+    outputs = tf.gather(inputs, _symmetric_indices(height, padded_height), axis=1)
+    return tf.gather(outputs, _symmetric_indices(width, padded_width), axis=2)
+
+
+def _check_pad_mode(mode):
+    if mode not in PAD_MODES:
+        raise ValueError(f"padding mode must be one of {PAD_MODES}, got {mode!r}")
+    return mode
+
+
 @keras.saving.register_keras_serializable(package="deconvseg")
 class PadToMultiple(keras.layers.Layer):
-    """Symmetric-pads height and width (bottom/right) up to a multiple of the network stride.
+    """Pads height and width (bottom/right) up to a multiple of the network stride.
 
-    Mirroring keeps texture statistics at the border, unlike zeros, and this
-    index-based version works even when the pad exceeds the image size.
+    Mirroring (the default) keeps texture statistics at the border, unlike
+    zeros, and this index-based version works even when the pad exceeds the
+    image size; ``mode="zero"`` is for models trained with zero padding.
     """
 
-    def __init__(self, multiple, **kwargs):
+    def __init__(self, multiple, mode="symmetric", **kwargs):
         super().__init__(**kwargs)
         if int(multiple) < 1:
             raise ValueError(f"multiple must be a positive integer, got {multiple}")
         self.multiple = int(multiple)
+        self.mode = _check_pad_mode(mode)
 
     def call(self, inputs):
         shape = tf.shape(inputs)
         height, width = shape[1], shape[2]
         padded_height = (height + self.multiple - 1) // self.multiple * self.multiple
         padded_width = (width + self.multiple - 1) // self.multiple * self.multiple
-        outputs = tf.gather(inputs, _symmetric_indices(height, padded_height), axis=1)
-        return tf.gather(outputs, _symmetric_indices(width, padded_width), axis=2)
+        return _pad_bottom_right(inputs, padded_height, padded_width, self.mode)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
@@ -172,7 +192,85 @@ class PadToMultiple(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"multiple": self.multiple})
+        config.update({"multiple": self.multiple, "mode": self.mode})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deconvseg")
+class PadToSize(keras.layers.Layer):
+    """Pads height and width (bottom/right) to a model's fixed input size; larger inputs fail with advice.
+
+    Graph-side refusal, because the size is only known per call: in the
+    pipeline the message lands in the failure record of the offending tile.
+    """
+
+    def __init__(self, height, width, mode="symmetric", **kwargs):
+        super().__init__(**kwargs)
+        self.height, self.width = int(height), int(width)
+        self.mode = _check_pad_mode(mode)
+
+    def call(self, inputs):
+        shape = tf.shape(inputs)
+        tf.debugging.assert_less_equal(
+            shape[1:3],
+            tf.constant([self.height, self.width]),
+            message=(
+                f"the image is larger than the model's fixed input {self.height}x{self.width}; run the pipeline "
+                f"with --tile_size {min(self.height, self.width)} --whole_image_pixels 0 so every tile fits"
+            ),
+        )
+        return _pad_bottom_right(inputs, self.height, self.width, self.mode)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.height, self.width, input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"height": self.height, "width": self.width, "mode": self.mode})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deconvseg")
+class ScoresToLogits(keras.layers.Layer):
+    """A model's last activation turned back into logits, so softmax of the result is its class probabilities.
+
+    ``logits``: unchanged. ``softmax``: log(p), floored so zero probabilities
+    stay finite (argmax is unchanged: the winner is at least 1/C). ``sigmoid``:
+    one probability channel p becomes two classes [0, log(p) - log(1-p)],
+    whose softmax is [1-p, p]. ``binary_logit``: one logit z becomes [0, z].
+    Always float32: a floored log in float16 would underflow.
+    """
+
+    KINDS = ("logits", "softmax", "sigmoid", "binary_logit")
+    FLOOR = 1e-12
+    keep_float32 = True
+
+    def __init__(self, kind, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
+        self.kind = kind
+
+    def call(self, inputs):
+        scores = tf.cast(inputs, tf.float32)
+        if self.kind == "softmax":
+            return tf.math.log(tf.maximum(scores, self.FLOOR))
+        if self.kind == "logits":
+            return scores
+        if self.kind == "sigmoid":
+            positive = tf.math.log(tf.maximum(scores, self.FLOOR)) - tf.math.log(tf.maximum(1.0 - scores, self.FLOOR))
+        else:
+            positive = scores
+        return tf.concat([tf.zeros_like(positive), positive], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        channels = 2 if self.kind in ("sigmoid", "binary_logit") else input_shape[-1]
+        return (*input_shape[:-1], channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"kind": self.kind})
         return config
 
 

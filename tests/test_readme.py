@@ -24,6 +24,7 @@ README = os.path.join(REPO, "README.md")
 ENVIRONMENT = {"PROJECT": "my-project", "REGION": "us-central1", "BUCKET": "my-bucket",
                "WORKER_IMAGE": "us-central1-docker.pkg.dev/my-project/deconvseg/deconvseg-worker:0.1.0"}
 MODEL_COMMANDS = ("model.make_dataset", "model.train", "model.export", "model.evaluate")
+WRAP_COMMANDS = ("model.wrap",)  # checked by their parsers too; not part of the training block run below
 QUICK_START = ("./run_pipeline.sh", "./run_tests.sh")  # run by test_run_pipeline_sh.py and by CI itself
 WALKTHROUGH = "Walkthrough: a real labelled image, from the package to the report"  # run by test_walkthrough_nuclei.py
 
@@ -67,7 +68,7 @@ def _module(argv):
 def test_readme_has_the_commands_users_need():
   sections = {section for section, _ in readme_commands()}
   assert {"Quick start", "Segment your own images", "Your own bucket", "Run on Dataflow", "Run nightly",
-          "Train a model on your own data"} <= sections
+          "Train a model on your own data", "Use your own trained model"} <= sections
 
 
 @pytest.mark.parametrize("section, argv", readme_commands(), ids=lambda value: " ".join(value)[:60]
@@ -90,7 +91,7 @@ def test_readme_command_is_valid(section, argv):
   module = _module(argv)
   assert module is not None, f"README command not covered by tests/test_readme.py: {' '.join(argv)}"
   name, args = module
-  if name in MODEL_COMMANDS:
+  if name in MODEL_COMMANDS + WRAP_COMMANDS:
     __import__(name, fromlist=["parse_args"]).parse_args(args)
   elif name == "pipeline.report":
     assert len(args) == 1 and args[0].startswith("gs://"), args
