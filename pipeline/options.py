@@ -341,6 +341,8 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool):
     raise OptionsError(f"the model in {model_dir} has {declared} classes but its card.json lists "
                        f"{num_classes}; re-export the model so card and weights match.")
   size = max(32, int(card.get("stride", 1) or 1) * 2)
+  if card.get("input_size"):  # a fixed-size model takes nothing larger
+    size = min([size] + [int(v) for v in card["input_size"]])
   probe = np.random.default_rng(0).integers(0, spec.max_value + 1, size=(2, size, size, spec.channels),
                                             dtype=spec.numpy_dtype)
   try:
@@ -363,6 +365,42 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool):
     raise OptionsError(f"the model in {model_dir} fails when its per-class statistics are reduced "
                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}).") from None
   keep_for_workers(segmenter, model_dir, mixed_precision)
+
+
+def _given(argv: Sequence[str], flag: str) -> bool:
+  return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
+
+
+def fixed_size_tiling(card: dict, argv: Sequence[str], tile_size: int, overlap: int, whole_pixels: int):
+  """(tile_size, overlap, whole_image_pixels) for a model that takes one fixed input size.
+
+  A wrapped model with ``input_size`` [H, W] in its card cannot run a larger
+  image whole: every image is tiled at min(H, W) (smaller images and edge
+  tiles are padded up by the model itself). Flags the user gave are kept but
+  checked; defaults are replaced and the run says so.
+  """
+  size = card.get("input_size")
+  if not size:
+    return tile_size, overlap, whole_pixels
+  limit = min(int(v) for v in size)
+  if _given(argv, "--tile_size"):
+    if tile_size > limit:
+      raise OptionsError(f"--tile_size={tile_size} is larger than the model's fixed input size {size[0]}x{size[1]} "
+                         f"(card.json input_size); use --tile_size {limit} or less.")
+  else:
+    tile_size = limit
+  if not _given(argv, "--tile_overlap"):
+    overlap = min(overlap, tile_size // 4)
+  _check_number("tile_overlap", overlap, 0, tile_size // 2)
+  if _given(argv, "--whole_image_pixels"):
+    if whole_pixels > limit * limit:
+      raise OptionsError(f"--whole_image_pixels={whole_pixels} would run images larger than the model's fixed "
+                         f"input size {size[0]}x{size[1]} whole; use --whole_image_pixels 0.")
+  else:
+    whole_pixels = 0
+  _LOG.info("The model takes a fixed %sx%s input: tiles of %d with overlap %d, no image runs whole.",
+            size[0], size[1], tile_size, overlap)
+  return tile_size, overlap, whole_pixels
 
 
 def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: bool = True) -> RunConfig:
@@ -418,17 +456,19 @@ def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: b
     raise OptionsError(f"--model {model_dir} is not a directory. Point it at an exported model "
                        "(saved_model/ + card.json), or omit it to use the bundled model/default.")
   card = load_card(model_dir)
+  tile_size, tile_overlap, whole_image_pixels = fixed_size_tiling(
+      card, argv, opts.tile_size, opts.tile_overlap, whole_image_pixels)
   stride = int(card.get("stride", 1) or 1)
-  if stride > 1 and (opts.tile_size - opts.tile_overlap) % stride:
+  if stride > 1 and (tile_size - tile_overlap) % stride:
     _LOG.warning("tile_size - tile_overlap = %d is not a multiple of the model stride %d: tiles will not "
-                 "share the whole-image stride grid.", opts.tile_size - opts.tile_overlap, stride)
+                 "share the whole-image stride grid.", tile_size - tile_overlap, stride)
   if check_model_files:
     check_model(model_dir, card, opts.mixed_precision)
 
   return RunConfig(globs=globs, manifests=manifests, tfrecords=tfrecords,
                    image_feature=opts.tfrecord_image_feature, key_feature=opts.tfrecord_key_feature,
                    output=output, model_dir=model_dir, card=card, batch_size=opts.batch_size,
-                   tile_size=opts.tile_size, tile_overlap=opts.tile_overlap,
+                   tile_size=tile_size, tile_overlap=tile_overlap,
                    whole_image_pixels=whole_image_pixels, stats_format=opts.stats_format,
                    pixel_size=opts.pixel_size, pixel_unit=opts.pixel_unit, overlays=opts.overlays,
                    max_image_pixels=opts.max_image_pixels, mixed_precision=opts.mixed_precision,

@@ -19,7 +19,8 @@ from PIL import Image
 
 from model import wrap as wrap_module
 from model.wrap import WrapError
-from pipeline.options import check_model, load_card
+from pipeline.options import OptionsError, check_model, load_card
+from pipeline.run import run
 from pipeline_helpers import read_mask, read_outputs, scene
 from transforms.tiling import owned_crop, plan_tiles
 
@@ -149,7 +150,6 @@ def test_card_describes_the_wrapped_model(saved, wrapped_unet):
 
 
 def test_pipeline_segments_with_the_wrapped_unet(saved, wrapped_unet, tmp_path):
-    from pipeline.run import run
 
     images = {"multiple.png": scene(40, 56, seed=1), "odd_size.png": scene(37, 51, seed=2),
               "tiled.png": scene(112, 160, seed=3)}
@@ -242,6 +242,20 @@ def test_fixed_input_size_is_padded_and_larger_images_refused(tmp_path):
     np.testing.assert_array_equal(loaded.segment(image[None])["class_ids"].numpy()[0], expected.argmax(-1))
     with pytest.raises(tf.errors.InvalidArgumentError, match="--tile_size 48 --whole_image_pixels 0"):
         loaded.segment(scene(50, 40, seed=5)[None])
+
+    # The pipeline reads input_size from the card and tiles every image at 48 by itself.
+    os.makedirs(tmp_path / "in")
+    Image.fromarray(image).save(tmp_path / "in" / "small.png")
+    Image.fromarray(scene(100, 70, seed=6)).save(tmp_path / "in" / "large.png")
+    output = str(tmp_path / "out")
+    run(["--input", str(tmp_path / "in" / "*.png"), "--output", output, "--model", out, "--runner", "FnApiRunner"],
+        save_main_session=False)
+    summary, records, failures = read_outputs(output)
+    assert not failures and summary["counts"]["segmented"] == 2
+    assert read_mask(output, "large.png").shape == (100, 70)
+    np.testing.assert_array_equal(read_mask(output, "small.png"), expected.argmax(-1))
+    with pytest.raises(OptionsError, match="larger than the model's fixed input size 48x48"):
+        run(["--input", str(tmp_path / "in" / "*.png"), "--output", output, "--model", out, "--tile_size", "96"])
 
 
 def test_one_logit_channel_and_per_band_normalization_file(saved, tmp_path):
