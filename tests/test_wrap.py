@@ -255,7 +255,7 @@ def test_fixed_input_size_is_padded_and_larger_images_refused(tmp_path):
     assert read_mask(output, "large.png").shape == (100, 70)
     np.testing.assert_array_equal(read_mask(output, "small.png"), expected.argmax(-1))
     with pytest.raises(OptionsError, match="larger than the model's fixed input size 48x48"):
-        run(["--input", str(tmp_path / "in" / "*.png"), "--output", output, "--model", out, "--tile_size", "96"])
+        run(["--input", str(tmp_path / "in" / "*.png"), "--output", output, "--model", out, "--tile_size", "128"])
 
 
 def test_one_logit_channel_and_per_band_normalization_file(saved, tmp_path):
