@@ -19,9 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from model.classes import IGNORE_LABEL
-from model.image_io import image_info, read_image, read_mask
+from model.image_io import IMAGE_EXTENSIONS, image_info, read_image, read_mask
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _TF_DECODABLE = (".png", ".jpg", ".jpeg")
 
 

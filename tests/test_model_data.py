@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from model.classes import NUM_CLASSES
+from model.classes import CLASS_NAMES, NUM_CLASSES, dataset_classes
 from model.data import augment, evaluation_dataset, find_split, training_dataset
 from model.make_dataset import example_rng, generate_example, main as make_dataset_main
 
@@ -42,6 +42,7 @@ def test_writes_folders_shards_and_description(dataset_dir):
     with open(os.path.join(dataset_dir, "dataset.json")) as handle:
         description = json.load(handle)
     assert description["seed"] == 7 and len(description["classes"]) == NUM_CLASSES
+    assert [c.name for c in dataset_classes(dataset_dir)] == list(CLASS_NAMES)  # classes.json, read as training reads it
     assert {split: info["images"] for split, info in description["splits"].items()} == {"train": 6, "val": 2, "test": 2}
     assert len(os.listdir(os.path.join(dataset_dir, "train", "images"))) == 6
     mask = np.array(Image.open(os.path.join(dataset_dir, "train", "masks", "train_00000.png")))
