@@ -6,6 +6,8 @@ known pixels changed, and every number is checked against a separate numpy
 computation and against ``model/metrics.py`` (the model half's metrics).
 """
 import json
+import re
+import shutil
 import os
 
 import numpy as np
@@ -181,3 +183,105 @@ def test_run_records_and_summary_equal_numpy(corpus, truth_run):
   assert (run_truth["images_with_truth"], run_truth["images_without_truth"], run_truth["truth_files_unmatched"],
           run_truth["images_failed"]) == (3, 1, 1, 1)
   assert summary["options"]["truth"] == [str(root / "truth" / "*.png"), str(root / "truth" / "**" / "*.png")]
+
+
+def _without(block, *fields):
+  return {k: v for k, v in block.items() if k not in fields}
+
+
+def test_evaluate_after_the_run_gives_the_same_numbers(corpus, truth_run, tmp_path, capsys):
+  from pipeline import evaluate
+  root, expected = corpus
+  summary, records, _ = read_outputs(str(truth_run))
+  truth_run = shutil.copytree(truth_run, tmp_path / "moved")  # also: a run directory moved after the run
+  patterns = [str(root / "truth" / "*.png"), str(root / "truth" / "**" / "*.png")]
+  assert evaluate.main([str(truth_run), "--truth", *patterns]) == 0
+  assert "3 images with truth, 1 without, 1 truth files matching no image" in capsys.readouterr().out
+  evaluation = json.loads((truth_run / "evaluation.json").read_text())
+  # d.png failed in the run (stage truth): it has no mask, so only the run counts it as failed.
+  assert _without(evaluation["truth"], "images_failed") == _without(summary["truth"], "images_failed")
+  assert evaluation["truth"]["images_failed"] == 0 and evaluation["failures"] == []
+  assert {entry["key"]: entry["truth"] for entry in evaluation["images"]} == \
+         {key: record["truth"] for key, record in records.items()}
+  assert evaluation["run_end_time"] == summary["end_time"]
+
+
+def test_report_shows_the_heatmap_and_the_worst_images_first(corpus, truth_run):
+  from pipeline.report import build_report
+  _, records = read_outputs(str(truth_run))[:2]
+  document = build_report(str(truth_run))
+  heatmap = re.search(r'<table id="confusion-matrix".*?</table>', document, re.S).group(0)
+  assert re.findall(r'<th scope="col">([^<]+)</th>', heatmap) == NAMES
+  assert re.findall(r'<th scope="row">([^<]+)</th>', heatmap) == NAMES
+  total = np.array(json.loads((truth_run / "summary.json").read_text())["truth"]["confusion"])
+  counts = [int(v) for v in re.findall(r'data-count="(\d+)"', heatmap)]
+  assert counts == total.ravel().tolist()
+  shares = [float(v) for v in re.findall(r'data-share="([\d.]+)"', heatmap)]
+  assert shares[0] == pytest.approx(total[0, 0] / total[0].sum(), abs=1e-4)
+  worst = re.search(r'<table id="worst-images".*?</table>', document, re.S).group(0)
+  listed = re.findall(r'<tr data-key="([^"]+)">', worst)
+  scored = sorted((r["truth"]["mean_iou"], r["truth"]["pixel_accuracy"], key)
+                  for key, r in records.items() if r["truth"])
+  assert listed == [key for _, _, key in scored] and listed[-1] == "e.png"
+  assert 'href="masks/a.png.png"' in worst and "data:image/jpeg;base64," in worst
+  assert "Scored during the run (--truth)." in document
+
+
+@pytest.mark.parametrize("stats_format", ["csv"])
+def test_evaluate_reads_csv_stats_and_re_renders_the_report(corpus, fake_model, tmp_path, stats_format):
+  from pipeline import evaluate
+  from pipeline.run import run
+  root, expected = corpus
+  output = tmp_path / "out"
+  run(["--input", str(root / "in" / "**"), "--output", str(output), "--model", fake_model,
+       f"--stats_format={stats_format}"], save_main_session=False)
+  assert "confusion-matrix" not in (output / "report.html").read_text()
+  assert evaluate.main([str(output), "--truth", str(root / "truth")]) == 0
+  evaluation = json.loads((output / "evaluation.json").read_text())
+  per_image, _ = _expected_numbers(expected)
+  scored = {entry["key"]: entry["truth"]["confusion"] for entry in evaluation["images"] if entry["truth"]}
+  assert scored == {key: confusion.tolist() for key, confusion in per_image.items()}
+  assert [(f["key"], f["stage"]) for f in evaluation["failures"]] == [("d.png", "truth")]
+  assert evaluation["truth"]["images_failed"] == 1
+  document = (output / "report.html").read_text()
+  assert "pipeline.evaluate" in document and 'id="confusion-matrix"' in document
+  assert re.search(r'<table id="worst-images".*?data-key="', document, re.S)
+
+
+def test_skip_existing_scores_reused_masks_from_the_stored_mask(corpus, fake_model, tmp_path):
+  from pipeline.run import run
+  root, expected = corpus
+  output = tmp_path / "out"
+  argv = ["--input", str(root / "in" / "**"), "--output", str(output), "--model", fake_model]
+  run(argv, save_main_session=False)  # a first run without --truth
+  run(argv + ["--skip_existing", "--truth", str(root / "truth") + "/"], save_main_session=False)
+  summary, records, failures = read_outputs(str(output))
+  check_accounting(summary, records, failures, expected_read=len(IMAGES))
+  assert summary["counts"]["reused_existing"] == len(IMAGES) - 1  # d.png: reused, then failed at truth
+  per_image, total = _expected_numbers(expected)
+  assert {k: r["truth"]["confusion"] for k, r in records.items() if r["truth"]} == \
+         {k: c.tolist() for k, c in per_image.items()}
+  assert summary["truth"]["confusion"] == total.tolist()
+  assert [(f["key"], f["stage"]) for f in failures] == [("d.png", "truth")]
+
+
+def test_evaluate_bad_invocations_exit_2_with_one_line(truth_run, tmp_path, capsys):
+  from pipeline import evaluate
+  for argv in ([str(truth_run)], [str(truth_run), "--truth", str(tmp_path / "none" / "*.png")],
+               [str(tmp_path), "--truth", str(truth_run / "masks" / "*.png")]):
+    assert evaluate.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evaluate: error: "), lines
+
+
+def test_evaluate_on_gcs(corpus, truth_run, gcs_emulator, gcs_bucket):
+  from pipeline import evaluate
+  root, _ = corpus
+  out, truth = f"gs://{gcs_bucket}/run", f"gs://{gcs_bucket}/truth"
+  gcs_emulator.upload_folder(str(truth_run), out)
+  gcs_emulator.upload_folder(str(root / "truth"), truth)
+  assert evaluate.main([out, "--truth", f"{truth}/*.png", f"{truth}/**/*.png", "--no_report"]) == 0
+  evaluation = json.loads(gcs_emulator.download_prefix(out)["evaluation.json"])
+  local = json.loads((truth_run / "summary.json").read_text())["truth"]
+  assert _without(evaluation["truth"], "patterns", "images_failed") == _without(local, "patterns", "images_failed")
+  assert evaluation["truth"]["patterns"] == [f"{truth}/*.png", f"{truth}/**/*.png"]
