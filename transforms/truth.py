@@ -45,9 +45,10 @@ def truth_stem(path: str, pattern: str) -> str:
 
 
 def read_truth(uri: str, width: int, height: int, num_classes: int) -> np.ndarray:
-  """The truth mask at ``uri`` as an int64 [height, width] array of class ids or IGNORE_LABEL.
+  """The truth mask at ``uri`` as a [height, width] integer array of class ids or IGNORE_LABEL.
 
-  The size is checked from the header, before any pixel is decoded.
+  The size is checked from the header, before any pixel is decoded; the
+  pixels keep their own integer type (no int64 copy of every mask).
   """
   with FileSystems.open(uri, compression_type="uncompressed") as handle:
     data = handle.read()
@@ -62,10 +63,15 @@ def read_truth(uri: str, width: int, height: int, num_classes: int) -> np.ndarra
       raise TruthError(f"truth mask {uri} is {image.mode}; it must hold one class id per pixel "
                        "(greyscale, palette or 16-bit greyscale PNG)")
     try:
-      labels = np.asarray(image).astype(np.int64)
+      labels = np.asarray(image)
     except Exception as exc:  # pylint: disable=broad-except  (truncated data surfaces here)
       raise TruthError(f"truth mask {uri} cannot be decoded: {exc}") from None
-  bad = (labels != IGNORE_LABEL) & ((labels < 0) | (labels >= num_classes))
+  if labels.dtype == bool:
+    labels = labels.view(np.uint8)
+  bad = labels >= num_classes
+  bad &= labels != IGNORE_LABEL
+  if labels.dtype.kind == "i":
+    bad |= labels < 0
   if bad.any():
     raise TruthError(f"truth mask {uri} has class id {int(labels[bad][0])} but the model has {num_classes} "
                      f"classes (0-{num_classes - 1}; {IGNORE_LABEL} = ignore)")
@@ -73,10 +79,16 @@ def read_truth(uri: str, width: int, height: int, num_classes: int) -> np.ndarra
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-  """counts[truth, predicted] over the pixels whose truth is not IGNORE_LABEL."""
-  keep = labels != IGNORE_LABEL
-  index = labels[keep] * num_classes + predicted[keep].astype(np.int64)
-  return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+  """counts[truth, predicted] over the pixels whose truth is not IGNORE_LABEL.
+
+  Ignored pixels are counted into one extra bin that is dropped, which is
+  several times faster than compacting the arrays first.
+  """
+  cells = num_classes * num_classes
+  index = labels.astype(np.int32) * num_classes
+  index += predicted
+  index[labels == IGNORE_LABEL] = cells
+  return np.bincount(index.ravel(), minlength=cells + 1)[:cells].reshape(num_classes, num_classes)
 
 
 def _ratio(numerator, denominator):
