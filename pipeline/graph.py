@@ -3,6 +3,7 @@
     read -> decode -> tile + RunInference -> stitch -> write masks -> statistics
                                                                    -> summary
     (every step's failures) ---------------------------------------> failures
+    --truth files (stem -> URI) ------------- side input of write masks
 
 Every input found ends in exactly one of the mask/statistics path or the
 failures sink; ``summary.json`` counts both and is written after all other
@@ -19,8 +20,9 @@ from transforms.inference import SegmentationModelHandler, TileAndSegment
 from transforms.read import ReadImages
 from transforms.sinks import DONE, FAILED, SkipExistingFn, WriteFailures, WriteMasksFn, WriteStats, write_summary
 from transforms.statistics import FAILED as FAILED_EVENT
-from transforms.statistics import READ, REUSED, SEGMENTED, RunSummaryFn
+from transforms.statistics import READ, REUSED, SEGMENTED, TRUTH_UNMATCHED, RunSummaryFn
 from transforms.stitch import StitchTiles
+from transforms.truth import MatchTruth, UnmatchedTruth
 
 
 def model_handler(config: RunConfig, handler_kwargs=None) -> SegmentationModelHandler:
@@ -57,11 +59,21 @@ class SegmentImages(beam.PTransform):
     refs, read_failures, input_uris = pbegin | "ReadInputs" >> ReadImages(
         config.globs, config.manifests, config.tfrecords, config.image_feature, config.key_feature)
 
-    skipped_records = []
+    # --truth: only {stem: truth URI} reaches the steps that hold masks (a side input); each
+    # comparison happens there, and just the per-image numbers travel on in the records.
+    truth_side, truth_streams = {}, []
+    if config.truth_globs:
+      truth = pbegin | "MatchTruth" >> MatchTruth(config.truth_globs)
+      truth_side = beam.pvalue.AsDict(truth)
+      unmatched = refs | "UnmatchedTruth" >> UnmatchedTruth(truth)
+      truth_streams.append(unmatched | "UnmatchedTruthEvents" >> beam.ParDo(CountEventsFn(TRUTH_UNMATCHED)))
+    names = [entry["name"] for entry in config.classes] if config.truth_globs else None
+
+    skipped_records, skip_failures = [], []
     if config.skip_existing:
-      skip = SkipExistingFn(config.output, config.model_info, config.overlays)
-      checked = refs | "SkipExisting" >> beam.ParDo(skip).with_outputs(DONE, main="todo")
-      refs, skipped_records = checked.todo, [checked[DONE]]
+      skip = SkipExistingFn(config.output, config.model_info, config.overlays, names)
+      checked = refs | "SkipExisting" >> beam.ParDo(skip, truth_side).with_outputs(DONE, FAILED, main="todo")
+      refs, skipped_records, skip_failures = checked.todo, [checked[DONE]], [checked[FAILED]]
 
     images, decode_failures = refs | "Decode" >> DecodeImages(
         config.max_image_pixels, prefetch=2 * config.batch_size,
@@ -71,15 +83,17 @@ class SegmentImages(beam.PTransform):
     mask_streams, inference_failures = tile_results | "Stitch" >> StitchTiles()
     write_masks = WriteMasksFn(config.output, config.classes, config.model_info, config.pixel_size,
                                config.pixel_unit, config.png_compress_level, write_ahead=config.batch_size,
-                               write_ahead_pixels=config.batch_size * config.tile_size ** 2)
-    written = [masks | f"WriteMasks{kind}" >> beam.ParDo(write_masks).with_outputs(FAILED, main="records")
+                               write_ahead_pixels=config.batch_size * config.tile_size ** 2,
+                               truth=bool(config.truth_globs))
+    written = [masks | f"WriteMasks{kind}" >> beam.ParDo(write_masks, truth_side).with_outputs(FAILED, main="records")
                for kind, masks in zip(("Whole", "Stitched"), mask_streams)]
 
     records = [w.records for w in written] + skipped_records | "AllRecords" >> beam.Flatten()
     failures = ([read_failures, decode_failures, inference_failures] + [w[FAILED] for w in written]
-                | "AllFailures" >> beam.Flatten())
+                + skip_failures | "AllFailures" >> beam.Flatten())
 
-    stats_files = records | "WriteStats" >> WriteStats(config.output, config.stats_format, config.classes)
+    stats_files = records | "WriteStats" >> WriteStats(config.output, config.stats_format, config.classes,
+                                                       truth=bool(config.truth_globs))
     failure_files = failures | "WriteFailures" >> WriteFailures(config.output)
 
     event_streams = [input_uris | "ReadEvents" >> beam.ParDo(CountEventsFn(READ)),
@@ -87,9 +101,9 @@ class SegmentImages(beam.PTransform):
                      failures | "FailedEvents" >> beam.ParDo(CountEventsFn(FAILED_EVENT))]
     if skipped_records:
       event_streams.append(skipped_records[0] | "ReusedEvents" >> beam.ParDo(CountEventsFn(REUSED)))
-    events = event_streams | "AllEvents" >> beam.Flatten()
+    events = event_streams + truth_streams | "AllEvents" >> beam.Flatten()
     run_info = {"model": dict(config.model_info, card=config.card), "options": config.options_record(), "start_time": self._start_time}
     return (events
-            | "Summarise" >> beam.CombineGlobally(RunSummaryFn(config.classes))
+            | "Summarise" >> beam.CombineGlobally(RunSummaryFn(config.classes, config.truth_globs))
             | "WriteSummary" >> beam.Map(write_summary, config.output, run_info,
                                          beam.pvalue.AsList(stats_files), beam.pvalue.AsList(failure_files)))

@@ -106,6 +106,14 @@ class SegmentationOptions(PipelineOptions):
              "(their statistics are read back from the mask; with --overlays, their overlay must "
              "exist too); for resuming an interrupted run.")
     parser.add_argument(
+        "--truth", nargs="+", action="extend", default=None, metavar="GLOB",
+        help="Ground-truth masks to score the run against: one or more glob patterns, local or gs:// "
+             "(single-channel class ids, palette indices count, 255 = ignore). A truth file belongs to the "
+             "image whose key without extension equals the file's path relative to the directory before "
+             "the pattern's first wildcard, without extension ('truth/**/*.png' file truth/a/b.png scores "
+             "key a/b.jpg). Adds 'truth' to each stats record and to summary.json; a truth mask of another "
+             "size fails its image at stage 'truth'.")
+    parser.add_argument(
         "--png_compress_level", type=int, default=6,
         help="zlib level 0-9 for mask PNGs (default 6). Masks use zlib's run-length strategy, for which "
              "levels 1-9 give nearly the same size and speed; 0 stores them uncompressed.")
@@ -134,6 +142,7 @@ class RunConfig:
   mixed_precision: bool = False
   skip_existing: bool = False
   png_compress_level: int = 6
+  truth_globs: Tuple[str, ...] = ()
 
   @property
   def classes(self) -> List[dict]:
@@ -157,7 +166,8 @@ class RunConfig:
             "whole_image_pixels": self.whole_image_pixels, "stats_format": self.stats_format,
             "pixel_size": self.pixel_size, "pixel_unit": self.pixel_unit, "overlays": self.overlays,
             "max_image_pixels": self.max_image_pixels, "mixed_precision": self.mixed_precision,
-            "skip_existing": self.skip_existing, "png_compress_level": self.png_compress_level}
+            "skip_existing": self.skip_existing, "png_compress_level": self.png_compress_level,
+            "truth": list(self.truth_globs)}
 
 
 def help_parser(prog: str = "python -m pipeline.run") -> _BeamArgumentParser:
@@ -242,6 +252,22 @@ def _check_number(name, value, low, high=None):
       high is not None and value > high):
     bound = f"between {low} and {high}" if high is not None else f"at least {low}"
     raise OptionsError(f"--{name}={value} is out of range: it must be {bound}.")
+
+
+def _check_truth(patterns: Sequence[str]):
+  """Every --truth pattern matches files, and no two truth files claim the same image."""
+  from transforms.truth import truth_stem  # pylint: disable=import-outside-toplevel
+  seen = {}
+  for pattern in patterns:
+    paths = _matching_files(pattern)
+    if not paths:
+      raise OptionsError(f"--truth {pattern!r} matches no files; check the path (and quote the pattern "
+                         "so the shell does not expand it).")
+    for path in paths:
+      stem = truth_stem(path, pattern)
+      if seen.setdefault(stem, path) != path:
+        raise OptionsError(f"--truth files {seen[stem]} and {path} both match images keyed {stem!r} (keys are "
+                           "compared without extension); keep one truth mask per image.")
 
 
 def load_card(model_dir: str) -> dict:
@@ -448,6 +474,8 @@ def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: b
   for pattern in tfrecords:
     if not _matching_files(pattern):
       raise OptionsError(f"--tfrecord {pattern!r} matches no files; check the path (and quote the pattern).")
+  truth_globs = tuple(_as_glob(_absolute(p)) for p in (opts.truth or []))
+  _check_truth(truth_globs)
   if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
     raise OptionsError(f"--output {output} exists and is not a directory.")
 
@@ -472,4 +500,5 @@ def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: b
                    whole_image_pixels=whole_image_pixels, stats_format=opts.stats_format,
                    pixel_size=opts.pixel_size, pixel_unit=opts.pixel_unit, overlays=opts.overlays,
                    max_image_pixels=opts.max_image_pixels, mixed_precision=opts.mixed_precision,
-                   skip_existing=opts.skip_existing, png_compress_level=opts.png_compress_level)
+                   skip_existing=opts.skip_existing, png_compress_level=opts.png_compress_level,
+                   truth_globs=truth_globs)

@@ -5,6 +5,9 @@ People judge a run by looking at it, so this turns the run's output directory
 ``OUT/report.html``: the run summary and the model's test metrics, per-class
 area totals as a bar chart, the distribution of per-image class fractions, a
 gallery of images with their masks blended over them, and the failures table.
+When the run was scored against ground truth (``--truth``, or afterwards
+``python -m pipeline.evaluate``, whose ``evaluation.json`` then wins), it also
+shows the run's confusion matrix as a heatmap and the worst images first.
 
 The page opens offline and can be mailed around: no scripts, no external
 CSS or fonts, charts are inline SVG and images are downscaled thumbnails
@@ -68,6 +71,8 @@ FALLBACK_PALETTE = (
 # --------------------------------------------------------------------------
 
 SUMMARY_FILE = "summary.json"
+EVALUATION_FILE = "evaluation.json"  # written by pipeline.evaluate
+MAX_WORST_IMAGES = 10
 CARD_FILE = "card.json"
 STATS_PATTERN = "stats/stats.*"
 FAILURES_PATTERN = "failures/failures.*"
@@ -119,6 +124,7 @@ class ImageRecord:
     areas: dict           # class name -> area in physical units (only when a pixel size was known)
     mean_confidence: float
     mask_path: str
+    truth: dict = None    # the record's ``truth`` block (--truth): pixel_accuracy, mean_iou, ...
 
 
 @dataclasses.dataclass
@@ -210,7 +216,22 @@ def _image_record(raw, output_dir):
         areas=areas,
         mean_confidence=_number(raw.get("mean_confidence")),
         mask_path=_resolve(output_dir, str(raw.get("mask") or f"masks/{key}.png")),
+        truth=_record_truth(raw),
     )
+
+
+def _record_truth(raw):
+    """The ``truth`` block of a JSON/Parquet record, or rebuilt from CSV's ``truth.*`` columns."""
+    truth = raw.get("truth")
+    if isinstance(truth, dict):
+        return truth
+    if raw.get("truth.uri"):
+        prefix = "truth.iou."
+        return {"uri": raw["truth.uri"], "pixel_accuracy": _number(raw.get("truth.pixel_accuracy")),
+                "mean_iou": _number(raw.get("truth.mean_iou")),
+                "per_class_iou": {column[len(prefix):]: _number(value) for column, value in raw.items()
+                                  if column.startswith(prefix)}}
+    return None
 
 
 def _failure_record(raw):
@@ -446,6 +467,49 @@ class _RunStatistics:
 
     def gallery(self):
         return [entry[-1] for entry in sorted(self._sample, key=lambda entry: entry[1:3])]
+
+
+class _WorstImages:
+    """The images with the lowest mean IoU (then pixel accuracy), in constant memory."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self._heap = []  # max-heap by score (negated): the best of the kept images is on top
+        self._seen = 0
+
+    def add(self, record):
+        truth = record.truth or {}
+        mean_iou, accuracy = _number(truth.get("mean_iou")), _number(truth.get("pixel_accuracy"))
+        if mean_iou is None or accuracy is None or self.limit <= 0:
+            return  # no labelled pixels: nothing to rank
+        self._seen += 1
+        entry = (-mean_iou, -accuracy, -self._seen, record)
+        if len(self._heap) < self.limit:
+            heapq.heappush(self._heap, entry)
+        elif entry[:3] > self._heap[0][:3]:
+            heapq.heapreplace(self._heap, entry)
+
+    def worst_first(self):
+        return [entry[-1] for entry in sorted(self._heap, key=lambda entry: (-entry[0], -entry[1], -entry[2]))]
+
+
+def _read_evaluation(output_dir, summary, problems):
+    """evaluation.json of this run (pipeline.evaluate), or None; one of an earlier run is ignored."""
+    path = _join(output_dir, EVALUATION_FILE)
+    if not _exists(path):
+        return None
+    try:
+        evaluation = _read_json(path)
+    except Exception as error:  # pylint: disable=broad-except
+        problems.append(f"could not read {EVALUATION_FILE}: {type(error).__name__}: {error}")
+        return None
+    if not isinstance(evaluation, dict) or not isinstance(evaluation.get("truth"), dict):
+        return None
+    if evaluation.get("run_end_time") != summary.get("end_time"):
+        problems.append(f"{EVALUATION_FILE} scores an earlier run into this directory (ended "
+                        f"{evaluation.get('run_end_time')}); run python -m pipeline.evaluate again")
+        return None
+    return evaluation
 
 
 class _FailureSummary:
@@ -706,6 +770,8 @@ figure.sample{margin:0;border:1px solid #ddd;border-radius:6px;padding:6px;backg
 figure.sample .pair{display:flex;gap:4px}figure.sample img{max-width:100%;height:auto;display:block;image-rendering:auto}
 figure.sample .pair img{width:50%}figcaption{font-size:12px;word-break:break-all;margin-top:4px}
 .note{color:#a05000}.fail td{font-size:12px}.msg{white-space:pre-wrap;word-break:break-word;max-width:620px}
+table.heatmap td.cell{min-width:56px}table.heatmap td.diag{outline:2px solid #222;outline-offset:-2px}
+#worst-images img{max-width:128px;height:auto;display:block}h3{font-size:15px;margin:18px 0 6px}
 svg text{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;font-size:12px;fill:#222}
 """
 
@@ -921,6 +987,76 @@ def _gallery_section(items, classes, stats):
             f'<div class="legend">{_legend(classes)}</div><div class="gallery">{"".join(figures)}</div></section>')
 
 
+def _confusion_heatmap(confusion, classes):
+    """Rows = truth, columns = predicted; shaded by the row's share, counts shown."""
+    names = [info.name for info in classes]
+    header = ('<tr><th class="corner">truth ↓ / predicted →</th>'
+              + "".join(f'<th scope="col">{_e(name)}</th>' for name in names) + '<th class="num">pixels</th></tr>')
+    rows = []
+    for index, counts in enumerate(confusion):
+        total = sum(counts)
+        cells = []
+        for column, count in enumerate(counts):
+            share = count / total if total else 0.0
+            colour = "#fff" if share > 0.55 else "#222"
+            cells.append(f'<td class="num cell{" diag" if column == index else ""}" data-count="{count}" '
+                         f'data-share="{share:.4f}" style="background:rgba(40,90,200,{share:.3f});color:{colour}">'
+                         f'{_format_count(count)}<br><small>{_format_percent(share if total else None)}</small></td>')
+        name = names[index] if index < len(names) else str(index)
+        rows.append(f'<tr><th scope="row">{_e(name)}</th>{"".join(cells)}'
+                    f'<td class="num">{_format_count(total)}</td></tr>')
+    return f'<table id="confusion-matrix" class="heatmap">{header}{"".join(rows)}</table>'
+
+
+def _worst_link(output_dir, record):
+    """A link to the mask relative to the report (which sits in OUT), else its full path."""
+    path = record.mask_path
+    prefix = output_dir.rstrip("/") + "/"
+    href = path[len(prefix):] if path.startswith(prefix) else path
+    return f'<a href="{_e(href)}">{_e(href)}</a>'
+
+
+def _truth_section(truth, source, items, classes, output_dir):
+    cards = [("pixel_accuracy", "pixel accuracy"), ("mean_accuracy", "mean accuracy"), ("mean_iou", "mean IoU"),
+             ("fw_iou", "frequency-weighted IoU")]
+    counts = [("images_with_truth", "images with truth"), ("images_without_truth", "images without truth"),
+              ("truth_files_unmatched", "truth files matching no image"), ("images_failed", "truth failures")]
+    parts = [f'<section id="truth"><h2>Agreement with ground truth</h2><p class="sub">{_e(source)}</p>'
+             '<div class="cards">']
+    parts.extend(f'<div class="card" data-field="{name}"><div class="v">{_format_fixed(_number(truth.get(name)))}'
+                 f'</div><div class="l">{_e(label)}</div></div>' for name, label in cards)
+    parts.extend(f'<div class="card" data-field="{name}"><div class="v">{_format_count(_number(truth.get(name)))}'
+                 f'</div><div class="l">{_e(label)}</div></div>' for name, label in counts)
+    parts.append("</div>")
+    per_class = truth.get("per_class_iou") if isinstance(truth.get("per_class_iou"), dict) else {}
+    confusion = truth.get("confusion")
+    if isinstance(confusion, list) and confusion:
+        parts.append('<h3>Confusion matrix</h3><p class="sub">Pixels by true class (rows) and predicted class '
+                     '(columns), ignore pixels excluded; shade = share of the row.</p>'
+                     + _confusion_heatmap(confusion, classes))
+    if per_class:
+        parts.append('<table id="truth-iou"><tr><th>class</th><th class="num">IoU</th></tr>'
+                     + "".join(f'<tr data-class="{_e(name)}"><td>{_e(name)}</td>'
+                               f'<td class="num">{_format_fixed(_number(value))}</td></tr>'
+                               for name, value in per_class.items()) + "</table>")
+    if items:
+        rows = []
+        for item in items:
+            record, scores = item.record, item.record.truth
+            thumbnail = (f'<img alt="overlay {_e(record.key)}" src="{item.overlay_uri}">' if item.overlay_uri
+                         else f'<span class="note">{_e(item.note)}</span>')
+            rows.append(f'<tr data-key="{_e(record.key)}"><td>{thumbnail}</td><td class="msg">{_e(record.key)}<br>'
+                        f'{_worst_link(output_dir, record)}</td>'
+                        f'<td class="num">{_format_fixed(_number(scores.get("mean_iou")))}</td>'
+                        f'<td class="num">{_format_fixed(_number(scores.get("pixel_accuracy")))}</td></tr>')
+        parts.append(f'<h3>Worst images</h3><p class="sub">The {len(items)} images with the lowest mean IoU '
+                     '(then pixel accuracy), worst first; the mask is blended over the image.</p>'
+                     '<table id="worst-images"><tr><th>mask over image</th><th>key · mask</th>'
+                     f'<th class="num">mean IoU</th><th class="num">pixel accuracy</th></tr>{"".join(rows)}</table>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def _failures_section(failures):
     if not failures.total:
         return '<section id="failures"><h2>Failures</h2><p>No input failed.</p></section>'
@@ -975,17 +1111,30 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
     """Read a run's output directory and return the report as an HTML string."""
     output_dir = output_dir.rstrip("/") or output_dir
     problems = []
-    run = _run_summary(_read_summary(output_dir, problems))
+    summary = _read_summary(output_dir, problems)
+    run = _run_summary(summary)
     stats_files, failure_files = _stats_files(output_dir, run), _failure_files(output_dir, run)
     if not (run.counts["read"] is not None or stats_files or failure_files):
         raise FileNotFoundError(f"{output_dir} has no {SUMMARY_FILE}, stats or failures files: "
                                 "it is not the --output of a deconvseg run")
     card = _read_card(run, problems)
 
+    evaluation = _read_evaluation(output_dir, summary, problems)
     stats = _RunStatistics(max_gallery)
+    worst = _WorstImages(MAX_WORST_IMAGES)
     for row in _iter_rows(stats_files, problems):
-        stats.add(_image_record(row, output_dir))
+        record = _image_record(row, output_dir)
+        stats.add(record)
+        if evaluation is None:
+            worst.add(record)
     stats.finish_distributions()
+    if evaluation is not None:
+        truth, source = evaluation["truth"], f"Scored after the run by python -m pipeline.evaluate ({EVALUATION_FILE})."
+        for entry in evaluation.get("images") or []:
+            if isinstance(entry, dict):
+                worst.add(_image_record(entry, output_dir))
+    else:
+        truth, source = summary.get("truth"), "Scored during the run (--truth)."
 
     failures = _FailureSummary(MAX_FAILURE_ROWS)
     for row in _iter_rows(failure_files, problems):
@@ -997,6 +1146,11 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
     spec = _input_spec(run, card)
     items = [_gallery_item(record, palette, thumbnail_size, run.tfrecord_image_feature, spec)
              for record in stats.gallery()]
+    truth_html = ""
+    if isinstance(truth, dict):
+        worst_items = [_gallery_item(record, palette, thumbnail_size // 2, run.tfrecord_image_feature, spec)
+                       for record in worst.worst_first()]
+        truth_html = _truth_section(truth, source, worst_items, classes, output_dir)
 
     title = f"deconvseg run report: {output_dir}"
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -1009,6 +1163,7 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
         f"<h1>Segmentation run report</h1><p class=\"sub\">{_e(output_dir)} · generated {_e(generated)}</p>"
         + _summary_section(run, stats, failures, card, problems)
         + _classes_section(classes, totals, run.area_unit, card)
+        + truth_html
         + _fractions_section(classes, stats)
         + _gallery_section(items, classes, stats)
         + _failures_section(failures)

@@ -95,6 +95,8 @@ def test_readme_command_is_valid(section, argv):
     __import__(name, fromlist=["parse_args"]).parse_args(args)
   elif name == "pipeline.report":
     assert len(args) == 1 and args[0].startswith("gs://"), args
+  elif name == "pipeline.evaluate":
+    __import__(name, fromlist=["parse_args"]).parse_args(args)
   else:
     pytest.fail(f"README command not covered by tests/test_readme.py: {' '.join(argv)}")
 

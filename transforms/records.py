@@ -14,6 +14,8 @@ STAGE_READ = "read"
 STAGE_DECODE = "decode"
 STAGE_INFERENCE = "inference"
 STAGE_WRITE = "write"
+# The mask was made but its truth mask (--truth) cannot be compared with it.
+STAGE_TRUTH = "truth"
 
 
 class ImageRef(NamedTuple):

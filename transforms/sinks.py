@@ -5,7 +5,9 @@
   not at all; the image's statistics record rides inside the PNG (an iTXt
   chunk) so ``--skip_existing`` can re-emit it without recomputing.
 * ``OUT/overlays/<key>.png`` (``--overlays``): image and class colours mixed.
-* ``OUT/stats/stats.{jsonl,csv,parquet}``: one record per segmented image.
+* ``OUT/stats/stats.{jsonl,csv,parquet}``: one record per segmented image
+  (with ``--truth``, its ``truth`` block; never inside the mask, which
+  describes the prediction only and is reused as such by ``--skip_existing``).
 * ``OUT/failures/failures.jsonl``: one record per input that failed.
 * ``OUT/summary.json``: the run, written last (after the other sinks finish).
 
@@ -31,8 +33,9 @@ from PIL import Image, PngImagePlugin
 
 from transforms import progress
 from transforms.lookahead import LookaheadDoFn
-from transforms.records import STAGE_WRITE, ImageRef, failure_from_exception
+from transforms.records import STAGE_TRUTH, STAGE_WRITE, ImageRef, failure_from_exception
 from transforms.statistics import image_record
+from transforms.truth import TruthError, evaluate_mask, stem
 
 _LOG = logging.getLogger(__name__)
 FAILED = "failed"
@@ -115,6 +118,17 @@ def encode_mask(class_ids: np.ndarray, palette: list, record: dict, compress_lev
   return buffer.getvalue()
 
 
+def truth_outcome(mask_uri, key, truth_uri, class_ids, names):
+  """(truth block, None) or (None, Failure at stage ``truth``); (None, None) when the image has no truth."""
+  if truth_uri is None:
+    return None, None
+  try:
+    return evaluate_mask(truth_uri, class_ids, names), None
+  except TruthError as exc:
+    return None, failure_from_exception(mask_uri, key, STAGE_TRUTH, exc, str(exc))
+  except Exception as exc:  # pylint: disable=broad-except  (unreadable file, storage errors)
+    return None, failure_from_exception(mask_uri, key, STAGE_TRUTH, exc,
+                                        f"cannot read the truth mask {truth_uri}: {exc}")
 
 
 class WriteMasksFn(LookaheadDoFn):
@@ -126,11 +140,17 @@ class WriteMasksFn(LookaheadDoFn):
   the model's thread, so PNG compression would otherwise stall inference.
   Each mask still yields exactly one record or one failure, in input order,
   and every file is still written with the temp-and-rename of ``atomic_write``.
+
+  With ``truth`` (``--truth``), ``process`` takes the {stem: truth URI} side
+  input: the mask is compared with its truth mask here, while it is in hand,
+  before anything is written, so an image whose truth mask does not fit it
+  fails at stage ``truth`` and leaves no mask; its record gains ``truth``
+  (``null`` for an image without a truth mask).
   """
 
   def __init__(self, output: str, classes, model: dict, pixel_size=None, pixel_unit="m",
                compress_level: int = DEFAULT_MASK_COMPRESS_LEVEL, write_ahead: int = 0,
-               write_ahead_pixels: Optional[int] = None):
+               write_ahead_pixels: Optional[int] = None, truth: bool = False):
     super().__init__(write_ahead, write_ahead_pixels, "deconvseg-write")
     self._output = output
     self._classes = list(classes)
@@ -138,6 +158,7 @@ class WriteMasksFn(LookaheadDoFn):
     self._pixel_size = pixel_size
     self._pixel_unit = pixel_unit
     self._compress_level = compress_level
+    self._truth = truth
     self._segmented = Metrics.counter("deconvseg", "masks_written")
     self._pixels = Metrics.counter("deconvseg", "pixels_segmented")
 
@@ -145,12 +166,21 @@ class WriteMasksFn(LookaheadDoFn):
     self._palette = palette_bytes(self._classes)
     super().setup()
 
-  def _pixels_of(self, mask):
-    return mask.width * mask.height
+  def process(self, mask, truth_index=None, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+    truth_uri = truth_index.get(stem(mask.key)) if truth_index else None
+    yield from super().process((mask, truth_uri), window, timestamp)
 
-  def _work(self, mask):
+  def _pixels_of(self, item):
+    return item[0].width * item[0].height
+
+  def _work(self, item):
     """(record, pixels, None) or (None, 0, Failure); never raises (runs on the write-behind thread)."""
+    mask, truth_uri = item
     relpath = mask_relpath(mask.key)
+    truth, failure = truth_outcome(mask.uri, mask.key, truth_uri, mask.class_ids,
+                                   [entry["name"] for entry in self._classes])
+    if failure is not None:
+      return None, 0, failure
     try:
       record = image_record(mask, self._classes, self._model, join(self._output, relpath), self._pixel_size,
                             self._pixel_unit)
@@ -162,6 +192,8 @@ class WriteMasksFn(LookaheadDoFn):
       atomic_write(self._output, join(self._output, relpath), data, "image/png")
     except Exception as exc:  # pylint: disable=broad-except
       return None, 0, failure_from_exception(mask.uri, mask.key, STAGE_WRITE, exc, f"cannot write outputs: {exc}")
+    if self._truth:
+      record["truth"] = truth
     return record, mask.width * mask.height, None
 
   def _outputs(self, outcome):
@@ -183,36 +215,58 @@ class SkipExistingFn(beam.DoFn):
   model) means it is processed again. With ``overlays``, an image whose
   overlay is missing (say, the earlier run was made without ``--overlays``)
   is processed again too.
+
+  With ``class_names`` (``--truth``), ``process`` takes the {stem: truth URI}
+  side input and a reused image gets its ``truth`` from the stored mask's
+  pixels, exactly as a new one would; a truth mask that does not fit it is a
+  failure at stage ``truth`` (tagged ``FAILED``).
   """
 
-  def __init__(self, output: str, model: dict, overlays: bool = False):
+  def __init__(self, output: str, model: dict, overlays: bool = False, class_names=None):
     self._output = output
     self._model = {"name": model.get("name"), "version": model.get("version")}
     self._overlays = overlays
+    self._class_names = list(class_names) if class_names else None
 
-  def process(self, ref: ImageRef):
+  def process(self, ref: ImageRef, truth_index=None):
     path = join(self._output, mask_relpath(ref.key))
-    record = None
+    record, class_ids = None, None
     try:
       overlay_missing = self._overlays and not FileSystems.exists(overlay_path(self._output, ref.key))
       if not overlay_missing and FileSystems.exists(path):
         with FileSystems.open(path, compression_type="uncompressed") as handle:
           with Image.open(io.BytesIO(handle.read())) as image:
             record = json.loads(image.info.get(STATS_CHUNK, "null"))
+            if self._class_names is not None:
+              class_ids = np.asarray(image)
     except Exception:  # pylint: disable=broad-except
       record = None
-    if record and record.get("model") == self._model and record.get("uri") == ref.uri:
-      yield beam.pvalue.TaggedOutput(DONE, record)
-    else:
+    if not (record and record.get("model") == self._model and record.get("uri") == ref.uri):
       yield ref
+      return
+    if self._class_names is not None:
+      truth, failure = truth_outcome(ref.uri, ref.key, (truth_index or {}).get(stem(ref.key)), class_ids,
+                                     self._class_names)
+      if failure is not None:
+        yield beam.pvalue.TaggedOutput(FAILED, failure)
+        return
+      record["truth"] = truth
+    yield beam.pvalue.TaggedOutput(DONE, record)
 
 
-def _csv_header(classes):
+TRUTH_CSV_COLUMNS = ("uri", "pixels", "ignored", "pixel_accuracy", "mean_iou", "confusion")  # "truth.<column>"
+
+
+def _csv_header(classes, truth=False):
+  """With ``truth``: ``truth.<column>`` columns (confusion as JSON rows), then ``truth.iou.<class>``."""
   columns = ["uri", "key", "mask", "width", "height", "pixels", "pixel_size_x", "pixel_size_y",
              "pixel_size_source", "area_unit", "mean_confidence", "model_name", "model_version"]
   for entry in classes:
     name = entry["name"]
     columns += [f"{name}_pixels", f"{name}_fraction", f"{name}_area", f"{name}_mean_confidence"]
+  if truth:
+    columns += [f"truth.{column}" for column in TRUTH_CSV_COLUMNS]
+    columns += [f"truth.iou.{entry['name']}" for entry in classes]
   return columns
 
 
@@ -224,6 +278,11 @@ def _csv_line(record, columns_count):
          record["model"]["name"], record["model"]["version"]]
   for entry in record["classes"]:
     row += [entry["pixels"], entry["fraction"], entry["area"], entry["mean_confidence"]]
+  if "truth" in record:
+    truth = record["truth"] or {}
+    row += [json.dumps(truth.get("confusion"), separators=(",", ":")) if column == "confusion" and truth
+            else truth.get(column) for column in TRUTH_CSV_COLUMNS]
+    row += [(truth.get("per_class_iou") or {}).get(entry["name"]) for entry in record["classes"]]
   if len(row) != columns_count:
     raise ValueError(f"record has {len(row)} CSV columns, header has {columns_count}")
   buffer = io.StringIO()
@@ -231,25 +290,34 @@ def _csv_line(record, columns_count):
   return buffer.getvalue()
 
 
-def _parquet_schema():
+def _parquet_schema(classes=None, truth=False):
+  """With ``truth``: a nullable ``truth`` struct whose ``per_class_iou`` has one field per class."""
   import pyarrow as pa  # pylint: disable=import-outside-toplevel
   class_type = pa.struct([("id", pa.int32()), ("name", pa.string()), ("pixels", pa.int64()),
                           ("fraction", pa.float64()), ("area", pa.float64()),
                           ("mean_confidence", pa.float64())])
+  extra = []
+  if truth:
+    extra = [("truth", pa.struct([
+        ("uri", pa.string()), ("pixels", pa.int64()), ("ignored", pa.int64()),
+        ("pixel_accuracy", pa.float64()), ("mean_iou", pa.float64()),
+        ("per_class_iou", pa.struct([(entry["name"], pa.float64()) for entry in classes])),
+        ("confusion", pa.list_(pa.list_(pa.int64())))]))]
   return pa.schema([
       ("uri", pa.string()), ("key", pa.string()), ("mask", pa.string()), ("width", pa.int32()),
       ("height", pa.int32()), ("pixels", pa.int64()), ("pixel_size", pa.list_(pa.float64())),
       ("pixel_size_source", pa.string()), ("area_unit", pa.string()), ("mean_confidence", pa.float64()),
       ("model", pa.struct([("name", pa.string()), ("version", pa.string())])),
       ("classes", pa.list_(class_type)),
-  ])
+  ] + extra)
 
 
 class WriteStats(beam.PTransform):
   """Composite: records -> OUT/stats/stats.<format>; returns the written file names."""
 
-  def __init__(self, output: str, stats_format: str, classes):
+  def __init__(self, output: str, stats_format: str, classes, truth: bool = False):
     super().__init__()
+    self._truth = truth
     if stats_format not in STATS_FORMATS:
       raise ValueError(f"unknown stats format {stats_format!r}; use one of {', '.join(STATS_FORMATS)}")
     self._prefix = join(output, "stats", "stats")
@@ -259,9 +327,9 @@ class WriteStats(beam.PTransform):
   def expand(self, records):
     if self._format == "parquet":
       return records | "WriteParquet" >> beam.io.WriteToParquet(
-          self._prefix, _parquet_schema(), file_name_suffix=".parquet", num_shards=1, shard_name_template="")
+          self._prefix, _parquet_schema(self._classes, self._truth), file_name_suffix=".parquet", num_shards=1, shard_name_template="")
     if self._format == "csv":
-      header = _csv_header(self._classes)
+      header = _csv_header(self._classes, self._truth)
       lines = records | "ToCsv" >> beam.Map(_csv_line, len(header))
       return lines | "WriteCsv" >> beam.io.WriteToText(
           self._prefix, file_name_suffix=".csv", num_shards=1, shard_name_template="", header=",".join(header))

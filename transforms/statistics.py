@@ -8,11 +8,14 @@ from typing import List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 
-from transforms.records import ImageMask
+from transforms.records import STAGE_TRUTH, ImageMask
+from transforms.truth import run_truth
 
 READ, SEGMENTED, FAILED = "read", "segmented", "failed"
 # Segmented images whose record was reused from an existing mask (--skip_existing).
 REUSED = "reused_existing"
+# A --truth file whose stem matches no image read (payload: its URI).
+TRUTH_UNMATCHED = "truth_unmatched"
 
 
 def resolve_pixel_size(mask_pixel_size: Optional[Tuple[float, float]], flag_pixel_size: Optional[float]):
@@ -65,16 +68,22 @@ class RunSummaryFn(beam.CombineFn):
   records, ``failed`` events are failure records; the output is checked by
   tests as read == segmented + failed. ``reused_existing`` events count the
   segmented images that ``--skip_existing`` did not recompute.
+
+  With ``truth_patterns`` (``--truth``) the records' confusion matrices are
+  summed into the run's, and ``truth_unmatched`` events count the truth
+  files that matched no image; the output gains ``truth``.
   """
 
-  def __init__(self, classes: Sequence[dict]):
+  def __init__(self, classes: Sequence[dict], truth_patterns: Sequence[str] = ()):
     self._classes = [dict(id=c["id"], name=c["name"]) for c in classes]
+    self._truth_patterns = list(truth_patterns)
 
   def create_accumulator(self):
     n = len(self._classes)
     return {"read": 0, "segmented": 0, "failed": 0, REUSED: 0, "failed_by_stage": {}, "pixels": 0,
             "class_pixels": [0] * n, "class_area": [0.0] * n, "class_confidence": [0.0] * n,
-            "images_with_area": 0, "area_units": []}
+            "images_with_area": 0, "area_units": [],
+            "truth_images": 0, TRUTH_UNMATCHED: 0, "truth_confusion": [[0] * n for _ in range(n)]}
 
   def add_input(self, acc, event):
     kind, payload = event
@@ -82,6 +91,8 @@ class RunSummaryFn(beam.CombineFn):
       acc["read"] += 1
     elif kind == REUSED:
       acc[REUSED] += 1
+    elif kind == TRUTH_UNMATCHED:
+      acc[TRUTH_UNMATCHED] += 1
     elif kind == FAILED:
       acc["failed"] += 1
       acc["failed_by_stage"][payload.stage] = acc["failed_by_stage"].get(payload.stage, 0) + 1
@@ -98,19 +109,27 @@ class RunSummaryFn(beam.CombineFn):
           acc["class_area"][i] += entry["area"]
         if entry["mean_confidence"] is not None:
           acc["class_confidence"][i] += entry["mean_confidence"] * entry["pixels"]
+      if payload.get("truth"):
+        acc["truth_images"] += 1
+        for row, counts in zip(acc["truth_confusion"], payload["truth"]["confusion"]):
+          for j, count in enumerate(counts):
+            row[j] += count
     return acc
 
   def merge_accumulators(self, accumulators):
     accumulators = list(accumulators)
     merged = self.create_accumulator()
     for acc in accumulators:
-      for field in ("read", "segmented", "failed", REUSED, "pixels", "images_with_area"):
+      for field in ("read", "segmented", "failed", REUSED, "pixels", "images_with_area", "truth_images",
+                    TRUTH_UNMATCHED):
         merged[field] += acc[field]
       for stage, count in acc["failed_by_stage"].items():
         merged["failed_by_stage"][stage] = merged["failed_by_stage"].get(stage, 0) + count
       for field in ("class_pixels", "class_area", "class_confidence"):
         merged[field] = [a + b for a, b in zip(merged[field], acc[field])]
       merged["area_units"] += [u for u in acc["area_units"] if u not in merged["area_units"]]
+      merged["truth_confusion"] = [[a + b for a, b in zip(mine, theirs)]
+                                   for mine, theirs in zip(merged["truth_confusion"], acc["truth_confusion"])]
     return merged
 
   def extract_output(self, acc):
@@ -124,7 +143,7 @@ class RunSummaryFn(beam.CombineFn):
           "area": acc["class_area"][i] if acc["images_with_area"] else None,
           "mean_confidence": acc["class_confidence"][i] / pixels if pixels else None,
       })
-    return {
+    summary = {
         "counts": {"read": acc["read"], "segmented": acc["segmented"], "failed": acc["failed"],
                    REUSED: acc[REUSED]},
         "failed_by_stage": dict(sorted(acc["failed_by_stage"].items())),
@@ -133,3 +152,9 @@ class RunSummaryFn(beam.CombineFn):
         "area_unit": acc["area_units"][0] if len(acc["area_units"]) == 1 else (acc["area_units"] or None),
         "classes": classes,
     }
+    if self._truth_patterns:
+      summary["truth"] = run_truth(
+          acc["truth_confusion"], [entry["name"] for entry in self._classes], acc["truth_images"],
+          acc["segmented"] - acc["truth_images"], acc[TRUTH_UNMATCHED],
+          acc["failed_by_stage"].get(STAGE_TRUTH, 0), self._truth_patterns)
+    return summary

@@ -1,0 +1,143 @@
+"""Score a finished run against ground truth after the fact: ``python -m pipeline.evaluate OUT --truth 'GLOB'``.
+
+For a run made without ``--truth`` (or to score it against other labels),
+this reads ``OUT/stats/`` (JSON Lines, CSV or Parquet, as the run wrote
+them) and each image's ``OUT/masks/<key>.png``, matches truth masks to images
+by the same rule as ``--truth`` (``transforms.truth``), and writes
+``OUT/evaluation.json``: per image the same ``truth`` block a ``--truth`` run
+puts in its stats record, and the same run-level ``truth`` block as its
+``summary.json``. Then it re-renders ``OUT/report.html`` with the truth
+sections. Everything goes through Beam's FileSystems, so ``gs://`` works.
+
+Images that failed in the run have no mask and are not scored; a truth mask
+that cannot be compared with its mask is listed under ``failures`` (stage
+``truth``) and counted in ``images_failed``.
+"""
+import argparse
+import datetime
+import io
+import json
+import logging
+import sys
+from typing import List, Sequence
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from PIL import Image
+
+from pipeline import report
+from pipeline.options import OptionsError, _absolute, _as_glob, _check_truth, _matching_files
+from transforms.records import STAGE_TRUTH
+from transforms.sinks import atomic_write, join, mask_relpath
+from transforms.truth import TruthError, evaluate_mask, run_truth, stem, truth_index
+
+EVALUATION_FILE = "evaluation.json"
+
+
+class EvaluateError(ValueError):
+  """A bad invocation or an output directory that cannot be scored; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    raise EvaluateError(message)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = _Parser(prog="python -m pipeline.evaluate", description=__doc__.split("\n\n")[0])
+  parser.add_argument("output", help="the run's --output directory (local or gs://)")
+  parser.add_argument("--truth", nargs="+", action="extend", required=True, metavar="GLOB",
+                      help="ground-truth masks, matched to images as with the pipeline's --truth")
+  parser.add_argument("--no_report", action="store_true", help="do not re-render OUT/report.html")
+  return parser.parse_args(list(argv))
+
+
+def _read_mask(path: str) -> np.ndarray:
+  with FileSystems.open(path, compression_type="uncompressed") as handle:
+    with Image.open(io.BytesIO(handle.read())) as image:
+      return np.asarray(image)
+
+
+def _failure(row, truth_uri, exc):
+  message = str(exc) if isinstance(exc, TruthError) else f"cannot compare {truth_uri} with the mask: {exc}"
+  return {"uri": str(row.get("uri") or ""), "key": str(row.get("key")), "stage": STAGE_TRUTH,
+          "error_type": type(exc).__name__, "message": message}
+
+
+def evaluate(output: str, patterns: List[str]) -> dict:
+  """Scores the run in ``output`` against the truth masks of ``patterns``; writes and returns evaluation.json."""
+  output = _absolute(output).rstrip("/")
+  patterns = [_as_glob(_absolute(pattern)) for pattern in patterns]
+  try:
+    _check_truth(patterns)
+  except OptionsError as exc:
+    raise EvaluateError(str(exc)) from None
+  problems = []
+  summary = report._read_summary(output, problems)  # pylint: disable=protected-access
+  names = [str(entry.get("name")) for entry in summary.get("classes") or [] if isinstance(entry, dict)]
+  if not names:
+    raise EvaluateError(f"{output} has no readable summary.json with its classes: it is not the --output "
+                        "of a finished deconvseg run")
+  run = report._run_summary(summary)  # pylint: disable=protected-access
+  # Files the summary lists outside OUT belong to where the run was written, not to this copy of it.
+  run.stats_files = [path for path in run.stats_files if path.startswith(output + "/")]
+  run.failure_files = [path for path in run.failure_files if path.startswith(output + "/")]
+  index = truth_index({pattern: _matching_files(pattern) for pattern in patterns})
+
+  images, failures, keys = [], [], set()
+  confusion = np.zeros((len(names), len(names)), np.int64)
+  for row in report._iter_rows(report._stats_files(output, run), problems):  # pylint: disable=protected-access
+    key = str(row.get("key"))
+    keys.add(stem(key))
+    truth_uri = index.get(stem(key))
+    entry = {"key": key, "uri": row.get("uri"), "mask": join(output, mask_relpath(key)),
+             "width": int(float(row.get("width") or 0)), "height": int(float(row.get("height") or 0)), "truth": None}
+    if truth_uri is not None:
+      try:
+        entry["truth"] = evaluate_mask(truth_uri, _read_mask(entry["mask"]), names)
+      except Exception as exc:  # pylint: disable=broad-except  (one bad file must not stop the rest)
+        failures.append(_failure(row, truth_uri, exc))
+        continue
+      confusion += np.asarray(entry["truth"]["confusion"], np.int64)
+    images.append(entry)
+  for row in report._iter_rows(report._failure_files(output, run), problems):  # pylint: disable=protected-access
+    keys.add(stem(str(row.get("key"))))
+  scored = sum(1 for entry in images if entry["truth"] is not None)
+  document = {
+      "output": output,
+      "run_end_time": summary.get("end_time"),
+      "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+      "truth": run_truth(confusion, names, scored, len(images) - scored, len(set(index) - keys), len(failures),
+                         patterns),
+      "images": images,
+      "failures": failures,
+      "problems": problems,
+  }
+  atomic_write(output, join(output, EVALUATION_FILE),
+               json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8"), "application/json")
+  return document
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  logging.basicConfig(level=logging.INFO, format="%(message)s")
+  logging.getLogger("apache_beam").setLevel(logging.WARNING)
+  try:
+    args = parse_args(argv)
+    document = evaluate(args.output, args.truth)
+  except EvaluateError as exc:
+    print(f"evaluate: error: {exc}", file=sys.stderr)
+    return 2
+  if not args.no_report:
+    report.write_report(args.output)
+  block = document["truth"]
+  score = lambda value: "-" if value is None else f"{value:.4f}"  # noqa: E731
+  print(f"{join(_absolute(args.output).rstrip('/'), EVALUATION_FILE)}: {block['images_with_truth']} images with "
+        f"truth, {block['images_without_truth']} without, {block['truth_files_unmatched']} truth files matching "
+        f"no image, {block['images_failed']} failed; pixel accuracy {score(block['pixel_accuracy'])}, mean IoU "
+        f"{score(block['mean_iou'])}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
