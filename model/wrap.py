@@ -426,7 +426,7 @@ def main(argv=None):
         sys.exit(2)
     if "input_size" in card:
         size = min(card["input_size"])
-        log(f"fixed input size {card['input_size']}: run the pipeline with --tile_size {size} --whole_image_pixels 0")
+        log(f"fixed input size {card['input_size']}: the pipeline tiles every image at {size} (card input_size)")
     print(json.dumps({"out": args.out, "stride": card["stride"], "output": card["architecture"]["output"],
                       "output_stride": card["architecture"]["output_stride"], "seconds": round(time.monotonic() - started, 1)}))
 
