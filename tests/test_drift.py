@@ -208,3 +208,17 @@ def test_ks_matches_scipy_and_noise_level_matches_the_chi_square_quantile():
 def test_prev_date_placeholders_are_the_day_before():
   assert fill_template("m/{prev_date}/{date}", datetime.date(2024, 3, 1)) == "m/2024-02-29/2024-03-01"
   assert fill_template("{prev_yyyy}/{prev_mm}/{prev_dd}", datetime.date(2025, 1, 1)) == "2024/12/31"
+
+
+def test_drift_on_gcs_with_copied_runs(nights, drift_run, gcs_emulator, gcs_bucket):
+  """Both runs copied to a bucket: their summaries list the local stats paths, so the copies are globbed."""
+  root, _, _ = nights
+  _, output, summary = drift_run
+  previous, current = f"gs://{gcs_bucket}/masks/2024-05-30", f"gs://{gcs_bucket}/masks/2024-05-31"
+  gcs_emulator.upload_folder(str(root / "masks" / "2024-05-30"), previous)
+  gcs_emulator.upload_folder(str(output), current)
+  assert drift.main([current, "--compare_to", f"gs://{gcs_bucket}/masks/2024-05-29", "--no_report"]) == 0
+  assert drift.main([current, "--compare_to", previous, "--no_report"]) == 0
+  block = json.loads(gcs_emulator.download_prefix(current)["summary.json"])["drift"]
+  assert block["compare_to"] == previous and block["problems"] == []
+  assert block["classes"] == summary["drift"]["classes"] and block["flagged"] == ["red", "green"]
