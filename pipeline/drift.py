@@ -99,10 +99,8 @@ def ks_statistic(previous: Sequence[float], current: Sequence[float]) -> Optiona
   return float(np.max(np.abs(cdf_first - cdf_second)))
 
 
-def psi_noise_level(images_previous: int, images_current: int, bins: int = PSI_BINS) -> Optional[float]:
-  """The PSI that two samples of one distribution stay below 95 % of the time (asymptotically)."""
-  if bins != PSI_BINS:
-    raise ValueError(f"the chi-square quantile is tabulated for {PSI_BINS} bins only")
+def psi_noise_level(images_previous: int, images_current: int) -> Optional[float]:
+  """The PSI (over PSI_BINS bins) that two samples of one distribution stay below 95 % of the time, asymptotically."""
   if not images_previous or not images_current:
     return None
   return CHI2_95 * (1.0 / images_previous + 1.0 / images_current)
@@ -173,8 +171,9 @@ def read_run(output: str, problems: List[str]) -> Tuple[dict, Dict[str, float], 
   images = 0
   for row in report._iter_rows(report._stats_files(output, run), problems):  # pylint: disable=protected-access
     record = report._image_record(row, output)  # pylint: disable=protected-access
-    for name, fraction in record.fractions.items():
-      columns.setdefault(name, [0.0] * images)  # a class this run's summary lacks: 0 in earlier images
+    for name in record.fractions:
+      if name not in columns:  # a class this run's summary lacks: 0 in the earlier images
+        columns[name] = [0.0] * images
     for name, values in columns.items():
       values.append(float(record.fractions.get(name, 0.0)))
     images += 1
@@ -214,6 +213,8 @@ def compute_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRES
   return {
       "compare_to": compare_to,
       "previous_end_time": prev_summary.get("end_time"),
+      # A new model changes the masks by itself: say so next to the numbers it moved.
+      "models": {"previous": _model(prev_summary), "current": _model(summary)},
       "images": {"previous": prev_images, "current": images},
       "threshold": threshold,
       "psi_threshold": PSI_THRESHOLD,
@@ -224,6 +225,11 @@ def compute_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRES
       "flagged": flagged,
       "problems": problems,
   }
+
+
+def _model(summary):
+  model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
+  return {"name": model.get("name"), "version": model.get("version")}
 
 
 def add_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRESHOLD) -> dict:

@@ -95,6 +95,8 @@ def test_drift_block_equals_an_independent_computation(nights, drift_run):
   block = summary["drift"]
   assert block["compare_to"] == str(root / "masks" / "2024-05-30")
   assert block["images"] == {"previous": len(NIGHT_1), "current": len(NIGHT_2)}
+  model = {"name": "fake-colour-rule", "version": "0.0.1"}
+  assert block["models"] == {"previous": model, "current": model}
   assert block["threshold"] == 0.05 and block["psi_bins"] == 10 and block["psi_epsilon"] == 1e-4
   noise = scipy_stats.chi2.ppf(0.95, 9) * (1 / len(NIGHT_1) + 1 / len(NIGHT_2))
   assert block["psi_noise_level"] == pytest.approx(noise)
@@ -222,3 +224,38 @@ def test_drift_on_gcs_with_copied_runs(nights, drift_run, gcs_emulator, gcs_buck
   block = json.loads(gcs_emulator.download_prefix(current)["summary.json"])["drift"]
   assert block["compare_to"] == previous and block["problems"] == []
   assert block["classes"] == summary["drift"]["classes"] and block["flagged"] == ["red", "green"]
+
+
+def _hand_made_run(folder, fractions, names=("a", "b")):
+  """summary.json and stats.jsonl of a run of 100-pixel images with these per-image class fractions."""
+  os.makedirs(os.path.join(folder, "stats"))
+  pixels = np.rint(np.asarray(fractions, float) * 100).astype(int)
+  with open(os.path.join(folder, "stats", "stats.jsonl"), "w") as handle:
+    for index, row in enumerate(pixels):
+      classes = [{"id": i, "name": name, "pixels": int(count), "fraction": count / 100}
+                 for i, (name, count) in enumerate(zip(names, row))]
+      handle.write(json.dumps({"key": f"{index}.png", "width": 10, "height": 10, "classes": classes}) + "\n")
+  totals = pixels.sum(axis=0)
+  summary = {"pixels": int(totals.sum()), "end_time": "2024-01-01T00:00:00Z",
+             "classes": [{"id": i, "name": name, "pixels": int(count), "fraction": count / totals.sum()}
+                         for i, (name, count) in enumerate(zip(names, totals))]}
+  with open(os.path.join(folder, "summary.json"), "w") as handle:
+    json.dump(summary, handle)
+  return folder
+
+
+@pytest.mark.parametrize("repeats, psi_flags", [(1, False), (20, True)])
+def test_psi_flags_a_reshaped_distribution_only_above_sampling_noise(tmp_path, repeats, psi_flags):
+  """Same pixel shares (a: 50 %); after, 2 in 10 images move off 50 %: PSI 1.4, noise 3.4 at 10 images."""
+  before = _hand_made_run(str(tmp_path / "before"), [[0.5, 0.5, 0.0]] * (10 * repeats), names=("a", "b", "gone"))
+  after = _hand_made_run(str(tmp_path / "after"), ([[0.5, 0.5]] * 8 + [[0.4, 0.6], [0.6, 0.4]]) * repeats)
+  block = drift.compute_drift(after, before, threshold=0.05)
+  entries = {entry["name"]: entry for entry in block["classes"]}
+  assert list(entries) == ["a", "b", "gone"]  # a class only the earlier run had is still compared
+  assert entries["a"]["change_pp"] == pytest.approx(0.0) and entries["gone"]["psi"] == 0.0
+  after_a = ([0.5] * 8 + [0.4, 0.6]) * repeats
+  assert entries["a"]["psi"] == pytest.approx(_psi_by_hand([0.5] * (10 * repeats), after_a))
+  assert entries["a"]["psi"] == pytest.approx(1.425, abs=1e-3) and entries["a"]["psi"] > drift.PSI_THRESHOLD
+  assert block["psi_noise_level"] == pytest.approx(drift.CHI2_95 * 2 / (10 * repeats))
+  assert block["flagged"] == (["a", "b"] if psi_flags else [])
+  assert entries["a"]["flagged_by"] == (["psi"] if psi_flags else [])
