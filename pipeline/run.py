@@ -142,8 +142,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     # a blocking Dataflow launch: the job has finished
     summary = _with_drift(_read_summary(config.output), config)
   elif config.compare_to:
-    _LOG.warning("The job is still running, so no drift was computed; once it has finished run: python -m "
-                 "pipeline.drift %s --compare_to %s", config.output, config.compare_to)
+    _LOG.warning("The launcher returned before the job finished (a template or a non-blocking launch), so no "
+                 "drift was computed; once the job has finished, run: python -m pipeline.drift %s --compare_to %s",
+                 config.output, config.compare_to)
   if summary is not None:
     try:
       check_failure_budget(summary["counts"], budget, config.output)
