@@ -143,6 +143,9 @@ class RunConfig:
   skip_existing: bool = False
   png_compress_level: int = 6
   truth_globs: Tuple[str, ...] = ()
+  compare_to: Optional[str] = None  # an earlier run to measure drift against (None: not given or not there)
+  drift_threshold: float = 0.05
+  fail_on_drift: bool = False
 
   @property
   def classes(self) -> List[dict]:
@@ -454,6 +457,12 @@ def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: b
   budget = options.view_as(ScheduleOptions).max_failure_fraction
   if budget is not None:
     _check_number("max_failure_fraction", budget, 0.0, 1.0)
+  from pipeline import drift  # pylint: disable=import-outside-toplevel
+  schedule = options.view_as(ScheduleOptions)
+  drift_threshold = drift.check_threshold(schedule.drift_threshold)
+  if schedule.compare_to is None and (schedule.fail_on_drift or schedule.drift_threshold is not None):
+    raise OptionsError("--drift_threshold and --fail_on_drift need --compare_to PREVIOUS_OUT (an earlier run's "
+                       "output to compare with).")
   if opts.pixel_size is not None:
     if not (math.isfinite(opts.pixel_size) and opts.pixel_size > 0):
       raise OptionsError(f"--pixel_size={opts.pixel_size} must be a positive number (size of one pixel "
@@ -478,6 +487,7 @@ def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: b
   _check_truth(truth_globs)
   if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
     raise OptionsError(f"--output {output} exists and is not a directory.")
+  compare_to = drift.check_compare_to(schedule.compare_to, output) if schedule.compare_to else None
 
   model_dir = _absolute(opts.model).rstrip("/")
   if _is_local(model_dir) and not os.path.isdir(model_dir):
@@ -501,4 +511,5 @@ def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: b
                    pixel_size=opts.pixel_size, pixel_unit=opts.pixel_unit, overlays=opts.overlays,
                    max_image_pixels=opts.max_image_pixels, mixed_precision=opts.mixed_precision,
                    skip_existing=opts.skip_existing, png_compress_level=opts.png_compress_level,
-                   truth_globs=truth_globs)
+                   truth_globs=truth_globs, compare_to=compare_to, drift_threshold=drift_threshold,
+                   fail_on_drift=schedule.fail_on_drift)

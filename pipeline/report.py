@@ -1057,6 +1057,43 @@ def _truth_section(truth, source, items, classes, output_dir):
     return "".join(parts)
 
 
+def _drift_section(drift, classes):
+    """Per class the previous and current pixel share, the change and PSI/KS (``--compare_to``); flagged rows red."""
+    colours = {info.name: info.color for info in classes}
+    images = drift.get("images") if isinstance(drift.get("images"), dict) else {}
+    flagged = set(drift.get("flagged") or [])
+    rows = []
+    for entry in drift.get("classes") or []:
+        if not isinstance(entry, dict):
+            continue
+        name = str(entry.get("name"))
+        change = _number(entry.get("change_pp"))
+        change = "–" if change is None else f"{change:+.2f} pp"
+        reasons = ", ".join(map(str, entry.get("flagged_by") or [])) or "–"
+        attributes = ' class="flagged"' if name in flagged else ""
+        mark = ' style="background:#fbd5d5"' if name in flagged else ""
+        swatch = f'<span class="swatch" style="background:{_rgb(colours[name])}"></span>' if name in colours else ""
+        cells = [_format_percent(_number(entry.get("previous_share")), 2),
+                 _format_percent(_number(entry.get("current_share")), 2), change,
+                 _format_fixed(_number(entry.get("psi"))), _format_fixed(_number(entry.get("ks")))]
+        rows.append(f'<tr data-class="{_e(name)}"{attributes}><td{mark}>{swatch}{_e(name)}</td>'
+                    + "".join(f'<td class="num"{mark}>{_e(cell)}</td>' for cell in cells)
+                    + f'<td{mark}>{_e(reasons)}</td></tr>')
+    rule = (f"A class is flagged when its share of all pixels moved by more than "
+            f"{100 * (_number(drift.get('threshold')) or 0.0):g} percentage points, or when the PSI of its per-image "
+            f"fractions ({drift.get('psi_bins')} bins) is above {drift.get('psi_threshold')} and above sampling "
+            f"noise ({_format_fixed(_number(drift.get('psi_noise_level')))} for these image counts).")
+    verdict = (f'<div class="warn" id="drift-flagged">Flagged: {_e(", ".join(sorted(flagged)))}</div>' if flagged
+               else '<p id="drift-flagged">No class flagged.</p>')
+    return (f'<section id="drift"><h2>Drift from the previous run</h2><p class="sub">Compared with '
+            f'{_e(drift.get("compare_to"))} (ended {_e(drift.get("previous_end_time") or "–")}): '
+            f'{_format_count(_number(images.get("previous")))} images then, '
+            f'{_format_count(_number(images.get("current")))} now. {_e(rule)}</p>{verdict}'
+            '<table id="drift-table"><tr><th>class</th><th class="num">previous share</th>'
+            '<th class="num">current share</th><th class="num">change</th><th class="num">PSI</th>'
+            f'<th class="num">KS</th><th>flagged by</th></tr>{"".join(rows)}</table></section>')
+
+
 def _failures_section(failures):
     if not failures.total:
         return '<section id="failures"><h2>Failures</h2><p>No input failed.</p></section>'
@@ -1163,6 +1200,7 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
         f"<h1>Segmentation run report</h1><p class=\"sub\">{_e(output_dir)} · generated {_e(generated)}</p>"
         + _summary_section(run, stats, failures, card, problems)
         + _classes_section(classes, totals, run.area_unit, card)
+        + (_drift_section(summary["drift"], classes) if isinstance(summary.get("drift"), dict) else "")
         + truth_html
         + _fractions_section(classes, stats)
         + _gallery_section(items, classes, stats)

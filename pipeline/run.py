@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineState
 
 from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
+from pipeline.drift import DriftDetected, add_drift, check_drift, format_drift
 from pipeline.graph import SegmentImages
 from pipeline.options import OptionsError, help_parser, validate
 from pipeline.report import write_report
@@ -85,9 +86,11 @@ def _workers_in_this_process(runner: str, pipeline_options) -> bool:
 def run(argv=None, save_main_session=True, test_pipeline=None):
   """Builds and runs the pipeline; returns the PipelineResult.
 
-  Raises OptionsError (before any pipeline is built) for a bad invocation, and
+  Raises OptionsError (before any pipeline is built) for a bad invocation,
   FailureBudgetExceeded (after every output is written) when more inputs failed
-  than ``--max_failure_fraction`` allows.
+  than ``--max_failure_fraction`` allows, and else DriftDetected when
+  ``--fail_on_drift`` and a class drifted from the ``--compare_to`` run: a run
+  with too many failures is the more urgent alarm, and its drift is suspect.
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   argv = _with_default_runner(argv)
@@ -127,17 +130,41 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     tiles = _counter(result, "tiles")
     if tiles is not None:
       _LOG.info("Finished in %.1f s: %s tiles through the model", elapsed, tiles)
-    summary = _read_summary(config.output)
+    summary = _with_drift(_read_summary(config.output), config)
     try:
       write_report(config.output)
     except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
       _LOG.warning("could not write the HTML report (python -m pipeline.report %s): %s", config.output, exc)
     print(format_summary(summary, config.output, elapsed), flush=True)
-  elif budget is not None and result.state == PipelineState.DONE:
-    summary = _read_summary(config.output)  # a blocking Dataflow launch: the job has finished
+    if summary.get("drift"):
+      print(format_drift(summary["drift"]), flush=True)
+  elif (budget is not None or config.compare_to) and result.state == PipelineState.DONE:
+    # a blocking Dataflow launch: the job has finished
+    summary = _with_drift(_read_summary(config.output), config)
+  elif config.compare_to:
+    _LOG.warning("The launcher returned before the job finished (a template or a non-blocking launch), so no "
+                 "drift was computed; once the job has finished, run: python -m pipeline.drift %s --compare_to %s",
+                 config.output, config.compare_to)
   if summary is not None:
-    check_failure_budget(summary["counts"], budget, config.output)
+    try:
+      check_failure_budget(summary["counts"], budget, config.output)
+    except FailureBudgetExceeded:
+      check_drift(summary.get("drift"), fail_on_drift=False)  # still log which classes moved
+      raise
+    check_drift(summary.get("drift"), config.fail_on_drift)
   return result
+
+
+def _with_drift(summary: dict, config) -> dict:
+  """The summary with its drift block (``--compare_to``), written back to OUT/summary.json."""
+  if not config.compare_to:
+    return summary
+  try:
+    return add_drift(config.output, config.compare_to, config.drift_threshold)
+  except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
+    _LOG.warning("could not compute the drift against %s (python -m pipeline.drift %s --compare_to %s): %s",
+                 config.compare_to, config.output, config.compare_to, exc)
+    return summary
 
 
 def main(argv=None):
@@ -157,6 +184,9 @@ def main(argv=None):
   except FailureBudgetExceeded as exc:
     print(f"deconvseg: error: {exc}", file=sys.stderr)
     return 3
+  except DriftDetected as exc:
+    print(f"deconvseg: error: {exc}", file=sys.stderr)
+    return 4
   except SystemExit as exc:  # argparse errors (bad number formats, bad choices) already printed usage
     return exc.code if isinstance(exc.code, int) else 2
   return 0

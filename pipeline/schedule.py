@@ -6,9 +6,12 @@ A nightly job is the same command every night over a new partition, e.g.::
 
 ``--date YYYY-MM-DD`` picks the partition; without it the run takes yesterday
 in UTC, the partition a scheduler firing after midnight wants, and the same
-on every machine whatever its time zone. Templates are filled in the raw
-argument list before Beam parses it, so every flag (input, manifest, tfrecord,
-output, even ``--job_name``) can use them and validation sees real paths.
+on every machine whatever its time zone. ``{prev_date}``, ``{prev_yyyy}``,
+``{prev_mm}`` and ``{prev_dd}`` are the day before, so a nightly run can name
+the previous night's output (``--compare_to 'gs://masks/date={prev_date}'``).
+Templates are filled in the raw argument list before Beam parses it, so every
+flag (input, manifest, tfrecord, output, even ``--job_name``) can use them and
+validation sees real paths.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from typing import List, Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-PLACEHOLDERS = ("date", "yyyy", "mm", "dd")
+PLACEHOLDERS = ("date", "yyyy", "mm", "dd", "prev_date", "prev_yyyy", "prev_mm", "prev_dd")
 # {word} tokens; only the known ones are replaced, other lowercase words are
 # rejected as typos. Anything else in braces (e.g. a JSON value) is left alone.
 _TOKEN = re.compile(r"\{([A-Za-z_]+)\}")
@@ -39,6 +42,20 @@ class ScheduleOptions(PipelineOptions):
         help="Failure budget for scheduled runs: when more than this fraction of the inputs read "
              "failed (e.g. 0.05), the run still writes every output, then exits with status 3 so "
              "the scheduler alerts. Default: no budget (exit 0 whatever failed).")
+    parser.add_argument(
+        "--compare_to", default=None, metavar="PREVIOUS_OUT",
+        help="An earlier run's --output (local or gs://, e.g. '/data/masks/{prev_date}'): after the run, "
+             "summary.json gains a 'drift' block comparing each class's pixel share and the distribution of "
+             "its per-image fractions (PSI, KS) with that run. A PREVIOUS_OUT that does not exist (the first "
+             "night) only warns; one without a summary.json is an error.")
+    parser.add_argument(
+        "--drift_threshold", type=float, default=None, metavar="FRACTION",
+        help="With --compare_to: flag classes whose share of all pixels moved by more than this fraction "
+             "(default 0.05 = 5 percentage points) or whose PSI is above 0.25 and above sampling noise.")
+    parser.add_argument(
+        "--fail_on_drift", action="store_true", default=False,
+        help="With --compare_to: exit with status 4, after writing every output, when any class is flagged "
+             "(a failure budget exceeded, status 3, wins).")
 
 
 class FailureBudgetExceeded(RuntimeError):
@@ -79,9 +96,12 @@ def parse_date(value: Optional[str], now: Optional[datetime.datetime] = None) ->
 
 
 def fill_template(template: str, date: datetime.date) -> str:
-  """Replace ``{date}``, ``{yyyy}``, ``{mm}``, ``{dd}`` in ``template`` with parts of ``date``."""
-  values = {"date": date.isoformat(), "yyyy": "%04d" % date.year,
-            "mm": "%02d" % date.month, "dd": "%02d" % date.day}
+  """Replace ``{date}``, ``{yyyy}``, ``{mm}``, ``{dd}`` (and their ``{prev_*}`` day-before forms) in ``template``."""
+  previous = date - datetime.timedelta(days=1)
+  values = {}
+  for prefix, day in (("", date), ("prev_", previous)):
+    values.update({prefix + "date": day.isoformat(), prefix + "yyyy": "%04d" % day.year,
+                   prefix + "mm": "%02d" % day.month, prefix + "dd": "%02d" % day.day})
 
   def replace(match):
     name = match.group(1)
