@@ -68,7 +68,7 @@ def _module(argv):
 def test_readme_has_the_commands_users_need():
   sections = {section for section, _ in readme_commands()}
   assert {"Quick start", "Segment your own images", "Your own bucket", "Run on Dataflow", "Run nightly",
-          "Train a model on your own data", "Use your own trained model"} <= sections
+          "Train a model on your own data", "Use your own trained model", "Check a run's quality", WALKTHROUGH} <= sections
 
 
 @pytest.mark.parametrize("section, argv", readme_commands(), ids=lambda value: " ".join(value)[:60]
