@@ -72,7 +72,7 @@ def build_sets(work, mosaics=100, size=512):
 
 
 def confusion(records):
-  """{set: {"images", "flagged", "reasons": {check: count}}} from stats records keyed <set>/<file>."""
+  """{set: {"images", "flagged", "reasons": {check: images}}} from stats records keyed <set>/<file>."""
   table = {name: {"images": 0, "flagged": 0, "reasons": collections.Counter(), "flagged_keys": []}
            for name in SETS}
   for record in records:
@@ -81,7 +81,7 @@ def confusion(records):
     if record["ood"]["flagged"]:
       entry["flagged"] += 1
       entry["flagged_keys"].append(record["key"])
-      entry["reasons"].update(reason.split(":", 1)[0] for reason in record["ood"]["reasons"])
+      entry["reasons"].update({reason.split(":", 1)[0] for reason in record["ood"]["reasons"]})
   photos, in_dist = table["photos"], (table["mosaics"], table["samples"])
   false_positives = sum(entry["flagged"] for entry in in_dist)
   flagged = photos["flagged"] + false_positives

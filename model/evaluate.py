@@ -82,7 +82,7 @@ def evaluate(model_path, data_dir, split="test"):
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     dataset, _ = evaluation_dataset(data_dir, split, channels=channels, dtype=dtype)
     started = time.monotonic()
-    images, confidence_sum, pixels, image_means = 0, 0.0, 0, []
+    images, confidence_sum, confidence_pixels, image_means = 0, 0.0, 0, []
     for image, mask in dataset:
         # Native size, tiled like the pipeline when large, in the model's own dtype.
         output = predict_image(lambda batch: np.asarray(segment(tf.cast(batch, dtype))), image.numpy())
@@ -90,7 +90,7 @@ def evaluate(model_path, data_dir, split="test"):
         confusion += confusion_matrix(mask.numpy(), class_ids, num_classes)
         # Over every pixel of the image, as the pipeline's per-image mean_confidence.
         confidence_sum += float(confidence.sum())
-        pixels += confidence.size
+        confidence_pixels += confidence.size
         image_means.append(float(confidence.mean()))
         images += 1
     if images == 0:
@@ -108,7 +108,7 @@ def evaluate(model_path, data_dir, split="test"):
         "seconds": round(time.monotonic() - started, 2),
     }
     result.update(metrics)
-    result["mean_confidence"] = confidence_sum / pixels
+    result["mean_confidence"] = confidence_sum / confidence_pixels
     result["image_confidence"] = confidence_quantiles(image_means)
     result["confusion_matrix"] = confusion.tolist()
     return result

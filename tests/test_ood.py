@@ -160,3 +160,45 @@ def test_report_lists_the_flagged_images_with_reasons_and_thumbnails(run_dir):
   assert section.count('src="data:image/') == 2
   assert 'data-field="ood_flagged"><div class="v">2<' in section
   assert "out_of_range" in section or "low_confidence" in section
+
+
+def test_evaluate_reports_confidence_and_the_card_metrics_carry_it(tmp_path):
+  from model.evaluate import evaluate
+  from model.export import card_metrics
+  from model.make_dataset import make_dataset
+  make_dataset(str(tmp_path), 5, {"train": 0, "val": 0, "test": 6}, 64)
+  result = evaluate(REAL_MODEL, str(tmp_path), "test")
+  quantiles = result["image_confidence"]
+  assert 0.2 < quantiles["p01"] <= quantiles["p05"] <= quantiles["p50"] <= 1.0
+  assert quantiles["p01"] <= result["mean_confidence"] <= 1.0
+  metrics = card_metrics(result)
+  assert metrics["mean_confidence"] == result["mean_confidence"] and metrics["image_confidence"] == quantiles
+
+
+def test_export_takes_band_stats_from_the_training_run():
+  from model.export import training_band_stats
+  run = {"dataset": {"path": "data/cells"}, "data_check": {"band_stats": dict(BAND_STATS, sampled_pixels=9)}}
+  stats = training_band_stats(run)
+  assert stats["p01"] == BAND_STATS["p01"] and stats["sampled_pixels"] == 9
+  assert stats["command"] == "python -m model.check_data data/cells --splits train --json"
+  assert training_band_stats({}) is None  # a run.json from before check_data: no reference, no check
+
+
+def test_tiled_prediction_stitches_per_pixel_values_beside_the_ids():
+  from model.tiled import predict_image
+  image = np.random.default_rng(0).integers(0, 256, (70, 90, 3)).astype(np.float32)
+  # An identity "model": every tile returns its own first two bands, so the stitch must give them back.
+  output = predict_image(lambda batch: batch[..., :2], image, tile_size=32, overlap=8, whole_pixels=0)
+  np.testing.assert_array_equal(output, image[..., :2])
+
+
+def test_bench_confusion_counts_each_check_once_per_image():
+  from bench.ood import confusion
+  records = [{"key": "photos/a.png", "ood": {"flagged": True, "reasons": ["band_mean: 0", "band_mean: 2"]}},
+             {"key": "photos/b.png", "ood": {"flagged": False, "reasons": []}},
+             {"key": "samples/c.png", "ood": {"flagged": True, "reasons": ["low_confidence: x"]}},
+             {"key": "mosaics/d.png", "ood": {"flagged": False, "reasons": []}}]
+  result = confusion(records)
+  assert result["sets"]["photos"]["reasons"] == {"band_mean": 1}
+  assert result["precision"] == 0.5 and result["recall"] == 0.5
+  assert result["sets"]["samples"]["flagged_keys"] == ["samples/c.png"]

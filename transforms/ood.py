@@ -45,12 +45,14 @@ def image_features(pixels: np.ndarray, low: Optional[np.ndarray] = None,
                    high: Optional[np.ndarray] = None) -> OodFeatures:
   """Band mean/std and the share of sampled pixels outside [low, high] in any band."""
   stride = sample_stride(*pixels.shape[:2])
-  sample = pixels[::stride, ::stride].reshape(-1, pixels.shape[-1]).astype(np.float32)
+  # Bands as contiguous rows: numpy reduces along rows several times faster than down [N, C] columns.
+  bands = np.ascontiguousarray(pixels[::stride, ::stride].reshape(-1, pixels.shape[-1]).T, dtype=np.float32)
   outside = None
-  if low is not None and len(low) == sample.shape[1]:
-    outside = round(float(((sample < low) | (sample > high)).any(axis=1).mean()), 4)
-  return OodFeatures([round(float(v), 2) for v in sample.mean(axis=0)],
-                     [round(float(v), 2) for v in sample.std(axis=0)], outside)
+  if low is not None and len(low) == len(bands):
+    beyond = (bands < np.reshape(low, (-1, 1))) | (bands > np.reshape(high, (-1, 1)))
+    outside = round(np.count_nonzero(beyond.max(axis=0)) / bands.shape[1], 4)
+  return OodFeatures([round(float(v), 2) for v in bands.mean(axis=1)],
+                     [round(float(v), 2) for v in bands.std(axis=1)], outside)
 
 
 class OodRule:

@@ -9,7 +9,6 @@ from typing import List, Optional, Sequence, Tuple
 import apache_beam as beam
 
 from transforms import ood
-from transforms.ood import OodRule
 from transforms.records import STAGE_TRUTH, ImageMask
 from transforms.truth import run_truth
 
@@ -31,7 +30,7 @@ def resolve_pixel_size(mask_pixel_size: Optional[Tuple[float, float]], flag_pixe
 
 def image_record(mask: ImageMask, classes: Sequence[dict], model: dict, mask_path: str,
                  flag_pixel_size: Optional[float] = None, pixel_unit: str = "m",
-                 ood_rule: Optional[OodRule] = None) -> dict:
+                 ood_rule: Optional[ood.OodRule] = None) -> dict:
   """The statistics record of one image (JSON-ready; the schema of stats/).
 
   With ``ood_rule`` the record gains ``ood`` (``transforms.ood``).
