@@ -1107,8 +1107,9 @@ def _ood_section(rule, flagged, items):
              f'<div class="card" data-field="ood_checked"><div class="v">{_format_count(flagged.checked)}</div>'
              '<div class="l">images checked</div></div></div>']
     if rule.get("rule"):
-        parts.append(f'<p class="sub">{_e(rule["rule"])}; min_confidence {_e(rule.get("min_confidence"))}, '
-                     f'outside_limit {_e(rule.get("outside_limit"))}.</p>')
+        thresholds = "; ".join(f"{name} {rule[name]}" for name in ("min_confidence", "outside_limit")
+                               if rule.get(name) is not None)
+        parts.append(f'<p class="sub">{_e(rule["rule"])}{"; " if thresholds else ""}{_e(thresholds)}.</p>')
     parts.extend(f'<div class="warn">Check not made: {_e(line)}</div>' for line in rule.get("unavailable") or [])
     if items:
         rows = []

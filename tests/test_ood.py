@@ -202,3 +202,10 @@ def test_bench_confusion_counts_each_check_once_per_image():
   assert result["sets"]["photos"]["reasons"] == {"band_mean": 1}
   assert result["precision"] == 0.5 and result["recall"] == 0.5
   assert result["sets"]["samples"]["flagged_keys"] == ["samples/c.png"]
+
+
+def test_report_says_which_checks_a_card_without_reference_skips():
+  flagged = report._FlaggedImages(report.MAX_FLAGGED_IMAGES)
+  section = report._ood_section(ood.OodRule.from_card({"metrics": {}}).describe(), flagged, [])
+  assert section.count('class="warn">Check not made: ') == 2
+  assert "None" not in section and "Flagged images" not in section
