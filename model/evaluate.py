@@ -27,9 +27,11 @@ def _read_json(path):
 
 
 def load_segmenter(model_path):
-    """Return (segment function [N,H,W,C] -> class ids [N,H,W], class list, kind, (channels, dtype)).
+    """Return (segment function, class list, kind, (channels, dtype)).
 
-    The function takes images in the model's own dtype (uint8 or uint16) and bands.
+    The function takes images [N,H,W,C] in the model's own dtype (uint8 or
+    uint16) and bands, and returns float32 [N,H,W,2]: class id, then the
+    winning class's probability (one array, so tiling stitches both alike).
     """
     if model_path.endswith(".keras"):
         import keras
@@ -37,7 +39,7 @@ def load_segmenter(model_path):
         from model.train import make_prediction_function
 
         model = keras.models.load_model(model_path)
-        predict = make_prediction_function(model)
+        predict = make_prediction_function(model, with_confidence=True)
         run_path = os.path.join(os.path.dirname(model_path), "run.json")
         if not os.path.exists(run_path):
             raise ValueError(f"{run_path} is missing: a checkpoint is evaluated with its training run's class list")
@@ -45,7 +47,7 @@ def load_segmenter(model_path):
         dtype = (run.get("input") or {}).get("dtype", "uint8")
         channels = int(model.input_shape[-1])
         classes = classes_module.classes_from_json(run["classes"], source=run_path)
-        return (lambda images: predict(tf.cast(images, tf.float32))), classes, "keras", (channels, dtype)
+        return (lambda images: _stacked(*predict(tf.cast(images, tf.float32)))), classes, "keras", (channels, dtype)
     saved_model_dir = os.path.join(model_path, "saved_model")
     card_path = os.path.join(model_path, "card.json")
     if not os.path.isdir(saved_model_dir) or not os.path.exists(card_path):
@@ -54,7 +56,22 @@ def load_segmenter(model_path):
     card = _read_json(card_path)
     classes = classes_module.classes_from_json(card["classes"], source=card_path)
     channels, dtype = int(card["input"].get("channels", 3)), card["input"].get("dtype", "uint8")
-    return (lambda images: loaded.segment(images)["class_ids"]), classes, "saved_model", (channels, dtype)
+
+    def segment(images):
+        outputs = loaded.segment(images)
+        return _stacked(outputs["class_ids"], outputs["confidence"])
+
+    return segment, classes, "saved_model", (channels, dtype)
+
+
+def _stacked(class_ids, confidence):
+    return tf.stack([tf.cast(class_ids, tf.float32), tf.cast(confidence, tf.float32)], axis=-1)
+
+
+def confidence_quantiles(image_means):
+    """Quantiles of the per-image mean confidence: the reference the pipeline's OOD check compares with."""
+    values = np.asarray(image_means, dtype=np.float64)
+    return {f"p{q:02d}": round(float(np.percentile(values, q)), 4) for q in (1, 5, 50)}
 
 
 def evaluate(model_path, data_dir, split="test"):
@@ -65,11 +82,16 @@ def evaluate(model_path, data_dir, split="test"):
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     dataset, _ = evaluation_dataset(data_dir, split, channels=channels, dtype=dtype)
     started = time.monotonic()
-    images = 0
+    images, confidence_sum, confidence_pixels, image_means = 0, 0.0, 0, []
     for image, mask in dataset:
         # Native size, tiled like the pipeline when large, in the model's own dtype.
-        class_ids = predict_image(lambda batch: np.asarray(segment(tf.cast(batch, dtype))), image.numpy())
+        output = predict_image(lambda batch: np.asarray(segment(tf.cast(batch, dtype))), image.numpy())
+        class_ids, confidence = output[..., 0].astype(np.uint8), output[..., 1].astype(np.float64)
         confusion += confusion_matrix(mask.numpy(), class_ids, num_classes)
+        # Over every pixel of the image, as the pipeline's per-image mean_confidence.
+        confidence_sum += float(confidence.sum())
+        confidence_pixels += confidence.size
+        image_means.append(float(confidence.mean()))
         images += 1
     if images == 0:
         raise ValueError(f"no images in split '{split}' of {data_dir}")
@@ -86,6 +108,8 @@ def evaluate(model_path, data_dir, split="test"):
         "seconds": round(time.monotonic() - started, 2),
     }
     result.update(metrics)
+    result["mean_confidence"] = confidence_sum / confidence_pixels
+    result["image_confidence"] = confidence_quantiles(image_means)
     result["confusion_matrix"] = confusion.tolist()
     return result
 
@@ -104,6 +128,8 @@ def format_table(result):
         f"{result['pixel_accuracy']:>12.4f}{result['mean_accuracy']:>12.4f}{result['mean_iou']:>12.4f}{result['fw_iou']:>12.4f}"
     )
     lines.append(f"{result['images']} images, {result['pixels']} labelled pixels, split '{result['split']}' of {result['data']}")
+    quantiles = ", ".join(f"{name} {value:.4f}" for name, value in result["image_confidence"].items())
+    lines.append(f"mean confidence {result['mean_confidence']:.4f}; per-image mean confidence {quantiles}")
     return "\n".join(lines)
 
 

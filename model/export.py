@@ -135,6 +135,15 @@ def created_now():
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def training_band_stats(run):
+    """The training split's per-band mean, std, p01, p99 (input units) from run.json, for the pipeline's OOD check."""
+    stats = (run.get("data_check") or {}).get("band_stats")
+    if not stats:
+        return None
+    path = (run.get("dataset") or {}).get("path", "DATA")
+    return dict(stats, command=f"python -m model.check_data {path} --splits train --json")
+
+
 def build_card(model, run, name, version, metrics=None):
     settings = run.get("settings", {})
     dataset = run.get("dataset", {})
@@ -153,6 +162,7 @@ def build_card(model, run, name, version, metrics=None):
             "seed": dataset.get("seed"),
             "train_images": run.get("train_images"),
             "image_size": settings.get("image_size", dataset.get("image_size")),
+            "band_stats": training_band_stats(run),
         },
         "training": {
             "epochs": settings.get("epochs"),
@@ -221,7 +231,8 @@ def write_card(out_dir, card):
 
 def card_metrics(result):
     """The card's metrics.test block from a model.evaluate result."""
-    keys = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "per_class_iou", "seed", "images", "split")
+    keys = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "per_class_iou", "seed", "images", "split",
+            "mean_confidence", "image_confidence")
     metrics = {key: result[key] for key in keys}
     metrics["command"] = f"python -m model.evaluate --model DIR --data {result['data']} --split {result['split']}"
     return metrics

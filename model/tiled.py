@@ -16,7 +16,10 @@ WHOLE_PIXELS = 4 * TILE_SIZE * TILE_SIZE
 
 
 def predict_image(predict, image, tile_size=TILE_SIZE, overlap=TILE_OVERLAP, whole_pixels=WHOLE_PIXELS):
-    """Class ids [H, W] of one image [H, W, C]; ``predict`` maps a batch [N, h, w, C] to ids [N, h, w]."""
+    """Class ids [H, W] of one image [H, W, C]; ``predict`` maps a batch [N, h, w, C] to ids [N, h, w].
+
+    ``predict`` may return [N, h, w, K] (per-pixel values beside the ids); the result is then [H, W, K].
+    """
     height, width = image.shape[:2]
     specs = plan_tiles(height, width, tile_size, overlap, whole_pixels)
     if len(specs) == 1:
@@ -25,4 +28,5 @@ def predict_image(predict, image, tile_size=TILE_SIZE, overlap=TILE_OVERLAP, who
     for spec in specs:
         window = image[spec.top : spec.top + spec.height, spec.left : spec.left + spec.width]
         crops.append((spec.own_top, spec.own_left, owned_crop(spec, np.asarray(predict(window[None]))[0])))
-    return stitch(height, width, crops, dtype=crops[0][2].dtype)
+    first = crops[0][2]
+    return stitch(height, width, crops, dtype=first.dtype, channels=first.shape[2] if first.ndim == 3 else 0)

@@ -84,13 +84,20 @@ def class_weights(spec, class_pixels, class_names):
     return weights
 
 
-def make_prediction_function(model):
-    """A traced argmax predictor for one image of any size (no retracing per shape)."""
+def make_prediction_function(model, with_confidence=False):
+    """A traced argmax predictor for one image of any size (no retracing per shape).
+
+    With ``with_confidence`` it returns (class ids, winning-class probability), as the export's signature does.
+    """
     channels = int(model.input_shape[-1])
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32)], reduce_retracing=True)
     def predict(images):
-        return tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32)
+        logits = model(images, training=False)
+        class_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        if not with_confidence:
+            return class_ids
+        return class_ids, tf.reduce_max(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1), axis=-1)
 
     return predict
 

@@ -77,14 +77,15 @@ class SegmentImages(beam.PTransform):
 
     images, decode_failures = refs | "Decode" >> DecodeImages(
         config.max_image_pixels, prefetch=2 * config.batch_size,
-        prefetch_pixels=2 * config.batch_size * config.tile_size ** 2, spec=config.input_spec)
+        prefetch_pixels=2 * config.batch_size * config.tile_size ** 2, spec=config.input_spec,
+        ood_range=config.ood_rule.range)
     tile_results = images | "TileAndInfer" >> TileAndSegment(
         model_handler(config, self._handler_kwargs), config.tile_size, config.tile_overlap, config.whole_image_pixels)
     mask_streams, inference_failures = tile_results | "Stitch" >> StitchTiles()
     write_masks = WriteMasksFn(config.output, config.classes, config.model_info, config.pixel_size,
                                config.pixel_unit, config.png_compress_level, write_ahead=config.batch_size,
                                write_ahead_pixels=config.batch_size * config.tile_size ** 2,
-                               truth=bool(config.truth_globs))
+                               truth=bool(config.truth_globs), ood_rule=config.ood_rule)
     written = [masks | f"WriteMasks{kind}" >> beam.ParDo(write_masks, truth_side).with_outputs(FAILED, main="records")
                for kind, masks in zip(("Whole", "Stitched"), mask_streams)]
 
@@ -104,6 +105,7 @@ class SegmentImages(beam.PTransform):
     events = event_streams + truth_streams | "AllEvents" >> beam.Flatten()
     run_info = {"model": dict(config.model_info, card=config.card), "options": config.options_record(), "start_time": self._start_time}
     return (events
-            | "Summarise" >> beam.CombineGlobally(RunSummaryFn(config.classes, config.truth_globs))
+            | "Summarise" >> beam.CombineGlobally(
+                RunSummaryFn(config.classes, config.truth_globs, config.ood_rule.describe()))
             | "WriteSummary" >> beam.Map(write_summary, config.output, run_info,
                                          beam.pvalue.AsList(stats_files), beam.pvalue.AsList(failure_files)))

@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from transforms.input_spec import InputSpec
+from transforms.ood import OodRule
 
 _LOG = logging.getLogger(__name__)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -155,6 +156,11 @@ class RunConfig:
   def input_spec(self) -> InputSpec:
     """What the model takes (card["input"]): decoding and inference both follow it."""
     return InputSpec.from_card(self.card)
+
+  @property
+  def ood_rule(self) -> OodRule:
+    """The out-of-distribution check's thresholds, from the card (``transforms.ood``)."""
+    return OodRule.from_card(self.card)
 
   @property
   def model_info(self) -> dict:

@@ -8,6 +8,9 @@ gallery of images with their masks blended over them, and the failures table.
 When the run was scored against ground truth (``--truth``, or afterwards
 ``python -m pipeline.evaluate``, whose ``evaluation.json`` then wins), it also
 shows the run's confusion matrix as a heatmap and the worst images first.
+Images the out-of-distribution check flagged (``transforms.ood``: unlike what
+the model was trained and tested on, so its masks deserve doubt) are listed
+with their reasons and thumbnails.
 
 The page opens offline and can be mailed around: no scripts, no external
 CSS or fonts, charts are inline SVG and images are downscaled thumbnails
@@ -73,6 +76,7 @@ FALLBACK_PALETTE = (
 SUMMARY_FILE = "summary.json"
 EVALUATION_FILE = "evaluation.json"  # written by pipeline.evaluate
 MAX_WORST_IMAGES = 10
+MAX_FLAGGED_IMAGES = 20  # as many as summary.json's ood.flagged_keys
 CARD_FILE = "card.json"
 STATS_PATTERN = "stats/stats.*"
 FAILURES_PATTERN = "failures/failures.*"
@@ -125,6 +129,7 @@ class ImageRecord:
     mean_confidence: float
     mask_path: str
     truth: dict = None    # the record's ``truth`` block (--truth): pixel_accuracy, mean_iou, ...
+    ood: dict = None      # the record's ``ood`` block: flagged, reasons, band_mean, band_std
 
 
 @dataclasses.dataclass
@@ -217,7 +222,20 @@ def _image_record(raw, output_dir):
         mean_confidence=_number(raw.get("mean_confidence")),
         mask_path=_resolve(output_dir, str(raw.get("mask") or f"masks/{key}.png")),
         truth=_record_truth(raw),
+        ood=_record_ood(raw),
     )
+
+
+def _record_ood(raw):
+    """The ``ood`` block of a JSON/Parquet record, or rebuilt from CSV's ``ood.*`` columns; None if unchecked."""
+    ood = raw.get("ood")
+    if isinstance(ood, dict):
+        return ood
+    flagged = raw.get("ood.flagged")
+    if flagged in (None, ""):
+        return None
+    reasons = [reason for reason in str(raw.get("ood.reasons") or "").split("; ") if reason]
+    return {"flagged": str(flagged).lower() == "true", "reasons": reasons}
 
 
 def _record_truth(raw):
@@ -491,6 +509,27 @@ class _WorstImages:
 
     def worst_first(self):
         return [entry[-1] for entry in sorted(self._heap, key=lambda entry: (-entry[0], -entry[1], -entry[2]))]
+
+
+class _FlaggedImages:
+    """Counts the checked and flagged images; keeps the flagged ones with the smallest keys, as summary.json lists them."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.checked = 0
+        self.flagged = 0
+        self._kept = []
+
+    def add(self, record):
+        if not isinstance(record.ood, dict):
+            return
+        self.checked += 1
+        if record.ood.get("flagged"):
+            self.flagged += 1
+            self._kept = sorted(self._kept + [record], key=lambda kept: kept.key)[:self.limit]
+
+    def first(self):
+        return list(self._kept)
 
 
 def _read_evaluation(output_dir, summary, problems):
@@ -771,7 +810,7 @@ figure.sample .pair{display:flex;gap:4px}figure.sample img{max-width:100%;height
 figure.sample .pair img{width:50%}figcaption{font-size:12px;word-break:break-all;margin-top:4px}
 .note{color:#a05000}.fail td{font-size:12px}.msg{white-space:pre-wrap;word-break:break-word;max-width:620px}
 table.heatmap td.cell{min-width:56px}table.heatmap td.diag{outline:2px solid #222;outline-offset:-2px}
-#worst-images img{max-width:128px;height:auto;display:block}h3{font-size:15px;margin:18px 0 6px}
+#worst-images img,#ood-images img{max-width:128px;height:auto;display:block}h3{font-size:15px;margin:18px 0 6px}
 svg text{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;font-size:12px;fill:#222}
 """
 
@@ -1094,6 +1133,37 @@ def _drift_section(drift, classes):
             f'<th class="num">KS</th><th>flagged by</th></tr>{"".join(rows)}</table></section>')
 
 
+def _ood_section(rule, flagged, items):
+    """Flagged images, with why and a thumbnail; the rule and any check the card could not support."""
+    rule = rule if isinstance(rule, dict) else {}
+    parts = ['<section id="ood"><h2>Inputs unlike the training data</h2>'
+             '<p class="sub">Images the out-of-distribution check flagged: the model was not trained or tested on '
+             'anything like them, so their masks may be confidently wrong.</p><div class="cards">'
+             f'<div class="card" data-field="ood_flagged"><div class="v">{_format_count(flagged.flagged)}</div>'
+             '<div class="l">images flagged</div></div>'
+             f'<div class="card" data-field="ood_checked"><div class="v">{_format_count(flagged.checked)}</div>'
+             '<div class="l">images checked</div></div></div>']
+    if rule.get("rule"):
+        thresholds = "; ".join(f"{name} {rule[name]}" for name in ("min_confidence", "outside_limit")
+                               if rule.get(name) is not None)
+        parts.append(f'<p class="sub">{_e(rule["rule"])}{"; " if thresholds else ""}{_e(thresholds)}.</p>')
+    parts.extend(f'<div class="warn">Check not made: {_e(line)}</div>' for line in rule.get("unavailable") or [])
+    if items:
+        rows = []
+        for item in items:
+            record = item.record
+            thumbnail = (f'<img alt="overlay {_e(record.key)}" src="{item.overlay_uri}">' if item.overlay_uri
+                         else f'<span class="note">{_e(item.note)}</span>')
+            reasons = "<br>".join(_e(reason) for reason in record.ood.get("reasons") or [])
+            rows.append(f'<tr data-key="{_e(record.key)}"><td>{thumbnail}</td><td class="msg">{_e(record.key)}</td>'
+                        f'<td class="num">{_format_fixed(record.mean_confidence)}</td><td class="msg">{reasons}</td></tr>')
+        more = f" (the first {len(items)} by key)" if flagged.flagged > len(items) else ""
+        parts.append(f'<h3>Flagged images{_e(more)}</h3><table id="ood-images"><tr><th>mask over image</th>'
+                     f'<th>key</th><th class="num">mean confidence</th><th>reasons</th></tr>{"".join(rows)}</table>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def _failures_section(failures):
     if not failures.total:
         return '<section id="failures"><h2>Failures</h2><p>No input failed.</p></section>'
@@ -1159,9 +1229,11 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
     evaluation = _read_evaluation(output_dir, summary, problems)
     stats = _RunStatistics(max_gallery)
     worst = _WorstImages(MAX_WORST_IMAGES)
+    flagged = _FlaggedImages(MAX_FLAGGED_IMAGES)
     for row in _iter_rows(stats_files, problems):
         record = _image_record(row, output_dir)
         stats.add(record)
+        flagged.add(record)
         if evaluation is None:
             worst.add(record)
     stats.finish_distributions()
@@ -1188,6 +1260,11 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
         worst_items = [_gallery_item(record, palette, thumbnail_size // 2, run.tfrecord_image_feature, spec)
                        for record in worst.worst_first()]
         truth_html = _truth_section(truth, source, worst_items, classes, output_dir)
+    ood_html = ""
+    if flagged.checked or isinstance(summary.get("ood"), dict):
+        ood_items = [_gallery_item(record, palette, thumbnail_size // 2, run.tfrecord_image_feature, spec)
+                     for record in flagged.first()]
+        ood_html = _ood_section(summary.get("ood"), flagged, ood_items)
 
     title = f"deconvseg run report: {output_dir}"
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -1202,6 +1279,7 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
         + _classes_section(classes, totals, run.area_unit, card)
         + (_drift_section(summary["drift"], classes) if isinstance(summary.get("drift"), dict) else "")
         + truth_html
+        + ood_html
         + _fractions_section(classes, stats)
         + _gallery_section(items, classes, stats)
         + _failures_section(failures)

@@ -93,6 +93,9 @@ def test_card_records_bands_dtype_normalisation_and_classes(exported):
     assert len(normalization["mean"]) == len(normalization["std"]) == channels
     if kind == "narrow16":  # measured on the data, not assumed from the dtype's range
         assert 300 < normalization["mean"][0] < 1500 and normalization["std"][0] > 500
+    band_stats = card["trained_on"]["band_stats"]  # the OOD check's reference, in the input's own units
+    assert len(band_stats["p01"]) == len(band_stats["p99"]) == channels
+    assert band_stats["command"].startswith("python -m model.check_data ")
     assert [c["name"] for c in card["classes"]] == ["background", "object"]
     assert card["classes"][1]["color"] == [250, 200, 0]
     assert set(card["training"]["class_weights"]) == {"background", "object"}

@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from transforms.display import display_stretch
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.lookahead import LookaheadDoFn
+from transforms.ood import image_features
 from transforms.records import (STAGE_DECODE, STAGE_READ, DecodedImage, failure_from_exception)
 
 _LOG = logging.getLogger(__name__)
@@ -427,8 +428,12 @@ def read_bytes(uri: str) -> bytes:
     return handle.read()
 
 
-def _decode_ref(ref, max_pixels: int, spec: InputSpec = DEFAULT_SPEC):
-  """(DecodedImage, None) or (None, Failure) for one ref; never raises (runs on a pool thread)."""
+def _decode_ref(ref, max_pixels: int, spec: InputSpec = DEFAULT_SPEC, ood_range=(None, None)):
+  """(DecodedImage, None) or (None, Failure) for one ref; never raises (runs on a pool thread).
+
+  ``ood_range`` is the training split's per-band (p01, p99) for the image's
+  out-of-distribution features (``transforms.ood``), or (None, None).
+  """
   try:
     data = ref.data if ref.data is not None else read_bytes(ref.uri)
   except Exception as exc:  # pylint: disable=broad-except
@@ -444,7 +449,7 @@ def _decode_ref(ref, max_pixels: int, spec: InputSpec = DEFAULT_SPEC):
     _LOG.warning("Unexpected decode error for %s: %r", ref.uri, exc)
     return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, f"cannot decode image: {exc}")
   return DecodedImage(uri=ref.uri, key=ref.key, pixels=pixels, pixel_size=pixel_size,
-                      display=display_stretch(pixels)), None
+                      display=display_stretch(pixels), ood=image_features(pixels, *ood_range)), None
 
 
 class DecodeImagesFn(LookaheadDoFn):
@@ -462,10 +467,11 @@ class DecodeImagesFn(LookaheadDoFn):
   """
 
   def __init__(self, max_image_pixels: int, prefetch: int = 0, prefetch_pixels: Optional[int] = None,
-               spec: InputSpec = DEFAULT_SPEC):
+               spec: InputSpec = DEFAULT_SPEC, ood_range=(None, None)):
     super().__init__(prefetch, prefetch_pixels, "deconvseg-decode")
     self._max_pixels = max_image_pixels
     self._spec = spec
+    self._ood_range = ood_range
     self._decoded = Metrics.counter("deconvseg", "images_decoded")
     self._pixels = Metrics.counter("deconvseg", "pixels_decoded")
 
@@ -477,7 +483,7 @@ class DecodeImagesFn(LookaheadDoFn):
     super().setup()
 
   def _work(self, ref):
-    return _decode_ref(ref, self._max_pixels, self._spec)
+    return _decode_ref(ref, self._max_pixels, self._spec, self._ood_range)
 
   def _outputs(self, outcome):
     image, failure = outcome
@@ -496,15 +502,16 @@ class DecodeImages(beam.PTransform):
   """Composite: returns (images, failures)."""
 
   def __init__(self, max_image_pixels: int, prefetch: int = 0, prefetch_pixels: Optional[int] = None,
-               spec: InputSpec = DEFAULT_SPEC):
+               spec: InputSpec = DEFAULT_SPEC, ood_range=(None, None)):
     super().__init__()
     self._max_pixels = max_image_pixels
     self._prefetch = prefetch
     self._prefetch_pixels = prefetch_pixels
     self._spec = spec
+    self._ood_range = ood_range
 
   def expand(self, refs):
-    decode = DecodeImagesFn(self._max_pixels, self._prefetch, self._prefetch_pixels, self._spec)
+    decode = DecodeImagesFn(self._max_pixels, self._prefetch, self._prefetch_pixels, self._spec, self._ood_range)
     outputs = refs | "DecodeBytes" >> beam.ParDo(decode).with_outputs(
         FAILED, main="images")
     return outputs.images, outputs[FAILED]

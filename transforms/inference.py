@@ -177,7 +177,7 @@ class TileImagesFn(beam.DoFn):
                  own_top=spec.own_top, own_bottom=spec.own_bottom,
                  own_left=spec.own_left, own_right=spec.own_right,
                  pixels=image.pixels[spec.top:spec.top + spec.height, spec.left:spec.left + spec.width],
-                 pixel_size=image.pixel_size, display=image.display)
+                 pixel_size=image.pixel_size, display=image.display, ood=image.ood)
 
 
 def blend_overlay(pixels: np.ndarray, class_ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -292,7 +292,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
                       image_height=tile.image_height, image_width=tile.image_width,
                       own_top=tile.own_top, own_left=tile.own_left, class_ids=owned_ids,
                       class_pixels=class_pixels, class_confidence=class_confidence,
-                      overlay=overlay, pixel_size=tile.pixel_size)
+                      overlay=overlay, pixel_size=tile.pixel_size, ood=tile.ood)
 
   @staticmethod
   def _failed(tile: Tile, exc: Exception) -> TileResult:

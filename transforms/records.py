@@ -35,12 +35,15 @@ class DecodedImage(NamedTuple):
 
   ``display`` is the image's own stretch for showing it (``transforms.display``;
   None for uint8), computed once at decode so all its tiles are drawn alike.
+  ``ood`` holds the image's ``transforms.ood.OodFeatures``, computed at decode
+  while the pixels are in hand, and carried on to its statistics record.
   """
   uri: str
   key: str
   pixels: np.ndarray
   pixel_size: Optional[Tuple[float, float]] = None
   display: Optional[np.ndarray] = None
+  ood: Optional[tuple] = None
 
 
 class Tile(NamedTuple):
@@ -65,6 +68,7 @@ class Tile(NamedTuple):
   pixels: np.ndarray
   pixel_size: Optional[Tuple[float, float]] = None
   display: Optional[np.ndarray] = None
+  ood: Optional[tuple] = None
 
 
 class TileResult(NamedTuple):
@@ -90,6 +94,7 @@ class TileResult(NamedTuple):
   overlay: Optional[np.ndarray] = None
   pixel_size: Optional[Tuple[float, float]] = None
   error: Optional[Tuple[str, str]] = None
+  ood: Optional[tuple] = None
 
 
 class ImageMask(NamedTuple):
@@ -103,6 +108,7 @@ class ImageMask(NamedTuple):
   class_confidence: np.ndarray
   overlay: Optional[np.ndarray] = None
   pixel_size: Optional[Tuple[float, float]] = None
+  ood: Optional[tuple] = None
 
 
 class Failure(NamedTuple):

@@ -150,8 +150,9 @@ class WriteMasksFn(LookaheadDoFn):
 
   def __init__(self, output: str, classes, model: dict, pixel_size=None, pixel_unit="m",
                compress_level: int = DEFAULT_MASK_COMPRESS_LEVEL, write_ahead: int = 0,
-               write_ahead_pixels: Optional[int] = None, truth: bool = False):
+               write_ahead_pixels: Optional[int] = None, truth: bool = False, ood_rule=None):
     super().__init__(write_ahead, write_ahead_pixels, "deconvseg-write")
+    self._ood_rule = ood_rule
     self._output = output
     self._classes = list(classes)
     self._model = dict(model)
@@ -183,7 +184,7 @@ class WriteMasksFn(LookaheadDoFn):
       return None, 0, failure
     try:
       record = image_record(mask, self._classes, self._model, join(self._output, relpath), self._pixel_size,
-                            self._pixel_unit)
+                            self._pixel_unit, self._ood_rule)
       if mask.overlay is not None:
         buffer = io.BytesIO()
         Image.fromarray(mask.overlay).save(buffer, format="PNG", compress_level=OVERLAY_COMPRESS_LEVEL)
@@ -255,6 +256,7 @@ class SkipExistingFn(beam.DoFn):
 
 
 TRUTH_CSV_COLUMNS = ("uri", "pixels", "ignored", "pixel_accuracy", "mean_iou", "confusion")  # "truth.<column>"
+OOD_CSV_COLUMNS = ("flagged", "reasons")  # "ood.<column>"; reasons joined by "; "
 
 
 def _csv_header(classes, truth=False):
@@ -264,6 +266,7 @@ def _csv_header(classes, truth=False):
   for entry in classes:
     name = entry["name"]
     columns += [f"{name}_pixels", f"{name}_fraction", f"{name}_area", f"{name}_mean_confidence"]
+  columns += [f"ood.{column}" for column in OOD_CSV_COLUMNS]
   if truth:
     columns += [f"truth.{column}" for column in TRUTH_CSV_COLUMNS]
     columns += [f"truth.iou.{entry['name']}" for entry in classes]
@@ -278,6 +281,8 @@ def _csv_line(record, columns_count):
          record["model"]["name"], record["model"]["version"]]
   for entry in record["classes"]:
     row += [entry["pixels"], entry["fraction"], entry["area"], entry["mean_confidence"]]
+  ood = record.get("ood") or {}
+  row += [ood.get("flagged"), "; ".join(ood.get("reasons") or []) if ood else None]
   if "truth" in record:
     truth = record["truth"] or {}
     row += [json.dumps(truth.get("confusion"), separators=(",", ":")) if column == "confusion" and truth
@@ -309,6 +314,9 @@ def _parquet_schema(classes=None, truth=False):
       ("pixel_size_source", pa.string()), ("area_unit", pa.string()), ("mean_confidence", pa.float64()),
       ("model", pa.struct([("name", pa.string()), ("version", pa.string())])),
       ("classes", pa.list_(class_type)),
+      ("ood", pa.struct([("flagged", pa.bool_()), ("reasons", pa.list_(pa.string())),
+                         ("band_mean", pa.list_(pa.float64())), ("band_std", pa.list_(pa.float64())),
+                         ("outside_fraction", pa.float64())])),
   ] + extra)
 
 

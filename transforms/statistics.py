@@ -8,6 +8,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 
+from transforms import ood
 from transforms.records import STAGE_TRUTH, ImageMask
 from transforms.truth import run_truth
 
@@ -28,8 +29,12 @@ def resolve_pixel_size(mask_pixel_size: Optional[Tuple[float, float]], flag_pixe
 
 
 def image_record(mask: ImageMask, classes: Sequence[dict], model: dict, mask_path: str,
-                 flag_pixel_size: Optional[float] = None, pixel_unit: str = "m") -> dict:
-  """The statistics record of one image (JSON-ready; the schema of stats/)."""
+                 flag_pixel_size: Optional[float] = None, pixel_unit: str = "m",
+                 ood_rule: Optional[ood.OodRule] = None) -> dict:
+  """The statistics record of one image (JSON-ready; the schema of stats/).
+
+  With ``ood_rule`` the record gains ``ood`` (``transforms.ood``).
+  """
   total = mask.width * mask.height
   pixel_size, source = resolve_pixel_size(mask.pixel_size, flag_pixel_size)
   pixel_area = pixel_size[0] * pixel_size[1] if pixel_size else None
@@ -45,7 +50,8 @@ def image_record(mask: ImageMask, classes: Sequence[dict], model: dict, mask_pat
         "area": count * pixel_area if pixel_area is not None else None,
         "mean_confidence": conf_sum / count if count else None,
     })
-  return {
+  mean_confidence = float(sum(mask.class_confidence)) / total
+  record = {
       "uri": mask.uri,
       "key": mask.key,
       "mask": mask_path,
@@ -55,10 +61,13 @@ def image_record(mask: ImageMask, classes: Sequence[dict], model: dict, mask_pat
       "pixel_size": list(pixel_size) if pixel_size else None,
       "pixel_size_source": source,
       "area_unit": f"{pixel_unit}^2" if pixel_size else None,
-      "mean_confidence": float(sum(mask.class_confidence)) / total,
+      "mean_confidence": mean_confidence,
       "model": {"name": model.get("name"), "version": model.get("version")},
       "classes": per_class,
   }
+  if ood_rule is not None:
+    record["ood"] = ood_rule.check(mask.ood, mean_confidence)
+  return record
 
 
 class RunSummaryFn(beam.CombineFn):
@@ -72,18 +81,25 @@ class RunSummaryFn(beam.CombineFn):
   With ``truth_patterns`` (``--truth``) the records' confusion matrices are
   summed into the run's, and ``truth_unmatched`` events count the truth
   files that matched no image; the output gains ``truth``.
+
+  With ``ood_rule`` (``OodRule.describe()``) records that carry ``ood`` are
+  counted as checked / flagged, the smallest flagged keys kept (so the list
+  does not depend on the order the runner delivers them); the output gains
+  ``ood``.
   """
 
-  def __init__(self, classes: Sequence[dict], truth_patterns: Sequence[str] = ()):
+  def __init__(self, classes: Sequence[dict], truth_patterns: Sequence[str] = (), ood_rule: Optional[dict] = None):
     self._classes = [dict(id=c["id"], name=c["name"]) for c in classes]
     self._truth_patterns = list(truth_patterns)
+    self._ood_rule = ood_rule
 
   def create_accumulator(self):
     n = len(self._classes)
     return {"read": 0, "segmented": 0, "failed": 0, REUSED: 0, "failed_by_stage": {}, "pixels": 0,
             "class_pixels": [0] * n, "class_area": [0.0] * n, "class_confidence": [0.0] * n,
             "images_with_area": 0, "area_units": [],
-            "truth_images": 0, TRUTH_UNMATCHED: 0, "truth_confusion": [[0] * n for _ in range(n)]}
+            "truth_images": 0, TRUTH_UNMATCHED: 0, "truth_confusion": [[0] * n for _ in range(n)],
+            "ood_checked": 0, "ood_flagged": 0, "ood_keys": []}
 
   def add_input(self, acc, event):
     kind, payload = event
@@ -109,6 +125,11 @@ class RunSummaryFn(beam.CombineFn):
           acc["class_area"][i] += entry["area"]
         if entry["mean_confidence"] is not None:
           acc["class_confidence"][i] += entry["mean_confidence"] * entry["pixels"]
+      if payload.get("ood"):
+        acc["ood_checked"] += 1
+        if payload["ood"].get("flagged"):
+          acc["ood_flagged"] += 1
+          acc["ood_keys"] = sorted(acc["ood_keys"] + [payload["key"]])[:ood.MAX_LISTED]
       if payload.get("truth"):
         acc["truth_images"] += 1
         for row, counts in zip(acc["truth_confusion"], payload["truth"]["confusion"]):
@@ -121,13 +142,14 @@ class RunSummaryFn(beam.CombineFn):
     merged = self.create_accumulator()
     for acc in accumulators:
       for field in ("read", "segmented", "failed", REUSED, "pixels", "images_with_area", "truth_images",
-                    TRUTH_UNMATCHED):
+                    TRUTH_UNMATCHED, "ood_checked", "ood_flagged"):
         merged[field] += acc[field]
       for stage, count in acc["failed_by_stage"].items():
         merged["failed_by_stage"][stage] = merged["failed_by_stage"].get(stage, 0) + count
       for field in ("class_pixels", "class_area", "class_confidence"):
         merged[field] = [a + b for a, b in zip(merged[field], acc[field])]
       merged["area_units"] += [u for u in acc["area_units"] if u not in merged["area_units"]]
+      merged["ood_keys"] = sorted(merged["ood_keys"] + acc["ood_keys"])[:ood.MAX_LISTED]
       merged["truth_confusion"] = [[a + b for a, b in zip(mine, theirs)]
                                    for mine, theirs in zip(merged["truth_confusion"], acc["truth_confusion"])]
     return merged
@@ -152,6 +174,8 @@ class RunSummaryFn(beam.CombineFn):
         "area_unit": acc["area_units"][0] if len(acc["area_units"]) == 1 else (acc["area_units"] or None),
         "classes": classes,
     }
+    if self._ood_rule is not None:
+      summary["ood"] = ood.summarise(acc["ood_checked"], acc["ood_flagged"], acc["ood_keys"], self._ood_rule)
     if self._truth_patterns:
       summary["truth"] = run_truth(
           acc["truth_confusion"], [entry["name"] for entry in self._classes], acc["truth_images"],

@@ -49,7 +49,7 @@ class RouteTileResultsFn(beam.DoFn):
       yield ImageMask(uri=result.uri, key=result.key, width=result.image_width, height=result.image_height,
                       class_ids=result.class_ids, class_pixels=result.class_pixels,
                       class_confidence=result.class_confidence, overlay=result.overlay,
-                      pixel_size=result.pixel_size)
+                      pixel_size=result.pixel_size, ood=result.ood)
 
 
 class AssembleMaskFn(beam.DoFn):
@@ -80,7 +80,7 @@ class AssembleMaskFn(beam.DoFn):
     yield ImageMask(uri=first.uri, key=first.key, width=width, height=height, class_ids=class_ids,
                     class_pixels=np.sum([r.class_pixels for r in results], axis=0),
                     class_confidence=np.sum([r.class_confidence for r in results], axis=0),
-                    overlay=overlay, pixel_size=first.pixel_size)
+                    overlay=overlay, pixel_size=first.pixel_size, ood=first.ood)
 
 
 class StitchTiles(beam.PTransform):
