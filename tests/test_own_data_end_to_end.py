@@ -25,11 +25,11 @@ CLASSES = [{"id": 0, "name": "background"}, {"id": 1, "name": "object", "color":
 
 
 def _scene(rng, size, kind):
-    """(image [H, W, C] in its own dtype, mask [H, W]) with 2-4 bright discs."""
+    """(image [H, W, C] in its own dtype, mask [H, W]) with 1-3 bright discs."""
     yy, xx = np.mgrid[:size, :size]
     mask = np.zeros((size, size), np.uint8)
-    for _ in range(rng.integers(2, 5)):
-        cy, cx, radius = rng.integers(6, size - 6), rng.integers(6, size - 6), rng.integers(4, 9)
+    for _ in range(rng.integers(1, 4)):  # objects several network strides (8 px) across
+        cy, cx, radius = rng.integers(8, size - 8), rng.integers(8, size - 8), rng.integers(7, 12)
         mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 1
     noise = rng.normal(0, 1, (size, size))
     inside = mask.astype(np.float64)
@@ -37,8 +37,8 @@ def _scene(rng, size, kind):
         image = np.clip(60 + 120 * inside + 12 * noise, 0, 255).astype(np.uint8)[:, :, None]
     elif kind == "narrow16":
         image = np.clip(300 + 3000 * inside + 150 * noise, 0, 4000).astype(np.uint16)[:, :, None]
-    else:  # four bands; the object shows in near-infrared (band 3) only, the visible bands are noise
-        visible = rng.integers(500, 9000, (size, size, 3)).astype(np.float64)
+    else:  # four bands; the object shows in near-infrared (band 3) only, the visible bands carry no signal
+        visible = rng.integers(500, 9000, 3) + rng.normal(0, 300, (size, size, 3))
         nir = 2000 + 30000 * inside + 800 * noise
         image = np.clip(np.dstack([visible, nir]), 0, 65535).astype(np.uint16)
     return image, mask
