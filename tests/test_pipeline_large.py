@@ -48,6 +48,9 @@ def test_8192_square_image(tmp_path):
                                   mask[top:top + 300, left:left + 300])
   # TensorFlow + Beam (~0.8 GiB); while decoding, the encoded file (160 MiB), Pillow's buffer and
   # the RGB array (192 MiB each); tile batches and the model's float intermediates; the stitched
-  # mask (64 MiB). Measured 1.6-2.6 GiB on this shared machine (TensorFlow's allocator caching
-  # varies); the bound catches a per-image or per-tile leak, which would cost far more.
-  assert peak_gib < 3.0, f"peak RSS of the pipeline process {peak_gib:.2f} GiB"
+  # mask (64 MiB). Measured 1.6-2.6 GiB on this shared machine, and once 3.08 GiB inside a full
+  # suite run (1.93-2.04 GiB alone, same code): how much of a batch's float intermediates
+  # (4 x 1024^2 x 32 channels x 4 B = 512 MiB per early layer) are alive at once depends on
+  # TensorFlow's op scheduling. The bound catches a leak of decoded images or tile batches,
+  # which would cost far more.
+  assert peak_gib < 3.5, f"peak RSS of the pipeline process {peak_gib:.2f} GiB"
