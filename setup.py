@@ -35,9 +35,16 @@ setuptools.setup(
     version="0.1.0",
     description="Batch image segmentation with a bilinear-initialised deconvolution FCN on Apache Beam",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "model", "model.*"]),
+    # The bundled model's folders hold data, not code; naming them as (namespace) packages
+    # ships their files and silences setuptools' "package would be ignored" warnings.
+    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "model", "model.*"])
+    + ["model.default", "model.default.saved_model", "model.default.saved_model.variables"],
     include_package_data=True,
-    package_data={"model": ["default/card.json", "default/saved_model/*", "default/saved_model/*/*"]},
+    package_data={
+        "model.default": ["card.json"],
+        "model.default.saved_model": ["*.pb"],
+        "model.default.saved_model.variables": ["variables.*"],
+    },
     install_requires=REQUIRED,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["deconvseg-run=pipeline.run:main"]},
