@@ -11,6 +11,8 @@ import logging
 import math
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -256,6 +258,22 @@ def _matching_files(pattern: str) -> List[str]:
   return paths
 
 
+def _check_writable(output: str):
+  """A local --output must be creatable and writable, or the run would fail after start-up with a traceback.
+
+  Tries a temporary directory in the output (or its nearest existing parent)
+  and removes it again, so a refused invocation leaves nothing behind.
+  """
+  existing = output
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  try:
+    shutil.rmtree(tempfile.mkdtemp(prefix=".deconvseg-write-check-", dir=existing))
+  except OSError as exc:
+    raise OptionsError(f"cannot write to --output {output}: {exc.strerror or exc} (in {existing}). "
+                       "Choose a directory you can write to.") from None
+
+
 def _check_number(name, value, low, high=None):
   if value is None or (isinstance(value, float) and not math.isfinite(value)) or value < low or (
       high is not None and value > high):
@@ -493,6 +511,8 @@ def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: b
   _check_truth(truth_globs)
   if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
     raise OptionsError(f"--output {output} exists and is not a directory.")
+  if _is_local(output):
+    _check_writable(output)
   compare_to = drift.check_compare_to(schedule.compare_to, output) if schedule.compare_to else None
 
   model_dir = _absolute(opts.model).rstrip("/")

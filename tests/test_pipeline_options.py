@@ -6,10 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
 from fake_model import build_fake_model, card
-from pipeline.options import SegmentationOptions, help_parser
+from pipeline.options import SegmentationOptions, help_parser, validate
 from pipeline.run import main
 from pipeline_helpers import REPO, scene
 
@@ -57,6 +58,19 @@ def test_missing_tfrecord_and_manifest(capsys, tmp_path, inputs, fake_model):
 def test_output_inside_input(capsys, inputs, fake_model):
   _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(inputs / "out"), "--model", fake_model],
          "inside the input directory")
+
+
+def test_unwritable_output_stops_before_any_work(capsys, inputs, fake_model):
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", "/proc/deconvseg-out", "--model", fake_model],
+         "cannot write to --output /proc/deconvseg-out")
+  assert not os.path.exists("/proc/deconvseg-out")
+
+
+def test_writable_output_check_leaves_nothing_behind(tmp_path, inputs, fake_model):
+  output = tmp_path / "new" / "out"
+  argv = ["--input", str(inputs / "*.png"), "--output", str(output), "--model", fake_model]
+  config = validate(argv, PipelineOptions(argv), check_model_files=False)
+  assert config.output == str(output) and not (tmp_path / "new").exists()
 
 
 def test_model_directory_missing(capsys, tmp_path, inputs):
