@@ -170,10 +170,10 @@ def crops_per_image(height, width, crop_size):
 
 
 def crops_per_epoch(data_dir, split, crop_size):
-    """Total random crops of one epoch, from the image headers (TFRecord records count one each)."""
+    """Total random crops of one epoch, from the image headers; None for TFRecord splits (one crop per record)."""
     layout, items = find_split(data_dir, split)
     if layout != "folders":
-        return sum(1 for _ in tf.data.TFRecordDataset(items))
+        return None
     return sum(crops_per_image(*image_info(image_path)[:2], crop_size) for image_path, _ in items)
 
 
@@ -211,6 +211,8 @@ def training_dataset(
         dataset, count = load_split(data_dir, split, shuffle=True, seed=seed, channels=channels, dtype=dtype)
         dataset = dataset.shuffle(1000, seed=seed, reshuffle_each_iteration=True)
     crops = crops_per_epoch(data_dir, split, crop_size)
+    if crops is None:  # TFRecord shards: one crop per record, already counted by load_split
+        crops = count
     if crops > count:
         dataset = dataset.flat_map(
             lambda image, mask: tf.data.Dataset.from_tensors((image, mask)).repeat(

@@ -478,11 +478,10 @@ def validate(argv: Sequence[str], options: PipelineOptions, check_model_files: b
   _check_number("whole_image_pixels", whole_image_pixels, 0, 64 * opts.tile_size ** 2)
   _check_number("png_compress_level", opts.png_compress_level, 0, 9)
   from pipeline.schedule import ScheduleOptions  # pylint: disable=import-outside-toplevel
-  budget = options.view_as(ScheduleOptions).max_failure_fraction
-  if budget is not None:
-    _check_number("max_failure_fraction", budget, 0.0, 1.0)
-  from pipeline import drift  # pylint: disable=import-outside-toplevel
   schedule = options.view_as(ScheduleOptions)
+  if schedule.max_failure_fraction is not None:
+    _check_number("max_failure_fraction", schedule.max_failure_fraction, 0.0, 1.0)
+  from pipeline import drift  # pylint: disable=import-outside-toplevel
   drift_threshold = drift.check_threshold(schedule.drift_threshold)
   if schedule.compare_to is None and (schedule.fail_on_drift or schedule.drift_threshold is not None):
     raise OptionsError("--drift_threshold and --fail_on_drift need --compare_to PREVIOUS_OUT (an earlier run's "

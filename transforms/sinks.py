@@ -155,6 +155,7 @@ class WriteMasksFn(LookaheadDoFn):
     self._ood_rule = ood_rule
     self._output = output
     self._classes = list(classes)
+    self._class_names = [entry["name"] for entry in self._classes]
     self._model = dict(model)
     self._pixel_size = pixel_size
     self._pixel_unit = pixel_unit
@@ -178,8 +179,7 @@ class WriteMasksFn(LookaheadDoFn):
     """(record, pixels, None) or (None, 0, Failure); never raises (runs on the write-behind thread)."""
     mask, truth_uri = item
     relpath = mask_relpath(mask.key)
-    truth, failure = truth_outcome(mask.uri, mask.key, truth_uri, mask.class_ids,
-                                   [entry["name"] for entry in self._classes])
+    truth, failure = truth_outcome(mask.uri, mask.key, truth_uri, mask.class_ids, self._class_names)
     if failure is not None:
       return None, 0, failure
     try:
