@@ -2,10 +2,20 @@
 
 Keras 3 cannot apply raw tf ops to symbolic tensors and Lambda layers do not
 survive a SavedModel round trip cleanly, so every such op is a Layer here.
+The layers use ``keras.ops`` only, so the same architecture builds under any
+Keras backend (TensorFlow for training and export; JAX or PyTorch where a
+machine has only those, as the GPU ceiling bench does). Two calls stay
+TensorFlow's under that backend: ``PadToSize``'s graph-side size check, and
+the bilinear resize, because ``keras.ops.image.resize`` needs static sizes.
 """
 import numpy as np
 import keras
-import tensorflow as tf
+from keras import ops
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+else:  # JAX or PyTorch: no graph-side assertion op to build
+    tf = None
 
 
 def deconvolution_kernel_size(factor):
@@ -120,9 +130,13 @@ class ResizeUpsample(keras.layers.Layer):
         self.factor = int(factor)
 
     def call(self, inputs):
-        shape = tf.shape(inputs)
-        resized = tf.image.resize(inputs, [shape[1] * self.factor, shape[2] * self.factor], method="bilinear")
-        return tf.cast(resized, inputs.dtype)
+        shape = ops.shape(inputs)
+        size = (shape[1] * self.factor, shape[2] * self.factor)
+        if tf is not None:  # keras.ops.image.resize wants Python ints; TensorFlow graphs have dynamic sizes
+            resized = tf.image.resize(inputs, size, method="bilinear")
+        else:
+            resized = ops.image.resize(inputs, size, interpolation="bilinear")
+        return ops.cast(resized, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
@@ -137,8 +151,8 @@ class ResizeUpsample(keras.layers.Layer):
 def _symmetric_indices(length, padded_length):
     """Indices 0..L-1 then mirrored back and forth: symmetric padding that works for any L >= 1."""
     period = 2 * length
-    positions = tf.range(padded_length) % period
-    return tf.where(positions < length, positions, period - 1 - positions)
+    positions = ops.arange(padded_length) % period
+    return ops.where(positions < length, positions, period - 1 - positions)
 
 
 PAD_MODES = ("symmetric", "zero")
@@ -146,12 +160,12 @@ PAD_MODES = ("symmetric", "zero")
 
 def _pad_bottom_right(inputs, padded_height, padded_width, mode):
     """Pads H and W (bottom/right) to the given sizes: mirrored (any pad size) or with zeros."""
-    shape = tf.shape(inputs)
+    shape = ops.shape(inputs)
     height, width = shape[1], shape[2]
     if mode == "zero":
-        return tf.pad(inputs, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
-    outputs = tf.gather(inputs, _symmetric_indices(height, padded_height), axis=1)
-    return tf.gather(outputs, _symmetric_indices(width, padded_width), axis=2)
+        return ops.pad(inputs, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
+    outputs = ops.take(inputs, _symmetric_indices(height, padded_height), axis=1)
+    return ops.take(outputs, _symmetric_indices(width, padded_width), axis=2)
 
 
 def _check_pad_mode(mode):
@@ -177,7 +191,7 @@ class PadToMultiple(keras.layers.Layer):
         self.mode = _check_pad_mode(mode)
 
     def call(self, inputs):
-        shape = tf.shape(inputs)
+        shape = ops.shape(inputs)
         height, width = shape[1], shape[2]
         padded_height = (height + self.multiple - 1) // self.multiple * self.multiple
         padded_width = (width + self.multiple - 1) // self.multiple * self.multiple
@@ -210,16 +224,19 @@ class PadToSize(keras.layers.Layer):
         self.mode = _check_pad_mode(mode)
 
     def call(self, inputs):
-        shape = tf.shape(inputs)
+        if tf is not None:
+            self._check_size(inputs)
+        return _pad_bottom_right(inputs, self.height, self.width, self.mode)
+
+    def _check_size(self, inputs):
         tf.debugging.assert_less_equal(
-            shape[1:3],
+            tf.shape(inputs)[1:3],
             tf.constant([self.height, self.width]),
             message=(
                 f"the image is larger than the model's fixed input {self.height}x{self.width}; run the pipeline "
                 f"with --tile_size {min(self.height, self.width)} --whole_image_pixels 0 so every tile fits"
             ),
         )
-        return _pad_bottom_right(inputs, self.height, self.width, self.mode)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.height, self.width, input_shape[3])
@@ -253,16 +270,16 @@ class ScoresToLogits(keras.layers.Layer):
         self.kind = kind
 
     def call(self, inputs):
-        scores = tf.cast(inputs, tf.float32)
+        scores = ops.cast(inputs, "float32")
         if self.kind == "softmax":
-            return tf.math.log(tf.maximum(scores, self.FLOOR))
+            return ops.log(ops.maximum(scores, self.FLOOR))
         if self.kind == "logits":
             return scores
         if self.kind == "sigmoid":
-            positive = tf.math.log(tf.maximum(scores, self.FLOOR)) - tf.math.log(tf.maximum(1.0 - scores, self.FLOOR))
+            positive = ops.log(ops.maximum(scores, self.FLOOR)) - ops.log(ops.maximum(1.0 - scores, self.FLOOR))
         else:
             positive = scores
-        return tf.concat([tf.zeros_like(positive), positive], axis=-1)
+        return ops.concatenate([ops.zeros_like(positive), positive], axis=-1)
 
     def compute_output_shape(self, input_shape):
         channels = 2 if self.kind in ("sigmoid", "binary_logit") else input_shape[-1]
@@ -280,7 +297,7 @@ class CropToReference(keras.layers.Layer):
 
     def call(self, inputs):
         tensor, reference = inputs
-        shape = tf.shape(reference)
+        shape = ops.shape(reference)
         return tensor[:, : shape[1], : shape[2], :]
 
     def compute_output_shape(self, input_shapes):
