@@ -101,6 +101,45 @@ def _time_cell(model, batch, min_seconds, min_batches):
   return compile_s, runs * batch.shape[0], seconds
 
 
+def _resident_runner(keras, model, batch):
+  """One step with the batch already on the device and nothing fetched back: the network's own speed.
+
+  The gap to ``_time_cell``'s figure is the host side: the copies in and
+  out and Keras' per-call conversions.
+  """
+  images = keras.ops.convert_to_tensor(batch)
+  backend = keras.backend.backend()
+  if backend == "jax":
+    import jax  # pylint: disable=import-outside-toplevel
+    step = jax.jit(lambda trainable, fixed, x: model.stateless_call(trainable, fixed, x)[0])
+    trainable = [variable.value for variable in model.trainable_variables]
+    fixed = [variable.value for variable in model.non_trainable_variables]
+    return lambda: jax.block_until_ready(step(trainable, fixed, images))
+  if backend == "torch":
+    import torch  # pylint: disable=import-outside-toplevel
+
+    def run():
+      with torch.no_grad():
+        outputs = model(images)
+      torch.cuda.synchronize()
+      return outputs
+    return run
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  step = tf.function(lambda x: [tf.reduce_sum(tf.cast(output, tf.float32)) for output in model(x)])
+  return lambda: [total.numpy() for total in step(images)]
+
+
+def _time_resident(run, min_seconds, min_batches, batch_size):
+  run()
+  run()
+  runs = 0
+  started = time.perf_counter()
+  while runs < min_batches or time.perf_counter() - started < min_seconds:
+    run()
+    runs += 1
+  return runs * batch_size / (time.perf_counter() - started)
+
+
 def _device_name(backend):
   try:
     if backend == "torch":
@@ -150,6 +189,9 @@ def measure(args):
           cell.update(compile_s=round(compile_s, 2), images=images, seconds=round(seconds, 3),
                       images_per_s=round(images / seconds, 1),
                       megapixels_per_s=round(images * size * size / seconds / 1e6, 1))
+          if args.resident:
+            rate = _time_resident(_resident_runner(keras, model, batch), args.min_seconds, args.min_batches, batch_size)
+            cell["resident_images_per_s"] = round(rate, 1)
         except Exception as error:  # pylint: disable=broad-except
           cell["error"] = f"{type(error).__name__}: {error}"[:400]
         print(json.dumps(cell), flush=True)
@@ -173,15 +215,17 @@ def _markdown(runs):
     meta = run["meta"]
     lines += [f"### {meta['device']}, Keras {meta['keras']} on {meta['backend']} (jit_compile={meta['jit_compile']})",
               "", f"`{meta['command']}` on {meta['date']}", "",
-              "| precision | size | batch | images/s | megapixels/s | first call (s) | pixels agreeing with CPU SavedModel |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "| precision | size | batch | images/s | megapixels/s | images/s, batch resident on device |"
+              " first call (s) | pixels agreeing with CPU SavedModel |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for cell in run["cells"]:
       if "error" in cell:
         lines.append(f"| {cell['precision']} | {cell.get('size', '')} | {cell.get('batch', '')} | failed: "
-                     f"{cell['error'].splitlines()[0][:120]} | | | |")
+                     f"{cell['error'].splitlines()[0][:120]} | | | | |")
       else:
         lines.append(f"| {cell['precision']} | {cell['size']}² | {cell['batch']} | {cell['images_per_s']:,} | "
-                     f"{cell['megapixels_per_s']:,} | {cell['compile_s']} | {cell['agreement']:.4f} |")
+                     f"{cell['megapixels_per_s']:,} | {cell.get('resident_images_per_s', '—')} | {cell['compile_s']} | "
+                     f"{cell['agreement']:.4f} |")
     lines.append("")
   return "\n".join(lines)
 
@@ -234,6 +278,8 @@ def main(argv=None):
   m.add_argument("--min_seconds", type=float, default=2.0)
   m.add_argument("--min_batches", type=int, default=5)
   m.add_argument("--jit_compile", default="auto", choices=["auto", "true", "false"])
+  m.add_argument("--resident", action="store_true",
+                 help="also time the step with the batch on the device and no outputs fetched")
   m.set_defaults(run=measure)
   t = commands.add_parser("table", help="merge measured runs into PERFORMANCE_GPU.json and a Markdown table")
   t.add_argument("cells", nargs="+")

@@ -12,7 +12,7 @@ def test_prepare_measure_table_round_trip(tmp_path):
     cells_path = tmp_path / "cells.json"
     gpu_ceiling.main([
         "measure", "--inputs", str(inputs), "--out", str(cells_path), "--precisions", "float32,mixed_bfloat16",
-        "--sizes", "64", "--batches", "2", "--min_seconds", "0", "--min_batches", "1",
+        "--sizes", "64", "--batches", "2", "--min_seconds", "0", "--min_batches", "1", "--resident",
     ])
     run = json.loads(cells_path.read_text())
     assert run["meta"]["backend"] == "tensorflow"
@@ -21,14 +21,14 @@ def test_prepare_measure_table_round_trip(tmp_path):
     # float32 on the rebuilt network answers exactly as the exported SavedModel does.
     assert by_precision["float32"]["agreement"] == 1.0
     assert by_precision["mixed_bfloat16"]["agreement"] > 0.98
-    assert all(cell["images_per_s"] > 0 and cell["size"] == 64 and cell["batch"] == 2 for cell in run["cells"])
+    assert all(cell["images_per_s"] > 0 and cell["resident_images_per_s"] > 0 and cell["size"] == 64 and cell["batch"] == 2 for cell in run["cells"])
 
     doc = tmp_path / "PERFORMANCE_GPU.md"
     doc.write_text("# GPU\n\nintro\n<!-- gpu-ceiling:begin -->\nold\n<!-- gpu-ceiling:end -->\n\nafter\n")
     gpu_ceiling.main(["table", str(cells_path), "--out", str(doc), "--section"])
     text = doc.read_text()
     assert "old" not in text and text.startswith("# GPU\n\nintro\n") and text.rstrip().endswith("after")
-    assert "| float32 | 64² | 2 |" in text and "1.0000 |" in text
+    assert "| float32 | 64² | 2 |" in text and "1.0000 |" in text and "resident on device" in text
     merged = json.loads((tmp_path / "PERFORMANCE_GPU.json").read_text())
     assert merged["runs"][0]["cells"] == run["cells"]
 
