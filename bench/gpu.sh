@@ -39,7 +39,7 @@ if [ "$MODE" = "--keras-only" ]; then
     if KERAS_BACKEND=$backend "$PY" -c "import keras" 2>/dev/null; then
       # JAX compiles the step with XLA (jit); PyTorch runs it eagerly (torch.compile is minutes).
       KERAS_BACKEND=$backend timeout 240 "$PY" -m bench.gpu_ceiling measure --inputs bench/gpu_inputs \
-        --out "$OUT_DIR/cells_$backend.json" --sizes 512,1024 --batches 8,16,32 --min_seconds 1.5 \
+        --out "$OUT_DIR/cells_$backend.json" --sizes 512,1024 --batches 8,16,32 --min_seconds 0.75 --resident \
         && CELLS+=("$OUT_DIR/cells_$backend.json") || echo "backend $backend failed" >&2
     fi
   done
@@ -63,7 +63,7 @@ PY=.venv-gpu/bin/python
 
 "$PY" -m bench.gpu_ceiling prepare --out "$OUT_DIR/inputs"
 KERAS_BACKEND=tensorflow "$PY" -m bench.gpu_ceiling measure --inputs "$OUT_DIR/inputs" \
-  --out "$OUT_DIR/cells_tensorflow.json" --sizes 512,1024 --batches 8,16,32 --min_seconds 1.5
+  --out "$OUT_DIR/cells_tensorflow.json" --sizes 512,1024 --batches 8,16,32 --min_seconds 0.75 --resident
 KERAS_BACKEND=tensorflow "$PY" -m bench.gpu_ceiling measure --inputs "$OUT_DIR/inputs" --jit_compile true \
   --out "$OUT_DIR/cells_tensorflow_xla.json" --sizes 512 --batches 16,32 --min_seconds 1.5
 

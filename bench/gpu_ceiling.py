@@ -2,7 +2,7 @@
 
     python -m bench.gpu_ceiling prepare --out bench_gpu      # here: weights + probe images + CPU answers
     KERAS_BACKEND=jax python -m bench.gpu_ceiling measure --inputs bench_gpu --out cells_jax.json
-    python -m bench.gpu_ceiling table cells_*.json --out docs/PERFORMANCE_GPU.md
+    python -m bench.gpu_ceiling table cells_*.json --out docs/PERFORMANCE_GPU.md --section
 
 ``prepare`` needs TensorFlow: it copies the bundled SavedModel's weights into
 an ``.npz`` (in ``model.weights`` order) and records the SavedModel's own
@@ -11,10 +11,11 @@ backend, so the same network runs where TensorFlow cannot be installed (a
 machine with only JAX or PyTorch for its CUDA): it rebuilds the architecture
 from the card under each dtype policy, loads the weights, and times what the
 pipeline's inference step does per batch: uint8 pixels to the device,
-network, argmax and max-softmax on the device, uint8 ids and float32
-confidence back to the host. The probe answers give each cell's pixel
-agreement with the exported model on CPU, so a fast cell that computes
-something else shows up. Weights do not change speed; they make the
+network, argmax, max-softmax and per-class pixel counts and confidence
+sums on the device, uint8 ids and the sums back to the host
+(``--fetch_confidence_map`` fetches the float32 map instead). The probe
+answers give each cell's pixel agreement with the exported model on CPU,
+so a fast cell that computes something else shows up. Weights do not change speed; they make the
 agreement check possible.
 """
 import argparse
@@ -60,7 +61,7 @@ def prepare(args):
   print(f"wrote {args.out}: {len(network.weights)} weight arrays, {probe.shape[0]} probe images")
 
 
-def _segmenter(keras, card, weights, jit_compile):
+def _segmenter(keras, card, weights, jit_compile, reduce_on_device=True):
   """The pipeline's per-batch work as one Keras model: uint8 in, uint8 ids and float32 confidence out."""
   from keras import ops  # pylint: disable=import-outside-toplevel
 
@@ -77,9 +78,17 @@ def _segmenter(keras, card, weights, jit_compile):
 
     def call(self, images):
       logits = ops.cast(self.net(ops.cast(images, "float32"), training=False), "float32")
-      class_ids = ops.cast(ops.argmax(logits, axis=-1), "uint8")
-      return class_ids, ops.max(ops.softmax(logits, axis=-1), axis=-1)
+      class_ids = ops.argmax(logits, axis=-1)
+      confidence = ops.max(ops.softmax(logits, axis=-1), axis=-1)
+      if not reduce_on_device:
+        return ops.cast(class_ids, "uint8"), confidence
+      # As transforms/inference.py does: the confidence map stays on the device, per-class sums come back.
+      one_hot = ops.one_hot(class_ids, num_classes, dtype="float32")
+      pixels = ops.sum(one_hot, axis=(1, 2))
+      confidence_sums = ops.sum(one_hot * confidence[..., None], axis=(1, 2))
+      return ops.cast(class_ids, "uint8"), pixels, confidence_sums
 
+  num_classes = len(card["classes"])
   model = Segmenter(network)
   model.compile(jit_compile=jit_compile)
   return model
@@ -93,9 +102,8 @@ def _time_cell(model, batch, min_seconds, min_batches):
   runs = 0
   started = time.perf_counter()
   while runs < min_batches or time.perf_counter() - started < min_seconds:
-    class_ids, confidence = model.predict_on_batch(batch)
-    np.asarray(class_ids)
-    np.asarray(confidence)
+    for output in model.predict_on_batch(batch):
+      np.asarray(output)
     runs += 1
   seconds = time.perf_counter() - started
   return compile_s, runs * batch.shape[0], seconds
@@ -175,7 +183,7 @@ def measure(args):
   for precision in args.precisions:
     keras.config.set_dtype_policy(precision)
     try:
-      model = _segmenter(keras, card, weights, args.jit_compile)
+      model = _segmenter(keras, card, weights, args.jit_compile, not args.fetch_confidence_map)
       agreement = float(np.mean(np.asarray(model.predict_on_batch(probe)[0]) == expected))
     except Exception as error:  # pylint: disable=broad-except
       cells.append({"precision": precision, "error": f"{type(error).__name__}: {error}"[:400]})
@@ -199,9 +207,9 @@ def measure(args):
   keras.config.set_dtype_policy("float32")
   result = {
       "meta": {"backend": backend, "keras": keras.__version__, "device": _device_name(backend),
-               "jit_compile": args.jit_compile, "model": card.get("name"), "architecture": card["architecture"],
+               "jit_compile": args.jit_compile, "fetch_confidence_map": args.fetch_confidence_map, "model": card.get("name"), "architecture": card["architecture"],
                "python": platform.python_version(), "host": platform.node(),
-               "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)},
+               "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python -m bench.gpu_ceiling", *sys.argv[1:]])},
       "cells": cells,
   }
   with open(args.out, "w") as handle:
@@ -213,7 +221,9 @@ def _markdown(runs):
   lines = []
   for run in runs:
     meta = run["meta"]
-    lines += [f"### {meta['device']}, Keras {meta['keras']} on {meta['backend']} (jit_compile={meta['jit_compile']})",
+    fetched = "uint8 ids + float32 confidence map" if meta.get("fetch_confidence_map") else "uint8 ids + per-class sums"
+    lines += [f"### {meta['device']}, Keras {meta['keras']} on {meta['backend']} (jit_compile={meta['jit_compile']}); "
+              f"fetched: {fetched}",
               "", f"`{meta['command']}` on {meta['date']}", "",
               "| precision | size | batch | images/s | megapixels/s | images/s, batch resident on device |"
               " first call (s) | pixels agreeing with CPU SavedModel |",
@@ -278,6 +288,8 @@ def main(argv=None):
   m.add_argument("--min_seconds", type=float, default=2.0)
   m.add_argument("--min_batches", type=int, default=5)
   m.add_argument("--jit_compile", default="auto", choices=["auto", "true", "false"])
+  m.add_argument("--fetch_confidence_map", action="store_true",
+                 help="fetch the float32 confidence map (the raw contract) instead of per-class sums (the pipeline)")
   m.add_argument("--resident", action="store_true",
                  help="also time the step with the batch on the device and no outputs fetched")
   m.set_defaults(run=measure)
