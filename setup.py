@@ -25,7 +25,10 @@ EXTRAS = {
         "pytest-timeout>=2.3",
         "gcp-storage-emulator>=2024.8",
         "scikit-image>=0.24",
+        "dask[distributed]>=2024.4.2",
     ],
+    # Run on a Dask cluster (--runner=DaskRunner): Beam's dask extra.
+    "dask": ["dask[distributed]>=2024.4.2"],
     # GPU workers: the CUDA build of the same TensorFlow release (see deploy/).
     "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
 }

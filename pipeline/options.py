@@ -6,6 +6,7 @@ parsed flags into a ``RunConfig`` (absolute paths, the model card) or raises
 ``OptionsError`` whose message says how to fix the invocation; ``run.main``
 prints it without a traceback and exits with status 2.
 """
+import argparse
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+from apache_beam.runners.runner import create_runner
 
 from transforms.input_spec import InputSpec
 from transforms.ood import OodRule
@@ -207,6 +209,31 @@ class _StrictParser(_BeamArgumentParser):
     raise OptionsError(f"{message}. Run with --help for this pipeline's flags.")
 
 
+# Runners Beam has no short name for; DaskRunner is the project's corrected subclass of Beam's (pipeline/dask_runner.py).
+RUNNER_ALIASES = {"DaskRunner": "pipeline.dask_runner.DaskRunner"}
+
+
+def _import_runner(argv: Sequence[str]):
+  """Imports the module of the ``--runner`` named, so its option group (e.g. ``DaskOptions``) registers.
+
+  Beam defines a runner's options next to the runner, so ``--dask_client_address``
+  exists only once ``apache_beam.runners.dask.dask_runner`` is imported.
+  """
+  runner_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+  runner_parser.add_argument("--runner", default=None)
+  name = runner_parser.parse_known_args(list(argv))[0].runner
+  if not name:
+    return
+  name = RUNNER_ALIASES.get(name, name)
+  try:
+    create_runner(name)
+  except ImportError as error:
+    raise OptionsError(f"--runner={name} needs a package that is not installed ({error}); for Dask run "
+                       "pip install 'apache-beam[dask]' (or this project's [dask] extra)") from error
+  except ValueError as error:
+    raise OptionsError(f"--runner={name}: {error}") from error
+
+
 def reject_unknown_flags(argv: Sequence[str]):
   """Bad values and unknown flags are errors (Beam itself only warns and drops unknown ones)."""
   own = _StrictParser(allow_abbrev=False, add_help=False)
@@ -216,10 +243,14 @@ def reject_unknown_flags(argv: Sequence[str]):
   # check does not depend on what the caller happened to import first.
   import pipeline.dataflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   import pipeline.schedule  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  _import_runner(argv)
   parser = _StrictParser(allow_abbrev=False, add_help=False)
   seen = {}
-  for cls in PipelineOptions.__subclasses__():
+  pending = list(PipelineOptions.__subclasses__())
+  while pending:
+    cls = pending.pop()
     seen.setdefault(str(cls), cls)
+    pending.extend(cls.__subclasses__())
   for cls in seen.values():
     cls._add_argparse_args(parser)  # pylint: disable=protected-access
   _, unknown = parser.parse_known_args(list(argv))

@@ -26,20 +26,29 @@ from apache_beam.runners.runner import PipelineState
 from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
 from pipeline.drift import DriftDetected, add_drift, check_drift, format_drift
 from pipeline.graph import SegmentImages
-from pipeline.options import OptionsError, help_parser, validate
+from pipeline.options import RUNNER_ALIASES, OptionsError, help_parser, validate
 from pipeline.report import write_report
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
 from transforms.inference import drop_handed_over
 
 _LOG = logging.getLogger("deconvseg")
 DEFAULT_RUNNER = "FnApiRunner"
-LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner")
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner",
+                 "DaskRunner", "PortableRunner")
 
 
 def _with_default_runner(argv):
-  if any(arg == "--runner" or arg.startswith("--runner=") for arg in argv):
-    return list(argv)
-  return list(argv) + [f"--runner={DEFAULT_RUNNER}"]
+  """FnApiRunner unless ``--runner`` is given; short names Beam does not register are spelled out."""
+  argv = list(argv)
+  for index, arg in enumerate(argv):
+    if arg.startswith("--runner="):
+      name = arg.split("=", 1)[1]
+      argv[index] = f"--runner={RUNNER_ALIASES.get(name, name)}"
+      return argv
+    if arg == "--runner" and index + 1 < len(argv):
+      argv[index + 1] = RUNNER_ALIASES.get(argv[index + 1], argv[index + 1])
+      return argv
+  return argv + [f"--runner={DEFAULT_RUNNER}"]
 
 
 def _read_summary(output):
