@@ -26,6 +26,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from transforms import accounting
 from transforms.records import STAGE_READ, Failure, ImageRef
 
 FAILED = "failed"
@@ -196,6 +197,20 @@ class ReadTFRecordShardFn(beam.DoFn):
         yield ImageRef(uri=uri, key=key, data=features[self._image_feature].bytes_list.value[0])
 
 
+class KeyByOutputKeyFn(beam.DoFn):
+  """ImageRef -> (key, ref), measuring what enters the de-duplicating shuffle (``transforms.accounting``)."""
+
+  def __init__(self):
+    self._refs = accounting.distribution(accounting.SHUFFLE_REFS)
+    self._payloads = accounting.distribution(accounting.SHUFFLE_TFRECORD)
+
+  def process(self, ref):
+    self._refs.update(accounting.ref_bytes(ref))
+    if ref.data is not None:
+      self._payloads.update(len(ref.data))
+    yield ref.key, ref
+
+
 class ResolveDuplicateKeysFn(beam.DoFn):
   """(key, refs) -> the ref with the smallest URI; the rest become failures."""
 
@@ -249,7 +264,7 @@ class ReadImages(beam.PTransform):
       failures.append(shards[FAILED])
     all_refs = refs | "AllInputs" >> beam.Flatten()
     unique = (all_refs
-              | "KeyByOutputKey" >> beam.Map(lambda ref: (ref.key, ref))
+              | "KeyByOutputKey" >> beam.ParDo(KeyByOutputKeyFn())
               | "GroupByOutputKey" >> beam.GroupByKey()
               | "ResolveDuplicateKeys" >> beam.ParDo(ResolveDuplicateKeysFn()).with_outputs(FAILED, main="refs"))
     shard_failures = list(failures)

@@ -1,0 +1,61 @@
+"""Byte accounting (issue 17): summary.json's io block matches the files and records it describes."""
+import glob
+import os
+
+import apache_beam as beam
+import numpy as np
+
+from pipeline.run import run
+from pipeline_helpers import check_accounting, encode, read_outputs, scene, write_tfrecord
+from transforms.records import ImageRef
+
+
+def _sizes(pattern):
+    return sum(os.path.getsize(p) for p in glob.glob(pattern, recursive=True))
+
+
+def test_io_block_counts_shuffles_reads_and_writes(fake_model, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    small = [encode(scene(60, 80, seed=i)) for i in range(3)]
+    for i, data in enumerate(small):
+        (folder / f"small_{i}.png").write_bytes(data)
+    (folder / "big.png").write_bytes(encode(scene(300, 260, seed=9)))  # several 128-pixel tiles
+    payloads = [encode(scene(50, 50, seed=20 + i)) for i in range(2)]
+    write_tfrecord(str(tmp_path / "shard.tfrecord"), [(f"rec{i}", data) for i, data in enumerate(payloads)])
+    output = tmp_path / "out"
+    run(["--input", str(folder / "*.png"), "--tfrecord", str(tmp_path / "shard.tfrecord"), "--output", str(output),
+         "--model", fake_model, "--runner=FnApiRunner", "--tile_size=128", "--tile_overlap=16",
+         "--whole_image_pixels=16384", "--overlays"])
+    summary, records, failures = read_outputs(str(output))
+    check_accounting(summary, records, failures, expected_read=6)
+    io = summary["io"]
+    assert io["read_bytes"] == _sizes(str(folder / "*.png")) + sum(map(len, payloads))
+    assert io["images_read"] == 6
+    shuffle = io["shuffle"]
+    assert shuffle["tfrecord_payloads"] == {"bytes": sum(map(len, payloads)), "elements": 2,
+                                            "max_element_bytes": max(map(len, payloads))}
+    assert shuffle["refs"]["elements"] == 6
+    assert shuffle["refs"]["bytes"] > shuffle["tfrecord_payloads"]["bytes"]
+    # Only the multi-tile image crosses the stitch shuffle: its overlay crops are RGB, 3 bytes a pixel.
+    assert shuffle["stitch_masks"]["elements"] == shuffle["stitch_overlays"]["elements"] > 1
+    assert shuffle["stitch_overlays"]["bytes"] == 300 * 260 * 3
+    assert 0 < shuffle["stitch_masks"]["bytes"] < 300 * 260
+    assert shuffle["total_bytes"] == sum(shuffle[k]["bytes"] for k in ("refs", "stitch_masks", "stitch_overlays"))
+    written = io["written_bytes"]
+    assert written["masks"] == _sizes(str(output / "masks" / "**" / "*.png"))
+    assert written["overlays"] == _sizes(str(output / "overlays" / "**" / "*.png"))
+    assert written["stats"] == _sizes(str(output / "stats" / "*"))
+    assert written["total"] == sum(v for k, v in written.items() if k != "total")
+    report = (output / "report.html").read_text()
+    assert 'id="io-table"' in report and "stitch GroupByKey" in report
+
+
+def test_coder_overhead_of_a_ref_is_small():
+    """The payload bytes the metric counts vs what Beam's coder really writes for a (key, ImageRef)."""
+    from transforms.accounting import ref_bytes
+    coder = beam.coders.registry.get_coder(beam.typehints.Any)
+    for data in (None, bytes(np.random.default_rng(0).integers(0, 255, 50_000, dtype=np.uint8))):
+        ref = ImageRef("gs://bucket/drops/2024/05/31/tile_000123.png", "tile_000123.png", data)
+        encoded = len(coder.encode((ref.key, ref)))
+        assert 0 <= encoded - ref_bytes(ref) < 400, (encoded, ref_bytes(ref))
