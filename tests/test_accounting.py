@@ -17,25 +17,30 @@ def _sizes(pattern):
 def test_io_block_counts_shuffles_reads_and_writes(fake_model, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
+    (tmp_path / "shards").mkdir()
     small = [encode(scene(60, 80, seed=i)) for i in range(3)]
     for i, data in enumerate(small):
         (folder / f"small_{i}.png").write_bytes(data)
     (folder / "big.png").write_bytes(encode(scene(300, 260, seed=9)))  # several 128-pixel tiles
-    payloads = [encode(scene(50, 50, seed=20 + i)) for i in range(2)]
-    write_tfrecord(str(tmp_path / "shard.tfrecord"), [(f"rec{i}", data) for i, data in enumerate(payloads)])
+    payloads = [encode(scene(50, 50, seed=20 + i)) for i in range(4)]
+    # An uncompressed shard's records travel as references (read by offset after the shuffle);
+    # a .gz shard cannot be read by offset, so its records carry their image bytes.
+    write_tfrecord(str(tmp_path / "shards" / "plain.tfrecord"), [(f"rec{i}", payloads[i]) for i in (0, 1)])
+    write_tfrecord(str(tmp_path / "shards" / "packed.tfrecord.gz"), [(f"gz{i}", payloads[i]) for i in (2, 3)],
+                   gzip=True)
     output = tmp_path / "out"
-    run(["--input", str(folder / "*.png"), "--tfrecord", str(tmp_path / "shard.tfrecord"), "--output", str(output),
+    run(["--input", str(folder / "*.png"), "--tfrecord", str(tmp_path / "shards" / "*"), "--output", str(output),
          "--model", fake_model, "--runner=FnApiRunner", "--tile_size=128", "--tile_overlap=16",
          "--whole_image_pixels=16384", "--overlays"])
     summary, records, failures = read_outputs(str(output))
-    check_accounting(summary, records, failures, expected_read=6)
+    check_accounting(summary, records, failures, expected_read=8)
     io = summary["io"]
     assert io["read_bytes"] == _sizes(str(folder / "*.png")) + sum(map(len, payloads))
-    assert io["images_read"] == 6
+    assert io["images_read"] == 8
     shuffle = io["shuffle"]
-    assert shuffle["tfrecord_payloads"] == {"bytes": sum(map(len, payloads)), "elements": 2,
-                                            "max_element_bytes": max(map(len, payloads))}
-    assert shuffle["refs"]["elements"] == 6
+    assert shuffle["tfrecord_payloads"] == {"bytes": sum(map(len, payloads[2:])), "elements": 2,
+                                            "max_element_bytes": max(map(len, payloads[2:]))}
+    assert shuffle["refs"]["elements"] == 8
     assert shuffle["refs"]["bytes"] > shuffle["tfrecord_payloads"]["bytes"]
     # Only the multi-tile image crosses the stitch shuffle: its overlay crops are RGB, 3 bytes a pixel.
     assert shuffle["stitch_masks"]["elements"] == shuffle["stitch_overlays"]["elements"] > 1

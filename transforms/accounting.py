@@ -45,7 +45,8 @@ def _text_bytes(text) -> int:
 
 def ref_bytes(ref) -> int:
   """Payload bytes of an ImageRef in the de-duplicating shuffle (its key travels twice: as key and field)."""
-  return 2 * _text_bytes(ref.key) + _text_bytes(ref.uri) + (len(ref.data) if ref.data is not None else 0)
+  return (2 * _text_bytes(ref.key) + _text_bytes(ref.uri) + (len(ref.data) if ref.data is not None else 0)
+          + (16 if getattr(ref, "offset", None) is not None else 0))
 
 
 def packed_bytes(packed) -> int:
