@@ -129,7 +129,8 @@ def _ceiling_from_bench(path: str = PERFORMANCE_JSON):
       report = json.load(handle)
     run = next(r for r in report["runs"] if r.get("name") == "ceiling[default]")
     side = int(re.search(r"(\d+)\^2", run["set"]).group(1))
-    return float(run["images_per_s"]), side * side, int(report["meta"]["cpus"]), path
+    source = os.path.relpath(path, REPO) if path.startswith(REPO + os.sep) else path
+    return float(run["images_per_s"]), side * side, int(report["meta"]["cpus"]), source
   except Exception:  # pylint: disable=broad-except  (a missing or reshaped report: use the recorded numbers)
     return DEFAULT_CEILING_IMAGES_PER_S, DEFAULT_CEILING_PIXELS, DEFAULT_CEILING_VCPUS, "built-in (run 5)"
 
