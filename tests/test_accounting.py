@@ -64,3 +64,20 @@ def test_coder_overhead_of_a_ref_is_small():
         ref = ImageRef("gs://bucket/drops/2024/05/31/tile_000123.png", "tile_000123.png", data)
         encoded = len(coder.encode((ref.key, ref)))
         assert 0 <= encoded - ref_bytes(ref) < 400, (encoded, ref_bytes(ref))
+
+
+def test_tfrecord_image_read_by_offset_on_cloud_storage(gcs_emulator, gcs_bucket, tmp_path):
+    """A record of an uncompressed shard on gs:// becomes a reference, and decode's ranged read gets its bytes."""
+    from transforms.decode import read_range
+    from transforms.read import ReadTFRecordShardFn
+
+    payloads = [encode(scene(40, 30, seed=i)) for i in range(3)]
+    local = tmp_path / "shard.tfrecord"
+    write_tfrecord(str(local), [(f"k{i}", data) for i, data in enumerate(payloads)])
+    gcs_emulator.client().bucket(gcs_bucket).blob("shards/shard.tfrecord").upload_from_filename(str(local))
+    path = f"gs://{gcs_bucket}/shards/shard.tfrecord"
+    metadata = beam.io.filesystems.FileSystems.match([path])[0].metadata_list[0]
+    refs = list(ReadTFRecordShardFn("image/encoded", "image/key").process(metadata))
+    assert [ref.key for ref in refs] == ["k0", "k1", "k2"]
+    assert all(ref.data is None and ref.path == path for ref in refs)
+    assert [read_range(ref.path, ref.offset, ref.length) for ref in refs] == payloads
