@@ -26,8 +26,9 @@ Where the numbers come from
   overhead (``transforms.accounting``); TFRecord inputs add the image bytes;
   images above ``--whole_image_pixels`` cross the stitch shuffle as zlib class
   ids (0.027 bytes per pixel, measured on the bench workload) plus RGB overlay
-  crops with ``--overlays``. Masks 0.0175 bytes per pixel (915,318 bytes for
-  200 masks of 512x512), a statistics record ~1.2 kB.
+  crops with ``--overlays``. Masks 0.0181 bytes per pixel and a statistics
+  record 1,160 bytes (the 10,000-image run of ``python -m bench.scale``:
+  47,544,544 bytes of masks and 11,579,821 of stats for 10,000 images of 512x512).
 * **Prices**: ``PRICES`` (USD, us-central1, Dataflow batch and Cloud Storage
   list prices as published in 2024 at cloud.google.com/dataflow/pricing and
   cloud.google.com/storage/pricing; not re-checked from this offline machine),
@@ -88,8 +89,8 @@ OTHER_S_PER_PIXEL = 32e-9                 # the pipeline beyond model and decode
 ENCODED_BYTES_PER_PIXEL = {"png": 2.25, "jpeg": 0.39}   # bench workload PNGs; the same as JPEG quality 90
 STITCH_BYTES_PER_PIXEL = 0.027
 OVERLAY_BYTES_PER_PIXEL = 2.28
-MASK_BYTES_PER_PIXEL = 0.0175
-RECORD_BYTES = 1200
+MASK_BYTES_PER_PIXEL = 0.0181
+RECORD_BYTES = 1160
 REF_OVERHEAD_BYTES = 70
 FORMATS = ("png", "jpeg", "tfrecord-png", "tfrecord-jpeg")
 
