@@ -35,7 +35,8 @@ limited by those CPUs long before the GPU for the bundled model (the plan
 estimates 73 images/s of 1024x1024 PNGs for 8 vCPUs against ~400 for a T4),
 so unless ``--number_of_worker_harness_threads`` is given it is set to the
 machine type's vCPU count: every vCPU has a bundle to decode for, and the
-in-flight images stay bounded (each thread holds at most about three batches).
+in-flight images stay bounded (each thread holds at most about four batches:
+two decoded ahead, one in the model, one being written).
 ``--max_num_workers`` is left to the caller, but a GPU job without it logs a
 warning: the batch autoscaler would otherwise grow towards its own limit,
 paying for GPUs the night's window does not need; ``python -m bench.plan``
