@@ -25,6 +25,22 @@ copy of the model into the GPU's memory. Two remedies, mutually exclusive:
 * ``--model_copies_per_worker=N``: keep a process per vCPU for decoding and
   tiling, and have RunInference load exactly N models per VM, shared by all
   processes (``ModelHandler(model_copies=N)``, see :func:`model_handler_kwargs`).
+
+Threads and workers (issue 17, ``python -m bench.plan``)
+-------------------------------------------------------
+With one SDK process per GPU VM, the process's harness threads are what run
+bundles side by side: the GPU is shared by all of them, and decoding and mask
+encoding (which release the GIL) spread over the VM's vCPUs. A GPU worker is
+limited by those CPUs long before the GPU for the bundled model (the plan
+estimates 73 images/s of 1024x1024 PNGs for 8 vCPUs against ~400 for a T4),
+so unless ``--number_of_worker_harness_threads`` is given it is set to the
+machine type's vCPU count: every vCPU has a bundle to decode for, and the
+in-flight images stay bounded (each thread holds at most about four batches:
+two decoded ahead, one in the model, one being written).
+``--max_num_workers`` is left to the caller, but a GPU job without it logs a
+warning: the batch autoscaler would otherwise grow towards its own limit,
+paying for GPUs the night's window does not need; ``python -m bench.plan``
+prints the number for a given window.
 """
 from __future__ import annotations
 
@@ -65,6 +81,11 @@ G2_GPU_COUNTS = {"g2-standard-4": 1, "g2-standard-8": 1, "g2-standard-12": 1, "g
                  "g2-standard-24": 2, "g2-standard-32": 1, "g2-standard-48": 4, "g2-standard-96": 8}
 # A2/A3 names end in the GPU count: a2-highgpu-2g, a3-megagpu-8g.
 _FIXED_COUNT_SUFFIX = re.compile(r"^(a2|a3)-[a-z]+-(\d+)g$")
+# vCPUs of machine types whose name does not end in the count (A2/A3 end in the GPU count).
+_WHOLE_MACHINE_VCPUS = {"a2-highgpu-1g": 12, "a2-highgpu-2g": 24, "a2-highgpu-4g": 48, "a2-highgpu-8g": 96,
+                        "a2-megagpu-16g": 96, "a2-ultragpu-1g": 12, "a2-ultragpu-2g": 24, "a2-ultragpu-4g": 48,
+                        "a2-ultragpu-8g": 96, "a3-highgpu-1g": 26, "a3-highgpu-2g": 52, "a3-highgpu-4g": 104,
+                        "a3-highgpu-8g": 208, "a3-megagpu-8g": 208}
 _EXAMPLE_MACHINE = {"nvidia-l4": "g2-standard-8", "nvidia-tesla-a100": "a2-highgpu-1g",
                     "nvidia-a100-80gb": "a2-ultragpu-1g", "nvidia-h100-80gb": "a3-highgpu-1g",
                     "nvidia-h100-mega-80gb": "a3-megagpu-8g"}
@@ -165,6 +186,16 @@ def _local_path_errors(options: PipelineOptions, image: Optional[str]) -> List[s
                   f"to Cloud Storage (gcloud storage cp -r {model} gs://BUCKET/models/) and pass "
                   "--model gs://BUCKET/models/...")
   return errors
+
+
+def machine_vcpus(machine_type: Optional[str]) -> Optional[int]:
+  """vCPUs of a Compute Engine machine type (n1-standard-8 -> 8, a2-highgpu-1g -> 12); None if unknown."""
+  if not machine_type:
+    return None
+  if machine_type in _WHOLE_MACHINE_VCPUS:
+    return _WHOLE_MACHINE_VCPUS[machine_type]
+  match = re.fullmatch(r"[a-z0-9]+-(?:standard|highmem|highcpu)-(\d+)", machine_type)
+  return int(match.group(1)) if match else None
 
 
 def worker_accelerator(gpu_type: str, gpu_count: int, install_driver: bool) -> str:
@@ -294,6 +325,13 @@ def expand_dataflow_options(options: PipelineOptions) -> Dict[str, object]:
       experiments.append(SINGLE_PROCESS_EXPERIMENT)
     debug.experiments = experiments
     applied["experiments"] = SINGLE_PROCESS_EXPERIMENT
+    vcpus = machine_vcpus(worker.machine_type)
+    if gpu.gpu_type and vcpus and not debug.number_of_worker_harness_threads:
+      debug.number_of_worker_harness_threads = vcpus
+      applied["number_of_worker_harness_threads"] = vcpus
+  if gpu.gpu_type and not worker.max_num_workers:
+    _LOG.warning("GPU workers without --max_num_workers: Dataflow's autoscaler may start far more GPU VMs than "
+                 "the night needs; python -m bench.plan gives the count for a window.")
   return applied
 
 

@@ -1185,6 +1185,45 @@ def _failures_section(failures):
             f'<th>message</th></tr>{"".join(rows)}</table></section>')
 
 
+def _format_bytes(value):
+    value = _number(value)
+    if value is None:
+        return "–"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:,.2f} {unit}"
+    return f"{int(value):,} B"
+
+
+def _io_section(io):
+    """Shuffle, read and written bytes (summary.json ``io``, from the run's Beam metrics): one small table."""
+    if not isinstance(io, dict):
+        return ""
+    shuffle = io.get("shuffle") if isinstance(io.get("shuffle"), dict) else {}
+    written = io.get("written_bytes") if isinstance(io.get("written_bytes"), dict) else {}
+    labels = (("refs", "de-duplicating GroupByKey: image refs (incl. TFRecord image bytes)"),
+              ("tfrecord_payloads", "… of which TFRecord image bytes"),
+              ("stitch_masks", "stitch GroupByKey: tile class-id crops"),
+              ("stitch_overlays", "stitch GroupByKey: tile overlay crops"))
+    rows = []
+    for key, label in labels:
+        entry = shuffle.get(key) if isinstance(shuffle.get(key), dict) else {}
+        rows.append(f'<tr><td>{_e(label)}</td><td class="num">{_e(_format_bytes(entry.get("bytes")))}</td>'
+                    f'<td class="num">{_e(_format_count(_number(entry.get("elements"))))}</td></tr>')
+    rows.append(f'<tr><td>shuffle total</td><td class="num">{_e(_format_bytes(shuffle.get("total_bytes")))}</td>'
+                '<td></td></tr>')
+    rows.append(f'<tr><td>read (encoded images)</td><td class="num">{_e(_format_bytes(io.get("read_bytes")))}</td>'
+                f'<td class="num">{_e(_format_count(_number(io.get("images_read"))))}</td></tr>')
+    parts = ", ".join(f"{name} {_format_bytes(written.get(name))}" for name in ("masks", "overlays", "stats", "failures")
+                      if _number(written.get(name)))
+    rows.append(f'<tr><td>written{(" (" + _e(parts) + ")") if parts else ""}</td>'
+                f'<td class="num">{_e(_format_bytes(written.get("total")))}</td><td></td></tr>')
+    return ('<section id="io"><h2>Data moved</h2><p class="sub">Bytes entering each shuffle, read and written '
+            f'({_e(io.get("source") or "Beam metrics")}).</p>'
+            '<table id="io-table"><tr><th>what</th><th class="num">bytes</th><th class="num">elements</th></tr>'
+            f'{"".join(rows)}</table></section>')
+
+
 def _mask_palette(path):
     """Class colours from a mask's PNG palette: the sinks write the card's colours into every mask."""
     try:
@@ -1283,6 +1322,7 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
         + _fractions_section(classes, stats)
         + _gallery_section(items, classes, stats)
         + _failures_section(failures)
+        + _io_section(summary.get("io"))
         + "</body></html>\n")
 
 

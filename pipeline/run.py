@@ -26,6 +26,7 @@ from apache_beam.runners.runner import PipelineState
 from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
 from pipeline.drift import DriftDetected, add_drift, check_drift, format_drift
 from pipeline.graph import SegmentImages
+from pipeline.io_summary import add_io
 from pipeline.options import RUNNER_ALIASES, OptionsError, help_parser, validate
 from pipeline.report import write_report
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
@@ -139,7 +140,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     tiles = _counter(result, "tiles")
     if tiles is not None:
       _LOG.info("Finished in %.1f s: %s tiles through the model", elapsed, tiles)
-    summary = _with_drift(_read_summary(config.output), config)
+    summary = _with_drift(add_io(config.output, _read_summary(config.output), result), config)
     try:
       write_report(config.output)
     except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
@@ -149,7 +150,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
       print(format_drift(summary["drift"]), flush=True)
   elif (budget is not None or config.compare_to) and result.state == PipelineState.DONE:
     # a blocking Dataflow launch: the job has finished
-    summary = _with_drift(_read_summary(config.output), config)
+    summary = _with_drift(add_io(config.output, _read_summary(config.output), result), config)
   elif config.compare_to:
     _LOG.warning("The launcher returned before the job finished (a template or a non-blocking launch), so no "
                  "drift was computed; once the job has finished, run: python -m pipeline.drift %s --compare_to %s",

@@ -81,6 +81,17 @@ def test_job_carries_gpu_service_option_image_and_machine(job):
   assert description["name"] == "deconvseg-2024-05-31"
 
 
+def test_job_carries_autoscaling_cap_and_harness_threads(job):
+  """Issue 17's settings (README "Run on Dataflow"): a worker cap from bench.plan, one harness thread per vCPU."""
+  description, _ = job
+  (pool,) = description["environment"]["workerPools"]
+  assert pool["autoscalingSettings"]["maxNumWorkers"] == 4
+  assert pool["numThreadsPerWorker"] == 8  # n1-standard-8, one SDK process, one model on the GPU
+  options = description["environment"]["sdkPipelineOptions"]["options"]
+  assert options["number_of_worker_harness_threads"] == 8
+  assert options["max_num_workers"] == 4
+
+
 def test_job_stages_the_project_sdist(job, gcs_emulator):
   description, bucket = job
   (pool,) = description["environment"]["workerPools"]

@@ -4,7 +4,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
                                                   WorkerOptions)
 
 import pipeline.options  # noqa: F401  registers the pipeline's --input/--output/--model
-from pipeline.dataflow import (DataflowGpuOptions, expand_dataflow_options, model_handler_kwargs,
+from pipeline.dataflow import (DataflowGpuOptions, expand_dataflow_options, machine_vcpus, model_handler_kwargs,
                                single_process, worker_accelerator)
 
 IMAGE = "us-central1-docker.pkg.dev/proj/repo/deconvseg-worker:0.1.0"
@@ -35,8 +35,26 @@ def test_t4_on_n1_expands_to_service_option_image_and_one_process():
   assert "no_use_multiple_sdk_containers" in options.view_as(DebugOptions).experiments
   assert applied == {"sdk_container_image": IMAGE,
                      "dataflow_service_options": cloud.dataflow_service_options[0],
-                     "experiments": "no_use_multiple_sdk_containers"}
+                     "experiments": "no_use_multiple_sdk_containers",
+                     "number_of_worker_harness_threads": 8}
+  assert options.view_as(DebugOptions).number_of_worker_harness_threads == 8
   assert model_handler_kwargs(options) == {}
+
+
+def test_gpu_harness_threads_follow_the_machine_unless_given(caplog):
+  options, _ = expanded(*DATAFLOW, "--gpu_type=nvidia-tesla-a100", "--machine_type=a2-highgpu-1g",
+                        "--worker_image=" + IMAGE, "--max_num_workers=3")
+  assert options.view_as(DebugOptions).number_of_worker_harness_threads == 12
+  assert "max_num_workers" not in caplog.text
+  options, _ = expanded(*DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=n1-standard-4",
+                        "--worker_image=" + IMAGE, "--number_of_worker_harness_threads=2")
+  assert options.view_as(DebugOptions).number_of_worker_harness_threads == 2
+  assert "without --max_num_workers" in caplog.text
+  # Processes per vCPU (shared model copies): Dataflow's own threading is left alone.
+  options, _ = expanded(*DATAFLOW, "--gpu_type=nvidia-l4", "--machine_type=g2-standard-8",
+                        "--worker_image=" + IMAGE, "--model_copies_per_worker=1")
+  assert options.view_as(DebugOptions).number_of_worker_harness_threads is None
+  assert machine_vcpus("g2-standard-16") == 16 and machine_vcpus("custom-thing") is None
 
 
 def test_l4_with_shared_model_copies_keeps_processes_per_vcpu():

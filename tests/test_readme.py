@@ -97,6 +97,8 @@ def test_readme_command_is_valid(section, argv):
     assert len(args) == 1 and args[0].startswith("gs://"), args
   elif name == "pipeline.evaluate":
     __import__(name, fromlist=["parse_args"]).parse_args(args)
+  elif name == "bench.plan":
+    assert __import__(name, fromlist=["main"]).main(args) == 0
   elif name == "pipeline.drift":
     parsed = __import__(name, fromlist=["parse_args"]).parse_args(fill_date_templates(args))
     assert "{" not in parsed.output + parsed.compare_to, parsed

@@ -22,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from transforms import accounting
 from transforms.display import display_stretch
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.lookahead import LookaheadDoFn
@@ -428,28 +429,58 @@ def read_bytes(uri: str) -> bytes:
     return handle.read()
 
 
+_GCS = []
+
+
+def read_range(path: str, offset: int, length: int) -> bytes:
+  """``length`` bytes at ``offset`` of a file (a TFRecord record's image, ``ImageRef.offset``).
+
+  On Cloud Storage the reader's buffer is the range itself: Beam's default
+  16 MiB read-ahead would download up to 16 MiB for every image.
+  """
+  if path.startswith("gs://"):
+    if not _GCS:
+      from apache_beam.io.gcp import gcsio  # pylint: disable=import-outside-toplevel
+      _GCS.append(gcsio.GcsIO())
+    handle = _GCS[0].open(path, "rb", read_buffer_size=max(1, length))
+  else:
+    handle = FileSystems.open(path, compression_type="uncompressed")
+  with handle:
+    handle.seek(offset)
+    data = handle.read(length)
+  if len(data) != length:
+    raise IOError(f"{path} ends before byte {offset + length}: the shard changed after it was listed")
+  return data
+
+
 def _decode_ref(ref, max_pixels: int, spec: InputSpec = DEFAULT_SPEC, ood_range=(None, None)):
-  """(DecodedImage, None) or (None, Failure) for one ref; never raises (runs on a pool thread).
+  """(DecodedImage, None, bytes read) or (None, Failure, bytes read) for one ref; never raises (pool thread).
 
   ``ood_range`` is the training split's per-band (p01, p99) for the image's
   out-of-distribution features (``transforms.ood``), or (None, None).
   """
   try:
-    data = ref.data if ref.data is not None else read_bytes(ref.uri)
+    if ref.data is not None:
+      data = ref.data
+    elif ref.offset is not None:
+      data = read_range(ref.path, ref.offset, ref.length)
+    else:
+      data = read_bytes(ref.uri)
   except Exception as exc:  # pylint: disable=broad-except
-    return None, failure_from_exception(ref.uri, ref.key, STAGE_READ, exc, f"cannot read file: {exc}")
+    return None, failure_from_exception(ref.uri, ref.key, STAGE_READ, exc, f"cannot read file: {exc}"), 0
+  size = len(data)
   try:
     pixels, pixel_size = decode_image(data, max_pixels, spec)
   except DecodeError as exc:
-    return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc)
+    return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc), size
   except MemoryError as exc:
     return None, failure_from_exception(
-        ref.uri, ref.key, STAGE_DECODE, exc, "out of memory while decoding; lower --max_image_pixels")
+        ref.uri, ref.key, STAGE_DECODE, exc, "out of memory while decoding; lower --max_image_pixels"), size
   except Exception as exc:  # pylint: disable=broad-except
     _LOG.warning("Unexpected decode error for %s: %r", ref.uri, exc)
-    return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, f"cannot decode image: {exc}")
+    return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, f"cannot decode image: {exc}"), size
   return DecodedImage(uri=ref.uri, key=ref.key, pixels=pixels, pixel_size=pixel_size,
-                      display=display_stretch(pixels), ood=image_features(pixels, *ood_range)), None
+                      display=display_stretch(pixels), ood=image_features(pixels, *ood_range)), None, size
 
 
 class DecodeImagesFn(LookaheadDoFn):
@@ -474,6 +505,7 @@ class DecodeImagesFn(LookaheadDoFn):
     self._ood_range = ood_range
     self._decoded = Metrics.counter("deconvseg", "images_decoded")
     self._pixels = Metrics.counter("deconvseg", "pixels_decoded")
+    self._read = accounting.distribution(accounting.READ)
 
   def setup(self):
     # decode_image checks the header against --max_image_pixels before any
@@ -486,7 +518,9 @@ class DecodeImagesFn(LookaheadDoFn):
     return _decode_ref(ref, self._max_pixels, self._spec, self._ood_range)
 
   def _outputs(self, outcome):
-    image, failure = outcome
+    image, failure, size = outcome
+    if size:
+      self._read.update(size)
     if failure is not None:
       yield beam.pvalue.TaggedOutput(FAILED, failure)
       return

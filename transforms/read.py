@@ -26,6 +26,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from transforms import accounting
 from transforms.records import STAGE_READ, Failure, ImageRef
 
 FAILED = "failed"
@@ -97,8 +98,11 @@ class RecordCorruption(Exception):
   """One record's payload failed its CRC; the reader skips it."""
 
 
-def iter_tfrecords(stream):
+def iter_tfrecords(stream, offsets=None):
   """Yields (index, payload or RecordCorruption/ShardCorruption) per record.
+
+  With a list ``offsets``, the byte offset of each yielded payload in the
+  stream is appended to it.
 
   TFRecord framing: uint64 length, masked CRC32C of the length, payload,
   masked CRC32C of the payload. A bad payload CRC costs one record; a bad or
@@ -122,6 +126,8 @@ def iter_tfrecords(stream):
     if len(payload) < length or len(footer) < 4:
       yield index, ShardCorruption(f"shard ends inside record {index} (byte {offset})")
       return
+    if offsets is not None:
+      offsets.append(offset + 12)
     if _masked_crc(payload) != struct.unpack("<I", footer)[0]:
       yield index, RecordCorruption(f"record {index} at byte {offset} fails its CRC check (corrupt data)")
     else:
@@ -138,8 +144,27 @@ def _feature_text(feature):
   return None
 
 
+def _image_slice(payload: bytes, image: bytes):
+  """Where ``image`` (a bytes feature of the Example in ``payload``) lies in it, or None if not unambiguous.
+
+  A protobuf bytes field is stored verbatim, so the image is a contiguous
+  slice of the record; a second copy of the same bytes would make the slice
+  ambiguous, and then the record keeps its bytes.
+  """
+  start = payload.find(image)
+  if start < 0 or payload.find(image, start + 1) >= 0:
+    return None
+  return start
+
+
 class ReadTFRecordShardFn(beam.DoFn):
-  """A shard path -> one ImageRef per good record, one Failure per bad one."""
+  """A shard path -> one ImageRef per good record, one Failure per bad one.
+
+  Records of uncompressed shards become references (shard offset and length
+  of the image bytes), so the de-duplicating shuffle moves no image bytes and
+  decode reads them by offset; records of compressed (``.gz``) shards, which
+  cannot be read by offset, carry their bytes.
+  """
 
   def __init__(self, image_feature: str, key_feature: str):
     self._image_feature = image_feature
@@ -158,8 +183,10 @@ class ReadTFRecordShardFn(beam.DoFn):
       yield beam.pvalue.TaggedOutput(FAILED, Failure(path, sanitize_key(shard), STAGE_READ,
                                                      type(exc).__name__, f"cannot open TFRecord shard: {exc}"))
       return
+    by_offset = CompressionTypes.detect_compression_type(path) == CompressionTypes.UNCOMPRESSED
+    offsets = [] if by_offset else None
     with stream:
-      records = iter_tfrecords(stream)
+      records = iter_tfrecords(stream, offsets)
       while True:
         try:
           index, payload = next(records)
@@ -193,7 +220,26 @@ class ReadTFRecordShardFn(beam.DoFn):
               uri, key, STAGE_READ, "MissingFeature",
               f"Example has no bytes feature '{self._image_feature}' (set --tfrecord_image_feature)"))
           continue
-        yield ImageRef(uri=uri, key=key, data=features[self._image_feature].bytes_list.value[0])
+        image = features[self._image_feature].bytes_list.value[0]
+        start = _image_slice(payload, image) if by_offset and offsets else None
+        if start is None:
+          yield ImageRef(uri=uri, key=key, data=image)
+        else:
+          yield ImageRef(uri=uri, key=key, offset=offsets[-1] + start, length=len(image))
+
+
+class KeyByOutputKeyFn(beam.DoFn):
+  """ImageRef -> (key, ref), measuring what enters the de-duplicating shuffle (``transforms.accounting``)."""
+
+  def __init__(self):
+    self._refs = accounting.distribution(accounting.SHUFFLE_REFS)
+    self._payloads = accounting.distribution(accounting.SHUFFLE_TFRECORD)
+
+  def process(self, ref):
+    self._refs.update(accounting.ref_bytes(ref))
+    if ref.data is not None:
+      self._payloads.update(len(ref.data))
+    yield ref.key, ref
 
 
 class ResolveDuplicateKeysFn(beam.DoFn):
@@ -249,7 +295,7 @@ class ReadImages(beam.PTransform):
       failures.append(shards[FAILED])
     all_refs = refs | "AllInputs" >> beam.Flatten()
     unique = (all_refs
-              | "KeyByOutputKey" >> beam.Map(lambda ref: (ref.key, ref))
+              | "KeyByOutputKey" >> beam.ParDo(KeyByOutputKeyFn())
               | "GroupByOutputKey" >> beam.GroupByKey()
               | "ResolveDuplicateKeys" >> beam.ParDo(ResolveDuplicateKeysFn()).with_outputs(FAILED, main="refs"))
     shard_failures = list(failures)

@@ -22,12 +22,23 @@ class ImageRef(NamedTuple):
   """One input image: where it came from and the key that names its outputs.
 
   ``data`` holds the encoded bytes when the source already had them in hand
-  (a TFRecord record); for files it is ``None`` and the decode step reads the
-  file itself, so that only a path travels through the de-duplication shuffle.
+  (a record of a compressed TFRecord shard); for files it is ``None`` and the
+  decode step reads the file itself, so that only a path travels through the
+  de-duplication shuffle. A record of an uncompressed shard carries where its
+  image bytes lie instead (``offset``, ``length`` in the shard named by the URI
+  before ``#``), and decode reads just those bytes: the shuffle moves a
+  reference, not the image.
   """
   uri: str
   key: str
   data: Optional[bytes] = None
+  offset: Optional[int] = None
+  length: Optional[int] = None
+
+  @property
+  def path(self) -> str:
+    """The file to read: the URI, or for a TFRecord record its shard (the URI before ``#index``)."""
+    return self.uri.rsplit("#", 1)[0] if self.offset is not None else self.uri
 
 
 class DecodedImage(NamedTuple):

@@ -31,7 +31,7 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 from PIL import Image, PngImagePlugin
 
-from transforms import progress
+from transforms import accounting, progress
 from transforms.lookahead import LookaheadDoFn
 from transforms.records import STAGE_TRUTH, STAGE_WRITE, ImageRef, failure_from_exception
 from transforms.statistics import image_record
@@ -163,6 +163,8 @@ class WriteMasksFn(LookaheadDoFn):
     self._truth = truth
     self._segmented = Metrics.counter("deconvseg", "masks_written")
     self._pixels = Metrics.counter("deconvseg", "pixels_segmented")
+    self._mask_bytes = accounting.distribution(accounting.WRITTEN_MASKS)
+    self._overlay_bytes = accounting.distribution(accounting.WRITTEN_OVERLAYS)
 
   def setup(self):
     self._palette = palette_bytes(self._classes)
@@ -176,29 +178,39 @@ class WriteMasksFn(LookaheadDoFn):
     return item[0].width * item[0].height
 
   def _work(self, item):
-    """(record, pixels, None) or (None, 0, Failure); never raises (runs on the write-behind thread)."""
+    """(record, pixels, None, written) or (None, 0, Failure, ()); never raises (runs on the write-behind thread).
+
+    ``written`` is (mask bytes, overlay bytes or None).
+    """
     mask, truth_uri = item
     relpath = mask_relpath(mask.key)
     truth, failure = truth_outcome(mask.uri, mask.key, truth_uri, mask.class_ids, self._class_names)
     if failure is not None:
-      return None, 0, failure
+      return None, 0, failure, ()
+    overlay_size = None
     try:
       record = image_record(mask, self._classes, self._model, join(self._output, relpath), self._pixel_size,
                             self._pixel_unit, self._ood_rule)
       if mask.overlay is not None:
         buffer = io.BytesIO()
         Image.fromarray(mask.overlay).save(buffer, format="PNG", compress_level=OVERLAY_COMPRESS_LEVEL)
+        overlay_size = buffer.getbuffer().nbytes
         atomic_write(self._output, overlay_path(self._output, mask.key), buffer.getvalue(), "image/png")
       data = encode_mask(mask.class_ids, self._palette, record, self._compress_level)
       atomic_write(self._output, join(self._output, relpath), data, "image/png")
     except Exception as exc:  # pylint: disable=broad-except
-      return None, 0, failure_from_exception(mask.uri, mask.key, STAGE_WRITE, exc, f"cannot write outputs: {exc}")
+      return (None, 0, failure_from_exception(mask.uri, mask.key, STAGE_WRITE, exc, f"cannot write outputs: {exc}"),
+              ())
     if self._truth:
       record["truth"] = truth
-    return record, mask.width * mask.height, None
+    return record, mask.width * mask.height, None, (len(data), overlay_size)
 
   def _outputs(self, outcome):
-    record, pixels, failure = outcome
+    record, pixels, failure, written = outcome
+    if written:
+      self._mask_bytes.update(written[0])
+      if written[1] is not None:
+        self._overlay_bytes.update(written[1])
     if failure is not None:
       yield beam.pvalue.TaggedOutput(FAILED, failure)
       return

@@ -14,6 +14,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from transforms import accounting
 from transforms.records import STAGE_INFERENCE, Failure, ImageMask
 from transforms.tiling import stitch
 
@@ -36,12 +37,20 @@ def _failure(result, error_type, message):
 
 
 class RouteTileResultsFn(beam.DoFn):
-  """Single-tile results become masks here; multi-tile ones go to the shuffle."""
+  """Single-tile results become masks here; multi-tile ones go to the shuffle (and are measured)."""
+
+  def __init__(self):
+    self._masks = accounting.distribution(accounting.SHUFFLE_STITCH_MASKS)
+    self._overlays = accounting.distribution(accounting.SHUFFLE_STITCH_OVERLAYS)
 
   def process(self, result):
     if result.count > 1:
       if not result.error:
         result = result._replace(class_ids=pack(result.class_ids))
+      mask_bytes, overlay_bytes = accounting.tile_result_bytes(result)
+      self._masks.update(mask_bytes)
+      if result.overlay is not None:
+        self._overlays.update(overlay_bytes)
       yield beam.pvalue.TaggedOutput(MULTI_TILE, (result.key, result))
     elif result.error:
       yield beam.pvalue.TaggedOutput(FAILED, _failure(result, *result.error))
