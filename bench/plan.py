@@ -160,9 +160,12 @@ def _entry_pixels(entry: dict) -> Optional[int]:
 def gpu_measurement(path: str = PERFORMANCE_GPU_JSON):
   """The best measured model-ceiling pixel rate in PERFORMANCE_GPU.json: (pixels/s, device, detail) or None.
 
-  The file's layout is not fixed yet, so it is read defensively: any object
-  with an images/s figure (``images_per_s``, ``images_per_second``,
-  ``ceiling_images_per_s``) for the bundled model (or no model named) counts;
+  ``bench.gpu_ceiling table`` writes it (``runs[].meta.device``,
+  ``runs[].cells[]``); it is read defensively: any object with an images/s
+  figure (``resident_images_per_s`` first: the network alone on the device,
+  which scales with a GPU's peak; else ``images_per_s``,
+  ``images_per_second``, ``ceiling_images_per_s``) for the bundled model (or
+  no model named) counts;
   the image size comes from ``pixels_per_image``, ``size``, or a "512^2" /
   "512x512" in ``set``/``workload``/``name``, else 512x512. The device is the
   nearest ``device``/``gpu`` string. Returns None when nothing usable is there.
@@ -176,10 +179,13 @@ def gpu_measurement(path: str = PERFORMANCE_GPU_JSON):
 
   def walk(node, device):
     if isinstance(node, dict):
-      device = next((str(node[k]) for k in ("device", "gpu", "accelerator", "gpu_type") if isinstance(node.get(k), str)),
-                    device)
-      rate = next((_number(node.get(k)) for k in ("images_per_s", "images_per_second", "ceiling_images_per_s")
-                   if _number(node.get(k))), None)
+      meta = node.get("meta") if isinstance(node.get("meta"), dict) else {}
+      device = next((str(source[k]) for source in (node, meta) for k in ("device", "gpu", "accelerator", "gpu_type")
+                     if isinstance(source.get(k), str)), device)
+      # The network alone on the device (bench.gpu_ceiling --resident) is what scales with a GPU's peak;
+      # the figure with host copies is bound by the bus of the machine it was measured on.
+      rate = next((_number(node.get(k)) for k in ("resident_images_per_s", "images_per_s", "images_per_second",
+                                                  "ceiling_images_per_s") if _number(node.get(k))), None)
       model = str(node.get("model", "default"))
       if rate and ("default" in model or model == "deconvseg-default"):
         found.append((rate * (_entry_pixels(node) or 512 * 512), device, node))
