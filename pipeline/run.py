@@ -155,6 +155,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     _LOG.warning("The launcher returned before the job finished (a template or a non-blocking launch), so no "
                  "drift was computed; once the job has finished, run: python -m pipeline.drift %s --compare_to %s",
                  config.output, config.compare_to)
+  if not any(runner.endswith(name) for name in LOCAL_RUNNERS):
+    _LOG.info("This launcher does not write the HTML report for %s; once the job has finished, run: "
+              "python -m pipeline.report %s", runner, config.output)
   if summary is not None:
     try:
       check_failure_budget(summary["counts"], budget, config.output)
