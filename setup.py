@@ -38,6 +38,7 @@ setuptools.setup(
     version="0.1.0",
     description="Batch image segmentation with a bilinear-initialised deconvolution FCN on Apache Beam",
     python_requires=">=3.10",
+    license="Apache-2.0",
     # The bundled model's folders hold data, not code; naming them as (namespace) packages
     # ships their files and silences setuptools' "package would be ignored" warnings.
     packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "model", "model.*"])
