@@ -92,3 +92,34 @@ def test_pyspy_background_threads():
   assert spy.background(raw, 50) == {
       "decode thread": {"read + decode": 0.8, spy.IDLE: 1.2},
       "write thread": {"PNG encoding": 0.2, "writing (temp file + rename)": 0.1}}
+
+
+def test_baselines_write_the_pipelines_masks_and_counts(tmp_path):
+  """The careful loop and the tf.data script produce what the pipeline produces, so their timings compare."""
+  import subprocess
+  import sys
+
+  import numpy as np
+  from PIL import Image
+
+  from bench import modes, workload
+  from bench.models import DEFAULT_MODEL
+  from tests.pipeline_helpers import read_outputs
+
+  images = workload.make_set(str(tmp_path / "set"), 3, 256)
+  outputs = {}
+  for mode in ("loop", "tfdata"):
+    outputs[mode] = str(tmp_path / mode)
+    result = modes.MODES[mode]({"model": DEFAULT_MODEL, "images": images, "output": outputs[mode]})
+    assert result["images"] == 3 and result["work_s"] > 0
+  pipeline_out = str(tmp_path / "pipeline")
+  subprocess.run([sys.executable, "-m", "pipeline.run", "--input", images + "/*.png", "--output", pipeline_out],
+                 check=True, capture_output=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  _, records, _ = read_outputs(pipeline_out)
+  for mode, folder in outputs.items():
+    counts = {json.loads(line)["key"]: json.loads(line)["pixels"] for line in open(os.path.join(folder, "stats.jsonl"))}
+    assert counts == {key: [entry["pixels"] for entry in record["classes"]] for key, record in records.items()}, mode
+    for key in records:
+      with Image.open(os.path.join(folder, key + ".png")) as got, \
+           Image.open(os.path.join(pipeline_out, "masks", key + ".png")) as expected:
+        assert np.array_equal(np.asarray(got).squeeze(), np.asarray(expected)), (mode, key)
