@@ -2,13 +2,13 @@
 
 Validation and evaluation run at native resolution. Images up to
 ``whole_pixels`` go through the network whole; larger ones (a slide, a scene)
-are cut with the pipeline's own tile plan (``transforms.tiling``: same
+are cut with the pipeline's own tile plan (``model.tiling``: same
 tiles, same owned rectangles), so the numbers describe what a run produces
 and memory stays bounded however large the image.
 """
 import numpy as np
 
-from transforms.tiling import owned_crop, plan_tiles, stitch
+from model.tiling import owned_crop, plan_tiles, stitch
 
 TILE_SIZE = 512
 TILE_OVERLAP = 64

@@ -1,9 +1,9 @@
-"""pipeline.staging: a gs:// model directory copied locally through Beam's filesystem."""
+"""transforms.staging: a gs:// model directory copied locally through Beam's filesystem."""
 import os
 
 import pytest
 
-from pipeline.staging import is_remote, local_copy
+from transforms.staging import is_remote, local_copy
 from tests.gcs import read_local_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

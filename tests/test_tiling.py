@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from transforms.tiling import owned_crop, plan_tiles, stitch, tile_starts
+from model.tiling import owned_crop, plan_tiles, stitch, tile_starts
 
 
 @pytest.mark.parametrize("length,tile,overlap,expected", [

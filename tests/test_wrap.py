@@ -22,7 +22,7 @@ from model.wrap import WrapError
 from pipeline.options import OptionsError, check_model, load_card
 from pipeline.run import run
 from pipeline_helpers import read_mask, read_outputs, scene
-from transforms.tiling import owned_crop, plan_tiles
+from model.tiling import owned_crop, plan_tiles
 
 SCALE = 1 / 255
 CLASSES = [{"id": 0, "name": "red"}, {"id": 1, "name": "green"}, {"id": 2, "name": "blue"}]

@@ -19,11 +19,12 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from model.tiling import plan_tiles
 from transforms import progress
 from transforms.display import to_display
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.records import DecodedImage, Tile, TileResult
-from transforms.tiling import plan_tiles
+from transforms.staging import local_copy
 
 _LOG = logging.getLogger(__name__)
 MIXED_SIGNATURE = "serving_mixed_float16"
@@ -47,12 +48,11 @@ class Segmenter:
   """A loaded exported model: <spec.dtype> [N,H,W,spec.channels] -> (uint8 ids, float32 confidence).
 
   Remote model directories (gs://) are first copied to local disk through
-  Beam's filesystems (``pipeline.staging``), once per machine.
+  Beam's filesystems (``transforms.staging``), once per machine.
   """
 
   def __init__(self, model_dir: str, mixed_precision: bool = False, spec: InputSpec = DEFAULT_SPEC):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from pipeline.staging import local_copy  # pylint: disable=import-outside-toplevel
     _configure_gpus(tf)
     self._tf = tf
     self.module = tf.saved_model.load(saved_model_path(local_copy(model_dir)))

@@ -62,7 +62,7 @@ class Tile(NamedTuple):
 
   ``pixels`` is a view into the decoded image (no copy until the batch is
   stacked). ``own_*`` are image coordinates of the rectangle this tile
-  contributes to the stitched mask (see ``transforms.tiling``).
+  contributes to the stitched mask (see ``model.tiling``).
   """
   key: str
   uri: str

@@ -3,7 +3,7 @@
 Single-tile images (every image up to ``--whole_image_pixels``) never touch
 the shuffle: their owned crop already is the mask. Multi-tile images are
 grouped by key; since each tile only carries its owned rectangle (see
-``transforms.tiling``), stitching is a copy and the shuffle moves each
+``model.tiling``), stitching is a copy and the shuffle moves each
 pixel's class id exactly once, zlib-compressed (class maps shrink 10-50x at
 level 1 for a few ms per megapixel), which is what the local runner holds in
 memory and what Dataflow's shuffle bills.
@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import accounting
 from transforms.records import STAGE_INFERENCE, Failure, ImageMask
-from transforms.tiling import stitch
+from model.tiling import stitch
 
 FAILED = "failed"
 MULTI_TILE = "multi_tile"
