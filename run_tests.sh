@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/bootstrap.sh test
+# Layering: pipeline -> transforms -> model, never back (contract in .importlinter).
+"$PYTHON" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(config_filename='.importlinter', no_cache=True, no_logo=True))"
 exec "$PYTHON" -m pytest "$@"

@@ -26,6 +26,9 @@ EXTRAS = {
         "gcp-storage-emulator>=2024.8",
         "scikit-image>=0.24",
         "dask[distributed]>=2024.4.2",
+        # The test command's style and layering checks (run_tests.sh).
+        "ruff>=0.17",
+        "import-linter>=2.16",
     ],
     # Run on a Dask cluster (--runner=DaskRunner): Beam's dask extra.
     "dask": ["dask[distributed]>=2024.4.2"],
