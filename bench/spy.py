@@ -28,7 +28,7 @@ STAGES = (
     ("file matching", r"\(apache_beam/io/fileio\.py"),
     ("stats/failures/summary sinks", r"\((apache_beam/io/(textio|filebasedsink|iobase)\.py|transforms/sinks\.py)"),
     ("RunInference/BatchElements machinery", r"\(apache_beam/(ml/inference|transforms/util)\.py|\(apache_beam/ml/"),
-    ("start-up: imports, options, model check", r"^(validate|check_model) \(pipeline/options\.py|^<module> \(pipeline/run\.py:\d+\)$"),
+    ("start-up: imports, options, model check", r"^validate \(pipeline/options\.py|^check_model \(pipeline/model_check\.py|^<module> \(pipeline/run\.py:\d+\)$"),
     ("Beam runner (bundles, coders, shuffle)", r"\(apache_beam/runners/"),
 )
 

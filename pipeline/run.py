@@ -27,6 +27,7 @@ from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
 from pipeline.drift import DriftDetected, add_drift, check_drift, format_drift
 from pipeline.graph import SegmentImages
 from pipeline.io_summary import add_io
+from pipeline.model_check import check_model
 from pipeline.options import RUNNER_ALIASES, OptionsError, help_parser, validate
 from pipeline.report import write_report
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
@@ -110,6 +111,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     raise OptionsError(str(exc)) from None
   pipeline_options = PipelineOptions(argv)
   config = validate(argv, pipeline_options)
+  check_model(config.model_dir, config.card, config.mixed_precision)
   try:
     applied = expand_dataflow_options(pipeline_options)
   except ValueError as exc:

@@ -69,7 +69,7 @@ def test_unwritable_output_stops_before_any_work(capsys, inputs, fake_model):
 def test_writable_output_check_leaves_nothing_behind(tmp_path, inputs, fake_model):
   output = tmp_path / "new" / "out"
   argv = ["--input", str(inputs / "*.png"), "--output", str(output), "--model", fake_model]
-  config = validate(argv, PipelineOptions(argv), check_model_files=False)
+  config = validate(argv, PipelineOptions(argv))
   assert config.output == str(output) and not (tmp_path / "new").exists()
 
 
