@@ -327,6 +327,10 @@ def summarise(records):
                 row["difference"], row["difference_ci"] = t_interval(differences)
             for key in ("share", "share_period32"):
                 row[f"checkerboard_{key}"], row[f"checkerboard_{key}_ci"] = t_interval([seeds[seed]["checkerboard"][key] for seed in seeds])
+                if upsampling != REFERENCE and paired:
+                    row[f"checkerboard_{key}_difference"], row[f"checkerboard_{key}_difference_ci"] = t_interval(
+                        [seeds[seed]["checkerboard"][key] - reference[seed]["checkerboard"][key] for seed in paired]
+                    )
             row["checkerboard_period"] = next(iter(seeds.values()))["checkerboard"]["period"]
             final_curves = [[point["val_mean_iou"] for point in seeds[seed]["val_curve"]] for seed in sorted(seeds)]
             row["val_mean_iou_by_epoch"] = np.mean(final_curves, axis=0).tolist() if len({len(c) for c in final_curves}) == 1 else None
@@ -342,19 +346,37 @@ def _interval(mean, half, digits=4, signed=False):
 
 
 def markdown_table(rows):
+    """Two tables: test mean IoU with paired differences, then the checkerboard shares with paired differences."""
+
+    def difference(row, key, digits):
+        if row["upsampling"] == REFERENCE:
+            return "reference"
+        if key not in row:
+            return "–"
+        return _interval(row[key], row[key + "_ci"], digits, signed=True) + f" (n={len(row['paired_seeds'])})"
+
     lines = [
-        "| regime | variant | upsampling | train images | seeds | test mean IoU (95 % CI) | paired difference vs bilinear (95 % CI) | checkerboard share, last stride | checkerboard share, period 32 | minutes per cell |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| regime | variant | upsampling | train images | seeds | test mean IoU (95 % CI) | paired difference vs bilinear (95 % CI) | minutes per cell |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        difference = "reference" if row["upsampling"] == REFERENCE else (
-            _interval(row["difference"], row["difference_ci"], signed=True) + f" (n={len(row['paired_seeds'])})" if "difference" in row else "–"
-        )
         lines.append(
             f"| {row['regime']} | {row['variant']} | {row['upsampling']} | {row['train_images']} | {len(row['seeds'])} | "
-            f"{_interval(row['test_mean_iou'], row['test_mean_iou_ci'])} | {difference} | "
-            f"{_interval(row['checkerboard_share'], row['checkerboard_share_ci'], 3)} (period {row['checkerboard_period']}) | "
-            f"{_interval(row['checkerboard_share_period32'], row['checkerboard_share_period32_ci'], 3)} | {row['minutes_per_cell']:.2f} |"
+            f"{_interval(row['test_mean_iou'], row['test_mean_iou_ci'])} | {difference(row, 'difference', 4)} | {row['minutes_per_cell']:.2f} |"
+        )
+    lines += [
+        "",
+        "| regime | variant | upsampling | checkerboard share at the last stride, x1000 (95 % CI) | paired difference vs bilinear, x1000 | share at period 32, x1000 | paired difference, x1000 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        scaled = {key: value * 1000 if isinstance(value, float) else value for key, value in row.items()}
+        lines.append(
+            f"| {row['regime']} | {row['variant']} | {row['upsampling']} | "
+            f"{_interval(scaled['checkerboard_share'], scaled['checkerboard_share_ci'], 3)} (period {row['checkerboard_period']}) | "
+            f"{difference(scaled, 'checkerboard_share_difference', 3)} | "
+            f"{_interval(scaled['checkerboard_share_period32'], scaled['checkerboard_share_period32_ci'], 2)} | "
+            f"{difference(scaled, 'checkerboard_share_period32_difference', 2)} |"
         )
     return "\n".join(lines)
 
@@ -373,6 +395,7 @@ def draw_figures(records, rows, figures_dir, test_dir=None, examples=None):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     os.makedirs(figures_dir, exist_ok=True)
     panels = _panels(records)
@@ -421,6 +444,7 @@ def draw_figures(records, rows, figures_dir, test_dir=None, examples=None):
             axis.fill_between(epochs, means - halves, means + halves, color=COLOURS[upsampling], alpha=0.15)
         axis.set_title(f"{variant}, {regime}", fontsize=9)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         if column == 0:
             axis.set_ylabel("validation mean IoU\n(mean, 95 % CI band)")
@@ -464,7 +488,7 @@ def _draw_examples(plt, examples, records, rows, figures_dir, test_dir):
     # One colour scale for every map, so a stronger pattern is a stronger pattern.
     lowest = min(float(probabilities.max(-1)[window].min()) for probabilities in examples.values())
     columns = 2 + len(shown)
-    figure, axes = plt.subplots(len(variants), columns, figsize=(2.0 * columns, 2.25 * len(variants)), squeeze=False)
+    figure, axes = plt.subplots(len(variants), columns, figsize=(2.0 * columns, 2.6 * len(variants) + 0.3), squeeze=False)
     for line, variant in enumerate(variants):
         axes[line][0].imshow(image[window], interpolation="nearest")
         axes[line][0].set_title("input", fontsize=8)
@@ -479,7 +503,7 @@ def _draw_examples(plt, examples, records, rows, figures_dir, test_dir):
                 continue
             axis.imshow(probabilities.max(-1)[window], cmap="magma", vmin=lowest, vmax=1.0, interpolation="nearest")
             row = next((r for r in rows if (r["regime"], r["variant"], r["upsampling"]) == ("full", variant, upsampling)), None)
-            share = f"\ncheckerboard {row['checkerboard_share']:.3f}" if row else ""
+            share = f"\ncheckerboard x1000: {1000 * row['checkerboard_share']:.3f}" if row else ""
             axis.set_title(f"{upsampling}{share}", fontsize=8)
         for axis in axes[line]:
             axis.set_xticks([])
