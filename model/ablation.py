@@ -25,7 +25,6 @@ import math
 import os
 import shlex
 import shutil
-import sys
 import time
 
 import numpy as np
@@ -117,7 +116,7 @@ def cell_settings(args):
 
 
 def small_train_images(args):
-    return max(1, int(round(args.train_images * args.small_fraction)))
+    return max(1, round(args.train_images * args.small_fraction))
 
 
 def cell_command(args, identifier):
@@ -277,7 +276,6 @@ def run_cell(cell, args, paths, val, test, class_names):
         "seconds": round(time.monotonic() - started, 1),
         "settings": cell_settings(args),
     }
-    del model, scorer, dataset
     keras.backend.clear_session()
     gc.collect()
     return record, example

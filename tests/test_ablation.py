@@ -14,6 +14,11 @@ TINY = [
 ]
 
 
+def _read(path):
+    with open(path) as handle:
+        return handle.read()
+
+
 def test_checkerboard_is_zero_on_a_constant_map():
     assert ablation.checkerboard_share(np.full((64, 64, 3), 0.4), 8) == 0.0
 
@@ -50,14 +55,14 @@ def test_tiny_grid_writes_table_and_figures_then_resumes_without_rerunning(tmp_p
     assert sorted(first["ran"]) == ["full_fcn8s_bilinear_seed0", "full_fcn8s_resize_seed0"]
     for name in ("ablation_miou.png", "ablation_curves.png", "ablation_checkerboard.png"):
         assert os.path.getsize(os.path.join(figures, name)) > 1000
-    table = open(os.path.join(out, "ablation.md")).read()
+    table = _read(os.path.join(out, "ablation.md"))
     assert "| full | fcn8s | resize |" in table and "reference" in table
     cell_path = os.path.join(out, "cells", "full_fcn8s_resize_seed0.json")
-    cell = json.load(open(cell_path))
+    cell = json.loads(_read(cell_path))
     assert len(cell["val_curve"]) == 1 and 0 <= cell["val_curve"][0]["val_mean_iou"] <= 1
     assert 0 <= cell["test_mean_iou"] <= 1 and 0 <= cell["checkerboard"]["share"] <= 1
     assert "--only full_fcn8s_resize_seed0" in cell["command"] and cell["seconds"] > 0
-    summary = json.load(open(os.path.join(out, "ablation.json")))
+    summary = json.loads(_read(os.path.join(out, "ablation.json")))
     resize = next(row for row in summary["rows"] if row["upsampling"] == "resize")
     assert resize["paired_seeds"] == [0]
     stamp = os.path.getmtime(cell_path)
