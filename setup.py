@@ -18,13 +18,15 @@ REQUIRED = [
 ]
 
 EXTRAS = {
-    # Dataset generation uses scikit-image's bundled public-domain textures.
-    "train": ["scikit-image>=0.24"],
+    # Dataset generation uses scikit-image's bundled public-domain textures;
+    # python -m model.ablation draws its figures with matplotlib.
+    "train": ["scikit-image>=0.24", "matplotlib>=3.9"],
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
         "gcp-storage-emulator>=2024.8",
         "scikit-image>=0.24",
+        "matplotlib>=3.9",
         "dask[distributed]>=2024.4.2",
         # The test command's style and layering checks (run_tests.sh).
         "ruff>=0.17",

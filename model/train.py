@@ -232,7 +232,12 @@ def parse_args(argv=None):
     parser.add_argument("--encoder", choices=ENCODERS, default="compact")
     parser.add_argument("--encoder_weights", default=None, help="local weights file for a keras.applications encoder")
     parser.add_argument("--width", type=int, default=32, help="channel width of the compact encoder's first stage")
-    parser.add_argument("--upsampling", choices=UPSAMPLING, default="bilinear")
+    parser.add_argument(
+        "--upsampling",
+        choices=UPSAMPLING,
+        default="bilinear",
+        help="bilinear (default: best in the seeded ablation, docs/MODEL.md), bilinear_frozen, random or resize",
+    )
     parser.add_argument("--image_size", type=int, default=128, help="training crop size in pixels")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=30)
