@@ -132,7 +132,7 @@ class WorstImages:
 
 
 class FlaggedImages:
-  """Counts the checked and flagged images; keeps the flagged ones with the smallest keys, as summary.json lists them."""
+  """Counts checked and flagged images; keeps the flagged ones with the smallest keys, as summary.json lists them."""
 
   def __init__(self, limit):
     self.limit = limit
