@@ -174,7 +174,7 @@ def example_bytes_feature(example: bytes, name: str) -> bytes:
   report shows a few shard records as thumbnails, and importing TensorFlow
   (3-5 s) for that would cost more than the rest of the report.
   ``ReadTFRecordShardFn`` parses with TensorFlow's ``example_pb2``, which it
-  has loaded anyway; tests/test_read.py checks that both agree.
+  has loaded anyway; tests/test_pipeline_units.py checks that both agree.
   """
   for field, wire, features in _proto_fields(memoryview(example)):
     if (field, wire) != (1, 2):
