@@ -15,6 +15,8 @@ REQUIRED = [
     # Multi-band and 16-bit TIFF (Pillow reads at most 4 bands of 8 bits).
     "tifffile>=2024.8",
     "google-cloud-storage>=2.18",
+    # The run report's HTML templates (pipeline/report/templates), autoescaped.
+    "jinja2>=3.1",
 ]
 
 EXTRAS = {
@@ -50,6 +52,7 @@ setuptools.setup(
     + ["model.default", "model.default.saved_model", "model.default.saved_model.variables"],
     include_package_data=True,
     package_data={
+        "pipeline.report": ["templates/*.j2"],
         "model.default": ["card.json"],
         "model.default.saved_model": ["*.pb"],
         "model.default.saved_model.variables": ["variables.*"],

@@ -47,6 +47,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import report
+from pipeline.report import load
 from pipeline.options import OptionsError, _absolute, _is_local
 from transforms.sinks import atomic_write, join, remove_temp_dir
 
@@ -131,14 +132,14 @@ def check_compare_to(compare_to: str, output: str) -> Optional[str]:
                  "and --fail_on_drift cannot fail this run.", previous)
     return None
   problems = []
-  summary = report._read_summary(previous, problems)  # pylint: disable=protected-access
+  summary = load.read_summary(previous, problems)
   if not isinstance(summary.get("classes"), list) or not summary.get("classes"):
-    reason = problems[0] if problems else f"{report.SUMMARY_FILE} has no per-class totals"
+    reason = problems[0] if problems else f"{load.SUMMARY_FILE} has no per-class totals"
     raise OptionsError(f"--compare_to {previous} is not a finished deconvseg run ({reason}). Finish that run "
                        "(re-run it with --skip_existing) or point --compare_to at another run's output.")
-  run = _local_files(report._run_summary(summary), previous)  # pylint: disable=protected-access
+  run = _local_files(load.run_summary(summary), previous)
   counts = summary.get("counts") if isinstance(summary.get("counts"), dict) else {}
-  if counts.get("segmented") and not report._stats_files(previous, run):  # pylint: disable=protected-access
+  if counts.get("segmented") and not load.stats_files(previous, run):
     raise OptionsError(f"--compare_to {previous} has a summary.json but no stats/ files to compare "
                        "per-image class fractions with.")
   return previous
@@ -162,15 +163,15 @@ def _local_files(run, output):
 
 def read_run(output: str, problems: List[str]) -> Tuple[dict, Dict[str, float], Dict[str, np.ndarray], int]:
   """(summary, {class: share of pixels}, {class: per-image fractions}, images) of a finished run."""
-  summary = report._read_summary(output, problems)  # pylint: disable=protected-access
+  summary = load.read_summary(output, problems)
   entries = [entry for entry in summary.get("classes") or [] if isinstance(entry, dict)]
-  shares = {str(entry.get("name")): float(report._number(entry.get("fraction"), 0.0))  # pylint: disable=protected-access
+  shares = {str(entry.get("name")): float(load.number(entry.get("fraction"), 0.0))
             for entry in entries}
-  run = _local_files(report._run_summary(summary), output)  # pylint: disable=protected-access
+  run = _local_files(load.run_summary(summary), output)
   columns: Dict[str, List[float]] = {name: [] for name in shares}
   images = 0
-  for row in report._iter_rows(report._stats_files(output, run), problems):  # pylint: disable=protected-access
-    record = report._image_record(row, output)  # pylint: disable=protected-access
+  for row in load.iter_rows(load.stats_files(output, run), problems):
+    record = load.image_record(row, output)
     for name in record.fractions:
       if name not in columns:  # a class this run's summary lacks: 0 in the earlier images
         columns[name] = [0.0] * images
@@ -186,8 +187,8 @@ def compute_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRES
   summary, shares, fractions, images = read_run(output, problems)
   prev_summary, prev_shares, prev_fractions, prev_images = read_run(compare_to, problems)
   names = list(dict.fromkeys(list(shares) + list(fractions) + list(prev_shares) + list(prev_fractions)))
-  comparable = bool(report._number(summary.get("pixels"), 0)) and bool(  # pylint: disable=protected-access
-      report._number(prev_summary.get("pixels"), 0))  # pylint: disable=protected-access
+  comparable = bool(load.number(summary.get("pixels"), 0)) and bool(
+      load.number(prev_summary.get("pixels"), 0))
   noise = psi_noise_level(prev_images, images)
   classes, flagged = [], []
   for name in names:
@@ -234,11 +235,11 @@ def _model(summary):
 
 def add_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRESHOLD) -> dict:
   """Computes the drift block and rewrites ``OUT/summary.json`` with it; returns the new summary."""
-  summary = report._read_summary(output, [])  # pylint: disable=protected-access
+  summary = load.read_summary(output, [])
   if not summary:
-    raise OptionsError(f"{output} has no readable {report.SUMMARY_FILE}: it is not a finished deconvseg run.")
+    raise OptionsError(f"{output} has no readable {load.SUMMARY_FILE}: it is not a finished deconvseg run.")
   summary["drift"] = compute_drift(output, compare_to, threshold)
-  atomic_write(output, join(output, report.SUMMARY_FILE),
+  atomic_write(output, join(output, load.SUMMARY_FILE),
                json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"), "application/json")
   remove_temp_dir(output)
   return summary
@@ -306,8 +307,8 @@ def main(argv=None) -> int:
     args = parse_args(fill_date_templates(argv))
     threshold = check_threshold(args.drift_threshold)
     output = _absolute(args.output).rstrip("/") or "/"
-    if not report._exists(report._join(output, report.SUMMARY_FILE)):  # pylint: disable=protected-access
-      raise OptionsError(f"{output} has no {report.SUMMARY_FILE}: it is not the --output of a finished run.")
+    if not load.exists(load.join(output, load.SUMMARY_FILE)):
+      raise OptionsError(f"{output} has no {load.SUMMARY_FILE}: it is not the --output of a finished run.")
     previous = check_compare_to(args.compare_to, output)
   except (OptionsError, ValueError) as exc:
     print(f"deconvseg drift: error: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from pipeline import report
+from pipeline.report import load
 from pipeline.options import OptionsError, _absolute, _as_glob, _check_truth, _matching_files
 from transforms.records import STAGE_TRUTH
 from transforms.sinks import atomic_write, join, mask_relpath
@@ -73,12 +74,12 @@ def evaluate(output: str, patterns: List[str]) -> dict:
   except OptionsError as exc:
     raise EvaluateError(str(exc)) from None
   problems = []
-  summary = report._read_summary(output, problems)  # pylint: disable=protected-access
+  summary = load.read_summary(output, problems)
   names = [str(entry.get("name")) for entry in summary.get("classes") or [] if isinstance(entry, dict)]
   if not names:
     raise EvaluateError(f"{output} has no readable summary.json with its classes: it is not the --output "
                         "of a finished deconvseg run")
-  run = report._run_summary(summary)  # pylint: disable=protected-access
+  run = load.run_summary(summary)
   # Files the summary lists outside OUT belong to where the run was written, not to this copy of it.
   run.stats_files = [path for path in run.stats_files if path.startswith(output + "/")]
   run.failure_files = [path for path in run.failure_files if path.startswith(output + "/")]
@@ -86,7 +87,7 @@ def evaluate(output: str, patterns: List[str]) -> dict:
 
   images, failures, keys = [], [], set()
   confusion = np.zeros((len(names), len(names)), np.int64)
-  for row in report._iter_rows(report._stats_files(output, run), problems):  # pylint: disable=protected-access
+  for row in load.iter_rows(load.stats_files(output, run), problems):
     key = str(row.get("key"))
     keys.add(stem(key))
     truth_uri = index.get(stem(key))
@@ -100,7 +101,7 @@ def evaluate(output: str, patterns: List[str]) -> dict:
         continue
       confusion += np.asarray(entry["truth"]["confusion"], np.int64)
     images.append(entry)
-  for row in report._iter_rows(report._failure_files(output, run), problems):  # pylint: disable=protected-access
+  for row in load.iter_rows(load.failure_files(output, run), problems):
     keys.add(stem(str(row.get("key"))))
   scored = sum(1 for entry in images if entry["truth"] is not None)
   document = {

@@ -93,9 +93,9 @@ def test_csv_carries_the_flag_and_the_report_reads_it_back():
                          len(header))
   assert line.endswith(",True,low_confidence: x; band_mean: y")
   row = dict(zip(header, line.split(",")))
-  assert report._record_ood(row) == {"flagged": True, "reasons": ["low_confidence: x", "band_mean: y"]}
+  assert report.load.record_ood(row) == {"flagged": True, "reasons": ["low_confidence: x", "band_mean: y"]}
   assert sinks._csv_line(base, len(header)).endswith(",,")  # a record from before the check
-  assert report._record_ood(dict(zip(header, sinks._csv_line(base, len(header)).split(",")))) is None
+  assert report.load.record_ood(dict(zip(header, sinks._csv_line(base, len(header)).split(",")))) is None
 
 
 def test_default_card_records_what_the_model_was_trained_and_tested_on():
@@ -205,7 +205,7 @@ def test_bench_confusion_counts_each_check_once_per_image():
 
 
 def test_report_says_which_checks_a_card_without_reference_skips():
-  flagged = report._FlaggedImages(report.MAX_FLAGGED_IMAGES)
-  section = report._ood_section(ood.OodRule.from_card({"metrics": {}}).describe(), flagged, [])
+  flagged = report.aggregate.FlaggedImages(report.MAX_FLAGGED_IMAGES)
+  section = report.render.ood_section(ood.OodRule.from_card({"metrics": {}}).describe(), flagged, [])
   assert section.count('class="warn">Check not made: ') == 2
   assert "None" not in section and "Flagged images" not in section

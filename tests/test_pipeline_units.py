@@ -9,7 +9,8 @@ from PIL import Image
 
 from pipeline_helpers import encode, scene, write_mode_images, write_tfrecord
 from transforms.decode import DecodeError, decode_image, to_rgb
-from transforms.read import RecordCorruption, ShardCorruption, glob_root, iter_tfrecords, key_for, sanitize_key
+from transforms.read import (RecordCorruption, ShardCorruption, example_bytes_feature, glob_root, iter_tfrecords,
+                             key_for, sanitize_key)
 from transforms.records import Failure, Tile, redact
 
 MAX = 10_000_000
@@ -128,6 +129,23 @@ def test_tfrecord_reader_skips_a_corrupt_record(tmp_path):
   assert len(results) == 2 and isinstance(results[1][1], ShardCorruption)
   truncated = list(iter_tfrecords(io.BytesIO(bytes(data[:first + 20]))))
   assert isinstance(truncated[-1][1], ShardCorruption)
+
+
+def test_example_bytes_feature_agrees_with_tensorflow(tmp_path):
+  """The TensorFlow-free Example reader (used by the report) returns what example_pb2 parses."""
+  from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "shard.tfrecord")
+  write_tfrecord(path, [("a", b"\x00\x80" * 200), (None, b"x"), ("c", None)])
+  with open(path, "rb") as stream:
+    payloads = [payload for _, payload in iter_tfrecords(stream)]
+  for payload in payloads:
+    features = example_pb2.Example.FromString(payload).features.feature
+    for name in ("image/encoded", "image/key"):
+      if name in features:
+        assert example_bytes_feature(payload, name) == features[name].bytes_list.value[0]
+      else:
+        with pytest.raises(ValueError, match="no bytes feature"):
+          example_bytes_feature(payload, name)
 
 
 class _FakeModel:

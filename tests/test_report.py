@@ -320,12 +320,12 @@ def test_tfrecord_sources_are_read_from_their_shard(tmp_path):
     gzipped.write_bytes(gzip.compress(shard.read_bytes()))
     for path in (shard, gzipped):
         for index in range(3):
-            with Image.open(io.BytesIO(report._read_tfrecord_image(f"{path}#{index}", "image/encoded"))) as image:
+            with Image.open(io.BytesIO(report.gallery.read_tfrecord_image(f"{path}#{index}", "image/encoded"))) as image:
                 assert image.size == (256, 256) and np.asarray(image).std() > 10
     with pytest.raises(ValueError, match="no record 99"):
-        report._read_tfrecord_image(f"{shard}#99", "image/encoded")
+        report.gallery.read_tfrecord_image(f"{shard}#99", "image/encoded")
     with pytest.raises(ValueError, match="no bytes feature 'image/missing'"):
-        report._read_tfrecord_image(f"{shard}#0", "image/missing")
+        report.gallery.read_tfrecord_image(f"{shard}#0", "image/missing")
 
 
 def test_cli_writes_report_where_asked(tmp_path, capsys):

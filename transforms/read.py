@@ -136,6 +136,68 @@ def iter_tfrecords(stream, offsets=None):
     offset += 16 + length
 
 
+def _varint(data, pos):
+  result = shift = 0
+  while True:
+    byte = data[pos]
+    pos += 1
+    result |= (byte & 0x7F) << shift
+    if not byte & 0x80:
+      return result, pos
+    shift += 7
+
+
+def _proto_fields(data):
+  """(field number, wire type, value) of one protobuf message, enough to walk a tf.train.Example."""
+  pos = 0
+  while pos < len(data):
+    tag, pos = _varint(data, pos)
+    field, wire = tag >> 3, tag & 7
+    if wire == 0:
+      value, pos = _varint(data, pos)
+    elif wire == 1:
+      value, pos = data[pos:pos + 8], pos + 8
+    elif wire == 2:
+      length, pos = _varint(data, pos)
+      value, pos = data[pos:pos + length], pos + length
+    elif wire == 5:
+      value, pos = data[pos:pos + 4], pos + 4
+    else:
+      raise ValueError(f"unsupported protobuf wire type {wire}")
+    yield field, wire, value
+
+
+def example_bytes_feature(example: bytes, name: str) -> bytes:
+  """The first bytes value of feature ``name`` (Example.features.feature[name].bytes_list.value[0]).
+
+  A walk of the protobuf wire format for readers outside the pipeline: the
+  report shows a few shard records as thumbnails, and importing TensorFlow
+  (3-5 s) for that would cost more than the rest of the report.
+  ``ReadTFRecordShardFn`` parses with TensorFlow's ``example_pb2``, which it
+  has loaded anyway; tests/test_pipeline_units.py checks that both agree.
+  """
+  for field, wire, features in _proto_fields(memoryview(example)):
+    if (field, wire) != (1, 2):
+      continue
+    for entry_field, entry_wire, entry in _proto_fields(features):
+      if (entry_field, entry_wire) != (1, 2):
+        continue
+      key, feature = None, b""
+      for item_field, _, value in _proto_fields(entry):
+        if item_field == 1:
+          key = bytes(value).decode("utf-8", "replace")
+        elif item_field == 2:
+          feature = value
+      if key != name:
+        continue
+      for kind, kind_wire, values in _proto_fields(feature):
+        if (kind, kind_wire) == (1, 2):  # bytes_list
+          for value_field, _, value in _proto_fields(values):
+            if value_field == 1:
+              return bytes(value)
+  raise ValueError(f"the record has no bytes feature {name!r}")
+
+
 def _feature_text(feature):
   if feature.bytes_list.value:
     return feature.bytes_list.value[0].decode("utf-8", "replace")

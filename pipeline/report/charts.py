@@ -1,0 +1,130 @@
+"""Chart geometry: where each bar, box and cell goes.
+
+Only numbers live here; ``templates/charts.html.j2`` turns them into inline
+SVG (and the confusion matrix into a shaded table), so every label passes
+through the template's escaping. Bars carry their exact value in
+``data-value`` so tests and readers can check the picture against the data.
+"""
+import dataclasses
+
+from pipeline.report.aggregate import FRACTION_BINS, pixels_of
+
+
+@dataclasses.dataclass
+class Bar:
+  info: object      # load.ClassInfo
+  pixels: float
+  share: float      # of all pixels
+  y: int            # top of the row
+  length: float     # bar length in px
+
+
+@dataclasses.dataclass
+class BarChart:
+  """Horizontal bars of total pixels per class."""
+
+  bars: list
+  width: int = 900
+  label_width: int = 150
+  row: int = 30
+
+  @property
+  def height(self):
+    return self.row * len(self.bars) + 10
+
+
+def bar_chart(classes, totals):
+  chart = BarChart([])
+  plot_width = chart.width - chart.label_width - 190  # 190 px right of the longest bar for its label
+  largest = max([pixels_of(totals, info.name) for info in classes] + [0.0])
+  all_pixels = sum(pixels_of(totals, info.name) for info in classes)
+  for index, info in enumerate(classes):
+    pixels = pixels_of(totals, info.name)
+    chart.bars.append(Bar(info, pixels, pixels / all_pixels if all_pixels else 0.0, 5 + index * chart.row,
+                          plot_width * pixels / largest if largest else 0.0))
+  return chart
+
+
+@dataclasses.dataclass
+class Box:
+  """One class's row: histogram bins (x, height) and a box plot (quartiles, whiskers = min/max, mean dot)."""
+
+  info: object
+  y: int
+  middle: float
+  distribution: object = None  # aggregate.FractionDistribution, None when the class has no images
+  bins: list = dataclasses.field(default_factory=list)  # (x, top, height)
+  q1: float = 0.0
+  median: float = 0.0
+  q3: float = 0.0
+
+
+@dataclasses.dataclass
+class DistributionChart:
+  """Per class: histogram of per-image fractions as a density strip, with a box plot on top."""
+
+  boxes: list
+  width: int = 900
+  label_width: int = 150
+  right: int = 150
+  row: int = 44
+  top: int = 24
+
+  @property
+  def plot_width(self):
+    return self.width - self.label_width - self.right
+
+  @property
+  def height(self):
+    return self.top + self.row * len(self.boxes) + 24
+
+  @property
+  def bin_width(self):
+    return self.plot_width / FRACTION_BINS
+
+  def x(self, fraction):
+    return self.label_width + self.plot_width * fraction
+
+  def ticks(self):
+    """(x, percent) of the vertical grid lines."""
+    return [(self.x(tick / 100), tick) for tick in range(0, 101, 10)]
+
+
+def distribution_chart(classes, distributions):
+  chart = DistributionChart([])
+  for index, info in enumerate(classes):
+    y = chart.top + index * chart.row
+    box = Box(info, y, y + chart.row / 2)
+    chart.boxes.append(box)
+    distribution = distributions.get(info.name)
+    if distribution is None or not distribution.n:
+      continue
+    box.distribution = distribution
+    peak = max(distribution.counts)
+    for bin_index, count in enumerate(distribution.counts):
+      if count:
+        height = (chart.row - 8) * count / peak
+        box.bins.append((chart.label_width + bin_index * chart.bin_width, y + chart.row - 4 - height, height))
+    box.q1, box.median, box.q3 = (distribution.quantile(q) for q in (0.25, 0.5, 0.75))
+  return chart
+
+
+@dataclasses.dataclass
+class HeatmapRow:
+  name: str
+  total: float
+  cells: list  # (count, share of the row, text colour, on the diagonal)
+
+
+def confusion_rows(confusion, classes):
+  """Rows = truth, columns = predicted; each cell shaded by its share of the row."""
+  names = [info.name for info in classes]
+  rows = []
+  for index, counts in enumerate(confusion):
+    total = sum(counts)
+    cells = []
+    for column, count in enumerate(counts):
+      share = count / total if total else 0.0
+      cells.append((count, share, "#fff" if share > 0.55 else "#222", column == index))
+    rows.append(HeatmapRow(names[index] if index < len(names) else str(index), total, cells))
+  return rows
