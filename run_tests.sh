@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/bootstrap.sh test
+# One style (ruff.toml): formatting and lint, before anything slow.
+"$PYTHON" -m ruff format --check --quiet . || { echo "run_tests.sh: formatting differs; run: $PYTHON -m ruff format ." >&2; exit 1; }
+"$PYTHON" -m ruff check --quiet .
 # Layering: pipeline -> transforms -> model, never back (contract in .importlinter).
 "$PYTHON" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(config_filename='.importlinter', no_cache=True, no_logo=True))"
 exec "$PYTHON" -m pytest "$@"

@@ -5,59 +5,62 @@ CI. Exact versions live in ``requirements.lock``; the ranges here only say
 what the code is written against, so that ``pip install -c requirements.lock``
 decides.
 """
+
 import setuptools
 
 REQUIRED = [
-    "apache-beam[gcp]>=2.77,<2.78",
-    "tensorflow-cpu>=2.21,<2.22",
-    "numpy>=1.26",
-    "pillow>=10",
-    # Multi-band and 16-bit TIFF (Pillow reads at most 4 bands of 8 bits).
-    "tifffile>=2024.8",
-    "google-cloud-storage>=2.18",
-    # The run report's HTML templates (pipeline/report/templates), autoescaped.
-    "jinja2>=3.1",
+  "apache-beam[gcp]>=2.77,<2.78",
+  "tensorflow-cpu>=2.21,<2.22",
+  "numpy>=1.26",
+  "pillow>=10",
+  # Multi-band and 16-bit TIFF (Pillow reads at most 4 bands of 8 bits).
+  "tifffile>=2024.8",
+  "google-cloud-storage>=2.18",
+  # The run report's HTML templates (pipeline/report/templates), autoescaped.
+  "jinja2>=3.1",
 ]
 
 EXTRAS = {
-    # Dataset generation uses scikit-image's bundled public-domain textures;
-    # python -m model.ablation draws its figures with matplotlib.
-    "train": ["scikit-image>=0.24", "matplotlib>=3.9"],
-    "test": [
-        "pytest>=8",
-        "pytest-timeout>=2.3",
-        "gcp-storage-emulator>=2024.8",
-        "scikit-image>=0.24",
-        "matplotlib>=3.9",
-        "dask[distributed]>=2024.4.2",
-        # The test command's style and layering checks (run_tests.sh).
-        "ruff>=0.17",
-        "import-linter>=2.16",
-    ],
-    # Run on a Dask cluster (--runner=DaskRunner): Beam's dask extra.
-    "dask": ["dask[distributed]>=2024.4.2"],
-    # GPU workers: the CUDA build of the same TensorFlow release (see deploy/).
-    "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+  # Dataset generation uses scikit-image's bundled public-domain textures;
+  # python -m model.ablation draws its figures with matplotlib.
+  "train": ["scikit-image>=0.24", "matplotlib>=3.9"],
+  "test": [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "gcp-storage-emulator>=2024.8",
+    "scikit-image>=0.24",
+    "matplotlib>=3.9",
+    "dask[distributed]>=2024.4.2",
+    # The test command's style and layering checks (run_tests.sh).
+    "ruff>=0.17",
+    "import-linter>=2.16",
+  ],
+  # Run on a Dask cluster (--runner=DaskRunner): Beam's dask extra.
+  "dask": ["dask[distributed]>=2024.4.2"],
+  # GPU workers: the CUDA build of the same TensorFlow release (see deploy/).
+  "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
 }
 
 setuptools.setup(
-    name="deconvseg",
-    version="0.1.0",
-    description="Batch image segmentation with a bilinear-initialised deconvolution FCN on Apache Beam",
-    python_requires=">=3.10",
-    license="Apache-2.0",
-    # The bundled model's folders hold data, not code; naming them as (namespace) packages
-    # ships their files and silences setuptools' "package would be ignored" warnings.
-    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "model", "model.*"])
-    + ["model.default", "model.default.saved_model", "model.default.saved_model.variables"],
-    include_package_data=True,
-    package_data={
-        "pipeline.report": ["templates/*.j2"],
-        "model.default": ["card.json"],
-        "model.default.saved_model": ["*.pb"],
-        "model.default.saved_model.variables": ["variables.*"],
-    },
-    install_requires=REQUIRED,
-    extras_require=EXTRAS,
-    entry_points={"console_scripts": ["deconvseg-run=pipeline.run:main"]},
+  name="deconvseg",
+  version="0.1.0",
+  description="Batch image segmentation with a bilinear-initialised deconvolution FCN on Apache Beam",
+  python_requires=">=3.10",
+  license="Apache-2.0",
+  # The bundled model's folders hold data, not code; naming them as (namespace) packages
+  # ships their files and silences setuptools' "package would be ignored" warnings.
+  packages=setuptools.find_packages(
+    include=["pipeline", "pipeline.*", "transforms", "transforms.*", "model", "model.*"]
+  )
+  + ["model.default", "model.default.saved_model", "model.default.saved_model.variables"],
+  include_package_data=True,
+  package_data={
+    "pipeline.report": ["templates/*.j2"],
+    "model.default": ["card.json"],
+    "model.default.saved_model": ["*.pb"],
+    "model.default.saved_model.variables": ["variables.*"],
+  },
+  install_requires=REQUIRED,
+  extras_require=EXTRAS,
+  entry_points={"console_scripts": ["deconvseg-run=pipeline.run:main"]},
 )

@@ -12,6 +12,7 @@ Ratios are baseline wall time / pipeline wall time: above 1 the pipeline is
 faster. ``--repeats`` runs every program that many times, interleaved, and
 keeps each one's best, so a load spike on a shared machine hurts all alike.
 """
+
 import argparse
 import json
 import os
@@ -32,13 +33,29 @@ def _peak(watched):
 
 
 def _pipeline(images_dir, output):
-  watched = run_watched([sys.executable, "-m", "pipeline.run", "--input", os.path.join(images_dir, "*.png"),
-                         "--output", output, "--model", DEFAULT_MODEL], env=_env(), cwd=REPO)
+  watched = run_watched(
+    [
+      sys.executable,
+      "-m",
+      "pipeline.run",
+      "--input",
+      os.path.join(images_dir, "*.png"),
+      "--output",
+      output,
+      "--model",
+      DEFAULT_MODEL,
+    ],
+    env=_env(),
+    cwd=REPO,
+  )
   if watched["returncode"] != 0:
     raise RuntimeError(f"pipeline failed: {watched['stderr_tail']}")
   window = re.search(r"Time: ([\d.]+) s", watched["stdout"])
-  return {"wall_s": watched["wall_s"], "time_window_s": float(window.group(1)) if window else None,
-          "peak_rss_mb": _peak(watched)}
+  return {
+    "wall_s": watched["wall_s"],
+    "time_window_s": float(window.group(1)) if window else None,
+    "peak_rss_mb": _peak(watched),
+  }
 
 
 def _mode(mode, images_dir, output):
@@ -58,9 +75,11 @@ def measure(counts, workdir, repeats):
     loads = []
     for attempt in range(repeats):
       loads.append(load_average()[0])
-      for name, run in (("pipeline", lambda out: _pipeline(images_dir, out)),
-                        ("loop", lambda out: _mode("loop", images_dir, out)),
-                        ("tfdata", lambda out: _mode("tfdata", images_dir, out))):
+      for name, run in (
+        ("pipeline", lambda out: _pipeline(images_dir, out)),
+        ("loop", lambda out: _mode("loop", images_dir, out)),
+        ("tfdata", lambda out: _mode("tfdata", images_dir, out)),
+      ):
         result = run(os.path.join(workdir, f"out-{name}-{count}-{attempt}"))
         if name not in best or result["wall_s"] < best[name]["wall_s"]:
           best[name] = result
@@ -74,14 +93,19 @@ def measure(counts, workdir, repeats):
 
 
 def markdown(rows, command):
-  lines = [f"`{command}` on {time.strftime('%Y-%m-%d')} (best of the repeats; wall time includes process start)", "",
-           "| images of 512² | pipeline wall s (`Time:` window) | careful loop wall s | tf.data wall s | "
-           "pipeline vs loop | pipeline vs tf.data | load avg |",
-           "|---:|---:|---:|---:|---:|---:|---|"]
+  lines = [
+    f"`{command}` on {time.strftime('%Y-%m-%d')} (best of the repeats; wall time includes process start)",
+    "",
+    "| images of 512² | pipeline wall s (`Time:` window) | careful loop wall s | tf.data wall s | "
+    "pipeline vs loop | pipeline vs tf.data | load avg |",
+    "|---:|---:|---:|---:|---:|---:|---|",
+  ]
   for row in rows:
-    lines.append(f"| {row['images']:,} | {row['pipeline']['wall_s']:.1f} ({row['pipeline']['time_window_s']:.1f}) | "
-                 f"{row['loop']['wall_s']:.1f} | {row['tfdata']['wall_s']:.1f} | {row['pipeline_vs_loop']:.2f}× | "
-                 f"{row['pipeline_vs_tfdata']:.2f}× | {row['load'][0]:.1f}-{row['load'][1]:.1f} |")
+    lines.append(
+      f"| {row['images']:,} | {row['pipeline']['wall_s']:.1f} ({row['pipeline']['time_window_s']:.1f}) | "
+      f"{row['loop']['wall_s']:.1f} | {row['tfdata']['wall_s']:.1f} | {row['pipeline_vs_loop']:.2f}× | "
+      f"{row['pipeline_vs_tfdata']:.2f}× | {row['load'][0]:.1f}-{row['load'][1]:.1f} |"
+    )
   return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ answers give each cell's pixel agreement with the exported model on CPU,
 so a fast cell that computes something else shows up. Weights do not change speed; they make the
 agreement check possible.
 """
+
 import argparse
 import json
 import os
@@ -43,12 +44,18 @@ def prepare(args):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
   from model.fcn import build_fcn  # pylint: disable=import-outside-toplevel
+
   card = _card(args.model)
   arch = card["architecture"]
   loaded = tf.saved_model.load(os.path.join(args.model, "saved_model"))
   saved = {v.name.split(":")[0]: v for v in loaded.signatures["serving_default"].variables}
-  network = build_fcn(len(card["classes"]), variant=arch["variant"], encoder=arch["encoder"],
-                      channels=card["input"]["channels"], normalization=card["input"]["normalization"])
+  network = build_fcn(
+    len(card["classes"]),
+    variant=arch["variant"],
+    encoder=arch["encoder"],
+    channels=card["input"]["channels"],
+    normalization=card["input"]["normalization"],
+  )
   missing = [weight.path for weight in network.weights if weight.path not in saved]
   if missing:
     raise SystemExit(f"the SavedModel lacks {len(missing)} of the network's weights, e.g. {missing[0]}")
@@ -66,9 +73,15 @@ def _segmenter(keras, card, weights, jit_compile, reduce_on_device=True):
   from keras import ops  # pylint: disable=import-outside-toplevel
 
   from model.fcn import build_fcn  # pylint: disable=import-outside-toplevel
+
   arch = card["architecture"]
-  network = build_fcn(len(card["classes"]), variant=arch["variant"], encoder=arch["encoder"],
-                      channels=card["input"]["channels"], normalization=card["input"]["normalization"])
+  network = build_fcn(
+    len(card["classes"]),
+    variant=arch["variant"],
+    encoder=arch["encoder"],
+    channels=card["input"]["channels"],
+    normalization=card["input"]["normalization"],
+  )
   network.set_weights(weights)
 
   class Segmenter(keras.Model):
@@ -119,6 +132,7 @@ def _resident_runner(keras, model, batch):
   backend = keras.backend.backend()
   if backend == "jax":
     import jax  # pylint: disable=import-outside-toplevel
+
     step = jax.jit(lambda trainable, fixed, x: model.stateless_call(trainable, fixed, x)[0])
     trainable = [variable.value for variable in model.trainable_variables]
     fixed = [variable.value for variable in model.non_trainable_variables]
@@ -131,8 +145,10 @@ def _resident_runner(keras, model, batch):
         outputs = model(images)
       torch.cuda.synchronize()
       return outputs
+
     return run
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   step = tf.function(lambda x: [tf.reduce_sum(tf.cast(output, tf.float32)) for output in model(x)])
   return lambda: [total.numpy() for total in step(images)]
 
@@ -152,11 +168,14 @@ def _device_name(backend):
   try:
     if backend == "torch":
       import torch  # pylint: disable=import-outside-toplevel
+
       return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     if backend == "jax":
       import jax  # pylint: disable=import-outside-toplevel
+
       return str(jax.devices()[0].device_kind)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
     gpus = tf.config.list_physical_devices("GPU")
     return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "cpu"
   except Exception as error:  # pylint: disable=broad-except
@@ -166,9 +185,11 @@ def _device_name(backend):
 def measure(args):
   """Every precision x size x batch cell; a failing cell is recorded with its error, the rest still run."""
   import keras  # pylint: disable=import-outside-toplevel
+
   backend = keras.backend.backend()
   if backend == "tensorflow":
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
     for gpu in tf.config.list_physical_devices("GPU"):
       tf.config.experimental.set_memory_growth(gpu, True)
   card = _card(args.inputs)
@@ -194,9 +215,13 @@ def measure(args):
         batch = rng.integers(0, np.iinfo(dtype).max, (batch_size, size, size, channels), dtype=dtype)
         try:
           compile_s, images, seconds = _time_cell(model, batch, args.min_seconds, args.min_batches)
-          cell.update(compile_s=round(compile_s, 2), images=images, seconds=round(seconds, 3),
-                      images_per_s=round(images / seconds, 1),
-                      megapixels_per_s=round(images * size * size / seconds / 1e6, 1))
+          cell.update(
+            compile_s=round(compile_s, 2),
+            images=images,
+            seconds=round(seconds, 3),
+            images_per_s=round(images / seconds, 1),
+            megapixels_per_s=round(images * size * size / seconds / 1e6, 1),
+          )
           if args.resident:
             rate = _time_resident(_resident_runner(keras, model, batch), args.min_seconds, args.min_batches, batch_size)
             cell["resident_images_per_s"] = round(rate, 1)
@@ -206,11 +231,20 @@ def measure(args):
         cells.append(cell)
   keras.config.set_dtype_policy("float32")
   result = {
-      "meta": {"backend": backend, "keras": keras.__version__, "device": _device_name(backend),
-               "jit_compile": args.jit_compile, "fetch_confidence_map": args.fetch_confidence_map, "model": card.get("name"), "architecture": card["architecture"],
-               "python": platform.python_version(), "host": platform.node(),
-               "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python -m bench.gpu_ceiling", *sys.argv[1:]])},
-      "cells": cells,
+    "meta": {
+      "backend": backend,
+      "keras": keras.__version__,
+      "device": _device_name(backend),
+      "jit_compile": args.jit_compile,
+      "fetch_confidence_map": args.fetch_confidence_map,
+      "model": card.get("name"),
+      "architecture": card["architecture"],
+      "python": platform.python_version(),
+      "host": platform.node(),
+      "date": time.strftime("%Y-%m-%d"),
+      "command": " ".join(["python -m bench.gpu_ceiling", *sys.argv[1:]]),
+    },
+    "cells": cells,
   }
   with open(args.out, "w") as handle:
     json.dump(result, handle, indent=2)
@@ -222,20 +256,28 @@ def _markdown(runs):
   for run in runs:
     meta = run["meta"]
     fetched = "uint8 ids + float32 confidence map" if meta.get("fetch_confidence_map") else "uint8 ids + per-class sums"
-    lines += [f"### {meta['device']}, Keras {meta['keras']} on {meta['backend']} (jit_compile={meta['jit_compile']}); "
-              f"fetched: {fetched}",
-              "", f"`{meta['command']}` on {meta['date']}", "",
-              "| precision | size | batch | images/s | megapixels/s | images/s, batch resident on device |"
-              " first call (s) | pixels agreeing with CPU SavedModel |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+      f"### {meta['device']}, Keras {meta['keras']} on {meta['backend']} (jit_compile={meta['jit_compile']}); "
+      f"fetched: {fetched}",
+      "",
+      f"`{meta['command']}` on {meta['date']}",
+      "",
+      "| precision | size | batch | images/s | megapixels/s | images/s, batch resident on device |"
+      " first call (s) | pixels agreeing with CPU SavedModel |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for cell in run["cells"]:
       if "error" in cell:
-        lines.append(f"| {cell['precision']} | {cell.get('size', '')} | {cell.get('batch', '')} | failed: "
-                     f"{cell['error'].splitlines()[0][:120]} | | | | |")
+        lines.append(
+          f"| {cell['precision']} | {cell.get('size', '')} | {cell.get('batch', '')} | failed: "
+          f"{cell['error'].splitlines()[0][:120]} | | | | |"
+        )
       else:
-        lines.append(f"| {cell['precision']} | {cell['size']}² | {cell['batch']} | {cell['images_per_s']:,} | "
-                     f"{cell['megapixels_per_s']:,} | {cell.get('resident_images_per_s', '—')} | {cell['compile_s']} | "
-                     f"{cell['agreement']:.4f} |")
+        lines.append(
+          f"| {cell['precision']} | {cell['size']}² | {cell['batch']} | {cell['images_per_s']:,} | "
+          f"{cell['megapixels_per_s']:,} | {cell.get('resident_images_per_s', '—')} | {cell['compile_s']} | "
+          f"{cell['agreement']:.4f} |"
+        )
     lines.append("")
   return "\n".join(lines)
 
@@ -254,7 +296,7 @@ def table(args):
       document = handle.read()
     begin, end = "<!-- gpu-ceiling:begin -->", "<!-- gpu-ceiling:end -->"
     if begin in document and end in document:
-      text = document[:document.index(begin) + len(begin)] + "\n" + text + document[document.index(end):]
+      text = document[: document.index(begin) + len(begin)] + "\n" + text + document[document.index(end) :]
   with open(args.out, "w") as handle:
     handle.write(text)
   print(text)
@@ -288,10 +330,14 @@ def main(argv=None):
   m.add_argument("--min_seconds", type=float, default=2.0)
   m.add_argument("--min_batches", type=int, default=5)
   m.add_argument("--jit_compile", default="auto", choices=["auto", "true", "false"])
-  m.add_argument("--fetch_confidence_map", action="store_true",
-                 help="fetch the float32 confidence map (the raw contract) instead of per-class sums (the pipeline)")
-  m.add_argument("--resident", action="store_true",
-                 help="also time the step with the batch on the device and no outputs fetched")
+  m.add_argument(
+    "--fetch_confidence_map",
+    action="store_true",
+    help="fetch the float32 confidence map (the raw contract) instead of per-class sums (the pipeline)",
+  )
+  m.add_argument(
+    "--resident", action="store_true", help="also time the step with the batch on the device and no outputs fetched"
+  )
   m.set_defaults(run=measure)
   t = commands.add_parser("table", help="merge measured runs into PERFORMANCE_GPU.json and a Markdown table")
   t.add_argument("cells", nargs="+")

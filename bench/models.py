@@ -7,6 +7,7 @@ card), and both also exist as ``.keras`` files for the modes that need Keras
 path) because the training checkpoint is not part of the repository; its
 masks are checked against the SavedModel's. Weights do not matter for speed.
 """
+
 import json
 import os
 
@@ -39,6 +40,7 @@ def default_keras(out_path: str, model_dir: str = DEFAULT_MODEL) -> str:
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
   from model.fcn import build_fcn  # pylint: disable=import-outside-toplevel
+
   card = _card(model_dir)
   arch = card["architecture"]
   loaded = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
@@ -67,12 +69,19 @@ def vgg16_models(folder: str, num_classes: int = 5):
     return model_dir, keras_path
   from model.export import export  # pylint: disable=import-outside-toplevel
   from model.fcn import build_fcn  # pylint: disable=import-outside-toplevel
+
   os.makedirs(folder, exist_ok=True)
   model = build_fcn(num_classes, variant="fcn8s", encoder="vgg16")
   model.save(keras_path)
   run_json = os.path.join(folder, "vgg16_run.json")
   with open(run_json, "w") as handle:
-    json.dump({"settings": {"variant": "fcn8s", "encoder": "vgg16"}, "dataset": {"name": "untrained"},
-               "classes": [{"id": i, "name": f"class_{i}"} for i in range(num_classes)]}, handle)
+    json.dump(
+      {
+        "settings": {"variant": "fcn8s", "encoder": "vgg16"},
+        "dataset": {"name": "untrained"},
+        "classes": [{"id": i, "name": f"class_{i}"} for i in range(num_classes)],
+      },
+      handle,
+    )
   export(keras_path, model_dir, name="bench-fcn8s-vgg16", version="0.0.0", run_json=run_json)
   return model_dir, keras_path

@@ -18,6 +18,7 @@ measurement keeps peak-RSS figures and TensorFlow thread settings separate.
   read + decode, batches of 16, ``serving_default``, per-image bincount and
   ``encode_png`` in the graph, files written with ``tf.io.write_file``.
 """
+
 import json
 import os
 import sys
@@ -38,12 +39,13 @@ def _batches(arrays, batch_size):
   batches = []
   for group in by_shape.values():
     for start in range(0, len(group), batch_size):
-      batches.append(np.stack(group[start:start + batch_size]))
+      batches.append(np.stack(group[start : start + batch_size]))
   return batches
 
 
 def _configure_threads(args):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   if args.get("intra_op_threads"):
     tf.config.threading.set_intra_op_parallelism_threads(int(args["intra_op_threads"]))
   if args.get("inter_op_threads"):
@@ -66,6 +68,7 @@ def _timed_loop(module, batches):
 def ceiling(args):
   """Best batch size first (a short sweep), then the whole set at that batch size."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   tf = _configure_threads(args)
   started = time.perf_counter()
   module = tf.saved_model.load(os.path.join(args["model"], "saved_model"))
@@ -75,7 +78,7 @@ def ceiling(args):
   sizes = [int(b) for b in args.get("batch_sizes", [args.get("batch_size", 8)])]
   sweep = {}
   if len(sizes) > 1:
-    sample = arrays[:int(args.get("sweep_images", 32))]
+    sample = arrays[: int(args.get("sweep_images", 32))]
     for batch_size in sizes:
       batches = _batches(sample, batch_size)
       module.segment(batches[0])  # warm-up at this shape
@@ -87,14 +90,21 @@ def ceiling(args):
   module.segment(batches[0][:1])  # warm-up: first call initialises kernels
   module.segment(batches[0])
   images, pixels, work_s = _timed_loop(module, batches)
-  return {"images": images, "pixels": pixels, "work_s": work_s, "load_s": load_s, "batch_size": best,
-          "batch_sweep_images_per_s": sweep}
+  return {
+    "images": images,
+    "pixels": pixels,
+    "work_s": work_s,
+    "load_s": load_s,
+    "batch_size": best,
+    "batch_sweep_images_per_s": sweep,
+  }
 
 
 def xla(args):
   import keras  # pylint: disable=import-outside-toplevel
 
   import model.layers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
   tf = _configure_threads(args)
   network = keras.models.load_model(args["keras"], compile=False)
 
@@ -123,6 +133,7 @@ def naive(args):
   from PIL import Image  # pylint: disable=import-outside-toplevel
 
   import model.layers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
   started = time.perf_counter()
   network = keras.models.load_model(args["keras"], compile=False)
   load_s = time.perf_counter() - started
@@ -145,8 +156,10 @@ def _stock_handler(args):
   """Beam's TFModelHandlerNumpy if tensorflow_hub imports, else the same behaviour without it."""
   try:
     from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy  # pylint: disable=import-outside-toplevel
-    return TFModelHandlerNumpy(args["keras"], min_batch_size=1, max_batch_size=int(args.get("batch_size", 8))), \
-        "TFModelHandlerNumpy"
+
+    return TFModelHandlerNumpy(
+      args["keras"], min_batch_size=1, max_batch_size=int(args.get("batch_size", 8))
+    ), "TFModelHandlerNumpy"
   except ImportError as exc:
     if args.get("require_stock"):
       raise
@@ -158,6 +171,7 @@ def _stock_handler(args):
 
       def load_model(self):
         import keras  # pylint: disable=import-outside-toplevel
+
         return keras.models.load_model(args["keras"])
 
       def run_inference(self, batch, model, inference_args=None):
@@ -176,6 +190,7 @@ def stock(args):
   from PIL import Image  # pylint: disable=import-outside-toplevel
 
   import model.layers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
   size = int(args.get("size", 512))
   folder, output = args["images"], args["output"]
   names = _images(folder, args.get("limit"))
@@ -202,13 +217,15 @@ def stock(args):
   started = time.perf_counter()
   options = PipelineOptions(["--runner=FnApiRunner"])
   with beam.Pipeline(options=options) as pipeline:
-    _ = (pipeline
-         | "Names" >> beam.Create(names)
-         | "Reshuffle" >> beam.Reshuffle()
-         | "DecodeResize" >> beam.Map(preprocess)
-         | "RunInference" >> RunInference(KeyedModelHandler(handler))
-         | "ArgmaxResizeWrite" >> beam.Map(write)
-         | "Stats" >> beam.io.WriteToText(os.path.join(output, "stats"), file_name_suffix=".jsonl"))
+    _ = (
+      pipeline
+      | "Names" >> beam.Create(names)
+      | "Reshuffle" >> beam.Reshuffle()
+      | "DecodeResize" >> beam.Map(preprocess)
+      | "RunInference" >> RunInference(KeyedModelHandler(handler))
+      | "ArgmaxResizeWrite" >> beam.Map(write)
+      | "Stats" >> beam.io.WriteToText(os.path.join(output, "stats"), file_name_suffix=".jsonl")
+    )
   work_s = time.perf_counter() - started
   pixels = sum(int(np.prod(Image.open(os.path.join(folder, n)).size)) for n in names)
   return {"images": len(names), "pixels": pixels, "work_s": work_s, "handler": handler_name, "size": size}
@@ -222,6 +239,7 @@ def _card_classes(model_dir):
 def loop(args):
   """Per image: decode, serving_default (batch 1), palette PNG + counts; the model loaded once."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   tf = _configure_threads(args)
   started = time.perf_counter()
   serve = tf.saved_model.load(os.path.join(args["model"], "saved_model")).signatures["serving_default"]
@@ -266,8 +284,12 @@ def tfdata(args):
     counts = tf.math.bincount(tf.cast(tf.reshape(class_ids, [-1]), tf.int32), minlength=num_classes)
     return name, tf.io.encode_png(class_ids[..., None]), counts
 
-  dataset = (tf.data.Dataset.from_tensor_slices(paths).map(decode, num_parallel_calls=autotune)
-             .batch(int(args.get("batch_size", 16))).prefetch(autotune))
+  dataset = (
+    tf.data.Dataset.from_tensor_slices(paths)
+    .map(decode, num_parallel_calls=autotune)
+    .batch(int(args.get("batch_size", 16)))
+    .prefetch(autotune)
+  )
   images = pixels = 0
   started = time.perf_counter()
   with open(os.path.join(args["output"], "stats.jsonl"), "w") as stats:

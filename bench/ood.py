@@ -18,6 +18,7 @@ precision and recall of "flagged" as a detector of photographs. Nothing is
 downloaded; scikit-image's mosaic source textures (brick, grass, gravel) are
 left out of ``photos`` because the model was trained on them.
 """
+
 import argparse
 import collections
 import json
@@ -33,14 +34,29 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, "samples", "images")
 DEFAULT_MODEL = os.path.join(REPO, "model", "default")
 # Photographs bundled in scikit-image 0.26's wheel (no pooch download).
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "text",
-          "hubble_deep_field", "retina", "cell", "clock", "logo")
+PHOTOS = (
+  "astronaut",
+  "coffee",
+  "chelsea",
+  "rocket",
+  "camera",
+  "coins",
+  "moon",
+  "page",
+  "text",
+  "hubble_deep_field",
+  "retina",
+  "cell",
+  "clock",
+  "logo",
+)
 SETS = ("mosaics", "samples", "photos")
 
 
 def photographs():
   """(name, RGB uint8 array) of every bundled photograph; scikit-learn's two when it is installed."""
   import skimage.data  # pylint: disable=import-outside-toplevel
+
   for name in PHOTOS:
     image = np.asarray(getattr(skimage.data, name)())
     if image.ndim == 2:
@@ -58,6 +74,7 @@ def photographs():
 def build_sets(work, mosaics=100, size=512):
   """Writes WORK/inputs/{mosaics,samples,photos}/ and returns the inputs root."""
   from model.make_dataset import make_dataset  # pylint: disable=import-outside-toplevel
+
   root = os.path.join(work, "inputs")
   shutil.rmtree(root, ignore_errors=True)
   generated = os.path.join(work, "mosaic_seed3")
@@ -73,8 +90,7 @@ def build_sets(work, mosaics=100, size=512):
 
 def confusion(records):
   """{set: {"images", "flagged", "reasons": {check: images}}} from stats records keyed <set>/<file>."""
-  table = {name: {"images": 0, "flagged": 0, "reasons": collections.Counter(), "flagged_keys": []}
-           for name in SETS}
+  table = {name: {"images": 0, "flagged": 0, "reasons": collections.Counter(), "flagged_keys": []} for name in SETS}
   for record in records:
     entry = table[record["key"].split("/", 1)[0]]
     entry["images"] += 1
@@ -86,15 +102,18 @@ def confusion(records):
   false_positives = sum(entry["flagged"] for entry in in_dist)
   flagged = photos["flagged"] + false_positives
   return {
-      "sets": {name: dict(entry, reasons=dict(entry["reasons"]), flagged_keys=sorted(entry["flagged_keys"]))
-               for name, entry in table.items()},
-      "precision": photos["flagged"] / flagged if flagged else None,
-      "recall": photos["flagged"] / photos["images"] if photos["images"] else None,
+    "sets": {
+      name: dict(entry, reasons=dict(entry["reasons"]), flagged_keys=sorted(entry["flagged_keys"]))
+      for name, entry in table.items()
+    },
+    "precision": photos["flagged"] / flagged if flagged else None,
+    "recall": photos["flagged"] / photos["images"] if photos["images"] else None,
   }
 
 
 def run_pipeline(root, out, model=DEFAULT_MODEL):
   from pipeline.run import run  # pylint: disable=import-outside-toplevel
+
   run([f"--input={root}/*/*", f"--output={out}", f"--model={model}"]).wait_until_finish()
   with open(os.path.join(out, "stats", "stats.jsonl")) as handle:
     records = [json.loads(line) for line in handle if line.strip()]
@@ -107,15 +126,18 @@ def format_table(result, summary):
   for name, entry in result["sets"].items():
     reasons = ", ".join(f"{check} {count}" for check, count in sorted(entry["reasons"].items())) or "-"
     lines.append(f"{name:<10}{entry['images']:>8}{entry['flagged']:>9}  {reasons}")
-  not_flagged = [key for key in (f"photos/{n}.png" for n in PHOTOS)
-                 if key not in result["sets"]["photos"]["flagged_keys"]]
+  not_flagged = [
+    key for key in (f"photos/{n}.png" for n in PHOTOS) if key not in result["sets"]["photos"]["flagged_keys"]
+  ]
   lines.append(f"precision {result['precision']:.3f}, recall {result['recall']:.3f} (flagged as a detector of photos)")
   lines.append(f"photos not flagged: {', '.join(not_flagged) or 'none'}")
   wrongly = result["sets"]["mosaics"]["flagged_keys"] + result["sets"]["samples"]["flagged_keys"]
   lines.append(f"in-distribution images flagged: {', '.join(wrongly) or 'none'}")
   rule = summary["ood"]
-  lines.append(f"rule: min_confidence {rule['min_confidence']}, outside_limit {rule['outside_limit']}, "
-               f"band range {rule['band_p01']}..{rule['band_p99']}")
+  lines.append(
+    f"rule: min_confidence {rule['min_confidence']}, outside_limit {rule['outside_limit']}, "
+    f"band range {rule['band_p01']}..{rule['band_p99']}"
+  )
   return "\n".join(lines)
 
 

@@ -34,6 +34,7 @@ Where the numbers come from
   cloud.google.com/storage/pricing; not re-checked from this offline machine),
   each overridable with a flag.
 """
+
 import argparse
 import json
 import math
@@ -46,47 +47,91 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PERFORMANCE_JSON = os.path.join(REPO, "docs", "PERFORMANCE.json")
 PERFORMANCE_GPU_JSON = os.path.join(REPO, "docs", "PERFORMANCE_GPU.json")
 
-PRICE_SOURCE = ("USD, us-central1 list prices as published in 2024: cloud.google.com/dataflow/pricing (batch "
-                "vCPU, memory, disk, Dataflow Shuffle, GPUs) and cloud.google.com/storage/pricing (Standard); "
-                "not re-checked from this offline machine")
+PRICE_SOURCE = (
+  "USD, us-central1 list prices as published in 2024: cloud.google.com/dataflow/pricing (batch "
+  "vCPU, memory, disk, Dataflow Shuffle, GPUs) and cloud.google.com/storage/pricing (Standard); "
+  "not re-checked from this offline machine"
+)
 PRICES = {
-    "vcpu_hour": 0.056,           # Dataflow batch worker vCPU per hour
-    "gb_hour": 0.003557,          # Dataflow batch worker memory per GB-hour
-    "pd_gb_hour": 0.000054,       # standard persistent disk per GB-hour
-    "shuffle_gb": 0.011,          # Dataflow Shuffle (batch), per GB processed, before volume discounts
-    "storage_gb_month": 0.020,    # Cloud Storage Standard, per GB-month
-    "class_a_per_1000": 0.005,    # Cloud Storage object writes (each mask: write + rename = 2)
-    "class_b_per_1000": 0.0004,   # Cloud Storage object reads
+  "vcpu_hour": 0.056,  # Dataflow batch worker vCPU per hour
+  "gb_hour": 0.003557,  # Dataflow batch worker memory per GB-hour
+  "pd_gb_hour": 0.000054,  # standard persistent disk per GB-hour
+  "shuffle_gb": 0.011,  # Dataflow Shuffle (batch), per GB processed, before volume discounts
+  "storage_gb_month": 0.020,  # Cloud Storage Standard, per GB-month
+  "class_a_per_1000": 0.005,  # Cloud Storage object writes (each mask: write + rename = 2)
+  "class_b_per_1000": 0.0004,  # Cloud Storage object reads
 }
 GPU_HOUR = {"nvidia-tesla-t4": 0.35, "nvidia-l4": 0.56, "nvidia-tesla-a100": 2.93, "nvidia-a100-80gb": 3.93}
 # Published dense float16 tensor-core peaks, TFLOPS (NVIDIA data sheets; no sparsity).
-GPU_FP16_TFLOPS = {"nvidia-tesla-t4": 65.0, "nvidia-l4": 121.0, "nvidia-tesla-a100": 312.0,
-                   "nvidia-a100-80gb": 312.0, "nvidia-tesla-v100": 125.0, "nvidia-tesla-p100": 18.7,
-                   "nvidia-tesla-p4": 5.5, "nvidia-h100-80gb": 989.0, "nvidia-h100-mega-80gb": 989.0}
+GPU_FP16_TFLOPS = {
+  "nvidia-tesla-t4": 65.0,
+  "nvidia-l4": 121.0,
+  "nvidia-tesla-a100": 312.0,
+  "nvidia-a100-80gb": 312.0,
+  "nvidia-tesla-v100": 125.0,
+  "nvidia-tesla-p100": 18.7,
+  "nvidia-tesla-p4": 5.5,
+  "nvidia-h100-80gb": 989.0,
+  "nvidia-h100-mega-80gb": 989.0,
+}
 # The same by the short names a measurement file may use for its device ("NVIDIA H200").
-_PEAK_BY_NAME = {"h200": 989.0, "h100": 989.0, "a100": 312.0, "l4": 121.0, "t4": 65.0, "v100": 125.0,
-                 "p100": 18.7, "p4": 5.5}
-DEFAULT_GPU_MACHINE = {"nvidia-tesla-t4": "n1-standard-8", "nvidia-tesla-p4": "n1-standard-8",
-                       "nvidia-tesla-p100": "n1-standard-8", "nvidia-tesla-v100": "n1-standard-8",
-                       "nvidia-l4": "g2-standard-8", "nvidia-tesla-a100": "a2-highgpu-1g",
-                       "nvidia-a100-80gb": "a2-ultragpu-1g", "nvidia-h100-80gb": "a3-highgpu-1g",
-                       "nvidia-h100-mega-80gb": "a3-megagpu-8g"}
+_PEAK_BY_NAME = {
+  "h200": 989.0,
+  "h100": 989.0,
+  "a100": 312.0,
+  "l4": 121.0,
+  "t4": 65.0,
+  "v100": 125.0,
+  "p100": 18.7,
+  "p4": 5.5,
+}
+DEFAULT_GPU_MACHINE = {
+  "nvidia-tesla-t4": "n1-standard-8",
+  "nvidia-tesla-p4": "n1-standard-8",
+  "nvidia-tesla-p100": "n1-standard-8",
+  "nvidia-tesla-v100": "n1-standard-8",
+  "nvidia-l4": "g2-standard-8",
+  "nvidia-tesla-a100": "a2-highgpu-1g",
+  "nvidia-a100-80gb": "a2-ultragpu-1g",
+  "nvidia-h100-80gb": "a3-highgpu-1g",
+  "nvidia-h100-mega-80gb": "a3-megagpu-8g",
+}
 # GB of memory per vCPU by machine family-kind; A2/A3 machines are listed whole.
-_GB_PER_VCPU = {"n1-standard": 3.75, "n1-highmem": 6.5, "n1-highcpu": 0.9, "n2-standard": 4, "n2-highmem": 8,
-                "n2-highcpu": 1, "n2d-standard": 4, "e2-standard": 4, "e2-highmem": 8, "e2-highcpu": 1,
-                "c2-standard": 4, "c3-standard": 4, "g2-standard": 4}
-_WHOLE_MACHINES = {"a2-highgpu-1g": (12, 85), "a2-highgpu-2g": (24, 170), "a2-highgpu-4g": (48, 340),
-                   "a2-highgpu-8g": (96, 680), "a2-ultragpu-1g": (12, 170), "a2-ultragpu-2g": (24, 340),
-                   "a3-highgpu-1g": (26, 234), "a3-highgpu-8g": (208, 1872), "a3-megagpu-8g": (208, 1872)}
+_GB_PER_VCPU = {
+  "n1-standard": 3.75,
+  "n1-highmem": 6.5,
+  "n1-highcpu": 0.9,
+  "n2-standard": 4,
+  "n2-highmem": 8,
+  "n2-highcpu": 1,
+  "n2d-standard": 4,
+  "e2-standard": 4,
+  "e2-highmem": 8,
+  "e2-highcpu": 1,
+  "c2-standard": 4,
+  "c3-standard": 4,
+  "g2-standard": 4,
+}
+_WHOLE_MACHINES = {
+  "a2-highgpu-1g": (12, 85),
+  "a2-highgpu-2g": (24, 170),
+  "a2-highgpu-4g": (48, 340),
+  "a2-highgpu-8g": (96, 680),
+  "a2-ultragpu-1g": (12, 170),
+  "a2-ultragpu-2g": (24, 340),
+  "a3-highgpu-1g": (26, 234),
+  "a3-highgpu-8g": (208, 1872),
+  "a3-megagpu-8g": (208, 1872),
+}
 
 # Measured on this machine (see the module docstring); overridable.
-DEFAULT_CEILING_IMAGES_PER_S = 30.472     # bundled model, 512x512, 2 vCPUs (docs/PERFORMANCE.json run 5)
+DEFAULT_CEILING_IMAGES_PER_S = 30.472  # bundled model, 512x512, 2 vCPUs (docs/PERFORMANCE.json run 5)
 DEFAULT_CEILING_PIXELS = 512 * 512
 DEFAULT_CEILING_VCPUS = 2
-DEFAULT_MODEL_FLOPS_PER_PIXEL = 15053.4   # bundled model, convolutions + transposed convolutions
-DECODE_S_PER_PIXEL = {"png": 8.1e-3 / 512 ** 2, "jpeg": 0.1 * 8.1e-3 / 512 ** 2}
-OTHER_S_PER_PIXEL = 32e-9                 # the pipeline beyond model and decode, per pixel, one vCPU
-ENCODED_BYTES_PER_PIXEL = {"png": 2.25, "jpeg": 0.39}   # bench workload PNGs; the same as JPEG quality 90
+DEFAULT_MODEL_FLOPS_PER_PIXEL = 15053.4  # bundled model, convolutions + transposed convolutions
+DECODE_S_PER_PIXEL = {"png": 8.1e-3 / 512**2, "jpeg": 0.1 * 8.1e-3 / 512**2}
+OTHER_S_PER_PIXEL = 32e-9  # the pipeline beyond model and decode, per pixel, one vCPU
+ENCODED_BYTES_PER_PIXEL = {"png": 2.25, "jpeg": 0.39}  # bench workload PNGs; the same as JPEG quality 90
 STITCH_BYTES_PER_PIXEL = 0.027
 OVERLAY_BYTES_PER_PIXEL = 2.28
 MASK_BYTES_PER_PIXEL = 0.0181
@@ -180,12 +225,25 @@ def gpu_measurement(path: str = PERFORMANCE_GPU_JSON):
   def walk(node, device):
     if isinstance(node, dict):
       meta = node.get("meta") if isinstance(node.get("meta"), dict) else {}
-      device = next((str(source[k]) for source in (node, meta) for k in ("device", "gpu", "accelerator", "gpu_type")
-                     if isinstance(source.get(k), str)), device)
+      device = next(
+        (
+          str(source[k])
+          for source in (node, meta)
+          for k in ("device", "gpu", "accelerator", "gpu_type")
+          if isinstance(source.get(k), str)
+        ),
+        device,
+      )
       # The network alone on the device (bench.gpu_ceiling --resident) is what scales with a GPU's peak;
       # the figure with host copies is bound by the bus of the machine it was measured on.
-      rate = next((_number(node.get(k)) for k in ("resident_images_per_s", "images_per_s", "images_per_second",
-                                                  "ceiling_images_per_s") if _number(node.get(k))), None)
+      rate = next(
+        (
+          _number(node.get(k))
+          for k in ("resident_images_per_s", "images_per_s", "images_per_second", "ceiling_images_per_s")
+          if _number(node.get(k))
+        ),
+        None,
+      )
       model = str(node.get("model", "default"))
       if rate and ("default" in model or model == "deconvseg-default"):
         found.append((rate * (_entry_pixels(node) or 512 * 512), device, node))
@@ -221,15 +279,16 @@ def model_flops_per_pixel(model_dir: str, side: int = 512) -> float:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from tensorflow.python.framework.convert_to_constants import \
-    convert_variables_to_constants_v2  # pylint: disable=import-outside-toplevel
+  from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # pylint: disable=import-outside-toplevel
+
   with open(os.path.join(model_dir, "card.json")) as handle:
     card = json.load(handle)
   channels = int(card.get("input", {}).get("channels", 3))
   dtype = tf.as_dtype(card.get("input", {}).get("dtype", "uint8"))
   loaded = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
   frozen = convert_variables_to_constants_v2(
-      loaded.segment.get_concrete_function(tf.TensorSpec([1, side, side, channels], dtype)))
+    loaded.segment.get_concrete_function(tf.TensorSpec([1, side, side, channels], dtype))
+  )
   graph = tf.Graph()
   with graph.as_default():
     tf.graph_util.import_graph_def(frozen.graph.as_graph_def(), name="")
@@ -241,16 +300,34 @@ def model_flops_per_pixel(model_dir: str, side: int = 512) -> float:
   for op, (out, kernel, last) in zip(convs, shapes):
     positions = out[:3] if op.type == "Conv2D" else last[:3]
     total += 2 * int(np.prod(positions)) * int(np.prod(kernel))
-  return total / side ** 2
+  return total / side**2
 
 
-def plan(images: int, size, fmt: str = "png", model: str = "default", machine_type: Optional[str] = None,
-         gpu_type: Optional[str] = None, gpu_count: int = 1, window_hours: float = 6.0,
-         max_workers: Optional[int] = None, overlays: bool = False, image_bytes: Optional[float] = None,
-         whole_image_pixels: int = 4 * 512 * 512, flops_per_pixel: Optional[float] = None,
-         gpu_efficiency: float = 0.10, host_cpu_efficiency: float = 0.6, startup_minutes: Optional[float] = None,
-         disk_gb: float = 25.0, retention_months: float = 1.0, uri_bytes: int = 60, prices: Optional[dict] = None,
-         gpu_hour: Optional[float] = None, gpu_json: str = PERFORMANCE_GPU_JSON, bench_json: str = PERFORMANCE_JSON):
+def plan(
+  images: int,
+  size,
+  fmt: str = "png",
+  model: str = "default",
+  machine_type: Optional[str] = None,
+  gpu_type: Optional[str] = None,
+  gpu_count: int = 1,
+  window_hours: float = 6.0,
+  max_workers: Optional[int] = None,
+  overlays: bool = False,
+  image_bytes: Optional[float] = None,
+  whole_image_pixels: int = 4 * 512 * 512,
+  flops_per_pixel: Optional[float] = None,
+  gpu_efficiency: float = 0.10,
+  host_cpu_efficiency: float = 0.6,
+  startup_minutes: Optional[float] = None,
+  disk_gb: float = 25.0,
+  retention_months: float = 1.0,
+  uri_bytes: int = 60,
+  prices: Optional[dict] = None,
+  gpu_hour: Optional[float] = None,
+  gpu_json: str = PERFORMANCE_GPU_JSON,
+  bench_json: str = PERFORMANCE_JSON,
+):
   """The plan as a dict (every figure an estimate); raises PlanError for impossible inputs."""
   if images < 1:
     raise PlanError(f"--images {images}: plan for at least one image")
@@ -288,19 +365,26 @@ def plan(images: int, size, fmt: str = "png", model: str = "default", machine_ty
     target_peak = GPU_FP16_TFLOPS[gpu_type]
     if measured and _peak_for(measured[1]):
       gpu_px_per_s = measured[0] * target_peak / _peak_for(measured[1]) * default_flops / flops_per_pixel
-      gpu_source = (f"measured model ceiling on {measured[1]} ({os.path.basename(gpu_json)}), scaled to "
-                    f"{gpu_type} by float16 peak ({target_peak:g} / {_peak_for(measured[1]):g} TFLOPS)")
+      gpu_source = (
+        f"measured model ceiling on {measured[1]} ({os.path.basename(gpu_json)}), scaled to "
+        f"{gpu_type} by float16 peak ({target_peak:g} / {_peak_for(measured[1]):g} TFLOPS)"
+      )
     else:
       gpu_px_per_s = target_peak * 1e12 * gpu_efficiency / flops_per_pixel
-      gpu_source = (f"ESTIMATE, not measured: {flops_per_pixel:,.0f} FLOPs per pixel at "
-                    f"{gpu_efficiency:.0%} of the {gpu_type}'s {target_peak:g} TFLOPS float16 peak")
+      gpu_source = (
+        f"ESTIMATE, not measured: {flops_per_pixel:,.0f} FLOPs per pixel at "
+        f"{gpu_efficiency:.0%} of the {gpu_type}'s {target_peak:g} TFLOPS float16 peak"
+      )
       if measured:
-        notes.append(f"{os.path.basename(gpu_json)} names a device the plan has no peak for ({measured[1]}); "
-                     "it was not used")
+        notes.append(
+          f"{os.path.basename(gpu_json)} names a device the plan has no peak for ({measured[1]}); it was not used"
+        )
     host_px_per_s = vcpus * host_cpu_efficiency / host_cpu_s_per_px
     if gpu_count > 1:
-      notes.append(f"{gpu_count} GPUs per worker: each SDK process drives the first GPU it sees "
-                   "(pipeline/dataflow.py), so the plan counts one; single-GPU workers use what they pay for")
+      notes.append(
+        f"{gpu_count} GPUs per worker: each SDK process drives the first GPU it sees "
+        "(pipeline/dataflow.py), so the plan counts one; single-GPU workers use what they pay for"
+      )
     worker_px_per_s = min(gpu_px_per_s, host_px_per_s)
     limit = "GPU" if gpu_px_per_s <= host_px_per_s else "host CPUs (decode, encode)"
     startup = 10.0 if startup_minutes is None else startup_minutes
@@ -312,7 +396,7 @@ def plan(images: int, size, fmt: str = "png", model: str = "default", machine_ty
     startup = 5.0 if startup_minutes is None else startup_minutes
 
   worker_images_per_s = worker_px_per_s / pixels
-  work_s = images / worker_images_per_s                       # worker-seconds of processing
+  work_s = images / worker_images_per_s  # worker-seconds of processing
   usable_s = window_hours * 3600 - startup * 60
   if usable_s <= 0:
     raise PlanError(f"--window_hours {window_hours} is shorter than the workers' start-up ({startup:g} min)")
@@ -337,35 +421,70 @@ def plan(images: int, size, fmt: str = "png", model: str = "default", machine_ty
   if gpu_type and gpu_price is None:
     raise PlanError(f"no list price for {gpu_type} in the plan: pass --gpu_hour PRICE")
   cost = {
-      "vcpu": worker_hours * vcpus * prices["vcpu_hour"],
-      "memory": worker_hours * memory_gb * prices["gb_hour"],
-      "disk": worker_hours * disk_gb * prices["pd_gb_hour"],
-      "gpu": worker_hours * gpu_count * gpu_price if gpu_type else 0.0,
-      "shuffle": shuffle_bytes / 1e9 * prices["shuffle_gb"],
-      "storage_operations": (objects_written * 2 / 1000 * prices["class_a_per_1000"]
-                             + images / 1000 * prices["class_b_per_1000"]),
-      "storage_per_retention": written / 1e9 * prices["storage_gb_month"] * retention_months,
+    "vcpu": worker_hours * vcpus * prices["vcpu_hour"],
+    "memory": worker_hours * memory_gb * prices["gb_hour"],
+    "disk": worker_hours * disk_gb * prices["pd_gb_hour"],
+    "gpu": worker_hours * gpu_count * gpu_price if gpu_type else 0.0,
+    "shuffle": shuffle_bytes / 1e9 * prices["shuffle_gb"],
+    "storage_operations": (
+      objects_written * 2 / 1000 * prices["class_a_per_1000"] + images / 1000 * prices["class_b_per_1000"]
+    ),
+    "storage_per_retention": written / 1e9 * prices["storage_gb_month"] * retention_months,
   }
   cost["total"] = sum(cost.values())
   harness_threads = vcpus if gpu_type else None
   flags = [f"--max_num_workers={workers}", f"--machine_type={machine_type}"]
   if gpu_type:
-    flags += [f"--gpu_type={gpu_type}", f"--gpu_count={gpu_count}", f"--number_of_worker_harness_threads={harness_threads}",
-              "--batch_size=32", "--mixed_precision"]
+    flags += [
+      f"--gpu_type={gpu_type}",
+      f"--gpu_count={gpu_count}",
+      f"--number_of_worker_harness_threads={harness_threads}",
+      "--batch_size=32",
+      "--mixed_precision",
+    ]
   return {
-      "estimate": True,
-      "inputs": {"images": images, "width": width, "height": height, "format": fmt, "model": model or "default",
-                 "machine_type": machine_type, "vcpus": vcpus, "memory_gb": memory_gb, "gpu_type": gpu_type,
-                 "gpu_count": gpu_count if gpu_type else 0, "window_hours": window_hours, "overlays": overlays},
-      "sources": {"cpu_model_cost": f"{ceiling} images/s at {ceiling_pixels} px on {ceiling_vcpus} vCPUs ({ceiling_source})",
-                  "model_flops_per_pixel": flops_per_pixel, "gpu": gpu_source, "prices": PRICE_SOURCE},
-      "per_worker": {"images_per_s": worker_images_per_s, "limited_by": limit,
-                     "gpu_images_per_s": gpu_px_per_s / pixels if gpu_px_per_s else None,
-                     "host_images_per_s": host_px_per_s / pixels if host_px_per_s else None},
-      "workers": workers, "startup_minutes": startup, "wall_hours": wall_s / 3600, "worker_hours": worker_hours,
-      "bytes": {"read": read, "shuffle": shuffle_bytes, "shuffle_per_image": ref_bytes + stitch_bytes,
-                "stitched": stitched, "written": written},
-      "cost_usd": cost, "prices": dict(prices, gpu_hour=gpu_price), "flags": flags, "notes": notes,
+    "estimate": True,
+    "inputs": {
+      "images": images,
+      "width": width,
+      "height": height,
+      "format": fmt,
+      "model": model or "default",
+      "machine_type": machine_type,
+      "vcpus": vcpus,
+      "memory_gb": memory_gb,
+      "gpu_type": gpu_type,
+      "gpu_count": gpu_count if gpu_type else 0,
+      "window_hours": window_hours,
+      "overlays": overlays,
+    },
+    "sources": {
+      "cpu_model_cost": f"{ceiling} images/s at {ceiling_pixels} px on {ceiling_vcpus} vCPUs ({ceiling_source})",
+      "model_flops_per_pixel": flops_per_pixel,
+      "gpu": gpu_source,
+      "prices": PRICE_SOURCE,
+    },
+    "per_worker": {
+      "images_per_s": worker_images_per_s,
+      "limited_by": limit,
+      "gpu_images_per_s": gpu_px_per_s / pixels if gpu_px_per_s else None,
+      "host_images_per_s": host_px_per_s / pixels if host_px_per_s else None,
+    },
+    "workers": workers,
+    "startup_minutes": startup,
+    "wall_hours": wall_s / 3600,
+    "worker_hours": worker_hours,
+    "bytes": {
+      "read": read,
+      "shuffle": shuffle_bytes,
+      "shuffle_per_image": ref_bytes + stitch_bytes,
+      "stitched": stitched,
+      "written": written,
+    },
+    "cost_usd": cost,
+    "prices": dict(prices, gpu_hour=gpu_price),
+    "flags": flags,
+    "notes": notes,
   }
 
 
@@ -376,28 +495,33 @@ def _gb(value):
 def render(result: dict) -> str:
   i, w, b, c = result["inputs"], result["per_worker"], result["bytes"], result["cost_usd"]
   worker = f"{i['machine_type']} ({i['vcpus']} vCPU, {i['memory_gb']:g} GB)" + (
-      f" + {i['gpu_count']} x {i['gpu_type']}" if i["gpu_type"] else "")
+    f" + {i['gpu_count']} x {i['gpu_type']}" if i["gpu_type"] else ""
+  )
   lines = [
-      "deconvseg capacity plan -- an ESTIMATE from measured per-pixel costs and list prices, not a quote",
-      f"  workload     {i['images']:,} images of {i['width']}x{i['height']} ({i['format']}), model {i['model']}"
-      + (", with overlays" if i["overlays"] else ""),
-      f"  worker       {worker}",
-      f"  per worker   {w['images_per_s']:.2f} images/s, limited by the {w['limited_by']}"
-      + (f" (GPU alone {w['gpu_images_per_s']:.1f}, host CPUs alone {w['host_images_per_s']:.1f} images/s)"
-         if w["gpu_images_per_s"] else ""),
-      f"  workers      {result['workers']} to finish within {i['window_hours']:g} h "
-      f"(start-up {result['startup_minutes']:g} min)",
-      f"  wall time    {result['wall_hours']:.2f} h; {result['worker_hours']:.1f} worker-hours",
-      f"  read         {_gb(b['read'])}",
-      f"  shuffle      {_gb(b['shuffle'])} ({b['shuffle_per_image']:,.0f} bytes per image"
-      + ("; multi-tile images cross the stitch shuffle" if b["stitched"] else "") + ")",
-      f"  written      {_gb(b['written'])} (masks, statistics" + (", overlays" if i["overlays"] else "") + ")",
-      "  cost (USD)   " + ", ".join(f"{name.replace('_', ' ')} {value:,.2f}" for name, value in c.items()
-                                    if name != "total" and value),
-      f"  total        ${c['total']:,.2f} per night (estimate)",
-      "  flags        " + " ".join(result["flags"]),
-      f"  sources      CPU model cost: {result['sources']['cpu_model_cost']}; "
-      f"{result['sources']['model_flops_per_pixel']:,.0f} model FLOPs per pixel",
+    "deconvseg capacity plan -- an ESTIMATE from measured per-pixel costs and list prices, not a quote",
+    f"  workload     {i['images']:,} images of {i['width']}x{i['height']} ({i['format']}), model {i['model']}"
+    + (", with overlays" if i["overlays"] else ""),
+    f"  worker       {worker}",
+    f"  per worker   {w['images_per_s']:.2f} images/s, limited by the {w['limited_by']}"
+    + (
+      f" (GPU alone {w['gpu_images_per_s']:.1f}, host CPUs alone {w['host_images_per_s']:.1f} images/s)"
+      if w["gpu_images_per_s"]
+      else ""
+    ),
+    f"  workers      {result['workers']} to finish within {i['window_hours']:g} h "
+    f"(start-up {result['startup_minutes']:g} min)",
+    f"  wall time    {result['wall_hours']:.2f} h; {result['worker_hours']:.1f} worker-hours",
+    f"  read         {_gb(b['read'])}",
+    f"  shuffle      {_gb(b['shuffle'])} ({b['shuffle_per_image']:,.0f} bytes per image"
+    + ("; multi-tile images cross the stitch shuffle" if b["stitched"] else "")
+    + ")",
+    f"  written      {_gb(b['written'])} (masks, statistics" + (", overlays" if i["overlays"] else "") + ")",
+    "  cost (USD)   "
+    + ", ".join(f"{name.replace('_', ' ')} {value:,.2f}" for name, value in c.items() if name != "total" and value),
+    f"  total        ${c['total']:,.2f} per night (estimate)",
+    "  flags        " + " ".join(result["flags"]),
+    f"  sources      CPU model cost: {result['sources']['cpu_model_cost']}; "
+    f"{result['sources']['model_flops_per_pixel']:,.0f} model FLOPs per pixel",
   ]
   if result["sources"]["gpu"]:
     lines.append(f"               GPU rate: {result['sources']['gpu']}")
@@ -407,30 +531,52 @@ def render(result: dict) -> str:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m bench.plan", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="python -m bench.plan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--images", type=int, required=True, help="images per night")
   parser.add_argument("--size", default="1024", help="typical image size: SIDE or WIDTHxHEIGHT (default 1024)")
   parser.add_argument("--format", default="png", choices=FORMATS, help="input format (default png)")
-  parser.add_argument("--image_bytes", type=float, default=None,
-                      help="typical encoded image size in bytes (default: from the format and size)")
+  parser.add_argument(
+    "--image_bytes",
+    type=float,
+    default=None,
+    help="typical encoded image size in bytes (default: from the format and size)",
+  )
   parser.add_argument("--model", default="default", help="'default' (the bundled model) or an exported model directory")
   parser.add_argument("--flops_per_pixel", type=float, default=None, help="skip counting the model's FLOPs")
-  parser.add_argument("--machine_type", default=None,
-                      help="worker machine type (default n1-standard-4, or the GPU's usual machine)")
-  parser.add_argument("--gpu_type", default=None, help="GPU per worker, e.g. nvidia-tesla-t4, nvidia-l4, nvidia-tesla-a100")
+  parser.add_argument(
+    "--machine_type", default=None, help="worker machine type (default n1-standard-4, or the GPU's usual machine)"
+  )
+  parser.add_argument(
+    "--gpu_type", default=None, help="GPU per worker, e.g. nvidia-tesla-t4, nvidia-l4, nvidia-tesla-a100"
+  )
   parser.add_argument("--gpu_count", type=int, default=1)
   parser.add_argument("--window_hours", type=float, default=6.0, help="the night's window (default 6 h)")
   parser.add_argument("--max_workers", type=int, default=None, help="cap on workers (quota)")
   parser.add_argument("--overlays", action="store_true", help="the run writes --overlays")
-  parser.add_argument("--whole_image_pixels", type=int, default=4 * 512 * 512,
-                      help="the pipeline's --whole_image_pixels (larger images are tiled and stitched)")
-  parser.add_argument("--gpu_efficiency", type=float, default=0.10,
-                      help="share of the GPU's float16 peak the model reaches, when no measurement exists")
-  parser.add_argument("--host_cpu_efficiency", type=float, default=0.6,
-                      help="share of a GPU worker's vCPUs the single SDK process keeps busy decoding/encoding")
+  parser.add_argument(
+    "--whole_image_pixels",
+    type=int,
+    default=4 * 512 * 512,
+    help="the pipeline's --whole_image_pixels (larger images are tiled and stitched)",
+  )
+  parser.add_argument(
+    "--gpu_efficiency",
+    type=float,
+    default=0.10,
+    help="share of the GPU's float16 peak the model reaches, when no measurement exists",
+  )
+  parser.add_argument(
+    "--host_cpu_efficiency",
+    type=float,
+    default=0.6,
+    help="share of a GPU worker's vCPUs the single SDK process keeps busy decoding/encoding",
+  )
   parser.add_argument("--startup_minutes", type=float, default=None, help="worker start-up (default 5 CPU, 10 GPU)")
-  parser.add_argument("--disk_gb", type=float, default=25.0, help="boot disk per worker (default 25 with Dataflow Shuffle)")
+  parser.add_argument(
+    "--disk_gb", type=float, default=25.0, help="boot disk per worker (default 25 with Dataflow Shuffle)"
+  )
   parser.add_argument("--retention_months", type=float, default=1.0, help="how long a night's outputs are kept")
   parser.add_argument("--gpu_hour", type=float, default=None, help="GPU price per hour (default: list price)")
   for name, value in PRICES.items():
@@ -438,11 +584,28 @@ def main(argv=None):
   parser.add_argument("--json", action="store_true", help="print the plan as JSON")
   args = parser.parse_args(argv)
   try:
-    result = plan(args.images, args.size, args.format, args.model, args.machine_type, args.gpu_type, args.gpu_count,
-                  args.window_hours, args.max_workers, args.overlays, args.image_bytes, args.whole_image_pixels,
-                  args.flops_per_pixel, args.gpu_efficiency, args.host_cpu_efficiency, args.startup_minutes,
-                  args.disk_gb, args.retention_months,
-                  prices={name: getattr(args, f"price_{name}") for name in PRICES}, gpu_hour=args.gpu_hour)
+    result = plan(
+      args.images,
+      args.size,
+      args.format,
+      args.model,
+      args.machine_type,
+      args.gpu_type,
+      args.gpu_count,
+      args.window_hours,
+      args.max_workers,
+      args.overlays,
+      args.image_bytes,
+      args.whole_image_pixels,
+      args.flops_per_pixel,
+      args.gpu_efficiency,
+      args.host_cpu_efficiency,
+      args.startup_minutes,
+      args.disk_gb,
+      args.retention_months,
+      prices={name: getattr(args, f"price_{name}") for name in PRICES},
+      gpu_hour=args.gpu_hour,
+    )
   except PlanError as exc:
     parser.error(str(exc))
   print(json.dumps(result, indent=1) if args.json else render(result))

@@ -6,6 +6,7 @@ every 50 ms for the process and all its descendants, e.g. the SDK worker
 processes that ``--direct_running_mode=multi_processing`` starts. The
 ``RUSAGE_CHILDREN`` maximum is kept as a cross-check for the largest one.
 """
+
 import os
 import resource
 import subprocess
@@ -69,9 +70,12 @@ def run_watched(cmd: List[str], env=None, cwd=None, timeout: float = 1800, inter
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=True)
   peaks, names = {}, {}
   import threading  # pylint: disable=import-outside-toplevel
+
   out_chunks, err_chunks = [], []
-  readers = [threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True),
-             threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)]
+  readers = [
+    threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True),
+    threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True),
+  ]
   for reader in readers:
     reader.start()
   while proc.poll() is None:
@@ -90,9 +94,18 @@ def run_watched(cmd: List[str], env=None, cwd=None, timeout: float = 1800, inter
   for reader in readers:
     reader.join(timeout=10)
   after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-  processes = [{"pid": pid, "peak_rss_mb": round(peaks[pid], 1), "cmd": names.get(pid, "")[:160]}
-               for pid in sorted(peaks) if peaks[pid] > 50]
-  return {"returncode": proc.returncode, "wall_s": wall_s, "stdout": "".join(out_chunks),
-          "stderr_tail": "".join(err_chunks)[-3000:], "processes": processes,
-          "rusage_children_max_mb": round(after, 1) if after > before else None,
-          "load_before": load_before, "load_after": load_average()}
+  processes = [
+    {"pid": pid, "peak_rss_mb": round(peaks[pid], 1), "cmd": names.get(pid, "")[:160]}
+    for pid in sorted(peaks)
+    if peaks[pid] > 50
+  ]
+  return {
+    "returncode": proc.returncode,
+    "wall_s": wall_s,
+    "stdout": "".join(out_chunks),
+    "stderr_tail": "".join(err_chunks)[-3000:],
+    "processes": processes,
+    "rusage_children_max_mb": round(after, 1) if after > before else None,
+    "load_before": load_before,
+    "load_after": load_average(),
+  }

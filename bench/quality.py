@@ -1,4 +1,5 @@
 """Agreement between two folders of masks (same file names): pixel agreement and mean IoU."""
+
 import os
 
 import numpy as np
@@ -15,16 +16,20 @@ def compare(reference_dir: str, candidate_dir: str, num_classes: int = 5) -> dic
     candidate = np.asarray(Image.open(os.path.join(candidate_dir, name)), dtype=np.int64)
     if reference.shape != candidate.shape:
       raise ValueError(f"{name}: shapes {reference.shape} and {candidate.shape} differ")
-    confusion += np.bincount(reference.ravel() * num_classes + candidate.ravel(),
-                             minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    confusion += np.bincount(
+      reference.ravel() * num_classes + candidate.ravel(), minlength=num_classes * num_classes
+    ).reshape(num_classes, num_classes)
     compared += 1
   if not compared:
     return {"images": 0, "pixel_agreement": None, "mean_iou": None}
   intersection = np.diag(confusion).astype(np.float64)
   union = confusion.sum(0) + confusion.sum(1) - intersection
   present = union > 0
-  return {"images": compared, "pixel_agreement": float(intersection.sum() / confusion.sum()),
-          "mean_iou": float(np.mean(intersection[present] / union[present]))}
+  return {
+    "images": compared,
+    "pixel_agreement": float(intersection.sum() / confusion.sum()),
+    "mean_iou": float(np.mean(intersection[present] / union[present])),
+  }
 
 
 def count_masks(folder: str) -> int:

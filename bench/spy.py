@@ -11,25 +11,29 @@ per stage. TensorFlow's own threads are native and not sampled.
 py-spy is an ad-hoc profiling tool and not a project dependency: the bench
 installs it into its work folder with ``pip --target`` when it is missing.
 """
+
 import collections
 import re
 
 # (stage, regex on one frame) checked from the innermost frame outwards.
 STAGES = (
-    ("model call (TensorFlow)", r"^Segmenter\.(predict|segment_with_stats) \(transforms/inference\.py"),
-    ("inference post-processing (stack, crop, overlay)", r"^SegmentationModelHandler\.\w+ \(transforms/inference\.py"),
-    ("PNG encoding", r"^encode_mask \(transforms/sinks\.py"),
-    ("writing (temp file + rename)", r"^atomic_write \(transforms/sinks\.py"),
-    ("statistics record", r"^image_record \(transforms/statistics\.py"),
-    ("overlay encoding", r"^WriteMasksFn\._work \(transforms/sinks\.py"),
-    ("read + decode", r"^(DecodeImagesFn\.process|decode_image|read_bytes) \(transforms/decode\.py"),
-    ("tiling", r"^TileImagesFn\.process \(transforms/inference\.py"),
-    ("stitching", r"^\w+\.process \(transforms/stitch\.py"),
-    ("file matching", r"\(apache_beam/io/fileio\.py"),
-    ("stats/failures/summary sinks", r"\((apache_beam/io/(textio|filebasedsink|iobase)\.py|transforms/sinks\.py)"),
-    ("RunInference/BatchElements machinery", r"\(apache_beam/(ml/inference|transforms/util)\.py|\(apache_beam/ml/"),
-    ("start-up: imports, options, model check", r"^validate \(pipeline/options\.py|^check_model \(pipeline/model_check\.py|^<module> \(pipeline/run\.py:\d+\)$"),
-    ("Beam runner (bundles, coders, shuffle)", r"\(apache_beam/runners/"),
+  ("model call (TensorFlow)", r"^Segmenter\.(predict|segment_with_stats) \(transforms/inference\.py"),
+  ("inference post-processing (stack, crop, overlay)", r"^SegmentationModelHandler\.\w+ \(transforms/inference\.py"),
+  ("PNG encoding", r"^encode_mask \(transforms/sinks\.py"),
+  ("writing (temp file + rename)", r"^atomic_write \(transforms/sinks\.py"),
+  ("statistics record", r"^image_record \(transforms/statistics\.py"),
+  ("overlay encoding", r"^WriteMasksFn\._work \(transforms/sinks\.py"),
+  ("read + decode", r"^(DecodeImagesFn\.process|decode_image|read_bytes) \(transforms/decode\.py"),
+  ("tiling", r"^TileImagesFn\.process \(transforms/inference\.py"),
+  ("stitching", r"^\w+\.process \(transforms/stitch\.py"),
+  ("file matching", r"\(apache_beam/io/fileio\.py"),
+  ("stats/failures/summary sinks", r"\((apache_beam/io/(textio|filebasedsink|iobase)\.py|transforms/sinks\.py)"),
+  ("RunInference/BatchElements machinery", r"\(apache_beam/(ml/inference|transforms/util)\.py|\(apache_beam/ml/"),
+  (
+    "start-up: imports, options, model check",
+    r"^validate \(pipeline/options\.py|^check_model \(pipeline/model_check\.py|^<module> \(pipeline/run\.py:\d+\)$",
+  ),
+  ("Beam runner (bundles, coders, shuffle)", r"\(apache_beam/runners/"),
 )
 
 

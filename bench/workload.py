@@ -8,6 +8,7 @@ cyclic shift); 4096x4096 images are mosaics of 8x8 such views. Ground-truth
 labels are transformed identically and kept beside the images. Everything is a
 pure function of (seed, sizes, counts) and is cached on disk.
 """
+
 import functools
 import json
 import os
@@ -67,8 +68,8 @@ def make_set(folder: str, count: int, size: int, pool_size: int = 24, tile: int 
       for col in range(per_side):
         choice = int(rng.integers(pool_size))
         view_image, view_label = _view(images[choice], labels[choice], rng, piece)
-        image[row * piece:(row + 1) * piece, col * piece:(col + 1) * piece] = view_image
-        label[row * piece:(row + 1) * piece, col * piece:(col + 1) * piece] = view_label
+        image[row * piece : (row + 1) * piece, col * piece : (col + 1) * piece] = view_image
+        label[row * piece : (row + 1) * piece, col * piece : (col + 1) * piece] = view_label
     _write(folder, f"img{index:05d}.png", image, label)
   with open(marker, "w") as handle:
     json.dump(spec, handle)

@@ -11,6 +11,7 @@ not have, a mask of the wrong size), are collected over the whole dataset and
 reported together, each naming its file, so one run finds them all.
 Exits 0 with the report, or 1 with ``check_data: error:`` and the problems.
 """
+
 import argparse
 import collections
 import concurrent.futures
@@ -35,396 +36,413 @@ SAMPLE_START_PIXELS_PER_IMAGE = 16_384
 
 
 class DataError(ValueError):
-    """The dataset has problems; ``problems`` lists them all, the message shows the first few."""
+  """The dataset has problems; ``problems`` lists them all, the message shows the first few."""
 
-    def __init__(self, data_dir, problems):
-        self.data_dir = data_dir
-        self.problems = list(problems)
-        super().__init__(format_problems(data_dir, self.problems))
+  def __init__(self, data_dir, problems):
+    self.data_dir = data_dir
+    self.problems = list(problems)
+    super().__init__(format_problems(data_dir, self.problems))
 
 
 def format_problems(data_dir, problems, limit=MAX_LISTED_PROBLEMS):
-    count = len(problems)
-    lines = [f"{count} problem{'s' if count != 1 else ''} in {data_dir}:"]
-    lines += [f"  - {problem}" for problem in problems[:limit]]
-    if count > limit:
-        lines.append(f"  and {count - limit} more")
-    return "\n".join(lines)
+  count = len(problems)
+  lines = [f"{count} problem{'s' if count != 1 else ''} in {data_dir}:"]
+  lines += [f"  - {problem}" for problem in problems[:limit]]
+  if count > limit:
+    lines.append(f"  and {count - limit} more")
+  return "\n".join(lines)
 
 
 @dataclasses.dataclass
 class _Item:
-    """One image/mask pair to examine; sources are paths or encoded bytes, labels name them in messages."""
+  """One image/mask pair to examine; sources are paths or encoded bytes, labels name them in messages."""
 
-    image_source: object
-    mask_source: object
-    image_label: str
-    mask_label: str
+  image_source: object
+  mask_source: object
+  image_label: str
+  mask_label: str
 
 
 @dataclasses.dataclass
 class _Examined:
-    image_label: str
-    height: int = None
-    width: int = None
-    channels: int = None
-    dtype: str = None
-    counts: np.ndarray = None
-    sample: np.ndarray = None
-    problems: list = dataclasses.field(default_factory=list)
+  image_label: str
+  height: int = None
+  width: int = None
+  channels: int = None
+  dtype: str = None
+  counts: np.ndarray = None
+  sample: np.ndarray = None
+  problems: list = dataclasses.field(default_factory=list)
 
 
 def _folder_split(data_dir, split, problems):
-    """(items, image count, mask count, ignored file names) of DIR/<split>/images + masks, pairing by stem."""
-    image_dir, mask_dir = os.path.join(data_dir, split, "images"), os.path.join(data_dir, split, "masks")
-    listing = lambda folder: sorted(f for f in os.listdir(folder) if not f.startswith(".")) if os.path.isdir(folder) else []
-    images, ignored = {}, {}
-    for filename in listing(image_dir):
-        stem, extension = os.path.splitext(filename)
-        if extension.lower() not in IMAGE_EXTENSIONS:
-            ignored[stem] = filename
-        elif stem in images:
-            problems.append(
-                f"{split}/images/{images[stem]} and {split}/images/{filename} share the stem {stem!r}, "
-                "so one mask would belong to both; rename or remove one"
-            )
-        else:
-            images[stem] = filename
-    masks = {}
-    for filename in listing(mask_dir):
-        stem, extension = os.path.splitext(filename)
-        if extension != MASK_EXTENSION:
-            problems.append(f"{split}/masks/{filename} is not a {MASK_EXTENSION} file; masks are single-channel PNGs named <image stem>.png")
-        else:
-            masks[stem] = filename
-    items = []
-    for stem, filename in images.items():
-        if stem not in masks:
-            problems.append(f"{split}/images/{filename} has no mask {split}/masks/{stem}{MASK_EXTENSION}")
-            continue
-        items.append(
-            _Item(
-                os.path.join(image_dir, filename),
-                os.path.join(mask_dir, masks[stem]),
-                f"{split}/images/{filename}",
-                f"{split}/masks/{masks[stem]}",
-            )
-        )
-    for stem, filename in masks.items():
-        if stem in images:
-            continue
-        if stem in ignored:
-            problems.append(
-                f"{split}/masks/{filename} has no image: {split}/images/{ignored[stem]} is not a supported format "
-                f"({', '.join(IMAGE_EXTENSIONS)}); convert it to PNG or TIFF"
-            )
-        else:
-            problems.append(f"{split}/masks/{filename} has no image {split}/images/{stem}.<{'|'.join(e[1:] for e in IMAGE_EXTENSIONS)}>")
-    unpaired_ignored = sorted(name for stem, name in ignored.items() if stem not in masks)
-    return items, len(images), len(masks), unpaired_ignored
+  """(items, image count, mask count, ignored file names) of DIR/<split>/images + masks, pairing by stem."""
+  image_dir, mask_dir = os.path.join(data_dir, split, "images"), os.path.join(data_dir, split, "masks")
+  listing = lambda folder: (
+    sorted(f for f in os.listdir(folder) if not f.startswith(".")) if os.path.isdir(folder) else []
+  )
+  images, ignored = {}, {}
+  for filename in listing(image_dir):
+    stem, extension = os.path.splitext(filename)
+    if extension.lower() not in IMAGE_EXTENSIONS:
+      ignored[stem] = filename
+    elif stem in images:
+      problems.append(
+        f"{split}/images/{images[stem]} and {split}/images/{filename} share the stem {stem!r}, "
+        "so one mask would belong to both; rename or remove one"
+      )
+    else:
+      images[stem] = filename
+  masks = {}
+  for filename in listing(mask_dir):
+    stem, extension = os.path.splitext(filename)
+    if extension != MASK_EXTENSION:
+      problems.append(
+        f"{split}/masks/{filename} is not a {MASK_EXTENSION} file; masks are single-channel PNGs named <image stem>.png"
+      )
+    else:
+      masks[stem] = filename
+  items = []
+  for stem, filename in images.items():
+    if stem not in masks:
+      problems.append(f"{split}/images/{filename} has no mask {split}/masks/{stem}{MASK_EXTENSION}")
+      continue
+    items.append(
+      _Item(
+        os.path.join(image_dir, filename),
+        os.path.join(mask_dir, masks[stem]),
+        f"{split}/images/{filename}",
+        f"{split}/masks/{masks[stem]}",
+      )
+    )
+  for stem, filename in masks.items():
+    if stem in images:
+      continue
+    if stem in ignored:
+      problems.append(
+        f"{split}/masks/{filename} has no image: {split}/images/{ignored[stem]} is not a supported format "
+        f"({', '.join(IMAGE_EXTENSIONS)}); convert it to PNG or TIFF"
+      )
+    else:
+      problems.append(
+        f"{split}/masks/{filename} has no image {split}/images/{stem}.<{'|'.join(e[1:] for e in IMAGE_EXTENSIONS)}>"
+      )
+  unpaired_ignored = sorted(name for stem, name in ignored.items() if stem not in masks)
+  return items, len(images), len(masks), unpaired_ignored
 
 
 def _shards(data_dir, split):
-    shards = sorted(glob.glob(os.path.join(data_dir, split, "shards", "*.tfrecord")))
-    return shards or sorted(glob.glob(os.path.join(data_dir, f"{split}*.tfrecord")))
+  shards = sorted(glob.glob(os.path.join(data_dir, split, "shards", "*.tfrecord")))
+  return shards or sorted(glob.glob(os.path.join(data_dir, f"{split}*.tfrecord")))
 
 
 def _tfrecord_items(data_dir, shards, problems, counter):
-    """Items of every Example in the shards (TensorFlow imported only here: folder datasets never pay for it)."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  """Items of every Example in the shards (TensorFlow imported only here: folder datasets never pay for it)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    for shard in shards:
-        shard_label = os.path.relpath(shard, data_dir)
-        index = -1
+  for shard in shards:
+    shard_label = os.path.relpath(shard, data_dir)
+    index = -1
+    try:
+      for index, record in enumerate(tf.data.TFRecordDataset(shard).as_numpy_iterator()):
+        label = f"{shard_label} record {index}"
         try:
-            for index, record in enumerate(tf.data.TFRecordDataset(shard).as_numpy_iterator()):
-                label = f"{shard_label} record {index}"
-                try:
-                    feature = tf.train.Example.FromString(record).features.feature
-                except Exception as exc:  # pylint: disable=broad-except  (protobuf's DecodeError)
-                    problems.append(f"{label} is not a tf.train.Example: {exc}")
-                    continue
-                values = {key: feature[key].bytes_list.value for key in feature}
-                if values.get("image/filename"):
-                    label += f" ({values['image/filename'][0].decode(errors='replace')})"
-                missing = [key for key in ("image/encoded", "image/segmentation/class/encoded") if not values.get(key)]
-                counter["images"] += 1
-                if missing:
-                    problems.append(f"{label} has no bytes feature {' or '.join(missing)}")
-                    continue
-                counter["masks"] += 1
-                yield _Item(values["image/encoded"][0], values["image/segmentation/class/encoded"][0], f"{label} image", f"{label} mask")
-        except tf.errors.OpError as exc:
-            problems.append(f"{shard_label} cannot be read after record {index}: {exc.message}")
+          feature = tf.train.Example.FromString(record).features.feature
+        except Exception as exc:  # pylint: disable=broad-except  (protobuf's DecodeError)
+          problems.append(f"{label} is not a tf.train.Example: {exc}")
+          continue
+        values = {key: feature[key].bytes_list.value for key in feature}
+        if values.get("image/filename"):
+          label += f" ({values['image/filename'][0].decode(errors='replace')})"
+        missing = [key for key in ("image/encoded", "image/segmentation/class/encoded") if not values.get(key)]
+        counter["images"] += 1
+        if missing:
+          problems.append(f"{label} has no bytes feature {' or '.join(missing)}")
+          continue
+        counter["masks"] += 1
+        yield _Item(
+          values["image/encoded"][0], values["image/segmentation/class/encoded"][0], f"{label} image", f"{label} mask"
+        )
+    except tf.errors.OpError as exc:
+      problems.append(f"{shard_label} cannot be read after record {index}: {exc.message}")
 
 
 def _examine(item, classes, classes_source, sample_pixels):
-    """Decode one pair and measure it; every problem is returned, never raised, so one bad file stops nothing."""
-    result = _Examined(item.image_label)
-    image = mask = None
-    try:
-        image = read_image(item.image_source, name=item.image_label)
-    except (ValueError, OSError) as exc:
-        result.problems.append(_named(exc, item.image_label))
-    try:
-        mask = read_mask(item.mask_source, name=item.mask_label, classes=classes)
-    except (ValueError, OSError) as exc:
-        result.problems.append(_named(exc, item.mask_label))
-    if image is not None:
-        result.height, result.width, result.channels = image.shape
-        result.dtype = image.dtype.name
-        if sample_pixels:
-            stride = max(1, int(np.ceil(np.sqrt(image.shape[0] * image.shape[1] / sample_pixels))))
-            result.sample = image[::stride, ::stride].reshape(-1, image.shape[2]).copy()
-    if mask is not None:
-        if image is not None and mask.shape != image.shape[:2]:
-            result.problems.append(
-                f"{item.mask_label} is {mask.shape[1]}x{mask.shape[0]} but {item.image_label} is "
-                f"{image.shape[1]}x{image.shape[0]} (width x height); a mask must have its image's size"
-            )
-        result.counts = np.bincount(mask.ravel(), minlength=256)
-        bad = [str(i) for i in np.flatnonzero(result.counts[len(classes) : IGNORE_LABEL]) + len(classes)]
-        if bad:
-            result.problems.append(
-                f"{item.mask_label} has class id{'s' if len(bad) > 1 else ''} {', '.join(bad)}, but {classes_source} "
-                f"lists 0..{len(classes) - 1}; fix the mask or add the class"
-            )
-    return result
+  """Decode one pair and measure it; every problem is returned, never raised, so one bad file stops nothing."""
+  result = _Examined(item.image_label)
+  image = mask = None
+  try:
+    image = read_image(item.image_source, name=item.image_label)
+  except (ValueError, OSError) as exc:
+    result.problems.append(_named(exc, item.image_label))
+  try:
+    mask = read_mask(item.mask_source, name=item.mask_label, classes=classes)
+  except (ValueError, OSError) as exc:
+    result.problems.append(_named(exc, item.mask_label))
+  if image is not None:
+    result.height, result.width, result.channels = image.shape
+    result.dtype = image.dtype.name
+    if sample_pixels:
+      stride = max(1, int(np.ceil(np.sqrt(image.shape[0] * image.shape[1] / sample_pixels))))
+      result.sample = image[::stride, ::stride].reshape(-1, image.shape[2]).copy()
+  if mask is not None:
+    if image is not None and mask.shape != image.shape[:2]:
+      result.problems.append(
+        f"{item.mask_label} is {mask.shape[1]}x{mask.shape[0]} but {item.image_label} is "
+        f"{image.shape[1]}x{image.shape[0]} (width x height); a mask must have its image's size"
+      )
+    result.counts = np.bincount(mask.ravel(), minlength=256)
+    bad = [str(i) for i in np.flatnonzero(result.counts[len(classes) : IGNORE_LABEL]) + len(classes)]
+    if bad:
+      result.problems.append(
+        f"{item.mask_label} has class id{'s' if len(bad) > 1 else ''} {', '.join(bad)}, but {classes_source} "
+        f"lists 0..{len(classes) - 1}; fix the mask or add the class"
+      )
+  return result
 
 
 def _named(exc, label):
-    message = str(exc)
-    return message if label in message else f"{label} cannot be read: {message}"
+  message = str(exc)
+  return message if label in message else f"{label} cannot be read: {message}"
 
 
 def _ordered_map(function, items, workers):
-    """function over items on a thread pool (Pillow, zlib and numpy release the GIL), in order, a bounded window in flight."""
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        pending = collections.deque()
-        for item in items:
-            pending.append(pool.submit(function, item))
-            if len(pending) >= 4 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+  """function over items on a thread pool (Pillow, zlib and numpy release the GIL), in order, a bounded window in flight."""
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    pending = collections.deque()
+    for item in items:
+      pending.append(pool.submit(function, item))
+      if len(pending) >= 4 * workers:
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
 
 
 class _BandSampler:
-    """Strided pixel samples of many images, halved whenever they outgrow the budget."""
+  """Strided pixel samples of many images, halved whenever they outgrow the budget."""
 
-    def __init__(self, budget=SAMPLE_BUDGET_PIXELS, start=SAMPLE_START_PIXELS_PER_IMAGE):
-        self.budget, self.per_image, self.samples, self.total = budget, start, [], 0
+  def __init__(self, budget=SAMPLE_BUDGET_PIXELS, start=SAMPLE_START_PIXELS_PER_IMAGE):
+    self.budget, self.per_image, self.samples, self.total = budget, start, [], 0
 
-    def add(self, sample):
-        self.samples.append(sample)
-        self.total += len(sample)
-        while self.total > self.budget and self.per_image > 1:
-            self.samples = [s[::2].copy() for s in self.samples]  # copies, so the dropped halves are freed
-            self.total = sum(len(s) for s in self.samples)
-            self.per_image = max(1, self.per_image // 2)
+  def add(self, sample):
+    self.samples.append(sample)
+    self.total += len(sample)
+    while self.total > self.budget and self.per_image > 1:
+      self.samples = [s[::2].copy() for s in self.samples]  # copies, so the dropped halves are freed
+      self.total = sum(len(s) for s in self.samples)
+      self.per_image = max(1, self.per_image // 2)
 
-    def statistics(self):
-        if not self.samples:
-            return None
-        pixels = np.concatenate(self.samples).astype(np.float64)
-        low, high = np.percentile(pixels, [1, 99], axis=0)
-        return {
-            "mean": [round(float(v), 4) for v in pixels.mean(axis=0)],
-            "std": [round(float(v), 4) for v in pixels.std(axis=0)],
-            "p01": [round(float(v), 4) for v in low],
-            "p99": [round(float(v), 4) for v in high],
-            "sampled_pixels": int(len(pixels)),
-        }
-
-
-def _resolve_classes(data_dir, classes):
-    """(class list, how messages name its source) from SegmentationClass objects, names, a comma string or None."""
-    try:
-        if classes is None:
-            return dataset_classes(data_dir), CLASSES_FILE
-        if isinstance(classes, str) or all(isinstance(c, str) for c in classes):
-            names = classes if isinstance(classes, str) else ",".join(classes)
-            source = CLASSES_FILE if os.path.exists(os.path.join(data_dir, CLASSES_FILE)) else "--classes"
-            return dataset_classes(data_dir, names), source
-    except ClassesError as exc:
-        raise DataError(data_dir, [str(exc)]) from None
-    classes = tuple(classes)
-    if not all(isinstance(c, SegmentationClass) for c in classes):
-        raise TypeError("classes must be SegmentationClass objects, class names, a comma-separated string or None")
-    source = CLASSES_FILE if os.path.exists(os.path.join(data_dir, CLASSES_FILE)) else "the class list"
-    return classes, source
-
-
-def _mixed(values, noun, problems):
-    """The most common value of an image property; every image that differs is a problem."""
-    counts = collections.Counter(value for value, _ in values)
-    if not counts:
-        return None
-    common = counts.most_common(1)[0][0]
-    for value, label in values:
-        if value != common:
-            problems.append(noun(label, value, common))
-    return common
-
-
-def _channels_noun(label, value, common):
-    plural = lambda n: f"{n} channel{'s' if n != 1 else ''}"
-    return f"{label} has {plural(value)} but the others have {common}; give every image the same bands"
-
-
-def _dtype_noun(label, value, common):
-    bits = {"uint8": "8-bit", "uint16": "16-bit"}
-    return f"{label} is {bits[value]} ({value}) but the others are {bits[common]} ({common}); store every image at one bit depth"
-
-
-def check_dataset(data_dir, classes, splits=None, workers=None):
-    """Check every image/mask pair of the splits and describe the dataset; DataError lists all problems.
-
-    ``classes``: SegmentationClass objects (model.classes.dataset_classes),
-    class names, or None for DIR/classes.json. Only the train split is
-    required; absent ones are listed under ``missing_splits``. Returns
-    {"data", "classes", "channels", "dtype", "splits": {split: {"layout",
-    "images", "masks", "height", "width", "class_pixels", "ignore_pixels",
-    "ignored_files"}}, "missing_splits", "band_stats": {"mean", "std", "p01",
-    "p99", "sampled_pixels"}} (band statistics of the train split).
-    """
-    if not os.path.isdir(data_dir):
-        raise DataError(data_dir, [f"{data_dir} is not a directory"])
-    class_list, classes_source = _resolve_classes(data_dir, classes)
-    num_classes = len(class_list)
-    splits = list(SPLITS if splits is None else splits)
-    workers = workers or min(8, os.cpu_count() or 1)
-    problems, channel_values, dtype_values, missing = [], [], [], []
-    report_splits = {}
-    sampler = _BandSampler()
-    for split in splits:
-        split_dir = os.path.join(data_dir, split)
-        has_folders = any(os.path.isdir(os.path.join(split_dir, sub)) for sub in ("images", "masks"))
-        shards = _shards(data_dir, split)
-        counter = collections.Counter()
-        ignored = []
-        image_dir = os.path.join(split_dir, "images")
-        has_images = os.path.isdir(image_dir) and any(not name.startswith(".") for name in os.listdir(image_dir))
-        if has_folders and (has_images or not shards):  # folders win when both exist, as in model.data
-            layout = "folders"
-            items, counter["images"], counter["masks"], ignored = _folder_split(data_dir, split, problems)
-        elif shards:
-            layout = "tfrecord"
-            items = _tfrecord_items(data_dir, shards, problems, counter)
-        else:
-            missing.append(split)
-            if split == REQUIRED_SPLIT:
-                problems.append(
-                    f"there is no {split} split: expected {split}/images + {split}/masks folders "
-                    f"or TFRecord shards in {split}/shards/"
-                )
-            continue
-        totals = np.zeros(256, dtype=np.int64)
-        heights, widths = [], []
-        sample = split == REQUIRED_SPLIT
-        examine = lambda item: _examine(item, class_list, classes_source, sampler.per_image if sample else 0)
-        for examined in _ordered_map(examine, items, workers):
-            problems.extend(examined.problems)
-            if examined.height is not None:
-                heights.append(examined.height)
-                widths.append(examined.width)
-                channel_values.append((examined.channels, examined.image_label))
-                dtype_values.append((examined.dtype, examined.image_label))
-            if examined.sample is not None:
-                sampler.add(examined.sample)
-            if examined.counts is not None:
-                totals += examined.counts
-        if counter["images"] == 0:
-            where = f"{split}/images" if layout == "folders" else f"the {split} shards"
-            problems.append(f"{where} holds no images (the {split} split is empty)")
-        report_splits[split] = {
-            "layout": layout,
-            "images": counter["images"],
-            "masks": counter["masks"],
-            "height": [min(heights), max(heights)] if heights else None,
-            "width": [min(widths), max(widths)] if widths else None,
-            "class_pixels": [int(v) for v in totals[:num_classes]],
-            "ignore_pixels": int(totals[IGNORE_LABEL]),
-            "ignored_files": ignored,
-        }
-    if not channel_values and not problems:
-        problems.append(f"no images could be read from the {', '.join(splits)} split{'s' if len(splits) != 1 else ''}")
-    channels = _mixed(channel_values, _channels_noun, problems)
-    dtype = _mixed(dtype_values, _dtype_noun, problems)
-    if problems:
-        raise DataError(data_dir, problems)
+  def statistics(self):
+    if not self.samples:
+      return None
+    pixels = np.concatenate(self.samples).astype(np.float64)
+    low, high = np.percentile(pixels, [1, 99], axis=0)
     return {
-        "data": data_dir,
-        "classes": [c.name for c in class_list],
-        "channels": channels,
-        "dtype": dtype,
-        "splits": report_splits,
-        "missing_splits": missing,
-        "band_stats": sampler.statistics(),
+      "mean": [round(float(v), 4) for v in pixels.mean(axis=0)],
+      "std": [round(float(v), 4) for v in pixels.std(axis=0)],
+      "p01": [round(float(v), 4) for v in low],
+      "p99": [round(float(v), 4) for v in high],
+      "sampled_pixels": int(len(pixels)),
     }
 
 
+def _resolve_classes(data_dir, classes):
+  """(class list, how messages name its source) from SegmentationClass objects, names, a comma string or None."""
+  try:
+    if classes is None:
+      return dataset_classes(data_dir), CLASSES_FILE
+    if isinstance(classes, str) or all(isinstance(c, str) for c in classes):
+      names = classes if isinstance(classes, str) else ",".join(classes)
+      source = CLASSES_FILE if os.path.exists(os.path.join(data_dir, CLASSES_FILE)) else "--classes"
+      return dataset_classes(data_dir, names), source
+  except ClassesError as exc:
+    raise DataError(data_dir, [str(exc)]) from None
+  classes = tuple(classes)
+  if not all(isinstance(c, SegmentationClass) for c in classes):
+    raise TypeError("classes must be SegmentationClass objects, class names, a comma-separated string or None")
+  source = CLASSES_FILE if os.path.exists(os.path.join(data_dir, CLASSES_FILE)) else "the class list"
+  return classes, source
+
+
+def _mixed(values, noun, problems):
+  """The most common value of an image property; every image that differs is a problem."""
+  counts = collections.Counter(value for value, _ in values)
+  if not counts:
+    return None
+  common = counts.most_common(1)[0][0]
+  for value, label in values:
+    if value != common:
+      problems.append(noun(label, value, common))
+  return common
+
+
+def _channels_noun(label, value, common):
+  plural = lambda n: f"{n} channel{'s' if n != 1 else ''}"
+  return f"{label} has {plural(value)} but the others have {common}; give every image the same bands"
+
+
+def _dtype_noun(label, value, common):
+  bits = {"uint8": "8-bit", "uint16": "16-bit"}
+  return f"{label} is {bits[value]} ({value}) but the others are {bits[common]} ({common}); store every image at one bit depth"
+
+
+def check_dataset(data_dir, classes, splits=None, workers=None):
+  """Check every image/mask pair of the splits and describe the dataset; DataError lists all problems.
+
+  ``classes``: SegmentationClass objects (model.classes.dataset_classes),
+  class names, or None for DIR/classes.json. Only the train split is
+  required; absent ones are listed under ``missing_splits``. Returns
+  {"data", "classes", "channels", "dtype", "splits": {split: {"layout",
+  "images", "masks", "height", "width", "class_pixels", "ignore_pixels",
+  "ignored_files"}}, "missing_splits", "band_stats": {"mean", "std", "p01",
+  "p99", "sampled_pixels"}} (band statistics of the train split).
+  """
+  if not os.path.isdir(data_dir):
+    raise DataError(data_dir, [f"{data_dir} is not a directory"])
+  class_list, classes_source = _resolve_classes(data_dir, classes)
+  num_classes = len(class_list)
+  splits = list(SPLITS if splits is None else splits)
+  workers = workers or min(8, os.cpu_count() or 1)
+  problems, channel_values, dtype_values, missing = [], [], [], []
+  report_splits = {}
+  sampler = _BandSampler()
+  for split in splits:
+    split_dir = os.path.join(data_dir, split)
+    has_folders = any(os.path.isdir(os.path.join(split_dir, sub)) for sub in ("images", "masks"))
+    shards = _shards(data_dir, split)
+    counter = collections.Counter()
+    ignored = []
+    image_dir = os.path.join(split_dir, "images")
+    has_images = os.path.isdir(image_dir) and any(not name.startswith(".") for name in os.listdir(image_dir))
+    if has_folders and (has_images or not shards):  # folders win when both exist, as in model.data
+      layout = "folders"
+      items, counter["images"], counter["masks"], ignored = _folder_split(data_dir, split, problems)
+    elif shards:
+      layout = "tfrecord"
+      items = _tfrecord_items(data_dir, shards, problems, counter)
+    else:
+      missing.append(split)
+      if split == REQUIRED_SPLIT:
+        problems.append(
+          f"there is no {split} split: expected {split}/images + {split}/masks folders "
+          f"or TFRecord shards in {split}/shards/"
+        )
+      continue
+    totals = np.zeros(256, dtype=np.int64)
+    heights, widths = [], []
+    sample = split == REQUIRED_SPLIT
+    examine = lambda item: _examine(item, class_list, classes_source, sampler.per_image if sample else 0)
+    for examined in _ordered_map(examine, items, workers):
+      problems.extend(examined.problems)
+      if examined.height is not None:
+        heights.append(examined.height)
+        widths.append(examined.width)
+        channel_values.append((examined.channels, examined.image_label))
+        dtype_values.append((examined.dtype, examined.image_label))
+      if examined.sample is not None:
+        sampler.add(examined.sample)
+      if examined.counts is not None:
+        totals += examined.counts
+    if counter["images"] == 0:
+      where = f"{split}/images" if layout == "folders" else f"the {split} shards"
+      problems.append(f"{where} holds no images (the {split} split is empty)")
+    report_splits[split] = {
+      "layout": layout,
+      "images": counter["images"],
+      "masks": counter["masks"],
+      "height": [min(heights), max(heights)] if heights else None,
+      "width": [min(widths), max(widths)] if widths else None,
+      "class_pixels": [int(v) for v in totals[:num_classes]],
+      "ignore_pixels": int(totals[IGNORE_LABEL]),
+      "ignored_files": ignored,
+    }
+  if not channel_values and not problems:
+    problems.append(f"no images could be read from the {', '.join(splits)} split{'s' if len(splits) != 1 else ''}")
+  channels = _mixed(channel_values, _channels_noun, problems)
+  dtype = _mixed(dtype_values, _dtype_noun, problems)
+  if problems:
+    raise DataError(data_dir, problems)
+  return {
+    "data": data_dir,
+    "classes": [c.name for c in class_list],
+    "channels": channels,
+    "dtype": dtype,
+    "splits": report_splits,
+    "missing_splits": missing,
+    "band_stats": sampler.statistics(),
+  }
+
+
 def _table(rows):
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+  widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+  return [
+    "  "
+    + "  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    for row in rows
+  ]
 
 
 def _range(pair):
-    return "-" if pair is None else (str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}-{pair[1]}")
+  return "-" if pair is None else (str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}-{pair[1]}")
 
 
 def format_report(report):
-    """The report as the text table check_data prints."""
-    channels = report["channels"]
-    lines = [
-        f"{report['data']}: {len(report['classes'])} classes ({', '.join(report['classes'])}); "
-        f"images have {channels} channel{'s' if channels != 1 else ''}, {report['dtype']}",
-        "",
+  """The report as the text table check_data prints."""
+  channels = report["channels"]
+  lines = [
+    f"{report['data']}: {len(report['classes'])} classes ({', '.join(report['classes'])}); "
+    f"images have {channels} channel{'s' if channels != 1 else ''}, {report['dtype']}",
+    "",
+  ]
+  splits = report["splits"]
+  rows = [("split", "layout", "images", "masks", "height", "width")]
+  rows += [
+    (name, s["layout"], s["images"], s["masks"], _range(s["height"]), _range(s["width"])) for name, s in splits.items()
+  ]
+  lines += _table(rows)
+  if report["missing_splits"]:
+    lines.append(f"  not present (optional): {', '.join(report['missing_splits'])}")
+  lines += ["", "pixels per class"]
+  rows = [("class",) + tuple(splits)]
+  for index, name in enumerate(report["classes"] + ["ignore (255)"]):
+    row = [f"{index} {name}" if index < len(report["classes"]) else name]
+    for split in splits.values():
+      total = sum(split["class_pixels"]) + split["ignore_pixels"]
+      count = split["class_pixels"][index] if index < len(report["classes"]) else split["ignore_pixels"]
+      row.append(f"{count:,} ({100 * count / total:.1f}%)" if total else "0")
+    rows.append(tuple(row))
+  lines += _table(rows)
+  for name, split in splits.items():
+    if split["ignored_files"]:
+      shown = ", ".join(split["ignored_files"][:5]) + (" ..." if len(split["ignored_files"]) > 5 else "")
+      lines.append(f"  {name}/images: {len(split['ignored_files'])} files not read (not an image format): {shown}")
+  stats = report["band_stats"]
+  if stats:
+    lines += ["", f"train band statistics ({stats['sampled_pixels']:,} sampled pixels)"]
+    rows = [("band", "mean", "std", "p01", "p99")]
+    rows += [
+      (band, *(f"{stats[key][band]:.2f}" for key in ("mean", "std", "p01", "p99")))
+      for band in range(len(stats["mean"]))
     ]
-    splits = report["splits"]
-    rows = [("split", "layout", "images", "masks", "height", "width")]
-    rows += [(name, s["layout"], s["images"], s["masks"], _range(s["height"]), _range(s["width"])) for name, s in splits.items()]
     lines += _table(rows)
-    if report["missing_splits"]:
-        lines.append(f"  not present (optional): {', '.join(report['missing_splits'])}")
-    lines += ["", "pixels per class"]
-    rows = [("class",) + tuple(splits)]
-    for index, name in enumerate(report["classes"] + ["ignore (255)"]):
-        row = [f"{index} {name}" if index < len(report["classes"]) else name]
-        for split in splits.values():
-            total = sum(split["class_pixels"]) + split["ignore_pixels"]
-            count = split["class_pixels"][index] if index < len(report["classes"]) else split["ignore_pixels"]
-            row.append(f"{count:,} ({100 * count / total:.1f}%)" if total else "0")
-        rows.append(tuple(row))
-    lines += _table(rows)
-    for name, split in splits.items():
-        if split["ignored_files"]:
-            shown = ", ".join(split["ignored_files"][:5]) + (" ..." if len(split["ignored_files"]) > 5 else "")
-            lines.append(f"  {name}/images: {len(split['ignored_files'])} files not read (not an image format): {shown}")
-    stats = report["band_stats"]
-    if stats:
-        lines += ["", f"train band statistics ({stats['sampled_pixels']:,} sampled pixels)"]
-        rows = [("band", "mean", "std", "p01", "p99")]
-        rows += [(band, *(f"{stats[key][band]:.2f}" for key in ("mean", "std", "p01", "p99"))) for band in range(len(stats["mean"]))]
-        lines += _table(rows)
-    return "\n".join(lines)
+  return "\n".join(lines)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", help="dataset directory (DIR/<split>/images + masks, or TFRecord shards)")
-    parser.add_argument("--classes", default=None, help="comma-separated class names, when DIR has no classes.json")
-    parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to check (train is required)")
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object instead of a table")
-    args = parser.parse_args(argv)
-    try:
-        report = check_dataset(args.data, args.classes, [s.strip() for s in args.splits.split(",") if s.strip()])
-    except DataError as exc:
-        print(f"check_data: error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(report) if args.json else format_report(report))
-    return 0
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("data", help="dataset directory (DIR/<split>/images + masks, or TFRecord shards)")
+  parser.add_argument("--classes", default=None, help="comma-separated class names, when DIR has no classes.json")
+  parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to check (train is required)")
+  parser.add_argument("--json", action="store_true", help="print the report as one JSON object instead of a table")
+  args = parser.parse_args(argv)
+  try:
+    report = check_dataset(args.data, args.classes, [s.strip() for s in args.splits.split(",") if s.strip()])
+  except DataError as exc:
+    print(f"check_data: error: {exc}", file=sys.stderr)
+    return 1
+  print(json.dumps(report) if args.json else format_report(report))
+  return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+  sys.exit(main())

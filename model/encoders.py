@@ -3,6 +3,7 @@
 Each returns a dict {8: tensor, 16: tensor, 32: tensor} built on the given
 (already normalised) input, so the FCN heads do not care which backbone runs.
 """
+
 import os
 
 import keras
@@ -11,64 +12,66 @@ ENCODERS = ("compact", "vgg16", "mobilenetv2")
 
 
 def _conv_block(inputs, filters, strides, name):
-    outputs = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(inputs)
-    outputs = keras.layers.BatchNormalization(name=f"{name}_bn")(outputs)
-    return keras.layers.ReLU(name=f"{name}_relu")(outputs)
+  outputs = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(
+    inputs
+  )
+  outputs = keras.layers.BatchNormalization(name=f"{name}_bn")(outputs)
+  return keras.layers.ReLU(name=f"{name}_relu")(outputs)
 
 
 def compact_encoder(inputs, width=32):
-    """A plain VGG-like stack of 3x3 conv/BN/ReLU, two convs per stage, stride 2 per stage.
+  """A plain VGG-like stack of 3x3 conv/BN/ReLU, two convs per stage, stride 2 per stage.
 
-    About 1.2M parameters at width 32: small enough to train to a useful model in
-    minutes on two CPU cores, deep enough (receptive field > 200 px) for textures.
-    """
-    stage_filters = (width, int(width * 1.5), width * 2, width * 4, width * 8)
-    features = {}
-    outputs = inputs
-    for stage, filters in enumerate(stage_filters, start=1):
-        outputs = _conv_block(outputs, filters, 2, f"stage{stage}_a")
-        outputs = _conv_block(outputs, filters, 1, f"stage{stage}_b")
-        features[2**stage] = outputs
-    return {stride: features[stride] for stride in (8, 16, 32)}
+  About 1.2M parameters at width 32: small enough to train to a useful model in
+  minutes on two CPU cores, deep enough (receptive field > 200 px) for textures.
+  """
+  stage_filters = (width, int(width * 1.5), width * 2, width * 4, width * 8)
+  features = {}
+  outputs = inputs
+  for stage, filters in enumerate(stage_filters, start=1):
+    outputs = _conv_block(outputs, filters, 2, f"stage{stage}_a")
+    outputs = _conv_block(outputs, filters, 1, f"stage{stage}_b")
+    features[2**stage] = outputs
+  return {stride: features[stride] for stride in (8, 16, 32)}
 
 
 def _load_local_weights(backbone, weights_path):
-    if weights_path is None:
-        return
-    if not os.path.exists(weights_path):
-        raise ValueError(f"backbone weights file not found: {weights_path} (nothing is downloaded; pass a local file)")
-    backbone.load_weights(weights_path)
+  if weights_path is None:
+    return
+  if not os.path.exists(weights_path):
+    raise ValueError(f"backbone weights file not found: {weights_path} (nothing is downloaded; pass a local file)")
+  backbone.load_weights(weights_path)
 
 
 def vgg16_encoder(inputs, weights_path=None):
-    """keras.applications VGG16 (the FCN paper's backbone), pool3/pool4/pool5 as the stride-8/16/32 features."""
-    backbone = keras.applications.VGG16(include_top=False, weights=None, input_tensor=inputs)
-    _load_local_weights(backbone, weights_path)
-    return {
-        8: backbone.get_layer("block3_pool").output,
-        16: backbone.get_layer("block4_pool").output,
-        32: backbone.get_layer("block5_pool").output,
-    }
+  """keras.applications VGG16 (the FCN paper's backbone), pool3/pool4/pool5 as the stride-8/16/32 features."""
+  backbone = keras.applications.VGG16(include_top=False, weights=None, input_tensor=inputs)
+  _load_local_weights(backbone, weights_path)
+  return {
+    8: backbone.get_layer("block3_pool").output,
+    16: backbone.get_layer("block4_pool").output,
+    32: backbone.get_layer("block5_pool").output,
+  }
 
 
 def mobilenetv2_encoder(inputs, weights_path=None):
-    """keras.applications MobileNetV2: the last block at each of strides 8, 16 and 32."""
-    backbone = keras.applications.MobileNetV2(include_top=False, weights=None, input_tensor=inputs)
-    _load_local_weights(backbone, weights_path)
-    return {
-        8: backbone.get_layer("block_5_add").output,
-        16: backbone.get_layer("block_12_add").output,
-        32: backbone.get_layer("out_relu").output,
-    }
+  """keras.applications MobileNetV2: the last block at each of strides 8, 16 and 32."""
+  backbone = keras.applications.MobileNetV2(include_top=False, weights=None, input_tensor=inputs)
+  _load_local_weights(backbone, weights_path)
+  return {
+    8: backbone.get_layer("block_5_add").output,
+    16: backbone.get_layer("block_12_add").output,
+    32: backbone.get_layer("out_relu").output,
+  }
 
 
 def build_encoder(name, inputs, weights_path=None, width=32):
-    if name == "compact":
-        if weights_path is not None:
-            raise ValueError("the compact encoder has no pretrained weights; drop --encoder_weights")
-        return compact_encoder(inputs, width=width)
-    if name == "vgg16":
-        return vgg16_encoder(inputs, weights_path)
-    if name == "mobilenetv2":
-        return mobilenetv2_encoder(inputs, weights_path)
-    raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODERS}")
+  if name == "compact":
+    if weights_path is not None:
+      raise ValueError("the compact encoder has no pretrained weights; drop --encoder_weights")
+    return compact_encoder(inputs, width=width)
+  if name == "vgg16":
+    return vgg16_encoder(inputs, weights_path)
+  if name == "mobilenetv2":
+    return mobilenetv2_encoder(inputs, weights_path)
+  raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODERS}")

@@ -7,6 +7,7 @@ through its `segment` serving function so the numbers describe what ships, or
 a `.keras` checkpoint from model.train. Prints a table, then one JSON object
 as the last line of stdout.
 """
+
 import argparse
 import json
 import os
@@ -22,131 +23,135 @@ from model.tiled import predict_image
 
 
 def _read_json(path):
-    with open(path) as handle:
-        return json.load(handle)
+  with open(path) as handle:
+    return json.load(handle)
 
 
 def load_segmenter(model_path):
-    """Return (segment function, class list, kind, (channels, dtype)).
+  """Return (segment function, class list, kind, (channels, dtype)).
 
-    The function takes images [N,H,W,C] in the model's own dtype (uint8 or
-    uint16) and bands, and returns float32 [N,H,W,2]: class id, then the
-    winning class's probability (one array, so tiling stitches both alike).
-    """
-    if model_path.endswith(".keras"):
-        import keras
+  The function takes images [N,H,W,C] in the model's own dtype (uint8 or
+  uint16) and bands, and returns float32 [N,H,W,2]: class id, then the
+  winning class's probability (one array, so tiling stitches both alike).
+  """
+  if model_path.endswith(".keras"):
+    import keras
 
-        from model.train import make_prediction_function
+    from model.train import make_prediction_function
 
-        model = keras.models.load_model(model_path)
-        predict = make_prediction_function(model, with_confidence=True)
-        run_path = os.path.join(os.path.dirname(model_path), "run.json")
-        if not os.path.exists(run_path):
-            raise ValueError(f"{run_path} is missing: a checkpoint is evaluated with its training run's class list")
-        run = _read_json(run_path)
-        dtype = (run.get("input") or {}).get("dtype", "uint8")
-        channels = int(model.input_shape[-1])
-        classes = classes_module.classes_from_json(run["classes"], source=run_path)
-        return (lambda images: _stacked(*predict(tf.cast(images, tf.float32)))), classes, "keras", (channels, dtype)
-    saved_model_dir = os.path.join(model_path, "saved_model")
-    card_path = os.path.join(model_path, "card.json")
-    if not os.path.isdir(saved_model_dir) or not os.path.exists(card_path):
-        raise ValueError(f"{model_path} is neither a .keras checkpoint nor an exported model directory (saved_model/ + card.json)")
-    loaded = tf.saved_model.load(saved_model_dir)
-    card = _read_json(card_path)
-    classes = classes_module.classes_from_json(card["classes"], source=card_path)
-    channels, dtype = int(card["input"].get("channels", 3)), card["input"].get("dtype", "uint8")
+    model = keras.models.load_model(model_path)
+    predict = make_prediction_function(model, with_confidence=True)
+    run_path = os.path.join(os.path.dirname(model_path), "run.json")
+    if not os.path.exists(run_path):
+      raise ValueError(f"{run_path} is missing: a checkpoint is evaluated with its training run's class list")
+    run = _read_json(run_path)
+    dtype = (run.get("input") or {}).get("dtype", "uint8")
+    channels = int(model.input_shape[-1])
+    classes = classes_module.classes_from_json(run["classes"], source=run_path)
+    return (lambda images: _stacked(*predict(tf.cast(images, tf.float32)))), classes, "keras", (channels, dtype)
+  saved_model_dir = os.path.join(model_path, "saved_model")
+  card_path = os.path.join(model_path, "card.json")
+  if not os.path.isdir(saved_model_dir) or not os.path.exists(card_path):
+    raise ValueError(
+      f"{model_path} is neither a .keras checkpoint nor an exported model directory (saved_model/ + card.json)"
+    )
+  loaded = tf.saved_model.load(saved_model_dir)
+  card = _read_json(card_path)
+  classes = classes_module.classes_from_json(card["classes"], source=card_path)
+  channels, dtype = int(card["input"].get("channels", 3)), card["input"].get("dtype", "uint8")
 
-    def segment(images):
-        outputs = loaded.segment(images)
-        return _stacked(outputs["class_ids"], outputs["confidence"])
+  def segment(images):
+    outputs = loaded.segment(images)
+    return _stacked(outputs["class_ids"], outputs["confidence"])
 
-    return segment, classes, "saved_model", (channels, dtype)
+  return segment, classes, "saved_model", (channels, dtype)
 
 
 def _stacked(class_ids, confidence):
-    return tf.stack([tf.cast(class_ids, tf.float32), tf.cast(confidence, tf.float32)], axis=-1)
+  return tf.stack([tf.cast(class_ids, tf.float32), tf.cast(confidence, tf.float32)], axis=-1)
 
 
 def confidence_quantiles(image_means):
-    """Quantiles of the per-image mean confidence: the reference the pipeline's OOD check compares with."""
-    values = np.asarray(image_means, dtype=np.float64)
-    return {f"p{q:02d}": round(float(np.percentile(values, q)), 4) for q in (1, 5, 50)}
+  """Quantiles of the per-image mean confidence: the reference the pipeline's OOD check compares with."""
+  values = np.asarray(image_means, dtype=np.float64)
+  return {f"p{q:02d}": round(float(np.percentile(values, q)), 4) for q in (1, 5, 50)}
 
 
 def evaluate(model_path, data_dir, split="test"):
-    """Accumulate one confusion matrix over the split and compute the metrics dict."""
-    segment, class_list, kind, (channels, dtype) = load_segmenter(model_path)
-    num_classes = len(class_list)
-    class_names = [segmentation_class.name for segmentation_class in class_list]
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    dataset, _ = evaluation_dataset(data_dir, split, channels=channels, dtype=dtype)
-    started = time.monotonic()
-    images, confidence_sum, confidence_pixels, image_means = 0, 0.0, 0, []
-    for image, mask in dataset:
-        # Native size, tiled like the pipeline when large, in the model's own dtype.
-        output = predict_image(lambda batch: np.asarray(segment(tf.cast(batch, dtype))), image.numpy())
-        class_ids, confidence = output[..., 0].astype(np.uint8), output[..., 1].astype(np.float64)
-        confusion += confusion_matrix(mask.numpy(), class_ids, num_classes)
-        # Over every pixel of the image, as the pipeline's per-image mean_confidence.
-        confidence_sum += float(confidence.sum())
-        confidence_pixels += confidence.size
-        image_means.append(float(confidence.mean()))
-        images += 1
-    if images == 0:
-        raise ValueError(f"no images in split '{split}' of {data_dir}")
-    metrics = segmentation_metrics(confusion, class_names)
-    dataset_json = os.path.join(data_dir, "dataset.json")
-    result = {
-        "model": model_path,
-        "model_format": kind,
-        "data": data_dir,
-        "split": split,
-        "seed": _read_json(dataset_json).get("seed") if os.path.exists(dataset_json) else None,
-        "images": images,
-        "pixels": int(confusion.sum()),
-        "seconds": round(time.monotonic() - started, 2),
-    }
-    result.update(metrics)
-    result["mean_confidence"] = confidence_sum / confidence_pixels
-    result["image_confidence"] = confidence_quantiles(image_means)
-    result["confusion_matrix"] = confusion.tolist()
-    return result
+  """Accumulate one confusion matrix over the split and compute the metrics dict."""
+  segment, class_list, kind, (channels, dtype) = load_segmenter(model_path)
+  num_classes = len(class_list)
+  class_names = [segmentation_class.name for segmentation_class in class_list]
+  confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+  dataset, _ = evaluation_dataset(data_dir, split, channels=channels, dtype=dtype)
+  started = time.monotonic()
+  images, confidence_sum, confidence_pixels, image_means = 0, 0.0, 0, []
+  for image, mask in dataset:
+    # Native size, tiled like the pipeline when large, in the model's own dtype.
+    output = predict_image(lambda batch: np.asarray(segment(tf.cast(batch, dtype))), image.numpy())
+    class_ids, confidence = output[..., 0].astype(np.uint8), output[..., 1].astype(np.float64)
+    confusion += confusion_matrix(mask.numpy(), class_ids, num_classes)
+    # Over every pixel of the image, as the pipeline's per-image mean_confidence.
+    confidence_sum += float(confidence.sum())
+    confidence_pixels += confidence.size
+    image_means.append(float(confidence.mean()))
+    images += 1
+  if images == 0:
+    raise ValueError(f"no images in split '{split}' of {data_dir}")
+  metrics = segmentation_metrics(confusion, class_names)
+  dataset_json = os.path.join(data_dir, "dataset.json")
+  result = {
+    "model": model_path,
+    "model_format": kind,
+    "data": data_dir,
+    "split": split,
+    "seed": _read_json(dataset_json).get("seed") if os.path.exists(dataset_json) else None,
+    "images": images,
+    "pixels": int(confusion.sum()),
+    "seconds": round(time.monotonic() - started, 2),
+  }
+  result.update(metrics)
+  result["mean_confidence"] = confidence_sum / confidence_pixels
+  result["image_confidence"] = confidence_quantiles(image_means)
+  result["confusion_matrix"] = confusion.tolist()
+  return result
 
 
 def _as_text(value):
-    return "n/a" if value is None else f"{value:.4f}"
+  return "n/a" if value is None else f"{value:.4f}"
 
 
 def format_table(result):
-    lines = [f"{'class':<16}{'IoU':>8}{'accuracy':>10}"]
-    for name, iou in result["per_class_iou"].items():
-        lines.append(f"{name:<16}{_as_text(iou):>8}{_as_text(result['per_class_accuracy'][name]):>10}")
-    lines.append("")
-    lines.append(f"{'pixel acc.':>12}{'mean acc.':>12}{'mean IoU':>12}{'f.w. IoU':>12}")
-    lines.append(
-        f"{result['pixel_accuracy']:>12.4f}{result['mean_accuracy']:>12.4f}{result['mean_iou']:>12.4f}{result['fw_iou']:>12.4f}"
-    )
-    lines.append(f"{result['images']} images, {result['pixels']} labelled pixels, split '{result['split']}' of {result['data']}")
-    quantiles = ", ".join(f"{name} {value:.4f}" for name, value in result["image_confidence"].items())
-    lines.append(f"mean confidence {result['mean_confidence']:.4f}; per-image mean confidence {quantiles}")
-    return "\n".join(lines)
+  lines = [f"{'class':<16}{'IoU':>8}{'accuracy':>10}"]
+  for name, iou in result["per_class_iou"].items():
+    lines.append(f"{name:<16}{_as_text(iou):>8}{_as_text(result['per_class_accuracy'][name]):>10}")
+  lines.append("")
+  lines.append(f"{'pixel acc.':>12}{'mean acc.':>12}{'mean IoU':>12}{'f.w. IoU':>12}")
+  lines.append(
+    f"{result['pixel_accuracy']:>12.4f}{result['mean_accuracy']:>12.4f}{result['mean_iou']:>12.4f}{result['fw_iou']:>12.4f}"
+  )
+  lines.append(
+    f"{result['images']} images, {result['pixels']} labelled pixels, split '{result['split']}' of {result['data']}"
+  )
+  quantiles = ", ".join(f"{name} {value:.4f}" for name, value in result["image_confidence"].items())
+  lines.append(f"mean confidence {result['mean_confidence']:.4f}; per-image mean confidence {quantiles}")
+  return "\n".join(lines)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="exported model directory or .keras checkpoint")
-    parser.add_argument("--data", required=True, help="dataset directory")
-    parser.add_argument("--split", default="test")
-    return parser.parse_args(argv)
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model", required=True, help="exported model directory or .keras checkpoint")
+  parser.add_argument("--data", required=True, help="dataset directory")
+  parser.add_argument("--split", default="test")
+  return parser.parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    result = evaluate(args.model, args.data, args.split)
-    print(format_table(result))
-    print(json.dumps(result), flush=True)
+  args = parse_args(argv)
+  result = evaluate(args.model, args.data, args.split)
+  print(format_table(result))
+  print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+  main()

@@ -17,6 +17,7 @@ Writes OUT/images/nuclei.tif (the image unchanged), OUT/masks/nuclei.png
 (instances -> 0 background, 1 nucleus), OUT/classes.json and OUT/SOURCE.json
 (where the data came from, checksums, and the conversion).
 """
+
 import argparse
 import hashlib
 import importlib.metadata
@@ -35,89 +36,95 @@ VERSION = "0.9.2"
 IMAGE_IN_WHEEL = "stardist/data/images/img2d.tif"
 LABELS_IN_WHEEL = "stardist/data/images/mask2d.tif"
 CLASSES = classes_from_json(
-    [{"id": 0, "name": "background", "color": [0, 0, 0]}, {"id": 1, "name": "nucleus", "color": [230, 60, 60]}]
+  [{"id": 0, "name": "background", "color": [0, 0, 0]}, {"id": 1, "name": "nucleus", "color": [230, 60, 60]}]
 )
 INSTALL_HINT = f"pip install --no-deps {PACKAGE}=={VERSION}"
 
 
 class NucleiDataError(RuntimeError):
-    """The stardist files are not available; the message says how to install them."""
+  """The stardist files are not available; the message says how to install them."""
 
 
 def source_files():
-    """(distribution, image path, labels path) inside the installed stardist wheel."""
-    try:
-        distribution = importlib.metadata.distribution(PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise NucleiDataError(f"the {PACKAGE} package, which ships the nuclei image, is not installed: run {INSTALL_HINT}") from None
-    paths = [os.fspath(distribution.locate_file(relative)) for relative in (IMAGE_IN_WHEEL, LABELS_IN_WHEEL)]
-    missing = [path for path in paths if not os.path.isfile(path)]
-    if missing:
-        raise NucleiDataError(
-            f"{PACKAGE} {distribution.version} is installed but lacks {', '.join(missing)}; reinstall it with {INSTALL_HINT}"
-        )
-    return distribution, paths[0], paths[1]
+  """(distribution, image path, labels path) inside the installed stardist wheel."""
+  try:
+    distribution = importlib.metadata.distribution(PACKAGE)
+  except importlib.metadata.PackageNotFoundError:
+    raise NucleiDataError(
+      f"the {PACKAGE} package, which ships the nuclei image, is not installed: run {INSTALL_HINT}"
+    ) from None
+  paths = [os.fspath(distribution.locate_file(relative)) for relative in (IMAGE_IN_WHEEL, LABELS_IN_WHEEL)]
+  missing = [path for path in paths if not os.path.isfile(path)]
+  if missing:
+    raise NucleiDataError(
+      f"{PACKAGE} {distribution.version} is installed but lacks {', '.join(missing)}; reinstall it with {INSTALL_HINT}"
+    )
+  return distribution, paths[0], paths[1]
 
 
 def _sha256(path):
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
+  with open(path, "rb") as handle:
+    return hashlib.sha256(handle.read()).hexdigest()
 
 
 def write_nuclei_scene(out_dir):
-    """Convert the stardist image and instance labels into a one-scene dataset folder; returns SOURCE.json's record."""
-    distribution, image_path, labels_path = source_files()
-    image = tifffile.imread(image_path)
-    labels = tifffile.imread(labels_path)
-    if image.ndim != 2 or image.dtype != np.uint16 or labels.shape != image.shape:
-        raise NucleiDataError(
-            f"{image_path} is {image.dtype} {image.shape} and {labels_path} {labels.shape}; expected 2-D uint16 of one size "
-            f"(the files of {PACKAGE} {VERSION}): reinstall with {INSTALL_HINT}"
-        )
-    os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
-    os.makedirs(os.path.join(out_dir, "masks"), exist_ok=True)
-    tifffile.imwrite(os.path.join(out_dir, "images", "nuclei.tif"), image, photometric="minisblack")
-    semantic = (labels > 0).astype(np.uint8)
-    mask = Image.fromarray(semantic, "P")
-    mask.putpalette([value for c in CLASSES for value in c.color])
-    mask.save(os.path.join(out_dir, "masks", "nuclei.png"))
-    write_classes_file(out_dir, CLASSES)
-    record = {
-        "package": PACKAGE,
-        "version": distribution.version,
-        "license": distribution.metadata.get("License") or "BSD-3-Clause",
-        "homepage": "https://github.com/stardist/stardist",
-        "files": {
-            "image": {"path_in_wheel": IMAGE_IN_WHEEL, "sha256": _sha256(image_path)},
-            "labels": {"path_in_wheel": LABELS_IN_WHEEL, "sha256": _sha256(labels_path)},
-        },
-        "conversion": (
-            "images/nuclei.tif is img2d.tif unchanged (512x512 uint16, one channel, values "
-            f"{int(image.min())}..{int(image.max())}); masks/nuclei.png is mask2d.tif's {len(np.unique(labels)) - 1} "
-            "nucleus instances merged into one class: 0 background (label 0), 1 nucleus (any label > 0)"
-        ),
-        "pixels": {"background": int((semantic == 0).sum()), "nucleus": int((semantic == 1).sum())},
-    }
-    if distribution.version != VERSION:
-        record["note"] = f"converted from {PACKAGE} {distribution.version}; the documented numbers are for {VERSION}"
-    with open(os.path.join(out_dir, "SOURCE.json"), "w") as handle:
-        json.dump(record, handle, indent=2)
-        handle.write("\n")
-    return record
+  """Convert the stardist image and instance labels into a one-scene dataset folder; returns SOURCE.json's record."""
+  distribution, image_path, labels_path = source_files()
+  image = tifffile.imread(image_path)
+  labels = tifffile.imread(labels_path)
+  if image.ndim != 2 or image.dtype != np.uint16 or labels.shape != image.shape:
+    raise NucleiDataError(
+      f"{image_path} is {image.dtype} {image.shape} and {labels_path} {labels.shape}; expected 2-D uint16 of one size "
+      f"(the files of {PACKAGE} {VERSION}): reinstall with {INSTALL_HINT}"
+    )
+  os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+  os.makedirs(os.path.join(out_dir, "masks"), exist_ok=True)
+  tifffile.imwrite(os.path.join(out_dir, "images", "nuclei.tif"), image, photometric="minisblack")
+  semantic = (labels > 0).astype(np.uint8)
+  mask = Image.fromarray(semantic, "P")
+  mask.putpalette([value for c in CLASSES for value in c.color])
+  mask.save(os.path.join(out_dir, "masks", "nuclei.png"))
+  write_classes_file(out_dir, CLASSES)
+  record = {
+    "package": PACKAGE,
+    "version": distribution.version,
+    "license": distribution.metadata.get("License") or "BSD-3-Clause",
+    "homepage": "https://github.com/stardist/stardist",
+    "files": {
+      "image": {"path_in_wheel": IMAGE_IN_WHEEL, "sha256": _sha256(image_path)},
+      "labels": {"path_in_wheel": LABELS_IN_WHEEL, "sha256": _sha256(labels_path)},
+    },
+    "conversion": (
+      "images/nuclei.tif is img2d.tif unchanged (512x512 uint16, one channel, values "
+      f"{int(image.min())}..{int(image.max())}); masks/nuclei.png is mask2d.tif's {len(np.unique(labels)) - 1} "
+      "nucleus instances merged into one class: 0 background (label 0), 1 nucleus (any label > 0)"
+    ),
+    "pixels": {"background": int((semantic == 0).sum()), "nucleus": int((semantic == 1).sum())},
+  }
+  if distribution.version != VERSION:
+    record["note"] = f"converted from {PACKAGE} {distribution.version}; the documented numbers are for {VERSION}"
+  with open(os.path.join(out_dir, "SOURCE.json"), "w") as handle:
+    json.dump(record, handle, indent=2)
+    handle.write("\n")
+  return record
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="data/nuclei_scene", help="folder to write images/, masks/, classes.json, SOURCE.json")
-    args = parser.parse_args(argv)
-    try:
-        record = write_nuclei_scene(args.out)
-    except NucleiDataError as exc:
-        print(f"nuclei_data: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out}: 512x512 uint16 nuclei scene, {record['pixels']['nucleus']:,} nucleus pixels ({PACKAGE} {record['version']})")
-    return 0
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument(
+    "--out", default="data/nuclei_scene", help="folder to write images/, masks/, classes.json, SOURCE.json"
+  )
+  args = parser.parse_args(argv)
+  try:
+    record = write_nuclei_scene(args.out)
+  except NucleiDataError as exc:
+    print(f"nuclei_data: error: {exc}", file=sys.stderr)
+    return 1
+  print(
+    f"wrote {args.out}: 512x512 uint16 nuclei scene, {record['pixels']['nucleus']:,} nucleus pixels ({PACKAGE} {record['version']})"
+  )
+  return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+  sys.exit(main())

@@ -7,6 +7,7 @@ test set (seed 2, never seen in training), train FCN-8s, export with the test
 metrics in the card. About 15 minutes on two CPU cores. Results vary slightly
 between runs: multi-threaded CPU kernels are not bit-deterministic.
 """
+
 import argparse
 import os
 import shlex
@@ -15,27 +16,94 @@ import sys
 
 
 def commands(out_dir, work_dir):
-    data, test_data, run_dir = (os.path.join(work_dir, name) for name in ("mosaic", "mosaic_test", "default"))
-    return [
-        ["-m", "model.make_dataset", "--out", data, "--seed", "1", "--train", "2000", "--val", "100", "--test", "0", "--size", "128"],
-        ["-m", "model.make_dataset", "--out", test_data, "--seed", "2", "--train", "0", "--val", "0", "--test", "200", "--size", "128"],
-        ["-m", "model.train", "--data", data, "--out", run_dir, "--variant", "fcn8s", "--encoder", "compact",
-         "--upsampling", "bilinear", "--image_size", "128", "--batch_size", "16", "--epochs", "30",
-         "--learning_rate", "2e-3", "--normalization", "fixed", "--verbose", "2"],
-        ["-m", "model.export", "--checkpoint", os.path.join(run_dir, "best.keras"), "--out", out_dir,
-         "--name", "deconvseg-default", "--version", "1.0.0", "--evaluate_data", test_data, "--evaluate_split", "test"],
-    ]
+  data, test_data, run_dir = (os.path.join(work_dir, name) for name in ("mosaic", "mosaic_test", "default"))
+  return [
+    [
+      "-m",
+      "model.make_dataset",
+      "--out",
+      data,
+      "--seed",
+      "1",
+      "--train",
+      "2000",
+      "--val",
+      "100",
+      "--test",
+      "0",
+      "--size",
+      "128",
+    ],
+    [
+      "-m",
+      "model.make_dataset",
+      "--out",
+      test_data,
+      "--seed",
+      "2",
+      "--train",
+      "0",
+      "--val",
+      "0",
+      "--test",
+      "200",
+      "--size",
+      "128",
+    ],
+    [
+      "-m",
+      "model.train",
+      "--data",
+      data,
+      "--out",
+      run_dir,
+      "--variant",
+      "fcn8s",
+      "--encoder",
+      "compact",
+      "--upsampling",
+      "bilinear",
+      "--image_size",
+      "128",
+      "--batch_size",
+      "16",
+      "--epochs",
+      "30",
+      "--learning_rate",
+      "2e-3",
+      "--normalization",
+      "fixed",
+      "--verbose",
+      "2",
+    ],
+    [
+      "-m",
+      "model.export",
+      "--checkpoint",
+      os.path.join(run_dir, "best.keras"),
+      "--out",
+      out_dir,
+      "--name",
+      "deconvseg-default",
+      "--version",
+      "1.0.0",
+      "--evaluate_data",
+      test_data,
+      "--evaluate_split",
+      "test",
+    ],
+  ]
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="model/default", help="exported model directory to write")
-    parser.add_argument("--work_dir", default="runs/reproduce", help="where datasets and checkpoints go")
-    args = parser.parse_args(argv)
-    for command in commands(args.out, args.work_dir):
-        print("+ python " + " ".join(shlex.quote(part) for part in command), flush=True)
-        subprocess.run([sys.executable] + command, check=True)
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", default="model/default", help="exported model directory to write")
+  parser.add_argument("--work_dir", default="runs/reproduce", help="where datasets and checkpoints go")
+  args = parser.parse_args(argv)
+  for command in commands(args.out, args.work_dir):
+    print("+ python " + " ".join(shlex.quote(part) for part in command), flush=True)
+    subprocess.run([sys.executable] + command, check=True)
 
 
 if __name__ == "__main__":
-    main()
+  main()

@@ -27,6 +27,7 @@ no further than ``O // 2`` pixels reproduces whole-image inference exactly,
 a wider one differs only through the context it misses beyond that margin
 (and, in the last tile's strip, through its different stride phase).
 """
+
 from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -34,6 +35,7 @@ import numpy as np
 
 class TileSpec(NamedTuple):
   """Where a tile sits in the image and which rectangle of it is owned."""
+
   index: int
   top: int
   left: int
@@ -67,12 +69,16 @@ def owned_intervals(length: int, tile_size: int, overlap: int, starts: List[int]
   return list(zip(bounds[:-1], bounds[1:]))
 
 
-def plan_tiles(height: int, width: int, tile_size: int, overlap: int,
-               whole_pixels: Optional[int] = None) -> List[TileSpec]:
+def plan_tiles(
+  height: int, width: int, tile_size: int, overlap: int, whole_pixels: Optional[int] = None
+) -> List[TileSpec]:
   """All tiles of an image, row-major, with their owned rectangles."""
   if height * width <= (tile_size * tile_size if whole_pixels is None else whole_pixels):
-    return [TileSpec(index=0, top=0, left=0, height=height, width=width,
-                     own_top=0, own_bottom=height, own_left=0, own_right=width)]
+    return [
+      TileSpec(
+        index=0, top=0, left=0, height=height, width=width, own_top=0, own_bottom=height, own_left=0, own_right=width
+      )
+    ]
   rows = tile_starts(height, tile_size, overlap)
   cols = tile_starts(width, tile_size, overlap)
   row_own = owned_intervals(height, tile_size, overlap, rows)
@@ -81,19 +87,32 @@ def plan_tiles(height: int, width: int, tile_size: int, overlap: int,
   specs = []
   for r, (top, (own_top, own_bottom)) in enumerate(zip(rows, row_own)):
     for c, (left, (own_left, own_right)) in enumerate(zip(cols, col_own)):
-      specs.append(TileSpec(index=r * len(cols) + c, top=top, left=left, height=tile_h, width=tile_w,
-                            own_top=own_top, own_bottom=own_bottom, own_left=own_left, own_right=own_right))
+      specs.append(
+        TileSpec(
+          index=r * len(cols) + c,
+          top=top,
+          left=left,
+          height=tile_h,
+          width=tile_w,
+          own_top=own_top,
+          own_bottom=own_bottom,
+          own_left=own_left,
+          own_right=own_right,
+        )
+      )
   return specs
 
 
 def owned_crop(spec: TileSpec, tile_output: np.ndarray) -> np.ndarray:
   """The part of a per-tile output (leading axes H, W) that the tile owns."""
-  return tile_output[spec.own_top - spec.top:spec.own_bottom - spec.top,
-                     spec.own_left - spec.left:spec.own_right - spec.left]
+  return tile_output[
+    spec.own_top - spec.top : spec.own_bottom - spec.top, spec.own_left - spec.left : spec.own_right - spec.left
+  ]
 
 
-def stitch(height: int, width: int, crops: Iterable[Tuple[int, int, np.ndarray]],
-           dtype=np.uint8, channels: int = 0) -> np.ndarray:
+def stitch(
+  height: int, width: int, crops: Iterable[Tuple[int, int, np.ndarray]], dtype=np.uint8, channels: int = 0
+) -> np.ndarray:
   """Places owned crops ``(top, left, array)`` into one full-size array.
 
   Raises if the crops do not cover every pixel exactly once, so a lost or
@@ -106,7 +125,7 @@ def stitch(height: int, width: int, crops: Iterable[Tuple[int, int, np.ndarray]]
     h, w = crop.shape[:2]
     if top < 0 or left < 0 or top + h > height or left + w > width:
       raise ValueError(f"crop at ({top},{left}) of {h}x{w} falls outside {height}x{width}")
-    out[top:top + h, left:left + w] = crop
+    out[top : top + h, left : left + w] = crop
     covered += h * w
   if covered != height * width:
     raise ValueError(f"tiles cover {covered} pixels of {height * width}: a tile is missing or duplicated")

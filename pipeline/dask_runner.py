@@ -24,6 +24,7 @@ keep their tags and ``finish_bundle`` outputs, each consumer of a
 multi-output ParDo filters its own tag, side inputs are dask dependencies
 computed once per run, and every leaf bag is computed.
 """
+
 import collections
 
 import dask
@@ -44,16 +45,28 @@ def _run_bundle(elements, fn, label, window_fn, args, kwargs, side_specs, *side_
   """One dask partition through a DoFn: main outputs as values, tagged ones as ``TaggedOutput(tag, value)``."""
   receivers = OneReceiver()
   side_inputs = [
-      SideInputMap(view_class, view_options, [get_windowed_value(value, mapping_fn) for value in values])
-      for (view_class, view_options, mapping_fn), values in zip(side_specs, side_values)
+    SideInputMap(view_class, view_options, [get_windowed_value(value, mapping_fn) for value in values])
+    for (view_class, view_options, mapping_fn), values in zip(side_specs, side_values)
   ]
-  handler = _OutputHandler(window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
-                           per_element_output_counter=None, output_batch_converter=None,
-                           process_yields_batches=False, process_batch_yields_elements=False)
+  handler = _OutputHandler(
+    window_fn=window_fn,
+    main_receivers=receivers[None],
+    tagged_receivers=receivers,
+    per_element_output_counter=None,
+    output_batch_converter=None,
+    process_yields_batches=False,
+    process_batch_yields_elements=False,
+  )
   invoker = DoFnInvoker.create_invoker(
-      DoFnSignature(fn), handler, context=DoFnContext(label, state=None), side_inputs=side_inputs,
-      input_args=list(args), input_kwargs=kwargs, user_state_context=None,
-      bundle_finalizer_param=DoFn.BundleFinalizerParam())
+    DoFnSignature(fn),
+    handler,
+    context=DoFnContext(label, state=None),
+    side_inputs=side_inputs,
+    input_args=list(args),
+    input_kwargs=kwargs,
+    user_state_context=None,
+    bundle_finalizer_param=DoFn.BundleFinalizerParam(),
+  )
   invoker.invoke_setup()
   invoker.invoke_start_bundle()
   for element in elements:
@@ -112,8 +125,7 @@ class _TagRoutingVisitor(PipelineVisitor):
       # One delayed per side input over the bag's own partition keys: computed once per run and shared by
       # every task that reads it (a bag reduction gets fused into, and recomputed by, each consumer).
       values.append(dask.delayed(_concat)(self._bag(side.pvalue).to_delayed(optimize_graph=False)))
-    return input_bag.map_partitions(_run_bundle, transform.fn, transform.label, window_fn, args, kwargs, specs,
-                                    *values)
+    return input_bag.map_partitions(_run_bundle, transform.fn, transform.label, window_fn, args, kwargs, specs, *values)
 
   def visit_transform(self, transform_node):
     pcolls = [value for value in transform_node.inputs if not isinstance(value, pvalue.PBegin)]
@@ -141,6 +153,7 @@ class DaskRunner(beam_dask.DaskRunner):
 
   def run_pipeline(self, pipeline, options):
     import dask.distributed  # pylint: disable=import-outside-toplevel  (only a Dask run needs the client)
+
     dask_options = options.view_as(beam_dask.DaskOptions).get_all_options(drop_default=True, current_only=True)
     bag_kwargs = beam_dask.DaskOptions._extract_bag_kwargs(dask_options)  # pylint: disable=protected-access
     client = dask.distributed.Client(**dask_options)

@@ -42,6 +42,7 @@ warning: the batch autoscaler would otherwise grow towards its own limit,
 paying for GPUs the night's window does not need; ``python -m bench.plan``
 prints the number for a given window.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,13 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions, PipelineOptions,
-                                                  StandardOptions, WorkerOptions)
+from apache_beam.options.pipeline_options import (
+  DebugOptions,
+  GoogleCloudOptions,
+  PipelineOptions,
+  StandardOptions,
+  WorkerOptions,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -58,37 +64,61 @@ SINGLE_PROCESS_EXPERIMENT = "no_use_multiple_sdk_containers"
 
 # GPU type -> machine type prefixes Compute Engine attaches it to.
 GPU_MACHINE_PREFIXES = {
-    "nvidia-tesla-t4": ("n1-",),
-    "nvidia-tesla-p4": ("n1-",),
-    "nvidia-tesla-p100": ("n1-",),
-    "nvidia-tesla-v100": ("n1-",),
-    "nvidia-l4": ("g2-",),
-    "nvidia-tesla-a100": ("a2-highgpu-", "a2-megagpu-"),
-    "nvidia-a100-80gb": ("a2-ultragpu-",),
-    "nvidia-h100-80gb": ("a3-highgpu-",),
-    "nvidia-h100-mega-80gb": ("a3-megagpu-",),
+  "nvidia-tesla-t4": ("n1-",),
+  "nvidia-tesla-p4": ("n1-",),
+  "nvidia-tesla-p100": ("n1-",),
+  "nvidia-tesla-v100": ("n1-",),
+  "nvidia-l4": ("g2-",),
+  "nvidia-tesla-a100": ("a2-highgpu-", "a2-megagpu-"),
+  "nvidia-a100-80gb": ("a2-ultragpu-",),
+  "nvidia-h100-80gb": ("a3-highgpu-",),
+  "nvidia-h100-mega-80gb": ("a3-megagpu-",),
 }
 GPU_TYPES = tuple(sorted(GPU_MACHINE_PREFIXES))
 # GPUs per N1 VM (N1 machines take the GPUs you attach, within these counts).
 N1_GPU_COUNTS = {
-    "nvidia-tesla-t4": (1, 2, 4),
-    "nvidia-tesla-p4": (1, 2, 4),
-    "nvidia-tesla-p100": (1, 2, 4),
-    "nvidia-tesla-v100": (1, 2, 4, 8),
+  "nvidia-tesla-t4": (1, 2, 4),
+  "nvidia-tesla-p4": (1, 2, 4),
+  "nvidia-tesla-p100": (1, 2, 4),
+  "nvidia-tesla-v100": (1, 2, 4, 8),
 }
 # G2 machines come with a fixed number of L4s.
-G2_GPU_COUNTS = {"g2-standard-4": 1, "g2-standard-8": 1, "g2-standard-12": 1, "g2-standard-16": 1,
-                 "g2-standard-24": 2, "g2-standard-32": 1, "g2-standard-48": 4, "g2-standard-96": 8}
+G2_GPU_COUNTS = {
+  "g2-standard-4": 1,
+  "g2-standard-8": 1,
+  "g2-standard-12": 1,
+  "g2-standard-16": 1,
+  "g2-standard-24": 2,
+  "g2-standard-32": 1,
+  "g2-standard-48": 4,
+  "g2-standard-96": 8,
+}
 # A2/A3 names end in the GPU count: a2-highgpu-2g, a3-megagpu-8g.
 _FIXED_COUNT_SUFFIX = re.compile(r"^(a2|a3)-[a-z]+-(\d+)g$")
 # vCPUs of machine types whose name does not end in the count (A2/A3 end in the GPU count).
-_WHOLE_MACHINE_VCPUS = {"a2-highgpu-1g": 12, "a2-highgpu-2g": 24, "a2-highgpu-4g": 48, "a2-highgpu-8g": 96,
-                        "a2-megagpu-16g": 96, "a2-ultragpu-1g": 12, "a2-ultragpu-2g": 24, "a2-ultragpu-4g": 48,
-                        "a2-ultragpu-8g": 96, "a3-highgpu-1g": 26, "a3-highgpu-2g": 52, "a3-highgpu-4g": 104,
-                        "a3-highgpu-8g": 208, "a3-megagpu-8g": 208}
-_EXAMPLE_MACHINE = {"nvidia-l4": "g2-standard-8", "nvidia-tesla-a100": "a2-highgpu-1g",
-                    "nvidia-a100-80gb": "a2-ultragpu-1g", "nvidia-h100-80gb": "a3-highgpu-1g",
-                    "nvidia-h100-mega-80gb": "a3-megagpu-8g"}
+_WHOLE_MACHINE_VCPUS = {
+  "a2-highgpu-1g": 12,
+  "a2-highgpu-2g": 24,
+  "a2-highgpu-4g": 48,
+  "a2-highgpu-8g": 96,
+  "a2-megagpu-16g": 96,
+  "a2-ultragpu-1g": 12,
+  "a2-ultragpu-2g": 24,
+  "a2-ultragpu-4g": 48,
+  "a2-ultragpu-8g": 96,
+  "a3-highgpu-1g": 26,
+  "a3-highgpu-2g": 52,
+  "a3-highgpu-4g": 104,
+  "a3-highgpu-8g": 208,
+  "a3-megagpu-8g": 208,
+}
+_EXAMPLE_MACHINE = {
+  "nvidia-l4": "g2-standard-8",
+  "nvidia-tesla-a100": "a2-highgpu-1g",
+  "nvidia-a100-80gb": "a2-ultragpu-1g",
+  "nvidia-h100-80gb": "a3-highgpu-1g",
+  "nvidia-h100-mega-80gb": "a3-megagpu-8g",
+}
 
 
 def parse_bool(value) -> bool:
@@ -114,34 +144,60 @@ class DataflowGpuOptions(PipelineOptions):
   @classmethod
   def _add_argparse_args(cls, parser):
     parser.add_argument(
-        "--gpu_type", choices=GPU_TYPES, default=None,
-        help="Attach GPUs of this type to every Dataflow worker (DataflowRunner only), e.g. "
-             "nvidia-tesla-t4 (with --machine_type=n1-*) or nvidia-l4 (with --machine_type=g2-*).")
+      "--gpu_type",
+      choices=GPU_TYPES,
+      default=None,
+      help="Attach GPUs of this type to every Dataflow worker (DataflowRunner only), e.g. "
+      "nvidia-tesla-t4 (with --machine_type=n1-*) or nvidia-l4 (with --machine_type=g2-*).",
+    )
     parser.add_argument(
-        "--gpu_count", type=int, default=1,
-        help="GPUs per worker VM (default 1). G2/A2/A3 machine types fix the count; it must match.")
+      "--gpu_count",
+      type=int,
+      default=1,
+      help="GPUs per worker VM (default 1). G2/A2/A3 machine types fix the count; it must match.",
+    )
     parser.add_argument(
-        "--install_gpu_driver", type=parse_bool, nargs="?", const=True, default=True,
-        metavar="true|false",
-        help="Let Dataflow install the NVIDIA driver on the workers (default true).")
+      "--install_gpu_driver",
+      type=parse_bool,
+      nargs="?",
+      const=True,
+      default=True,
+      metavar="true|false",
+      help="Let Dataflow install the NVIDIA driver on the workers (default true).",
+    )
     parser.add_argument(
-        "--no_install_gpu_driver", dest="install_gpu_driver", action="store_false",
-        help="Do not install the NVIDIA driver (only for worker images that bring their own).")
+      "--no_install_gpu_driver",
+      dest="install_gpu_driver",
+      action="store_false",
+      help="Do not install the NVIDIA driver (only for worker images that bring their own).",
+    )
     parser.add_argument(
-        "--worker_image", default=None, metavar="IMAGE",
-        help="Worker container image (sets --sdk_container_image), e.g. "
-             "us-central1-docker.pkg.dev/PROJECT/REPO/deconvseg-worker:0.1.0 built from "
-             "deploy/Dockerfile. Required with --gpu_type: it carries CUDA TensorFlow.")
+      "--worker_image",
+      default=None,
+      metavar="IMAGE",
+      help="Worker container image (sets --sdk_container_image), e.g. "
+      "us-central1-docker.pkg.dev/PROJECT/REPO/deconvseg-worker:0.1.0 built from "
+      "deploy/Dockerfile. Required with --gpu_type: it carries CUDA TensorFlow.",
+    )
     parser.add_argument(
-        "--one_process_per_gpu", type=parse_bool, nargs="?", const=True, default=None,
-        metavar="true|false",
-        help="Run one SDK process per worker VM (experiment no_use_multiple_sdk_containers) so "
-             "the model is in GPU memory once. Default: true with one GPU per worker unless "
-             "--model_copies_per_worker is given.")
+      "--one_process_per_gpu",
+      type=parse_bool,
+      nargs="?",
+      const=True,
+      default=None,
+      metavar="true|false",
+      help="Run one SDK process per worker VM (experiment no_use_multiple_sdk_containers) so "
+      "the model is in GPU memory once. Default: true with one GPU per worker unless "
+      "--model_copies_per_worker is given.",
+    )
     parser.add_argument(
-        "--model_copies_per_worker", type=int, default=None, metavar="N",
-        help="Keep one SDK process per vCPU but load exactly N models per worker, shared by "
-             "all its processes (RunInference model_copies). Excludes --one_process_per_gpu.")
+      "--model_copies_per_worker",
+      type=int,
+      default=None,
+      metavar="N",
+      help="Keep one SDK process per vCPU but load exactly N models per worker, shared by "
+      "all its processes (RunInference model_copies). Excludes --one_process_per_gpu.",
+    )
 
 
 def _is_dataflow(runner) -> bool:
@@ -173,18 +229,21 @@ def _local_path_errors(options: PipelineOptions, image: Optional[str]) -> List[s
   local = []
   for name in _DATA_PATH_OPTIONS:
     value = values.get(name)
-    for path in (value if isinstance(value, (list, tuple)) else [value]):
+    for path in value if isinstance(value, (list, tuple)) else [value]:
       if path and not str(path).startswith("gs://"):
         local.append(f"--{name} {path}")
   if local:
-    errors.append("Dataflow workers cannot read or write this machine's files: use gs:// paths for "
-                  + ", ".join(local) + ".")
+    errors.append(
+      "Dataflow workers cannot read or write this machine's files: use gs:// paths for " + ", ".join(local) + "."
+    )
   model = values.get("model")
   same_image = image and os.environ.get("DECONVSEG_WORKER_IMAGE") == image
   if model and not str(model).startswith("gs://") and not same_image:
-    errors.append(f"--model {model} is on this machine, which Dataflow workers cannot read: copy it "
-                  f"to Cloud Storage (gcloud storage cp -r {model} gs://BUCKET/models/) and pass "
-                  "--model gs://BUCKET/models/...")
+    errors.append(
+      f"--model {model} is on this machine, which Dataflow workers cannot read: copy it "
+      f"to Cloud Storage (gcloud storage cp -r {model} gs://BUCKET/models/) and pass "
+      "--model gs://BUCKET/models/..."
+    )
   return errors
 
 
@@ -213,33 +272,46 @@ def validate_dataflow_options(options: PipelineOptions) -> List[str]:
   runner = options.view_as(StandardOptions).runner
   errors = []
 
-  dataflow_only = [flag for flag, value in (
-      ("--gpu_type", gpu.gpu_type), ("--worker_image", gpu.worker_image),
+  dataflow_only = [
+    flag
+    for flag, value in (
+      ("--gpu_type", gpu.gpu_type),
+      ("--worker_image", gpu.worker_image),
       ("--model_copies_per_worker", gpu.model_copies_per_worker),
-      ("--one_process_per_gpu", gpu.one_process_per_gpu)) if value is not None]
+      ("--one_process_per_gpu", gpu.one_process_per_gpu),
+    )
+    if value is not None
+  ]
   if not _is_dataflow(runner):
     if dataflow_only:
-      errors.append(f"{', '.join(dataflow_only)} only apply to Dataflow workers: add "
-                    f"--runner=DataflowRunner (got --runner={runner or 'unset'}). Local runs use "
-                    "whatever GPU TensorFlow sees.")
+      errors.append(
+        f"{', '.join(dataflow_only)} only apply to Dataflow workers: add "
+        f"--runner=DataflowRunner (got --runner={runner or 'unset'}). Local runs use "
+        "whatever GPU TensorFlow sees."
+      )
     return errors
 
   temp = cloud.temp_location or cloud.staging_location
   if not temp or not str(temp).startswith("gs://"):
-    errors.append(f"Dataflow needs a Cloud Storage --temp_location, e.g. "
-                  f"--temp_location=gs://BUCKET/tmp (got {temp or 'none'}).")
+    errors.append(
+      f"Dataflow needs a Cloud Storage --temp_location, e.g. --temp_location=gs://BUCKET/tmp (got {temp or 'none'})."
+    )
   if cloud.staging_location and not str(cloud.staging_location).startswith("gs://"):
     errors.append(f"--staging_location must be on Cloud Storage (gs://...), got {cloud.staging_location}.")
 
   errors.extend(_local_path_errors(options, gpu.worker_image or worker.sdk_container_image))
   if gpu.worker_image and worker.sdk_container_image and gpu.worker_image != worker.sdk_container_image:
-    errors.append(f"--worker_image={gpu.worker_image} and --sdk_container_image="
-                  f"{worker.sdk_container_image} disagree; pass only --worker_image.")
+    errors.append(
+      f"--worker_image={gpu.worker_image} and --sdk_container_image="
+      f"{worker.sdk_container_image} disagree; pass only --worker_image."
+    )
   if gpu.model_copies_per_worker is not None and gpu.model_copies_per_worker < 1:
     errors.append(f"--model_copies_per_worker={gpu.model_copies_per_worker} must be at least 1.")
   if gpu.one_process_per_gpu and gpu.model_copies_per_worker is not None:
-    errors.append("--one_process_per_gpu and --model_copies_per_worker exclude each other: one "
-                  "process already holds one model. Pick one.")
+    errors.append(
+      "--one_process_per_gpu and --model_copies_per_worker exclude each other: one "
+      "process already holds one model. Pick one."
+    )
 
   if gpu.gpu_type is None:
     if gpu.gpu_count != 1:
@@ -248,46 +320,61 @@ def validate_dataflow_options(options: PipelineOptions) -> List[str]:
 
   service_options = cloud.dataflow_service_options or []
   if any(str(o).startswith("worker_accelerator") for o in service_options):
-    errors.append("--gpu_type and a worker_accelerator in --dataflow_service_options both set the "
-                  "GPUs; keep only --gpu_type/--gpu_count.")
+    errors.append(
+      "--gpu_type and a worker_accelerator in --dataflow_service_options both set the "
+      "GPUs; keep only --gpu_type/--gpu_count."
+    )
   if any(str(h).startswith("accelerator") for h in (options.view_as(StandardOptions).resource_hints or [])):
-    errors.append("--gpu_type attaches GPUs to every worker; do not also pass an accelerator "
-                  "--resource_hints (Dataflow forbids combining them).")
+    errors.append(
+      "--gpu_type attaches GPUs to every worker; do not also pass an accelerator "
+      "--resource_hints (Dataflow forbids combining them)."
+    )
   if gpu.gpu_count < 1:
     errors.append(f"--gpu_count={gpu.gpu_count} must be at least 1.")
   if not (gpu.worker_image or worker.sdk_container_image):
-    errors.append("--gpu_type needs the CUDA worker image: build deploy/Dockerfile and pass "
-                  "--worker_image=REGION-docker.pkg.dev/PROJECT/REPO/deconvseg-worker:TAG "
-                  "(Dataflow's default image has CPU-only TensorFlow).")
+    errors.append(
+      "--gpu_type needs the CUDA worker image: build deploy/Dockerfile and pass "
+      "--worker_image=REGION-docker.pkg.dev/PROJECT/REPO/deconvseg-worker:TAG "
+      "(Dataflow's default image has CPU-only TensorFlow)."
+    )
 
   machine = worker.machine_type
   prefixes = GPU_MACHINE_PREFIXES[gpu.gpu_type]
   if not machine:
     if prefixes != ("n1-",) and not cloud.template_location:
       # A template gets its machine type at launch (gcloud --worker-machine-type).
-      errors.append(f"{gpu.gpu_type} only attaches to {'/'.join(p + '*' for p in prefixes)} machines: "
-                    f"pass --machine_type, e.g. --machine_type={_EXAMPLE_MACHINE[gpu.gpu_type]}.")
+      errors.append(
+        f"{gpu.gpu_type} only attaches to {'/'.join(p + '*' for p in prefixes)} machines: "
+        f"pass --machine_type, e.g. --machine_type={_EXAMPLE_MACHINE[gpu.gpu_type]}."
+      )
   elif not machine.startswith(prefixes):
     hint = _EXAMPLE_MACHINE.get(gpu.gpu_type, "n1-standard-8")
-    errors.append(f"--machine_type={machine} cannot take {gpu.gpu_type} GPUs: it needs a "
-                  f"{'/'.join(p + '*' for p in prefixes)} machine, e.g. --machine_type={hint}.")
+    errors.append(
+      f"--machine_type={machine} cannot take {gpu.gpu_type} GPUs: it needs a "
+      f"{'/'.join(p + '*' for p in prefixes)} machine, e.g. --machine_type={hint}."
+    )
   elif gpu.gpu_count >= 1:
     fixed = _gpu_count_for(machine)
     if fixed is not None and fixed != gpu.gpu_count:
-      errors.append(f"--machine_type={machine} comes with {fixed} {gpu.gpu_type} GPU(s); "
-                    f"set --gpu_count={fixed} or choose another machine type.")
+      errors.append(
+        f"--machine_type={machine} comes with {fixed} {gpu.gpu_type} GPU(s); "
+        f"set --gpu_count={fixed} or choose another machine type."
+      )
     allowed = N1_GPU_COUNTS.get(gpu.gpu_type)
     if fixed is None and allowed and gpu.gpu_count not in allowed:
-      errors.append(f"--gpu_count={gpu.gpu_count}: an N1 VM takes {', '.join(map(str, allowed))} "
-                    f"{gpu.gpu_type} GPUs.")
+      errors.append(f"--gpu_count={gpu.gpu_count}: an N1 VM takes {', '.join(map(str, allowed))} {gpu.gpu_type} GPUs.")
 
   if gpu.one_process_per_gpu and gpu.gpu_count > 1:
-    errors.append(f"--one_process_per_gpu with --gpu_count={gpu.gpu_count}: a single process drives "
-                  "only the first GPU. Use single-GPU workers (scale with --max_num_workers).")
+    errors.append(
+      f"--one_process_per_gpu with --gpu_count={gpu.gpu_count}: a single process drives "
+      "only the first GPU. Use single-GPU workers (scale with --max_num_workers)."
+    )
   experiments = debug.experiments or []
   if gpu.model_copies_per_worker is not None and SINGLE_PROCESS_EXPERIMENT in experiments:
-    errors.append(f"--model_copies_per_worker shares models between processes, but the "
-                  f"{SINGLE_PROCESS_EXPERIMENT} experiment leaves only one; drop one of them.")
+    errors.append(
+      f"--model_copies_per_worker shares models between processes, but the "
+      f"{SINGLE_PROCESS_EXPERIMENT} experiment leaves only one; drop one of them."
+    )
   return errors
 
 
@@ -317,8 +404,10 @@ def expand_dataflow_options(options: PipelineOptions) -> Dict[str, object]:
     cloud.dataflow_service_options = list(cloud.dataflow_service_options or []) + [accelerator]
     applied["dataflow_service_options"] = accelerator
     if gpu.gpu_count > 1:
-      _LOG.warning("%d GPUs per worker: each SDK process uses the first GPU it sees; "
-                   "single-GPU workers use the hardware fully.", gpu.gpu_count)
+      _LOG.warning(
+        "%d GPUs per worker: each SDK process uses the first GPU it sees; single-GPU workers use the hardware fully.",
+        gpu.gpu_count,
+      )
   if single_process(options):
     experiments = list(debug.experiments or [])
     if SINGLE_PROCESS_EXPERIMENT not in experiments:
@@ -330,8 +419,10 @@ def expand_dataflow_options(options: PipelineOptions) -> Dict[str, object]:
       debug.number_of_worker_harness_threads = vcpus
       applied["number_of_worker_harness_threads"] = vcpus
   if gpu.gpu_type and not worker.max_num_workers:
-    _LOG.warning("GPU workers without --max_num_workers: Dataflow's autoscaler may start far more GPU VMs than "
-                 "the night needs; python -m bench.plan gives the count for a window.")
+    _LOG.warning(
+      "GPU workers without --max_num_workers: Dataflow's autoscaler may start far more GPU VMs than "
+      "the night needs; python -m bench.plan gives the count for a window."
+    )
   return applied
 
 
@@ -340,8 +431,7 @@ def single_process(options: PipelineOptions) -> bool:
   gpu = options.view_as(DataflowGpuOptions)
   if gpu.one_process_per_gpu is not None:
     return gpu.one_process_per_gpu
-  return (gpu.gpu_type is not None and gpu.gpu_count == 1
-          and gpu.model_copies_per_worker is None)
+  return gpu.gpu_type is not None and gpu.gpu_count == 1 and gpu.model_copies_per_worker is None
 
 
 def model_handler_kwargs(options: PipelineOptions) -> Dict[str, int]:

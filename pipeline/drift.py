@@ -35,6 +35,7 @@ The per-image fractions of both runs are held in memory (8 bytes per image
 and class), unlike the report's constant-memory histograms, because the KS
 statistic needs them exactly.
 """
+
 import argparse
 import json
 import logging
@@ -79,8 +80,9 @@ def bin_shares(fractions: Sequence[float], bins: int = PSI_BINS) -> np.ndarray:
   return np.bincount(index, minlength=bins) / max(len(values), 1)
 
 
-def population_stability_index(previous: Sequence[float], current: Sequence[float], bins: int = PSI_BINS,
-                               epsilon: float = PSI_EPSILON) -> Optional[float]:
+def population_stability_index(
+  previous: Sequence[float], current: Sequence[float], bins: int = PSI_BINS, epsilon: float = PSI_EPSILON
+) -> Optional[float]:
   """PSI of ``current`` against ``previous`` over fixed bins of [0, 1]; None when either is empty."""
   if not len(previous) or not len(current):
     return None
@@ -125,23 +127,31 @@ def check_compare_to(compare_to: str, output: str) -> Optional[str]:
   """
   previous = _absolute(compare_to).rstrip("/") or "/"
   if previous == output:
-    raise OptionsError(f"--compare_to {previous} is this run's --output: compare with an earlier run's output, "
-                       "e.g. --compare_to '/data/masks/{prev_date}'.")
+    raise OptionsError(
+      f"--compare_to {previous} is this run's --output: compare with an earlier run's output, "
+      "e.g. --compare_to '/data/masks/{prev_date}'."
+    )
   if not _run_exists(previous):
-    _LOG.warning("--compare_to %s does not exist (the first night of a schedule?): no drift is computed "
-                 "and --fail_on_drift cannot fail this run.", previous)
+    _LOG.warning(
+      "--compare_to %s does not exist (the first night of a schedule?): no drift is computed "
+      "and --fail_on_drift cannot fail this run.",
+      previous,
+    )
     return None
   problems = []
   summary = load.read_summary(previous, problems)
   if not isinstance(summary.get("classes"), list) or not summary.get("classes"):
     reason = problems[0] if problems else f"{load.SUMMARY_FILE} has no per-class totals"
-    raise OptionsError(f"--compare_to {previous} is not a finished deconvseg run ({reason}). Finish that run "
-                       "(re-run it with --skip_existing) or point --compare_to at another run's output.")
+    raise OptionsError(
+      f"--compare_to {previous} is not a finished deconvseg run ({reason}). Finish that run "
+      "(re-run it with --skip_existing) or point --compare_to at another run's output."
+    )
   run = _local_files(load.run_summary(summary), previous)
   counts = summary.get("counts") if isinstance(summary.get("counts"), dict) else {}
   if counts.get("segmented") and not load.stats_files(previous, run):
-    raise OptionsError(f"--compare_to {previous} has a summary.json but no stats/ files to compare "
-                       "per-image class fractions with.")
+    raise OptionsError(
+      f"--compare_to {previous} has a summary.json but no stats/ files to compare per-image class fractions with."
+    )
   return previous
 
 
@@ -149,8 +159,10 @@ def check_threshold(threshold: Optional[float]) -> float:
   """``--drift_threshold`` as a number in [0, 1] (DEFAULT_THRESHOLD when not given)."""
   value = DEFAULT_THRESHOLD if threshold is None else threshold
   if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
-    raise OptionsError(f"--drift_threshold={threshold} is out of range: it must be between 0 and 1 "
-                       "(a fraction of all pixels: 0.05 = 5 percentage points).")
+    raise OptionsError(
+      f"--drift_threshold={threshold} is out of range: it must be between 0 and 1 "
+      "(a fraction of all pixels: 0.05 = 5 percentage points)."
+    )
   return float(value)
 
 
@@ -165,8 +177,7 @@ def read_run(output: str, problems: List[str]) -> Tuple[dict, Dict[str, float], 
   """(summary, {class: share of pixels}, {class: per-image fractions}, images) of a finished run."""
   summary = load.read_summary(output, problems)
   entries = [entry for entry in summary.get("classes") or [] if isinstance(entry, dict)]
-  shares = {str(entry.get("name")): float(load.number(entry.get("fraction"), 0.0))
-            for entry in entries}
+  shares = {str(entry.get("name")): float(load.number(entry.get("fraction"), 0.0)) for entry in entries}
   run = _local_files(load.run_summary(summary), output)
   columns: Dict[str, List[float]] = {name: [] for name in shares}
   images = 0
@@ -187,20 +198,21 @@ def compute_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRES
   summary, shares, fractions, images = read_run(output, problems)
   prev_summary, prev_shares, prev_fractions, prev_images = read_run(compare_to, problems)
   names = list(dict.fromkeys(list(shares) + list(fractions) + list(prev_shares) + list(prev_fractions)))
-  comparable = bool(load.number(summary.get("pixels"), 0)) and bool(
-      load.number(prev_summary.get("pixels"), 0))
+  comparable = bool(load.number(summary.get("pixels"), 0)) and bool(load.number(prev_summary.get("pixels"), 0))
   noise = psi_noise_level(prev_images, images)
   classes, flagged = [], []
   for name in names:
     previous, current = prev_shares.get(name, 0.0), shares.get(name, 0.0)
-    psi = population_stability_index(prev_fractions.get(name, np.zeros(prev_images)),
-                                      fractions.get(name, np.zeros(images)))
+    psi = population_stability_index(
+      prev_fractions.get(name, np.zeros(prev_images)), fractions.get(name, np.zeros(images))
+    )
     reasons = []
     if comparable and abs(current - previous) > threshold:
       reasons.append("share")
     if psi is not None and psi > PSI_THRESHOLD and psi > noise:
       reasons.append("psi")
-    classes.append({
+    classes.append(
+      {
         "name": name,
         "previous_share": previous if comparable else None,
         "current_share": current if comparable else None,
@@ -208,23 +220,24 @@ def compute_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRES
         "psi": psi,
         "ks": ks_statistic(prev_fractions.get(name, np.zeros(prev_images)), fractions.get(name, np.zeros(images))),
         "flagged_by": reasons,
-    })
+      }
+    )
     if reasons:
       flagged.append(name)
   return {
-      "compare_to": compare_to,
-      "previous_end_time": prev_summary.get("end_time"),
-      # A new model changes the masks by itself: say so next to the numbers it moved.
-      "models": {"previous": _model(prev_summary), "current": _model(summary)},
-      "images": {"previous": prev_images, "current": images},
-      "threshold": threshold,
-      "psi_threshold": PSI_THRESHOLD,
-      "psi_noise_level": noise,
-      "psi_bins": PSI_BINS,
-      "psi_epsilon": PSI_EPSILON,
-      "classes": classes,
-      "flagged": flagged,
-      "problems": problems,
+    "compare_to": compare_to,
+    "previous_end_time": prev_summary.get("end_time"),
+    # A new model changes the masks by itself: say so next to the numbers it moved.
+    "models": {"previous": _model(prev_summary), "current": _model(summary)},
+    "images": {"previous": prev_images, "current": images},
+    "threshold": threshold,
+    "psi_threshold": PSI_THRESHOLD,
+    "psi_noise_level": noise,
+    "psi_bins": PSI_BINS,
+    "psi_epsilon": PSI_EPSILON,
+    "classes": classes,
+    "flagged": flagged,
+    "problems": problems,
   }
 
 
@@ -239,8 +252,12 @@ def add_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRESHOLD
   if not summary:
     raise OptionsError(f"{output} has no readable {load.SUMMARY_FILE}: it is not a finished deconvseg run.")
   summary["drift"] = compute_drift(output, compare_to, threshold)
-  atomic_write(output, join(output, load.SUMMARY_FILE),
-               json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"), "application/json")
+  atomic_write(
+    output,
+    join(output, load.SUMMARY_FILE),
+    json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"),
+    "application/json",
+  )
   remove_temp_dir(output)
   return summary
 
@@ -250,8 +267,10 @@ def check_drift(drift: Optional[dict], fail_on_drift: bool):
   if not drift or not drift.get("flagged"):
     return
   moved = ", ".join(_describe(entry) for entry in drift["classes"] if entry["name"] in drift["flagged"])
-  message = (f"drift against {drift['compare_to']}: {moved} (share threshold {drift['threshold']:g}, "
-             f"PSI threshold {drift['psi_threshold']:g}).")
+  message = (
+    f"drift against {drift['compare_to']}: {moved} (share threshold {drift['threshold']:g}, "
+    f"PSI threshold {drift['psi_threshold']:g})."
+  )
   if fail_on_drift:
     raise DriftDetected(message + " Every output was written; see the drift block of summary.json.")
   _LOG.warning("%s", message)
@@ -266,15 +285,19 @@ def _describe(entry):
 def format_drift(drift: dict) -> str:
   """Lines for the end-of-run table."""
   images = drift["images"]
-  lines = [f"Drift against {drift['compare_to']} ({images['previous']} images then, {images['current']} now):",
-           f"{'class':<16}{'then':>9}{'now':>9}{'change':>11}{'PSI':>8}{'KS':>7}"]
+  lines = [
+    f"Drift against {drift['compare_to']} ({images['previous']} images then, {images['current']} now):",
+    f"{'class':<16}{'then':>9}{'now':>9}{'change':>11}{'PSI':>8}{'KS':>7}",
+  ]
   percent = lambda value: "-" if value is None else f"{value * 100:.2f}%"  # noqa: E731
   number = lambda value, digits: "-" if value is None else f"{value:.{digits}f}"  # noqa: E731
   for entry in drift["classes"]:
     change = "-" if entry["change_pp"] is None else f"{entry['change_pp']:+.2f} pp"
-    lines.append(f"{entry['name'][:15]:<16}{percent(entry['previous_share']):>9}{percent(entry['current_share']):>9}"
-                 f"{change:>11}{number(entry['psi'], 3):>8}{number(entry['ks'], 3):>7}"
-                 + ("  FLAGGED" if entry["flagged_by"] else ""))
+    lines.append(
+      f"{entry['name'][:15]:<16}{percent(entry['previous_share']):>9}{percent(entry['current_share']):>9}"
+      f"{change:>11}{number(entry['psi'], 3):>8}{number(entry['ks'], 3):>7}"
+      + ("  FLAGGED" if entry["flagged_by"] else "")
+    )
   return "\n".join(lines)
 
 
@@ -286,13 +309,23 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = _Parser(prog="python -m pipeline.drift", description=__doc__.split("\n\n")[0])
   parser.add_argument("output", help="the finished run's --output directory (local or gs://)")
-  parser.add_argument("--compare_to", required=True, metavar="PREVIOUS_OUT",
-                      help="an earlier run's --output; {date}, {prev_date}, ... are filled from --date")
-  parser.add_argument("--drift_threshold", type=float, default=None, metavar="FRACTION",
-                      help=f"flag classes whose pixel share moved more than this (default {DEFAULT_THRESHOLD})")
+  parser.add_argument(
+    "--compare_to",
+    required=True,
+    metavar="PREVIOUS_OUT",
+    help="an earlier run's --output; {date}, {prev_date}, ... are filled from --date",
+  )
+  parser.add_argument(
+    "--drift_threshold",
+    type=float,
+    default=None,
+    metavar="FRACTION",
+    help=f"flag classes whose pixel share moved more than this (default {DEFAULT_THRESHOLD})",
+  )
   parser.add_argument("--fail_on_drift", action="store_true", help=f"exit {EXIT_CODE} when a class is flagged")
-  parser.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="date for the path templates "
-                      "(default: yesterday, UTC)")
+  parser.add_argument(
+    "--date", default=None, metavar="YYYY-MM-DD", help="date for the path templates (default: yesterday, UTC)"
+  )
   parser.add_argument("--no_report", action="store_true", help="do not re-render OUT/report.html")
   return parser.parse_args(list(argv))
 
@@ -300,6 +333,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv=None) -> int:
   """After the fact (e.g. after a Dataflow job): the same drift block the launcher would have written."""
   from pipeline.schedule import fill_date_templates  # pylint: disable=import-outside-toplevel
+
   argv = list(sys.argv[1:] if argv is None else argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   logging.getLogger("apache_beam").setLevel(logging.WARNING)

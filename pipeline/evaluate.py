@@ -13,6 +13,7 @@ Images that failed in the run have no mask and are not scored; a truth mask
 that cannot be compared with its mask is listed under ``failures`` (stage
 ``truth``) and counted in ``images_failed``.
 """
+
 import argparse
 import datetime
 import io
@@ -47,8 +48,14 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = _Parser(prog="python -m pipeline.evaluate", description=__doc__.split("\n\n")[0])
   parser.add_argument("output", help="the run's --output directory (local or gs://)")
-  parser.add_argument("--truth", nargs="+", action="extend", required=True, metavar="GLOB",
-                      help="ground-truth masks, matched to images as with the pipeline's --truth")
+  parser.add_argument(
+    "--truth",
+    nargs="+",
+    action="extend",
+    required=True,
+    metavar="GLOB",
+    help="ground-truth masks, matched to images as with the pipeline's --truth",
+  )
   parser.add_argument("--no_report", action="store_true", help="do not re-render OUT/report.html")
   return parser.parse_args(list(argv))
 
@@ -61,8 +68,13 @@ def _read_mask(path: str) -> np.ndarray:
 
 def _failure(row, truth_uri, exc):
   message = str(exc) if isinstance(exc, TruthError) else f"cannot compare {truth_uri} with the mask: {exc}"
-  return {"uri": str(row.get("uri") or ""), "key": str(row.get("key")), "stage": STAGE_TRUTH,
-          "error_type": type(exc).__name__, "message": message}
+  return {
+    "uri": str(row.get("uri") or ""),
+    "key": str(row.get("key")),
+    "stage": STAGE_TRUTH,
+    "error_type": type(exc).__name__,
+    "message": message,
+  }
 
 
 def evaluate(output: str, patterns: List[str]) -> dict:
@@ -77,8 +89,9 @@ def evaluate(output: str, patterns: List[str]) -> dict:
   summary = load.read_summary(output, problems)
   names = [str(entry.get("name")) for entry in summary.get("classes") or [] if isinstance(entry, dict)]
   if not names:
-    raise EvaluateError(f"{output} has no readable summary.json with its classes: it is not the --output "
-                        "of a finished deconvseg run")
+    raise EvaluateError(
+      f"{output} has no readable summary.json with its classes: it is not the --output of a finished deconvseg run"
+    )
   run = load.run_summary(summary)
   # Files the summary lists outside OUT belong to where the run was written, not to this copy of it.
   run.stats_files = [path for path in run.stats_files if path.startswith(output + "/")]
@@ -91,8 +104,14 @@ def evaluate(output: str, patterns: List[str]) -> dict:
     key = str(row.get("key"))
     keys.add(stem(key))
     truth_uri = index.get(stem(key))
-    entry = {"key": key, "uri": row.get("uri"), "mask": join(output, mask_relpath(key)),
-             "width": int(float(row.get("width") or 0)), "height": int(float(row.get("height") or 0)), "truth": None}
+    entry = {
+      "key": key,
+      "uri": row.get("uri"),
+      "mask": join(output, mask_relpath(key)),
+      "width": int(float(row.get("width") or 0)),
+      "height": int(float(row.get("height") or 0)),
+      "truth": None,
+    }
     if truth_uri is not None:
       try:
         entry["truth"] = evaluate_mask(truth_uri, _read_mask(entry["mask"]), names)
@@ -105,17 +124,20 @@ def evaluate(output: str, patterns: List[str]) -> dict:
     keys.add(stem(str(row.get("key"))))
   scored = sum(1 for entry in images if entry["truth"] is not None)
   document = {
-      "output": output,
-      "run_end_time": summary.get("end_time"),
-      "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-      "truth": run_truth(confusion, names, scored, len(images) - scored, len(set(index) - keys), len(failures),
-                         patterns),
-      "images": images,
-      "failures": failures,
-      "problems": problems,
+    "output": output,
+    "run_end_time": summary.get("end_time"),
+    "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "truth": run_truth(confusion, names, scored, len(images) - scored, len(set(index) - keys), len(failures), patterns),
+    "images": images,
+    "failures": failures,
+    "problems": problems,
   }
-  atomic_write(output, join(output, EVALUATION_FILE),
-               json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8"), "application/json")
+  atomic_write(
+    output,
+    join(output, EVALUATION_FILE),
+    json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8"),
+    "application/json",
+  )
   return document
 
 
@@ -133,10 +155,12 @@ def main(argv=None) -> int:
     report.write_report(args.output)
   block = document["truth"]
   score = lambda value: "-" if value is None else f"{value:.4f}"  # noqa: E731
-  print(f"{join(_absolute(args.output).rstrip('/'), EVALUATION_FILE)}: {block['images_with_truth']} images with "
-        f"truth, {block['images_without_truth']} without, {block['truth_files_unmatched']} truth files matching "
-        f"no image, {block['images_failed']} failed; pixel accuracy {score(block['pixel_accuracy'])}, mean IoU "
-        f"{score(block['mean_iou'])}")
+  print(
+    f"{join(_absolute(args.output).rstrip('/'), EVALUATION_FILE)}: {block['images_with_truth']} images with "
+    f"truth, {block['images_without_truth']} without, {block['truth_files_unmatched']} truth files matching "
+    f"no image, {block['images_failed']} failed; pixel accuracy {score(block['pixel_accuracy'])}, mean IoU "
+    f"{score(block['mean_iou'])}"
+  )
   return 0
 
 

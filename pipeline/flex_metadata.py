@@ -12,6 +12,7 @@ Flex Templates pass every parameter as ``--name=value``. Plain argparse
 ``--flag=true`` to ``--flag`` (and drops ``--flag=false``) before the
 pipeline parses its arguments; ``deploy/flex_template/main.py`` applies it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,9 @@ PACKAGE = "pipeline"
 REQUIRED = ("output",)
 TEMPLATE_NAME = "deconvseg-segmentation"
 TEMPLATE_DESCRIPTION = (
-    "Segment every image under a (date-partitioned) Cloud Storage prefix with the deconvseg "
-    "model: class masks, per-image statistics, a run summary and failure records.")
+  "Segment every image under a (date-partitioned) Cloud Storage prefix with the deconvseg "
+  "model: class masks, per-image statistics, a run summary and failure records."
+)
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 
@@ -55,8 +57,7 @@ def project_options_classes(package: str = PACKAGE) -> List[type]:
     if cls.__module__.split(".")[0] == package and "_add_argparse_args" in cls.__dict__:
       found[f"{cls.__module__}.{cls.__qualname__}"] = cls
   # The pipeline's main options first, then the others by module name.
-  return sorted(found.values(), key=lambda c: (c.__module__ != f"{package}.options", c.__module__,
-                                               c.__qualname__))
+  return sorted(found.values(), key=lambda c: (c.__module__ != f"{package}.options", c.__module__, c.__qualname__))
 
 
 def _actions(cls) -> List[argparse.Action]:
@@ -101,14 +102,21 @@ def parameters(classes: Sequence[type]) -> List[Dict]:
       by_dest.setdefault(action.dest, []).append(action)
     for dest, actions in by_dest.items():
       if dest in seen:
-        raise ValueError(f"option {dest!r} is defined by more than one pipeline options class "
-                         f"(again in {cls.__module__}.{cls.__qualname__}).")
+        raise ValueError(
+          f"option {dest!r} is defined by more than one pipeline options class "
+          f"(again in {cls.__module__}.{cls.__qualname__})."
+        )
       seen.add(dest)
       name = _flag_name(actions)
-      helped = next((a.help for a in actions if a.help and "--" + name in a.option_strings),
-                    None) or next((a.help for a in actions if a.help), "")
-      param = {"name": name, "label": name.replace("_", " ").capitalize(),
-               "helpText": " ".join(str(helped).split()), "isOptional": name not in REQUIRED}
+      helped = next((a.help for a in actions if a.help and "--" + name in a.option_strings), None) or next(
+        (a.help for a in actions if a.help), ""
+      )
+      param = {
+        "name": name,
+        "label": name.replace("_", " ").capitalize(),
+        "helpText": " ".join(str(helped).split()),
+        "isOptional": name not in REQUIRED,
+      }
       regexes = _regex(actions)
       if regexes:
         param["regexes"] = regexes
@@ -119,15 +127,15 @@ def parameters(classes: Sequence[type]) -> List[Dict]:
 def metadata(classes: Sequence[type] = None) -> Dict:
   """The whole ``metadata.json`` document."""
   classes = project_options_classes() if classes is None else classes
-  return {"name": TEMPLATE_NAME, "description": TEMPLATE_DESCRIPTION,
-          "parameters": parameters(classes)}
+  return {"name": TEMPLATE_NAME, "description": TEMPLATE_DESCRIPTION, "parameters": parameters(classes)}
 
 
 def flex_argv(argv: Sequence[str], classes: Sequence[type] = None) -> List[str]:
   """Turn ``--flag=true`` into ``--flag`` and drop ``--flag=false`` for value-less flags."""
   classes = project_options_classes() if classes is None else classes
-  switches = {flag for cls in classes for action in _actions(cls) if not _takes_value(action)
-              for flag in action.option_strings}
+  switches = {
+    flag for cls in classes for action in _actions(cls) if not _takes_value(action) for flag in action.option_strings
+  }
   rewritten = []
   for arg in argv:
     flag, equals, value = arg.partition("=")

@@ -9,6 +9,7 @@ Every input found ends in exactly one of the mask/statistics path or the
 failures sink; ``summary.json`` counts both and is written after all other
 outputs, so its presence marks a finished run.
 """
+
 import time
 
 import apache_beam as beam
@@ -27,10 +28,16 @@ from transforms.truth import MatchTruth, UnmatchedTruth
 
 def model_handler(config: RunConfig, handler_kwargs=None) -> SegmentationModelHandler:
   palette = [entry["color"] for entry in config.classes] if config.overlays else None
-  return SegmentationModelHandler(config.model_dir, num_classes=len(config.classes),
-                                  max_batch_size=config.batch_size, mixed_precision=config.mixed_precision,
-                                  palette=palette, pixel_budget=config.batch_size * config.tile_size ** 2,
-                                  spec=config.input_spec, **(handler_kwargs or {}))
+  return SegmentationModelHandler(
+    config.model_dir,
+    num_classes=len(config.classes),
+    max_batch_size=config.batch_size,
+    mixed_precision=config.mixed_precision,
+    palette=palette,
+    pixel_budget=config.batch_size * config.tile_size**2,
+    spec=config.input_spec,
+    **(handler_kwargs or {}),
+  )
 
 
 class CountEventsFn(beam.DoFn):
@@ -57,7 +64,8 @@ class SegmentImages(beam.PTransform):
   def expand(self, pbegin):
     config = self._config
     refs, read_failures, input_uris = pbegin | "ReadInputs" >> ReadImages(
-        config.globs, config.manifests, config.tfrecords, config.image_feature, config.key_feature)
+      config.globs, config.manifests, config.tfrecords, config.image_feature, config.key_feature
+    )
 
     # --truth: only {stem: truth URI} reaches the steps that hold masks (a side input); each
     # comparison happens there, and just the per-image numbers travel on in the records.
@@ -76,36 +84,62 @@ class SegmentImages(beam.PTransform):
       refs, skipped_records, skip_failures = checked.todo, [checked[DONE]], [checked[FAILED]]
 
     images, decode_failures = refs | "Decode" >> DecodeImages(
-        config.max_image_pixels, prefetch=2 * config.batch_size,
-        prefetch_pixels=2 * config.batch_size * config.tile_size ** 2, spec=config.input_spec,
-        ood_range=config.ood_rule.range)
+      config.max_image_pixels,
+      prefetch=2 * config.batch_size,
+      prefetch_pixels=2 * config.batch_size * config.tile_size**2,
+      spec=config.input_spec,
+      ood_range=config.ood_rule.range,
+    )
     tile_results = images | "TileAndInfer" >> TileAndSegment(
-        model_handler(config, self._handler_kwargs), config.tile_size, config.tile_overlap, config.whole_image_pixels)
+      model_handler(config, self._handler_kwargs), config.tile_size, config.tile_overlap, config.whole_image_pixels
+    )
     mask_streams, inference_failures = tile_results | "Stitch" >> StitchTiles()
-    write_masks = WriteMasksFn(config.output, config.classes, config.model_info, config.pixel_size,
-                               config.pixel_unit, config.png_compress_level, write_ahead=config.batch_size,
-                               write_ahead_pixels=config.batch_size * config.tile_size ** 2,
-                               truth=bool(config.truth_globs), ood_rule=config.ood_rule)
-    written = [masks | f"WriteMasks{kind}" >> beam.ParDo(write_masks, truth_side).with_outputs(FAILED, main="records")
-               for kind, masks in zip(("Whole", "Stitched"), mask_streams)]
+    write_masks = WriteMasksFn(
+      config.output,
+      config.classes,
+      config.model_info,
+      config.pixel_size,
+      config.pixel_unit,
+      config.png_compress_level,
+      write_ahead=config.batch_size,
+      write_ahead_pixels=config.batch_size * config.tile_size**2,
+      truth=bool(config.truth_globs),
+      ood_rule=config.ood_rule,
+    )
+    written = [
+      masks | f"WriteMasks{kind}" >> beam.ParDo(write_masks, truth_side).with_outputs(FAILED, main="records")
+      for kind, masks in zip(("Whole", "Stitched"), mask_streams)
+    ]
 
     records = [w.records for w in written] + skipped_records | "AllRecords" >> beam.Flatten()
-    failures = ([read_failures, decode_failures, inference_failures] + [w[FAILED] for w in written]
-                + skip_failures | "AllFailures" >> beam.Flatten())
+    failures = [read_failures, decode_failures, inference_failures] + [
+      w[FAILED] for w in written
+    ] + skip_failures | "AllFailures" >> beam.Flatten()
 
-    stats_files = records | "WriteStats" >> WriteStats(config.output, config.stats_format, config.classes,
-                                                       truth=bool(config.truth_globs))
+    stats_files = records | "WriteStats" >> WriteStats(
+      config.output, config.stats_format, config.classes, truth=bool(config.truth_globs)
+    )
     failure_files = failures | "WriteFailures" >> WriteFailures(config.output)
 
-    event_streams = [input_uris | "ReadEvents" >> beam.ParDo(CountEventsFn(READ)),
-                     records | "SegmentedEvents" >> beam.ParDo(CountEventsFn(SEGMENTED)),
-                     failures | "FailedEvents" >> beam.ParDo(CountEventsFn(FAILED_EVENT))]
+    event_streams = [
+      input_uris | "ReadEvents" >> beam.ParDo(CountEventsFn(READ)),
+      records | "SegmentedEvents" >> beam.ParDo(CountEventsFn(SEGMENTED)),
+      failures | "FailedEvents" >> beam.ParDo(CountEventsFn(FAILED_EVENT)),
+    ]
     if skipped_records:
       event_streams.append(skipped_records[0] | "ReusedEvents" >> beam.ParDo(CountEventsFn(REUSED)))
     events = event_streams + truth_streams | "AllEvents" >> beam.Flatten()
-    run_info = {"model": dict(config.model_info, card=config.card), "options": config.options_record(), "start_time": self._start_time}
-    return (events
-            | "Summarise" >> beam.CombineGlobally(
-                RunSummaryFn(config.classes, config.truth_globs, config.ood_rule.describe()))
-            | "WriteSummary" >> beam.Map(write_summary, config.output, run_info,
-                                         beam.pvalue.AsList(stats_files), beam.pvalue.AsList(failure_files)))
+    run_info = {
+      "model": dict(config.model_info, card=config.card),
+      "options": config.options_record(),
+      "start_time": self._start_time,
+    }
+    return (
+      events
+      | "Summarise"
+      >> beam.CombineGlobally(RunSummaryFn(config.classes, config.truth_globs, config.ood_rule.describe()))
+      | "WriteSummary"
+      >> beam.Map(
+        write_summary, config.output, run_info, beam.pvalue.AsList(stats_files), beam.pvalue.AsList(failure_files)
+      )
+    )

@@ -6,6 +6,7 @@ are not readable; the launcher reads them from the finished run's result
 failure files, then rewrites ``summary.json`` in place, as the drift check does.
 A runner that reports no metrics leaves the summary as it was.
 """
+
 import json
 import logging
 
@@ -31,8 +32,9 @@ def add_io(output: str, summary: dict, result) -> dict:
   """``summary`` with ``io`` from ``result``'s metrics, written back to OUT/summary.json."""
   outputs = summary.get("outputs") or {}
   try:
-    block = io_block(result, {"stats": _file_bytes(outputs.get("stats")),
-                              "failures": _file_bytes(outputs.get("failures"))})
+    block = io_block(
+      result, {"stats": _file_bytes(outputs.get("stats")), "failures": _file_bytes(outputs.get("failures"))}
+    )
   except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
     _LOG.warning("could not read the run's byte metrics: %s", exc)
     return summary
@@ -40,7 +42,11 @@ def add_io(output: str, summary: dict, result) -> dict:
     _LOG.info("the runner reported no byte metrics; summary.json has no io block")
     return summary
   summary = dict(summary, io=block)
-  atomic_write(output, join(output, "summary.json"),
-               json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"), "application/json")
+  atomic_write(
+    output,
+    join(output, "summary.json"),
+    json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"),
+    "application/json",
+  )
   remove_temp_dir(output)
   return summary

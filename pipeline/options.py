@@ -6,6 +6,7 @@ parsed flags into a ``RunConfig`` (absolute paths, the model card) or raises
 ``OptionsError`` whose message says how to fix the invocation; ``run.main``
 prints it without a traceback and exits with status 2.
 """
+
 import argparse
 import logging
 import math
@@ -32,100 +33,163 @@ STATS_FORMATS = ("jsonl", "csv", "parquet")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
-
-
 class SegmentationOptions(PipelineOptions):
   """Flags of the deconvseg segmentation pipeline."""
 
   @classmethod
   def _add_argparse_args(cls, parser):
     parser.add_argument(
-        "--input", nargs="+", action="extend", default=None, metavar="GLOB",
-        help="Image files to segment: one or more glob patterns, files or directories (all files "
-             "below), local or gs:// (PNG, JPEG, TIFF, BMP, WebP, GIF). Quote patterns so Beam, not the "
-             "shell, expands them. Output keys are paths relative to the directory before the first "
-             "wildcard.")
+      "--input",
+      nargs="+",
+      action="extend",
+      default=None,
+      metavar="GLOB",
+      help="Image files to segment: one or more glob patterns, files or directories (all files "
+      "below), local or gs:// (PNG, JPEG, TIFF, BMP, WebP, GIF). Quote patterns so Beam, not the "
+      "shell, expands them. Output keys are paths relative to the directory before the first "
+      "wildcard.",
+    )
     parser.add_argument(
-        "--manifest", nargs="+", action="extend", default=None, metavar="FILE",
-        help="Text file(s) listing one image URI per line (blank lines and # comments ignored; "
-             "relative entries are relative to the manifest's directory).")
+      "--manifest",
+      nargs="+",
+      action="extend",
+      default=None,
+      metavar="FILE",
+      help="Text file(s) listing one image URI per line (blank lines and # comments ignored; "
+      "relative entries are relative to the manifest's directory).",
+    )
     parser.add_argument(
-        "--tfrecord", nargs="+", action="extend", default=None, metavar="GLOB",
-        help="TFRecord shard(s) of tf.train.Example (glob; .gz shards are decompressed). "
-             "A corrupt record becomes a failure record; the rest of the shard is still read.")
+      "--tfrecord",
+      nargs="+",
+      action="extend",
+      default=None,
+      metavar="GLOB",
+      help="TFRecord shard(s) of tf.train.Example (glob; .gz shards are decompressed). "
+      "A corrupt record becomes a failure record; the rest of the shard is still read.",
+    )
     parser.add_argument(
-        "--tfrecord_image_feature", default="image/encoded",
-        help="bytes feature holding the encoded image in each Example (default: image/encoded).")
+      "--tfrecord_image_feature",
+      default="image/encoded",
+      help="bytes feature holding the encoded image in each Example (default: image/encoded).",
+    )
     parser.add_argument(
-        "--tfrecord_key_feature", default="image/key",
-        help="feature naming the record's output key (default: image/key); records without "
-             "it are keyed <shard>/<index>.")
+      "--tfrecord_key_feature",
+      default="image/key",
+      help="feature naming the record's output key (default: image/key); records without it are keyed <shard>/<index>.",
+    )
     parser.add_argument(
-        "--output", default=None, metavar="DIR",
-        help="Output directory, local or gs://: masks/, stats/, failures/, summary.json "
-             "(and overlays/). Must not be inside an input directory.")
+      "--output",
+      default=None,
+      metavar="DIR",
+      help="Output directory, local or gs://: masks/, stats/, failures/, summary.json "
+      "(and overlays/). Must not be inside an input directory.",
+    )
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL_DIR, metavar="DIR",
-        help="Exported model directory (saved_model/ + card.json), local or gs://. "
-             "Default: the bundled model/default.")
+      "--model",
+      default=DEFAULT_MODEL_DIR,
+      metavar="DIR",
+      help="Exported model directory (saved_model/ + card.json), local or gs://. Default: the bundled model/default.",
+    )
     parser.add_argument(
-        "--batch_size", type=int, default=8,
-        help="Maximum tiles per inference call (default 8). Tiles from different images share batches.")
+      "--batch_size",
+      type=int,
+      default=8,
+      help="Maximum tiles per inference call (default 8). Tiles from different images share batches.",
+    )
     parser.add_argument(
-        "--tile_size", type=int, default=512,
-        help="Edge of the square tiles large images are cut into (default 512; see --whole_image_pixels). "
-             "Make tile_size - tile_overlap a multiple of the model stride to keep tiles on its grid.")
+      "--tile_size",
+      type=int,
+      default=512,
+      help="Edge of the square tiles large images are cut into (default 512; see --whole_image_pixels). "
+      "Make tile_size - tile_overlap a multiple of the model stride to keep tiles on its grid.",
+    )
     parser.add_argument(
-        "--whole_image_pixels", type=int, default=None,
-        help="Images with at most this many pixels run whole at their native size (exactly whole-image "
-             "inference, batched with same-sized images); larger ones are tiled. Default 4 x tile_size^2.")
+      "--whole_image_pixels",
+      type=int,
+      default=None,
+      help="Images with at most this many pixels run whole at their native size (exactly whole-image "
+      "inference, batched with same-sized images); larger ones are tiled. Default 4 x tile_size^2.",
+    )
     parser.add_argument(
-        "--tile_overlap", type=int, default=64,
-        help="Overlap between neighbouring tiles in pixels (default 64). Each output pixel comes "
-             "from the tile whose centre region holds it (boundaries at the middle of overlaps), "
-             "so every pixel keeps at least overlap/2 pixels of context.")
+      "--tile_overlap",
+      type=int,
+      default=64,
+      help="Overlap between neighbouring tiles in pixels (default 64). Each output pixel comes "
+      "from the tile whose centre region holds it (boundaries at the middle of overlaps), "
+      "so every pixel keeps at least overlap/2 pixels of context.",
+    )
     parser.add_argument(
-        "--stats_format", choices=STATS_FORMATS, default="jsonl",
-        help="Per-image statistics format under OUT/stats/: jsonl (default), csv or parquet.")
+      "--stats_format",
+      choices=STATS_FORMATS,
+      default="jsonl",
+      help="Per-image statistics format under OUT/stats/: jsonl (default), csv or parquet.",
+    )
     parser.add_argument(
-        "--pixel_size", type=float, default=None, metavar="UNITS",
-        help="Ground size of one pixel (square) in --pixel_unit, to report class areas. Overrides "
-             "a GeoTIFF ModelPixelScale tag; without either, areas are left empty.")
+      "--pixel_size",
+      type=float,
+      default=None,
+      metavar="UNITS",
+      help="Ground size of one pixel (square) in --pixel_unit, to report class areas. Overrides "
+      "a GeoTIFF ModelPixelScale tag; without either, areas are left empty.",
+    )
     parser.add_argument(
-        "--pixel_unit", default="m",
-        help="Unit of --pixel_size and of GeoTIFF pixel scales (default m; areas are in unit^2).")
+      "--pixel_unit",
+      default="m",
+      help="Unit of --pixel_size and of GeoTIFF pixel scales (default m; areas are in unit^2).",
+    )
     parser.add_argument(
-        "--overlays", action="store_true", default=False,
-        help="Also write OUT/overlays/<key>.png: the image mixed 50/50 with the class colours.")
+      "--overlays",
+      action="store_true",
+      default=False,
+      help="Also write OUT/overlays/<key>.png: the image mixed 50/50 with the class colours.",
+    )
     parser.add_argument(
-        "--max_image_pixels", type=int, default=150_000_000,
-        help="Refuse images with more pixels than this (default 150000000, checked on the header "
-             "before decoding: guards against decompression bombs and worker memory).")
+      "--max_image_pixels",
+      type=int,
+      default=150_000_000,
+      help="Refuse images with more pixels than this (default 150000000, checked on the header "
+      "before decoding: guards against decompression bombs and worker memory).",
+    )
     parser.add_argument(
-        "--mixed_precision", action="store_true", default=False,
-        help="Use the model's serving_mixed_float16 signature (GPUs with tensor cores; slower on CPU).")
+      "--mixed_precision",
+      action="store_true",
+      default=False,
+      help="Use the model's serving_mixed_float16 signature (GPUs with tensor cores; slower on CPU).",
+    )
     parser.add_argument(
-        "--skip_existing", action="store_true", default=False,
-        help="Do not recompute images whose mask from the same model already exists in OUT "
-             "(their statistics are read back from the mask; with --overlays, their overlay must "
-             "exist too); for resuming an interrupted run.")
+      "--skip_existing",
+      action="store_true",
+      default=False,
+      help="Do not recompute images whose mask from the same model already exists in OUT "
+      "(their statistics are read back from the mask; with --overlays, their overlay must "
+      "exist too); for resuming an interrupted run.",
+    )
     parser.add_argument(
-        "--truth", nargs="+", action="extend", default=None, metavar="GLOB",
-        help="Ground-truth masks to score the run against: one or more glob patterns, local or gs:// "
-             "(single-channel class ids, palette indices count, 255 = ignore). A truth file belongs to the "
-             "image whose key without extension equals the file's path relative to the directory before "
-             "the pattern's first wildcard, without extension ('truth/**/*.png' file truth/a/b.png scores "
-             "key a/b.jpg). Adds 'truth' to each stats record and to summary.json; a truth mask of another "
-             "size fails its image at stage 'truth'.")
+      "--truth",
+      nargs="+",
+      action="extend",
+      default=None,
+      metavar="GLOB",
+      help="Ground-truth masks to score the run against: one or more glob patterns, local or gs:// "
+      "(single-channel class ids, palette indices count, 255 = ignore). A truth file belongs to the "
+      "image whose key without extension equals the file's path relative to the directory before "
+      "the pattern's first wildcard, without extension ('truth/**/*.png' file truth/a/b.png scores "
+      "key a/b.jpg). Adds 'truth' to each stats record and to summary.json; a truth mask of another "
+      "size fails its image at stage 'truth'.",
+    )
     parser.add_argument(
-        "--png_compress_level", type=int, default=6,
-        help="zlib level 0-9 for mask PNGs (default 6). Masks use zlib's run-length strategy, for which "
-             "levels 1-9 give nearly the same size and speed; 0 stores them uncompressed.")
+      "--png_compress_level",
+      type=int,
+      default=6,
+      help="zlib level 0-9 for mask PNGs (default 6). Masks use zlib's run-length strategy, for which "
+      "levels 1-9 give nearly the same size and speed; 0 stores them uncompressed.",
+    )
 
 
 @dataclass(frozen=True)
 class RunConfig:
   """Everything the graph needs, resolved and checked."""
+
   globs: Tuple[str, ...]
   manifests: Tuple[str, ...]
   tfrecords: Tuple[str, ...]
@@ -171,33 +235,51 @@ class RunConfig:
 
   def options_record(self) -> dict:
     """The options as recorded in summary.json."""
-    return {"input": list(self.globs), "manifest": list(self.manifests), "tfrecord": list(self.tfrecords),
-            "tfrecord_image_feature": self.image_feature, "tfrecord_key_feature": self.key_feature,
-            "output": self.output, "model": self.model_dir, "batch_size": self.batch_size,
-            "tile_size": self.tile_size, "tile_overlap": self.tile_overlap,
-            "whole_image_pixels": self.whole_image_pixels, "stats_format": self.stats_format,
-            "pixel_size": self.pixel_size, "pixel_unit": self.pixel_unit, "overlays": self.overlays,
-            "max_image_pixels": self.max_image_pixels, "mixed_precision": self.mixed_precision,
-            "skip_existing": self.skip_existing, "png_compress_level": self.png_compress_level,
-            "truth": list(self.truth_globs)}
+    return {
+      "input": list(self.globs),
+      "manifest": list(self.manifests),
+      "tfrecord": list(self.tfrecords),
+      "tfrecord_image_feature": self.image_feature,
+      "tfrecord_key_feature": self.key_feature,
+      "output": self.output,
+      "model": self.model_dir,
+      "batch_size": self.batch_size,
+      "tile_size": self.tile_size,
+      "tile_overlap": self.tile_overlap,
+      "whole_image_pixels": self.whole_image_pixels,
+      "stats_format": self.stats_format,
+      "pixel_size": self.pixel_size,
+      "pixel_unit": self.pixel_unit,
+      "overlays": self.overlays,
+      "max_image_pixels": self.max_image_pixels,
+      "mixed_precision": self.mixed_precision,
+      "skip_existing": self.skip_existing,
+      "png_compress_level": self.png_compress_level,
+      "truth": list(self.truth_globs),
+    }
 
 
 def help_parser(prog: str = "python -m pipeline.run") -> _BeamArgumentParser:
   """A parser with only this pipeline's flags, for --help."""
   parser = _BeamArgumentParser(
-      prog=prog, allow_abbrev=False,
-      description="Segment images into class masks with per-class statistics (Apache Beam).",
-      epilog="Any Apache Beam pipeline option is accepted as well, e.g. --runner, "
-             "--direct_running_mode=multi_processing --direct_num_workers=N, or the Dataflow options. "
-             "Without --runner, runs use Beam's in-process FnApiRunner (DirectRunner in Beam 2.77 tries "
-             "to download the Prism runner on every run; pass --runner=DirectRunner to get it anyway).")
+    prog=prog,
+    allow_abbrev=False,
+    description="Segment images into class masks with per-class statistics (Apache Beam).",
+    epilog="Any Apache Beam pipeline option is accepted as well, e.g. --runner, "
+    "--direct_running_mode=multi_processing --direct_num_workers=N, or the Dataflow options. "
+    "Without --runner, runs use Beam's in-process FnApiRunner (DirectRunner in Beam 2.77 tries "
+    "to download the Prism runner on every run; pass --runner=DirectRunner to get it anyway).",
+  )
   SegmentationOptions._add_argparse_args(parser)  # pylint: disable=protected-access
   from pipeline.dataflow import DataflowGpuOptions  # pylint: disable=import-outside-toplevel
   from pipeline.schedule import ScheduleOptions  # pylint: disable=import-outside-toplevel
+
   ScheduleOptions._add_argparse_args(  # pylint: disable=protected-access
-      parser.add_argument_group("scheduling (nightly runs)"))
+    parser.add_argument_group("scheduling (nightly runs)")
+  )
   DataflowGpuOptions._add_argparse_args(  # pylint: disable=protected-access
-      parser.add_argument_group("Dataflow GPU workers (with --runner=DataflowRunner)"))
+    parser.add_argument_group("Dataflow GPU workers (with --runner=DataflowRunner)")
+  )
   return parser
 
 
@@ -227,8 +309,10 @@ def _import_runner(argv: Sequence[str]):
   try:
     create_runner(name)
   except ImportError as error:
-    raise OptionsError(f"--runner={name} needs a package that is not installed ({error}); for Dask run "
-                       "pip install 'apache-beam[dask]' (or this project's [dask] extra)") from error
+    raise OptionsError(
+      f"--runner={name} needs a package that is not installed ({error}); for Dask run "
+      "pip install 'apache-beam[dask]' (or this project's [dask] extra)"
+    ) from error
   except ValueError as error:
     raise OptionsError(f"--runner={name}: {error}") from error
 
@@ -242,6 +326,7 @@ def reject_unknown_flags(argv: Sequence[str]):
   # check does not depend on what the caller happened to import first.
   import pipeline.dataflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   import pipeline.schedule  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
   _import_runner(argv)
   parser = _StrictParser(allow_abbrev=False, add_help=False)
   seen = {}
@@ -256,10 +341,13 @@ def reject_unknown_flags(argv: Sequence[str]):
   if unknown:
     hint = ""
     if any(not arg.startswith("-") for arg in unknown):
-      hint = (" Values without a flag usually come from an unquoted glob that the shell expanded"
-              " after a flag that takes one value; quote the pattern.")
-    raise OptionsError(f"unrecognised argument(s): {' '.join(unknown)}.{hint} "
-                       "Run with --help for this pipeline's flags.")
+      hint = (
+        " Values without a flag usually come from an unquoted glob that the shell expanded"
+        " after a flag that takes one value; quote the pattern."
+      )
+    raise OptionsError(
+      f"unrecognised argument(s): {' '.join(unknown)}.{hint} Run with --help for this pipeline's flags."
+    )
 
 
 def _is_local(path: str) -> bool:
@@ -300,13 +388,18 @@ def _check_writable(output: str):
   try:
     shutil.rmtree(tempfile.mkdtemp(prefix=".deconvseg-write-check-", dir=existing))
   except OSError as exc:
-    raise OptionsError(f"cannot write to --output {output}: {exc.strerror or exc} (in {existing}). "
-                       "Choose a directory you can write to.") from None
+    raise OptionsError(
+      f"cannot write to --output {output}: {exc.strerror or exc} (in {existing}). Choose a directory you can write to."
+    ) from None
 
 
 def _check_number(name, value, low, high=None):
-  if value is None or (isinstance(value, float) and not math.isfinite(value)) or value < low or (
-      high is not None and value > high):
+  if (
+    value is None
+    or (isinstance(value, float) and not math.isfinite(value))
+    or value < low
+    or (high is not None and value > high)
+  ):
     bound = f"between {low} and {high}" if high is not None else f"at least {low}"
     raise OptionsError(f"--{name}={value} is out of range: it must be {bound}.")
 
@@ -314,17 +407,21 @@ def _check_number(name, value, low, high=None):
 def _check_truth(patterns: Sequence[str]):
   """Every --truth pattern matches files, and no two truth files claim the same image."""
   from transforms.truth import truth_stem  # pylint: disable=import-outside-toplevel
+
   seen = {}
   for pattern in patterns:
     paths = _matching_files(pattern)
     if not paths:
-      raise OptionsError(f"--truth {pattern!r} matches no files; check the path (and quote the pattern "
-                         "so the shell does not expand it).")
+      raise OptionsError(
+        f"--truth {pattern!r} matches no files; check the path (and quote the pattern so the shell does not expand it)."
+      )
     for path in paths:
       stem = truth_stem(path, pattern)
       if seen.setdefault(stem, path) != path:
-        raise OptionsError(f"--truth files {seen[stem]} and {path} both match images keyed {stem!r} (keys are "
-                           "compared without extension); keep one truth mask per image.")
+        raise OptionsError(
+          f"--truth files {seen[stem]} and {path} both match images keyed {stem!r} (keys are "
+          "compared without extension); keep one truth mask per image."
+        )
 
 
 def _given(argv: Sequence[str], flag: str) -> bool:
@@ -345,8 +442,10 @@ def fixed_size_tiling(card: dict, argv: Sequence[str], tile_size: int, overlap: 
   limit = min(int(v) for v in size)
   if _given(argv, "--tile_size"):
     if tile_size > limit:
-      raise OptionsError(f"--tile_size={tile_size} is larger than the model's fixed input size {size[0]}x{size[1]} "
-                         f"(card.json input_size); use --tile_size {limit} or less.")
+      raise OptionsError(
+        f"--tile_size={tile_size} is larger than the model's fixed input size {size[0]}x{size[1]} "
+        f"(card.json input_size); use --tile_size {limit} or less."
+      )
   else:
     tile_size = limit
   if not _given(argv, "--tile_overlap"):
@@ -354,12 +453,19 @@ def fixed_size_tiling(card: dict, argv: Sequence[str], tile_size: int, overlap: 
   _check_number("tile_overlap", overlap, 0, tile_size // 2)
   if _given(argv, "--whole_image_pixels"):
     if whole_pixels > limit * limit:
-      raise OptionsError(f"--whole_image_pixels={whole_pixels} would run images larger than the model's fixed "
-                         f"input size {size[0]}x{size[1]} whole; use --whole_image_pixels 0.")
+      raise OptionsError(
+        f"--whole_image_pixels={whole_pixels} would run images larger than the model's fixed "
+        f"input size {size[0]}x{size[1]} whole; use --whole_image_pixels 0."
+      )
   else:
     whole_pixels = 0
-  _LOG.info("The model takes a fixed %sx%s input: tiles of %d with overlap %d, no image runs whole.",
-            size[0], size[1], tile_size, overlap)
+  _LOG.info(
+    "The model takes a fixed %sx%s input: tiles of %d with overlap %d, no image runs whole.",
+    size[0],
+    size[1],
+    tile_size,
+    overlap,
+  )
   return tile_size, overlap, whole_pixels
 
 
@@ -371,8 +477,10 @@ def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
   manifests = tuple(_absolute(p) for p in (opts.manifest or []))
   tfrecords = tuple(_absolute(p) for p in (opts.tfrecord or []))
   if not (globs or manifests or tfrecords):
-    raise OptionsError("no input given: pass --input 'DIR/*.png' (glob, local or gs://), "
-                       "--manifest FILE, or --tfrecord 'SHARDS-*.tfrecord'.")
+    raise OptionsError(
+      "no input given: pass --input 'DIR/*.png' (glob, local or gs://), "
+      "--manifest FILE, or --tfrecord 'SHARDS-*.tfrecord'."
+    )
   if not opts.output:
     raise OptionsError("no output given: pass --output DIR (local or gs://).")
   output = _absolute(opts.output).rstrip("/") or "/"
@@ -381,32 +489,40 @@ def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
   _check_number("tile_size", opts.tile_size, 16, 16384)
   _check_number("tile_overlap", opts.tile_overlap, 0, opts.tile_size // 2)
   _check_number("max_image_pixels", opts.max_image_pixels, 1)
-  whole_image_pixels = 4 * opts.tile_size ** 2 if opts.whole_image_pixels is None else opts.whole_image_pixels
-  _check_number("whole_image_pixels", whole_image_pixels, 0, 64 * opts.tile_size ** 2)
+  whole_image_pixels = 4 * opts.tile_size**2 if opts.whole_image_pixels is None else opts.whole_image_pixels
+  _check_number("whole_image_pixels", whole_image_pixels, 0, 64 * opts.tile_size**2)
   _check_number("png_compress_level", opts.png_compress_level, 0, 9)
   from pipeline.schedule import ScheduleOptions  # pylint: disable=import-outside-toplevel
+
   schedule = options.view_as(ScheduleOptions)
   if schedule.max_failure_fraction is not None:
     _check_number("max_failure_fraction", schedule.max_failure_fraction, 0.0, 1.0)
   from pipeline import drift  # pylint: disable=import-outside-toplevel
+
   drift_threshold = drift.check_threshold(schedule.drift_threshold)
   if schedule.compare_to is None and (schedule.fail_on_drift or schedule.drift_threshold is not None):
-    raise OptionsError("--drift_threshold and --fail_on_drift need --compare_to PREVIOUS_OUT (an earlier run's "
-                       "output to compare with).")
+    raise OptionsError(
+      "--drift_threshold and --fail_on_drift need --compare_to PREVIOUS_OUT (an earlier run's output to compare with)."
+    )
   if opts.pixel_size is not None:
     if not (math.isfinite(opts.pixel_size) and opts.pixel_size > 0):
-      raise OptionsError(f"--pixel_size={opts.pixel_size} must be a positive number (size of one pixel "
-                         f"in {opts.pixel_unit}).")
+      raise OptionsError(
+        f"--pixel_size={opts.pixel_size} must be a positive number (size of one pixel in {opts.pixel_unit})."
+      )
 
   from transforms.read import glob_root  # pylint: disable=import-outside-toplevel
+
   for pattern in globs:
     if not _matching_files(pattern):
-      raise OptionsError(f"--input {pattern!r} matches no files; check the path (and quote the pattern "
-                         "so the shell does not expand it).")
+      raise OptionsError(
+        f"--input {pattern!r} matches no files; check the path (and quote the pattern so the shell does not expand it)."
+      )
     root = glob_root(pattern)
     if root and (output + "/").startswith(root):
-      raise OptionsError(f"--output {output} is inside the input directory {root}: the next run would read "
-                         "the masks as inputs. Choose an output directory outside the input.")
+      raise OptionsError(
+        f"--output {output} is inside the input directory {root}: the next run would read "
+        "the masks as inputs. Choose an output directory outside the input."
+      )
   for manifest in manifests:
     if not FileSystems.exists(manifest):
       raise OptionsError(f"--manifest {manifest} does not exist.")
@@ -423,23 +539,46 @@ def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
 
   model_dir = _absolute(opts.model).rstrip("/")
   if _is_local(model_dir) and not os.path.isdir(model_dir):
-    raise OptionsError(f"--model {model_dir} is not a directory. Point it at an exported model "
-                       "(saved_model/ + card.json), or omit it to use the bundled model/default.")
+    raise OptionsError(
+      f"--model {model_dir} is not a directory. Point it at an exported model "
+      "(saved_model/ + card.json), or omit it to use the bundled model/default."
+    )
   card = load_card(model_dir)
   tile_size, tile_overlap, whole_image_pixels = fixed_size_tiling(
-      card, argv, opts.tile_size, opts.tile_overlap, whole_image_pixels)
+    card, argv, opts.tile_size, opts.tile_overlap, whole_image_pixels
+  )
   stride = int(card.get("stride", 1) or 1)
   if stride > 1 and (tile_size - tile_overlap) % stride:
-    _LOG.warning("tile_size - tile_overlap = %d is not a multiple of the model stride %d: tiles will not "
-                 "share the whole-image stride grid.", tile_size - tile_overlap, stride)
+    _LOG.warning(
+      "tile_size - tile_overlap = %d is not a multiple of the model stride %d: tiles will not "
+      "share the whole-image stride grid.",
+      tile_size - tile_overlap,
+      stride,
+    )
 
-  return RunConfig(globs=globs, manifests=manifests, tfrecords=tfrecords,
-                   image_feature=opts.tfrecord_image_feature, key_feature=opts.tfrecord_key_feature,
-                   output=output, model_dir=model_dir, card=card, batch_size=opts.batch_size,
-                   tile_size=tile_size, tile_overlap=tile_overlap,
-                   whole_image_pixels=whole_image_pixels, stats_format=opts.stats_format,
-                   pixel_size=opts.pixel_size, pixel_unit=opts.pixel_unit, overlays=opts.overlays,
-                   max_image_pixels=opts.max_image_pixels, mixed_precision=opts.mixed_precision,
-                   skip_existing=opts.skip_existing, png_compress_level=opts.png_compress_level,
-                   truth_globs=truth_globs, compare_to=compare_to, drift_threshold=drift_threshold,
-                   fail_on_drift=schedule.fail_on_drift)
+  return RunConfig(
+    globs=globs,
+    manifests=manifests,
+    tfrecords=tfrecords,
+    image_feature=opts.tfrecord_image_feature,
+    key_feature=opts.tfrecord_key_feature,
+    output=output,
+    model_dir=model_dir,
+    card=card,
+    batch_size=opts.batch_size,
+    tile_size=tile_size,
+    tile_overlap=tile_overlap,
+    whole_image_pixels=whole_image_pixels,
+    stats_format=opts.stats_format,
+    pixel_size=opts.pixel_size,
+    pixel_unit=opts.pixel_unit,
+    overlays=opts.overlays,
+    max_image_pixels=opts.max_image_pixels,
+    mixed_precision=opts.mixed_precision,
+    skip_existing=opts.skip_existing,
+    png_compress_level=opts.png_compress_level,
+    truth_globs=truth_globs,
+    compare_to=compare_to,
+    drift_threshold=drift_threshold,
+    fail_on_drift=schedule.fail_on_drift,
+  )

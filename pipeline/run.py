@@ -13,6 +13,7 @@ everywhere else. ``--direct_running_mode=multi_processing
 ``--runner=DataflowRunner`` (plus the usual Google Cloud options) runs on
 Dataflow.
 """
+
 import json
 import logging
 import sys
@@ -35,8 +36,15 @@ from transforms.inference import drop_handed_over
 
 _LOG = logging.getLogger("deconvseg")
 DEFAULT_RUNNER = "FnApiRunner"
-LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner",
-                 "DaskRunner", "PortableRunner")
+LOCAL_RUNNERS = (
+  "FnApiRunner",
+  "DirectRunner",
+  "SwitchingDirectRunner",
+  "BundleBasedDirectRunner",
+  "PrismRunner",
+  "DaskRunner",
+  "PortableRunner",
+)
 
 
 def _with_default_runner(argv):
@@ -69,13 +77,18 @@ def _counter(result, name):
 def format_summary(summary: dict, output: str, seconds: float = None) -> str:
   """The per-class table printed at the end of local runs."""
   counts = summary["counts"]
-  lines = [f"Results in {output}: masks/, stats/, failures/, summary.json, report.html",
-           f"Images: {counts['read']} read, {counts['segmented']} segmented, {counts['failed']} failed"
-           + (f" ({', '.join(f'{k}: {v}' for k, v in summary.get('failed_by_stage', {}).items())})"
-              if counts["failed"] else "")]
+  lines = [
+    f"Results in {output}: masks/, stats/, failures/, summary.json, report.html",
+    f"Images: {counts['read']} read, {counts['segmented']} segmented, {counts['failed']} failed"
+    + (
+      f" ({', '.join(f'{k}: {v}' for k, v in summary.get('failed_by_stage', {}).items())})" if counts["failed"] else ""
+    ),
+  ]
   if seconds:
-    lines.append(f"Time: {seconds:.2f} s, {counts['segmented'] / seconds:.2f} images/s, "
-                 f"{summary['pixels'] / 1e6 / seconds:.2f} Mpx/s")
+    lines.append(
+      f"Time: {seconds:.2f} s, {counts['segmented'] / seconds:.2f} images/s, "
+      f"{summary['pixels'] / 1e6 / seconds:.2f} Mpx/s"
+    )
   unit = summary.get("area_unit")
   show_area = summary.get("images_with_area") and isinstance(unit, str)
   header = f"{'class':<16}{'pixels':>14}{'share':>9}" + (f"{'area (' + unit + ')':>18}" if show_area else "")
@@ -127,8 +140,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   start_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
   pipeline = test_pipeline or beam.Pipeline(options=pipeline_options)
   _ = pipeline | "SegmentImages" >> SegmentImages(config, start_time, model_handler_kwargs(pipeline_options))
-  _LOG.info("Segmenting into %s with model %s %s", config.output, config.card.get("name"),
-            config.card.get("version"))
+  _LOG.info("Segmenting into %s with model %s %s", config.output, config.card.get("name"), config.card.get("version"))
   try:
     result = pipeline.run()
     result.wait_until_finish()
@@ -154,12 +166,19 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     # a blocking Dataflow launch: the job has finished
     summary = _with_drift(add_io(config.output, _read_summary(config.output), result), config)
   elif config.compare_to:
-    _LOG.warning("The launcher returned before the job finished (a template or a non-blocking launch), so no "
-                 "drift was computed; once the job has finished, run: python -m pipeline.drift %s --compare_to %s",
-                 config.output, config.compare_to)
+    _LOG.warning(
+      "The launcher returned before the job finished (a template or a non-blocking launch), so no "
+      "drift was computed; once the job has finished, run: python -m pipeline.drift %s --compare_to %s",
+      config.output,
+      config.compare_to,
+    )
   if not any(runner.endswith(name) for name in LOCAL_RUNNERS):
-    _LOG.info("This launcher does not write the HTML report for %s; once the job has finished, run: "
-              "python -m pipeline.report %s", runner, config.output)
+    _LOG.info(
+      "This launcher does not write the HTML report for %s; once the job has finished, run: "
+      "python -m pipeline.report %s",
+      runner,
+      config.output,
+    )
   if summary is not None:
     try:
       check_failure_budget(summary["counts"], budget, config.output)
@@ -177,8 +196,13 @@ def _with_drift(summary: dict, config) -> dict:
   try:
     return add_drift(config.output, config.compare_to, config.drift_threshold)
   except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
-    _LOG.warning("could not compute the drift against %s (python -m pipeline.drift %s --compare_to %s): %s",
-                 config.compare_to, config.output, config.compare_to, exc)
+    _LOG.warning(
+      "could not compute the drift against %s (python -m pipeline.drift %s --compare_to %s): %s",
+      config.compare_to,
+      config.output,
+      config.compare_to,
+      exc,
+    )
     return summary
 
 

@@ -13,6 +13,7 @@ Templates are filled in the raw argument list before Beam parses it, so every
 flag (input, manifest, tfrecord, output, even ``--job_name``) can use them and
 validation sees real paths.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -34,28 +35,45 @@ class ScheduleOptions(PipelineOptions):
   @classmethod
   def _add_argparse_args(cls, parser):
     parser.add_argument(
-        "--date", default=None, metavar="YYYY-MM-DD",
-        help="Date partition filled into {date} (YYYY-MM-DD), {yyyy}, {mm} and {dd} in any "
-             "flag value, e.g. --input 'gs://bucket/{yyyy}/{mm}/{dd}/*.png'. Default: yesterday (UTC).")
+      "--date",
+      default=None,
+      metavar="YYYY-MM-DD",
+      help="Date partition filled into {date} (YYYY-MM-DD), {yyyy}, {mm} and {dd} in any "
+      "flag value, e.g. --input 'gs://bucket/{yyyy}/{mm}/{dd}/*.png'. Default: yesterday (UTC).",
+    )
     parser.add_argument(
-        "--max_failure_fraction", type=float, default=None, metavar="FRACTION",
-        help="Failure budget for scheduled runs: when more than this fraction of the inputs read "
-             "failed (e.g. 0.05), the run still writes every output, then exits with status 3 so "
-             "the scheduler alerts. Default: no budget (exit 0 whatever failed).")
+      "--max_failure_fraction",
+      type=float,
+      default=None,
+      metavar="FRACTION",
+      help="Failure budget for scheduled runs: when more than this fraction of the inputs read "
+      "failed (e.g. 0.05), the run still writes every output, then exits with status 3 so "
+      "the scheduler alerts. Default: no budget (exit 0 whatever failed).",
+    )
     parser.add_argument(
-        "--compare_to", default=None, metavar="PREVIOUS_OUT",
-        help="An earlier run's --output (local or gs://, e.g. '/data/masks/{prev_date}'): after the run, "
-             "summary.json gains a 'drift' block comparing each class's pixel share and the distribution of "
-             "its per-image fractions (PSI, KS) with that run. A PREVIOUS_OUT that does not exist (the first "
-             "night) only warns; one without a summary.json is an error.")
+      "--compare_to",
+      default=None,
+      metavar="PREVIOUS_OUT",
+      help="An earlier run's --output (local or gs://, e.g. '/data/masks/{prev_date}'): after the run, "
+      "summary.json gains a 'drift' block comparing each class's pixel share and the distribution of "
+      "its per-image fractions (PSI, KS) with that run. A PREVIOUS_OUT that does not exist (the first "
+      "night) only warns; one without a summary.json is an error.",
+    )
     parser.add_argument(
-        "--drift_threshold", type=float, default=None, metavar="FRACTION",
-        help="With --compare_to: flag classes whose share of all pixels moved by more than this fraction "
-             "(default 0.05 = 5 percentage points) or whose PSI is above 0.25 and above sampling noise.")
+      "--drift_threshold",
+      type=float,
+      default=None,
+      metavar="FRACTION",
+      help="With --compare_to: flag classes whose share of all pixels moved by more than this fraction "
+      "(default 0.05 = 5 percentage points) or whose PSI is above 0.25 and above sampling noise.",
+    )
     parser.add_argument(
-        "--fail_on_drift", action="store_true", default=False,
-        help="With --compare_to: exit with status 4, after writing every output, when any class is flagged "
-             "(a failure budget exceeded, status 3, wins).")
+      "--fail_on_drift",
+      action="store_true",
+      default=False,
+      help="With --compare_to: exit with status 4, after writing every output, when any class is flagged "
+      "(a failure budget exceeded, status 3, wins).",
+    )
 
 
 class FailureBudgetExceeded(RuntimeError):
@@ -69,9 +87,10 @@ def check_failure_budget(counts: dict, max_failure_fraction: Optional[float], ou
   read, failed = int(counts.get("read", 0)), int(counts.get("failed", 0))
   if read and failed / read > max_failure_fraction:
     raise FailureBudgetExceeded(
-        f"{failed} of {read} inputs failed ({failed / read:.1%}), above --max_failure_fraction="
-        f"{max_failure_fraction:g}. Every output was written; the reasons are in {output}/failures/. "
-        "Fix or remove those inputs and re-run with --skip_existing.")
+      f"{failed} of {read} inputs failed ({failed / read:.1%}), above --max_failure_fraction="
+      f"{max_failure_fraction:g}. Every output was written; the reasons are in {output}/failures/. "
+      "Fix or remove those inputs and re-run with --skip_existing."
+    )
 
 
 def yesterday_utc(now: Optional[datetime.datetime] = None) -> datetime.date:
@@ -100,16 +119,25 @@ def fill_template(template: str, date: datetime.date) -> str:
   previous = date - datetime.timedelta(days=1)
   values = {}
   for prefix, day in (("", date), ("prev_", previous)):
-    values.update({prefix + "date": day.isoformat(), prefix + "yyyy": "%04d" % day.year,
-                   prefix + "mm": "%02d" % day.month, prefix + "dd": "%02d" % day.day})
+    values.update(
+      {
+        prefix + "date": day.isoformat(),
+        prefix + "yyyy": "%04d" % day.year,
+        prefix + "mm": "%02d" % day.month,
+        prefix + "dd": "%02d" % day.day,
+      }
+    )
 
   def replace(match):
     name = match.group(1)
     if name in values:
       return values[name]
     if name.islower():
-      raise ValueError(f"unknown placeholder {{{name}}} in {template!r}; the date placeholders are "
-                       + ", ".join("{%s}" % p for p in PLACEHOLDERS) + ".")
+      raise ValueError(
+        f"unknown placeholder {{{name}}} in {template!r}; the date placeholders are "
+        + ", ".join("{%s}" % p for p in PLACEHOLDERS)
+        + "."
+      )
     return match.group(0)
 
   return _TOKEN.sub(replace, template)
@@ -129,7 +157,7 @@ def fill_date_templates(argv: Sequence[str], now: Optional[datetime.datetime] = 
         raise ValueError("--date needs a value: --date=YYYY-MM-DD.")
       raw = args[index + 1]
     elif arg.startswith("--date="):
-      raw = arg[len("--date="):]
+      raw = arg[len("--date=") :]
   date = parse_date(raw, now)
 
   filled = []

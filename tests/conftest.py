@@ -1,4 +1,5 @@
 """Shared pytest set-up: quiet TensorFlow, no Google credential probing."""
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -8,9 +9,10 @@ os.environ.setdefault("NO_GCE_CHECK", "true")
 # "tests.*", which needs the repository root on sys.path even when pytest is not
 # started as "python -m pytest" from the root.
 import sys as _sys
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in _sys.path:
-    _sys.path.insert(0, _ROOT)
+  _sys.path.insert(0, _ROOT)
 pytest_plugins = ["tests.gcs_fixtures"]
 
 import pytest  # noqa: E402  (after the environment set-up above)
@@ -18,10 +20,11 @@ import pytest  # noqa: E402  (after the environment set-up above)
 
 @pytest.fixture(scope="session")
 def fake_model(tmp_path_factory):
-    """The contract-conforming fake model (tests/fake_model.py), exported once per session.
+  """The contract-conforming fake model (tests/fake_model.py), exported once per session.
 
-    Shared by every module that only reads it; a test that needs to change a
-    model copies it first (or builds its own with ``build_fake_model``).
-    """
-    from fake_model import build_fake_model  # pylint: disable=import-outside-toplevel
-    return build_fake_model(str(tmp_path_factory.mktemp("fake_model")))
+  Shared by every module that only reads it; a test that needs to change a
+  model copies it first (or builds its own with ``build_fake_model``).
+  """
+  from fake_model import build_fake_model  # pylint: disable=import-outside-toplevel
+
+  return build_fake_model(str(tmp_path_factory.mktemp("fake_model")))

@@ -14,6 +14,7 @@ dtype=...)``): class 0 when the brightest band's box mean is below ``dark``
 (64 by default), else 1 + the dominant band, so a one-band model has two
 classes and a four-band one five.
 """
+
 import json
 import os
 
@@ -21,10 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 CLASSES = [
-    {"id": 0, "name": "dark", "color": [20, 20, 20]},
-    {"id": 1, "name": "red", "color": [220, 40, 40]},
-    {"id": 2, "name": "green", "color": [40, 200, 60]},
-    {"id": 3, "name": "blue", "color": [40, 90, 220]},
+  {"id": 0, "name": "dark", "color": [20, 20, 20]},
+  {"id": 1, "name": "red", "color": [220, 40, 40]},
+  {"id": 2, "name": "green", "color": [40, 200, 60]},
+  {"id": 3, "name": "blue", "color": [40, 90, 220]},
 ]
 RADIUS = 2
 
@@ -38,8 +39,8 @@ def band_classes(channels):
     return CLASSES
   rng = np.random.default_rng(channels)
   return [{"id": 0, "name": "dark", "color": [20, 20, 20]}] + [
-      {"id": i + 1, "name": f"band{i}", "color": [int(c) for c in rng.integers(40, 240, size=3)]}
-      for i in range(channels)]
+    {"id": i + 1, "name": f"band{i}", "color": [int(c) for c in rng.integers(40, 240, size=3)]} for i in range(channels)
+  ]
 
 
 def _input_signature(channels, dtype):
@@ -49,8 +50,9 @@ def _input_signature(channels, dtype):
 class ColourRuleSegmenter(tf.Module):
   """Pure-TF module with the exported-model interface."""
 
-  def __init__(self, poison_value=None, channels=3, dtype="uint8", dark=DARK, signature_channels=None,
-               signature_dtype=None):
+  def __init__(
+    self, poison_value=None, channels=3, dtype="uint8", dark=DARK, signature_channels=None, signature_dtype=None
+  ):
     super().__init__()
     self.num_classes = tf.Variable(channels + 1, trainable=False, dtype=tf.int32)
     self._poison = poison_value
@@ -83,23 +85,31 @@ def card(name="fake-colour-rule", version="0.0.1", classes=None, channels=3, dty
   classes = band_classes(channels) if classes is None else classes
   color = {1: "grey", 3: "RGB"}.get(channels, "bands")
   return {
-      "name": name,
-      "version": version,
-      "format": "deconvseg-model/1",
-      "architecture": {"variant": "colour-rule", "encoder": "none", "parameters": 0,
-                       "upsampling": "none"},
-      "stride": 1,
-      "input": {"dtype": dtype, "channels": channels, "color": color,
-                "normalization": {"scale": 1.0, "offset": 0.0}},
-      "classes": classes,
-      "signatures": {"serving_default": {"input": "images", "outputs": ["class_ids", "confidence"]},
-                     "serving_mixed_float16": {"input": "images", "outputs": ["class_ids", "confidence"]}},
-      "created": "2026-01-01T00:00:00Z",
+    "name": name,
+    "version": version,
+    "format": "deconvseg-model/1",
+    "architecture": {"variant": "colour-rule", "encoder": "none", "parameters": 0, "upsampling": "none"},
+    "stride": 1,
+    "input": {"dtype": dtype, "channels": channels, "color": color, "normalization": {"scale": 1.0, "offset": 0.0}},
+    "classes": classes,
+    "signatures": {
+      "serving_default": {"input": "images", "outputs": ["class_ids", "confidence"]},
+      "serving_mixed_float16": {"input": "images", "outputs": ["class_ids", "confidence"]},
+    },
+    "created": "2026-01-01T00:00:00Z",
   }
 
 
-def build_fake_model(model_dir, classes=None, poison_value=None, channels=3, dtype="uint8", dark=DARK,
-                     signature_channels=None, signature_dtype=None):
+def build_fake_model(
+  model_dir,
+  classes=None,
+  poison_value=None,
+  channels=3,
+  dtype="uint8",
+  dark=DARK,
+  signature_channels=None,
+  signature_dtype=None,
+):
   """Exports the fake model to MODEL_DIR/{saved_model,card.json}; returns MODEL_DIR.
 
   With ``poison_value``, a call fails when any image in it is entirely that value.
@@ -108,9 +118,11 @@ def build_fake_model(model_dir, classes=None, poison_value=None, channels=3, dty
   the card, as a mixed-up export would.
   """
   module = ColourRuleSegmenter(poison_value, channels, dtype, dark, signature_channels, signature_dtype)
-  tf.saved_model.save(module, os.path.join(model_dir, "saved_model"),
-                      signatures={"serving_default": module.segment,
-                                  "serving_mixed_float16": module.serve_mixed})
+  tf.saved_model.save(
+    module,
+    os.path.join(model_dir, "saved_model"),
+    signatures={"serving_default": module.segment, "serving_mixed_float16": module.serve_mixed},
+  )
   with open(os.path.join(model_dir, "card.json"), "w") as f:
     json.dump(card(classes=classes, channels=channels, dtype=dtype), f, indent=2)
   return str(model_dir)
@@ -121,15 +133,15 @@ def reference_segment(pixels: np.ndarray, dark=DARK) -> np.ndarray:
   x = pixels.astype(np.float64)
   h, w, c = x.shape
   padded = np.zeros((h + 2 * RADIUS, w + 2 * RADIUS, c))
-  padded[RADIUS:RADIUS + h, RADIUS:RADIUS + w] = x
+  padded[RADIUS : RADIUS + h, RADIUS : RADIUS + w] = x
   valid = np.zeros((h + 2 * RADIUS, w + 2 * RADIUS))
-  valid[RADIUS:RADIUS + h, RADIUS:RADIUS + w] = 1
+  valid[RADIUS : RADIUS + h, RADIUS : RADIUS + w] = 1
   sums = np.zeros((h, w, c))
   counts = np.zeros((h, w))
   for dy in range(2 * RADIUS + 1):
     for dx in range(2 * RADIUS + 1):
-      sums += padded[dy:dy + h, dx:dx + w]
-      counts += valid[dy:dy + h, dx:dx + w]
+      sums += padded[dy : dy + h, dx : dx + w]
+      counts += valid[dy : dy + h, dx : dx + w]
   means = sums / counts[..., None]
   ids = np.argmax(means, axis=-1) + 1
   ids[means.max(axis=-1) < dark] = 0

@@ -1,4 +1,5 @@
 """Shared helpers for the pipeline tests: input corpora, running, reading outputs."""
+
 import io
 import json
 import os
@@ -11,8 +12,9 @@ REAL_MODEL = os.path.join(REPO, "model", "default")
 
 
 def real_model_available() -> bool:
-  return (os.path.isfile(os.path.join(REAL_MODEL, "card.json"))
-          and os.path.isdir(os.path.join(REAL_MODEL, "saved_model")))
+  return os.path.isfile(os.path.join(REAL_MODEL, "card.json")) and os.path.isdir(
+    os.path.join(REAL_MODEL, "saved_model")
+  )
 
 
 def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -75,6 +77,7 @@ def write_mode_images(folder: str, base: int = 0):
 def write_tfrecord(path: str, records, gzip: bool = False):
   """records: iterable of (key or None, encoded bytes or None)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   options = tf.io.TFRecordOptions(compression_type="GZIP" if gzip else "")
   with tf.io.TFRecordWriter(path, options=options) as writer:
     for key, data in records:

@@ -6,6 +6,7 @@ processes, then checks the report's structure and that every mode that writes
 masks wrote one per input. The stock mode runs without fetching
 tensorflow_hub (the bench's stand-in handler) so the test needs no network.
 """
+
 import json
 import os
 
@@ -56,6 +57,7 @@ def test_steady_state_fit_and_quality(tmp_path):
   assert fit["fixed_s"] == pytest.approx(2) and fit["steady_images_per_s"] == pytest.approx(10)
   import numpy as np
   from PIL import Image
+
   for folder, value in (("a", 1), ("b", 2)):
     os.makedirs(tmp_path / folder)
     mask = np.full((4, 4), 1, np.uint8)
@@ -66,20 +68,23 @@ def test_steady_state_fit_and_quality(tmp_path):
 
 
 def test_pyspy_attribution():
-  raw = "\n".join([
+  raw = "\n".join(
+    [
       "thread (1): MainThread;<module> (pipeline/run.py:139);run (pipeline/run.py:84);validate (pipeline/options.py:360) 50",
       "thread (1): MainThread;run (pipeline/run.py:99);Pipeline.run (apache_beam/pipeline.py:563);"
       "SegmentationModelHandler.run_inference (transforms/inference.py:155);Segmenter.predict (transforms/inference.py:73) 100",
       "thread (1): MainThread;run (pipeline/run.py:99);Pipeline.run (apache_beam/pipeline.py:563);"
       "WriteMasksFn.process (transforms/sinks.py:120);encode_mask (transforms/sinks.py:90) 25",
       "thread (2): Thread-3;something (x.py:1) 500",
-  ])
+    ]
+  )
   stages = spy.attribute(raw, 50)
   assert stages == {"model call (TensorFlow)": 2.0, "start-up: imports, options, model check": 1.0, "PNG encoding": 0.5}
 
 
 def test_pyspy_background_threads():
-  raw = "\n".join([
+  raw = "\n".join(
+    [
       "thread (5): deconvseg-decode_0;_worker (concurrent/futures/thread.py:83);run (concurrent/futures/thread.py:58);"
       "_decode_ref (transforms/decode.py:181);decode_image (transforms/decode.py:150);quick_execute (x.py:1) 40",
       "thread (5): deconvseg-decode_0;_worker (concurrent/futures/thread.py:81) 60",
@@ -88,10 +93,12 @@ def test_pyspy_background_threads():
       "thread (6): deconvseg-write_0;_worker (concurrent/futures/thread.py:83);WriteMasksFn._work (transforms/sinks.py:147);"
       "atomic_write (transforms/sinks.py:66) 5",
       "thread (1): MainThread;decode_image (transforms/decode.py:150) 7",
-  ])
+    ]
+  )
   assert spy.background(raw, 50) == {
-      "decode thread": {"read + decode": 0.8, spy.IDLE: 1.2},
-      "write thread": {"PNG encoding": 0.2, "writing (temp file + rename)": 0.1}}
+    "decode thread": {"read + decode": 0.8, spy.IDLE: 1.2},
+    "write thread": {"PNG encoding": 0.2, "writing (temp file + rename)": 0.1},
+  }
 
 
 def test_baselines_write_the_pipelines_masks_and_counts(tmp_path):
@@ -113,13 +120,19 @@ def test_baselines_write_the_pipelines_masks_and_counts(tmp_path):
     result = modes.MODES[mode]({"model": DEFAULT_MODEL, "images": images, "output": outputs[mode]})
     assert result["images"] == 3 and result["work_s"] > 0
   pipeline_out = str(tmp_path / "pipeline")
-  subprocess.run([sys.executable, "-m", "pipeline.run", "--input", images + "/*.png", "--output", pipeline_out],
-                 check=True, capture_output=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  subprocess.run(
+    [sys.executable, "-m", "pipeline.run", "--input", images + "/*.png", "--output", pipeline_out],
+    check=True,
+    capture_output=True,
+    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
   _, records, _ = read_outputs(pipeline_out)
   for mode, folder in outputs.items():
     counts = {json.loads(line)["key"]: json.loads(line)["pixels"] for line in open(os.path.join(folder, "stats.jsonl"))}
     assert counts == {key: [entry["pixels"] for entry in record["classes"]] for key, record in records.items()}, mode
     for key in records:
-      with Image.open(os.path.join(folder, key + ".png")) as got, \
-           Image.open(os.path.join(pipeline_out, "masks", key + ".png")) as expected:
+      with (
+        Image.open(os.path.join(folder, key + ".png")) as got,
+        Image.open(os.path.join(pipeline_out, "masks", key + ".png")) as expected,
+      ):
         assert np.array_equal(np.asarray(got).squeeze(), np.asarray(expected)), (mode, key)

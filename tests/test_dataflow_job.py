@@ -6,6 +6,7 @@ the job request it would send, without calling the Dataflow API. Staging goes
 to the GCS emulator. Never drop ``--template_location`` here: a real
 submission offline hangs in retries for minutes.
 """
+
 import io
 import json
 import os
@@ -48,17 +49,27 @@ def job(gcs_emulator, tmp_path_factory):
   gcs_emulator.upload_folder(os.path.join(REPO, "model", "default"), f"gs://{bucket}/models/default")
   template = str(tmp_path_factory.mktemp("dataflow") / "job.json")
   argv = [
-      "--input", f"gs://{bucket}/drops/{{yyyy}}/{{mm}}/{{dd}}/*.png",
-      "--output", f"gs://{bucket}/masks/date={{date}}",
-      "--model", f"gs://{bucket}/models/default",
-      "--date", "2024-05-31",
-      "--runner=DataflowRunner", "--project=my-project", "--region=us-central1",
-      "--job_name=deconvseg-{date}",
-      f"--temp_location=gs://{bucket}/tmp", f"--staging_location=gs://{bucket}/staging",
-      f"--template_location={template}",
-      f"--setup_file={os.path.join(REPO, 'setup.py')}",
-      "--gpu_type=nvidia-tesla-t4", "--gpu_count=1", "--machine_type=n1-standard-8",
-      f"--worker_image={IMAGE}", "--max_num_workers=4",
+    "--input",
+    f"gs://{bucket}/drops/{{yyyy}}/{{mm}}/{{dd}}/*.png",
+    "--output",
+    f"gs://{bucket}/masks/date={{date}}",
+    "--model",
+    f"gs://{bucket}/models/default",
+    "--date",
+    "2024-05-31",
+    "--runner=DataflowRunner",
+    "--project=my-project",
+    "--region=us-central1",
+    "--job_name=deconvseg-{date}",
+    f"--temp_location=gs://{bucket}/tmp",
+    f"--staging_location=gs://{bucket}/staging",
+    f"--template_location={template}",
+    f"--setup_file={os.path.join(REPO, 'setup.py')}",
+    "--gpu_type=nvidia-tesla-t4",
+    "--gpu_count=1",
+    "--machine_type=n1-standard-8",
+    f"--worker_image={IMAGE}",
+    "--max_num_workers=4",
   ]
   # What pipeline.run does with the command line before building the graph.
   argv = fill_date_templates(argv)
@@ -100,8 +111,14 @@ def test_job_stages_the_project_sdist(job, gcs_emulator):
   assert packages["workflow.tar.gz"].startswith(f"storage.googleapis.com/{bucket}/staging/")
   sdist = tarfile.open(fileobj=io.BytesIO(_object(gcs_emulator, packages["workflow.tar.gz"])))
   names = set(sdist.getnames())
-  for member in ("setup.py", "pipeline/run.py", "pipeline/dataflow.py", "pipeline/schedule.py",
-                 "transforms/inference.py", "model/default/card.json"):
+  for member in (
+    "setup.py",
+    "pipeline/run.py",
+    "pipeline/dataflow.py",
+    "pipeline/schedule.py",
+    "transforms/inference.py",
+    "model/default/card.json",
+  ):
     assert "deconvseg-0.1.0/" + member in names, member
 
 

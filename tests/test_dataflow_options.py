@@ -1,15 +1,26 @@
 """DataflowGpuOptions: flags -> Beam/Dataflow options, and the combinations refused."""
+
 import pytest
-from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions, PipelineOptions,
-                                                  WorkerOptions)
+from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions, PipelineOptions, WorkerOptions
 
 import pipeline.options  # noqa: F401  registers the pipeline's --input/--output/--model
-from pipeline.dataflow import (DataflowGpuOptions, expand_dataflow_options, machine_vcpus, model_handler_kwargs,
-                               single_process, worker_accelerator)
+from pipeline.dataflow import (
+  DataflowGpuOptions,
+  expand_dataflow_options,
+  machine_vcpus,
+  model_handler_kwargs,
+  single_process,
+  worker_accelerator,
+)
 
 IMAGE = "us-central1-docker.pkg.dev/proj/repo/deconvseg-worker:0.1.0"
-DATAFLOW = ["--runner=DataflowRunner", "--project=proj", "--region=us-central1",
-            "--temp_location=gs://bucket/tmp", "--model=gs://bucket/models/default"]
+DATAFLOW = [
+  "--runner=DataflowRunner",
+  "--project=proj",
+  "--region=us-central1",
+  "--temp_location=gs://bucket/tmp",
+  "--model=gs://bucket/models/default",
+]
 
 
 def expanded(*flags):
@@ -25,44 +36,69 @@ def refused(*flags):
 
 
 def test_t4_on_n1_expands_to_service_option_image_and_one_process():
-  options, applied = expanded(*DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=n1-standard-8",
-                              "--worker_image=" + IMAGE)
+  options, applied = expanded(
+    *DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=n1-standard-8", "--worker_image=" + IMAGE
+  )
   cloud = options.view_as(GoogleCloudOptions)
-  assert cloud.dataflow_service_options == [
-      "worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver"]
+  assert cloud.dataflow_service_options == ["worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver"]
   assert options.view_as(WorkerOptions).sdk_container_image == IMAGE
   assert options.view_as(WorkerOptions).machine_type == "n1-standard-8"
   assert "no_use_multiple_sdk_containers" in options.view_as(DebugOptions).experiments
-  assert applied == {"sdk_container_image": IMAGE,
-                     "dataflow_service_options": cloud.dataflow_service_options[0],
-                     "experiments": "no_use_multiple_sdk_containers",
-                     "number_of_worker_harness_threads": 8}
+  assert applied == {
+    "sdk_container_image": IMAGE,
+    "dataflow_service_options": cloud.dataflow_service_options[0],
+    "experiments": "no_use_multiple_sdk_containers",
+    "number_of_worker_harness_threads": 8,
+  }
   assert options.view_as(DebugOptions).number_of_worker_harness_threads == 8
   assert model_handler_kwargs(options) == {}
 
 
 def test_gpu_harness_threads_follow_the_machine_unless_given(caplog):
-  options, _ = expanded(*DATAFLOW, "--gpu_type=nvidia-tesla-a100", "--machine_type=a2-highgpu-1g",
-                        "--worker_image=" + IMAGE, "--max_num_workers=3")
+  options, _ = expanded(
+    *DATAFLOW,
+    "--gpu_type=nvidia-tesla-a100",
+    "--machine_type=a2-highgpu-1g",
+    "--worker_image=" + IMAGE,
+    "--max_num_workers=3",
+  )
   assert options.view_as(DebugOptions).number_of_worker_harness_threads == 12
   assert "max_num_workers" not in caplog.text
-  options, _ = expanded(*DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=n1-standard-4",
-                        "--worker_image=" + IMAGE, "--number_of_worker_harness_threads=2")
+  options, _ = expanded(
+    *DATAFLOW,
+    "--gpu_type=nvidia-tesla-t4",
+    "--machine_type=n1-standard-4",
+    "--worker_image=" + IMAGE,
+    "--number_of_worker_harness_threads=2",
+  )
   assert options.view_as(DebugOptions).number_of_worker_harness_threads == 2
   assert "without --max_num_workers" in caplog.text
   # Processes per vCPU (shared model copies): Dataflow's own threading is left alone.
-  options, _ = expanded(*DATAFLOW, "--gpu_type=nvidia-l4", "--machine_type=g2-standard-8",
-                        "--worker_image=" + IMAGE, "--model_copies_per_worker=1")
+  options, _ = expanded(
+    *DATAFLOW,
+    "--gpu_type=nvidia-l4",
+    "--machine_type=g2-standard-8",
+    "--worker_image=" + IMAGE,
+    "--model_copies_per_worker=1",
+  )
   assert options.view_as(DebugOptions).number_of_worker_harness_threads is None
   assert machine_vcpus("g2-standard-16") == 16 and machine_vcpus("custom-thing") is None
 
 
 def test_l4_with_shared_model_copies_keeps_processes_per_vcpu():
-  options, _ = expanded(*DATAFLOW, "--gpu_type=nvidia-l4", "--machine_type=g2-standard-8",
-                        "--worker_image=" + IMAGE, "--model_copies_per_worker=2",
-                        "--no_install_gpu_driver", "--dataflow_service_options=enable_prime")
+  options, _ = expanded(
+    *DATAFLOW,
+    "--gpu_type=nvidia-l4",
+    "--machine_type=g2-standard-8",
+    "--worker_image=" + IMAGE,
+    "--model_copies_per_worker=2",
+    "--no_install_gpu_driver",
+    "--dataflow_service_options=enable_prime",
+  )
   assert options.view_as(GoogleCloudOptions).dataflow_service_options == [
-      "enable_prime", "worker_accelerator=type:nvidia-l4;count:1"]
+    "enable_prime",
+    "worker_accelerator=type:nvidia-l4;count:1",
+  ]
   assert "no_use_multiple_sdk_containers" not in (options.view_as(DebugOptions).experiments or [])
   assert not single_process(options)
   assert model_handler_kwargs(options) == {"model_copies": 2}
@@ -92,38 +128,49 @@ def test_gpu_flags_need_the_dataflow_runner():
 
 
 def test_dataflow_needs_gcs_temp_location():
-  message = refused("--runner=DataflowRunner", "--project=p", "--temp_location=/tmp/x",
-                    "--model=gs://b/m")
+  message = refused("--runner=DataflowRunner", "--project=p", "--temp_location=/tmp/x", "--model=gs://b/m")
   assert "--temp_location=gs://BUCKET/tmp" in message and "/tmp/x" in message
   assert "--staging_location must be on Cloud Storage" in refused(*DATAFLOW, "--staging_location=/tmp/s")
 
 
 def test_l4_needs_a_g2_machine():
-  message = refused(*DATAFLOW, "--gpu_type=nvidia-l4", "--machine_type=n1-standard-8",
-                    "--worker_image=" + IMAGE)
+  message = refused(*DATAFLOW, "--gpu_type=nvidia-l4", "--machine_type=n1-standard-8", "--worker_image=" + IMAGE)
   assert "--machine_type=n1-standard-8 cannot take nvidia-l4" in message
   assert "g2-*" in message and "--machine_type=g2-standard-8" in message
   assert "pass --machine_type, e.g. --machine_type=g2-standard-8" in refused(
-      *DATAFLOW, "--gpu_type=nvidia-l4", "--worker_image=" + IMAGE)
+    *DATAFLOW, "--gpu_type=nvidia-l4", "--worker_image=" + IMAGE
+  )
   assert "cannot take nvidia-tesla-t4" in refused(
-      *DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=g2-standard-8", "--worker_image=" + IMAGE)
+    *DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=g2-standard-8", "--worker_image=" + IMAGE
+  )
 
 
 def test_gpu_count_must_fit_the_machine():
   assert "comes with 2 nvidia-l4 GPU(s); set --gpu_count=2" in refused(
-      *DATAFLOW, "--gpu_type=nvidia-l4", "--machine_type=g2-standard-24", "--worker_image=" + IMAGE)
+    *DATAFLOW, "--gpu_type=nvidia-l4", "--machine_type=g2-standard-24", "--worker_image=" + IMAGE
+  )
   assert "comes with 4 nvidia-tesla-a100" in refused(
-      *DATAFLOW, "--gpu_type=nvidia-tesla-a100", "--machine_type=a2-highgpu-4g", "--gpu_count=1",
-      "--worker_image=" + IMAGE)
+    *DATAFLOW,
+    "--gpu_type=nvidia-tesla-a100",
+    "--machine_type=a2-highgpu-4g",
+    "--gpu_count=1",
+    "--worker_image=" + IMAGE,
+  )
   assert "an N1 VM takes 1, 2, 4 nvidia-tesla-t4" in refused(
-      *DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--gpu_count=3", "--machine_type=n1-standard-16",
-      "--worker_image=" + IMAGE, "--model_copies_per_worker=3")
+    *DATAFLOW,
+    "--gpu_type=nvidia-tesla-t4",
+    "--gpu_count=3",
+    "--machine_type=n1-standard-16",
+    "--worker_image=" + IMAGE,
+    "--model_copies_per_worker=3",
+  )
   assert "--gpu_count=2 needs --gpu_type" in refused(*DATAFLOW, "--gpu_count=2")
 
 
 def test_gpu_needs_the_cuda_worker_image_and_consistent_images():
   assert "needs the CUDA worker image" in refused(
-      *DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=n1-standard-4")
+    *DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=n1-standard-4"
+  )
   assert "disagree" in refused(*DATAFLOW, "--worker_image=" + IMAGE, "--sdk_container_image=other:1")
   options, _ = expanded(*DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--sdk_container_image=" + IMAGE)
   assert options.view_as(WorkerOptions).sdk_container_image == IMAGE
@@ -132,10 +179,10 @@ def test_gpu_needs_the_cuda_worker_image_and_consistent_images():
 def test_process_modes_exclude_each_other():
   base = [*DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=n1-standard-8", "--worker_image=" + IMAGE]
   assert "exclude each other" in refused(*base, "--one_process_per_gpu", "--model_copies_per_worker=2")
-  assert "a single process drives only the first GPU" in refused(
-      *base, "--gpu_count=2", "--one_process_per_gpu=true")
-  assert "leaves only one" in refused(*base, "--model_copies_per_worker=2",
-                                      "--experiments=no_use_multiple_sdk_containers")
+  assert "a single process drives only the first GPU" in refused(*base, "--gpu_count=2", "--one_process_per_gpu=true")
+  assert "leaves only one" in refused(
+    *base, "--model_copies_per_worker=2", "--experiments=no_use_multiple_sdk_containers"
+  )
   assert "must be at least 1" in refused(*base, "--model_copies_per_worker=0")
   options, _ = expanded(*base, "--one_process_per_gpu=false")
   assert "no_use_multiple_sdk_containers" not in (options.view_as(DebugOptions).experiments or [])
@@ -144,26 +191,31 @@ def test_process_modes_exclude_each_other():
 def test_accelerator_set_twice_is_refused():
   base = [*DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=n1-standard-8", "--worker_image=" + IMAGE]
   assert "both set the GPUs" in refused(
-      *base, "--dataflow_service_options=worker_accelerator=type:nvidia-tesla-t4;count:1")
+    *base, "--dataflow_service_options=worker_accelerator=type:nvidia-tesla-t4;count:1"
+  )
   assert "do not also pass an accelerator --resource_hints" in refused(
-      *base, "--resource_hints=accelerator=type:nvidia-tesla-t4;count:1")
+    *base, "--resource_hints=accelerator=type:nvidia-tesla-t4;count:1"
+  )
 
 
 def test_all_problems_are_reported_together():
-  message = refused("--runner=DataflowRunner", "--gpu_type=nvidia-l4", "--machine_type=n1-standard-4",
-                    "--model=gs://b/m")
+  message = refused(
+    "--runner=DataflowRunner", "--gpu_type=nvidia-l4", "--machine_type=n1-standard-4", "--model=gs://b/m"
+  )
   assert message.count("\n  - ") == 3  # temp_location, worker image, machine type
 
 
 def test_template_builds_may_leave_the_machine_type_to_launch_time():
-  options, applied = expanded(*DATAFLOW, "--gpu_type=nvidia-l4", "--worker_image=" + IMAGE,
-                              "--template_location=gs://bucket/templates/job.json")
+  options, applied = expanded(
+    *DATAFLOW, "--gpu_type=nvidia-l4", "--worker_image=" + IMAGE, "--template_location=gs://bucket/templates/job.json"
+  )
   assert applied["dataflow_service_options"] == "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
 
 
 def test_dataflow_paths_must_be_on_cloud_storage(monkeypatch):
-  message = refused(*DATAFLOW, "--input", "/data/in/*.png", "gs://b/in/*.png", "--output=/data/out",
-                    "--manifest=lists/a.txt")
+  message = refused(
+    *DATAFLOW, "--input", "/data/in/*.png", "gs://b/in/*.png", "--output=/data/out", "--manifest=lists/a.txt"
+  )
   assert "use gs:// paths for --input /data/in/*.png, --manifest lists/a.txt, --output /data/out" in message
   assert "gs://b/in" not in message
   base = [a for a in DATAFLOW if not a.startswith("--model")] + ["--worker_image=" + IMAGE]

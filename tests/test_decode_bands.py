@@ -1,4 +1,5 @@
 """Decoding to the model card's input spec: bands, bit depth, TIFF layouts, the display rule."""
+
 import io
 
 import numpy as np
@@ -39,9 +40,13 @@ def test_spec_from_card_defaults_and_checks():
   assert InputSpec.from_card({"input": {"normalization": {"scale": 1, "offset": 0}}}) == DEFAULT_SPEC
   spec = InputSpec.from_card({"input": {"dtype": "uint16", "channels": 4, "color": "bands"}})
   assert (spec.channels, spec.dtype, spec.color, spec.max_value) == (4, "uint16", "bands", 65535)
-  for bad, fragment in [({"dtype": "float32"}, "input.dtype 'float32'"), ({"channels": 0}, "input.channels 0"),
-                        ({"channels": 65}, "from 1 to 64"), ({"channels": "3"}, "input.channels '3'"),
-                        ({"channels": True}, "input.channels True")]:
+  for bad, fragment in [
+    ({"dtype": "float32"}, "input.dtype 'float32'"),
+    ({"channels": 0}, "input.channels 0"),
+    ({"channels": 65}, "from 1 to 64"),
+    ({"channels": "3"}, "input.channels '3'"),
+    ({"channels": True}, "input.channels True"),
+  ]:
     with pytest.raises(ValueError, match=fragment):
       InputSpec.from_card({"input": bad})
 
@@ -50,7 +55,7 @@ def test_equal_band_counts_are_kept_at_native_depth():
   four = _bands(6, 7, 4)
   pixels, _ = decode_image(_tiff(four, photometric="minisblack", planarconfig="contig"), MAX, BANDS4)
   np.testing.assert_array_equal(pixels, four)
-  narrow = (np.arange(42, dtype=np.uint16).reshape(6, 7) * 97)  # 0..3977: kept, not squeezed by 1/257
+  narrow = np.arange(42, dtype=np.uint16).reshape(6, 7) * 97  # 0..3977: kept, not squeezed by 1/257
   pixels, _ = decode_image(_png(narrow), MAX, GREY16)
   assert pixels.dtype == np.uint16 and pixels.shape == (6, 7, 1)
   np.testing.assert_array_equal(pixels[:, :, 0], narrow)
@@ -110,17 +115,29 @@ def test_three_band_model_replicates_grey_and_drops_alpha():
   np.testing.assert_array_equal(pixels, rgba[:, :, :3].astype(np.uint16) * 257)
 
 
-@pytest.mark.parametrize("data,spec,message", [
-    (_png(scene(8, 8)), BANDS4,
-     "image has 3 bands (RGB) but the model takes 4 (card.json input.channels); give it 4-band images or use a "
-     "model trained on 3"),
-    (_tiff(_bands(8, 8, 5, dtype=np.uint8), photometric="minisblack", planarconfig="contig"), DEFAULT_SPEC,
-     "image has 5 bands but the model takes 3 (card.json input.channels); give it 3-band images or use a model "
-     "trained on 5"),
+@pytest.mark.parametrize(
+  "data,spec,message",
+  [
+    (
+      _png(scene(8, 8)),
+      BANDS4,
+      "image has 3 bands (RGB) but the model takes 4 (card.json input.channels); give it 4-band images or use a "
+      "model trained on 3",
+    ),
+    (
+      _tiff(_bands(8, 8, 5, dtype=np.uint8), photometric="minisblack", planarconfig="contig"),
+      DEFAULT_SPEC,
+      "image has 5 bands but the model takes 3 (card.json input.channels); give it 3-band images or use a model "
+      "trained on 5",
+    ),
     (_png(np.zeros((4, 4), np.uint8)), BANDS4, "image has 1 band (grey) but the model takes 4"),
-    (_tiff(_bands(8, 8, 4), photometric="minisblack", planarconfig="contig"), GREY16,
-     "image has 4 bands but the model takes 1"),
-])
+    (
+      _tiff(_bands(8, 8, 4), photometric="minisblack", planarconfig="contig"),
+      GREY16,
+      "image has 4 bands but the model takes 1",
+    ),
+  ],
+)
 def test_band_counts_that_need_a_guess_fail(data, spec, message):
   with pytest.raises(DecodeError) as error:
     decode_image(data, MAX, spec)
@@ -129,6 +146,7 @@ def test_band_counts_that_need_a_guess_fail(data, spec, message):
 
 def test_sixteen_bit_colour_png_keeps_its_depth():
   import tensorflow as tf
+
   rgb16 = _bands(6, 5, 3, seed=6)
   pixels, _ = decode_image(tf.io.encode_png(rgb16).numpy(), MAX, RGB16)
   np.testing.assert_array_equal(pixels, rgb16)  # Pillow alone would give 8 bits
@@ -149,8 +167,15 @@ def test_header_checks_orientation_and_geotiff_scale_hold_for_other_specs(tmp_pa
   with open(tmp_path / "modes/geo.tif", "rb") as f:
     assert decode_image(f.read(), MAX, GREY16)[1] == (0.5, 0.5)
   four = _bands(3, 5, 4, seed=7)
-  rotated = decode_native(_tiff(four, photometric="minisblack", planarconfig="contig",
-                                extratags=[(274, "H", 1, 6, False), (33550, "d", 3, (2.0, 3.0, 0.0), False)]), MAX)
+  rotated = decode_native(
+    _tiff(
+      four,
+      photometric="minisblack",
+      planarconfig="contig",
+      extratags=[(274, "H", 1, 6, False), (33550, "d", 3, (2.0, 3.0, 0.0), False)],
+    ),
+    MAX,
+  )
   np.testing.assert_array_equal(rotated.pixels, np.rot90(four, -1))  # orientation 6: rotate 90 clockwise
   assert rotated.pixel_size == (3.0, 2.0)
 
@@ -163,7 +188,7 @@ def test_tiff_orientation_matches_pillow():
     buffer = io.BytesIO()
     Image.fromarray(grey).save(buffer, format="TIFF", tiffinfo=ifd)
     pillow, _ = decode_image(buffer.getvalue(), MAX)  # the default path: Pillow's exif_transpose
-    ours = decode_native(buffer.getvalue(), MAX)       # tifffile and the numpy orientation table
+    ours = decode_native(buffer.getvalue(), MAX)  # tifffile and the numpy orientation table
     np.testing.assert_array_equal(ours.pixels[:, :, 0], pillow[:, :, 0], err_msg=f"orientation {orientation}")
 
 
@@ -191,7 +216,8 @@ def test_display_rule():
   shown = to_display(ramp, stretch)
   assert shown.dtype == np.uint8 and shown.min() == 0 and shown.max() == 255
   # Tiles drawn with the image's stretch join seamlessly: halves equal the whole.
-  np.testing.assert_array_equal(np.hstack([to_display(ramp[:, :50], stretch), to_display(ramp[:, 50:], stretch)]),
-                                shown)
+  np.testing.assert_array_equal(
+    np.hstack([to_display(ramp[:, :50], stretch), to_display(ramp[:, 50:], stretch)]), shown
+  )
   flat = np.full((4, 4, 1), 1234, np.uint16)
   assert to_display(flat).max() == 0

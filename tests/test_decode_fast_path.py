@@ -1,4 +1,5 @@
 """The TensorFlow PNG fast path decodes to exactly Pillow's array, and steps aside for anything unusual."""
+
 import io
 
 import numpy as np
@@ -23,11 +24,12 @@ def _gamma_png(pixels):
 PIXELS = scene(37, 53, seed=3)
 
 
-@pytest.mark.parametrize("data", [encode(PIXELS), encode(PIXELS, compress_level=0), _gamma_png(PIXELS)],
-                         ids=["plain", "stored", "gamma"])
+@pytest.mark.parametrize(
+  "data", [encode(PIXELS), encode(PIXELS, compress_level=0), _gamma_png(PIXELS)], ids=["plain", "stored", "gamma"]
+)
 def test_plain_rgb_png_takes_the_fast_path_with_identical_pixels(data):
   assert _png_fast_path(Image.open(io.BytesIO(data)), data) is not None
-  pixels, _ = decode_image(data, 10 ** 6)
+  pixels, _ = decode_image(data, 10**6)
   assert np.array_equal(pixels, _pillow(data))
 
 
@@ -37,18 +39,21 @@ def _exif_rotated():
   return encode(PIXELS, exif=exif.tobytes())
 
 
-@pytest.mark.parametrize("data", [encode(PIXELS, transparency=(0, 0, 0)), _exif_rotated(), encode(PIXELS[:, :, 0])],
-                         ids=["transparency", "exif", "grey"])
+@pytest.mark.parametrize(
+  "data",
+  [encode(PIXELS, transparency=(0, 0, 0)), _exif_rotated(), encode(PIXELS[:, :, 0])],
+  ids=["transparency", "exif", "grey"],
+)
 def test_unusual_pngs_are_left_to_pillow(data):
   assert _png_fast_path(Image.open(io.BytesIO(data)), data) is None
 
 
 def test_exif_orientation_still_applied_to_pngs():
-  pixels, _ = decode_image(_exif_rotated(), 10 ** 6)
+  pixels, _ = decode_image(_exif_rotated(), 10**6)
   assert pixels.shape[:2] == (PIXELS.shape[1], PIXELS.shape[0])
 
 
 def test_truncated_png_still_fails_with_pillows_message():
   data = encode(PIXELS)
   with pytest.raises(ValueError, match="corrupt or truncated"):
-    decode_image(data[:len(data) // 2], 10 ** 6)
+    decode_image(data[: len(data) // 2], 10**6)

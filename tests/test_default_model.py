@@ -4,6 +4,7 @@ A fresh test split with a seed no training or validation run used (the
 default was trained on seed 1 and reported on seed 2), measured by the same
 `model.evaluate` a user runs, through the exported serving function.
 """
+
 import json
 import os
 
@@ -29,6 +30,7 @@ def test_card_records_the_measured_metrics():
   assert test["mean_iou"] >= 0.90 and min(test["per_class_iou"].values()) >= 0.80
   assert set(test["per_class_iou"]) == {entry["name"] for entry in card["classes"]}
   assert test["seed"] != card["trained_on"]["seed"]
-  size = sum(os.path.getsize(os.path.join(folder, name))
-             for folder, _, names in os.walk(DEFAULT_MODEL) for name in names)
+  size = sum(
+    os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(DEFAULT_MODEL) for name in names
+  )
   assert size < 20 * 2**20, f"model/default is {size / 2**20:.1f} MiB"

@@ -6,7 +6,7 @@ a TFRecord shard and a corrupt file) and must produce the same masks, stats
 and failures. The worker pool and the Dask cluster are started here and
 stopped, with their child processes, before each test returns.
 """
-import json
+
 import os
 import shutil
 import signal
@@ -61,8 +61,12 @@ def reference(inputs, tmp_path_factory):
 def _confidence_approx(value):
   """Mean confidences compared to 1e-6: other workers batch tiles and add up sums in another order."""
   if isinstance(value, dict):
-    return {name: pytest.approx(item, rel=1e-6) if name == "mean_confidence" and item is not None
-            else _confidence_approx(item) for name, item in value.items()}
+    return {
+      name: pytest.approx(item, rel=1e-6)
+      if name == "mean_confidence" and item is not None
+      else _confidence_approx(item)
+      for name, item in value.items()
+    }
   if isinstance(value, list):
     return [_confidence_approx(item) for item in value]
   return value
@@ -78,15 +82,19 @@ def _assert_same_outputs(output, reference):
   assert sorted(records) == sorted(ref_records)
   for key, record in records.items():
     assert {**record, "mask": None} == _confidence_approx({**ref_records[key], "mask": None}), key
-    with Image.open(os.path.join(output, "masks", key + ".png")) as got, \
-         Image.open(os.path.join(reference, "masks", key + ".png")) as expected:
+    with (
+      Image.open(os.path.join(output, "masks", key + ".png")) as got,
+      Image.open(os.path.join(reference, "masks", key + ".png")) as expected,
+    ):
       assert np.array_equal(np.asarray(got), np.asarray(expected)), key
   assert sorted((f["key"], f["stage"], f["message"]) for f in failures) == sorted(
-      (f["key"], f["stage"], f["message"]) for f in ref_failures)
+    (f["key"], f["stage"], f["message"]) for f in ref_failures
+  )
   # survey_large_0004.jpg (2048 x 1536) is cut into 512-pixel tiles and stitched back.
   assert (records["survey_large_0004.jpg"]["width"], records["survey_large_0004.jpg"]["height"]) == (2048, 1536)
-  leftovers = [os.path.join(root, name) for root, names, _ in os.walk(output) for name in names
-               if name.startswith("beam-temp")]
+  leftovers = [
+    os.path.join(root, name) for root, names, _ in os.walk(output) for name in names if name.startswith("beam-temp")
+  ]
   assert not leftovers, leftovers
   assert os.path.exists(os.path.join(output, "report.html"))
 
@@ -113,8 +121,13 @@ def _stop_group(process):
 def test_portable_runner_with_an_external_worker_pool(inputs, reference, tmp_path):
   port = _free_port()
   pool = subprocess.Popen(
-      [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
-      cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
+    cwd=REPO,
+    env=_env(),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    start_new_session=True,
+  )
   try:
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -124,8 +137,15 @@ def test_portable_runner_with_an_external_worker_pool(inputs, reference, tmp_pat
       assert pool.poll() is None, pool.stderr.read().decode()[-2000:]
       time.sleep(0.2)
     output = str(tmp_path / "out")
-    done = _run(output, inputs, "--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL",
-                f"--environment_config=localhost:{port}", "--sdk_worker_parallelism=2")
+    done = _run(
+      output,
+      inputs,
+      "--runner=PortableRunner",
+      "--job_endpoint=embed",
+      "--environment_type=EXTERNAL",
+      f"--environment_config=localhost:{port}",
+      "--sdk_worker_parallelism=2",
+    )
     assert "Images: 17 read, 16 segmented, 1 failed" in done.stdout
   finally:
     _stop_group(pool)
@@ -134,8 +154,9 @@ def test_portable_runner_with_an_external_worker_pool(inputs, reference, tmp_pat
 
 def test_dask_cluster_with_two_worker_processes(inputs, reference, tmp_path):
   distributed = pytest.importorskip("distributed")
-  with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                env={"PYTHONPATH": REPO}) as cluster:
+  with distributed.LocalCluster(
+    n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env={"PYTHONPATH": REPO}
+  ) as cluster:
     output = str(tmp_path / "out")
     done = _run(output, inputs, "--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}")
     assert len(cluster.scheduler.workers) == 2
@@ -144,8 +165,17 @@ def test_dask_cluster_with_two_worker_processes(inputs, reference, tmp_path):
 
 
 def test_the_flag_check_knows_the_named_runners_options():
-  reject_unknown_flags(["--input", "x", "--output", "y", "--runner=DaskRunner",
-                        "--dask_client_address=tcp://127.0.0.1:8786", "--dask_npartitions=4"])
+  reject_unknown_flags(
+    [
+      "--input",
+      "x",
+      "--output",
+      "y",
+      "--runner=DaskRunner",
+      "--dask_client_address=tcp://127.0.0.1:8786",
+      "--dask_npartitions=4",
+    ]
+  )
   with pytest.raises(OptionsError, match="unrecognised argument.*--dask_workers=2"):
     reject_unknown_flags(["--input", "x", "--output", "y", "--runner=DaskRunner", "--dask_workers=2"])
   with pytest.raises(OptionsError, match="--runner=NoSuchRunner: Unexpected pipeline runner"):

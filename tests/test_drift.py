@@ -6,6 +6,7 @@ mostly green. Every number of the drift block is checked against a separate
 computation from the input images (shares and fractions from the numpy
 oracle, PSI with a plain loop, KS from ``scipy.stats.ks_2samp``).
 """
+
 import datetime
 import json
 import math
@@ -47,9 +48,11 @@ def _psi_by_hand(previous, current, bins=10, epsilon=1e-4):
   total = 0.0
   for index in range(bins):
     low, high = index / bins, (index + 1) / bins
+
     def share(values):
       inside = [v for v in values if low <= v < high or (index == bins - 1 and v == 1.0)]
       return max(len(inside) / len(values), epsilon)
+
     expected, actual = share(previous), share(current)
     total += (actual - expected) * math.log(actual / expected)
   return total
@@ -61,8 +64,20 @@ def nights(tmp_path_factory, fake_model):
   root = tmp_path_factory.mktemp("drift")
   first = _write_night(str(root / "drops" / "2024-05-30"), NIGHT_1)
   second = _write_night(str(root / "drops" / "2024-05-31"), NIGHT_2)
-  code = main(["--input", str(root / "drops" / "{date}" / "*.png"), "--output", str(root / "masks" / "{date}"),
-               "--model", fake_model, "--date", "2024-05-30", "--stats_format", "csv"])
+  code = main(
+    [
+      "--input",
+      str(root / "drops" / "{date}" / "*.png"),
+      "--output",
+      str(root / "masks" / "{date}"),
+      "--model",
+      fake_model,
+      "--date",
+      "2024-05-30",
+      "--stats_format",
+      "csv",
+    ]
+  )
   assert code == 0
   return root, first, second
 
@@ -71,9 +86,21 @@ def nights(tmp_path_factory, fake_model):
 def drift_run(nights, fake_model):
   """Night 2 compared with night 1 through {prev_date}, with --fail_on_drift: exit 4 after every output."""
   root, _, _ = nights
-  code = main(["--input", str(root / "drops" / "{date}" / "*.png"), "--output", str(root / "masks" / "{date}"),
-               "--model", fake_model, "--date", "2024-05-31", "--compare_to", str(root / "masks" / "{prev_date}"),
-               "--fail_on_drift"])
+  code = main(
+    [
+      "--input",
+      str(root / "drops" / "{date}" / "*.png"),
+      "--output",
+      str(root / "masks" / "{date}"),
+      "--model",
+      fake_model,
+      "--date",
+      "2024-05-31",
+      "--compare_to",
+      str(root / "masks" / "{prev_date}"),
+      "--fail_on_drift",
+    ]
+  )
   output = root / "masks" / "2024-05-31"
   return code, output, json.loads((output / "summary.json").read_text())
 
@@ -119,8 +146,7 @@ def test_drift_after_the_fact_gives_the_same_block(nights, drift_run, capsys):
   root, _, _ = nights
   _, output, summary = drift_run
   end_time = summary["end_time"]
-  argv = [str(root / "masks" / "{date}"), "--compare_to", str(root / "masks" / "{prev_date}"), "--date",
-          "2024-05-31"]
+  argv = [str(root / "masks" / "{date}"), "--compare_to", str(root / "masks" / "{prev_date}"), "--date", "2024-05-31"]
   assert drift.main(argv) == 0
   again = json.loads((output / "summary.json").read_text())
   assert again["drift"] == summary["drift"] and again["end_time"] == end_time
@@ -136,9 +162,21 @@ def test_a_failure_budget_exceeded_wins_over_drift(nights, fake_model, tmp_path,
   _write_night(str(drop), NIGHT_2[:4])
   (drop / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
   output = tmp_path / "out"
-  code = main(["--input", str(drop / "*.png"), "--output", str(output), "--model", fake_model,
-               "--compare_to", str(root / "masks" / "2024-05-30"), "--fail_on_drift",
-               "--max_failure_fraction", "0.1"])
+  code = main(
+    [
+      "--input",
+      str(drop / "*.png"),
+      "--output",
+      str(output),
+      "--model",
+      fake_model,
+      "--compare_to",
+      str(root / "masks" / "2024-05-30"),
+      "--fail_on_drift",
+      "--max_failure_fraction",
+      "0.1",
+    ]
+  )
   err = capsys.readouterr().err
   assert code == 3, err
   assert "1 of 5 inputs failed" in err and "drift against" not in err
@@ -150,28 +188,44 @@ def test_a_failure_budget_exceeded_wins_over_drift(nights, fake_model, tmp_path,
 def test_missing_previous_run_warns_and_cannot_fail(nights, fake_model, tmp_path, caplog):
   root, _, _ = nights
   output = tmp_path / "out"
-  code = main(["--input", str(root / "drops" / "2024-05-31" / "*.png"), "--output", str(output),
-               "--model", fake_model, "--compare_to", str(tmp_path / "never-ran"), "--fail_on_drift"])
+  code = main(
+    [
+      "--input",
+      str(root / "drops" / "2024-05-31" / "*.png"),
+      "--output",
+      str(output),
+      "--model",
+      fake_model,
+      "--compare_to",
+      str(tmp_path / "never-ran"),
+      "--fail_on_drift",
+    ]
+  )
   assert code == 0
   assert "drift" not in json.loads((output / "summary.json").read_text())
   assert "does not exist (the first night of a schedule?)" in caplog.text
   assert 'id="drift"' not in (output / "report.html").read_text()
 
 
-@pytest.mark.parametrize("extra, message", [
+@pytest.mark.parametrize(
+  "extra, message",
+  [
     (["--compare_to", "PREV", "--drift_threshold", "1.5"], "--drift_threshold=1.5 is out of range"),
     (["--compare_to", "PREV", "--drift_threshold", "nan"], "--drift_threshold=nan is out of range"),
     (["--fail_on_drift"], "need --compare_to"),
     (["--compare_to", "EMPTY"], "is not a finished deconvseg run"),
     (["--compare_to", "OUT"], "is this run's --output"),
-])
+  ],
+)
 def test_bad_invocations_exit_2_before_any_work(nights, fake_model, tmp_path, capsys, extra, message):
   root, _, _ = nights
   (tmp_path / "empty").mkdir()
   output = tmp_path / "out"
   paths = {"PREV": str(root / "masks" / "2024-05-30"), "EMPTY": str(tmp_path / "empty"), "OUT": str(output)}
-  code = main(["--input", str(root / "drops" / "2024-05-31" / "*.png"), "--output", str(output),
-               "--model", fake_model] + [paths.get(arg, arg) for arg in extra])
+  code = main(
+    ["--input", str(root / "drops" / "2024-05-31" / "*.png"), "--output", str(output), "--model", fake_model]
+    + [paths.get(arg, arg) for arg in extra]
+  )
   err = capsys.readouterr().err
   assert code == 2 and message in err, err
   assert len(err.strip().splitlines()) == 1 and err.startswith("deconvseg: error: ")
@@ -232,13 +286,20 @@ def _hand_made_run(folder, fractions, names=("a", "b")):
   pixels = np.rint(np.asarray(fractions, float) * 100).astype(int)
   with open(os.path.join(folder, "stats", "stats.jsonl"), "w") as handle:
     for index, row in enumerate(pixels):
-      classes = [{"id": i, "name": name, "pixels": int(count), "fraction": count / 100}
-                 for i, (name, count) in enumerate(zip(names, row))]
+      classes = [
+        {"id": i, "name": name, "pixels": int(count), "fraction": count / 100}
+        for i, (name, count) in enumerate(zip(names, row))
+      ]
       handle.write(json.dumps({"key": f"{index}.png", "width": 10, "height": 10, "classes": classes}) + "\n")
   totals = pixels.sum(axis=0)
-  summary = {"pixels": int(totals.sum()), "end_time": "2024-01-01T00:00:00Z",
-             "classes": [{"id": i, "name": name, "pixels": int(count), "fraction": count / totals.sum()}
-                         for i, (name, count) in enumerate(zip(names, totals))]}
+  summary = {
+    "pixels": int(totals.sum()),
+    "end_time": "2024-01-01T00:00:00Z",
+    "classes": [
+      {"id": i, "name": name, "pixels": int(count), "fraction": count / totals.sum()}
+      for i, (name, count) in enumerate(zip(names, totals))
+    ],
+  }
   with open(os.path.join(folder, "summary.json"), "w") as handle:
     json.dump(summary, handle)
   return folder

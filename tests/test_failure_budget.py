@@ -1,5 +1,4 @@
 """--max_failure_fraction: a scheduled run over too many bad inputs writes everything, then exits 3."""
-import json
 
 import pytest
 from PIL import Image
@@ -20,7 +19,8 @@ def one_bad_in_four(tmp_path_factory):
 
 @pytest.mark.parametrize("budget, expected_code", [(None, 0), (0.5, 0), (0.25, 0), (0.2, 3), (0.0, 3)])
 def test_exit_code_follows_the_budget_and_outputs_are_complete(
-    capsys, tmp_path, fake_model, one_bad_in_four, budget, expected_code):
+  capsys, tmp_path, fake_model, one_bad_in_four, budget, expected_code
+):
   output = tmp_path / "out"
   argv = ["--input", str(one_bad_in_four / "*.png"), "--output", str(output), "--model", fake_model]
   if budget is not None:
@@ -37,8 +37,18 @@ def test_exit_code_follows_the_budget_and_outputs_are_complete(
 
 
 def test_budget_must_be_a_fraction(capsys, tmp_path, fake_model, one_bad_in_four):
-  code = main(["--input", str(one_bad_in_four / "*.png"), "--output", str(tmp_path / "out"),
-               "--model", fake_model, "--max_failure_fraction", "1.5"])
+  code = main(
+    [
+      "--input",
+      str(one_bad_in_four / "*.png"),
+      "--output",
+      str(tmp_path / "out"),
+      "--model",
+      fake_model,
+      "--max_failure_fraction",
+      "1.5",
+    ]
+  )
   err = capsys.readouterr().err
   assert code == 2 and "--max_failure_fraction=1.5 is out of range" in err, err
   assert not (tmp_path / "out").exists()

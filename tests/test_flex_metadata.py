@@ -1,4 +1,5 @@
 """The Flex Template metadata names exactly the pipeline's options, and each one parses."""
+
 import json
 import os
 import subprocess
@@ -21,8 +22,11 @@ class _Strict(_BeamArgumentParser):
 def _pipeline_parser():
   """A parser with every option the real entry point registers (pipeline.run and its imports)."""
   pytest.importorskip("pipeline.run", reason="pipeline/run.py has not landed")
-  classes = {cls for cls in _all_subclasses(PipelineOptions) if cls.__module__.startswith("pipeline.")
-             and "_add_argparse_args" in cls.__dict__}
+  classes = {
+    cls
+    for cls in _all_subclasses(PipelineOptions)
+    if cls.__module__.startswith("pipeline.") and "_add_argparse_args" in cls.__dict__
+  }
   parser = _Strict(allow_abbrev=False, add_help=False)
   for cls in classes:
     cls._add_argparse_args(parser)  # pylint: disable=protected-access
@@ -57,8 +61,9 @@ def test_committed_metadata_is_up_to_date():
   with open(METADATA, encoding="utf-8") as handle:
     committed = json.load(handle)
   assert committed == flex_metadata.metadata(), (
-      "deploy/flex_template/metadata.json is stale: run "
-      "python -m pipeline.flex_metadata > deploy/flex_template/metadata.json")
+    "deploy/flex_template/metadata.json is stale: run "
+    "python -m pipeline.flex_metadata > deploy/flex_template/metadata.json"
+  )
 
 
 def test_metadata_names_exactly_the_pipeline_options():
@@ -93,20 +98,35 @@ def test_every_parameter_has_help_and_output_is_required():
 
 def test_flex_argv_rewrites_switches_only():
   classes = flex_metadata.project_options_classes()
-  argv = ["--skip_existing=true", "--overlays=false", "--no_install_gpu_driver=true",
-          "--install_gpu_driver=false", "--output=gs://b/o", "--runner=DataflowRunner"]
-  switches = {flag for cls in classes for action in flex_metadata._actions(cls)  # pylint: disable=protected-access
-              if action.nargs == 0 for flag in action.option_strings}
-  expected = [a.split("=")[0] if a.split("=")[0] in switches and a.endswith("=true") else a
-              for a in argv if not (a.split("=")[0] in switches and a.endswith("=false"))]
+  argv = [
+    "--skip_existing=true",
+    "--overlays=false",
+    "--no_install_gpu_driver=true",
+    "--install_gpu_driver=false",
+    "--output=gs://b/o",
+    "--runner=DataflowRunner",
+  ]
+  switches = {
+    flag
+    for cls in classes
+    for action in flex_metadata._actions(cls)  # pylint: disable=protected-access
+    if action.nargs == 0
+    for flag in action.option_strings
+  }
+  expected = [
+    a.split("=")[0] if a.split("=")[0] in switches and a.endswith("=true") else a
+    for a in argv
+    if not (a.split("=")[0] in switches and a.endswith("=false"))
+  ]
   assert flex_metadata.flex_argv(argv, classes) == expected
   with pytest.raises(ValueError, match="takes true or false"):
     flex_metadata.flex_argv(["--no_install_gpu_driver=maybe"], classes)
 
 
 def test_generator_runs_as_a_module():
-  done = subprocess.run([sys.executable, "-m", "pipeline.flex_metadata"], cwd=REPO,
-                        capture_output=True, text=True, timeout=120)
+  done = subprocess.run(
+    [sys.executable, "-m", "pipeline.flex_metadata"], cwd=REPO, capture_output=True, text=True, timeout=120
+  )
   assert done.returncode == 0, done.stderr
   assert json.loads(done.stdout) == flex_metadata.metadata()
 
@@ -117,21 +137,22 @@ def test_pipeline_entry_point_registers_every_options_class():
   Beam only parses flags of imported PipelineOptions subclasses, so a class the
   entry point never imports would make its Flex Template parameters dead.
   """
-  code = ("import json, pipeline.run\n"
-          "from apache_beam.options.pipeline_options import PipelineOptions\n"
-          "def subs(c):\n"
-          "  for s in c.__subclasses__():\n"
-          "    yield s\n"
-          "    yield from subs(s)\n"
-          "print(json.dumps(sorted({c.__name__ for c in subs(PipelineOptions)\n"
-          "                         if c.__module__.startswith('pipeline.')})))\n")
-  done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                        timeout=120)
+  code = (
+    "import json, pipeline.run\n"
+    "from apache_beam.options.pipeline_options import PipelineOptions\n"
+    "def subs(c):\n"
+    "  for s in c.__subclasses__():\n"
+    "    yield s\n"
+    "    yield from subs(s)\n"
+    "print(json.dumps(sorted({c.__name__ for c in subs(PipelineOptions)\n"
+    "                         if c.__module__.startswith('pipeline.')})))\n"
+  )
+  done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr
   registered = set(json.loads(done.stdout))
   advertised = {cls.__name__ for cls in flex_metadata.project_options_classes()}
   assert advertised <= registered, (
-      "pipeline.run does not import %s; add to pipeline/run.py: "
-      "from pipeline.dataflow import DataflowGpuOptions, expand_dataflow_options and "
-      "from pipeline.schedule import ScheduleOptions, fill_date_templates"
-      % sorted(advertised - registered))
+    "pipeline.run does not import %s; add to pipeline/run.py: "
+    "from pipeline.dataflow import DataflowGpuOptions, expand_dataflow_options and "
+    "from pipeline.schedule import ScheduleOptions, fill_date_templates" % sorted(advertised - registered)
+  )

@@ -1,4 +1,5 @@
 """The whole pipeline from gs:// to gs:// on the GCS emulator equals the same run on local files."""
+
 import io
 import json
 import os
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.slow
 def local_run(tmp_path_factory):
   """Inputs, a contract model and the outputs of a run on local files."""
   from pipeline.run import run
+
   root = tmp_path_factory.mktemp("local")
   inputs = root / "in"
   for index, (height, width) in enumerate([(50, 70), (64, 64), (33, 91)]):
@@ -47,8 +49,11 @@ def _normalised(tree, roots):
   def clean(value):
     if isinstance(value, dict):
       if "shuffle" in value and "read_bytes" in value:  # summary.json "io"
-        return {"images_read": value["images_read"], "read_bytes": value["read_bytes"],
-                "shuffle_elements": {k: v["elements"] for k, v in value["shuffle"].items() if isinstance(v, dict)}}
+        return {
+          "images_read": value["images_read"],
+          "read_bytes": value["read_bytes"],
+          "shuffle_elements": {k: v["elements"] for k, v in value["shuffle"].items() if isinstance(v, dict)},
+        }
       return {k: clean(v) for k, v in value.items() if k not in ("start_time", "end_time")}
     if isinstance(value, list):
       return [clean(v) for v in value]
@@ -61,8 +66,9 @@ def _normalised(tree, roots):
       info = {k: clean(json.loads(v)) if k == "deconvseg:stats" else v for k, v in image.info.items()}
       result[name] = (image.mode, image.size, np.asarray(image).tobytes(), image.getpalette(), info)
     elif name.endswith(".jsonl"):
-      result[name] = sorted(json.dumps(clean(json.loads(line)), sort_keys=True)
-                            for line in data.decode("utf-8").splitlines())
+      result[name] = sorted(
+        json.dumps(clean(json.loads(line)), sort_keys=True) for line in data.decode("utf-8").splitlines()
+      )
     elif name.endswith(".json"):
       result[name] = clean(json.loads(data))
     else:
@@ -73,6 +79,7 @@ def _normalised(tree, roots):
 @pytest.mark.parametrize("model_on", ["local disk", "gcs"])
 def test_gcs_run_matches_local_run(local_run, gcs_emulator, gcs_bucket, model_on):
   from pipeline.run import run
+
   gcs_in, gcs_out = f"gs://{gcs_bucket}/in", f"gs://{gcs_bucket}/out"
   gcs_emulator.upload_folder(local_run["in"], gcs_in)
   model = local_run["model"]
@@ -82,10 +89,10 @@ def test_gcs_run_matches_local_run(local_run, gcs_emulator, gcs_bucket, model_on
 
   run(["--input", f"{gcs_in}/**", "--output", gcs_out, "--model", model], save_main_session=False)
 
-  local = _normalised(read_local_tree(local_run["out"]),
-                      {"IN": local_run["in"], "OUT": local_run["out"], "MODEL": local_run["model"]})
-  remote = _normalised(gcs_emulator.download_prefix(gcs_out),
-                       {"IN": gcs_in, "OUT": gcs_out, "MODEL": model})
+  local = _normalised(
+    read_local_tree(local_run["out"]), {"IN": local_run["in"], "OUT": local_run["out"], "MODEL": local_run["model"]}
+  )
+  remote = _normalised(gcs_emulator.download_prefix(gcs_out), {"IN": gcs_in, "OUT": gcs_out, "MODEL": model})
   assert sorted(remote) == sorted(local)
   assert [name for name in local if name.startswith("masks/")], sorted(local)
   for name in local:
@@ -101,13 +108,27 @@ def test_cli_subprocess_runs_on_gcs_without_credential_delay(local_run, gcs_emul
   import subprocess
   import sys
   import time
+
   gcs_emulator.upload_folder(local_run["in"], f"gs://{gcs_bucket}/in")
   started = time.monotonic()
   done = subprocess.run(
-      [sys.executable, "-m", "pipeline.run", "--input", f"gs://{gcs_bucket}/in/**",
-       "--output", f"gs://{gcs_bucket}/out", "--model", local_run["model"]],
-      env=gcs_emulator.subprocess_env(), capture_output=True, text=True, timeout=300,
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    [
+      sys.executable,
+      "-m",
+      "pipeline.run",
+      "--input",
+      f"gs://{gcs_bucket}/in/**",
+      "--output",
+      f"gs://{gcs_bucket}/out",
+      "--model",
+      local_run["model"],
+    ],
+    env=gcs_emulator.subprocess_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
   elapsed = time.monotonic() - started
   assert done.returncode == 0, done.stderr[-3000:]
   # Beam logs this warning after ~20 s of google.auth.default() retries.

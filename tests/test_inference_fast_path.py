@@ -7,6 +7,7 @@
 * masks are palette PNGs packed to the fewest bits the classes need, and read
   back as the same class ids.
 """
+
 import io
 import json
 import os
@@ -28,8 +29,10 @@ def _numpy_stats(class_ids, confidence, owned, num_classes):
   top, bottom, left, right = owned
   ids = class_ids[top:bottom, left:right].ravel()
   weights = confidence[top:bottom, left:right].astype(np.float64).ravel()
-  return (np.bincount(ids, minlength=num_classes)[:num_classes],
-          np.bincount(ids, weights=weights, minlength=num_classes)[:num_classes])
+  return (
+    np.bincount(ids, minlength=num_classes)[:num_classes],
+    np.bincount(ids, weights=weights, minlength=num_classes)[:num_classes],
+  )
 
 
 def test_on_device_statistics_equal_numpy_over_the_owned_rectangle(fake_model):
@@ -79,8 +82,10 @@ def _write_inputs(folder, count=3):
 def test_a_local_run_loads_the_model_once(fake_model, tmp_path, monkeypatch):
   loads = _count_loads(monkeypatch)
   _write_inputs(str(tmp_path / "in"))
-  run(["--input", str(tmp_path / "in" / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model],
-      save_main_session=False)
+  run(
+    ["--input", str(tmp_path / "in" / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model],
+    save_main_session=False,
+  )
   assert loads == [fake_model]
   assert not inference._HANDED_OVER  # nothing held after the run
   with open(tmp_path / "out" / "summary.json") as handle:
@@ -89,19 +94,32 @@ def test_a_local_run_loads_the_model_once(fake_model, tmp_path, monkeypatch):
 
 def test_the_check_model_is_not_held_for_out_of_process_workers(fake_model, tmp_path, monkeypatch):
   handed = []
-  monkeypatch.setattr(run_module, "drop_handed_over",
-                      lambda: handed.append(dict(inference._HANDED_OVER)) or inference._HANDED_OVER.clear())
+  monkeypatch.setattr(
+    run_module,
+    "drop_handed_over",
+    lambda: handed.append(dict(inference._HANDED_OVER)) or inference._HANDED_OVER.clear(),
+  )
   _write_inputs(str(tmp_path / "in"), count=2)
-  run(["--input", str(tmp_path / "in" / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model,
-       "--direct_running_mode=multi_processing", "--direct_num_workers=1"], save_main_session=False)
+  run(
+    [
+      "--input",
+      str(tmp_path / "in" / "*.png"),
+      "--output",
+      str(tmp_path / "out"),
+      "--model",
+      fake_model,
+      "--direct_running_mode=multi_processing",
+      "--direct_num_workers=1",
+    ],
+    save_main_session=False,
+  )
   # Dropped right after the check (before the graph is built), and again after the run.
   assert handed and handed[0] and not inference._HANDED_OVER
 
 
 @pytest.mark.parametrize("num_classes, bits", [(2, 1), (4, 2), (5, 4), (16, 4), (17, 8), (256, 8)])
 def test_masks_are_packed_to_the_bits_the_classes_need(num_classes, bits):
-  classes = [{"id": i, "name": f"c{i}", "color": [i % 256, (7 * i) % 256, 255 - i % 256]}
-             for i in range(num_classes)]
+  classes = [{"id": i, "name": f"c{i}", "color": [i % 256, (7 * i) % 256, 255 - i % 256]} for i in range(num_classes)]
   rng = np.random.default_rng(num_classes)
   class_ids = rng.integers(0, num_classes, size=(37, 53), dtype=np.uint8)
   class_ids[:10] = num_classes - 1  # runs, and the largest id
@@ -111,4 +129,4 @@ def test_masks_are_packed_to_the_bits_the_classes_need(num_classes, bits):
     assert image.mode == "P"
     np.testing.assert_array_equal(np.asarray(image), class_ids)
     assert json.loads(image.info[STATS_CHUNK]) == {"key": "k"}
-    assert image.getpalette()[:3 * num_classes] == [v for c in classes for v in c["color"]]
+    assert image.getpalette()[: 3 * num_classes] == [v for c in classes for v in c["color"]]

@@ -1,4 +1,5 @@
 """Background decode and write (transforms.lookahead): same outputs, same order, one result per input."""
+
 import json
 
 import numpy as np
@@ -46,8 +47,8 @@ def _refs(tmp_path):
 
 def test_prefetched_decode_matches_inline_decode_in_order(tmp_path):
   refs = _refs(tmp_path)
-  inline, _ = _run(DecodeImagesFn(10 ** 6), refs)
-  ahead, from_finish = _run(DecodeImagesFn(10 ** 6, prefetch=3), refs)
+  inline, _ = _run(DecodeImagesFn(10**6), refs)
+  ahead, from_finish = _run(DecodeImagesFn(10**6, prefetch=3), refs)
   assert from_finish == 3  # the look-ahead is bounded and flushed at the end of the bundle
   assert len(ahead) == len(inline) == len(refs)
   for a, b in zip(ahead, inline):
@@ -61,15 +62,21 @@ def test_prefetched_decode_matches_inline_decode_in_order(tmp_path):
 
 def test_prefetch_shrinks_to_one_image_for_large_images(tmp_path):
   refs = _refs(tmp_path)
-  _, from_finish = _run(DecodeImagesFn(10 ** 6, prefetch=4, prefetch_pixels=100), refs)
+  _, from_finish = _run(DecodeImagesFn(10**6, prefetch=4, prefetch_pixels=100), refs)
   assert from_finish == 1
 
 
 def _mask(key, seed, height=20, width=30):
   ids = np.random.default_rng(seed).integers(0, 2, (height, width)).astype(np.uint8)
-  return ImageMask(uri=f"mem://{key}", key=key, width=width, height=height, class_ids=ids,
-                   class_pixels=np.bincount(ids.ravel(), minlength=2).astype(np.int64),
-                   class_confidence=np.ones(2))
+  return ImageMask(
+    uri=f"mem://{key}",
+    key=key,
+    width=width,
+    height=height,
+    class_ids=ids,
+    class_pixels=np.bincount(ids.ravel(), minlength=2).astype(np.int64),
+    class_confidence=np.ones(2),
+  )
 
 
 def test_background_writes_keep_one_record_or_failure_per_mask(tmp_path):
@@ -78,8 +85,9 @@ def test_background_writes_keep_one_record_or_failure_per_mask(tmp_path):
   inline, _ = _run(WriteMasksFn(str(tmp_path / "a"), CLASSES, MODEL), masks)
   ahead, from_finish = _run(WriteMasksFn(str(tmp_path / "b"), CLASSES, MODEL, write_ahead=2), masks)
   assert from_finish == 2
-  assert [o.tag if isinstance(o, TaggedOutput) else o["key"] for o in ahead] == \
-         [o.tag if isinstance(o, TaggedOutput) else o["key"] for o in inline]
+  assert [o.tag if isinstance(o, TaggedOutput) else o["key"] for o in ahead] == [
+    o.tag if isinstance(o, TaggedOutput) else o["key"] for o in inline
+  ]
   failed = [o.value for o in ahead if isinstance(o, TaggedOutput)]
   assert [(f.key, f.stage) for f in failed] == [("bad", STAGE_WRITE)]
   for mask in masks:

@@ -1,5 +1,6 @@
 """The out-of-distribution flag (issue 12): the rule on synthetic features, the default model's card
 reference, and a real run in which real photographs are flagged and bundled samples are not."""
+
 import json
 import os
 import shutil
@@ -34,16 +35,23 @@ def test_features_are_band_moments_and_the_share_outside_the_training_range():
 def test_each_check_flags_with_its_reason_and_in_distribution_passes():
   rule = _rule()
   inside = ood.OodFeatures([120.0, 110.0, 90.0], [30.0, 30.0, 30.0], 0.05)
-  assert rule.check(inside, 0.95) == {"flagged": False, "reasons": [], "band_mean": inside.band_mean,
-                                      "band_std": inside.band_std, "outside_fraction": 0.05}
+  assert rule.check(inside, 0.95) == {
+    "flagged": False,
+    "reasons": [],
+    "band_mean": inside.band_mean,
+    "band_std": inside.band_std,
+    "outside_fraction": 0.05,
+  }
   low = rule.check(inside, 0.85)
   assert low["flagged"] and [r.split(":")[0] for r in low["reasons"]] == ["low_confidence"]
   spread = rule.check(inside._replace(outside_fraction=0.6), 0.95)
   assert [r.split(":")[0] for r in spread["reasons"]] == ["out_of_range"]
   assert rule.check(inside._replace(outside_fraction=ood.OUTSIDE_LIMIT), 0.95)["flagged"] is False
   dark = rule.check(inside._replace(band_mean=[20.0, 110.0, 10.0]), 0.95)
-  assert dark["reasons"] == ["band_mean: band 0 mean 20.0 outside the training [30, 230]",
-                             "band_mean: band 2 mean 10.0 outside the training [20, 190]"]
+  assert dark["reasons"] == [
+    "band_mean: band 0 mean 20.0 outside the training [30, 230]",
+    "band_mean: band 2 mean 10.0 outside the training [20, 190]",
+  ]
 
 
 def test_a_card_without_reference_checks_nothing_and_says_so():
@@ -61,10 +69,19 @@ def test_summary_counts_flagged_and_lists_the_smallest_keys_whatever_the_merge_o
   combine = statistics.RunSummaryFn(CLASSES, ood_rule=_rule().describe())
 
   def record(key, flagged):
-    return ("segmented", {"key": key, "pixels": 4, "area_unit": None,
-                          "classes": [{"pixels": 4, "area": None, "mean_confidence": 1.0}, {"pixels": 0, "area": None,
-                                                                                             "mean_confidence": None}],
-                          "ood": {"flagged": flagged, "reasons": ["x"] if flagged else []}})
+    return (
+      "segmented",
+      {
+        "key": key,
+        "pixels": 4,
+        "area_unit": None,
+        "classes": [
+          {"pixels": 4, "area": None, "mean_confidence": 1.0},
+          {"pixels": 0, "area": None, "mean_confidence": None},
+        ],
+        "ood": {"flagged": flagged, "reasons": ["x"] if flagged else []},
+      },
+    )
 
   keys = [f"k{i:02d}" for i in range(30)]
   accumulators = []
@@ -77,7 +94,7 @@ def test_summary_counts_flagged_and_lists_the_smallest_keys_whatever_the_merge_o
   summary = combine.extract_output(combine.merge_accumulators(accumulators + [acc]))
   flagged = [key for key in keys if int(key[1:]) % 3 != 0]
   assert summary["ood"]["checked"] == 30 and summary["ood"]["flagged"] == 20
-  assert summary["ood"]["flagged_keys"] == flagged[:ood.MAX_LISTED]
+  assert summary["ood"]["flagged_keys"] == flagged[: ood.MAX_LISTED]
   assert summary["ood"]["min_confidence"] == 0.9 and summary["ood"]["rule"].startswith("flagged when")
   assert "ood" not in statistics.RunSummaryFn(CLASSES).extract_output(combine.create_accumulator())
 
@@ -85,12 +102,26 @@ def test_summary_counts_flagged_and_lists_the_smallest_keys_whatever_the_merge_o
 def test_csv_carries_the_flag_and_the_report_reads_it_back():
   header = sinks._csv_header(CLASSES)
   assert header[-2:] == ["ood.flagged", "ood.reasons"]
-  base = {"uri": "u", "key": "k", "mask": "m", "width": 1, "height": 1, "pixels": 1, "pixel_size": None,
-          "pixel_size_source": None, "area_unit": None, "mean_confidence": 0.5, "model": {"name": "n", "version": "1"},
-          "classes": [{"pixels": 1, "fraction": 1.0, "area": None, "mean_confidence": 0.5},
-                      {"pixels": 0, "fraction": 0.0, "area": None, "mean_confidence": None}]}
-  line = sinks._csv_line(dict(base, ood={"flagged": True, "reasons": ["low_confidence: x", "band_mean: y"]}),
-                         len(header))
+  base = {
+    "uri": "u",
+    "key": "k",
+    "mask": "m",
+    "width": 1,
+    "height": 1,
+    "pixels": 1,
+    "pixel_size": None,
+    "pixel_size_source": None,
+    "area_unit": None,
+    "mean_confidence": 0.5,
+    "model": {"name": "n", "version": "1"},
+    "classes": [
+      {"pixels": 1, "fraction": 1.0, "area": None, "mean_confidence": 0.5},
+      {"pixels": 0, "fraction": 0.0, "area": None, "mean_confidence": None},
+    ],
+  }
+  line = sinks._csv_line(
+    dict(base, ood={"flagged": True, "reasons": ["low_confidence: x", "band_mean: y"]}), len(header)
+  )
   assert line.endswith(",True,low_confidence: x; band_mean: y")
   row = dict(zip(header, line.split(",")))
   assert report.load.record_ood(row) == {"flagged": True, "reasons": ["low_confidence: x", "band_mean: y"]}
@@ -123,6 +154,7 @@ def run_dir(tmp_path_factory):
   import skimage.data
 
   from pipeline.run import run
+
   root = tmp_path_factory.mktemp("ood")
   inputs = root / "in"
   inputs.mkdir()
@@ -131,8 +163,10 @@ def run_dir(tmp_path_factory):
   for name in PHOTOS:
     Image.fromarray(getattr(skimage.data, name)()).save(inputs / f"{name}.png")
   out = root / "out"
-  run(["--input", str(inputs / "*"), "--output", str(out), "--model", REAL_MODEL, "--runner=FnApiRunner"],
-      save_main_session=False).wait_until_finish()
+  run(
+    ["--input", str(inputs / "*"), "--output", str(out), "--model", REAL_MODEL, "--runner=FnApiRunner"],
+    save_main_session=False,
+  ).wait_until_finish()
   return out
 
 
@@ -153,8 +187,8 @@ def test_photographs_are_flagged_and_bundled_samples_are_not(run_dir):
 
 def test_report_lists_the_flagged_images_with_reasons_and_thumbnails(run_dir):
   page = report.build_report(str(run_dir))
-  section = page[page.index('<section id="ood">'):]
-  section = section[:section.index("</section>")]
+  section = page[page.index('<section id="ood">') :]
+  section = section[: section.index("</section>")]
   listed = [row.split('"')[0] for row in section.split('<tr data-key="')[1:]]
   assert listed == ["astronaut.png", "rocket.png"]
   assert section.count('src="data:image/') == 2
@@ -166,6 +200,7 @@ def test_evaluate_reports_confidence_and_the_card_metrics_carry_it(tmp_path):
   from model.evaluate import evaluate
   from model.export import card_metrics
   from model.make_dataset import make_dataset
+
   make_dataset(str(tmp_path), 5, {"train": 0, "val": 0, "test": 6}, 64)
   result = evaluate(REAL_MODEL, str(tmp_path), "test")
   quantiles = result["image_confidence"]
@@ -177,6 +212,7 @@ def test_evaluate_reports_confidence_and_the_card_metrics_carry_it(tmp_path):
 
 def test_export_takes_band_stats_from_the_training_run():
   from model.export import training_band_stats
+
   run = {"dataset": {"path": "data/cells"}, "data_check": {"band_stats": dict(BAND_STATS, sampled_pixels=9)}}
   stats = training_band_stats(run)
   assert stats["p01"] == BAND_STATS["p01"] and stats["sampled_pixels"] == 9
@@ -186,6 +222,7 @@ def test_export_takes_band_stats_from_the_training_run():
 
 def test_tiled_prediction_stitches_per_pixel_values_beside_the_ids():
   from model.tiled import predict_image
+
   image = np.random.default_rng(0).integers(0, 256, (70, 90, 3)).astype(np.float32)
   # An identity "model": every tile returns its own first two bands, so the stitch must give them back.
   output = predict_image(lambda batch: batch[..., :2], image, tile_size=32, overlap=8, whole_pixels=0)
@@ -194,10 +231,13 @@ def test_tiled_prediction_stitches_per_pixel_values_beside_the_ids():
 
 def test_bench_confusion_counts_each_check_once_per_image():
   from bench.ood import confusion
-  records = [{"key": "photos/a.png", "ood": {"flagged": True, "reasons": ["band_mean: 0", "band_mean: 2"]}},
-             {"key": "photos/b.png", "ood": {"flagged": False, "reasons": []}},
-             {"key": "samples/c.png", "ood": {"flagged": True, "reasons": ["low_confidence: x"]}},
-             {"key": "mosaics/d.png", "ood": {"flagged": False, "reasons": []}}]
+
+  records = [
+    {"key": "photos/a.png", "ood": {"flagged": True, "reasons": ["band_mean: 0", "band_mean: 2"]}},
+    {"key": "photos/b.png", "ood": {"flagged": False, "reasons": []}},
+    {"key": "samples/c.png", "ood": {"flagged": True, "reasons": ["low_confidence: x"]}},
+    {"key": "mosaics/d.png", "ood": {"flagged": False, "reasons": []}},
+  ]
   result = confusion(records)
   assert result["sets"]["photos"]["reasons"] == {"band_mean": 1}
   assert result["precision"] == 0.5 and result["recall"] == 0.5

@@ -7,6 +7,7 @@ one-band model, narrow-range 16-bit grey kept at 16 bits, four-band 16-bit
 TIFFs (contiguous and planar, one tiled), and an RGB PNG that a four-band
 model cannot take failing alone.
 """
+
 import base64
 import html
 import io
@@ -28,8 +29,10 @@ DARK16 = 1000
 
 
 def _run(inputs, output, model, extra=()):
-  run(["--input", str(inputs), "--output", str(output), "--model", model, "--runner=FnApiRunner", *extra],
-      save_main_session=False)
+  run(
+    ["--input", str(inputs), "--output", str(output), "--model", model, "--runner=FnApiRunner", *extra],
+    save_main_session=False,
+  )
   return read_outputs(str(output))
 
 
@@ -85,19 +88,19 @@ def test_four_band_uint16_model_tiffs_overlays_and_report(tmp_path):
   small = band_scene(60, 80, 4, seed=20, high=65535)
   large = band_scene(150, 170, 4, seed=21, high=30000)  # > 4 x 64^2 pixels: cut into 64 x 64 tiles
   tifffile.imwrite(folder / "contiguous.tif", small, photometric="minisblack", planarconfig="contig")
-  tifffile.imwrite(folder / "planar.tif", np.moveaxis(large, -1, 0), photometric="minisblack",
-                   planarconfig="separate")
+  tifffile.imwrite(folder / "planar.tif", np.moveaxis(large, -1, 0), photometric="minisblack", planarconfig="separate")
   Image.fromarray(scene(20, 30, seed=22)).save(folder / "rgb.png")
   output = tmp_path / "out"
-  summary, records, failures = _run(folder / "*", output, model,
-                                    ["--tile_size=64", "--tile_overlap=16", "--overlays"])
+  summary, records, failures = _run(folder / "*", output, model, ["--tile_size=64", "--tile_overlap=16", "--overlays"])
   check_accounting(summary, records, failures, expected_read=3)
   assert summary["counts"] == {"read": 3, "segmented": 2, "failed": 1, "reused_existing": 0}
   assert len(failures) == 1
   failure = failures[0]
   assert (failure["key"], failure["stage"]) == ("rgb.png", "decode")
-  assert failure["message"] == ("image has 3 bands (RGB) but the model takes 4 (card.json input.channels); "
-                                "give it 4-band images or use a model trained on 3")
+  assert failure["message"] == (
+    "image has 3 bands (RGB) but the model takes 4 (card.json input.channels); "
+    "give it 4-band images or use a model trained on 3"
+  )
   palette = np.array([c["color"] for c in summary["model"]["card"]["classes"]], np.uint16)
   for key, bands in (("contiguous.tif", small), ("planar.tif", large)):
     expected = reference_segment(bands, dark=DARK16)

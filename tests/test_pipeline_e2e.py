@@ -5,6 +5,7 @@ whole-image inference except where the stitching rule allows; per-class
 counts that sum to width x height and agree with the mask; a summary whose
 totals are the sums of the per-image records and whose counts add up.
 """
+
 import json
 import os
 
@@ -12,17 +13,32 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline_helpers import (REAL_MODEL, check_accounting, encode, read_mask, read_outputs,
-                              real_model_available, scene, write_mode_images, write_tfrecord)
+from pipeline_helpers import (
+  REAL_MODEL,
+  check_accounting,
+  encode,
+  read_mask,
+  read_outputs,
+  real_model_available,
+  scene,
+  write_mode_images,
+  write_tfrecord,
+)
 from pipeline.run import run
 from transforms.decode import decode_image
 from transforms.inference import Segmenter
 
 pytestmark = pytest.mark.slow
 
-SIZES = {"sizes/tiny_1x1.png": (1, 1), "sizes/line_300x1.png": (300, 1), "sizes/col_1x150.png": (1, 150),
-         "sizes/medium_257x130.png": (257, 130), "sizes/big_3000x2000.jpg": (3000, 2000),
-         "nested/deep/dir/leaf.png": (130, 129), "unicode ünï/名前 1.png": (33, 44)}
+SIZES = {
+  "sizes/tiny_1x1.png": (1, 1),
+  "sizes/line_300x1.png": (300, 1),
+  "sizes/col_1x150.png": (1, 150),
+  "sizes/medium_257x130.png": (257, 130),
+  "sizes/big_3000x2000.jpg": (3000, 2000),
+  "nested/deep/dir/leaf.png": (130, 129),
+  "unicode ünï/名前 1.png": (33, 44),
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +58,14 @@ def corpus(tmp_path_factory):
 
   shard = root / "shards" / "part-0.tfrecord"
   shard.parent.mkdir()
-  write_tfrecord(str(shard), [("rec/a.png", encode(scene(60, 80, seed=40))),
-                              ("../escape/b.png", encode(scene(200, 150, seed=41), "JPEG", quality=95)),
-                              (None, encode(scene(20, 30, seed=42)))])
+  write_tfrecord(
+    str(shard),
+    [
+      ("rec/a.png", encode(scene(60, 80, seed=40))),
+      ("../escape/b.png", encode(scene(200, 150, seed=41), "JPEG", quality=95)),
+      (None, encode(scene(20, 30, seed=42))),
+    ],
+  )
   for i, key in enumerate(["rec/a.png", "__/escape/b.png", "part-0/000002"]):
     expected[key] = (f"{shard}#{i}", *((80, 60), (150, 200), (30, 20))[i])
   gz_shard = root / "shards" / "part-1.tfrecord.gz"
@@ -62,14 +83,22 @@ def corpus(tmp_path_factory):
     key = str(extra / name).lstrip("/")
     expected[key] = (str(extra / name), *size)
 
-  argv = ["--input", str(folder / "**"), "--tfrecord", str(shard), str(gz_shard),
-          "--manifest", str(manifest_dir / "nightly.txt")]
+  argv = [
+    "--input",
+    str(folder / "**"),
+    "--tfrecord",
+    str(shard),
+    str(gz_shard),
+    "--manifest",
+    str(manifest_dir / "nightly.txt"),
+  ]
   return root, argv, expected, {"broken.png"}
 
 
 def _source_bytes(uri):
   if "#" in uri:
     import tensorflow as tf
+
     path, index = uri.rsplit("#", 1)
     compression = "GZIP" if path.endswith(".gz") else ""
     record = list(tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator())[int(index)]
@@ -79,12 +108,14 @@ def _source_bytes(uri):
 
 
 def _run(argv, output, model, extra=()):
-  return run(argv + ["--output", str(output), "--model", model, "--runner=FnApiRunner", *extra],
-             save_main_session=False)
+  return run(
+    argv + ["--output", str(output), "--model", model, "--runner=FnApiRunner", *extra], save_main_session=False
+  )
 
 
 def _counters(result):
   from apache_beam.metrics import MetricsFilter
+
   totals = {}  # a counter reported by several steps (e.g. both mask writers) adds up
   for m in result.metrics().query(MetricsFilter().with_namespace("deconvseg"))["counters"]:
     totals[m.key.metric.name] = totals.get(m.key.metric.name, 0) + m.committed
@@ -122,8 +153,12 @@ def test_mixed_corpus_fake_model(corpus, fake_model, tmp_path):
   root, argv, expected, failed_keys = corpus
   output = tmp_path / "out"
   # --whole_image_pixels=0 sends every image, even 1x1, through tiling and stitching.
-  result = _run(argv, output, fake_model, ["--tile_size=128", "--tile_overlap=16", "--batch_size=8",
-                                           "--pixel_size=2", "--whole_image_pixels=0"])
+  result = _run(
+    argv,
+    output,
+    fake_model,
+    ["--tile_size=128", "--tile_overlap=16", "--batch_size=8", "--pixel_size=2", "--whole_image_pixels=0"],
+  )
   # The fake model's receptive field (radius 2) fits in overlap/2: stitching must be exact.
   summary, records, _ = _check_run(output, expected, failed_keys, fake_model, max_mismatch=0.0)
   counters = _counters(result)
@@ -143,8 +178,19 @@ def test_mixed_corpus_fake_model(corpus, fake_model, tmp_path):
 def test_geotiff_scale_and_overlays(corpus, fake_model, tmp_path):
   root, _, _, _ = corpus
   output = tmp_path / "out"
-  run(["--input", str(root / "in" / "modes" / "geo.tif"), "--output", str(output), "--model", fake_model,
-       "--overlays", "--stats_format=jsonl"], save_main_session=False)
+  run(
+    [
+      "--input",
+      str(root / "in" / "modes" / "geo.tif"),
+      "--output",
+      str(output),
+      "--model",
+      fake_model,
+      "--overlays",
+      "--stats_format=jsonl",
+    ],
+    save_main_session=False,
+  )
   summary, records, _ = read_outputs(str(output))
   record = records["geo.tif"]
   assert record["pixel_size"] == [0.5, 0.5] and record["pixel_size_source"] == "geotiff"
@@ -157,8 +203,12 @@ def test_geotiff_scale_and_overlays(corpus, fake_model, tmp_path):
 def test_multi_processing_matches(corpus, fake_model, tmp_path):
   root, argv, expected, failed_keys = corpus
   output = tmp_path / "out"
-  _run(argv, output, fake_model, ["--tile_size=128", "--tile_overlap=16", "--direct_running_mode=multi_processing",
-                                  "--direct_num_workers=2"])
+  _run(
+    argv,
+    output,
+    fake_model,
+    ["--tile_size=128", "--tile_overlap=16", "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+  )
   _check_run(output, expected, failed_keys, fake_model, max_mismatch=0.0)
 
 
@@ -180,13 +230,25 @@ def test_mixed_corpus_real_model(corpus, tmp_path):
 def test_csv_and_parquet_statistics(corpus, fake_model, tmp_path, stats_format):
   root, _, _, _ = corpus
   output = tmp_path / "out"
-  run(["--input", str(root / "in" / "modes" / "*"), "--output", str(output), "--model", fake_model,
-       f"--stats_format={stats_format}", "--pixel_size=0.5"], save_main_session=False)
+  run(
+    [
+      "--input",
+      str(root / "in" / "modes" / "*"),
+      "--output",
+      str(output),
+      "--model",
+      fake_model,
+      f"--stats_format={stats_format}",
+      "--pixel_size=0.5",
+    ],
+    save_main_session=False,
+  )
   with open(output / "summary.json") as f:
     summary = json.load(f)
   path = output / "stats" / f"stats.{stats_format}"
   if stats_format == "csv":
     import csv
+
     with open(path, newline="") as f:
       rows = list(csv.DictReader(f))
     names = [c["name"] for c in summary["classes"]]
@@ -195,6 +257,7 @@ def test_csv_and_parquet_statistics(corpus, fake_model, tmp_path, stats_format):
       assert float(row[f"{names[1]}_area"]) == pytest.approx(int(row[f"{names[1]}_pixels"]) * 0.25)
   else:
     import pyarrow.parquet as pq
+
     rows = pq.read_table(path).to_pylist()
     for row in rows:
       assert sum(c["pixels"] for c in row["classes"]) == row["width"] * row["height"]
@@ -206,8 +269,10 @@ def test_mixed_precision_signature(corpus, fake_model, tmp_path):
   outputs = {}
   for flag in ([], ["--mixed_precision"]):
     output = tmp_path / ("mixed" if flag else "default")
-    run(["--input", str(root / "in" / "modes" / "geo.tif"), "--output", str(output), "--model", fake_model]
-        + flag, save_main_session=False)
+    run(
+      ["--input", str(root / "in" / "modes" / "geo.tif"), "--output", str(output), "--model", fake_model] + flag,
+      save_main_session=False,
+    )
     outputs[bool(flag)] = read_mask(str(output), "geo.tif")
     with open(output / "summary.json") as f:
       assert json.load(f)["options"]["mixed_precision"] is bool(flag)

@@ -1,4 +1,5 @@
 """Large work: an 8192 x 8192 image through tiling and stitching, and many images (bench.scale), with bounded memory."""
+
 import os
 import subprocess
 import sys
@@ -22,12 +23,31 @@ def test_8192_square_image(tmp_path):
   Image.fromarray(pixels).save(tmp_path / "in" / "huge.png", compress_level=1)
   output = tmp_path / "out"
   # A separate process, so its peak memory is the pipeline's alone.
-  script = ("import resource, sys\nfrom pipeline.run import main\ncode = main(sys.argv[1:])\n"
-            "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)")
-  proc = subprocess.run([sys.executable, "-c", script, "--input", str(tmp_path / "in" / "*.png"),
-                         "--output", str(output), "--model", model, "--tile_size=1024", "--tile_overlap=32",
-                         "--batch_size=4", "--png_compress_level=1"],
-                        env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=600)
+  script = (
+    "import resource, sys\nfrom pipeline.run import main\ncode = main(sys.argv[1:])\n"
+    "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)"
+  )
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-c",
+      script,
+      "--input",
+      str(tmp_path / "in" / "*.png"),
+      "--output",
+      str(output),
+      "--model",
+      model,
+      "--tile_size=1024",
+      "--tile_overlap=32",
+      "--batch_size=4",
+      "--png_compress_level=1",
+    ],
+    env=dict(os.environ, PYTHONPATH=REPO),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   peak_gib = int(proc.stdout.rsplit("PEAK_KIB", 1)[1].split()[0]) / 2**20
   print(f"pipeline process peak RSS: {peak_gib:.2f} GiB")
@@ -42,10 +62,11 @@ def test_8192_square_image(tmp_path):
   segmenter = Segmenter(model)
   for top, left in ((0, 0), (940, 940), (4000, 7000), (SIDE - 300, SIDE - 300)):
     y0, x0 = max(top - 2, 0), max(left - 2, 0)
-    window = pixels[y0:top + 302, x0:left + 302]
+    window = pixels[y0 : top + 302, x0 : left + 302]
     ids, _ = segmenter(window[None])
-    np.testing.assert_array_equal(ids[0][top - y0:top - y0 + 300, left - x0:left - x0 + 300],
-                                  mask[top:top + 300, left:left + 300])
+    np.testing.assert_array_equal(
+      ids[0][top - y0 : top - y0 + 300, left - x0 : left - x0 + 300], mask[top : top + 300, left : left + 300]
+    )
   # TensorFlow + Beam (~0.8 GiB); while decoding, the encoded file (160 MiB), Pillow's buffer and
   # the RGB array (192 MiB each); tile batches and the model's float intermediates; the stitched
   # mask (64 MiB). Measured 1.6-2.6 GiB on this shared machine, and once 3.08 GiB inside a full
@@ -64,6 +85,7 @@ def test_scale_run_memory_flat_and_outputs_complete(tmp_path):
   completeness and memory are checked here.
   """
   from bench.scale import run_scale  # pylint: disable=import-outside-toplevel
+
   report = run_scale(200, 40, size=128, workdir=str(tmp_path), pool=2)
   checks = report["checks"]
   for name, result in checks.items():

@@ -1,4 +1,5 @@
 """Bad invocations stop before the pipeline is built, with one clear message and exit code 2."""
+
 import json
 import os
 import shutil
@@ -45,8 +46,11 @@ def test_no_output(capsys, inputs, fake_model):
 
 
 def test_glob_matching_nothing(capsys, tmp_path, fake_model):
-  _fails(capsys, ["--input", str(tmp_path / "nowhere" / "*.png"), "--output", str(tmp_path / "out"),
-                  "--model", fake_model], "matches no files")
+  _fails(
+    capsys,
+    ["--input", str(tmp_path / "nowhere" / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model],
+    "matches no files",
+  )
 
 
 def test_missing_tfrecord_and_manifest(capsys, tmp_path, inputs, fake_model):
@@ -56,13 +60,19 @@ def test_missing_tfrecord_and_manifest(capsys, tmp_path, inputs, fake_model):
 
 
 def test_output_inside_input(capsys, inputs, fake_model):
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(inputs / "out"), "--model", fake_model],
-         "inside the input directory")
+  _fails(
+    capsys,
+    ["--input", str(inputs / "*.png"), "--output", str(inputs / "out"), "--model", fake_model],
+    "inside the input directory",
+  )
 
 
 def test_unwritable_output_stops_before_any_work(capsys, inputs, fake_model):
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", "/proc/deconvseg-out", "--model", fake_model],
-         "cannot write to --output /proc/deconvseg-out")
+  _fails(
+    capsys,
+    ["--input", str(inputs / "*.png"), "--output", "/proc/deconvseg-out", "--model", fake_model],
+    "cannot write to --output /proc/deconvseg-out",
+  )
   assert not os.path.exists("/proc/deconvseg-out")
 
 
@@ -74,8 +84,11 @@ def test_writable_output_check_leaves_nothing_behind(tmp_path, inputs, fake_mode
 
 
 def test_model_directory_missing(capsys, tmp_path, inputs):
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"),
-                  "--model", str(tmp_path / "no_model")], "is not a directory")
+  _fails(
+    capsys,
+    ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(tmp_path / "no_model")],
+    "is not a directory",
+  )
 
 
 def test_model_unreadable(capsys, tmp_path, inputs, fake_model):
@@ -83,11 +96,17 @@ def test_model_unreadable(capsys, tmp_path, inputs, fake_model):
   shutil.copytree(fake_model, broken)
   shutil.rmtree(broken / "saved_model" / "variables")
   (broken / "saved_model" / "saved_model.pb").write_bytes(b"garbage")
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(broken)],
-         "cannot load the SavedModel")
+  _fails(
+    capsys,
+    ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(broken)],
+    "cannot load the SavedModel",
+  )
   (broken / "card.json").write_text("{not json")
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(broken)],
-         "not valid JSON")
+  _fails(
+    capsys,
+    ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(broken)],
+    "not valid JSON",
+  )
 
 
 def test_card_not_matching_model(capsys, tmp_path, inputs, fake_model):
@@ -95,36 +114,48 @@ def test_card_not_matching_model(capsys, tmp_path, inputs, fake_model):
   shutil.copytree(fake_model, mismatched)
   three = card()["classes"][:3]
   (mismatched / "card.json").write_text(json.dumps(card(classes=three)))
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(mismatched)],
-         "4 classes", "lists 3")
+  _fails(
+    capsys,
+    ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(mismatched)],
+    "4 classes",
+    "lists 3",
+  )
 
 
-@pytest.mark.parametrize("signature,fragment", [
+@pytest.mark.parametrize(
+  "signature,fragment",
+  [
     ({"signature_channels": 3}, "takes images of 3 channels (card.json input.channels: 4)"),
     ({"signature_dtype": "uint8"}, "takes images of dtype uint8 (card.json input.dtype: uint16)"),
-])
+  ],
+)
 def test_card_input_not_matching_the_signature(capsys, tmp_path, inputs, signature, fragment):
   model = build_fake_model(str(tmp_path / "model"), channels=4, dtype="uint16", **signature)
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", model],
-         fragment)
+  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", model], fragment)
   assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("block,fragment", [
+@pytest.mark.parametrize(
+  "block,fragment",
+  [
     ({"dtype": "float32", "channels": 3}, "input.dtype 'float32' is not supported"),
     ({"dtype": "uint8", "channels": 0}, "input.channels 0 must be an integer from 1 to 64"),
-])
+  ],
+)
 def test_card_input_block_is_checked(capsys, tmp_path, inputs, fake_model, block, fragment):
   broken = tmp_path / "broken_input"
   shutil.copytree(fake_model, broken)
   document = card()
   document["input"].update(block)
   (broken / "card.json").write_text(json.dumps(document))
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(broken)],
-         fragment)
+  _fails(
+    capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", str(broken)], fragment
+  )
 
 
-@pytest.mark.parametrize("flag,fragment", [
+@pytest.mark.parametrize(
+  "flag,fragment",
+  [
     ("--batch_size=0", "--batch_size=0 is out of range"),
     ("--tile_size=8", "--tile_size=8 is out of range"),
     ("--tile_overlap=300", "--tile_overlap=300 is out of range"),
@@ -135,10 +166,12 @@ def test_card_input_block_is_checked(capsys, tmp_path, inputs, fake_model, block
     ("--batch_size=many", "invalid int value: 'many'"),
     ("--stats_format=xml", "invalid choice: 'xml'"),
     ("--png_compress_level=11", "--png_compress_level=11"),
-])
+  ],
+)
 def test_bad_numbers_and_choices(capsys, tmp_path, inputs, fake_model, flag, fragment):
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model, flag],
-         fragment)
+  _fails(
+    capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model, flag], fragment
+  )
 
 
 def test_unknown_flags(capsys, tmp_path, inputs, fake_model):
@@ -149,8 +182,17 @@ def test_unknown_flags(capsys, tmp_path, inputs, fake_model):
 
 
 def test_beam_options_are_accepted(tmp_path, inputs, fake_model, capsys):
-  argv = ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model,
-          "--runner=FnApiRunner", "--direct_num_workers=1", "--job_name=x"]
+  argv = [
+    "--input",
+    str(inputs / "*.png"),
+    "--output",
+    str(tmp_path / "out"),
+    "--model",
+    fake_model,
+    "--runner=FnApiRunner",
+    "--direct_num_workers=1",
+    "--job_name=x",
+  ]
   assert main(argv) == 0
   assert (tmp_path / "out" / "summary.json").exists()
 
@@ -171,8 +213,14 @@ def test_help_documents_every_flag(capsys):
 
 def test_exit_code_from_a_real_process(tmp_path):
   env = dict(os.environ, PYTHONPATH=REPO)
-  proc = subprocess.run([sys.executable, "-m", "pipeline.run", "--output", str(tmp_path), "--bogus_flag=1"],
-                        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, "-m", "pipeline.run", "--output", str(tmp_path), "--bogus_flag=1"],
+    cwd=str(tmp_path),
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 2
   assert "unrecognised argument(s): --bogus_flag=1" in proc.stderr
   assert "Traceback" not in proc.stderr
@@ -182,8 +230,16 @@ def test_date_templates_are_filled_before_validation(capsys, tmp_path, fake_mode
   day = tmp_path / "drops" / "2024" / "05" / "31"
   day.mkdir(parents=True)
   Image.fromarray(scene(10, 12)).save(day / "a.png")
-  argv = ["--input", str(tmp_path / "drops" / "{yyyy}" / "{mm}" / "{dd}" / "*.png"),
-          "--output", str(tmp_path / "out" / "date={date}"), "--model", fake_model, "--date", "2024-05-31"]
+  argv = [
+    "--input",
+    str(tmp_path / "drops" / "{yyyy}" / "{mm}" / "{dd}" / "*.png"),
+    "--output",
+    str(tmp_path / "out" / "date={date}"),
+    "--model",
+    fake_model,
+    "--date",
+    "2024-05-31",
+  ]
   assert main(argv) == 0
   summary = json.loads((tmp_path / "out" / "date=2024-05-31" / "summary.json").read_text())
   assert summary["counts"] == {"read": 1, "segmented": 1, "failed": 0, "reused_existing": 0}
@@ -191,8 +247,20 @@ def test_date_templates_are_filled_before_validation(capsys, tmp_path, fake_mode
 
 
 def test_dataflow_flags_without_dataflow_are_refused(capsys, tmp_path, inputs, fake_model):
-  _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model,
-                  "--gpu_type=nvidia-tesla-t4"], "only apply to Dataflow", single_line=False)
+  _fails(
+    capsys,
+    [
+      "--input",
+      str(inputs / "*.png"),
+      "--output",
+      str(tmp_path / "out"),
+      "--model",
+      fake_model,
+      "--gpu_type=nvidia-tesla-t4",
+    ],
+    "only apply to Dataflow",
+    single_line=False,
+  )
 
 
 def test_a_directory_input_means_every_file_below_it(tmp_path, inputs, fake_model):

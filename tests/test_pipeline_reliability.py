@@ -1,4 +1,5 @@
 """Bad inputs, inference faults and re-runs: every input ends segmented or failed, nothing twice."""
+
 import os
 import shutil
 import struct
@@ -10,8 +11,7 @@ from PIL import Image
 
 from fake_model import build_fake_model
 from pipeline.run import run
-from pipeline_helpers import (check_accounting, encode, read_mask, read_outputs, scene, write_mode_images,
-                              write_tfrecord)
+from pipeline_helpers import check_accounting, encode, read_mask, read_outputs, scene, write_mode_images, write_tfrecord
 
 pytestmark = pytest.mark.slow
 POISON = 13
@@ -30,8 +30,10 @@ def decompression_bomb() -> bytes:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-  return (build_fake_model(str(tmp_path_factory.mktemp("fake"))),
-          build_fake_model(str(tmp_path_factory.mktemp("poisoned")), poison_value=POISON))
+  return (
+    build_fake_model(str(tmp_path_factory.mktemp("fake"))),
+    build_fake_model(str(tmp_path_factory.mktemp("poisoned")), poison_value=POISON),
+  )
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +43,12 @@ def bad_corpus(tmp_path_factory):
   good = set(write_mode_images(str(folder)))
   png, jpeg = encode(scene(60, 80, seed=3)), encode(scene(60, 80, seed=4), "JPEG", quality=90)
   failing = {
-      "zero_bytes.png": b"",
-      "truncated.png": png[:len(png) // 2],
-      "truncated.jpg": jpeg[:len(jpeg) * 2 // 3],
-      "random.jpg": np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes(),
-      "text.png": b"hello, I am a text file\n",
-      "bomb.png": decompression_bomb(),
+    "zero_bytes.png": b"",
+    "truncated.png": png[: len(png) // 2],
+    "truncated.jpg": jpeg[: len(jpeg) * 2 // 3],
+    "random.jpg": np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+    "text.png": b"hello, I am a text file\n",
+    "bomb.png": decompression_bomb(),
   }
   for name, data in failing.items():
     (folder / name).write_bytes(data)
@@ -55,15 +57,20 @@ def bad_corpus(tmp_path_factory):
     good.add(name)
   shard = root / "shards" / "mixed.tfrecord"
   shard.parent.mkdir()
-  write_tfrecord(str(shard), [("../../outside.png", encode(scene(30, 30, seed=7))),
-                              ("/abs/path.png", encode(scene(30, 30, seed=8))),
-                              ("to be corrupted", encode(scene(30, 30, seed=9))),
-                              ("no image", None),
-                              ("unicode 名前 key.png", encode(scene(30, 30, seed=10)))])
+  write_tfrecord(
+    str(shard),
+    [
+      ("../../outside.png", encode(scene(30, 30, seed=7))),
+      ("/abs/path.png", encode(scene(30, 30, seed=8))),
+      ("to be corrupted", encode(scene(30, 30, seed=9))),
+      ("no image", None),
+      ("unicode 名前 key.png", encode(scene(30, 30, seed=10))),
+    ],
+  )
   data = bytearray(shard.read_bytes())
   offset = 0
   for _ in range(2):
-    offset += struct.unpack("<Q", data[offset:offset + 8])[0] + 16
+    offset += struct.unpack("<Q", data[offset : offset + 8])[0] + 16
   data[offset + 12 + 40] ^= 0xFF  # payload byte of record 2: its CRC no longer matches
   shard.write_bytes(bytes(data))
   good |= {"__/__/outside.png", "abs/path.png", "unicode 名前 key.png"}
@@ -74,8 +81,10 @@ def bad_corpus(tmp_path_factory):
 def test_bad_input_corpus(bad_corpus, models, tmp_path):
   root, argv, good, failing = bad_corpus
   output = tmp_path / "out"
-  run(argv + ["--output", str(output), "--model", models[0], "--tile_size=32", "--tile_overlap=8"],
-      save_main_session=False)
+  run(
+    argv + ["--output", str(output), "--model", models[0], "--tile_size=32", "--tile_overlap=8"],
+    save_main_session=False,
+  )
   summary, records, failures = read_outputs(str(output))
   check_accounting(summary, records, failures, expected_read=len(good) + len(failing))
   assert set(records) == good
@@ -96,8 +105,18 @@ def test_bad_input_corpus(bad_corpus, models, tmp_path):
 def test_max_image_pixels_limit(bad_corpus, models, tmp_path):
   root, _, _, _ = bad_corpus
   output = tmp_path / "out"
-  run(["--input", str(root / "in" / "modes" / "*.png"), "--output", str(output), "--model", models[0],
-       "--max_image_pixels=1000"], save_main_session=False)
+  run(
+    [
+      "--input",
+      str(root / "in" / "modes" / "*.png"),
+      "--output",
+      str(output),
+      "--model",
+      models[0],
+      "--max_image_pixels=1000",
+    ],
+    save_main_session=False,
+  )
   summary, records, failures = read_outputs(str(output))
   check_accounting(summary, records, failures)
   assert not records and failures
@@ -114,8 +133,20 @@ def test_inference_fault_fails_only_its_image(models, tmp_path):
   big[:40, :40] = POISON  # the first 32x32 tile is entirely the poison value
   Image.fromarray(big).save(folder / "poison_tile.png")
   output = tmp_path / "out"
-  run(["--input", str(folder / "*"), "--output", str(output), "--model", models[1], "--batch_size=8",
-       "--tile_size=32", "--tile_overlap=8"], save_main_session=False)
+  run(
+    [
+      "--input",
+      str(folder / "*"),
+      "--output",
+      str(output),
+      "--model",
+      models[1],
+      "--batch_size=8",
+      "--tile_size=32",
+      "--tile_overlap=8",
+    ],
+    save_main_session=False,
+  )
   summary, records, failures = read_outputs(str(output))
   check_accounting(summary, records, failures, expected_read=8)
   assert set(records) == {f"good_{i}.png" for i in range(6)}

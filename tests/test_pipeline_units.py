@@ -1,4 +1,5 @@
 """Unit tests of the pipeline's pieces: decoding, keys, the TFRecord reader, the model handler."""
+
 import io
 import os
 import struct
@@ -9,8 +10,15 @@ from PIL import Image
 
 from pipeline_helpers import encode, scene, write_mode_images, write_tfrecord
 from transforms.decode import DecodeError, decode_image, to_rgb
-from transforms.read import (RecordCorruption, ShardCorruption, example_bytes_feature, glob_root, iter_tfrecords,
-                             key_for, sanitize_key)
+from transforms.read import (
+  RecordCorruption,
+  ShardCorruption,
+  example_bytes_feature,
+  glob_root,
+  iter_tfrecords,
+  key_for,
+  sanitize_key,
+)
 from transforms.records import Failure, Tile, redact
 
 MAX = 10_000_000
@@ -58,12 +66,15 @@ def test_gif_uses_first_frame(tmp_path):
   assert pixels.std() > 10  # the second frame is a flat colour
 
 
-@pytest.mark.parametrize("data,reason", [
+@pytest.mark.parametrize(
+  "data,reason",
+  [
     (b"", "empty"),
     (b"this is text, not an image", "not a recognised image format"),
     (encode(scene(50, 50), "PNG")[:200], "corrupt or truncated"),
     (encode(scene(50, 50), "JPEG")[:300], "corrupt or truncated"),
-])
+  ],
+)
 def test_bad_inputs_raise_readable_errors(data, reason):
   with pytest.raises(DecodeError, match=reason):
     decode_image(data, MAX)
@@ -81,7 +92,9 @@ def test_decompression_bomb_is_refused_from_the_header():
     decode_image(encode(scene(100, 100)), 5_000)
 
 
-@pytest.mark.parametrize("raw,key", [
+@pytest.mark.parametrize(
+  "raw,key",
+  [
     ("a/b.png", "a/b.png"),
     ("../../etc/passwd", "__/__/etc/passwd"),
     ("/abs/path/x.png", "abs/path/x.png"),
@@ -92,7 +105,8 @@ def test_decompression_bomb_is_refused_from_the_header():
     ("ctrl\x00\nchars*?.png", "ctrl__chars__.png"),
     ("", "_"),
     ("..", "__"),
-])
+  ],
+)
 def test_sanitize_key(raw, key):
   assert sanitize_key(raw) == key
 
@@ -127,13 +141,14 @@ def test_tfrecord_reader_skips_a_corrupt_record(tmp_path):
   data[first + 2] ^= 0xFF  # now its length header
   results = list(iter_tfrecords(io.BytesIO(bytes(data))))
   assert len(results) == 2 and isinstance(results[1][1], ShardCorruption)
-  truncated = list(iter_tfrecords(io.BytesIO(bytes(data[:first + 20]))))
+  truncated = list(iter_tfrecords(io.BytesIO(bytes(data[: first + 20]))))
   assert isinstance(truncated[-1][1], ShardCorruption)
 
 
 def test_example_bytes_feature_agrees_with_tensorflow(tmp_path):
   """The TensorFlow-free Example reader (used by the report) returns what example_pb2 parses."""
   from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+
   path = str(tmp_path / "shard.tfrecord")
   write_tfrecord(path, [("a", b"\x00\x80" * 200), (None, b"x"), ("c", None)])
   with open(path, "rb") as stream:
@@ -172,18 +187,35 @@ class _FakeModel:
 
 def _tile(key, pixels, index=0, count=1):
   h, w = pixels.shape[:2]
-  return Tile(key=key, uri=key, index=index, count=count, image_height=h, image_width=w, top=0, left=0,
-              own_top=0, own_bottom=h, own_left=0, own_right=w, pixels=pixels)
+  return Tile(
+    key=key,
+    uri=key,
+    index=index,
+    count=count,
+    image_height=h,
+    image_width=w,
+    top=0,
+    left=0,
+    own_top=0,
+    own_bottom=h,
+    own_left=0,
+    own_right=w,
+    pixels=pixels,
+  )
 
 
 def test_handler_groups_by_shape_and_handles_empty_batches():
   from transforms.inference import SegmentationModelHandler
+
   handler = SegmentationModelHandler("unused", num_classes=3, max_batch_size=8)
   assert handler.batch_elements_kwargs()["max_batch_size"] == 8
   model = _FakeModel()
   assert list(handler.run_inference([], model)) == []
-  batch = [_tile("a", np.full((4, 5, 3), 1, np.uint8)), _tile("b", np.full((2, 2, 3), 2, np.uint8)),
-           _tile("c", np.full((4, 5, 3), 4, np.uint8))]
+  batch = [
+    _tile("a", np.full((4, 5, 3), 1, np.uint8)),
+    _tile("b", np.full((2, 2, 3), 2, np.uint8)),
+    _tile("c", np.full((4, 5, 3), 4, np.uint8)),
+  ]
   results = handler.run_inference(batch, model)
   assert sorted(model.calls) == [(1, 2, 2, 3), (2, 4, 5, 3)]
   assert [r.key for r in results] == ["a", "b", "c"]
@@ -194,6 +226,7 @@ def test_handler_groups_by_shape_and_handles_empty_batches():
 
 def test_handler_retries_a_failed_batch_tile_by_tile():
   from transforms.inference import SegmentationModelHandler
+
   handler = SegmentationModelHandler("unused", num_classes=3, max_batch_size=8)
   batch = [_tile(k, np.full((3, 3, 3), v, np.uint8)) for k, v in (("a", 1), ("bad", 9), ("c", 2))]
   results = handler.run_inference(batch, _FakeModel(poison_value=9))
@@ -203,14 +236,20 @@ def test_handler_retries_a_failed_batch_tile_by_tile():
 
 def test_handler_rejects_class_ids_beyond_the_card():
   from transforms.inference import SegmentationModelHandler
+
   handler = SegmentationModelHandler("unused", num_classes=2, max_batch_size=8)
   results = handler.run_inference([_tile("a", np.full((3, 3, 3), 2, np.uint8))], _FakeModel())
   assert results[0].error and "class id 2" in results[0].error[1]
 
 
 def test_failure_records_never_carry_credentials():
-  failure = Failure("gs://user:secret@bucket/a.png?X-Goog-Signature=abc123&x=1", "a.png", "read", "OSError",
-                    "403 for https://h/o?access_token=ya29.tok and header Bearer ya29.xyz")
+  failure = Failure(
+    "gs://user:secret@bucket/a.png?X-Goog-Signature=abc123&x=1",
+    "a.png",
+    "read",
+    "OSError",
+    "403 for https://h/o?access_token=ya29.tok and header Bearer ya29.xyz",
+  )
   text = str(failure.to_dict())
   for secret in ("secret", "abc123", "ya29"):
     assert secret not in text

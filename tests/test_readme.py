@@ -7,6 +7,7 @@ invocations must parse with the pipeline's own strict flag checks (after
 sizes shrunk. An unrecognised command fails the test: a new README command
 needs a check here.
 """
+
 import json
 import os
 import re
@@ -21,8 +22,12 @@ from pipeline_helpers import REPO
 
 README = os.path.join(REPO, "README.md")
 # Values for the shell variables the Dataflow example uses.
-ENVIRONMENT = {"PROJECT": "my-project", "REGION": "us-central1", "BUCKET": "my-bucket",
-               "WORKER_IMAGE": "us-central1-docker.pkg.dev/my-project/deconvseg/deconvseg-worker:0.1.0"}
+ENVIRONMENT = {
+  "PROJECT": "my-project",
+  "REGION": "us-central1",
+  "BUCKET": "my-bucket",
+  "WORKER_IMAGE": "us-central1-docker.pkg.dev/my-project/deconvseg/deconvseg-worker:0.1.0",
+}
 MODEL_COMMANDS = ("model.make_dataset", "model.train", "model.export", "model.evaluate")
 WRAP_COMMANDS = ("model.wrap",)  # checked by their parsers too; not part of the training block run below
 QUICK_START = ("./run_pipeline.sh", "./run_tests.sh")  # run by test_run_pipeline_sh.py and by CI itself
@@ -34,7 +39,7 @@ def readme_commands():
   text = open(README, encoding="utf-8").read()
   commands = []
   for match in re.finditer(r"```bash\n(.*?)```", text, re.S):
-    section = re.findall(r"^## (.+)$", text[:match.start()], re.M)[-1]
+    section = re.findall(r"^## (.+)$", text[: match.start()], re.M)[-1]
     block = match.group(1).replace("\\\n", " ")
     for line in block.splitlines():
       line = line.strip()
@@ -46,7 +51,7 @@ def readme_commands():
         tokens = tokens[5:]
       for redirect in (">>", ">", "2>&1"):
         if redirect in tokens:
-          tokens = tokens[:tokens.index(redirect)]
+          tokens = tokens[: tokens.index(redirect)]
       command = []
       for token in tokens + ["&&"]:
         if token == "&&":
@@ -67,12 +72,22 @@ def _module(argv):
 
 def test_readme_has_the_commands_users_need():
   sections = {section for section, _ in readme_commands()}
-  assert {"Quick start", "Segment your own images", "Your own bucket", "Run on Dataflow", "Run nightly",
-          "Train a model on your own data", "Use your own trained model", "Check a run's quality", WALKTHROUGH} <= sections
+  assert {
+    "Quick start",
+    "Segment your own images",
+    "Your own bucket",
+    "Run on Dataflow",
+    "Run nightly",
+    "Train a model on your own data",
+    "Use your own trained model",
+    "Check a run's quality",
+    WALKTHROUGH,
+  } <= sections
 
 
-@pytest.mark.parametrize("section, argv", readme_commands(), ids=lambda value: " ".join(value)[:60]
-                         if isinstance(value, list) else value)
+@pytest.mark.parametrize(
+  "section, argv", readme_commands(), ids=lambda value: " ".join(value)[:60] if isinstance(value, list) else value
+)
 def test_readme_command_is_valid(section, argv):
   if tuple(argv) in [(command,) for command in QUICK_START]:
     return
@@ -116,16 +131,20 @@ def test_train_your_own_model_block_runs(tmp_path):
 
   block = [argv for section, argv in readme_commands() if section == "Train a model on your own data"]
   assert [(_module(argv) or (argv[0],))[0] for argv in block] == list(MODEL_COMMANDS) + ["./run_pipeline.sh"]
-  paths = {"data/mosaic": str(tmp_path / "data"), "runs/fcn8s": str(tmp_path / "run"),
-           "models/mine": str(tmp_path / "model"), "results": str(tmp_path / "results"),
-           "photos/*.png": os.path.join(REPO, "samples", "images", "strip_0003.png")}
+  paths = {
+    "data/mosaic": str(tmp_path / "data"),
+    "runs/fcn8s": str(tmp_path / "run"),
+    "models/mine": str(tmp_path / "model"),
+    "results": str(tmp_path / "results"),
+    "photos/*.png": os.path.join(REPO, "samples", "images", "strip_0003.png"),
+  }
 
   def adapt(args):
     adapted = []
     for arg in args:
       for name, path in paths.items():
         if arg == name or arg.startswith(name + "/"):
-          arg = path + arg[len(name):]
+          arg = path + arg[len(name) :]
       adapted.append(arg)
     for index, arg in enumerate(adapted[:-1]):
       if arg in SHRINK:

@@ -1,4 +1,5 @@
 """./run_pipeline.sh with no arguments segments the bundled samples from a clean copy of the repo."""
+
 import json
 import os
 import shutil
@@ -24,8 +25,10 @@ def _clean_copy(target):
     shutil.copy2(os.path.join(REPO, name), destination)
 
 
-@pytest.mark.skipif(not (real_model_available() and os.path.isdir(os.path.join(REPO, "samples", "images"))),
-                    reason="needs the bundled model and samples")
+@pytest.mark.skipif(
+  not (real_model_available() and os.path.isdir(os.path.join(REPO, "samples", "images"))),
+  reason="needs the bundled model and samples",
+)
 def test_run_pipeline_sh_without_arguments(tmp_path):
   checkout = tmp_path / "checkout"
   _clean_copy(str(checkout))
@@ -33,8 +36,7 @@ def test_run_pipeline_sh_without_arguments(tmp_path):
   # An active environment with the dependencies is used as is (no network needed).
   env = dict(os.environ, VIRTUAL_ENV=venv, PATH=os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"])
   env.pop("PYTHONPATH", None)
-  proc = subprocess.run(["./run_pipeline.sh"], cwd=str(checkout), env=env, capture_output=True, text=True,
-                        timeout=600)
+  proc = subprocess.run(["./run_pipeline.sh"], cwd=str(checkout), env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   output = checkout / "output"
   assert f"Results in {output}" in proc.stdout
@@ -48,9 +50,11 @@ def test_run_pipeline_sh_without_arguments(tmp_path):
       assert entry["name"] in proc.stdout  # the per-class table
   for name in samples:
     record = records[name]
-    with Image.open(checkout / "samples" / "images" / name) as source, \
-        Image.open(output / "masks" / (name + ".png")) as mask:
-      oriented = (source.size[::-1] if (source.getexif().get(0x0112, 1) in (5, 6, 7, 8)) else source.size)
+    with (
+      Image.open(checkout / "samples" / "images" / name) as source,
+      Image.open(output / "masks" / (name + ".png")) as mask,
+    ):
+      oriented = source.size[::-1] if (source.getexif().get(0x0112, 1) in (5, 6, 7, 8)) else source.size
       assert mask.size == oriented == (record["width"], record["height"])
       counts = np.bincount(np.asarray(mask).ravel(), minlength=len(record["classes"]))
       assert counts.tolist() == [c["pixels"] for c in record["classes"]]

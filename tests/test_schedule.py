@@ -1,11 +1,11 @@
 """--date templating of paths for nightly runs."""
+
 import datetime
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.schedule import (ScheduleOptions, fill_date_templates, fill_template, parse_date,
-                               yesterday_utc)
+from pipeline.schedule import ScheduleOptions, fill_date_templates, fill_template, parse_date, yesterday_utc
 
 UTC = datetime.timezone.utc
 
@@ -43,11 +43,23 @@ def test_bad_dates_are_clear_errors(bad):
 
 
 def test_fill_date_templates_on_an_argument_list():
-  argv = ["--input", "gs://in/{yyyy}/{mm}/{dd}/*.png", "--output=gs://out/{date}",
-          "--date", "2023-12-31", "--job_name=segment-{date}", "--runner=DataflowRunner"]
+  argv = [
+    "--input",
+    "gs://in/{yyyy}/{mm}/{dd}/*.png",
+    "--output=gs://out/{date}",
+    "--date",
+    "2023-12-31",
+    "--job_name=segment-{date}",
+    "--runner=DataflowRunner",
+  ]
   assert fill_date_templates(argv) == [
-      "--input", "gs://in/2023/12/31/*.png", "--output=gs://out/2023-12-31",
-      "--job_name=segment-2023-12-31", "--runner=DataflowRunner", "--date=2023-12-31"]
+    "--input",
+    "gs://in/2023/12/31/*.png",
+    "--output=gs://out/2023-12-31",
+    "--job_name=segment-2023-12-31",
+    "--runner=DataflowRunner",
+    "--date=2023-12-31",
+  ]
 
 
 def test_fill_date_templates_defaults_to_yesterday_and_records_it():

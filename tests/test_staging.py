@@ -1,4 +1,5 @@
 """transforms.staging: a gs:// model directory copied locally through Beam's filesystem."""
+
 import os
 
 import pytest
@@ -36,6 +37,7 @@ def test_gs_directory_is_copied_once_and_recopied_when_it_changes(gcs_emulator, 
 def test_loads_as_a_saved_model_after_copying(gcs_emulator, gcs_bucket, tmp_path):
   import numpy as np
   import tensorflow as tf
+
   uri = "gs://%s/m" % gcs_bucket
   gcs_emulator.upload_folder(MODEL, uri)
   loaded = tf.saved_model.load(os.path.join(local_copy(uri, cache_root=str(tmp_path)), "saved_model"))

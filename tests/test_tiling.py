@@ -1,17 +1,21 @@
 """Tile geometry and the stitching rule."""
+
 import numpy as np
 import pytest
 
 from model.tiling import owned_crop, plan_tiles, stitch, tile_starts
 
 
-@pytest.mark.parametrize("length,tile,overlap,expected", [
+@pytest.mark.parametrize(
+  "length,tile,overlap,expected",
+  [
     (1, 64, 8, [0]),
     (64, 64, 8, [0]),
     (65, 64, 8, [0, 1]),
     (200, 64, 16, [0, 48, 96, 136]),
     (112, 64, 16, [0, 48]),
-])
+  ],
+)
 def test_tile_starts(length, tile, overlap, expected):
   assert tile_starts(length, tile, overlap) == expected
 
@@ -35,7 +39,7 @@ def test_owned_regions_partition_the_image(height, width, tile, overlap):
     assert 0 <= s.top and s.top + s.height <= height and 0 <= s.left and s.left + s.width <= width
     assert s.top <= s.own_top < s.own_bottom <= s.top + s.height
     assert s.left <= s.own_left < s.own_right <= s.left + s.width
-    coverage[s.own_top:s.own_bottom, s.own_left:s.own_right] += 1
+    coverage[s.own_top : s.own_bottom, s.own_left : s.own_right] += 1
     # Owned pixels keep >= overlap//2 pixels of context to every interior tile edge.
     margin = overlap // 2
     if s.top > 0:
@@ -67,21 +71,23 @@ def test_stitch_round_trip():
   specs = plan_tiles(301, 457, 64, 16)
   crops = []
   for s in specs:
-    tile = image[s.top:s.top + s.height, s.left:s.left + s.width]
+    tile = image[s.top : s.top + s.height, s.left : s.left + s.width]
     crops.append((s.own_top, s.own_left, owned_crop(s, tile)))
   np.testing.assert_array_equal(stitch(301, 457, crops), image)
 
 
 def test_stitch_detects_missing_tiles():
   specs = plan_tiles(100, 100, 64, 16)
-  crops = [(s.own_top, s.own_left, np.zeros((s.own_bottom - s.own_top, s.own_right - s.own_left), np.uint8))
-           for s in specs[1:]]
+  crops = [
+    (s.own_top, s.own_left, np.zeros((s.own_bottom - s.own_top, s.own_right - s.own_left), np.uint8)) for s in specs[1:]
+  ]
   with pytest.raises(ValueError, match="missing or duplicated"):
     stitch(100, 100, crops)
 
 
 def test_pack_round_trip_and_compression():
   from transforms.stitch import pack, unpack
+
   crop = np.zeros((480, 480), np.uint8)
   crop[100:300, 50:400] = 3
   packed = pack(crop[10:400, 5:470])

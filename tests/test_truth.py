@@ -5,6 +5,7 @@ The fake model's colour rule makes every mask exactly predictable
 known pixels changed, and every number is checked against a separate numpy
 computation and against ``model/metrics.py`` (the model half's metrics).
 """
+
 import json
 import re
 import shutil
@@ -23,8 +24,13 @@ from transforms import truth as truth_lib
 
 NAMES = [c["name"] for c in CLASSES]
 # name: (width, height, truth to write: "exact" | "edited" | "palette" | "small" | None)
-IMAGES = {"a.png": (40, 30, "edited"), "sub/b.png": (50, 20, "palette"), "c.png": (16, 16, None),
-          "d.png": (20, 20, "small"), "e.png": (24, 18, "exact")}
+IMAGES = {
+  "a.png": (40, 30, "edited"),
+  "sub/b.png": (50, 20, "palette"),
+  "c.png": (16, 16, None),
+  "d.png": (20, 20, "small"),
+  "e.png": (24, 18, "exact"),
+}
 
 
 def _truth_for(prediction, kind, seed):
@@ -80,8 +86,9 @@ def _numpy_confusion(labels, prediction):
 
 def _expected_numbers(expected):
   """{key: confusion} for images with a usable truth, and the run's summed confusion."""
-  per_image = {key: _numpy_confusion(labels, prediction) for key, (prediction, labels, kind) in expected.items()
-               if kind != "small"}
+  per_image = {
+    key: _numpy_confusion(labels, prediction) for key, (prediction, labels, kind) in expected.items() if kind != "small"
+  }
   return per_image, sum(per_image.values())
 
 
@@ -125,27 +132,65 @@ def test_read_truth_refuses_what_cannot_be_compared(tmp_path):
 
 def test_truth_matching_nothing_is_refused_before_work(corpus, fake_model, tmp_path):
   from pipeline.run import run
+
   root, _ = corpus
   with pytest.raises(OptionsError, match=r"--truth '.*nothing/\*\.png' matches no files"):
-    run(["--input", str(root / "in" / "**"), "--output", str(tmp_path / "out"), "--model", fake_model,
-         "--truth", str(root / "nothing" / "*.png")], save_main_session=False)
+    run(
+      [
+        "--input",
+        str(root / "in" / "**"),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        fake_model,
+        "--truth",
+        str(root / "nothing" / "*.png"),
+      ],
+      save_main_session=False,
+    )
   (root / "dup").mkdir(exist_ok=True)
   for suffix in (".png", ".tif"):
     Image.fromarray(np.zeros((2, 2), np.uint8)).save(root / "dup" / f"a{suffix}")
   with pytest.raises(OptionsError, match="both match images keyed 'a'"):
-    run(["--input", str(root / "in" / "**"), "--output", str(tmp_path / "out"), "--model", fake_model,
-         "--truth", str(root / "dup" / "*")], save_main_session=False)
+    run(
+      [
+        "--input",
+        str(root / "in" / "**"),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        fake_model,
+        "--truth",
+        str(root / "dup" / "*"),
+      ],
+      save_main_session=False,
+    )
   assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture(scope="module")
 def truth_run(corpus, fake_model, tmp_path_factory):
   from pipeline.run import run
+
   root, expected = corpus
   output = tmp_path_factory.mktemp("truth_run") / "out"
-  run(["--input", str(root / "in" / "**"), "--output", str(output), "--model", fake_model,
-       "--truth", str(root / "truth" / "*.png"), str(root / "truth" / "**" / "*.png"), "--tile_size=32", "--tile_overlap=8",
-       "--whole_image_pixels=600"], save_main_session=False)
+  run(
+    [
+      "--input",
+      str(root / "in" / "**"),
+      "--output",
+      str(output),
+      "--model",
+      fake_model,
+      "--truth",
+      str(root / "truth" / "*.png"),
+      str(root / "truth" / "**" / "*.png"),
+      "--tile_size=32",
+      "--tile_overlap=8",
+      "--whole_image_pixels=600",
+    ],
+    save_main_session=False,
+  )
   return output
 
 
@@ -180,8 +225,12 @@ def test_run_records_and_summary_equal_numpy(corpus, truth_run):
   reference = segmentation_metrics(total, NAMES)
   for field in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "per_class_iou"):
     assert run_truth[field] == pytest.approx(reference[field]), field
-  assert (run_truth["images_with_truth"], run_truth["images_without_truth"], run_truth["truth_files_unmatched"],
-          run_truth["images_failed"]) == (3, 1, 1, 1)
+  assert (
+    run_truth["images_with_truth"],
+    run_truth["images_without_truth"],
+    run_truth["truth_files_unmatched"],
+    run_truth["images_failed"],
+  ) == (3, 1, 1, 1)
   assert summary["options"]["truth"] == [str(root / "truth" / "*.png"), str(root / "truth" / "**" / "*.png")]
 
 
@@ -191,6 +240,7 @@ def _without(block, *fields):
 
 def test_evaluate_after_the_run_gives_the_same_numbers(corpus, truth_run, tmp_path, capsys):
   from pipeline import evaluate
+
   root, expected = corpus
   summary, records, _ = read_outputs(str(truth_run))
   truth_run = shutil.copytree(truth_run, tmp_path / "moved")  # also: a run directory moved after the run
@@ -201,13 +251,15 @@ def test_evaluate_after_the_run_gives_the_same_numbers(corpus, truth_run, tmp_pa
   # d.png failed in the run (stage truth): it has no mask, so only the run counts it as failed.
   assert _without(evaluation["truth"], "images_failed") == _without(summary["truth"], "images_failed")
   assert evaluation["truth"]["images_failed"] == 0 and evaluation["failures"] == []
-  assert {entry["key"]: entry["truth"] for entry in evaluation["images"]} == \
-         {key: record["truth"] for key, record in records.items()}
+  assert {entry["key"]: entry["truth"] for entry in evaluation["images"]} == {
+    key: record["truth"] for key, record in records.items()
+  }
   assert evaluation["run_end_time"] == summary["end_time"]
 
 
 def test_report_shows_the_heatmap_and_the_worst_images_first(corpus, truth_run):
   from pipeline.report import build_report
+
   _, records = read_outputs(str(truth_run))[:2]
   document = build_report(str(truth_run))
   heatmap = re.search(r'<table id="confusion-matrix".*?</table>', document, re.S).group(0)
@@ -220,8 +272,9 @@ def test_report_shows_the_heatmap_and_the_worst_images_first(corpus, truth_run):
   assert shares[0] == pytest.approx(total[0, 0] / total[0].sum(), abs=1e-4)
   worst = re.search(r'<table id="worst-images".*?</table>', document, re.S).group(0)
   listed = re.findall(r'<tr data-key="([^"]+)">', worst)
-  scored = sorted((r["truth"]["mean_iou"], r["truth"]["pixel_accuracy"], key)
-                  for key, r in records.items() if r["truth"])
+  scored = sorted(
+    (r["truth"]["mean_iou"], r["truth"]["pixel_accuracy"], key) for key, r in records.items() if r["truth"]
+  )
   assert listed == [key for _, _, key in scored] and listed[-1] == "e.png"
   assert 'href="masks/a.png.png"' in worst and "data:image/jpeg;base64," in worst
   assert "Scored during the run (--truth)." in document
@@ -231,10 +284,21 @@ def test_report_shows_the_heatmap_and_the_worst_images_first(corpus, truth_run):
 def test_evaluate_reads_csv_stats_and_re_renders_the_report(corpus, fake_model, tmp_path, stats_format):
   from pipeline import evaluate
   from pipeline.run import run
+
   root, expected = corpus
   output = tmp_path / "out"
-  run(["--input", str(root / "in" / "**"), "--output", str(output), "--model", fake_model,
-       f"--stats_format={stats_format}"], save_main_session=False)
+  run(
+    [
+      "--input",
+      str(root / "in" / "**"),
+      "--output",
+      str(output),
+      "--model",
+      fake_model,
+      f"--stats_format={stats_format}",
+    ],
+    save_main_session=False,
+  )
   assert "confusion-matrix" not in (output / "report.html").read_text()
   assert evaluate.main([str(output), "--truth", str(root / "truth")]) == 0
   evaluation = json.loads((output / "evaluation.json").read_text())
@@ -250,6 +314,7 @@ def test_evaluate_reads_csv_stats_and_re_renders_the_report(corpus, fake_model, 
 
 def test_skip_existing_scores_reused_masks_from_the_stored_mask(corpus, fake_model, tmp_path):
   from pipeline.run import run
+
   root, expected = corpus
   output = tmp_path / "out"
   argv = ["--input", str(root / "in" / "**"), "--output", str(output), "--model", fake_model]
@@ -259,16 +324,21 @@ def test_skip_existing_scores_reused_masks_from_the_stored_mask(corpus, fake_mod
   check_accounting(summary, records, failures, expected_read=len(IMAGES))
   assert summary["counts"]["reused_existing"] == len(IMAGES) - 1  # d.png: reused, then failed at truth
   per_image, total = _expected_numbers(expected)
-  assert {k: r["truth"]["confusion"] for k, r in records.items() if r["truth"]} == \
-         {k: c.tolist() for k, c in per_image.items()}
+  assert {k: r["truth"]["confusion"] for k, r in records.items() if r["truth"]} == {
+    k: c.tolist() for k, c in per_image.items()
+  }
   assert summary["truth"]["confusion"] == total.tolist()
   assert [(f["key"], f["stage"]) for f in failures] == [("d.png", "truth")]
 
 
 def test_evaluate_bad_invocations_exit_2_with_one_line(truth_run, tmp_path, capsys):
   from pipeline import evaluate
-  for argv in ([str(truth_run)], [str(truth_run), "--truth", str(tmp_path / "none" / "*.png")],
-               [str(tmp_path), "--truth", str(truth_run / "masks" / "*.png")]):
+
+  for argv in (
+    [str(truth_run)],
+    [str(truth_run), "--truth", str(tmp_path / "none" / "*.png")],
+    [str(tmp_path), "--truth", str(truth_run / "masks" / "*.png")],
+  ):
     assert evaluate.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("evaluate: error: "), lines
@@ -276,6 +346,7 @@ def test_evaluate_bad_invocations_exit_2_with_one_line(truth_run, tmp_path, caps
 
 def test_evaluate_on_gcs(corpus, truth_run, gcs_emulator, gcs_bucket):
   from pipeline import evaluate
+
   root, _ = corpus
   out, truth = f"gs://{gcs_bucket}/run", f"gs://{gcs_bucket}/truth"
   gcs_emulator.upload_folder(str(truth_run), out)

@@ -3,6 +3,7 @@
 A hostile --model that carries pickles where the SavedModel should be (and
 beside it) must be refused with a clear error, and the payload must never run.
 """
+
 import os
 import pickle
 import shutil

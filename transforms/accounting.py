@@ -13,6 +13,7 @@ encodes to 137 bytes for 74 counted; ``tests/test_accounting.py`` bounds it),
 which matters only for the ref shuffle of file inputs, where the payload
 itself is a path.
 """
+
 from typing import Optional
 
 from apache_beam.metrics import Metrics
@@ -30,8 +31,12 @@ READ = "read_bytes"
 WRITTEN_MASKS = "written_mask_bytes"
 WRITTEN_OVERLAYS = "written_overlay_bytes"
 
-SHUFFLES = (("refs", SHUFFLE_REFS), ("tfrecord_payloads", SHUFFLE_TFRECORD),
-            ("stitch_masks", SHUFFLE_STITCH_MASKS), ("stitch_overlays", SHUFFLE_STITCH_OVERLAYS))
+SHUFFLES = (
+  ("refs", SHUFFLE_REFS),
+  ("tfrecord_payloads", SHUFFLE_TFRECORD),
+  ("stitch_masks", SHUFFLE_STITCH_MASKS),
+  ("stitch_overlays", SHUFFLE_STITCH_OVERLAYS),
+)
 ALL = tuple(name for _, name in SHUFFLES) + (READ, WRITTEN_MASKS, WRITTEN_OVERLAYS)
 
 
@@ -45,8 +50,12 @@ def _text_bytes(text) -> int:
 
 def ref_bytes(ref) -> int:
   """Payload bytes of an ImageRef in the de-duplicating shuffle (its key travels twice: as key and field)."""
-  return (2 * _text_bytes(ref.key) + _text_bytes(ref.uri) + (len(ref.data) if ref.data is not None else 0)
-          + (16 if getattr(ref, "offset", None) is not None else 0))
+  return (
+    2 * _text_bytes(ref.key)
+    + _text_bytes(ref.uri)
+    + (len(ref.data) if ref.data is not None else 0)
+    + (16 if getattr(ref, "offset", None) is not None else 0)
+  )
 
 
 def packed_bytes(packed) -> int:
@@ -97,13 +106,15 @@ def io_block(result, extra_written: Optional[dict] = None) -> Optional[dict]:
   shuffle = {label: values[name] or dict(empty) for label, name in SHUFFLES}
   # tfrecord_payloads is a part of refs, not a separate shuffle.
   shuffle_total = sum(shuffle[label]["bytes"] for label in ("refs", "stitch_masks", "stitch_overlays"))
-  written = {"masks": (values[WRITTEN_MASKS] or empty)["bytes"],
-             "overlays": (values[WRITTEN_OVERLAYS] or empty)["bytes"]}
+  written = {
+    "masks": (values[WRITTEN_MASKS] or empty)["bytes"],
+    "overlays": (values[WRITTEN_OVERLAYS] or empty)["bytes"],
+  }
   written.update(extra_written or {})
   return {
-      "source": "Beam metrics (distributions in namespace deconvseg); shuffle sizes are payload bytes",
-      "shuffle": dict(shuffle, total_bytes=shuffle_total),
-      "read_bytes": (values[READ] or empty)["bytes"],
-      "images_read": (values[READ] or empty)["elements"],
-      "written_bytes": dict(written, total=sum(written.values())),
+    "source": "Beam metrics (distributions in namespace deconvseg); shuffle sizes are payload bytes",
+    "shuffle": dict(shuffle, total_bytes=shuffle_total),
+    "read_bytes": (values[READ] or empty)["bytes"],
+    "images_read": (values[READ] or empty)["elements"],
+    "written_bytes": dict(written, total=sum(written.values())),
   }

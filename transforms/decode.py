@@ -11,6 +11,7 @@ applied so masks match what a viewer shows; animated images use their first
 frame. The size check runs on the header before any pixel is decoded, so a
 decompression bomb (a tiny file declaring a huge canvas) costs nothing.
 """
+
 import io
 import logging
 import sys
@@ -27,7 +28,7 @@ from transforms.display import display_stretch
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.lookahead import LookaheadDoFn
 from transforms.ood import image_features
-from transforms.records import (STAGE_DECODE, STAGE_READ, DecodedImage, failure_from_exception)
+from transforms.records import STAGE_DECODE, STAGE_READ, DecodedImage, failure_from_exception
 
 _LOG = logging.getLogger(__name__)
 FAILED = "failed"
@@ -45,6 +46,7 @@ class DecodeError(ValueError):
 
 class NativeImage(NamedTuple):
   """An image as stored: [H, W, K] at the file's own sample type, orientation applied."""
+
   pixels: np.ndarray
   kind: str
   pixel_size: Optional[Tuple[float, float]] = None
@@ -127,9 +129,16 @@ def _png_fast_path(image: Image.Image, data: bytes):
   returns None, and Pillow decodes (and reports failures) as before.
   """
   tf = sys.modules.get("tensorflow")
-  if (tf is None or image.format != "PNG" or image.mode != "RGB" or len(image.tile) != 1
-      or image.tile[0][3] not in ("RGB", ("RGB",)) or "transparency" in image.info
-      or getattr(image, "is_animated", False) or b"eXIf" in data):
+  if (
+    tf is None
+    or image.format != "PNG"
+    or image.mode != "RGB"
+    or len(image.tile) != 1
+    or image.tile[0][3] not in ("RGB", ("RGB",))
+    or "transparency" in image.info
+    or getattr(image, "is_animated", False)
+    or b"eXIf" in data
+  ):
     return None
   try:
     pixels = tf.io.decode_png(data, channels=3, dtype=tf.uint8).numpy()
@@ -145,8 +154,9 @@ def _open(data: bytes) -> Image.Image:
   except UnidentifiedImageError:
     raise DecodeError("not a recognised image format (PNG, JPEG, TIFF, BMP, WebP, GIF)") from None
   except Image.DecompressionBombError as exc:
-    raise DecodeError(f"image declares more pixels than Pillow allows ({exc}); it is refused as a "
-                      "possible decompression bomb") from None
+    raise DecodeError(
+      f"image declares more pixels than Pillow allows ({exc}); it is refused as a possible decompression bomb"
+    ) from None
   except MemoryError:
     raise
   except Exception as exc:  # pylint: disable=broad-except  (Pillow raises many types on bad headers)
@@ -157,8 +167,10 @@ def _check_size(width: int, height: int, max_pixels: int):
   if width < 1 or height < 1:
     raise DecodeError(f"image has no pixels ({width}x{height})")
   if width * height > max_pixels:
-    raise DecodeError(f"image is {width}x{height} = {width * height} pixels, more than "
-                      f"--max_image_pixels={max_pixels}; raise the limit to process it")
+    raise DecodeError(
+      f"image is {width}x{height} = {width * height} pixels, more than "
+      f"--max_image_pixels={max_pixels}; raise the limit to process it"
+    )
 
 
 def _load_first_frame(image: Image.Image):
@@ -222,9 +234,13 @@ def _is_tiff(data: bytes) -> bool:
 
 
 _ORIENT = {
-    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
-    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1),
+  2: lambda a: a[:, ::-1],
+  3: lambda a: a[::-1, ::-1],
+  4: lambda a: a[::-1],
+  5: lambda a: a.transpose(1, 0, 2),
+  6: lambda a: np.rot90(a, -1),
+  7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+  8: lambda a: np.rot90(a, 1),
 }
 
 
@@ -252,6 +268,7 @@ def _tiff_native(data: bytes, max_pixels: int) -> Optional[NativeImage]:
   check uses the header only.
   """
   import tifffile  # pylint: disable=import-outside-toplevel  (only TIFF inputs need it)
+
   try:
     tif = tifffile.TiffFile(io.BytesIO(data))
   except Exception:  # pylint: disable=broad-except
@@ -307,6 +324,7 @@ def _sixteen_bit_png(image: Image.Image, data: bytes):
   if image.format != "PNG" or len(data) < 26 or data[24] != 16 or data[25] not in (2, 4, 6):
     return None
   import tensorflow as tf  # pylint: disable=import-outside-toplevel  (the only 16-bit colour PNG decoder at hand)
+
   try:
     return tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
   except Exception as exc:  # pylint: disable=broad-except
@@ -418,9 +436,11 @@ def conform(native: NativeImage, spec: InputSpec) -> np.ndarray:
     elif channels == 3 and kind == RGBA:
       pixels = pixels[:, :, :3]
     else:
-      raise DecodeError(f"image has {_band_words(bands, kind)} but the model takes {channels} "
-                        f"(card.json input.channels); give it {channels}-band images or use a model "
-                        f"trained on {bands}")
+      raise DecodeError(
+        f"image has {_band_words(bands, kind)} but the model takes {channels} "
+        f"(card.json input.channels); give it {channels}-band images or use a model "
+        f"trained on {bands}"
+      )
   return _to_depth(pixels, spec.dtype)
 
 
@@ -441,6 +461,7 @@ def read_range(path: str, offset: int, length: int) -> bytes:
   if path.startswith("gs://"):
     if not _GCS:
       from apache_beam.io.gcp import gcsio  # pylint: disable=import-outside-toplevel
+
       _GCS.append(gcsio.GcsIO())
     handle = _GCS[0].open(path, "rb", read_buffer_size=max(1, length))
   else:
@@ -474,13 +495,28 @@ def _decode_ref(ref, max_pixels: int, spec: InputSpec = DEFAULT_SPEC, ood_range=
   except DecodeError as exc:
     return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc), size
   except MemoryError as exc:
-    return None, failure_from_exception(
-        ref.uri, ref.key, STAGE_DECODE, exc, "out of memory while decoding; lower --max_image_pixels"), size
+    return (
+      None,
+      failure_from_exception(
+        ref.uri, ref.key, STAGE_DECODE, exc, "out of memory while decoding; lower --max_image_pixels"
+      ),
+      size,
+    )
   except Exception as exc:  # pylint: disable=broad-except
     _LOG.warning("Unexpected decode error for %s: %r", ref.uri, exc)
     return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, f"cannot decode image: {exc}"), size
-  return DecodedImage(uri=ref.uri, key=ref.key, pixels=pixels, pixel_size=pixel_size,
-                      display=display_stretch(pixels), ood=image_features(pixels, *ood_range)), None, size
+  return (
+    DecodedImage(
+      uri=ref.uri,
+      key=ref.key,
+      pixels=pixels,
+      pixel_size=pixel_size,
+      display=display_stretch(pixels),
+      ood=image_features(pixels, *ood_range),
+    ),
+    None,
+    size,
+  )
 
 
 class DecodeImagesFn(LookaheadDoFn):
@@ -497,8 +533,14 @@ class DecodeImagesFn(LookaheadDoFn):
   thread (Beam's metric containers are per thread).
   """
 
-  def __init__(self, max_image_pixels: int, prefetch: int = 0, prefetch_pixels: Optional[int] = None,
-               spec: InputSpec = DEFAULT_SPEC, ood_range=(None, None)):
+  def __init__(
+    self,
+    max_image_pixels: int,
+    prefetch: int = 0,
+    prefetch_pixels: Optional[int] = None,
+    spec: InputSpec = DEFAULT_SPEC,
+    ood_range=(None, None),
+  ):
     super().__init__(prefetch, prefetch_pixels, "deconvseg-decode")
     self._max_pixels = max_image_pixels
     self._spec = spec
@@ -535,8 +577,14 @@ class DecodeImagesFn(LookaheadDoFn):
 class DecodeImages(beam.PTransform):
   """Composite: returns (images, failures)."""
 
-  def __init__(self, max_image_pixels: int, prefetch: int = 0, prefetch_pixels: Optional[int] = None,
-               spec: InputSpec = DEFAULT_SPEC, ood_range=(None, None)):
+  def __init__(
+    self,
+    max_image_pixels: int,
+    prefetch: int = 0,
+    prefetch_pixels: Optional[int] = None,
+    spec: InputSpec = DEFAULT_SPEC,
+    ood_range=(None, None),
+  ):
     super().__init__()
     self._max_pixels = max_image_pixels
     self._prefetch = prefetch
@@ -546,6 +594,5 @@ class DecodeImages(beam.PTransform):
 
   def expand(self, refs):
     decode = DecodeImagesFn(self._max_pixels, self._prefetch, self._prefetch_pixels, self._spec, self._ood_range)
-    outputs = refs | "DecodeBytes" >> beam.ParDo(decode).with_outputs(
-        FAILED, main="images")
+    outputs = refs | "DecodeBytes" >> beam.ParDo(decode).with_outputs(FAILED, main="images")
     return outputs.images, outputs[FAILED]

@@ -14,6 +14,7 @@ show an image the same way:
 The default RGB uint8 input needs none of this: ``to_display`` hands its
 pixels back untouched.
 """
+
 import math
 from typing import Optional
 

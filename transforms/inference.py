@@ -10,6 +10,7 @@ same TensorFlow call (on the device), so results leave as uint8 class ids of
 the tile's owned region plus a few numbers per class: no float map leaves the
 model call, let alone crosses a process boundary.
 """
+
 import logging
 from collections import defaultdict
 from typing import Any, Dict, Iterable, Optional, Sequence
@@ -53,14 +54,16 @@ class Segmenter:
 
   def __init__(self, model_dir: str, mixed_precision: bool = False, spec: InputSpec = DEFAULT_SPEC):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
     _configure_gpus(tf)
     self._tf = tf
     self.module = tf.saved_model.load(saved_model_path(local_copy(model_dir)))
     signatures = self.module.signatures
     if mixed_precision:
       if MIXED_SIGNATURE not in signatures:
-        raise ValueError(f"--mixed_precision needs the '{MIXED_SIGNATURE}' signature, "
-                         f"which {model_dir} does not export")
+        raise ValueError(
+          f"--mixed_precision needs the '{MIXED_SIGNATURE}' signature, which {model_dir} does not export"
+        )
       signature = signatures[MIXED_SIGNATURE]
       self._call = lambda images: signature(images=images)
     elif hasattr(self.module, "segment"):
@@ -110,8 +113,12 @@ def _contract_outputs(outputs):
 def _stats_function(tf, call, num_classes: int, spec: InputSpec = DEFAULT_SPEC):
   """The model call plus per-tile, per-class pixel counts and confidence sums, as one tf.function."""
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, spec.channels], tf.as_dtype(spec.dtype)),
-                                tf.TensorSpec([None, 4], tf.int32)])
+  @tf.function(
+    input_signature=[
+      tf.TensorSpec([None, None, None, spec.channels], tf.as_dtype(spec.dtype)),
+      tf.TensorSpec([None, 4], tf.int32),
+    ]
+  )
   def segment_with_stats(images, owned):
     class_ids, confidence = _contract_outputs(call(images))
     shape = tf.shape(class_ids)
@@ -172,12 +179,24 @@ class TileImagesFn(beam.DoFn):
     specs = plan_tiles(height, width, self._tile_size, self._overlap, self._whole_pixels)
     self._tiles.inc(len(specs))
     for spec in specs:
-      yield Tile(key=image.key, uri=image.uri, index=spec.index, count=len(specs),
-                 image_height=height, image_width=width, top=spec.top, left=spec.left,
-                 own_top=spec.own_top, own_bottom=spec.own_bottom,
-                 own_left=spec.own_left, own_right=spec.own_right,
-                 pixels=image.pixels[spec.top:spec.top + spec.height, spec.left:spec.left + spec.width],
-                 pixel_size=image.pixel_size, display=image.display, ood=image.ood)
+      yield Tile(
+        key=image.key,
+        uri=image.uri,
+        index=spec.index,
+        count=len(specs),
+        image_height=height,
+        image_width=width,
+        top=spec.top,
+        left=spec.left,
+        own_top=spec.own_top,
+        own_bottom=spec.own_bottom,
+        own_left=spec.own_left,
+        own_right=spec.own_right,
+        pixels=image.pixels[spec.top : spec.top + spec.height, spec.left : spec.left + spec.width],
+        pixel_size=image.pixel_size,
+        display=image.display,
+        ood=image.ood,
+      )
 
 
 def blend_overlay(pixels: np.ndarray, class_ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -196,9 +215,17 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
   device memory than a batch of tiles.
   """
 
-  def __init__(self, model_dir: str, num_classes: int, max_batch_size: int,
-               mixed_precision: bool = False, palette: Optional[Sequence[Sequence[int]]] = None,
-               pixel_budget: Optional[int] = None, spec: InputSpec = DEFAULT_SPEC, **handler_kwargs):
+  def __init__(
+    self,
+    model_dir: str,
+    num_classes: int,
+    max_batch_size: int,
+    mixed_precision: bool = False,
+    palette: Optional[Sequence[Sequence[int]]] = None,
+    pixel_budget: Optional[int] = None,
+    spec: InputSpec = DEFAULT_SPEC,
+    **handler_kwargs,
+  ):
     # handler_kwargs: e.g. model_copies=N to share N models across a worker's processes.
     super().__init__(**handler_kwargs)
     self._model_dir = model_dir
@@ -232,8 +259,9 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
   def get_metrics_namespace(self) -> str:
     return "deconvseg_inference"
 
-  def run_inference(self, batch: Sequence[Tile], model: Segmenter,
-                    inference_args: Optional[Dict[str, Any]] = None) -> Iterable[TileResult]:
+  def run_inference(
+    self, batch: Sequence[Tile], model: Segmenter, inference_args: Optional[Dict[str, Any]] = None
+  ) -> Iterable[TileResult]:
     if not batch:
       return []
     results = [None] * len(batch)
@@ -247,8 +275,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
         if len(positions) == 1:
           results[positions[0]] = self._failed(batch[positions[0]], exc)
           continue
-        _LOG.warning("Inference failed for a batch of %d tiles (%r); retrying them one by one",
-                     len(positions), exc)
+        _LOG.warning("Inference failed for a batch of %d tiles (%r); retrying them one by one", len(positions), exc)
         for position in positions:
           try:
             self._segment_group(batch, [position], model, results)
@@ -263,55 +290,78 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
       if self._pixel_budget:
         per_call = max(1, self._pixel_budget // (shape[0] * shape[1]))
       for start in range(0, len(positions), per_call):
-        yield positions[start:start + per_call]
+        yield positions[start : start + per_call]
 
   def _segment_group(self, batch, positions, model, results):
     tiles = [batch[p] for p in positions]
     images = np.stack([tile.pixels for tile in tiles])
-    owned = np.array([[t.own_top - t.top, t.own_bottom - t.top, t.own_left - t.left, t.own_right - t.left]
-                      for t in tiles], dtype=np.int32)
+    owned = np.array(
+      [[t.own_top - t.top, t.own_bottom - t.top, t.own_left - t.left, t.own_right - t.left] for t in tiles],
+      dtype=np.int32,
+    )
     class_ids, class_pixels, class_confidence, top = model.segment_with_stats(images, owned, self._num_classes)
     if class_ids.shape != images.shape[:3]:
       raise ValueError(f"model returned class ids of shape {class_ids.shape} for input {images.shape}")
     if top >= self._num_classes:
       raise ValueError(f"model produced class id {top} but its card lists {self._num_classes} classes")
     for row, (position, tile) in enumerate(zip(positions, tiles)):
-      results[position] = self._tile_result(tile, owned[row], class_ids[row], class_pixels[row],
-                                            class_confidence[row])
+      results[position] = self._tile_result(tile, owned[row], class_ids[row], class_pixels[row], class_confidence[row])
     progress.INFERENCE.add(len(positions), int(np.prod(images.shape[:3])))
 
-  def _tile_result(self, tile: Tile, owned: np.ndarray, class_ids: np.ndarray, class_pixels: np.ndarray,
-                   class_confidence: np.ndarray) -> TileResult:
+  def _tile_result(
+    self, tile: Tile, owned: np.ndarray, class_ids: np.ndarray, class_pixels: np.ndarray, class_confidence: np.ndarray
+  ) -> TileResult:
     top, bottom, left, right = (int(v) for v in owned)
     owned_ids = np.ascontiguousarray(class_ids[top:bottom, left:right])
     overlay = None
     if self._palette is not None:
       shown = to_display(tile.pixels[top:bottom, left:right], tile.display)
       overlay = blend_overlay(shown, owned_ids, self._palette)
-    return TileResult(key=tile.key, uri=tile.uri, index=tile.index, count=tile.count,
-                      image_height=tile.image_height, image_width=tile.image_width,
-                      own_top=tile.own_top, own_left=tile.own_left, class_ids=owned_ids,
-                      class_pixels=class_pixels, class_confidence=class_confidence,
-                      overlay=overlay, pixel_size=tile.pixel_size, ood=tile.ood)
+    return TileResult(
+      key=tile.key,
+      uri=tile.uri,
+      index=tile.index,
+      count=tile.count,
+      image_height=tile.image_height,
+      image_width=tile.image_width,
+      own_top=tile.own_top,
+      own_left=tile.own_left,
+      class_ids=owned_ids,
+      class_pixels=class_pixels,
+      class_confidence=class_confidence,
+      overlay=overlay,
+      pixel_size=tile.pixel_size,
+      ood=tile.ood,
+    )
 
   @staticmethod
   def _failed(tile: Tile, exc: Exception) -> TileResult:
     Metrics.counter("deconvseg", "tiles_failed").inc()
     empty = np.zeros((0,), dtype=np.int64)
     message = " ".join(str(exc).split())[:300] or type(exc).__name__
-    return TileResult(key=tile.key, uri=tile.uri, index=tile.index, count=tile.count,
-                      image_height=tile.image_height, image_width=tile.image_width,
-                      own_top=tile.own_top, own_left=tile.own_left,
-                      class_ids=np.zeros((0, 0), dtype=np.uint8), class_pixels=empty,
-                      class_confidence=empty.astype(np.float64), pixel_size=tile.pixel_size,
-                      error=(type(exc).__name__, f"inference failed for tile {tile.index}: {message}"))
+    return TileResult(
+      key=tile.key,
+      uri=tile.uri,
+      index=tile.index,
+      count=tile.count,
+      image_height=tile.image_height,
+      image_width=tile.image_width,
+      own_top=tile.own_top,
+      own_left=tile.own_left,
+      class_ids=np.zeros((0, 0), dtype=np.uint8),
+      class_pixels=empty,
+      class_confidence=empty.astype(np.float64),
+      pixel_size=tile.pixel_size,
+      error=(type(exc).__name__, f"inference failed for tile {tile.index}: {message}"),
+    )
 
 
 class TileAndSegment(beam.PTransform):
   """Composite: DecodedImages -> TileResults (tiles of all images share batches)."""
 
-  def __init__(self, handler: SegmentationModelHandler, tile_size: int, overlap: int,
-               whole_pixels: Optional[int] = None):
+  def __init__(
+    self, handler: SegmentationModelHandler, tile_size: int, overlap: int, whole_pixels: Optional[int] = None
+  ):
     super().__init__()
     self._handler = handler
     self._tile_size = tile_size
@@ -319,7 +369,8 @@ class TileAndSegment(beam.PTransform):
     self._whole_pixels = whole_pixels
 
   def expand(self, images):
-    return (images
-            | "CutTiles" >> beam.ParDo(TileImagesFn(self._tile_size, self._overlap, self._whole_pixels))
-            | "RunInference" >> RunInference(self._handler))
-
+    return (
+      images
+      | "CutTiles" >> beam.ParDo(TileImagesFn(self._tile_size, self._overlap, self._whole_pixels))
+      | "RunInference" >> RunInference(self._handler)
+    )

@@ -5,6 +5,7 @@ inference, so every step agrees on the array the model is fed: ``channels``
 bands of ``dtype`` per pixel. Normalisation happens inside the model, so the
 pipeline needs nothing else (``color`` only words messages).
 """
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ MAX_CHANNELS = 64
 @dataclass(frozen=True)
 class InputSpec:
   """``images: <dtype> [N, H, W, channels]``; old cards without these keys mean uint8 RGB."""
+
   channels: int = 3
   dtype: str = "uint8"
   color: str = field(default="RGB", compare=False)  # wording only: same array, same spec

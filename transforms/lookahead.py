@@ -7,6 +7,7 @@ come back in submission order with the window and timestamp of their input,
 and no more than ``limit`` inputs are ever outstanding, fewer when items are
 large (``pixel_budget`` over the last item's pixels), so memory stays bounded.
 """
+
 import collections
 import concurrent.futures
 from typing import Callable, Optional

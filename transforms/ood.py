@@ -19,6 +19,7 @@ A card without a reference (a ``model.wrap`` model has no training statistics
 and no test metrics) gets only the checks it can support, and the summary says
 which were skipped.
 """
+
 import math
 from typing import List, NamedTuple, Optional, Sequence
 
@@ -32,6 +33,7 @@ MAX_LISTED = 20
 
 class OodFeatures(NamedTuple):
   """Per-image features, computed at decode (the pixels are in hand there)."""
+
   band_mean: List[float]
   band_std: List[float]
   outside_fraction: Optional[float]  # None when the card has no training range
@@ -41,8 +43,9 @@ def sample_stride(height: int, width: int, budget: int = SAMPLE_PIXELS) -> int:
   return max(1, math.ceil(math.sqrt(height * width / budget)))
 
 
-def image_features(pixels: np.ndarray, low: Optional[np.ndarray] = None,
-                   high: Optional[np.ndarray] = None) -> OodFeatures:
+def image_features(
+  pixels: np.ndarray, low: Optional[np.ndarray] = None, high: Optional[np.ndarray] = None
+) -> OodFeatures:
   """Band mean/std and the share of sampled pixels outside [low, high] in any band."""
   stride = sample_stride(*pixels.shape[:2])
   # Bands as contiguous rows: numpy reduces along rows several times faster than down [N, C] columns.
@@ -51,15 +54,20 @@ def image_features(pixels: np.ndarray, low: Optional[np.ndarray] = None,
   if low is not None and len(low) == len(bands):
     beyond = (bands < np.reshape(low, (-1, 1))) | (bands > np.reshape(high, (-1, 1)))
     outside = round(np.count_nonzero(beyond.max(axis=0)) / bands.shape[1], 4)
-  return OodFeatures([round(float(v), 2) for v in bands.mean(axis=1)],
-                     [round(float(v), 2) for v in bands.std(axis=1)], outside)
+  return OodFeatures(
+    [round(float(v), 2) for v in bands.mean(axis=1)], [round(float(v), 2) for v in bands.std(axis=1)], outside
+  )
 
 
 class OodRule:
   """The thresholds taken from one model card; ``check`` applies them to one image."""
 
-  def __init__(self, band_stats: Optional[dict] = None, min_confidence: Optional[float] = None,
-               outside_limit: float = OUTSIDE_LIMIT):
+  def __init__(
+    self,
+    band_stats: Optional[dict] = None,
+    min_confidence: Optional[float] = None,
+    outside_limit: float = OUTSIDE_LIMIT,
+  ):
     self.band_stats = band_stats if band_stats and band_stats.get("p01") and band_stats.get("p99") else None
     self.min_confidence = min_confidence
     self.outside_limit = outside_limit
@@ -86,15 +94,17 @@ class OodRule:
     if self.band_stats is None:
       unavailable.append("out_of_range, band_mean: the card has no trained_on.band_stats")
     return {
-        "rule": ("flagged when any check fails: low_confidence (mean confidence < min_confidence, the test "
-                 f"split's {CONFIDENCE_QUANTILE} of per-image mean confidence), out_of_range (share of sampled "
-                 "pixels with a band outside the training [p01, p99] > outside_limit), band_mean (a band's mean "
-                 "outside the training [p01, p99])"),
-        "min_confidence": self.min_confidence,
-        "outside_limit": self.outside_limit if self.band_stats else None,
-        "band_p01": self.band_stats["p01"] if self.band_stats else None,
-        "band_p99": self.band_stats["p99"] if self.band_stats else None,
-        "unavailable": unavailable,
+      "rule": (
+        "flagged when any check fails: low_confidence (mean confidence < min_confidence, the test "
+        f"split's {CONFIDENCE_QUANTILE} of per-image mean confidence), out_of_range (share of sampled "
+        "pixels with a band outside the training [p01, p99] > outside_limit), band_mean (a band's mean "
+        "outside the training [p01, p99])"
+      ),
+      "min_confidence": self.min_confidence,
+      "outside_limit": self.outside_limit if self.band_stats else None,
+      "band_p01": self.band_stats["p01"] if self.band_stats else None,
+      "band_p99": self.band_stats["p99"] if self.band_stats else None,
+      "unavailable": unavailable,
     }
 
   def check(self, features: Optional[OodFeatures], mean_confidence: float) -> dict:
@@ -104,22 +114,24 @@ class OodRule:
       reasons.append(f"low_confidence: mean confidence {mean_confidence:.3f} < {self.min_confidence:.3f}")
     if features is not None and self.band_stats is not None:
       if features.outside_fraction is not None and features.outside_fraction > self.outside_limit:
-        reasons.append(f"out_of_range: {features.outside_fraction:.0%} of pixels outside the training "
-                       f"[p01, p99] > {self.outside_limit:.0%}")
-      for band, (mean, low, high) in enumerate(zip(features.band_mean, self.band_stats["p01"],
-                                                   self.band_stats["p99"])):
+        reasons.append(
+          f"out_of_range: {features.outside_fraction:.0%} of pixels outside the training "
+          f"[p01, p99] > {self.outside_limit:.0%}"
+        )
+      for band, (mean, low, high) in enumerate(zip(features.band_mean, self.band_stats["p01"], self.band_stats["p99"])):
         if not low <= mean <= high:
           reasons.append(f"band_mean: band {band} mean {mean:.1f} outside the training [{low:g}, {high:g}]")
     return {
-        "flagged": bool(reasons),
-        "reasons": reasons,
-        "band_mean": features.band_mean if features else None,
-        "band_std": features.band_std if features else None,
-        "outside_fraction": features.outside_fraction if features else None,
+      "flagged": bool(reasons),
+      "reasons": reasons,
+      "band_mean": features.band_mean if features else None,
+      "band_std": features.band_std if features else None,
+      "outside_fraction": features.outside_fraction if features else None,
     }
 
 
 def summarise(checked: int, flagged: int, flagged_keys: Sequence[str], rule: dict) -> dict:
   """summary.json's ``ood`` block."""
-  return dict(rule, checked=checked, flagged=flagged, flagged_keys=sorted(flagged_keys)[:MAX_LISTED],
-              max_listed=MAX_LISTED)
+  return dict(
+    rule, checked=checked, flagged=flagged, flagged_keys=sorted(flagged_keys)[:MAX_LISTED], max_listed=MAX_LISTED
+  )

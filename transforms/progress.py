@@ -1,4 +1,5 @@
 """Throughput log lines from inside workers (Beam metrics only arrive at the end locally)."""
+
 import logging
 import threading
 import time
@@ -28,8 +29,15 @@ class Progress:
       if now - self._last >= self._interval:
         self._last = now
         elapsed = max(now - self._start, 1e-9)
-        _LOG.info("progress: %d %s, %.1f Mpx in this worker (%.2f %s/s, %.2f Mpx/s)", self._items, self._what,
-                  self._pixels / 1e6, self._items / elapsed, self._what, self._pixels / 1e6 / elapsed)
+        _LOG.info(
+          "progress: %d %s, %.1f Mpx in this worker (%.2f %s/s, %.2f Mpx/s)",
+          self._items,
+          self._what,
+          self._pixels / 1e6,
+          self._items / elapsed,
+          self._what,
+          self._pixels / 1e6 / elapsed,
+        )
 
 
 INFERENCE = Progress("tiles inferred")

@@ -15,6 +15,7 @@ Keys go through ``sanitize_key`` so an output path built from one can never
 leave ``OUT``; two inputs with the same key are resolved deterministically
 (smallest URI wins, the others are recorded as failures).
 """
+
 import hashlib
 import posixpath
 import re
@@ -62,12 +63,12 @@ def glob_root(pattern: str) -> str:
   """The directory part of a glob before its first wildcard, with trailing '/'."""
   cut = min([pattern.find(ch) for ch in _GLOB_CHARS if ch in pattern] or [len(pattern)])
   prefix = pattern[:cut]
-  return prefix[:prefix.rfind("/") + 1]
+  return prefix[: prefix.rfind("/") + 1]
 
 
 def key_for(path: str, root: str) -> str:
   if root and path.startswith(root):
-    return sanitize_key(path[len(root):])
+    return sanitize_key(path[len(root) :])
   return sanitize_key(path)
 
 
@@ -86,6 +87,7 @@ def _manifest_ref(line: str, manifest_dir: str):
 
 def _masked_crc(data: bytes) -> int:
   import google_crc32c  # pylint: disable=import-outside-toplevel
+
   crc = google_crc32c.value(data)
   return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
@@ -156,12 +158,12 @@ def _proto_fields(data):
     if wire == 0:
       value, pos = _varint(data, pos)
     elif wire == 1:
-      value, pos = data[pos:pos + 8], pos + 8
+      value, pos = data[pos : pos + 8], pos + 8
     elif wire == 2:
       length, pos = _varint(data, pos)
-      value, pos = data[pos:pos + length], pos + length
+      value, pos = data[pos : pos + length], pos + length
     elif wire == 5:
-      value, pos = data[pos:pos + 4], pos + 4
+      value, pos = data[pos : pos + 4], pos + 4
     else:
       raise ValueError(f"unsupported protobuf wire type {wire}")
     yield field, wire, value
@@ -235,15 +237,17 @@ class ReadTFRecordShardFn(beam.DoFn):
 
   def process(self, metadata):
     from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+
     path = metadata.path
     shard = posixpath.basename(path)
     for suffix in (".gz", ".tfrecord", ".tfrecords"):
-      shard = shard[:-len(suffix)] if shard.endswith(suffix) else shard
+      shard = shard[: -len(suffix)] if shard.endswith(suffix) else shard
     try:
       stream = FileSystems.open(path, compression_type=CompressionTypes.AUTO)
     except Exception as exc:  # pylint: disable=broad-except
-      yield beam.pvalue.TaggedOutput(FAILED, Failure(path, sanitize_key(shard), STAGE_READ,
-                                                     type(exc).__name__, f"cannot open TFRecord shard: {exc}"))
+      yield beam.pvalue.TaggedOutput(
+        FAILED, Failure(path, sanitize_key(shard), STAGE_READ, type(exc).__name__, f"cannot open TFRecord shard: {exc}")
+      )
       return
     by_offset = CompressionTypes.detect_compression_type(path) == CompressionTypes.UNCOMPRESSED
     offsets = [] if by_offset else None
@@ -255,21 +259,27 @@ class ReadTFRecordShardFn(beam.DoFn):
         except StopIteration:
           break
         except (OSError, EOFError) as exc:  # e.g. a broken gzip stream
-          yield beam.pvalue.TaggedOutput(FAILED, Failure(path, sanitize_key(f"{shard}/unreadable"), STAGE_READ,
-                                                         type(exc).__name__, f"shard unreadable: {exc}"))
+          yield beam.pvalue.TaggedOutput(
+            FAILED,
+            Failure(
+              path, sanitize_key(f"{shard}/unreadable"), STAGE_READ, type(exc).__name__, f"shard unreadable: {exc}"
+            ),
+          )
           break
         uri = f"{path}#{index}"
         fallback_key = sanitize_key(f"{shard}/{index:06d}")
         self._records.inc()
         if isinstance(payload, Exception):
-          yield beam.pvalue.TaggedOutput(FAILED, Failure(uri, fallback_key, STAGE_READ,
-                                                         type(payload).__name__, str(payload)))
+          yield beam.pvalue.TaggedOutput(
+            FAILED, Failure(uri, fallback_key, STAGE_READ, type(payload).__name__, str(payload))
+          )
           continue
         try:
           example = example_pb2.Example.FromString(payload)
         except Exception as exc:  # pylint: disable=broad-except
-          yield beam.pvalue.TaggedOutput(FAILED, Failure(uri, fallback_key, STAGE_READ, type(exc).__name__,
-                                                         "record is not a tf.train.Example"))
+          yield beam.pvalue.TaggedOutput(
+            FAILED, Failure(uri, fallback_key, STAGE_READ, type(exc).__name__, "record is not a tf.train.Example")
+          )
           continue
         features = example.features.feature
         key = fallback_key
@@ -278,9 +288,16 @@ class ReadTFRecordShardFn(beam.DoFn):
           if text:
             key = sanitize_key(text)
         if self._image_feature not in features or not features[self._image_feature].bytes_list.value:
-          yield beam.pvalue.TaggedOutput(FAILED, Failure(
-              uri, key, STAGE_READ, "MissingFeature",
-              f"Example has no bytes feature '{self._image_feature}' (set --tfrecord_image_feature)"))
+          yield beam.pvalue.TaggedOutput(
+            FAILED,
+            Failure(
+              uri,
+              key,
+              STAGE_READ,
+              "MissingFeature",
+              f"Example has no bytes feature '{self._image_feature}' (set --tfrecord_image_feature)",
+            ),
+          )
           continue
         image = features[self._image_feature].bytes_list.value[0]
         start = _image_slice(payload, image) if by_offset and offsets else None
@@ -312,9 +329,16 @@ class ResolveDuplicateKeysFn(beam.DoFn):
     refs = sorted(refs, key=lambda ref: ref.uri)
     yield refs[0]
     for duplicate in refs[1:]:
-      yield beam.pvalue.TaggedOutput(FAILED, Failure(
-          duplicate.uri, key, STAGE_READ, "DuplicateKey",
-          f"another input ({refs[0].uri}) has the same output key '{key}'; rename one of them"))
+      yield beam.pvalue.TaggedOutput(
+        FAILED,
+        Failure(
+          duplicate.uri,
+          key,
+          STAGE_READ,
+          "DuplicateKey",
+          f"another input ({refs[0].uri}) has the same output key '{key}'; rename one of them",
+        ),
+      )
 
 
 class ReadImages(beam.PTransform):
@@ -337,35 +361,43 @@ class ReadImages(beam.PTransform):
     refs, failures = [], []
     for i, pattern in enumerate(self._globs):
       root = glob_root(pattern)
-      refs.append(pbegin
-                  | f"MatchGlob{i}" >> fileio.MatchFiles(pattern)
-                  | f"ReadMatches{i}" >> fileio.ReadMatches()
-                  | f"KeyFiles{i}" >> beam.Map(lambda readable, r: ImageRef(
-                      readable.metadata.path, key_for(readable.metadata.path, r)), root))
+      refs.append(
+        pbegin
+        | f"MatchGlob{i}" >> fileio.MatchFiles(pattern)
+        | f"ReadMatches{i}" >> fileio.ReadMatches()
+        | f"KeyFiles{i}"
+        >> beam.Map(lambda readable, r: ImageRef(readable.metadata.path, key_for(readable.metadata.path, r)), root)
+      )
     for i, manifest in enumerate(self._manifests):
-      manifest_dir = manifest[:manifest.rfind("/") + 1]
-      refs.append(pbegin
-                  | f"ReadManifest{i}" >> beam.io.ReadFromText(manifest)
-                  | f"ManifestEntries{i}" >> beam.FlatMap(_manifest_ref, manifest_dir))
+      manifest_dir = manifest[: manifest.rfind("/") + 1]
+      refs.append(
+        pbegin
+        | f"ReadManifest{i}" >> beam.io.ReadFromText(manifest)
+        | f"ManifestEntries{i}" >> beam.FlatMap(_manifest_ref, manifest_dir)
+      )
     for i, pattern in enumerate(self._tfrecords):
-      shards = (pbegin
-                | f"MatchShards{i}" >> fileio.MatchFiles(pattern)
-                | f"SpreadShards{i}" >> beam.Reshuffle()
-                | f"ReadShards{i}" >> beam.ParDo(
-                    ReadTFRecordShardFn(self._image_feature, self._key_feature)).with_outputs(FAILED, main="refs"))
+      shards = (
+        pbegin
+        | f"MatchShards{i}" >> fileio.MatchFiles(pattern)
+        | f"SpreadShards{i}" >> beam.Reshuffle()
+        | f"ReadShards{i}"
+        >> beam.ParDo(ReadTFRecordShardFn(self._image_feature, self._key_feature)).with_outputs(FAILED, main="refs")
+      )
       refs.append(shards.refs)
       failures.append(shards[FAILED])
     all_refs = refs | "AllInputs" >> beam.Flatten()
-    unique = (all_refs
-              | "KeyByOutputKey" >> beam.ParDo(KeyByOutputKeyFn())
-              | "GroupByOutputKey" >> beam.GroupByKey()
-              | "ResolveDuplicateKeys" >> beam.ParDo(ResolveDuplicateKeysFn()).with_outputs(FAILED, main="refs"))
+    unique = (
+      all_refs
+      | "KeyByOutputKey" >> beam.ParDo(KeyByOutputKeyFn())
+      | "GroupByOutputKey" >> beam.GroupByKey()
+      | "ResolveDuplicateKeys" >> beam.ParDo(ResolveDuplicateKeysFn()).with_outputs(FAILED, main="refs")
+    )
     shard_failures = list(failures)
     failures.append(unique[FAILED])
     read_failures = failures | "ReadFailures" >> beam.Flatten()
     # Every input found, good or not: a URI per ImageRef plus one per record
     # the shard reader could not turn into an ImageRef.
-    inputs = ([all_refs | "InputUris" >> beam.Map(lambda ref: ref.uri)]
-              + [f | f"UnreadableUris{i}" >> beam.Map(lambda failure: failure.uri)
-                 for i, f in enumerate(shard_failures)])
+    inputs = [all_refs | "InputUris" >> beam.Map(lambda ref: ref.uri)] + [
+      f | f"UnreadableUris{i}" >> beam.Map(lambda failure: failure.uri) for i, f in enumerate(shard_failures)
+    ]
     return unique.refs, read_failures, inputs | "AllInputUris" >> beam.Flatten()

@@ -4,6 +4,7 @@ They are plain ``NamedTuple``s (pickled by Beam's fallback coder) so that the
 arrays inside stay numpy ``uint8`` (or the model's ``uint16``) end to end: no
 lists, no float maps on the wire. Only the model-facing step ever sees float data.
 """
+
 import re
 from typing import NamedTuple, Optional, Tuple
 
@@ -29,6 +30,7 @@ class ImageRef(NamedTuple):
   before ``#``), and decode reads just those bytes: the shuffle moves a
   reference, not the image.
   """
+
   uri: str
   key: str
   data: Optional[bytes] = None
@@ -49,6 +51,7 @@ class DecodedImage(NamedTuple):
   ``ood`` holds the image's ``transforms.ood.OodFeatures``, computed at decode
   while the pixels are in hand, and carried on to its statistics record.
   """
+
   uri: str
   key: str
   pixels: np.ndarray
@@ -64,6 +67,7 @@ class Tile(NamedTuple):
   stacked). ``own_*`` are image coordinates of the rectangle this tile
   contributes to the stitched mask (see ``model.tiling``).
   """
+
   key: str
   uri: str
   index: int
@@ -91,6 +95,7 @@ class TileResult(NamedTuple):
   ``error`` is set (and the arrays are empty) when this tile could not be
   segmented even on its own.
   """
+
   key: str
   uri: str
   index: int
@@ -110,6 +115,7 @@ class TileResult(NamedTuple):
 
 class ImageMask(NamedTuple):
   """The full-size segmentation of one image, ready for the sinks."""
+
   uri: str
   key: str
   width: int
@@ -124,6 +130,7 @@ class ImageMask(NamedTuple):
 
 class Failure(NamedTuple):
   """Why one input did not produce a mask; written to ``OUT/failures/``."""
+
   uri: str
   key: str
   stage: str
@@ -140,7 +147,8 @@ class Failure(NamedTuple):
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _SECRET_PARAMS = re.compile(
-    r"(?i)\b(access_token|token|key|sig|signature|x-goog-signature|x-goog-credential|password|secret)=[^&\s'\"]+")
+  r"(?i)\b(access_token|token|key|sig|signature|x-goog-signature|x-goog-credential|password|secret)=[^&\s'\"]+"
+)
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[a-z0-9._~+/=-]+")
 
 
@@ -157,6 +165,10 @@ def failure_from_exception(uri, key, stage, exc, message=None):
   text = redact(" ".join(text.split()))
   if len(text) > 500:
     text = text[:497] + "..."
-  return Failure(uri=redact(uri), key=key, stage=stage,
-                 error_type=exc.__class__.__name__ if isinstance(exc, BaseException) else str(exc),
-                 message=text)
+  return Failure(
+    uri=redact(uri),
+    key=key,
+    stage=stage,
+    error_type=exc.__class__.__name__ if isinstance(exc, BaseException) else str(exc),
+    message=text,
+  )

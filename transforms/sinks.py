@@ -14,6 +14,7 @@
 File names are deterministic so re-running into the same OUT replaces
 rather than duplicates.
 """
+
 import io
 import json
 import logging
@@ -113,8 +114,7 @@ def encode_mask(class_ids: np.ndarray, palette: list, record: dict, compress_lev
   info = PngImagePlugin.PngInfo()
   info.add_itxt(STATS_CHUNK, json.dumps(record, separators=(",", ":")))
   buffer = io.BytesIO()
-  image.save(buffer, format="PNG", compress_level=compress_level, compress_type=MASK_ZLIB_STRATEGY,
-             pnginfo=info)
+  image.save(buffer, format="PNG", compress_level=compress_level, compress_type=MASK_ZLIB_STRATEGY, pnginfo=info)
   return buffer.getvalue()
 
 
@@ -127,8 +127,9 @@ def truth_outcome(mask_uri, key, truth_uri, class_ids, names):
   except TruthError as exc:
     return None, failure_from_exception(mask_uri, key, STAGE_TRUTH, exc, str(exc))
   except Exception as exc:  # pylint: disable=broad-except  (unreadable file, storage errors)
-    return None, failure_from_exception(mask_uri, key, STAGE_TRUTH, exc,
-                                        f"cannot read the truth mask {truth_uri}: {exc}")
+    return None, failure_from_exception(
+      mask_uri, key, STAGE_TRUTH, exc, f"cannot read the truth mask {truth_uri}: {exc}"
+    )
 
 
 class WriteMasksFn(LookaheadDoFn):
@@ -148,9 +149,19 @@ class WriteMasksFn(LookaheadDoFn):
   (``null`` for an image without a truth mask).
   """
 
-  def __init__(self, output: str, classes, model: dict, pixel_size=None, pixel_unit="m",
-               compress_level: int = DEFAULT_MASK_COMPRESS_LEVEL, write_ahead: int = 0,
-               write_ahead_pixels: Optional[int] = None, truth: bool = False, ood_rule=None):
+  def __init__(
+    self,
+    output: str,
+    classes,
+    model: dict,
+    pixel_size=None,
+    pixel_unit="m",
+    compress_level: int = DEFAULT_MASK_COMPRESS_LEVEL,
+    write_ahead: int = 0,
+    write_ahead_pixels: Optional[int] = None,
+    truth: bool = False,
+    ood_rule=None,
+  ):
     super().__init__(write_ahead, write_ahead_pixels, "deconvseg-write")
     self._ood_rule = ood_rule
     self._output = output
@@ -189,8 +200,15 @@ class WriteMasksFn(LookaheadDoFn):
       return None, 0, failure, ()
     overlay_size = None
     try:
-      record = image_record(mask, self._classes, self._model, join(self._output, relpath), self._pixel_size,
-                            self._pixel_unit, self._ood_rule)
+      record = image_record(
+        mask,
+        self._classes,
+        self._model,
+        join(self._output, relpath),
+        self._pixel_size,
+        self._pixel_unit,
+        self._ood_rule,
+      )
       if mask.overlay is not None:
         buffer = io.BytesIO()
         Image.fromarray(mask.overlay).save(buffer, format="PNG", compress_level=OVERLAY_COMPRESS_LEVEL)
@@ -199,8 +217,7 @@ class WriteMasksFn(LookaheadDoFn):
       data = encode_mask(mask.class_ids, self._palette, record, self._compress_level)
       atomic_write(self._output, join(self._output, relpath), data, "image/png")
     except Exception as exc:  # pylint: disable=broad-except
-      return (None, 0, failure_from_exception(mask.uri, mask.key, STAGE_WRITE, exc, f"cannot write outputs: {exc}"),
-              ())
+      return (None, 0, failure_from_exception(mask.uri, mask.key, STAGE_WRITE, exc, f"cannot write outputs: {exc}"), ())
     if self._truth:
       record["truth"] = truth
     return record, mask.width * mask.height, None, (len(data), overlay_size)
@@ -258,8 +275,9 @@ class SkipExistingFn(beam.DoFn):
       yield ref
       return
     if self._class_names is not None:
-      truth, failure = truth_outcome(ref.uri, ref.key, (truth_index or {}).get(stem(ref.key)), class_ids,
-                                     self._class_names)
+      truth, failure = truth_outcome(
+        ref.uri, ref.key, (truth_index or {}).get(stem(ref.key)), class_ids, self._class_names
+      )
       if failure is not None:
         yield beam.pvalue.TaggedOutput(FAILED, failure)
         return
@@ -273,8 +291,21 @@ OOD_CSV_COLUMNS = ("flagged", "reasons")  # "ood.<column>"; reasons joined by ";
 
 def _csv_header(classes, truth=False):
   """With ``truth``: ``truth.<column>`` columns (confusion as JSON rows), then ``truth.iou.<class>``."""
-  columns = ["uri", "key", "mask", "width", "height", "pixels", "pixel_size_x", "pixel_size_y",
-             "pixel_size_source", "area_unit", "mean_confidence", "model_name", "model_version"]
+  columns = [
+    "uri",
+    "key",
+    "mask",
+    "width",
+    "height",
+    "pixels",
+    "pixel_size_x",
+    "pixel_size_y",
+    "pixel_size_source",
+    "area_unit",
+    "mean_confidence",
+    "model_name",
+    "model_version",
+  ]
   for entry in classes:
     name = entry["name"]
     columns += [f"{name}_pixels", f"{name}_fraction", f"{name}_area", f"{name}_mean_confidence"]
@@ -287,18 +318,35 @@ def _csv_header(classes, truth=False):
 
 def _csv_line(record, columns_count):
   import csv  # pylint: disable=import-outside-toplevel
+
   size = record["pixel_size"] or [None, None]
-  row = [record["uri"], record["key"], record["mask"], record["width"], record["height"], record["pixels"],
-         size[0], size[1], record["pixel_size_source"], record["area_unit"], record["mean_confidence"],
-         record["model"]["name"], record["model"]["version"]]
+  row = [
+    record["uri"],
+    record["key"],
+    record["mask"],
+    record["width"],
+    record["height"],
+    record["pixels"],
+    size[0],
+    size[1],
+    record["pixel_size_source"],
+    record["area_unit"],
+    record["mean_confidence"],
+    record["model"]["name"],
+    record["model"]["version"],
+  ]
   for entry in record["classes"]:
     row += [entry["pixels"], entry["fraction"], entry["area"], entry["mean_confidence"]]
   ood = record.get("ood") or {}
   row += [ood.get("flagged"), "; ".join(ood.get("reasons") or []) if ood else None]
   if "truth" in record:
     truth = record["truth"] or {}
-    row += [json.dumps(truth.get("confusion"), separators=(",", ":")) if column == "confusion" and truth
-            else truth.get(column) for column in TRUTH_CSV_COLUMNS]
+    row += [
+      json.dumps(truth.get("confusion"), separators=(",", ":"))
+      if column == "confusion" and truth
+      else truth.get(column)
+      for column in TRUTH_CSV_COLUMNS
+    ]
     row += [(truth.get("per_class_iou") or {}).get(entry["name"]) for entry in record["classes"]]
   if len(row) != columns_count:
     raise ValueError(f"record has {len(row)} CSV columns, header has {columns_count}")
@@ -310,26 +358,64 @@ def _csv_line(record, columns_count):
 def _parquet_schema(classes=None, truth=False):
   """With ``truth``: a nullable ``truth`` struct whose ``per_class_iou`` has one field per class."""
   import pyarrow as pa  # pylint: disable=import-outside-toplevel
-  class_type = pa.struct([("id", pa.int32()), ("name", pa.string()), ("pixels", pa.int64()),
-                          ("fraction", pa.float64()), ("area", pa.float64()),
-                          ("mean_confidence", pa.float64())])
+
+  class_type = pa.struct(
+    [
+      ("id", pa.int32()),
+      ("name", pa.string()),
+      ("pixels", pa.int64()),
+      ("fraction", pa.float64()),
+      ("area", pa.float64()),
+      ("mean_confidence", pa.float64()),
+    ]
+  )
   extra = []
   if truth:
-    extra = [("truth", pa.struct([
-        ("uri", pa.string()), ("pixels", pa.int64()), ("ignored", pa.int64()),
-        ("pixel_accuracy", pa.float64()), ("mean_iou", pa.float64()),
-        ("per_class_iou", pa.struct([(entry["name"], pa.float64()) for entry in classes])),
-        ("confusion", pa.list_(pa.list_(pa.int64())))]))]
-  return pa.schema([
-      ("uri", pa.string()), ("key", pa.string()), ("mask", pa.string()), ("width", pa.int32()),
-      ("height", pa.int32()), ("pixels", pa.int64()), ("pixel_size", pa.list_(pa.float64())),
-      ("pixel_size_source", pa.string()), ("area_unit", pa.string()), ("mean_confidence", pa.float64()),
+    extra = [
+      (
+        "truth",
+        pa.struct(
+          [
+            ("uri", pa.string()),
+            ("pixels", pa.int64()),
+            ("ignored", pa.int64()),
+            ("pixel_accuracy", pa.float64()),
+            ("mean_iou", pa.float64()),
+            ("per_class_iou", pa.struct([(entry["name"], pa.float64()) for entry in classes])),
+            ("confusion", pa.list_(pa.list_(pa.int64()))),
+          ]
+        ),
+      )
+    ]
+  return pa.schema(
+    [
+      ("uri", pa.string()),
+      ("key", pa.string()),
+      ("mask", pa.string()),
+      ("width", pa.int32()),
+      ("height", pa.int32()),
+      ("pixels", pa.int64()),
+      ("pixel_size", pa.list_(pa.float64())),
+      ("pixel_size_source", pa.string()),
+      ("area_unit", pa.string()),
+      ("mean_confidence", pa.float64()),
       ("model", pa.struct([("name", pa.string()), ("version", pa.string())])),
       ("classes", pa.list_(class_type)),
-      ("ood", pa.struct([("flagged", pa.bool_()), ("reasons", pa.list_(pa.string())),
-                         ("band_mean", pa.list_(pa.float64())), ("band_std", pa.list_(pa.float64())),
-                         ("outside_fraction", pa.float64())])),
-  ] + extra)
+      (
+        "ood",
+        pa.struct(
+          [
+            ("flagged", pa.bool_()),
+            ("reasons", pa.list_(pa.string())),
+            ("band_mean", pa.list_(pa.float64())),
+            ("band_std", pa.list_(pa.float64())),
+            ("outside_fraction", pa.float64()),
+          ]
+        ),
+      ),
+    ]
+    + extra
+  )
 
 
 class WriteStats(beam.PTransform):
@@ -347,15 +433,22 @@ class WriteStats(beam.PTransform):
   def expand(self, records):
     if self._format == "parquet":
       return records | "WriteParquet" >> beam.io.WriteToParquet(
-          self._prefix, _parquet_schema(self._classes, self._truth), file_name_suffix=".parquet", num_shards=1, shard_name_template="")
+        self._prefix,
+        _parquet_schema(self._classes, self._truth),
+        file_name_suffix=".parquet",
+        num_shards=1,
+        shard_name_template="",
+      )
     if self._format == "csv":
       header = _csv_header(self._classes, self._truth)
       lines = records | "ToCsv" >> beam.Map(_csv_line, len(header))
       return lines | "WriteCsv" >> beam.io.WriteToText(
-          self._prefix, file_name_suffix=".csv", num_shards=1, shard_name_template="", header=",".join(header))
+        self._prefix, file_name_suffix=".csv", num_shards=1, shard_name_template="", header=",".join(header)
+      )
     lines = records | "ToJson" >> beam.Map(lambda r: json.dumps(r, ensure_ascii=False, sort_keys=True))
     return lines | "WriteJsonLines" >> beam.io.WriteToText(
-        self._prefix, file_name_suffix=".jsonl", num_shards=1, shard_name_template="")
+      self._prefix, file_name_suffix=".jsonl", num_shards=1, shard_name_template=""
+    )
 
 
 class WriteFailures(beam.PTransform):
@@ -366,10 +459,12 @@ class WriteFailures(beam.PTransform):
     self._prefix = join(output, "failures", "failures")
 
   def expand(self, failures):
-    return (failures
-            | "ToJson" >> beam.Map(lambda f: json.dumps(f.to_dict(), ensure_ascii=False, sort_keys=True))
-            | "WriteJsonLines" >> beam.io.WriteToText(
-                self._prefix, file_name_suffix=".jsonl", num_shards=1, shard_name_template=""))
+    return (
+      failures
+      | "ToJson" >> beam.Map(lambda f: json.dumps(f.to_dict(), ensure_ascii=False, sort_keys=True))
+      | "WriteJsonLines"
+      >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl", num_shards=1, shard_name_template="")
+    )
 
 
 def write_summary(summary: dict, output: str, run_info: dict, stats_files, failure_files):
@@ -377,9 +472,17 @@ def write_summary(summary: dict, output: str, run_info: dict, stats_files, failu
   document = dict(summary)
   document.update(run_info)
   document["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-  document["outputs"] = {"masks": "masks/", "stats": sorted(stats_files), "failures": sorted(failure_files),
-                         "overlays": "overlays/" if run_info.get("options", {}).get("overlays") else None}
-  atomic_write(output, join(output, "summary.json"),
-               json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8"), "application/json")
+  document["outputs"] = {
+    "masks": "masks/",
+    "stats": sorted(stats_files),
+    "failures": sorted(failure_files),
+    "overlays": "overlays/" if run_info.get("options", {}).get("overlays") else None,
+  }
+  atomic_write(
+    output,
+    join(output, "summary.json"),
+    json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8"),
+    "application/json",
+  )
   remove_temp_dir(output)
   return document

@@ -8,6 +8,7 @@ rest of the pipeline's I/O works (Cloud Storage, the emulator, any Beam
 filesystem), and on Dataflow each worker VM downloads the model once instead
 of every load streaming it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,7 @@ def local_copy(directory: str, cache_root: str = None) -> str:
     return directory
   root = directory.rstrip("/")
   found = FileSystems.match([root + "/**"])[0].metadata_list
-  files = sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in found
-                 if not m.path.endswith("/"))
+  files = sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in found if not m.path.endswith("/"))
   if not files:
     raise ValueError(f"{directory} is empty or does not exist.")
   fingerprint = hashlib.sha256(repr((root, files)).encode("utf-8")).hexdigest()[:20]
@@ -54,11 +54,10 @@ def local_copy(directory: str, cache_root: str = None) -> str:
     partial = tempfile.mkdtemp(prefix=fingerprint + ".partial-", dir=cache_root)
     try:
       for path, _, _ in files:
-        relative = path[len(root) + 1:]
+        relative = path[len(root) + 1 :]
         destination = os.path.join(partial, *relative.split("/"))
         os.makedirs(os.path.dirname(destination), exist_ok=True)
-        with FileSystems.open(path, compression_type="uncompressed") as source, \
-            open(destination, "wb") as sink:
+        with FileSystems.open(path, compression_type="uncompressed") as source, open(destination, "wb") as sink:
           shutil.copyfileobj(source, sink, length=8 << 20)
       try:
         os.rename(partial, target)

@@ -4,6 +4,7 @@ Per-class pixel counts come from the tiles' own bincounts (computed where the
 float confidence still exists), so the record and the written mask are two
 independent views of the same result that tests can compare.
 """
+
 from typing import List, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -28,9 +29,15 @@ def resolve_pixel_size(mask_pixel_size: Optional[Tuple[float, float]], flag_pixe
   return None, None
 
 
-def image_record(mask: ImageMask, classes: Sequence[dict], model: dict, mask_path: str,
-                 flag_pixel_size: Optional[float] = None, pixel_unit: str = "m",
-                 ood_rule: Optional[ood.OodRule] = None) -> dict:
+def image_record(
+  mask: ImageMask,
+  classes: Sequence[dict],
+  model: dict,
+  mask_path: str,
+  flag_pixel_size: Optional[float] = None,
+  pixel_unit: str = "m",
+  ood_rule: Optional[ood.OodRule] = None,
+) -> dict:
   """The statistics record of one image (JSON-ready; the schema of stats/).
 
   With ``ood_rule`` the record gains ``ood`` (``transforms.ood``).
@@ -42,28 +49,30 @@ def image_record(mask: ImageMask, classes: Sequence[dict], model: dict, mask_pat
   for entry in classes:
     count = int(mask.class_pixels[entry["id"]])
     conf_sum = float(mask.class_confidence[entry["id"]])
-    per_class.append({
+    per_class.append(
+      {
         "id": int(entry["id"]),
         "name": entry["name"],
         "pixels": count,
         "fraction": count / total,
         "area": count * pixel_area if pixel_area is not None else None,
         "mean_confidence": conf_sum / count if count else None,
-    })
+      }
+    )
   mean_confidence = float(sum(mask.class_confidence)) / total
   record = {
-      "uri": mask.uri,
-      "key": mask.key,
-      "mask": mask_path,
-      "width": int(mask.width),
-      "height": int(mask.height),
-      "pixels": int(total),
-      "pixel_size": list(pixel_size) if pixel_size else None,
-      "pixel_size_source": source,
-      "area_unit": f"{pixel_unit}^2" if pixel_size else None,
-      "mean_confidence": mean_confidence,
-      "model": {"name": model.get("name"), "version": model.get("version")},
-      "classes": per_class,
+    "uri": mask.uri,
+    "key": mask.key,
+    "mask": mask_path,
+    "width": int(mask.width),
+    "height": int(mask.height),
+    "pixels": int(total),
+    "pixel_size": list(pixel_size) if pixel_size else None,
+    "pixel_size_source": source,
+    "area_unit": f"{pixel_unit}^2" if pixel_size else None,
+    "mean_confidence": mean_confidence,
+    "model": {"name": model.get("name"), "version": model.get("version")},
+    "classes": per_class,
   }
   if ood_rule is not None:
     record["ood"] = ood_rule.check(mask.ood, mean_confidence)
@@ -95,11 +104,25 @@ class RunSummaryFn(beam.CombineFn):
 
   def create_accumulator(self):
     n = len(self._classes)
-    return {"read": 0, "segmented": 0, "failed": 0, REUSED: 0, "failed_by_stage": {}, "pixels": 0,
-            "class_pixels": [0] * n, "class_area": [0.0] * n, "class_confidence": [0.0] * n,
-            "images_with_area": 0, "area_units": [],
-            "truth_images": 0, TRUTH_UNMATCHED: 0, "truth_confusion": [[0] * n for _ in range(n)],
-            "ood_checked": 0, "ood_flagged": 0, "ood_keys": []}
+    return {
+      "read": 0,
+      "segmented": 0,
+      "failed": 0,
+      REUSED: 0,
+      "failed_by_stage": {},
+      "pixels": 0,
+      "class_pixels": [0] * n,
+      "class_area": [0.0] * n,
+      "class_confidence": [0.0] * n,
+      "images_with_area": 0,
+      "area_units": [],
+      "truth_images": 0,
+      TRUTH_UNMATCHED: 0,
+      "truth_confusion": [[0] * n for _ in range(n)],
+      "ood_checked": 0,
+      "ood_flagged": 0,
+      "ood_keys": [],
+    }
 
   def add_input(self, acc, event):
     kind, payload = event
@@ -129,7 +152,7 @@ class RunSummaryFn(beam.CombineFn):
         acc["ood_checked"] += 1
         if payload["ood"].get("flagged"):
           acc["ood_flagged"] += 1
-          acc["ood_keys"] = sorted(acc["ood_keys"] + [payload["key"]])[:ood.MAX_LISTED]
+          acc["ood_keys"] = sorted(acc["ood_keys"] + [payload["key"]])[: ood.MAX_LISTED]
       if payload.get("truth"):
         acc["truth_images"] += 1
         for row, counts in zip(acc["truth_confusion"], payload["truth"]["confusion"]):
@@ -141,17 +164,28 @@ class RunSummaryFn(beam.CombineFn):
     accumulators = list(accumulators)
     merged = self.create_accumulator()
     for acc in accumulators:
-      for field in ("read", "segmented", "failed", REUSED, "pixels", "images_with_area", "truth_images",
-                    TRUTH_UNMATCHED, "ood_checked", "ood_flagged"):
+      for field in (
+        "read",
+        "segmented",
+        "failed",
+        REUSED,
+        "pixels",
+        "images_with_area",
+        "truth_images",
+        TRUTH_UNMATCHED,
+        "ood_checked",
+        "ood_flagged",
+      ):
         merged[field] += acc[field]
       for stage, count in acc["failed_by_stage"].items():
         merged["failed_by_stage"][stage] = merged["failed_by_stage"].get(stage, 0) + count
       for field in ("class_pixels", "class_area", "class_confidence"):
         merged[field] = [a + b for a, b in zip(merged[field], acc[field])]
       merged["area_units"] += [u for u in acc["area_units"] if u not in merged["area_units"]]
-      merged["ood_keys"] = sorted(merged["ood_keys"] + acc["ood_keys"])[:ood.MAX_LISTED]
-      merged["truth_confusion"] = [[a + b for a, b in zip(mine, theirs)]
-                                   for mine, theirs in zip(merged["truth_confusion"], acc["truth_confusion"])]
+      merged["ood_keys"] = sorted(merged["ood_keys"] + acc["ood_keys"])[: ood.MAX_LISTED]
+      merged["truth_confusion"] = [
+        [a + b for a, b in zip(mine, theirs)] for mine, theirs in zip(merged["truth_confusion"], acc["truth_confusion"])
+      ]
     return merged
 
   def extract_output(self, acc):
@@ -159,26 +193,34 @@ class RunSummaryFn(beam.CombineFn):
     classes: List[dict] = []
     for i, entry in enumerate(self._classes):
       pixels = acc["class_pixels"][i]
-      classes.append({
-          "id": entry["id"], "name": entry["name"], "pixels": pixels,
+      classes.append(
+        {
+          "id": entry["id"],
+          "name": entry["name"],
+          "pixels": pixels,
           "fraction": pixels / total if total else 0.0,
           "area": acc["class_area"][i] if acc["images_with_area"] else None,
           "mean_confidence": acc["class_confidence"][i] / pixels if pixels else None,
-      })
+        }
+      )
     summary = {
-        "counts": {"read": acc["read"], "segmented": acc["segmented"], "failed": acc["failed"],
-                   REUSED: acc[REUSED]},
-        "failed_by_stage": dict(sorted(acc["failed_by_stage"].items())),
-        "pixels": total,
-        "images_with_area": acc["images_with_area"],
-        "area_unit": acc["area_units"][0] if len(acc["area_units"]) == 1 else (acc["area_units"] or None),
-        "classes": classes,
+      "counts": {"read": acc["read"], "segmented": acc["segmented"], "failed": acc["failed"], REUSED: acc[REUSED]},
+      "failed_by_stage": dict(sorted(acc["failed_by_stage"].items())),
+      "pixels": total,
+      "images_with_area": acc["images_with_area"],
+      "area_unit": acc["area_units"][0] if len(acc["area_units"]) == 1 else (acc["area_units"] or None),
+      "classes": classes,
     }
     if self._ood_rule is not None:
       summary["ood"] = ood.summarise(acc["ood_checked"], acc["ood_flagged"], acc["ood_keys"], self._ood_rule)
     if self._truth_patterns:
       summary["truth"] = run_truth(
-          acc["truth_confusion"], [entry["name"] for entry in self._classes], acc["truth_images"],
-          acc["segmented"] - acc["truth_images"], acc[TRUTH_UNMATCHED],
-          acc["failed_by_stage"].get(STAGE_TRUTH, 0), self._truth_patterns)
+        acc["truth_confusion"],
+        [entry["name"] for entry in self._classes],
+        acc["truth_images"],
+        acc["segmented"] - acc["truth_images"],
+        acc[TRUTH_UNMATCHED],
+        acc["failed_by_stage"].get(STAGE_TRUTH, 0),
+        self._truth_patterns,
+      )
     return summary

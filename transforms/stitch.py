@@ -8,6 +8,7 @@ pixel's class id exactly once, zlib-compressed (class maps shrink 10-50x at
 level 1 for a few ms per megapixel), which is what the local runner holds in
 memory and what Dataflow's shuffle bills.
 """
+
 import zlib
 
 import apache_beam as beam
@@ -55,10 +56,18 @@ class RouteTileResultsFn(beam.DoFn):
     elif result.error:
       yield beam.pvalue.TaggedOutput(FAILED, _failure(result, *result.error))
     else:
-      yield ImageMask(uri=result.uri, key=result.key, width=result.image_width, height=result.image_height,
-                      class_ids=result.class_ids, class_pixels=result.class_pixels,
-                      class_confidence=result.class_confidence, overlay=result.overlay,
-                      pixel_size=result.pixel_size, ood=result.ood)
+      yield ImageMask(
+        uri=result.uri,
+        key=result.key,
+        width=result.image_width,
+        height=result.image_height,
+        class_ids=result.class_ids,
+        class_pixels=result.class_pixels,
+        class_confidence=result.class_confidence,
+        overlay=result.overlay,
+        pixel_size=result.pixel_size,
+        ood=result.ood,
+      )
 
 
 class AssembleMaskFn(beam.DoFn):
@@ -73,12 +82,14 @@ class AssembleMaskFn(beam.DoFn):
     first = results[0]
     errors = [r.error for r in results if r.error]
     if errors:
-      yield beam.pvalue.TaggedOutput(FAILED, _failure(
-          first, errors[0][0], f"{len(errors)} of {first.count} tiles failed; first: {errors[0][1]}"))
+      yield beam.pvalue.TaggedOutput(
+        FAILED, _failure(first, errors[0][0], f"{len(errors)} of {first.count} tiles failed; first: {errors[0][1]}")
+      )
       return
     if [r.index for r in results] != list(range(first.count)):
-      yield beam.pvalue.TaggedOutput(FAILED, _failure(
-          first, "IncompleteTiles", f"got tiles {[r.index for r in results]} of {first.count}"))
+      yield beam.pvalue.TaggedOutput(
+        FAILED, _failure(first, "IncompleteTiles", f"got tiles {[r.index for r in results]} of {first.count}")
+      )
       return
     height, width = first.image_height, first.image_width
     class_ids = stitch(height, width, ((r.own_top, r.own_left, unpack(r.class_ids)) for r in results))
@@ -86,10 +97,18 @@ class AssembleMaskFn(beam.DoFn):
     if first.overlay is not None:
       overlay = stitch(height, width, ((r.own_top, r.own_left, r.overlay) for r in results), channels=3)
     self._stitched.inc()
-    yield ImageMask(uri=first.uri, key=first.key, width=width, height=height, class_ids=class_ids,
-                    class_pixels=np.sum([r.class_pixels for r in results], axis=0),
-                    class_confidence=np.sum([r.class_confidence for r in results], axis=0),
-                    overlay=overlay, pixel_size=first.pixel_size, ood=first.ood)
+    yield ImageMask(
+      uri=first.uri,
+      key=first.key,
+      width=width,
+      height=height,
+      class_ids=class_ids,
+      class_pixels=np.sum([r.class_pixels for r in results], axis=0),
+      class_confidence=np.sum([r.class_confidence for r in results], axis=0),
+      overlay=overlay,
+      pixel_size=first.pixel_size,
+      ood=first.ood,
+    )
 
 
 class StitchTiles(beam.PTransform):
@@ -103,10 +122,11 @@ class StitchTiles(beam.PTransform):
   """
 
   def expand(self, results):
-    routed = results | "RouteBySize" >> beam.ParDo(RouteTileResultsFn()).with_outputs(
-        MULTI_TILE, FAILED, main="masks")
-    stitched = (routed[MULTI_TILE]
-                | "GroupTilesByImage" >> beam.GroupByKey()
-                | "AssembleMasks" >> beam.ParDo(AssembleMaskFn()).with_outputs(FAILED, main="masks"))
+    routed = results | "RouteBySize" >> beam.ParDo(RouteTileResultsFn()).with_outputs(MULTI_TILE, FAILED, main="masks")
+    stitched = (
+      routed[MULTI_TILE]
+      | "GroupTilesByImage" >> beam.GroupByKey()
+      | "AssembleMasks" >> beam.ParDo(AssembleMaskFn()).with_outputs(FAILED, main="masks")
+    )
     failures = (routed[FAILED], stitched[FAILED]) | "InferenceFailures" >> beam.Flatten()
     return [routed.masks, stitched.masks], failures

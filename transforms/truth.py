@@ -13,6 +13,7 @@ computed from confusion matrices exactly as ``model/metrics.py`` does; the
 pipeline half may not import ``model/`` (docs/CONTRACTS.md), so the
 formulas are restated here and ``tests/test_truth.py`` checks both agree.
 """
+
 import io
 import posixpath
 from typing import Dict, List, Optional, Sequence
@@ -60,8 +61,10 @@ def read_truth(uri: str, width: int, height: int, num_classes: int) -> np.ndarra
     if image.size != (width, height):
       raise TruthError(f"truth mask {uri} is {image.size[0]}x{image.size[1]} but the image is {width}x{height}")
     if image.mode not in SINGLE_CHANNEL_MODES:
-      raise TruthError(f"truth mask {uri} is {image.mode}; it must hold one class id per pixel "
-                       "(greyscale, palette or 16-bit greyscale PNG)")
+      raise TruthError(
+        f"truth mask {uri} is {image.mode}; it must hold one class id per pixel "
+        "(greyscale, palette or 16-bit greyscale PNG)"
+      )
     try:
       labels = np.asarray(image)
     except Exception as exc:  # pylint: disable=broad-except  (truncated data surfaces here)
@@ -73,8 +76,10 @@ def read_truth(uri: str, width: int, height: int, num_classes: int) -> np.ndarra
   if labels.dtype.kind == "i":
     bad |= labels < 0
   if bad.any():
-    raise TruthError(f"truth mask {uri} has class id {int(labels[bad][0])} but the model has {num_classes} "
-                     f"classes (0-{num_classes - 1}; {IGNORE_LABEL} = ignore)")
+    raise TruthError(
+      f"truth mask {uri} has class id {int(labels[bad][0])} but the model has {num_classes} "
+      f"classes (0-{num_classes - 1}; {IGNORE_LABEL} = ignore)"
+    )
   return labels
 
 
@@ -114,12 +119,12 @@ def metrics(confusion, names: Sequence[str]) -> dict:
   present = ~np.isnan(iou)
   with np.errstate(invalid="ignore"):
     return {
-        "pixel_accuracy": _or_none(correct.sum() / total) if total else None,
-        "mean_accuracy": _or_none(np.nanmean(accuracy)) if (~np.isnan(accuracy)).any() else None,
-        "mean_iou": _or_none(np.nanmean(iou)) if present.any() else None,
-        "fw_iou": float((truth_pixels[present] / total * iou[present]).sum()) if total else None,
-        "per_class_iou": {name: _or_none(value) for name, value in zip(names, iou)},
-        "per_class_accuracy": {name: _or_none(value) for name, value in zip(names, accuracy)},
+      "pixel_accuracy": _or_none(correct.sum() / total) if total else None,
+      "mean_accuracy": _or_none(np.nanmean(accuracy)) if (~np.isnan(accuracy)).any() else None,
+      "mean_iou": _or_none(np.nanmean(iou)) if present.any() else None,
+      "fw_iou": float((truth_pixels[present] / total * iou[present]).sum()) if total else None,
+      "per_class_iou": {name: _or_none(value) for name, value in zip(names, iou)},
+      "per_class_accuracy": {name: _or_none(value) for name, value in zip(names, accuracy)},
     }
 
 
@@ -127,9 +132,15 @@ def image_truth(uri: str, labels: np.ndarray, predicted: np.ndarray, names: Sequ
   """The ``truth`` block of one image's stats record."""
   confusion = confusion_matrix(labels, predicted, len(names))
   scores = metrics(confusion, names)
-  return {"uri": uri, "pixels": int(confusion.sum()), "ignored": int(labels.size - confusion.sum()),
-          "pixel_accuracy": scores["pixel_accuracy"], "mean_iou": scores["mean_iou"],
-          "per_class_iou": scores["per_class_iou"], "confusion": confusion.tolist()}
+  return {
+    "uri": uri,
+    "pixels": int(confusion.sum()),
+    "ignored": int(labels.size - confusion.sum()),
+    "pixel_accuracy": scores["pixel_accuracy"],
+    "mean_iou": scores["mean_iou"],
+    "per_class_iou": scores["per_class_iou"],
+    "confusion": confusion.tolist(),
+  }
 
 
 def evaluate_mask(uri: str, predicted: np.ndarray, names: Sequence[str]) -> dict:
@@ -138,18 +149,34 @@ def evaluate_mask(uri: str, predicted: np.ndarray, names: Sequence[str]) -> dict
   return image_truth(uri, read_truth(uri, width, height, len(names)), predicted, names)
 
 
-def run_truth(confusion, names: Sequence[str], with_truth: int, without_truth: int, unmatched: int,
-              failed: int, patterns: Sequence[str]) -> dict:
+def run_truth(
+  confusion,
+  names: Sequence[str],
+  with_truth: int,
+  without_truth: int,
+  unmatched: int,
+  failed: int,
+  patterns: Sequence[str],
+) -> dict:
   """The run-level ``truth`` block of summary.json and evaluation.json (from the summed confusion)."""
   confusion = np.asarray(confusion, dtype=np.int64)
   scores = metrics(confusion, names)
-  return {"patterns": list(patterns), "images_with_truth": int(with_truth),
-          "images_without_truth": int(without_truth), "truth_files_unmatched": int(unmatched),
-          "images_failed": int(failed), "pixels": int(confusion.sum()),
-          "pixel_accuracy": scores["pixel_accuracy"], "mean_accuracy": scores["mean_accuracy"],
-          "mean_iou": scores["mean_iou"], "fw_iou": scores["fw_iou"],
-          "per_class_iou": scores["per_class_iou"], "per_class_accuracy": scores["per_class_accuracy"],
-          "classes": list(names), "confusion": confusion.tolist()}
+  return {
+    "patterns": list(patterns),
+    "images_with_truth": int(with_truth),
+    "images_without_truth": int(without_truth),
+    "truth_files_unmatched": int(unmatched),
+    "images_failed": int(failed),
+    "pixels": int(confusion.sum()),
+    "pixel_accuracy": scores["pixel_accuracy"],
+    "mean_accuracy": scores["mean_accuracy"],
+    "mean_iou": scores["mean_iou"],
+    "fw_iou": scores["fw_iou"],
+    "per_class_iou": scores["per_class_iou"],
+    "per_class_accuracy": scores["per_class_accuracy"],
+    "classes": list(names),
+    "confusion": confusion.tolist(),
+  }
 
 
 def truth_index(paths_by_pattern: Dict[str, List[str]]) -> Dict[str, str]:
@@ -175,13 +202,13 @@ class MatchTruth(beam.PTransform):
     self._patterns = list(patterns)
 
   def expand(self, pbegin):
-    matched = [pbegin
-               | f"MatchTruth{i}" >> fileio.MatchFiles(pattern)
-               | f"TruthStems{i}" >> beam.Map(lambda m, p: (truth_stem(m.path, p), m.path), pattern)
-               for i, pattern in enumerate(self._patterns)]
-    return (matched
-            | "AllTruth" >> beam.Flatten()
-            | "OneTruthPerStem" >> beam.CombinePerKey(_smallest))
+    matched = [
+      pbegin
+      | f"MatchTruth{i}" >> fileio.MatchFiles(pattern)
+      | f"TruthStems{i}" >> beam.Map(lambda m, p: (truth_stem(m.path, p), m.path), pattern)
+      for i, pattern in enumerate(self._patterns)
+    ]
+    return matched | "AllTruth" >> beam.Flatten() | "OneTruthPerStem" >> beam.CombinePerKey(_smallest)
 
 
 def _unmatched(joined):
@@ -199,6 +226,8 @@ class UnmatchedTruth(beam.PTransform):
 
   def expand(self, refs):
     stems = refs | "ImageStems" >> beam.Map(lambda ref: (stem(ref.key), None))
-    return ({"truth": self._truth, "images": stems}
-            | "JoinTruthToImages" >> beam.CoGroupByKey()
-            | "TruthWithoutImage" >> beam.FlatMap(_unmatched))
+    return (
+      {"truth": self._truth, "images": stems}
+      | "JoinTruthToImages" >> beam.CoGroupByKey()
+      | "TruthWithoutImage" >> beam.FlatMap(_unmatched)
+    )

@@ -6,6 +6,7 @@ explicit ``--worker_image`` the workers use the image this launcher was built
 for (``DECONVSEG_WORKER_IMAGE``, set by deploy/flex_template/Dockerfile), so a
 template and its workers always run the same code.
 """
+
 import os
 import sys
 
@@ -16,8 +17,7 @@ from pipeline.run import main
 def template_argv(argv):
   argv = flex_argv(argv)
   image = os.environ.get("DECONVSEG_WORKER_IMAGE")
-  if image and not any(arg.split("=", 1)[0] in ("--worker_image", "--sdk_container_image")
-                       for arg in argv):
+  if image and not any(arg.split("=", 1)[0] in ("--worker_image", "--sdk_container_image") for arg in argv):
     argv.append("--worker_image=" + image)
   return argv
 

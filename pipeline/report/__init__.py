@@ -21,14 +21,34 @@ The work is split the way data flows through it:
 - ``render``: the Jinja2 templates in ``templates/`` filled in;
 - ``cli``: ``python -m pipeline.report OUT [--out PATH] [--max_gallery N] [--thumbnail_size PX]``.
 """
+
 from pipeline.report.aggregate import FRACTION_BINS
 from pipeline.report.cli import main
 from pipeline.report.load import EVALUATION_FILE, SUMMARY_FILE
-from pipeline.report.render import (DEFAULT_MAX_GALLERY, DEFAULT_THUMBNAIL_SIZE, MAX_FAILURE_ROWS, MAX_FLAGGED_IMAGES,
-                                    MAX_MESSAGE_CHARS, MAX_WORST_IMAGES, REPORT_NAME, build_report, write_report)
+from pipeline.report.render import (
+  DEFAULT_MAX_GALLERY,
+  DEFAULT_THUMBNAIL_SIZE,
+  MAX_FAILURE_ROWS,
+  MAX_FLAGGED_IMAGES,
+  MAX_MESSAGE_CHARS,
+  MAX_WORST_IMAGES,
+  REPORT_NAME,
+  build_report,
+  write_report,
+)
 
 __all__ = [
-    "DEFAULT_MAX_GALLERY", "DEFAULT_THUMBNAIL_SIZE", "EVALUATION_FILE", "FRACTION_BINS", "MAX_FAILURE_ROWS",
-    "MAX_FLAGGED_IMAGES", "MAX_MESSAGE_CHARS", "MAX_WORST_IMAGES", "REPORT_NAME", "SUMMARY_FILE", "build_report",
-    "main", "write_report",
+  "DEFAULT_MAX_GALLERY",
+  "DEFAULT_THUMBNAIL_SIZE",
+  "EVALUATION_FILE",
+  "FRACTION_BINS",
+  "MAX_FAILURE_ROWS",
+  "MAX_FLAGGED_IMAGES",
+  "MAX_MESSAGE_CHARS",
+  "MAX_WORST_IMAGES",
+  "REPORT_NAME",
+  "SUMMARY_FILE",
+  "build_report",
+  "main",
+  "write_report",
 ]

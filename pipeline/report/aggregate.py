@@ -4,6 +4,7 @@ Totals, per-class fraction histograms and the image samples (gallery, worst
 images, flagged images) all use memory independent of the number of images,
 so a report of a million-image run costs what one of a hundred does.
 """
+
 import datetime
 import hashlib
 import heapq
@@ -13,8 +14,16 @@ from pipeline.report import load
 FRACTION_BINS = 50
 # Colours for classes when the run did not record a model card.
 FALLBACK_PALETTE = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+  (31, 119, 180),
+  (255, 127, 14),
+  (44, 160, 44),
+  (214, 39, 40),
+  (148, 103, 189),
+  (140, 86, 75),
+  (227, 119, 194),
+  (127, 127, 127),
+  (188, 189, 34),
+  (23, 190, 207),
 )
 
 
@@ -146,7 +155,7 @@ class FlaggedImages:
     self.checked += 1
     if record.ood.get("flagged"):
       self.flagged += 1
-      self._kept = sorted(self._kept + [record], key=lambda kept: kept.key)[:self.limit]
+      self._kept = sorted(self._kept + [record], key=lambda kept: kept.key)[: self.limit]
 
   def first(self):
     return list(self._kept)
@@ -180,8 +189,9 @@ def report_classes(card, run, stats):
     palette = load.mask_palette(stats.first_mask) if stats.first_mask else None
     for index, name in enumerate(run.totals or stats.pixels):
       class_id = run.class_ids.get(name, index)
-      color = (palette[class_id] if palette and class_id < len(palette)
-               else FALLBACK_PALETTE[class_id % len(FALLBACK_PALETTE)])
+      color = (
+        palette[class_id] if palette and class_id < len(palette) else FALLBACK_PALETTE[class_id % len(FALLBACK_PALETTE)]
+      )
       classes.append(load.ClassInfo(class_id, name, color))
   known = {info.name for info in classes}
   for name in list(stats.pixels) + list(stats.distributions):
@@ -217,9 +227,12 @@ def run_figures(run, stats, failures):
     counts["read"] = counts["segmented"] + counts["failed"]
   start, end = parse_time(run.start_time), parse_time(run.end_time)
   duration = (end - start).total_seconds() if start and end else None
-  return dict(counts, duration=duration,
-              throughput=counts["segmented"] / duration if duration and duration > 0 else None,
-              confidence=(stats.confidence_total / stats.confidence_images if stats.confidence_images else None))
+  return dict(
+    counts,
+    duration=duration,
+    throughput=counts["segmented"] / duration if duration and duration > 0 else None,
+    confidence=(stats.confidence_total / stats.confidence_images if stats.confidence_images else None),
+  )
 
 
 def pixels_of(totals, name):

@@ -5,6 +5,7 @@ SVG (and the confusion matrix into a shaded table), so every label passes
 through the template's escaping. Bars carry their exact value in
 ``data-value`` so tests and readers can check the picture against the data.
 """
+
 import dataclasses
 
 from pipeline.report.aggregate import FRACTION_BINS, pixels_of
@@ -12,11 +13,11 @@ from pipeline.report.aggregate import FRACTION_BINS, pixels_of
 
 @dataclasses.dataclass
 class Bar:
-  info: object      # load.ClassInfo
+  info: object  # load.ClassInfo
   pixels: float
-  share: float      # of all pixels
-  y: int            # top of the row
-  length: float     # bar length in px
+  share: float  # of all pixels
+  y: int  # top of the row
+  length: float  # bar length in px
 
 
 @dataclasses.dataclass
@@ -40,8 +41,15 @@ def bar_chart(classes, totals):
   all_pixels = sum(pixels_of(totals, info.name) for info in classes)
   for index, info in enumerate(classes):
     pixels = pixels_of(totals, info.name)
-    chart.bars.append(Bar(info, pixels, pixels / all_pixels if all_pixels else 0.0, 5 + index * chart.row,
-                          plot_width * pixels / largest if largest else 0.0))
+    chart.bars.append(
+      Bar(
+        info,
+        pixels,
+        pixels / all_pixels if all_pixels else 0.0,
+        5 + index * chart.row,
+        plot_width * pixels / largest if largest else 0.0,
+      )
+    )
   return chart
 
 

@@ -3,6 +3,7 @@
 The launcher writes ``OUT/report.html`` after local runs; this rebuilds it,
 e.g. after a Dataflow job or with another gallery size.
 """
+
 import argparse
 import logging
 import sys
@@ -12,14 +13,23 @@ from pipeline.report.render import DEFAULT_MAX_GALLERY, DEFAULT_THUMBNAIL_SIZE, 
 
 def main(argv=None):
   """Exit status 0 with the report's path on stdout; 2 when OUTPUT is not a run's output directory."""
-  parser = argparse.ArgumentParser(prog="python -m pipeline.report",
-                                   description="One self-contained HTML page that shows what a segmentation run did.")
+  parser = argparse.ArgumentParser(
+    prog="python -m pipeline.report", description="One self-contained HTML page that shows what a segmentation run did."
+  )
   parser.add_argument("output", help="the run's --output directory (local path or gs://...)")
   parser.add_argument("--out", help="where to write the report (default: OUTPUT/report.html)")
-  parser.add_argument("--max_gallery", type=int, default=DEFAULT_MAX_GALLERY,
-                      help="number of sample images in the gallery (default %(default)s)")
-  parser.add_argument("--thumbnail_size", type=int, default=DEFAULT_THUMBNAIL_SIZE,
-                      help="longest edge of gallery thumbnails in pixels (default %(default)s)")
+  parser.add_argument(
+    "--max_gallery",
+    type=int,
+    default=DEFAULT_MAX_GALLERY,
+    help="number of sample images in the gallery (default %(default)s)",
+  )
+  parser.add_argument(
+    "--thumbnail_size",
+    type=int,
+    default=DEFAULT_THUMBNAIL_SIZE,
+    help="longest edge of gallery thumbnails in pixels (default %(default)s)",
+  )
   args = parser.parse_args(argv)
   if args.max_gallery < 0 or args.thumbnail_size < 16:
     parser.error("--max_gallery must be >= 0 and --thumbnail_size >= 16")

@@ -6,6 +6,7 @@ them: files through ``FileSystems``, TFRecord inputs (``<shard>#<index>``)
 out of their shard with ``transforms.read``'s reader, which needs no
 TensorFlow import.
 """
+
 import base64
 import dataclasses
 import io
@@ -28,8 +29,8 @@ OVERLAY_ALPHA = 0.5
 @dataclasses.dataclass
 class GalleryItem:
   record: load.ImageRecord
-  image_uri: str       # data URI of the source thumbnail, or "" when it could not be read
-  overlay_uri: str     # mask blended over the source, or the mask alone
+  image_uri: str  # data URI of the source thumbnail, or "" when it could not be read
+  overlay_uri: str  # mask blended over the source, or the mask alone
   note: str
 
 
@@ -126,8 +127,9 @@ def gallery_item(record, table, size, image_feature, spec=DEFAULT_SPEC):
     if source is None:
       raise ValueError("no source URI in the stats record")
   except Exception as error:  # pylint: disable=broad-except
-    return GalleryItem(record, "", data_uri(mask, "PNG"),
-                       f"source unreadable ({type(error).__name__}: {error}); showing the mask only")
+    return GalleryItem(
+      record, "", data_uri(mask, "PNG"), f"source unreadable ({type(error).__name__}: {error}); showing the mask only"
+    )
   mask = mask.resize(source.size, Image.NEAREST)
   overlay = Image.blend(source, mask, OVERLAY_ALPHA)
   return GalleryItem(record, data_uri(source, "JPEG"), data_uri(overlay, "JPEG"), "")

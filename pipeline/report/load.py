@@ -11,6 +11,7 @@ read runs with these same functions.
 A damaged input never stops the report: readers append a sentence to a
 ``problems`` list, which the page shows as warnings.
 """
+
 import csv
 import dataclasses
 import io
@@ -48,13 +49,13 @@ class ClassTotal:
 class RunSummary:
   """The parts of ``summary.json`` the report shows."""
 
-  counts: dict              # "read" / "segmented" / "failed" -> int or None
+  counts: dict  # "read" / "segmented" / "failed" -> int or None
   start_time: str
   end_time: str
-  totals: dict              # class name -> ClassTotal, in class order
-  class_ids: dict           # class name -> id
+  totals: dict  # class name -> ClassTotal, in class order
+  class_ids: dict  # class name -> id
   area_unit: str
-  model: dict               # {"name", "version", "path"}
+  model: dict  # {"name", "version", "path"}
   stats_format: str
   tfrecord_image_feature: str
   stats_files: list
@@ -69,13 +70,13 @@ class ImageRecord:
   uri: str
   width: int
   height: int
-  pixels: dict          # class name -> pixel count
-  fractions: dict       # class name -> fraction of the image
-  areas: dict           # class name -> area in physical units (only when a pixel size was known)
+  pixels: dict  # class name -> pixel count
+  fractions: dict  # class name -> fraction of the image
+  areas: dict  # class name -> area in physical units (only when a pixel size was known)
   mean_confidence: float
   mask_path: str
-  truth: dict = None    # the record's ``truth`` block (--truth): pixel_accuracy, mean_iou, ...
-  ood: dict = None      # the record's ``ood`` block: flagged, reasons, band_mean, band_std
+  truth: dict = None  # the record's ``truth`` block (--truth): pixel_accuracy, mean_iou, ...
+  ood: dict = None  # the record's ``ood`` block: flagged, reasons, band_mean, band_std
 
 
 @dataclasses.dataclass
@@ -105,19 +106,22 @@ def run_summary(summary):
   entries = [entry for entry in summary.get("classes") or [] if isinstance(entry, dict)]
   unit = summary.get("area_unit")
   return RunSummary(
-      counts={name: number(counts.get(name)) for name in ("read", "segmented", "failed")},
-      start_time=summary.get("start_time"),
-      end_time=summary.get("end_time"),
-      totals={str(entry.get("name")): ClassTotal(number(entry.get("pixels"), 0.0), number(entry.get("area")),
-                                                 number(entry.get("mean_confidence")))
-              for entry in entries},
-      class_ids={str(entry.get("name")): int(number(entry.get("id"), index)) for index, entry in enumerate(entries)},
-      area_unit=unit if isinstance(unit, str) else (", ".join(map(str, unit)) if unit else None),
-      model=_dict(summary.get("model")),
-      stats_format=options.get("stats_format"),
-      tfrecord_image_feature=options.get("tfrecord_image_feature") or "image/encoded",
-      stats_files=[str(path) for path in outputs.get("stats") or []],
-      failure_files=[str(path) for path in outputs.get("failures") or []],
+    counts={name: number(counts.get(name)) for name in ("read", "segmented", "failed")},
+    start_time=summary.get("start_time"),
+    end_time=summary.get("end_time"),
+    totals={
+      str(entry.get("name")): ClassTotal(
+        number(entry.get("pixels"), 0.0), number(entry.get("area")), number(entry.get("mean_confidence"))
+      )
+      for entry in entries
+    },
+    class_ids={str(entry.get("name")): int(number(entry.get("id"), index)) for index, entry in enumerate(entries)},
+    area_unit=unit if isinstance(unit, str) else (", ".join(map(str, unit)) if unit else None),
+    model=_dict(summary.get("model")),
+    stats_format=options.get("stats_format"),
+    tfrecord_image_feature=options.get("tfrecord_image_feature") or "image/encoded",
+    stats_files=[str(path) for path in outputs.get("stats") or []],
+    failure_files=[str(path) for path in outputs.get("failures") or []],
   )
 
 
@@ -125,8 +129,9 @@ def card_classes(card):
   classes = []
   for index, entry in enumerate(card.get("classes") or []):
     if isinstance(entry, dict) and isinstance(entry.get("color"), (list, tuple)):
-      classes.append(ClassInfo(int(entry.get("id", index)), str(entry.get("name", index)),
-                               tuple(int(c) for c in entry["color"][:3])))
+      classes.append(
+        ClassInfo(int(entry.get("id", index)), str(entry.get("name", index)), tuple(int(c) for c in entry["color"][:3]))
+      )
   return classes
 
 
@@ -150,9 +155,11 @@ def image_record(raw, output_dir):
     per_class = {str(entry.get("name")): entry for entry in classes if isinstance(entry, dict)}
   else:  # CSV: one "<class>_<column>" group of columns per class.
     suffix = "_fraction"
-    per_class = {column[:-len(suffix)]: {name: raw.get(f"{column[:-len(suffix)]}_{name}")
-                                         for name in CSV_CLASS_COLUMNS}
-                 for column in raw if column.endswith(suffix)}
+    per_class = {
+      column[: -len(suffix)]: {name: raw.get(f"{column[: -len(suffix)]}_{name}") for name in CSV_CLASS_COLUMNS}
+      for column in raw
+      if column.endswith(suffix)
+    }
   total = width * height
   pixels, fractions, areas = {}, {}, {}
   for name, entry in per_class.items():
@@ -162,17 +169,17 @@ def image_record(raw, output_dir):
     if number(entry.get("area")) is not None:
       areas[name] = number(entry.get("area"))
   return ImageRecord(
-      key=key,
-      uri=str(raw.get("uri") or ""),
-      width=width,
-      height=height,
-      pixels=pixels,
-      fractions=fractions,
-      areas=areas,
-      mean_confidence=number(raw.get("mean_confidence")),
-      mask_path=resolve(output_dir, str(raw.get("mask") or f"masks/{key}.png")),
-      truth=record_truth(raw),
-      ood=record_ood(raw),
+    key=key,
+    uri=str(raw.get("uri") or ""),
+    width=width,
+    height=height,
+    pixels=pixels,
+    fractions=fractions,
+    areas=areas,
+    mean_confidence=number(raw.get("mean_confidence")),
+    mask_path=resolve(output_dir, str(raw.get("mask") or f"masks/{key}.png")),
+    truth=record_truth(raw),
+    ood=record_ood(raw),
   )
 
 
@@ -195,16 +202,24 @@ def record_truth(raw):
     return truth
   if raw.get("truth.uri"):
     prefix = "truth.iou."
-    return {"uri": raw["truth.uri"], "pixel_accuracy": number(raw.get("truth.pixel_accuracy")),
-            "mean_iou": number(raw.get("truth.mean_iou")),
-            "per_class_iou": {column[len(prefix):]: number(value) for column, value in raw.items()
-                              if column.startswith(prefix)}}
+    return {
+      "uri": raw["truth.uri"],
+      "pixel_accuracy": number(raw.get("truth.pixel_accuracy")),
+      "mean_iou": number(raw.get("truth.mean_iou")),
+      "per_class_iou": {
+        column[len(prefix) :]: number(value) for column, value in raw.items() if column.startswith(prefix)
+      },
+    }
   return None
 
 
 def failure_record(raw):
-  return FailureRecord(uri=str(raw.get("uri", "")), stage=str(raw.get("stage", "")),
-                       error_type=str(raw.get("error_type", "")), message=str(raw.get("message", "")))
+  return FailureRecord(
+    uri=str(raw.get("uri", "")),
+    stage=str(raw.get("stage", "")),
+    error_type=str(raw.get("error_type", "")),
+    message=str(raw.get("message", "")),
+  )
 
 
 def join(base, *parts):
@@ -269,6 +284,7 @@ def iter_rows(paths, problems):
     try:
       if file_format == "parquet":
         import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+
         with FileSystems.open(path, compression_type="uncompressed") as handle:
           parquet_file = pq.ParquetFile(io.BytesIO(handle.read()))
           for batch in parquet_file.iter_batches(batch_size=1024):
@@ -306,8 +322,10 @@ def read_summary(output_dir, problems):
   """The parsed ``summary.json`` of a run, or ``{}`` (with the reason in ``problems``)."""
   path = join(output_dir, SUMMARY_FILE)
   if not exists(path):
-    problems.append(f"{SUMMARY_FILE} is missing: the run did not finish (it is written last); "
-                    "the figures below come from the stats and failure files found")
+    problems.append(
+      f"{SUMMARY_FILE} is missing: the run did not finish (it is written last); "
+      "the figures below come from the stats and failure files found"
+    )
     return {}
   try:
     summary = read_json(path)
@@ -332,16 +350,20 @@ def read_card(run, problems):
   try:
     card = read_json(join(str(path), CARD_FILE))
   except Exception as error:  # pylint: disable=broad-except
-    problems.append(f"model card {join(str(path), CARD_FILE)} not readable ({type(error).__name__}); "
-                    "class colours are taken from the masks and test metrics are not shown")
+    problems.append(
+      f"model card {join(str(path), CARD_FILE)} not readable ({type(error).__name__}); "
+      "class colours are taken from the masks and test metrics are not shown"
+    )
     return {}
   if not isinstance(card, dict):
     return {}
   for field in ("name", "version"):
     if run.model.get(field) is not None and card.get(field) != run.model.get(field):
-      problems.append(f"the model card at {path} is now {card.get('name')} {card.get('version')}, "
-                      f"not the run's {run.model.get('name')} {run.model.get('version')}; "
-                      "its metrics and colours are not shown")
+      problems.append(
+        f"the model card at {path} is now {card.get('name')} {card.get('version')}, "
+        f"not the run's {run.model.get('name')} {run.model.get('version')}; "
+        "its metrics and colours are not shown"
+      )
       return {}
   return card
 
@@ -359,8 +381,10 @@ def read_evaluation(output_dir, summary, problems):
   if not isinstance(evaluation, dict) or not isinstance(evaluation.get("truth"), dict):
     return None
   if evaluation.get("run_end_time") != summary.get("end_time"):
-    problems.append(f"{EVALUATION_FILE} scores an earlier run into this directory (ended "
-                    f"{evaluation.get('run_end_time')}); run python -m pipeline.evaluate again")
+    problems.append(
+      f"{EVALUATION_FILE} scores an earlier run into this directory (ended "
+      f"{evaluation.get('run_end_time')}); run python -m pipeline.evaluate again"
+    )
     return None
   return evaluation
 
@@ -372,4 +396,4 @@ def mask_palette(path):
       palette = mask.getpalette() if mask.mode == "P" else None
   except Exception:  # pylint: disable=broad-except
     return None
-  return [tuple(palette[i:i + 3]) for i in range(0, len(palette), 3)] if palette else None
+  return [tuple(palette[i : i + 3]) for i in range(0, len(palette), 3)] if palette else None

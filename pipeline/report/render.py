@@ -9,6 +9,7 @@ The page opens offline and can be mailed around: no scripts, no external CSS
 or fonts, charts are inline SVG and images are thumbnails inlined as ``data:``
 URIs. A Content-Security-Policy forbids anything else.
 """
+
 import datetime
 import html
 import logging
@@ -84,16 +85,23 @@ def _escape(value):
 
 
 ENVIRONMENT = jinja2.Environment(
-    loader=jinja2.PackageLoader("pipeline.report", "templates"),
-    autoescape=True,
-    finalize=_escape,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    undefined=jinja2.StrictUndefined,
+  loader=jinja2.PackageLoader("pipeline.report", "templates"),
+  autoescape=True,
+  finalize=_escape,
+  trim_blocks=True,
+  lstrip_blocks=True,
+  undefined=jinja2.StrictUndefined,
 )
-ENVIRONMENT.filters.update(count=format_count, number=format_number, fixed=format_fixed, percent=format_percent,
-                           duration=format_duration, bytes=format_bytes, num=load.number,
-                           rgb=lambda color: "rgb({},{},{})".format(*color))
+ENVIRONMENT.filters.update(
+  count=format_count,
+  number=format_number,
+  fixed=format_fixed,
+  percent=format_percent,
+  duration=format_duration,
+  bytes=format_bytes,
+  num=load.number,
+  rgb=lambda color: "rgb({},{},{})".format(*color),
+)
 
 
 def _model_rows(model, card):
@@ -104,14 +112,19 @@ def _model_rows(model, card):
   rows = [("Model", name or "–"), ("Version", version or "–")]
   architecture = card.get("architecture") if isinstance(card.get("architecture"), dict) else {}
   if architecture:
-    rows.append(("Architecture", " / ".join(str(architecture[key]) for key in ("variant", "encoder")
-                                            if key in architecture)))
+    rows.append(
+      ("Architecture", " / ".join(str(architecture[key]) for key in ("variant", "encoder") if key in architecture))
+    )
   trained_on = card.get("trained_on") if isinstance(card.get("trained_on"), dict) else {}
   if trained_on.get("dataset"):
     rows.append(("Trained on", trained_on["dataset"]))
   test = load.card_test_metrics(card)
-  for key, label in (("pixel_accuracy", "Test pixel accuracy"), ("mean_accuracy", "Test mean accuracy"),
-                     ("mean_iou", "Test mean IoU"), ("fw_iou", "Test frequency-weighted IoU")):
+  for key, label in (
+    ("pixel_accuracy", "Test pixel accuracy"),
+    ("mean_accuracy", "Test mean accuracy"),
+    ("mean_iou", "Test mean IoU"),
+    ("fw_iou", "Test frequency-weighted IoU"),
+  ):
     if load.number(test.get(key)) is not None:
       rows.append((label, f"{float(test[key]):.3f}"))
   if test.get("images"):
@@ -124,12 +137,11 @@ def _model_rows(model, card):
 def _summary(run, stats, failures, card, problems):
   figures = aggregate.run_figures(run, stats, failures)
   cards = [
-      ("read", format_count(figures["read"]), "inputs read"),
-      ("segmented", format_count(figures["segmented"]), "images segmented"),
-      ("failed", format_count(figures["failed"]), "inputs failed"),
-      ("duration", format_duration(figures["duration"]), "duration"),
-      ("throughput", "–" if figures["throughput"] is None else f"{figures['throughput']:.2f}/s",
-       "images per second"),
+    ("read", format_count(figures["read"]), "inputs read"),
+    ("segmented", format_count(figures["segmented"]), "images segmented"),
+    ("failed", format_count(figures["failed"]), "inputs failed"),
+    ("duration", format_duration(figures["duration"]), "duration"),
+    ("throughput", "–" if figures["throughput"] is None else f"{figures['throughput']:.2f}/s", "images per second"),
   ]
   if figures["confidence"] is not None:
     cards.append(("confidence", f"{figures['confidence']:.3f}", "mean pixel confidence"))
@@ -141,12 +153,13 @@ def _classes(classes, totals, area_unit, card):
   all_pixels = sum(aggregate.pixels_of(totals, info.name) for info in classes)
   recorded = [totals[info.name] for info in classes if totals.get(info.name)]
   return {
-      "rows": [(info, totals.get(info.name) or load.ClassTotal(0.0)) for info in classes],
-      "all_pixels": all_pixels, "area_unit": area_unit or "units",
-      "has_area": any(total.area is not None for total in recorded),
-      "has_confidence": any(total.mean_confidence is not None for total in recorded),
-      "iou": iou if isinstance(iou, dict) else {},
-      "chart": charts.bar_chart(classes, totals) if all_pixels else None,
+    "rows": [(info, totals.get(info.name) or load.ClassTotal(0.0)) for info in classes],
+    "all_pixels": all_pixels,
+    "area_unit": area_unit or "units",
+    "has_area": any(total.area is not None for total in recorded),
+    "has_confidence": any(total.mean_confidence is not None for total in recorded),
+    "iou": iou if isinstance(iou, dict) else {},
+    "chart": charts.bar_chart(classes, totals) if all_pixels else None,
   }
 
 
@@ -162,17 +175,27 @@ def _drift(drift, classes):
       continue
     name = str(entry.get("name"))
     change = load.number(entry.get("change_pp"))
-    rows.append({
-        "name": name, "flagged": name in flagged, "colour": colours.get(name),
+    rows.append(
+      {
+        "name": name,
+        "flagged": name in flagged,
+        "colour": colours.get(name),
         "reasons": ", ".join(map(str, entry.get("flagged_by") or [])) or "–",
-        "cells": [format_percent(load.number(entry.get("previous_share")), 2),
-                  format_percent(load.number(entry.get("current_share")), 2),
-                  "–" if change is None else f"{change:+.2f} pp",
-                  format_fixed(load.number(entry.get("psi"))), format_fixed(load.number(entry.get("ks")))]})
-  rule = (f"A class is flagged when its share of all pixels moved by more than "
-          f"{100 * (load.number(drift.get('threshold')) or 0.0):g} percentage points, or when the PSI of its "
-          f"per-image fractions ({drift.get('psi_bins')} bins) is above {drift.get('psi_threshold')} and above "
-          f"sampling noise ({format_fixed(load.number(drift.get('psi_noise_level')))} for these image counts).")
+        "cells": [
+          format_percent(load.number(entry.get("previous_share")), 2),
+          format_percent(load.number(entry.get("current_share")), 2),
+          "–" if change is None else f"{change:+.2f} pp",
+          format_fixed(load.number(entry.get("psi"))),
+          format_fixed(load.number(entry.get("ks"))),
+        ],
+      }
+    )
+  rule = (
+    f"A class is flagged when its share of all pixels moved by more than "
+    f"{100 * (load.number(drift.get('threshold')) or 0.0):g} percentage points, or when the PSI of its "
+    f"per-image fractions ({drift.get('psi_bins')} bins) is above {drift.get('psi_threshold')} and above "
+    f"sampling noise ({format_fixed(load.number(drift.get('psi_noise_level')))} for these image counts)."
+  )
   images = drift.get("images") if isinstance(drift.get("images"), dict) else {}
   return {"drift": drift, "images": images, "flagged": sorted(flagged), "rows": rows, "rule": rule}
 
@@ -180,10 +203,16 @@ def _drift(drift, classes):
 def _ood(rule, flagged, items):
   """Flagged images, with why and a thumbnail; the rule and any check the card could not support."""
   rule = rule if isinstance(rule, dict) else {}
-  thresholds = "; ".join(f"{name} {rule[name]}" for name in ("min_confidence", "outside_limit")
-                         if rule.get(name) is not None)
-  return {"rule": rule, "thresholds": thresholds, "flagged": flagged, "thumbnails": items,
-          "more": f" (the first {len(items)} by key)" if flagged.flagged > len(items) else ""}
+  thresholds = "; ".join(
+    f"{name} {rule[name]}" for name in ("min_confidence", "outside_limit") if rule.get(name) is not None
+  )
+  return {
+    "rule": rule,
+    "thresholds": thresholds,
+    "flagged": flagged,
+    "thumbnails": items,
+    "more": f" (the first {len(items)} by key)" if flagged.flagged > len(items) else "",
+  }
 
 
 def ood_section(rule, flagged, items):
@@ -194,17 +223,19 @@ def ood_section(rule, flagged, items):
 def _mask_href(output_dir, record):
   """The mask relative to the report (which sits in OUT), else its full path."""
   prefix = output_dir.rstrip("/") + "/"
-  return record.mask_path[len(prefix):] if record.mask_path.startswith(prefix) else record.mask_path
+  return record.mask_path[len(prefix) :] if record.mask_path.startswith(prefix) else record.mask_path
 
 
 def _truth(truth, source, items, classes, output_dir):
   per_class = truth.get("per_class_iou") if isinstance(truth.get("per_class_iou"), dict) else {}
   confusion = truth.get("confusion")
   return {
-      "truth": truth, "source": source, "per_class": per_class,
-      "confusion": charts.confusion_rows(confusion, classes) if isinstance(confusion, list) and confusion else None,
-      "names": [info.name for info in classes],
-      "thumbnails": [(item, _mask_href(output_dir, item.record)) for item in items],
+    "truth": truth,
+    "source": source,
+    "per_class": per_class,
+    "confusion": charts.confusion_rows(confusion, classes) if isinstance(confusion, list) and confusion else None,
+    "names": [info.name for info in classes],
+    "thumbnails": [(item, _mask_href(output_dir, item.record)) for item in items],
   }
 
 
@@ -217,12 +248,21 @@ def _gallery(items, stats):
 
 
 def _failures(failures):
-  messages = [failure.message if len(failure.message) <= MAX_MESSAGE_CHARS
-              else failure.message[:MAX_MESSAGE_CHARS] + " …" for failure in failures.rows]
-  shown = (f"showing the first {len(failures.rows):,} of {failures.total:,}"
-           if failures.total > len(failures.rows) else f"{failures.total:,}")
-  return {"total": failures.total, "kinds": failures.kinds(), "rows": list(zip(failures.rows, messages)),
-          "shown": shown}
+  messages = [
+    failure.message if len(failure.message) <= MAX_MESSAGE_CHARS else failure.message[:MAX_MESSAGE_CHARS] + " …"
+    for failure in failures.rows
+  ]
+  shown = (
+    f"showing the first {len(failures.rows):,} of {failures.total:,}"
+    if failures.total > len(failures.rows)
+    else f"{failures.total:,}"
+  )
+  return {
+    "total": failures.total,
+    "kinds": failures.kinds(),
+    "rows": list(zip(failures.rows, messages)),
+    "shown": shown,
+  }
 
 
 def _io(moved):
@@ -231,19 +271,29 @@ def _io(moved):
     return None
   shuffle = moved.get("shuffle") if isinstance(moved.get("shuffle"), dict) else {}
   written = moved.get("written_bytes") if isinstance(moved.get("written_bytes"), dict) else {}
-  labels = (("refs", "de-duplicating GroupByKey: image refs (incl. TFRecord image bytes)"),
-            ("tfrecord_payloads", "… of which TFRecord image bytes"),
-            ("stitch_masks", "stitch GroupByKey: tile class-id crops"),
-            ("stitch_overlays", "stitch GroupByKey: tile overlay crops"))
+  labels = (
+    ("refs", "de-duplicating GroupByKey: image refs (incl. TFRecord image bytes)"),
+    ("tfrecord_payloads", "… of which TFRecord image bytes"),
+    ("stitch_masks", "stitch GroupByKey: tile class-id crops"),
+    ("stitch_overlays", "stitch GroupByKey: tile overlay crops"),
+  )
   rows = []
   for key, label in labels:
     entry = shuffle.get(key) if isinstance(shuffle.get(key), dict) else {}
     rows.append((label, format_bytes(entry.get("bytes")), format_count(load.number(entry.get("elements")))))
   rows.append(("shuffle total", format_bytes(shuffle.get("total_bytes")), None))
-  rows.append(("read (encoded images)", format_bytes(moved.get("read_bytes")),
-               format_count(load.number(moved.get("images_read")))))
-  parts = ", ".join(f"{name} {format_bytes(written.get(name))}" for name in ("masks", "overlays", "stats", "failures")
-                    if load.number(written.get(name)))
+  rows.append(
+    (
+      "read (encoded images)",
+      format_bytes(moved.get("read_bytes")),
+      format_count(load.number(moved.get("images_read"))),
+    )
+  )
+  parts = ", ".join(
+    f"{name} {format_bytes(written.get(name))}"
+    for name in ("masks", "overlays", "stats", "failures")
+    if load.number(written.get(name))
+  )
   rows.append((f"written ({parts})" if parts else "written", format_bytes(written.get("total")), None))
   return {"source": moved.get("source") or "Beam metrics", "rows": rows}
 
@@ -256,8 +306,9 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
   run = load.run_summary(summary)
   stats_files, failure_files = load.stats_files(output_dir, run), load.failure_files(output_dir, run)
   if not (run.counts["read"] is not None or stats_files or failure_files):
-    raise FileNotFoundError(f"{output_dir} has no {load.SUMMARY_FILE}, stats or failures files: "
-                            "it is not the --output of a deconvseg run")
+    raise FileNotFoundError(
+      f"{output_dir} has no {load.SUMMARY_FILE}, stats or failures files: it is not the --output of a deconvseg run"
+    )
   card = load.read_card(run, problems)
 
   evaluation = load.read_evaluation(output_dir, summary, problems)
@@ -292,27 +343,34 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
     return [gallery.gallery_item(record, table, size, run.tfrecord_image_feature, spec) for record in records]
 
   context = {
-      "output_dir": output_dir,
-      "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-      "classes": classes,
-      "summary": _summary(run, stats, failures, card, problems),
-      "class_areas": _classes(classes, totals, run.area_unit, card),
-      "drift": _drift(summary.get("drift"), classes),
-      "truth": (_truth(truth, source, thumbnails(worst.worst_first(), thumbnail_size // 2), classes, output_dir)
-                if isinstance(truth, dict) else None),
-      "ood": (_ood(summary.get("ood"), flagged, thumbnails(flagged.first(), thumbnail_size // 2))
-              if flagged.checked or isinstance(summary.get("ood"), dict) else None),
-      "fractions": {"images": stats.images,
-                    "chart": charts.distribution_chart(classes, stats.distributions) if stats.images else None},
-      "gallery": _gallery(thumbnails(stats.gallery(), thumbnail_size), stats),
-      "failures": _failures(failures),
-      "io": _io(summary.get("io")),
+    "output_dir": output_dir,
+    "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "classes": classes,
+    "summary": _summary(run, stats, failures, card, problems),
+    "class_areas": _classes(classes, totals, run.area_unit, card),
+    "drift": _drift(summary.get("drift"), classes),
+    "truth": (
+      _truth(truth, source, thumbnails(worst.worst_first(), thumbnail_size // 2), classes, output_dir)
+      if isinstance(truth, dict)
+      else None
+    ),
+    "ood": (
+      _ood(summary.get("ood"), flagged, thumbnails(flagged.first(), thumbnail_size // 2))
+      if flagged.checked or isinstance(summary.get("ood"), dict)
+      else None
+    ),
+    "fractions": {
+      "images": stats.images,
+      "chart": charts.distribution_chart(classes, stats.distributions) if stats.images else None,
+    },
+    "gallery": _gallery(thumbnails(stats.gallery(), thumbnail_size), stats),
+    "failures": _failures(failures),
+    "io": _io(summary.get("io")),
   }
   return ENVIRONMENT.get_template("report.html.j2").render(context)
 
 
-def write_report(output_dir, report_path=None, max_gallery=DEFAULT_MAX_GALLERY,
-                 thumbnail_size=DEFAULT_THUMBNAIL_SIZE):
+def write_report(output_dir, report_path=None, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEFAULT_THUMBNAIL_SIZE):
   """Write ``report.html`` for a finished run (default ``OUT/report.html``) and return its path."""
   report_path = report_path or load.join(output_dir, REPORT_NAME)
   document = build_report(output_dir, max_gallery=max_gallery, thumbnail_size=thumbnail_size)
