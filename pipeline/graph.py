@@ -19,7 +19,8 @@ from pipeline.options import RunConfig
 from transforms.decode import DecodeImages
 from transforms.inference import SegmentationModelHandler, TileAndSegment
 from transforms.read import ReadImages
-from transforms.sinks import DONE, FAILED, SkipExistingFn, WriteFailures, WriteMasksFn, WriteStats, write_summary
+from transforms.records import DONE, FAILED
+from transforms.sinks import SkipExistingFn, WriteFailures, WriteMasksFn, WriteStats, write_summary
 from transforms.statistics import FAILED as FAILED_EVENT
 from transforms.statistics import READ, REUSED, SEGMENTED, TRUTH_UNMATCHED, RunSummaryFn
 from transforms.stitch import StitchTiles

@@ -13,6 +13,7 @@ import logging
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.accounting import io_block
+from transforms.records import SUMMARY_FILE
 from transforms.sinks import atomic_write, join, remove_temp_dir
 
 _LOG = logging.getLogger("deconvseg")
@@ -44,7 +45,7 @@ def add_io(output: str, summary: dict, result) -> dict:
   summary = dict(summary, io=block)
   atomic_write(
     output,
-    join(output, "summary.json"),
+    join(output, SUMMARY_FILE),
     json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"),
     "application/json",
   )

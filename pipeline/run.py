@@ -33,6 +33,7 @@ from pipeline.options import RUNNER_ALIASES, OptionsError, help_parser, validate
 from pipeline.report import write_report
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
 from transforms.inference import drop_handed_over
+from transforms.records import SUMMARY_FILE
 
 _LOG = logging.getLogger("deconvseg")
 DEFAULT_RUNNER = "FnApiRunner"
@@ -62,7 +63,7 @@ def _with_default_runner(argv):
 
 
 def _read_summary(output):
-  with FileSystems.open(FileSystems.join(output, "summary.json"), compression_type="uncompressed") as handle:
+  with FileSystems.open(FileSystems.join(output, SUMMARY_FILE), compression_type="uncompressed") as handle:
     return json.loads(handle.read().decode("utf-8"))
 
 

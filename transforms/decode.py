@@ -28,10 +28,9 @@ from transforms.display import display_stretch
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.lookahead import LookaheadDoFn
 from transforms.ood import image_features
-from transforms.records import STAGE_DECODE, STAGE_READ, DecodedImage, failure_from_exception
+from transforms.records import FAILED, STAGE_DECODE, STAGE_READ, DecodedImage, failure_from_exception
 
 _LOG = logging.getLogger(__name__)
-FAILED = "failed"
 _EXIF_ORIENTATION = 0x0112
 _GEOTIFF_PIXEL_SCALE = 33550
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")

@@ -28,9 +28,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import accounting
-from transforms.records import STAGE_READ, Failure, ImageRef
+from transforms.records import FAILED, STAGE_READ, Failure, ImageRef
 
-FAILED = "failed"
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _GLOB_CHARS = "*?["
 _UNSAFE_CHARS = set('*?[]"<>|:')

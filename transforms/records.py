@@ -1,4 +1,6 @@
-"""Typed elements that flow between the pipeline's steps.
+"""The pipeline's schema: the elements between steps, their tags, the failure stages, the output layout.
+
+Every other module imports these names rather than spelling the strings.
 
 They are plain ``NamedTuple``s (pickled by Beam's fallback coder) so that the
 arrays inside stay numpy ``uint8`` (or the model's ``uint16``) end to end: no
@@ -17,6 +19,18 @@ STAGE_INFERENCE = "inference"
 STAGE_WRITE = "write"
 # The mask was made but its truth mask (--truth) cannot be compared with it.
 STAGE_TRUTH = "truth"
+
+# Tags of multi-output steps: the failure stream, and records of masks a run already has (--skip_existing).
+FAILED = "failed"
+DONE = "done"
+
+# The output layout under --output (docs/CONTRACTS.md).
+MASKS_DIR = "masks"
+OVERLAYS_DIR = "overlays"
+STATS_DIR = "stats"
+FAILURES_DIR = "failures"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
 
 
 class ImageRef(NamedTuple):

@@ -34,13 +34,23 @@ from PIL import Image, PngImagePlugin
 
 from transforms import accounting, progress
 from transforms.lookahead import LookaheadDoFn
-from transforms.records import STAGE_TRUTH, STAGE_WRITE, ImageRef, failure_from_exception
+from transforms.records import (
+  DONE,
+  FAILED,
+  FAILURES_DIR,
+  MASKS_DIR,
+  OVERLAYS_DIR,
+  STAGE_TRUTH,
+  STAGE_WRITE,
+  STATS_DIR,
+  SUMMARY_FILE,
+  ImageRef,
+  failure_from_exception,
+)
 from transforms.statistics import image_record
 from transforms.truth import TruthError, evaluate_mask, stem
 
 _LOG = logging.getLogger(__name__)
-FAILED = "failed"
-DONE = "done"
 STATS_CHUNK = "deconvseg:stats"
 TEMP_DIR = ".tmp"
 STATS_FORMATS = ("jsonl", "csv", "parquet")
@@ -60,11 +70,11 @@ def join(base: str, *parts: str) -> str:
 
 
 def mask_relpath(key: str) -> str:
-  return f"masks/{key}.png"
+  return f"{MASKS_DIR}/{key}.png"
 
 
 def overlay_path(output: str, key: str) -> str:
-  return join(output, "overlays", f"{key}.png")
+  return join(output, OVERLAYS_DIR, f"{key}.png")
 
 
 def _ensure_parent(path: str):
@@ -426,7 +436,7 @@ class WriteStats(beam.PTransform):
     self._truth = truth
     if stats_format not in STATS_FORMATS:
       raise ValueError(f"unknown stats format {stats_format!r}; use one of {', '.join(STATS_FORMATS)}")
-    self._prefix = join(output, "stats", "stats")
+    self._prefix = join(output, STATS_DIR, "stats")
     self._format = stats_format
     self._classes = list(classes)
 
@@ -456,7 +466,7 @@ class WriteFailures(beam.PTransform):
 
   def __init__(self, output: str):
     super().__init__()
-    self._prefix = join(output, "failures", "failures")
+    self._prefix = join(output, FAILURES_DIR, "failures")
 
   def expand(self, failures):
     return (
@@ -473,14 +483,14 @@ def write_summary(summary: dict, output: str, run_info: dict, stats_files, failu
   document.update(run_info)
   document["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
   document["outputs"] = {
-    "masks": "masks/",
+    "masks": f"{MASKS_DIR}/",
     "stats": sorted(stats_files),
     "failures": sorted(failure_files),
-    "overlays": "overlays/" if run_info.get("options", {}).get("overlays") else None,
+    "overlays": f"{OVERLAYS_DIR}/" if run_info.get("options", {}).get("overlays") else None,
   }
   atomic_write(
     output,
-    join(output, "summary.json"),
+    join(output, SUMMARY_FILE),
     json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8"),
     "application/json",
   )

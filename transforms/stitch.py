@@ -16,10 +16,9 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from transforms import accounting
-from transforms.records import STAGE_INFERENCE, Failure, ImageMask
+from transforms.records import FAILED, STAGE_INFERENCE, Failure, ImageMask
 from model.tiling import stitch
 
-FAILED = "failed"
 MULTI_TILE = "multi_tile"
 
 

@@ -22,10 +22,12 @@ import posixpath
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
-SUMMARY_FILE = "summary.json"
+from transforms import records
+
+SUMMARY_FILE = records.SUMMARY_FILE
 EVALUATION_FILE = "evaluation.json"  # written by pipeline.evaluate
 CARD_FILE = "card.json"
-STATS_PATTERN = "stats/stats.*"
+STATS_PATTERN = f"{records.STATS_DIR}/stats.*"
 FAILURES_PATTERN = "failures/failures.*"
 ROW_FORMATS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet"}
 CSV_CLASS_COLUMNS = ("pixels", "fraction", "area", "mean_confidence")  # "<class>_<column>"

@@ -19,10 +19,11 @@ import markupsafe
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.report import aggregate, charts, gallery, load
+from transforms import records
 
 LOGGER = logging.getLogger(__name__)
 
-REPORT_NAME = "report.html"
+REPORT_NAME = records.REPORT_FILE
 DEFAULT_MAX_GALLERY = 12
 DEFAULT_THUMBNAIL_SIZE = 256
 MAX_FAILURE_ROWS = 500
@@ -291,7 +292,7 @@ def _io(moved):
   )
   parts = ", ".join(
     f"{name} {format_bytes(written.get(name))}"
-    for name in ("masks", "overlays", "stats", "failures")
+    for name in (records.MASKS_DIR, records.OVERLAYS_DIR, records.STATS_DIR, records.FAILURES_DIR)
     if load.number(written.get(name))
   )
   rows.append((f"written ({parts})" if parts else "written", format_bytes(written.get("total")), None))
