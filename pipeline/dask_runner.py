@@ -22,10 +22,14 @@ This subclass keeps Beam's translations for Create, GroupByKey and Flatten
 and its options, client and result; it translates ParDo itself: outputs
 keep their tags and ``finish_bundle`` outputs, each consumer of a
 multi-output ParDo filters its own tag, side inputs are dask dependencies
-computed once per run, and every leaf bag is computed.
+computed once per run, every leaf bag is computed, and a worker process
+keeps its set-up DoFns between partitions (Beam's workers do the same), so
+a model is loaded once per worker, not once per partition.
 """
 
 import collections
+import threading
+import uuid
 
 import dask
 from apache_beam import DoFn, ParDo, pvalue
@@ -41,8 +45,45 @@ def _concat(partitions):
   return [element for partition in partitions for element in partition]
 
 
-def _run_bundle(elements, fn, label, window_fn, args, kwargs, side_specs, *side_values):
+# Set-up DoFn instances waiting for their next bundle in this worker process, per (run, step): Beam's
+# own workers reuse a DoFn across bundles, so setup() (a model load) runs once per instance, not per
+# partition. A bundle takes an idle instance or sets up the one it was sent; one at a time, so threads
+# of a worker never share an instance. A new run's first bundle tears the previous run's down.
+_IDLE = collections.defaultdict(list)
+_IDLE_RUN = [None]
+_IDLE_LOCK = threading.Lock()
+
+
+def _take_dofn(run_id, label, fn):
+  """(DoFn, needs_setup)."""
+  with _IDLE_LOCK:
+    if _IDLE_RUN[0] != run_id:
+      stale = [instance for instances in _IDLE.values() for instance in instances]
+      _IDLE.clear()
+      _IDLE_RUN[0] = run_id
+    else:
+      stale = []
+    idle = _IDLE[(run_id, label)]
+    taken = (idle.pop(), False) if idle else (fn, True)
+  for instance in stale:
+    try:
+      instance.teardown()
+    except Exception:  # pylint: disable=broad-except  (a previous run's leftovers; nothing to report to)
+      pass
+  return taken
+
+
+def _give_back_dofn(run_id, label, fn):
+  with _IDLE_LOCK:
+    if _IDLE_RUN[0] == run_id:
+      _IDLE[(run_id, label)].append(fn)
+      return
+  fn.teardown()
+
+
+def _run_bundle(elements, fn, label, run_id, window_fn, args, kwargs, side_specs, *side_values):
   """One dask partition through a DoFn: main outputs as values, tagged ones as ``TaggedOutput(tag, value)``."""
+  fn, needs_setup = _take_dofn(run_id, label, fn)
   receivers = OneReceiver()
   side_inputs = [
     SideInputMap(view_class, view_options, [get_windowed_value(value, mapping_fn) for value in values])
@@ -67,12 +108,17 @@ def _run_bundle(elements, fn, label, window_fn, args, kwargs, side_specs, *side_
     user_state_context=None,
     bundle_finalizer_param=DoFn.BundleFinalizerParam(),
   )
-  invoker.invoke_setup()
-  invoker.invoke_start_bundle()
-  for element in elements:
-    invoker.invoke_process(get_windowed_value(element, window_fn))
-  invoker.invoke_finish_bundle()
-  invoker.invoke_teardown()
+  if needs_setup:
+    invoker.invoke_setup()
+  try:
+    invoker.invoke_start_bundle()
+    for element in elements:
+      invoker.invoke_process(get_windowed_value(element, window_fn))
+    invoker.invoke_finish_bundle()
+  except BaseException:
+    invoker.invoke_teardown()  # a failed instance is not reused
+    raise
+  _give_back_dofn(run_id, label, fn)
   outputs = []
   for output in receivers.values:
     if isinstance(output, pvalue.TaggedOutput):
@@ -103,6 +149,7 @@ class _TagRoutingVisitor(PipelineVisitor):
 
   def __init__(self, bag_kwargs):
     self.bag_kwargs = bag_kwargs
+    self.run_id = uuid.uuid4().hex
     self.bags = collections.OrderedDict()
     self.consumed = set()
 
@@ -125,7 +172,9 @@ class _TagRoutingVisitor(PipelineVisitor):
       # One delayed per side input over the bag's own partition keys: computed once per run and shared by
       # every task that reads it (a bag reduction gets fused into, and recomputed by, each consumer).
       values.append(dask.delayed(_concat)(self._bag(side.pvalue).to_delayed(optimize_graph=False)))
-    return input_bag.map_partitions(_run_bundle, transform.fn, transform.label, window_fn, args, kwargs, specs, *values)
+    return input_bag.map_partitions(
+      _run_bundle, transform.fn, node.full_label, self.run_id, window_fn, args, kwargs, specs, *values
+    )
 
   def visit_transform(self, transform_node):
     pcolls = [value for value in transform_node.inputs if not isinstance(value, pvalue.PBegin)]
