@@ -16,6 +16,7 @@ Dataflow.
 
 import json
 import logging
+import os
 import sys
 import time
 
@@ -232,5 +233,17 @@ def main(argv=None):
   return 0
 
 
+def exit_now(code: int):
+  """Ends the process without the interpreter's teardown of TensorFlow and Beam (~1.5 s measured).
+
+  Every output is written and closed before ``main`` returns; only the
+  standard streams and the log handlers still need flushing.
+  """
+  sys.stdout.flush()
+  sys.stderr.flush()
+  logging.shutdown()
+  os._exit(code)  # pylint: disable=protected-access
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  exit_now(main())
