@@ -21,8 +21,14 @@ from transforms.inference import SegmentationModelHandler, TileAndSegment
 from transforms.read import ReadImages
 from transforms.records import DONE, FAILED
 from transforms.sinks import SkipExistingFn, WriteFailures, WriteMasksFn, WriteStats, write_summary
-from transforms.statistics import FAILED as FAILED_EVENT
-from transforms.statistics import READ, REUSED, SEGMENTED, TRUTH_UNMATCHED, RunSummaryFn
+from transforms.statistics import (
+  EVENT_FAILED,
+  EVENT_READ,
+  EVENT_REUSED,
+  EVENT_SEGMENTED,
+  EVENT_TRUTH_UNMATCHED,
+  RunSummaryFn,
+)
 from transforms.stitch import StitchTiles
 from transforms.truth import MatchTruth, UnmatchedTruth
 
@@ -75,7 +81,7 @@ class SegmentImages(beam.PTransform):
       truth = pbegin | "MatchTruth" >> MatchTruth(config.truth_globs)
       truth_side = beam.pvalue.AsDict(truth)
       unmatched = refs | "UnmatchedTruth" >> UnmatchedTruth(truth)
-      truth_streams.append(unmatched | "UnmatchedTruthEvents" >> beam.ParDo(CountEventsFn(TRUTH_UNMATCHED)))
+      truth_streams.append(unmatched | "UnmatchedTruthEvents" >> beam.ParDo(CountEventsFn(EVENT_TRUTH_UNMATCHED)))
     names = [entry["name"] for entry in config.classes] if config.truth_globs else None
 
     skipped_records, skip_failures = [], []
@@ -123,12 +129,12 @@ class SegmentImages(beam.PTransform):
     failure_files = failures | "WriteFailures" >> WriteFailures(config.output)
 
     event_streams = [
-      input_uris | "ReadEvents" >> beam.ParDo(CountEventsFn(READ)),
-      records | "SegmentedEvents" >> beam.ParDo(CountEventsFn(SEGMENTED)),
-      failures | "FailedEvents" >> beam.ParDo(CountEventsFn(FAILED_EVENT)),
+      input_uris | "ReadEvents" >> beam.ParDo(CountEventsFn(EVENT_READ)),
+      records | "SegmentedEvents" >> beam.ParDo(CountEventsFn(EVENT_SEGMENTED)),
+      failures | "FailedEvents" >> beam.ParDo(CountEventsFn(EVENT_FAILED)),
     ]
     if skipped_records:
-      event_streams.append(skipped_records[0] | "ReusedEvents" >> beam.ParDo(CountEventsFn(REUSED)))
+      event_streams.append(skipped_records[0] | "ReusedEvents" >> beam.ParDo(CountEventsFn(EVENT_REUSED)))
     events = event_streams + truth_streams | "AllEvents" >> beam.Flatten()
     run_info = {
       "model": dict(config.model_info, card=config.card),

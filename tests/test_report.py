@@ -114,8 +114,8 @@ def make_run(
     (out / record["mask"]).parent.mkdir(parents=True, exist_ok=True)
     (out / record["mask"]).write_bytes(sinks.encode_mask(ids, palette, record, 1))
     records.append(record)
-    accumulator = summarise.add_input(accumulator, (statistics.READ, record["uri"]))
-    accumulator = summarise.add_input(accumulator, (statistics.SEGMENTED, record))
+    accumulator = summarise.add_input(accumulator, (statistics.EVENT_READ, record["uri"]))
+    accumulator = summarise.add_input(accumulator, (statistics.EVENT_SEGMENTED, record))
   (out / "stats").mkdir(exist_ok=True)
   stats_path = out / "stats" / f"stats.{stats_format}"
   if stats_format == "jsonl":
@@ -132,8 +132,8 @@ def make_run(
     for index in range(failures)
   ]
   for failure in failure_records:
-    accumulator = summarise.add_input(accumulator, (statistics.READ, failure.uri))
-    accumulator = summarise.add_input(accumulator, (statistics.FAILED, failure))
+    accumulator = summarise.add_input(accumulator, (statistics.EVENT_READ, failure.uri))
+    accumulator = summarise.add_input(accumulator, (statistics.EVENT_FAILED, failure))
   (out / "failures").mkdir(exist_ok=True)
   failures_path = out / "failures" / "failures.jsonl"
   failures_path.write_text("".join(json.dumps(f.to_dict(), sort_keys=True) + "\n" for f in failure_records))

@@ -13,11 +13,12 @@ from transforms import ood
 from transforms.records import STAGE_TRUTH, ImageMask
 from transforms.truth import run_truth
 
-READ, SEGMENTED, FAILED = "read", "segmented", "failed"
+# Kinds of the events the summary counts; each is also its count's name in summary.json.
+EVENT_READ, EVENT_SEGMENTED, EVENT_FAILED = "read", "segmented", "failed"
 # Segmented images whose record was reused from an existing mask (--skip_existing).
-REUSED = "reused_existing"
+EVENT_REUSED = "reused_existing"
 # A --truth file whose stem matches no image read (payload: its URI).
-TRUTH_UNMATCHED = "truth_unmatched"
+EVENT_TRUTH_UNMATCHED = "truth_unmatched"
 
 
 def resolve_pixel_size(mask_pixel_size: Optional[Tuple[float, float]], flag_pixel_size: Optional[float]):
@@ -108,7 +109,7 @@ class RunSummaryFn(beam.CombineFn):
       "read": 0,
       "segmented": 0,
       "failed": 0,
-      REUSED: 0,
+      EVENT_REUSED: 0,
       "failed_by_stage": {},
       "pixels": 0,
       "class_pixels": [0] * n,
@@ -117,7 +118,7 @@ class RunSummaryFn(beam.CombineFn):
       "images_with_area": 0,
       "area_units": [],
       "truth_images": 0,
-      TRUTH_UNMATCHED: 0,
+      EVENT_TRUTH_UNMATCHED: 0,
       "truth_confusion": [[0] * n for _ in range(n)],
       "ood_checked": 0,
       "ood_flagged": 0,
@@ -126,13 +127,13 @@ class RunSummaryFn(beam.CombineFn):
 
   def add_input(self, acc, event):
     kind, payload = event
-    if kind == READ:
+    if kind == EVENT_READ:
       acc["read"] += 1
-    elif kind == REUSED:
-      acc[REUSED] += 1
-    elif kind == TRUTH_UNMATCHED:
-      acc[TRUTH_UNMATCHED] += 1
-    elif kind == FAILED:
+    elif kind == EVENT_REUSED:
+      acc[EVENT_REUSED] += 1
+    elif kind == EVENT_TRUTH_UNMATCHED:
+      acc[EVENT_TRUTH_UNMATCHED] += 1
+    elif kind == EVENT_FAILED:
       acc["failed"] += 1
       acc["failed_by_stage"][payload.stage] = acc["failed_by_stage"].get(payload.stage, 0) + 1
     else:
@@ -168,11 +169,11 @@ class RunSummaryFn(beam.CombineFn):
         "read",
         "segmented",
         "failed",
-        REUSED,
+        EVENT_REUSED,
         "pixels",
         "images_with_area",
         "truth_images",
-        TRUTH_UNMATCHED,
+        EVENT_TRUTH_UNMATCHED,
         "ood_checked",
         "ood_flagged",
       ):
@@ -204,7 +205,12 @@ class RunSummaryFn(beam.CombineFn):
         }
       )
     summary = {
-      "counts": {"read": acc["read"], "segmented": acc["segmented"], "failed": acc["failed"], REUSED: acc[REUSED]},
+      "counts": {
+        "read": acc["read"],
+        "segmented": acc["segmented"],
+        "failed": acc["failed"],
+        EVENT_REUSED: acc[EVENT_REUSED],
+      },
       "failed_by_stage": dict(sorted(acc["failed_by_stage"].items())),
       "pixels": total,
       "images_with_area": acc["images_with_area"],
@@ -219,7 +225,7 @@ class RunSummaryFn(beam.CombineFn):
         [entry["name"] for entry in self._classes],
         acc["truth_images"],
         acc["segmented"] - acc["truth_images"],
-        acc[TRUTH_UNMATCHED],
+        acc[EVENT_TRUTH_UNMATCHED],
         acc["failed_by_stage"].get(STAGE_TRUTH, 0),
         self._truth_patterns,
       )
