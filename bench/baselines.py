@@ -16,55 +16,29 @@ keeps each one's best, so a load spike on a shared machine hurts all alike.
 import argparse
 import json
 import os
-import re
 import sys
 import time
 
-from bench import workload
+from bench import scale, workload
 from bench.models import DEFAULT_MODEL
-from bench.procs import load_average, run_watched
-from bench.run import REPO, _env
+from bench.procs import REPO, child_env, load_average, peak_rss_mb, run_watched
 
 MARK_BEGIN, MARK_END = "<!-- baselines:begin -->", "<!-- baselines:end -->"
 
 
-def _peak(watched):
-  return max((process["peak_rss_mb"] for process in watched["processes"]), default=None)
-
-
 def _pipeline(images_dir, output):
-  watched = run_watched(
-    [
-      sys.executable,
-      "-m",
-      "pipeline.run",
-      "--input",
-      os.path.join(images_dir, "*.png"),
-      "--output",
-      output,
-      "--model",
-      DEFAULT_MODEL,
-    ],
-    env=_env(),
-    cwd=REPO,
-  )
-  if watched["returncode"] != 0:
-    raise RuntimeError(f"pipeline failed: {watched['stderr_tail']}")
-  window = re.search(r"Time: ([\d.]+) s", watched["stdout"])
-  return {
-    "wall_s": watched["wall_s"],
-    "time_window_s": float(window.group(1)) if window else None,
-    "peak_rss_mb": _peak(watched),
-  }
+  """The pipeline run exactly as ``bench.scale`` runs and watches it."""
+  run = scale.run_pipeline(images_dir, output, DEFAULT_MODEL)
+  return {"wall_s": run["wall_s"], "time_window_s": run["work_s"], "peak_rss_mb": run["peak_rss_mb"]}
 
 
 def _mode(mode, images_dir, output):
   args = {"model": DEFAULT_MODEL, "images": images_dir, "output": output}
-  watched = run_watched([sys.executable, "-m", "bench.modes", mode, json.dumps(args)], env=_env(), cwd=REPO)
+  watched = run_watched([sys.executable, "-m", "bench.modes", mode, json.dumps(args)], env=child_env(), cwd=REPO)
   if watched["returncode"] != 0:
     raise RuntimeError(f"{mode} failed: {watched['stderr_tail']}")
   result = json.loads(watched["stdout"].strip().splitlines()[-1])
-  return {"wall_s": watched["wall_s"], "work_s": result["work_s"], "peak_rss_mb": _peak(watched)}
+  return {"wall_s": watched["wall_s"], "work_s": result["work_s"], "peak_rss_mb": peak_rss_mb(watched)}
 
 
 def measure(counts, workdir, repeats):

@@ -28,40 +28,19 @@ import time
 
 import numpy as np
 
-from bench.models import DEFAULT_MODEL
+from bench.models import DEFAULT_MODEL, card_network, network_from_saved_model, read_card
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 PROBE_SHAPE = (4, 256, 320, 3)
 
 
-def _card(model_dir):
-  with open(os.path.join(model_dir, "card.json")) as handle:
-    return json.load(handle)
-
-
 def prepare(args):
   """Weights, card and probe answers of an exported model, for ``measure`` on another machine."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-  from model.fcn import build_fcn  # pylint: disable=import-outside-toplevel
-
-  card = _card(args.model)
-  arch = card["architecture"]
-  loaded = tf.saved_model.load(os.path.join(args.model, "saved_model"))
-  saved = {v.name.split(":")[0]: v for v in loaded.signatures["serving_default"].variables}
-  network = build_fcn(
-    len(card["classes"]),
-    variant=arch["variant"],
-    encoder=arch["encoder"],
-    channels=card["input"]["channels"],
-    normalization=card["input"]["normalization"],
-  )
-  missing = [weight.path for weight in network.weights if weight.path not in saved]
-  if missing:
-    raise SystemExit(f"the SavedModel lacks {len(missing)} of the network's weights, e.g. {missing[0]}")
+  card = read_card(args.model)
+  network, loaded = network_from_saved_model(args.model)
   probe = np.random.default_rng(0).integers(0, 256, PROBE_SHAPE[:3] + (card["input"]["channels"],), dtype=np.uint8)
   os.makedirs(args.out, exist_ok=True)
-  np.savez(os.path.join(args.out, "weights.npz"), *[saved[weight.path].numpy() for weight in network.weights])
+  np.savez(os.path.join(args.out, "weights.npz"), *network.get_weights())
   np.savez(os.path.join(args.out, "probe.npz"), images=probe, class_ids=loaded.segment(probe)["class_ids"].numpy())
   with open(os.path.join(args.out, "card.json"), "w") as handle:
     json.dump(card, handle, indent=2)
@@ -72,16 +51,7 @@ def _segmenter(keras, card, weights, jit_compile, reduce_on_device=True):
   """The pipeline's per-batch work as one Keras model: uint8 in, uint8 ids and float32 confidence out."""
   from keras import ops  # pylint: disable=import-outside-toplevel
 
-  from model.fcn import build_fcn  # pylint: disable=import-outside-toplevel
-
-  arch = card["architecture"]
-  network = build_fcn(
-    len(card["classes"]),
-    variant=arch["variant"],
-    encoder=arch["encoder"],
-    channels=card["input"]["channels"],
-    normalization=card["input"]["normalization"],
-  )
+  network = card_network(card)
   network.set_weights(weights)
 
   class Segmenter(keras.Model):
@@ -192,7 +162,7 @@ def measure(args):
 
     for gpu in tf.config.list_physical_devices("GPU"):
       tf.config.experimental.set_memory_growth(gpu, True)
-  card = _card(args.inputs)
+  card = read_card(args.inputs)
   with np.load(os.path.join(args.inputs, "weights.npz")) as archive:
     weights = [archive[f"arr_{index}"] for index in range(len(archive.files))]
   with np.load(os.path.join(args.inputs, "probe.npz")) as archive:

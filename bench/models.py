@@ -16,9 +16,40 @@ import numpy as np
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model", "default")
 
 
-def _card(model_dir):
+def read_card(model_dir):
   with open(os.path.join(model_dir, "card.json")) as handle:
     return json.load(handle)
+
+
+def card_network(card):
+  """The card's architecture as an untrained Keras network (needs Keras only, any backend)."""
+  from model.fcn import build_fcn  # pylint: disable=import-outside-toplevel
+
+  arch, spec = card["architecture"], card["input"]
+  return build_fcn(
+    len(card["classes"]),
+    variant=arch["variant"],
+    encoder=arch["encoder"],
+    channels=spec["channels"],
+    normalization=spec["normalization"],
+  )
+
+
+def network_from_saved_model(model_dir):
+  """(Keras network carrying an exported model's weights, matched by layer path; the loaded SavedModel)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+  loaded = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
+  saved = {v.name.split(":")[0]: v for v in loaded.signatures["serving_default"].variables}
+  network = card_network(read_card(model_dir))
+  missing = [weight.path for weight in network.weights if weight.path not in saved]
+  if missing:
+    raise RuntimeError(
+      f"the SavedModel in {model_dir} lacks {len(missing)} of the network's weights, e.g. {missing[0]}"
+    )
+  for weight in network.weights:
+    weight.assign(saved[weight.path].numpy())
+  return network, loaded
 
 
 def _fingerprint(model_dir):
@@ -37,17 +68,7 @@ def default_keras(out_path: str, model_dir: str = DEFAULT_MODEL) -> str:
     with open(stamp) as handle:
       if handle.read() == _fingerprint(model_dir):
         return out_path
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-  from model.fcn import build_fcn  # pylint: disable=import-outside-toplevel
-
-  card = _card(model_dir)
-  arch = card["architecture"]
-  loaded = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
-  saved = {v.name.split(":")[0]: v for v in loaded.signatures["serving_default"].variables}
-  model = build_fcn(len(card["classes"]), variant=arch["variant"], encoder=arch["encoder"])
-  for weight in model.weights:
-    weight.assign(saved[weight.path].numpy())
+  model, loaded = network_from_saved_model(model_dir)
   probe = np.random.default_rng(0).integers(0, 256, (1, 96, 128, 3), dtype=np.uint8)
   expected = loaded.segment(probe)["class_ids"].numpy()
   got = np.argmax(model(probe.astype(np.float32), training=False).numpy(), axis=-1)

@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from bench.models import read_card
+
 
 def _images(folder, limit=None):
   names = sorted(os.listdir(folder))
@@ -231,11 +233,6 @@ def stock(args):
   return {"images": len(names), "pixels": pixels, "work_s": work_s, "handler": handler_name, "size": size}
 
 
-def _card_classes(model_dir):
-  with open(os.path.join(model_dir, "card.json")) as handle:
-    return json.load(handle)["classes"]
-
-
 def loop(args):
   """Per image: decode, serving_default (batch 1), palette PNG + counts; the model loaded once."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
@@ -244,7 +241,7 @@ def loop(args):
   started = time.perf_counter()
   serve = tf.saved_model.load(os.path.join(args["model"], "saved_model")).signatures["serving_default"]
   load_s = time.perf_counter() - started
-  classes = _card_classes(args["model"])
+  classes = read_card(args["model"])["classes"]
   palette = [value for entry in classes for value in entry["color"]]
   os.makedirs(args["output"], exist_ok=True)
   names = _images(args["images"], args.get("limit"))
@@ -271,7 +268,7 @@ def tfdata(args):
   started = time.perf_counter()
   serve = tf.saved_model.load(os.path.join(args["model"], "saved_model")).signatures["serving_default"]
   load_s = time.perf_counter() - started
-  num_classes = len(_card_classes(args["model"]))
+  num_classes = len(read_card(args["model"])["classes"])
   os.makedirs(args["output"], exist_ok=True)
   names = _images(args["images"], args.get("limit"))
   paths = [os.path.join(args["images"], name) for name in names]

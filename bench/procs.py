@@ -57,6 +57,23 @@ def _cmdline(pid: int) -> str:
     return ""
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child_env():
+  """The environment for measured child processes: this repository importable, TensorFlow quiet, no GCE probe."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  env.setdefault("NO_GCE_CHECK", "true")
+  return env
+
+
+def peak_rss_mb(watched: dict):
+  """The largest per-process peak RSS (MB) of a ``run_watched`` result, None when none was sampled."""
+  return max((process["peak_rss_mb"] for process in watched["processes"]), default=None)
+
+
 def load_average() -> List[float]:
   with open("/proc/loadavg") as handle:
     return [float(v) for v in handle.read().split()[:3]]

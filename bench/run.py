@@ -23,9 +23,8 @@ import time
 
 from bench import models, quality, workload
 from bench import spy as spy_module
-from bench.procs import load_average, run_watched
+from bench.procs import REPO, child_env, load_average, run_watched
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILES = {
   # (count of 512^2 images in the main set, linearity base, big images, vgg16 images, settings images)
   "full": {
@@ -43,26 +42,6 @@ PROFILES = {
 }
 
 
-def _env():
-  env = dict(os.environ)
-  env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  env.setdefault("NO_GCE_CHECK", "true")
-  return env
-
-
-def _subset(images_dir, count, folder):
-  """A folder of symlinks to the first ``count`` images (the 1x/4x/16x workloads share files)."""
-  target = os.path.join(folder, "images")
-  if os.path.isdir(target) and len(os.listdir(target)) == count:
-    return target
-  shutil.rmtree(folder, ignore_errors=True)
-  os.makedirs(target)
-  for name in sorted(os.listdir(images_dir))[:count]:
-    os.symlink(os.path.join(images_dir, name), os.path.join(target, name))
-  return target
-
-
 class Bench:
   def __init__(self, workdir, quick, log=sys.stderr):
     self.workdir = workdir
@@ -77,7 +56,9 @@ class Bench:
 
   def _mode(self, name, program, args, env=None, **labels):
     self.say(f"{name} ...")
-    watched = run_watched([sys.executable, "-m", "bench.modes", program, json.dumps(args)], env=env or _env(), cwd=REPO)
+    watched = run_watched(
+      [sys.executable, "-m", "bench.modes", program, json.dumps(args)], env=env or child_env(), cwd=REPO
+    )
     if watched["returncode"] != 0:
       raise RuntimeError(f"{name} failed ({watched['returncode']}):\n{watched['stderr_tail']}")
     result = json.loads(watched["stdout"].strip().splitlines()[-1])
@@ -143,7 +124,7 @@ class Bench:
         "pipeline.run",
       ]
       + argv,
-      env=_env(),
+      env=child_env(),
       cwd=REPO,
     )
     if watched["returncode"] != 0 or not os.path.exists(raw):
@@ -178,7 +159,7 @@ class Bench:
     if workers:
       argv += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
     self.say(f"{name} ...")
-    watched = run_watched([sys.executable, "-m", "pipeline.run"] + argv, env=self.pipeline_env or _env(), cwd=REPO)
+    watched = run_watched([sys.executable, "-m", "pipeline.run"] + argv, env=self.pipeline_env or child_env(), cwd=REPO)
     if watched["returncode"] != 0:
       raise RuntimeError(f"{name} failed ({watched['returncode']}):\n{watched['stderr_tail']}")
     match = re.search(r"Time: ([0-9.]+) s", watched["stdout"])
@@ -279,7 +260,7 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
     tile=512 if not quick else 128,
   )
   size = 512 if not quick else 128
-  main_dir = _subset(pool_dir, profile["main"], os.path.join(workdir, f"main{profile['main']}"))
+  main_dir = workload.subset(pool_dir, profile["main"], os.path.join(workdir, f"main{profile['main']}"))
   big_dir = (
     workload.make_set(
       os.path.join(workdir, f"set{profile['big_size']}x{profile['big']}"),
@@ -294,14 +275,14 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
   bench.say("preparing models")
   default_keras = models.default_keras(os.path.join(workdir, "models", "default.keras"))
   out = os.path.join(workdir, "out")
-  stock_env = _env()
+  stock_env = child_env()
   hub = _hub_path(workdir) if stock_deps else None
   if hub:
     stock_env["PYTHONPATH"] = stock_env["PYTHONPATH"] + os.pathsep + hub
   model_sets = [("default", models.DEFAULT_MODEL, default_keras, profile["main"], main_dir)]
   if profile["vgg"]:
     vgg_dir, vgg_keras = models.vgg16_models(os.path.join(workdir, "models"))
-    vgg_images = _subset(pool_dir, profile["vgg"], os.path.join(workdir, f"vgg{profile['vgg']}"))
+    vgg_images = workload.subset(pool_dir, profile["vgg"], os.path.join(workdir, f"vgg{profile['vgg']}"))
     model_sets.append(("fcn8s-vgg16", vgg_dir, vgg_keras, profile["vgg"], vgg_images))
 
   ceilings = {}
@@ -356,7 +337,7 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
   linearity = []
   for scale in (1, 4, 16) if profile["linear_base"] else ():
     count = profile["linear_base"] * scale
-    images_dir = _subset(pool_dir, count, os.path.join(workdir, f"lin{count}"))
+    images_dir = workload.subset(pool_dir, count, os.path.join(workdir, f"lin{count}"))
     for workers in (0, 2):
       tag = "multi_processing x2" if workers else "in-memory"
       run = bench.pipeline(
@@ -437,7 +418,9 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
   # Model speed settings (ceiling variants): threads, batch size, XLA.
   settings = []
   if profile["settings"]:
-    settings_dir = _subset(pool_dir, profile["settings"], os.path.join(workdir, f"settings{profile['settings']}"))
+    settings_dir = workload.subset(
+      pool_dir, profile["settings"], os.path.join(workdir, f"settings{profile['settings']}")
+    )
     # The model's own batch-size sweep is the ceiling's; this is the pipeline at a larger batch.
     settings.append(
       bench.pipeline(
@@ -470,7 +453,7 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
         )
       )
     # TensorFlow reads these at start-up: one intra-op thread per SDK worker process, set from outside.
-    env = _env()
+    env = child_env()
     env.update({"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"})
     bench.pipeline_env = env
     settings.append(

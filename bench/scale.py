@@ -21,30 +21,8 @@ import sys
 import time
 
 from bench import workload
-from bench.procs import load_average, run_watched
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_MODEL = os.path.join(REPO, "model", "default")
-
-
-def _env():
-  env = dict(os.environ)
-  env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  env.setdefault("NO_GCE_CHECK", "true")
-  return env
-
-
-def subset(images_dir: str, count: int, folder: str) -> str:
-  """A folder of symlinks to the first ``count`` images of ``images_dir``."""
-  target = os.path.join(folder, "images")
-  if os.path.isdir(target) and len(os.listdir(target)) == count:
-    return target
-  shutil.rmtree(folder, ignore_errors=True)
-  os.makedirs(target)
-  for name in sorted(os.listdir(images_dir))[:count]:
-    os.symlink(os.path.join(images_dir, name), os.path.join(target, name))
-  return target
+from bench.models import DEFAULT_MODEL
+from bench.procs import REPO, child_env, load_average, peak_rss_mb, run_watched
 
 
 def _count_files(folder: str, suffix: str) -> int:
@@ -62,7 +40,7 @@ def run_pipeline(images_dir: str, output: str, model: str, extra=(), log=sys.std
   print(
     f"[scale {time.strftime('%H:%M:%S')} load {load_average()[0]:.2f}] {' '.join(command[1:])}", file=log, flush=True
   )
-  watched = run_watched(command, env=_env(), cwd=REPO, timeout=6 * 3600)
+  watched = run_watched(command, env=child_env(), cwd=REPO, timeout=6 * 3600)
   if watched["returncode"] != 0:
     raise RuntimeError(f"pipeline failed ({watched['returncode']}):\n{watched['stderr_tail']}")
   match = re.search(r"Time: ([0-9.]+) s", watched["stdout"])
@@ -83,7 +61,7 @@ def run_pipeline(images_dir: str, output: str, model: str, extra=(), log=sys.std
     "work_s": work_s,
     "wall_s": round(watched["wall_s"], 2),
     "images_per_s": round(counts["segmented"] / work_s, 3),
-    "peak_rss_mb": max((p["peak_rss_mb"] for p in watched["processes"]), default=None),
+    "peak_rss_mb": peak_rss_mb(watched),
     "io": summary.get("io"),
     "load_before": watched["load_before"],
     "load_after": watched["load_after"],
@@ -152,7 +130,7 @@ def run_scale(
   images_dir = workload.make_set(
     os.path.join(workdir, f"set{size}x{images}"), images, size, pool_size=pool, tile=min(size, 512)
   )
-  base_dir = subset(images_dir, baseline, os.path.join(workdir, f"scale{size}x{baseline}"))
+  base_dir = workload.subset(images_dir, baseline, os.path.join(workdir, f"scale{size}x{baseline}"))
   base = run_pipeline(base_dir, os.path.join(workdir, "out", f"scale-{baseline}"), model, extra, log)
   large = run_pipeline(images_dir, os.path.join(workdir, "out", f"scale-{images}"), model, extra, log)
   report = {

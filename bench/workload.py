@@ -12,6 +12,7 @@ pure function of (seed, sizes, counts) and is cached on disk.
 import functools
 import json
 import os
+import shutil
 
 import numpy as np
 from PIL import Image
@@ -80,3 +81,15 @@ def load_batch(folder: str, limit: int = None):
   """Decoded uint8 images of a set, in name order (for the ceiling)."""
   names = sorted(os.listdir(folder))[:limit]
   return [np.asarray(Image.open(os.path.join(folder, name)).convert("RGB")) for name in names]
+
+
+def subset(images_dir: str, count: int, folder: str) -> str:
+  """A folder of symlinks to the first ``count`` images of ``images_dir`` (workloads of several sizes share files)."""
+  target = os.path.join(folder, "images")
+  if os.path.isdir(target) and len(os.listdir(target)) == count:
+    return target
+  shutil.rmtree(folder, ignore_errors=True)
+  os.makedirs(target)
+  for name in sorted(os.listdir(images_dir))[:count]:
+    os.symlink(os.path.join(images_dir, name), os.path.join(target, name))
+  return target

@@ -38,6 +38,7 @@ from transforms.records import SUMMARY_FILE
 
 _LOG = logging.getLogger("deconvseg")
 DEFAULT_RUNNER = "FnApiRunner"
+# Runners whose run ends inside this launcher, so it reads the summary and writes the report itself.
 LOCAL_RUNNERS = (
   "FnApiRunner",
   "DirectRunner",
@@ -151,7 +152,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
 
   budget = pipeline_options.view_as(ScheduleOptions).max_failure_fraction
   summary = None
-  if any(runner.endswith(name) for name in LOCAL_RUNNERS):
+  report_here = any(runner.endswith(name) for name in LOCAL_RUNNERS)
+  if report_here:
     elapsed = time.time() - started
     tiles = _counter(result, "tiles")
     if tiles is not None:
@@ -174,7 +176,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
       config.output,
       config.compare_to,
     )
-  if not any(runner.endswith(name) for name in LOCAL_RUNNERS):
+  if not report_here:
     _LOG.info(
       "This launcher does not write the HTML report for %s; once the job has finished, run: "
       "python -m pipeline.report %s",
