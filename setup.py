@@ -31,10 +31,16 @@ EXTRAS = {
     "scikit-image>=0.24",
     "matplotlib>=3.9",
     "dask[distributed]>=2024.4.2",
+    "rasterio>=1.4",
+    "pyproj>=3.6",
+    "shapely>=2.1",
     # The test command's style and layering checks (run_tests.sh).
     "ruff>=0.17",
     "import-linter>=2.16",
   ],
+  # GeoTIFF inputs with their CRS, GeoTIFF masks, areas in m^2, --polygons (transforms/geo.py).
+  # About 48 MB of wheels (150 MB installed; rasterio bundles GDAL and PROJ), so optional.
+  "geo": ["rasterio>=1.4", "pyproj>=3.6", "shapely>=2.1"],
   # Run on a Dask cluster (--runner=DaskRunner): Beam's dask extra.
   "dask": ["dask[distributed]>=2024.4.2"],
   # GPU workers: the CUDA build of the same TensorFlow release (see deploy/).

@@ -16,7 +16,6 @@ that cannot be compared with its mask is listed under ``failures`` (stage
 
 import argparse
 import datetime
-import io
 import json
 import logging
 import sys
@@ -24,13 +23,13 @@ from typing import List, Sequence
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from PIL import Image
 
 from pipeline import report
 from pipeline.report import load
 from pipeline.options import OptionsError, _absolute, _as_glob, _check_truth, _matching_files
 from transforms.records import STAGE_TRUTH
-from transforms.sinks import atomic_write, join, mask_relpath
+from transforms.mask_files import decode_mask, mask_relpath
+from transforms.sinks import atomic_write, join
 from transforms.truth import TruthError, evaluate_mask, run_truth, stem, truth_index
 
 EVALUATION_FILE = "evaluation.json"
@@ -62,8 +61,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def _read_mask(path: str) -> np.ndarray:
   with FileSystems.open(path, compression_type="uncompressed") as handle:
-    with Image.open(io.BytesIO(handle.read())) as image:
-      return np.asarray(image)
+    return decode_mask(handle.read())[0]
 
 
 def _failure(row, truth_uri, exc):
@@ -107,7 +105,8 @@ def evaluate(output: str, patterns: List[str]) -> dict:
     entry = {
       "key": key,
       "uri": row.get("uri"),
-      "mask": join(output, mask_relpath(key)),
+      # The record names its mask (PNG or GeoTIFF); records of older runs did not.
+      "mask": str(row.get("mask") or join(output, mask_relpath(key))),
       "width": int(float(row.get("width") or 0)),
       "height": int(float(row.get("height") or 0)),
       "truth": None,

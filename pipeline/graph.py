@@ -86,7 +86,9 @@ class SegmentImages(beam.PTransform):
 
     skipped_records, skip_failures = [], []
     if config.skip_existing:
-      skip = SkipExistingFn(config.output, config.model_info, config.overlays, names)
+      skip = SkipExistingFn(
+        config.output, config.model_info, config.overlays, names, config.mask_format, config.polygons.enabled
+      )
       checked = refs | "SkipExisting" >> beam.ParDo(skip, truth_side).with_outputs(DONE, FAILED, main="todo")
       refs, skipped_records, skip_failures = checked.todo, [checked[DONE]], [checked[FAILED]]
 
@@ -112,6 +114,8 @@ class SegmentImages(beam.PTransform):
       write_ahead_pixels=config.batch_size * config.tile_size**2,
       truth=bool(config.truth_globs),
       ood_rule=config.ood_rule,
+      mask_format=config.mask_format,
+      polygons=config.polygons,
     )
     written = [
       masks | f"WriteMasks{kind}" >> beam.ParDo(write_masks, truth_side).with_outputs(FAILED, main="records")

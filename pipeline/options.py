@@ -23,8 +23,11 @@ from apache_beam.runners.runner import create_runner
 
 from pipeline.errors import OptionsError
 from pipeline.model_check import load_card
+from transforms import geo
 from transforms.input_spec import InputSpec
+from transforms.mask_files import MASK_FORMATS
 from transforms.ood import OodRule
+from transforms.polygons import PolygonSettings
 
 _LOG = logging.getLogger(__name__)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,13 +132,45 @@ class SegmentationOptions(PipelineOptions):
       type=float,
       default=None,
       metavar="UNITS",
-      help="Ground size of one pixel (square) in --pixel_unit, to report class areas. Overrides "
-      "a GeoTIFF ModelPixelScale tag; without either, areas are left empty.",
+      help="Ground size of one pixel (square) in --pixel_unit, to report class areas of images "
+      "without a CRS (it overrides a GeoTIFF's geotransform or ModelPixelScale tag that has no CRS; "
+      "a GeoTIFF with a CRS always gets areas in m^2 from its CRS). Without either, areas are left empty.",
     )
     parser.add_argument(
       "--pixel_unit",
       default="m",
       help="Unit of --pixel_size and of GeoTIFF pixel scales (default m; areas are in unit^2).",
+    )
+    parser.add_argument(
+      "--mask_format",
+      choices=MASK_FORMATS,
+      default="auto",
+      help="Mask files: auto (default) writes OUT/masks/<key>.tif, a Cloud-Optimized GeoTIFF with the "
+      "input's CRS and geotransform, for georeferenced inputs (GeoTIFFs) and a palette PNG for the rest; "
+      "png or geotiff force one format. GeoTIFF needs the geo extra.",
+    )
+    parser.add_argument(
+      "--polygons",
+      action="store_true",
+      default=False,
+      help="Also write OUT/polygons/<key>.geojson: one feature per connected region with class id, name "
+      "and area, in the image's CRS (pixel coordinates for images without one). Needs the geo extra.",
+    )
+    parser.add_argument(
+      "--min_polygon_area",
+      type=float,
+      default=0.0,
+      metavar="AREA",
+      help="With --polygons: leave out regions smaller than this, in the polygons' area unit (m^2 for "
+      "images with a CRS, --pixel_unit^2 with --pixel_size, else pixels). Default 0: keep all.",
+    )
+    parser.add_argument(
+      "--simplify",
+      type=float,
+      default=0.0,
+      metavar="TOLERANCE",
+      help="With --polygons: simplify polygon edges with this tolerance in CRS units (pixels without "
+      "a CRS), keeping neighbouring polygons' shared edges together. Default 0: exact pixel edges.",
     )
     parser.add_argument(
       "--overlays",
@@ -210,6 +245,8 @@ class RunConfig:
   mixed_precision: bool = False
   skip_existing: bool = False
   png_compress_level: int = 6
+  mask_format: str = "auto"
+  polygons: PolygonSettings = PolygonSettings()
   truth_globs: Tuple[str, ...] = ()
   compare_to: Optional[str] = None  # an earlier run to measure drift against (None: not given or not there)
   drift_threshold: float = 0.05
@@ -255,6 +292,10 @@ class RunConfig:
       "mixed_precision": self.mixed_precision,
       "skip_existing": self.skip_existing,
       "png_compress_level": self.png_compress_level,
+      "mask_format": self.mask_format,
+      "polygons": self.polygons.enabled,
+      "min_polygon_area": self.polygons.min_area,
+      "simplify": self.polygons.simplify,
       "truth": list(self.truth_globs),
     }
 
@@ -424,6 +465,26 @@ def _check_truth(patterns: Sequence[str]):
         )
 
 
+def _check_geo_outputs(opts) -> PolygonSettings:
+  """--mask_format geotiff and --polygons need the geo extra; the polygon knobs need --polygons."""
+  for name in ("min_polygon_area", "simplify"):
+    value = getattr(opts, name)
+    if not (math.isfinite(value) and value >= 0):
+      raise OptionsError(f"--{name}={value} must be a number >= 0.")
+    if value and not opts.polygons:
+      raise OptionsError(f"--{name} only applies to polygons: add --polygons, or drop --{name}.")
+  wants = [
+    flag for flag, on in (("--mask_format geotiff", opts.mask_format == "geotiff"), ("--polygons", opts.polygons)) if on
+  ]
+  if wants and not geo.available():
+    raise OptionsError(
+      f"{' and '.join(wants)} need the geo extra (rasterio, pyproj, shapely), which is not installed: {geo.GEO_EXTRA}"
+    )
+  return PolygonSettings(
+    enabled=bool(opts.polygons), min_area=float(opts.min_polygon_area), simplify=float(opts.simplify)
+  )
+
+
 def _given(argv: Sequence[str], flag: str) -> bool:
   return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
 
@@ -504,6 +565,7 @@ def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
     raise OptionsError(
       "--drift_threshold and --fail_on_drift need --compare_to PREVIOUS_OUT (an earlier run's output to compare with)."
     )
+  polygons = _check_geo_outputs(opts)
   if opts.pixel_size is not None:
     if not (math.isfinite(opts.pixel_size) and opts.pixel_size > 0):
       raise OptionsError(
@@ -577,6 +639,8 @@ def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
     mixed_precision=opts.mixed_precision,
     skip_existing=opts.skip_existing,
     png_compress_level=opts.png_compress_level,
+    mask_format=opts.mask_format,
+    polygons=polygons,
     truth_globs=truth_globs,
     compare_to=compare_to,
     drift_threshold=drift_threshold,

@@ -80,8 +80,12 @@ def _counter(result, name):
 def format_summary(summary: dict, output: str, seconds: float = None) -> str:
   """The per-class table printed at the end of local runs."""
   counts = summary["counts"]
+  options = summary.get("options") or {}
+  folders = (
+    ["masks/"] + [f"{name}/" for name in ("overlays", "polygons") if options.get(name)] + ["stats/", "failures/"]
+  )
   lines = [
-    f"Results in {output}: masks/, stats/, failures/, summary.json, report.html",
+    f"Results in {output}: {', '.join(folders)}, summary.json, report.html",
     f"Images: {counts['read']} read, {counts['segmented']} segmented, {counts['failed']} failed"
     + (
       f" ({', '.join(f'{k}: {v}' for k, v in summary.get('failed_by_stage', {}).items())})" if counts["failed"] else ""

@@ -5,7 +5,7 @@
 #   1. an already active virtualenv that imports everything we need;
 #   2. ./.venv, created (or refreshed when requirements.lock / setup.py change)
 #      from requirements.lock.
-# Usage: source scripts/bootstrap.sh [EXTRAS]   (EXTRAS e.g. "test")
+# Usage: source scripts/bootstrap.sh [EXTRAS]   (EXTRAS e.g. "test", or "geo"; "test" includes "geo")
 
 _ds_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _ds_extras="${1:-}"
@@ -13,7 +13,8 @@ _ds_spec="."
 [ -n "$_ds_extras" ] && _ds_spec=".[${_ds_extras}]"
 
 _ds_check_modules="apache_beam, tensorflow, PIL, numpy, google.cloud.storage"
-[ "$_ds_extras" = "test" ] && _ds_check_modules="$_ds_check_modules, pytest, gcp_storage_emulator, skimage, importlinter, distributed"
+[ "$_ds_extras" = "test" ] && _ds_check_modules="$_ds_check_modules, pytest, gcp_storage_emulator, skimage, importlinter, distributed, rasterio, pyproj, shapely"
+[ "$_ds_extras" = "geo" ] && _ds_check_modules="$_ds_check_modules, rasterio, pyproj, shapely"
 
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 export NO_GCE_CHECK="${NO_GCE_CHECK:-true}"
@@ -39,7 +40,10 @@ else
   _ds_ok=1
   [ -x "$_ds_venv/bin/python" ] || _ds_ok=0
   [ "${_ds_have%% *}" = "$_ds_hash" ] || _ds_ok=0
-  if [ -n "$_ds_extras" ] && [ "$_ds_have" != "$_ds_hash $_ds_extras" ]; then _ds_ok=0; fi
+  _ds_have_extras=""
+  case "$_ds_have" in *" "*) _ds_have_extras="${_ds_have#* }" ;; esac
+  if [ -n "$_ds_extras" ] && [ "$_ds_have_extras" != "$_ds_extras" ] \
+     && ! { [ "$_ds_extras" = "geo" ] && [ "$_ds_have_extras" = "test" ]; }; then _ds_ok=0; fi
   if [ "$_ds_ok" = 0 ]; then
     echo "deconvseg: setting up $_ds_venv from requirements.lock (first run takes about a minute)..." >&2
     [ -x "$_ds_venv/bin/python" ] || "$_ds_host_python" -m venv "$_ds_venv" || { return 1 2>/dev/null || exit 1; }
@@ -62,4 +66,4 @@ else
   PYTHON="$_ds_venv/bin/python"
 fi
 export PYTHON
-unset _ds_root _ds_extras _ds_spec _ds_check_modules _ds_host_python _ds_venv _ds_stamp _ds_hash _ds_have _ds_ok
+unset _ds_root _ds_extras _ds_spec _ds_check_modules _ds_host_python _ds_venv _ds_stamp _ds_hash _ds_have _ds_have_extras _ds_ok

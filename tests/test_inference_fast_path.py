@@ -22,7 +22,7 @@ from pipeline.run import run
 from pipeline_helpers import scene
 from transforms import inference
 from transforms.inference import Segmenter
-from transforms.sinks import STATS_CHUNK, encode_mask, palette_bytes
+from transforms.mask_files import STATS_CHUNK, encode_mask, palette_bytes
 
 
 def _numpy_stats(class_ids, confidence, owned, num_classes):

@@ -12,7 +12,8 @@ from PIL import Image
 from pipeline_helpers import encode, scene
 from transforms.decode import FAILED, DecodeImagesFn
 from transforms.records import STAGE_DECODE, STAGE_READ, STAGE_WRITE, ImageMask, ImageRef
-from transforms.sinks import STATS_CHUNK, WriteMasksFn
+from transforms.mask_files import STATS_CHUNK
+from transforms.sinks import WriteMasksFn
 
 CLASSES = [{"id": 0, "name": "a", "color": [0, 0, 0]}, {"id": 1, "name": "b", "color": [255, 0, 0]}]
 MODEL = {"name": "m", "version": "1"}

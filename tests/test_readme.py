@@ -32,6 +32,14 @@ MODEL_COMMANDS = ("model.make_dataset", "model.train", "model.export", "model.ev
 WRAP_COMMANDS = ("model.wrap",)  # checked by their parsers too; not part of the training block run below
 QUICK_START = ("./run_pipeline.sh", "./run_tests.sh")  # run by test_run_pipeline_sh.py and by CI itself
 WALKTHROUGH = "Walkthrough: a real labelled image, from the package to the report"  # run by test_walkthrough_nuclei.py
+GEO = "Segment GeoTIFFs (GIS outputs)"  # run for real below
+
+
+def _setup_extras():
+  """The extras setup.py declares (DECONVSEG_EXTRAS must name one)."""
+  text = open(os.path.join(REPO, "setup.py"), encoding="utf-8").read()
+  block = text[text.index("EXTRAS = {") : text.index("\n}\n", text.index("EXTRAS = {"))]
+  return set(re.findall(r'^  "([a-z]+)":', block, re.M))
 
 
 def readme_commands():
@@ -49,6 +57,9 @@ def readme_commands():
       tokens = shlex.split(line, comments=True)
       if re.fullmatch(r"[\d*/,-]+", tokens[0]):  # a crontab entry: drop the five schedule fields
         tokens = tokens[5:]
+      while re.match(r"[A-Z_][A-Z0-9_]*=", tokens[0]):  # an environment assignment before the command
+        name, _, value = tokens.pop(0).partition("=")
+        assert name == "DECONVSEG_EXTRAS" and value in _setup_extras(), f"README sets {name}={value}"
       for redirect in (">>", ">", "2>&1"):
         if redirect in tokens:
           tokens = tokens[: tokens.index(redirect)]
@@ -81,6 +92,7 @@ def test_readme_has_the_commands_users_need():
     "Train a model on your own data",
     "Use your own trained model",
     "Check a run's quality",
+    GEO,
     WALKTHROUGH,
   } <= sections
 
@@ -163,3 +175,29 @@ def test_train_your_own_model_block_runs(tmp_path):
   summary = json.load(open(os.path.join(paths["results"], "summary.json")))
   assert summary["counts"] == {"read": 1, "segmented": 1, "failed": 0, "reused_existing": 0}
   assert summary["model"]["path"] == paths["models/mine"]
+
+
+def test_geotiff_block_runs(tmp_path):
+  """The GeoTIFF block, for real, on the bundled model: GeoTIFF masks in the inputs' CRS, polygons, truth."""
+  import rasterio
+
+  from pipeline.run import run
+
+  block = [argv for section, argv in readme_commands() if section == GEO]
+  assert [argv[0] for argv in block] == ["./run_pipeline.sh"]
+  args = block[0][1:]
+  args[args.index("--output") + 1] = str(tmp_path / "geo")
+  args = [os.path.join(REPO, arg) if arg.startswith("samples/") else arg for arg in args]
+  run(args, save_main_session=False)
+  summary = json.load(open(tmp_path / "geo" / "summary.json"))
+  assert summary["counts"] == {"read": 2, "segmented": 2, "failed": 0, "reused_existing": 0}
+  assert summary["crs"] == ["EPSG:32633", "EPSG:4326"]
+  assert summary["truth"]["mean_iou"] > 0.9
+  for name, epsg in (("utm33n_field.tif", 32633), ("wgs84_60n.tif", 4326)):
+    with (
+      rasterio.open(tmp_path / "geo" / "masks" / f"{name}.tif") as mask,
+      rasterio.open(os.path.join(REPO, "samples", "geo", name)) as source,
+    ):
+      assert (mask.crs.to_epsg(), mask.transform, mask.shape) == (epsg, source.transform, source.shape)
+    collection = json.load(open(tmp_path / "geo" / "polygons" / f"{name}.geojson"))
+    assert all(feature["properties"]["area"] >= 5 for feature in collection["features"])

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from pipeline import report
-from transforms import sinks, statistics
+from transforms import mask_files, sinks, statistics
 from transforms.records import Failure, ImageMask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def make_run(
   model = {"name": CARD["name"], "version": CARD["version"], "path": str(model_dir)}
   summarise = statistics.RunSummaryFn(CLASSES)
   accumulator = summarise.create_accumulator()
-  palette = sinks.palette_bytes(CLASSES)
+  palette = mask_files.palette_bytes(CLASSES)
   width, height = image_size
   records, totals = [], {c["name"]: 0 for c in CLASSES}
   for index in range(images):
@@ -110,9 +110,9 @@ def make_run(
       class_confidence=counts * 0.9,
       pixel_size=(pixel_size, pixel_size) if pixel_size else None,
     )
-    record = statistics.image_record(mask, CLASSES, model, sinks.mask_relpath(key))
+    record = statistics.image_record(mask, CLASSES, model, mask_files.mask_relpath(key))
     (out / record["mask"]).parent.mkdir(parents=True, exist_ok=True)
-    (out / record["mask"]).write_bytes(sinks.encode_mask(ids, palette, record, 1))
+    (out / record["mask"]).write_bytes(mask_files.encode_mask(ids, palette, record, 1))
     records.append(record)
     accumulator = summarise.add_input(accumulator, (statistics.EVENT_READ, record["uri"]))
     accumulator = summarise.add_input(accumulator, (statistics.EVENT_SEGMENTED, record))

@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from transforms import accounting
+from transforms import accounting, geo
 from transforms.display import display_stretch
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.lookahead import LookaheadDoFn
@@ -226,6 +226,33 @@ def decode_image(data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC):
     except (OSError, ValueError) as exc:
       raise DecodeError(f"cannot convert mode {oriented.mode} to RGB: {exc}") from None
   return pixels, pixel_size
+
+
+# A GeoTIFF's band colour interpretations (rasterio names) as the band kinds above.
+_GEO_BAND_KINDS = {
+  ("gray", "alpha"): GREY_ALPHA,
+  ("red", "green", "blue"): RGB,
+  ("red", "green", "blue", "alpha"): RGBA,
+}
+
+
+def decode_located(data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC):
+  """(pixels, pixel size or None, ``geo.Georef`` or None); raises DecodeError.
+
+  A GeoTIFF is read through rasterio with its CRS and geotransform (all its
+  bands, then the same band and depth rules as any image); everything else,
+  and every GeoTIFF when the geo extra is not installed, goes to
+  ``decode_image``. GeoTIFFs carry no EXIF orientation: the geotransform
+  says where each pixel lies.
+  """
+  if data and _is_tiff(data) and geo.looks_georeferenced(data):
+    image = geo.read_georeferenced(data, lambda width, height: _check_size(width, height, max_pixels))
+    if image is not None:
+      kind = _GEO_BAND_KINDS.get(image.bands, GREY if len(image.bands) == 1 else BANDS)
+      native = NativeImage(pixels=image.pixels, kind=kind, pixel_size=image.georef.pixel_size)
+      return conform(native, spec), native.pixel_size, image.georef
+  pixels, pixel_size = decode_image(data, max_pixels, spec)
+  return pixels, pixel_size, None
 
 
 def _is_tiff(data: bytes) -> bool:
@@ -490,7 +517,7 @@ def _decode_ref(ref, max_pixels: int, spec: InputSpec = DEFAULT_SPEC, ood_range=
     return None, failure_from_exception(ref.uri, ref.key, STAGE_READ, exc, f"cannot read file: {exc}"), 0
   size = len(data)
   try:
-    pixels, pixel_size = decode_image(data, max_pixels, spec)
+    pixels, pixel_size, georef = decode_located(data, max_pixels, spec)
   except DecodeError as exc:
     return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc), size
   except MemoryError as exc:
@@ -512,6 +539,7 @@ def _decode_ref(ref, max_pixels: int, spec: InputSpec = DEFAULT_SPEC, ood_range=
       pixel_size=pixel_size,
       display=display_stretch(pixels),
       ood=image_features(pixels, *ood_range),
+      georef=georef,
     ),
     None,
     size,

@@ -196,6 +196,7 @@ class TileImagesFn(beam.DoFn):
         pixel_size=image.pixel_size,
         display=image.display,
         ood=image.ood,
+        georef=image.georef,
       )
 
 
@@ -332,6 +333,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
       overlay=overlay,
       pixel_size=tile.pixel_size,
       ood=tile.ood,
+      georef=tile.georef,
     )
 
   @staticmethod
@@ -352,6 +354,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
       class_pixels=empty,
       class_confidence=empty.astype(np.float64),
       pixel_size=tile.pixel_size,
+      georef=tile.georef,
       error=(type(exc).__name__, f"inference failed for tile {tile.index}: {message}"),
     )
 

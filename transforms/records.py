@@ -8,7 +8,7 @@ lists, no float maps on the wire. Only the model-facing step ever sees float dat
 """
 
 import re
-from typing import NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -27,6 +27,7 @@ DONE = "done"
 # The output layout under --output (docs/CONTRACTS.md).
 MASKS_DIR = "masks"
 OVERLAYS_DIR = "overlays"
+POLYGONS_DIR = "polygons"
 STATS_DIR = "stats"
 FAILURES_DIR = "failures"
 SUMMARY_FILE = "summary.json"
@@ -72,6 +73,7 @@ class DecodedImage(NamedTuple):
   pixel_size: Optional[Tuple[float, float]] = None
   display: Optional[np.ndarray] = None
   ood: Optional[tuple] = None
+  georef: Optional[Any] = None  # transforms.geo.Georef of a georeferenced input, else None
 
 
 class Tile(NamedTuple):
@@ -98,6 +100,7 @@ class Tile(NamedTuple):
   pixel_size: Optional[Tuple[float, float]] = None
   display: Optional[np.ndarray] = None
   ood: Optional[tuple] = None
+  georef: Optional[Any] = None  # transforms.geo.Georef of a georeferenced input, else None
 
 
 class TileResult(NamedTuple):
@@ -125,6 +128,7 @@ class TileResult(NamedTuple):
   pixel_size: Optional[Tuple[float, float]] = None
   error: Optional[Tuple[str, str]] = None
   ood: Optional[tuple] = None
+  georef: Optional[Any] = None  # transforms.geo.Georef of a georeferenced input, else None
 
 
 class ImageMask(NamedTuple):
@@ -140,6 +144,7 @@ class ImageMask(NamedTuple):
   overlay: Optional[np.ndarray] = None
   pixel_size: Optional[Tuple[float, float]] = None
   ood: Optional[tuple] = None
+  georef: Optional[Any] = None  # transforms.geo.Georef of a georeferenced input, else None
 
 
 class Failure(NamedTuple):

@@ -1,10 +1,12 @@
 """Everything that writes under OUT, through Beam's FileSystems (local or gs://).
 
-* ``OUT/masks/<key>.png``: palette PNG, class id per pixel. Written to
-  ``OUT/.tmp/`` and renamed into place, so a mask either exists complete or
-  not at all; the image's statistics record rides inside the PNG (an iTXt
-  chunk) so ``--skip_existing`` can re-emit it without recomputing.
+* ``OUT/masks/<key>.png`` or ``.tif`` (``transforms.mask_files``): class id
+  per pixel, a palette PNG or, for georeferenced inputs, a Cloud-Optimized
+  GeoTIFF. Written to ``OUT/.tmp/`` and renamed into place, so a mask either
+  exists complete or not at all; the image's statistics record rides inside
+  the mask so ``--skip_existing`` can re-emit it without recomputing.
 * ``OUT/overlays/<key>.png`` (``--overlays``): image and class colours mixed.
+* ``OUT/polygons/<key>.geojson`` (``--polygons``, ``transforms.polygons``).
 * ``OUT/stats/stats.{jsonl,csv,parquet}``: one record per segmented image
   (with ``--truth``, its ``truth`` block; never inside the mask, which
   describes the prediction only and is reused as such by ``--skip_existing``).
@@ -22,17 +24,27 @@ import os
 import shutil
 import time
 import uuid
-import zlib
 from typing import Optional
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from transforms import accounting, progress
+from transforms.mask_files import (
+  DEFAULT_MASK_COMPRESS_LEVEL,
+  GEOTIFF,
+  candidate_relpaths,
+  decode_mask,
+  encode_geotiff,
+  encode_mask,
+  mask_format_for,
+  mask_relpath,
+  palette_bytes,
+)
+from transforms.polygons import PolygonSettings, encode_polygons, polygon_collection, polygons_relpath
 from transforms.lookahead import LookaheadDoFn
 from transforms.records import (
   DONE,
@@ -51,26 +63,14 @@ from transforms.statistics import image_record
 from transforms.truth import TruthError, evaluate_mask, stem
 
 _LOG = logging.getLogger(__name__)
-STATS_CHUNK = "deconvseg:stats"
 TEMP_DIR = ".tmp"
 STATS_FORMATS = ("jsonl", "csv", "parquet")
-# Masks are long runs of a few values: zlib's run-length strategy (Z_RLE) on a
-# palette packed to the fewest bits the classes need (4 bits for up to 16
-# classes) is 2-5x faster than the default strategy at level 6 and a third
-# smaller (512x512 masks of the default model: 0.8 ms and 3.3 KiB against
-# 2.1 ms and 4.9 KiB; docs/PERFORMANCE.md). With Z_RLE the level changes
-# little. Overlays are photographic previews: fastest level.
-DEFAULT_MASK_COMPRESS_LEVEL = 6
-MASK_ZLIB_STRATEGY = zlib.Z_RLE
+# Overlays are photographic previews: fastest level.
 OVERLAY_COMPRESS_LEVEL = 1
 
 
 def join(base: str, *parts: str) -> str:
   return FileSystems.join(base.rstrip("/"), *parts)
-
-
-def mask_relpath(key: str) -> str:
-  return f"{MASKS_DIR}/{key}.png"
 
 
 def overlay_path(output: str, key: str) -> str:
@@ -103,29 +103,6 @@ def remove_temp_dir(output: str):
       FileSystems.delete([temp + "/"])
   except Exception as exc:  # pylint: disable=broad-except
     _LOG.warning("could not remove %s: %s", temp, exc)
-
-
-def palette_bytes(classes) -> list:
-  """The classes' colours as a flat RGB list, one entry per class.
-
-  Only as many entries as classes: Pillow then packs the PNG to 1, 2 or 4
-  bits per pixel when the classes fit (readers still get one class id per
-  pixel). Class ids are checked against the class list before encoding.
-  """
-  palette = []
-  for entry in classes:
-    palette.extend(int(v) for v in entry.get("color", [0, 0, 0])[:3])
-  return palette or [0, 0, 0]
-
-
-def encode_mask(class_ids: np.ndarray, palette: list, record: dict, compress_level: int) -> bytes:
-  image = Image.fromarray(class_ids)
-  image.putpalette(palette)
-  info = PngImagePlugin.PngInfo()
-  info.add_itxt(STATS_CHUNK, json.dumps(record, separators=(",", ":")))
-  buffer = io.BytesIO()
-  image.save(buffer, format="PNG", compress_level=compress_level, compress_type=MASK_ZLIB_STRATEGY, pnginfo=info)
-  return buffer.getvalue()
 
 
 def truth_outcome(mask_uri, key, truth_uri, class_ids, names):
@@ -171,9 +148,13 @@ class WriteMasksFn(LookaheadDoFn):
     write_ahead_pixels: Optional[int] = None,
     truth: bool = False,
     ood_rule=None,
+    mask_format: str = "png",
+    polygons: PolygonSettings = PolygonSettings(),
   ):
     super().__init__(write_ahead, write_ahead_pixels, "deconvseg-write")
     self._ood_rule = ood_rule
+    self._mask_format = mask_format
+    self._polygons = polygons
     self._output = output
     self._classes = list(classes)
     self._class_names = [entry["name"] for entry in self._classes]
@@ -204,7 +185,8 @@ class WriteMasksFn(LookaheadDoFn):
     ``written`` is (mask bytes, overlay bytes or None).
     """
     mask, truth_uri = item
-    relpath = mask_relpath(mask.key)
+    fmt = mask_format_for(self._mask_format, mask.georef)
+    relpath = mask_relpath(mask.key, fmt)
     truth, failure = truth_outcome(mask.uri, mask.key, truth_uri, mask.class_ids, self._class_names)
     if failure is not None:
       return None, 0, failure, ()
@@ -219,13 +201,26 @@ class WriteMasksFn(LookaheadDoFn):
         self._pixel_unit,
         self._ood_rule,
       )
+      if self._polygons.enabled:
+        # Before the mask: a mask is the mark of a finished image (--skip_existing), so it is written last.
+        collection = polygon_collection(
+          mask.key, mask.class_ids, self._classes, mask.georef, self._polygons, self._pixel_size, self._pixel_unit
+        )
+        record["polygons"] = join(self._output, polygons_relpath(mask.key))
+        record["polygon_count"] = len(collection["features"])
+        atomic_write(self._output, record["polygons"], encode_polygons(collection), "application/geo+json")
       if mask.overlay is not None:
         buffer = io.BytesIO()
         Image.fromarray(mask.overlay).save(buffer, format="PNG", compress_level=OVERLAY_COMPRESS_LEVEL)
         overlay_size = buffer.getbuffer().nbytes
         atomic_write(self._output, overlay_path(self._output, mask.key), buffer.getvalue(), "image/png")
-      data = encode_mask(mask.class_ids, self._palette, record, self._compress_level)
-      atomic_write(self._output, join(self._output, relpath), data, "image/png")
+      if fmt == GEOTIFF:
+        data = encode_geotiff(mask.class_ids, mask.georef, self._classes, record, self._compress_level)
+        mime_type = "image/tiff"
+      else:
+        data = encode_mask(mask.class_ids, self._palette, record, self._compress_level)
+        mime_type = "image/png"
+      atomic_write(self._output, join(self._output, relpath), data, mime_type)
     except Exception as exc:  # pylint: disable=broad-except
       return (None, 0, failure_from_exception(mask.uri, mask.key, STAGE_WRITE, exc, f"cannot write outputs: {exc}"), ())
     if self._truth:
@@ -262,23 +257,32 @@ class SkipExistingFn(beam.DoFn):
   failure at stage ``truth`` (tagged ``FAILED``).
   """
 
-  def __init__(self, output: str, model: dict, overlays: bool = False, class_names=None):
+  def __init__(
+    self, output: str, model: dict, overlays: bool = False, class_names=None, mask_format="png", polygons=False
+  ):
     self._output = output
     self._model = {"name": model.get("name"), "version": model.get("version")}
     self._overlays = overlays
     self._class_names = list(class_names) if class_names else None
+    self._mask_format = mask_format
+    self._polygons = polygons
+
+  def _companions_missing(self, key: str) -> bool:
+    """Whether an output this run asks for besides the mask (overlay, polygons) is missing."""
+    if self._overlays and not FileSystems.exists(overlay_path(self._output, key)):
+      return True
+    return self._polygons and not FileSystems.exists(join(self._output, polygons_relpath(key)))
 
   def process(self, ref: ImageRef, truth_index=None):
-    path = join(self._output, mask_relpath(ref.key))
     record, class_ids = None, None
     try:
-      overlay_missing = self._overlays and not FileSystems.exists(overlay_path(self._output, ref.key))
-      if not overlay_missing and FileSystems.exists(path):
-        with FileSystems.open(path, compression_type="uncompressed") as handle:
-          with Image.open(io.BytesIO(handle.read())) as image:
-            record = json.loads(image.info.get(STATS_CHUNK, "null"))
-            if self._class_names is not None:
-              class_ids = np.asarray(image)
+      if not self._companions_missing(ref.key):
+        for relpath in candidate_relpaths(ref.key, self._mask_format):
+          path = join(self._output, relpath)
+          if FileSystems.exists(path):
+            with FileSystems.open(path, compression_type="uncompressed") as handle:
+              class_ids, record = decode_mask(handle.read(), with_pixels=self._class_names is not None)
+            break
     except Exception:  # pylint: disable=broad-except
       record = None
     if not (record and record.get("model") == self._model and record.get("uri") == ref.uri):
@@ -312,6 +316,10 @@ def _csv_header(classes, truth=False):
     "pixel_size_y",
     "pixel_size_source",
     "area_unit",
+    "area_method",
+    "crs",
+    "polygons",
+    "polygon_count",
     "mean_confidence",
     "model_name",
     "model_version",
@@ -341,6 +349,10 @@ def _csv_line(record, columns_count):
     size[1],
     record["pixel_size_source"],
     record["area_unit"],
+    record.get("area_method"),
+    record.get("crs"),
+    record.get("polygons"),
+    record.get("polygon_count"),
     record["mean_confidence"],
     record["model"]["name"],
     record["model"]["version"],
@@ -408,6 +420,10 @@ def _parquet_schema(classes=None, truth=False):
       ("pixel_size", pa.list_(pa.float64())),
       ("pixel_size_source", pa.string()),
       ("area_unit", pa.string()),
+      ("area_method", pa.string()),
+      ("crs", pa.string()),
+      ("polygons", pa.string()),
+      ("polygon_count", pa.int64()),
       ("mean_confidence", pa.float64()),
       ("model", pa.struct([("name", pa.string()), ("version", pa.string())])),
       ("classes", pa.list_(class_type)),

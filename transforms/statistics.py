@@ -5,11 +5,11 @@ float confidence still exists), so the record and the written mask are two
 independent views of the same result that tests can compare.
 """
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import apache_beam as beam
 
-from transforms import ood
+from transforms import geo, ood
 from transforms.records import STAGE_TRUTH, ImageMask
 from transforms.truth import run_truth
 
@@ -19,15 +19,29 @@ EVENT_READ, EVENT_SEGMENTED, EVENT_FAILED = "read", "segmented", "failed"
 EVENT_REUSED = "reused_existing"
 # A --truth file whose stem matches no image read (payload: its URI).
 EVENT_TRUTH_UNMATCHED = "truth_unmatched"
+# The summary lists at most this many distinct CRSs of the images (georeferenced inputs).
+MAX_CRS_LISTED = 20
 
 
-def resolve_pixel_size(mask_pixel_size: Optional[Tuple[float, float]], flag_pixel_size: Optional[float]):
-  """(size, source): an explicit --pixel_size wins over a GeoTIFF scale tag."""
+def resolve_areas(mask: ImageMask, flag_pixel_size: Optional[float], pixel_unit: str):
+  """(per-class areas or None, pixel size, its source, area unit, area method) of one mask.
+
+  A CRS decides (``transforms.geo``: m², projected or geodesic); without one
+  an explicit --pixel_size wins over the image's own geotransform or GeoTIFF
+  scale tag (areas in ``pixel_unit``²); without either there are no areas.
+  """
+  georef = getattr(mask, "georef", None)
+  counts = [float(count) for count in mask.class_pixels]
+  if georef is not None and georef.crs is not None:
+    areas, method = geo.class_areas(georef, mask.class_ids, mask.class_pixels)
+    return [float(area) for area in areas], georef.pixel_size, "geotiff", "m^2", method
   if flag_pixel_size:
-    return (float(flag_pixel_size), float(flag_pixel_size)), "flag"
-  if mask_pixel_size:
-    return (float(mask_pixel_size[0]), float(mask_pixel_size[1])), "geotiff"
-  return None, None
+    size = (float(flag_pixel_size), float(flag_pixel_size))
+    return [count * size[0] * size[1] for count in counts], size, "flag", f"{pixel_unit}^2", geo.AREA_PIXEL_SIZE
+  if mask.pixel_size:
+    size = (float(mask.pixel_size[0]), float(mask.pixel_size[1]))
+    return [count * size[0] * size[1] for count in counts], size, "geotiff", f"{pixel_unit}^2", geo.AREA_TRANSFORM
+  return None, None, None, None, None
 
 
 def image_record(
@@ -44,8 +58,8 @@ def image_record(
   With ``ood_rule`` the record gains ``ood`` (``transforms.ood``).
   """
   total = mask.width * mask.height
-  pixel_size, source = resolve_pixel_size(mask.pixel_size, flag_pixel_size)
-  pixel_area = pixel_size[0] * pixel_size[1] if pixel_size else None
+  areas, pixel_size, source, area_unit, area_method = resolve_areas(mask, flag_pixel_size, pixel_unit)
+  georef = getattr(mask, "georef", None)
   per_class = []
   for entry in classes:
     count = int(mask.class_pixels[entry["id"]])
@@ -56,7 +70,7 @@ def image_record(
         "name": entry["name"],
         "pixels": count,
         "fraction": count / total,
-        "area": count * pixel_area if pixel_area is not None else None,
+        "area": areas[entry["id"]] if areas is not None else None,
         "mean_confidence": conf_sum / count if count else None,
       }
     )
@@ -70,7 +84,9 @@ def image_record(
     "pixels": int(total),
     "pixel_size": list(pixel_size) if pixel_size else None,
     "pixel_size_source": source,
-    "area_unit": f"{pixel_unit}^2" if pixel_size else None,
+    "area_unit": area_unit,
+    "area_method": area_method,
+    "crs": georef.crs_label if georef is not None else None,
     "mean_confidence": mean_confidence,
     "model": {"name": model.get("name"), "version": model.get("version")},
     "classes": per_class,
@@ -117,6 +133,8 @@ class RunSummaryFn(beam.CombineFn):
       "class_confidence": [0.0] * n,
       "images_with_area": 0,
       "area_units": [],
+      "area_methods": {},
+      "crs": [],
       "truth_images": 0,
       EVENT_TRUTH_UNMATCHED: 0,
       "truth_confusion": [[0] * n for _ in range(n)],
@@ -143,6 +161,10 @@ class RunSummaryFn(beam.CombineFn):
         acc["images_with_area"] += 1
         if payload["area_unit"] not in acc["area_units"]:
           acc["area_units"].append(payload["area_unit"])
+        method = payload.get("area_method") or "unknown"
+        acc["area_methods"][method] = acc["area_methods"].get(method, 0) + 1
+      if payload.get("crs") and payload["crs"] not in acc["crs"] and len(acc["crs"]) < MAX_CRS_LISTED:
+        acc["crs"].append(payload["crs"])
       for i, entry in enumerate(payload["classes"]):
         acc["class_pixels"][i] += entry["pixels"]
         if entry["area"] is not None:
@@ -183,6 +205,9 @@ class RunSummaryFn(beam.CombineFn):
       for field in ("class_pixels", "class_area", "class_confidence"):
         merged[field] = [a + b for a, b in zip(merged[field], acc[field])]
       merged["area_units"] += [u for u in acc["area_units"] if u not in merged["area_units"]]
+      for method, count in acc["area_methods"].items():
+        merged["area_methods"][method] = merged["area_methods"].get(method, 0) + count
+      merged["crs"] += [c for c in acc["crs"] if c not in merged["crs"]][: MAX_CRS_LISTED - len(merged["crs"])]
       merged["ood_keys"] = sorted(merged["ood_keys"] + acc["ood_keys"])[: ood.MAX_LISTED]
       merged["truth_confusion"] = [
         [a + b for a, b in zip(mine, theirs)] for mine, theirs in zip(merged["truth_confusion"], acc["truth_confusion"])
@@ -215,6 +240,8 @@ class RunSummaryFn(beam.CombineFn):
       "pixels": total,
       "images_with_area": acc["images_with_area"],
       "area_unit": acc["area_units"][0] if len(acc["area_units"]) == 1 else (acc["area_units"] or None),
+      "area_methods": dict(sorted(acc["area_methods"].items())),
+      "crs": sorted(acc["crs"]),
       "classes": classes,
     }
     if self._ood_rule is not None:

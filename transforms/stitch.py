@@ -66,6 +66,7 @@ class RouteTileResultsFn(beam.DoFn):
         overlay=result.overlay,
         pixel_size=result.pixel_size,
         ood=result.ood,
+        georef=result.georef,
       )
 
 
@@ -107,6 +108,7 @@ class AssembleMaskFn(beam.DoFn):
       overlay=overlay,
       pixel_size=first.pixel_size,
       ood=first.ood,
+      georef=first.georef,
     )
 
 

@@ -21,6 +21,7 @@ from pipeline.report import load
 from transforms.decode import decode_image, to_rgb
 from transforms.display import display_stretch, to_display
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
+from transforms.mask_files import decode_mask
 from transforms.read import example_bytes_feature, iter_tfrecords
 
 OVERLAY_ALPHA = 0.5
@@ -56,12 +57,16 @@ def data_uri(image, fmt):
 
 def load_mask(path, table, size):
   """The mask downscaled (nearest: no invented classes), then coloured with the class palette."""
-  with Image.open(io.BytesIO(load.read_bytes(path, "uncompressed"))) as mask:
-    if mask.mode not in ("P", "L"):  # not a class-id image; show it as it is
-      coloured = mask.convert("RGB")
-      coloured.thumbnail((size, size), Image.NEAREST)
-      return coloured
-    small = mask.copy()
+  data = load.read_bytes(path, "uncompressed")
+  if path.endswith(".tif"):  # a GeoTIFF mask (transforms.mask_files)
+    small = Image.fromarray(decode_mask(data)[0])
+  else:
+    with Image.open(io.BytesIO(data)) as mask:
+      if mask.mode not in ("P", "L"):  # not a class-id image; show it as it is
+        coloured = mask.convert("RGB")
+        coloured.thumbnail((size, size), Image.NEAREST)
+        return coloured
+      small = mask.copy()
   small.thumbnail((size, size), Image.NEAREST)
   return Image.fromarray(table[np.asarray(small)], "RGB")
 

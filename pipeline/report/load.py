@@ -62,6 +62,8 @@ class RunSummary:
   tfrecord_image_feature: str
   stats_files: list
   failure_files: list
+  crs: list = dataclasses.field(default_factory=list)  # the images' distinct CRSs (georeferenced inputs)
+  area_methods: dict = dataclasses.field(default_factory=dict)  # "projected" / "geodesic" / ... -> images
 
 
 @dataclasses.dataclass
@@ -79,6 +81,7 @@ class ImageRecord:
   mask_path: str
   truth: dict = None  # the record's ``truth`` block (--truth): pixel_accuracy, mean_iou, ...
   ood: dict = None  # the record's ``ood`` block: flagged, reasons, band_mean, band_std
+  crs: str = None  # the image's CRS (EPSG:<code> or WKT) when it was georeferenced
 
 
 @dataclasses.dataclass
@@ -124,6 +127,8 @@ def run_summary(summary):
     tfrecord_image_feature=options.get("tfrecord_image_feature") or "image/encoded",
     stats_files=[str(path) for path in outputs.get("stats") or []],
     failure_files=[str(path) for path in outputs.get("failures") or []],
+    crs=[str(crs) for crs in summary.get("crs") or [] if crs],
+    area_methods={str(k): v for k, v in _dict(summary.get("area_methods")).items()},
   )
 
 
@@ -182,6 +187,7 @@ def image_record(raw, output_dir):
     mask_path=resolve(output_dir, str(raw.get("mask") or f"masks/{key}.png")),
     truth=record_truth(raw),
     ood=record_ood(raw),
+    crs=str(raw["crs"]) if raw.get("crs") else None,
   )
 
 

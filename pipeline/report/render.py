@@ -146,17 +146,35 @@ def _summary(run, stats, failures, card, problems):
   ]
   if figures["confidence"] is not None:
     cards.append(("confidence", f"{figures['confidence']:.3f}", "mean pixel confidence"))
-  return {"cards": cards, "problems": problems, "run": run, "model_rows": _model_rows(run.model, card)}
+  methods = ", ".join(f"{method} {count}" for method, count in sorted(run.area_methods.items()))
+  return {
+    "cards": cards,
+    "problems": problems,
+    "run": run,
+    "model_rows": _model_rows(run.model, card),
+    "crs": run.crs,
+    "area_methods": methods,
+  }
 
 
-def _classes(classes, totals, area_unit, card):
+def area_display(area_unit, areas, georeferenced):
+  """(unit shown, divisor) for class areas: m² of georeferenced images read as hectares, or km² from 100 km² up."""
+  if not georeferenced or area_unit != "m^2":
+    return area_unit or "units", 1.0
+  largest = max((area for area in areas if area is not None), default=0.0)
+  return ("km²", 1e6) if largest >= 1e8 else ("ha", 1e4)
+
+
+def _classes(classes, totals, area_unit, card, georeferenced=False):
   iou = load.card_test_metrics(card).get("per_class_iou")
   all_pixels = sum(aggregate.pixels_of(totals, info.name) for info in classes)
   recorded = [totals[info.name] for info in classes if totals.get(info.name)]
+  unit, divisor = area_display(area_unit, [total.area for total in recorded], georeferenced)
   return {
     "rows": [(info, totals.get(info.name) or load.ClassTotal(0.0)) for info in classes],
     "all_pixels": all_pixels,
-    "area_unit": area_unit or "units",
+    "area_unit": unit,
+    "area_divisor": divisor,
     "has_area": any(total.area is not None for total in recorded),
     "has_confidence": any(total.mean_confidence is not None for total in recorded),
     "iou": iou if isinstance(iou, dict) else {},
@@ -348,7 +366,7 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
     "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     "classes": classes,
     "summary": _summary(run, stats, failures, card, problems),
-    "class_areas": _classes(classes, totals, run.area_unit, card),
+    "class_areas": _classes(classes, totals, run.area_unit, card, georeferenced=bool(run.crs)),
     "drift": _drift(summary.get("drift"), classes),
     "truth": (
       _truth(truth, source, thumbnails(worst.worst_first(), thumbnail_size // 2), classes, output_dir)

@@ -1,0 +1,327 @@
+"""GeoTIFF inputs end to end: georeferenced masks, areas in real units, polygons (transforms/geo.py).
+
+The inputs are GeoTIFFs made here with rasterio; the fake model (tests/fake_model.py) classifies
+by colour, so a scene of coloured blocks gives regions that cross tile seams.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from rasterio.io import MemoryFile
+from rasterio.transform import from_origin
+from shapely.geometry import shape
+from skimage.measure import label
+
+from model.tiling import plan_tiles
+from pipeline.errors import OptionsError
+from pipeline.run import run
+from pipeline_helpers import check_accounting, read_outputs, scene
+from transforms import geo
+
+UTM_33N = "EPSG:32633"
+UTM_ORIGIN = (500_000.0, 6_650_000.0)
+WGS84 = "EPSG:4326"
+
+
+def blocks(height, width, seed=0):
+  """RGB uint8 of large coloured blocks (about a fifth of the short side) with noise."""
+  return scene(height, width, seed=seed)
+
+
+def write_geotiff(path, pixels, crs, transform, **profile):
+  """[H, W, K] pixels to a GeoTIFF at ``path`` (photometric RGB for three bands)."""
+  height, width, bands = pixels.shape
+  options = dict(driver="GTiff", width=width, height=height, count=bands, dtype=pixels.dtype.name, crs=crs)
+  options.update(transform=transform, **profile)
+  if bands == 3:
+    options["photometric"] = "RGB"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with rasterio.open(path, "w", **options) as dataset:
+    dataset.write(np.moveaxis(pixels, -1, 0))
+  return path
+
+
+def _run(inputs, output, model, *extra):
+  return run(
+    ["--input", *inputs, "--output", str(output), "--model", model, "--runner=FnApiRunner", *extra],
+    save_main_session=False,
+  )
+
+
+def _polygons(output, key):
+  with open(output / "polygons" / f"{key}.geojson") as f:
+    return json.load(f)
+
+
+def _polygon_area_by_class(collection):
+  areas = {}
+  for feature in collection["features"]:
+    name = feature["properties"]["class_name"]
+    areas[name] = areas.get(name, 0.0) + feature["properties"]["area"]
+  return areas
+
+
+def _components(mask):
+  """Connected regions per class, 4-connected as rasterio.features.shapes draws them."""
+  return sum(int(label(mask == value, connectivity=1).max()) for value in np.unique(mask))
+
+
+@pytest.fixture(scope="module")
+def projected_run(tmp_path_factory, fake_model):
+  """One 600x400 RGB GeoTIFF in UTM 33N with 0.5 m pixels, run with --polygons (and once as PNG)."""
+  root = tmp_path_factory.mktemp("projected")
+  transform = from_origin(*UTM_ORIGIN, 0.5, 0.5)
+  write_geotiff(root / "in" / "scene.tif", blocks(400, 600), UTM_33N, transform)
+  output = root / "out"
+  _run([str(root / "in" / "*.tif")], output, fake_model, "--polygons")
+  as_png = root / "png"
+  _run([str(root / "in" / "*.tif")], as_png, fake_model, "--mask_format", "png")
+  return root, output, as_png, transform
+
+
+def test_geotiff_mask_has_the_inputs_crs_transform_size_palette_and_names(projected_run):
+  root, output, as_png, transform = projected_run
+  assert not (output / "masks" / "scene.tif.png").exists()
+  with rasterio.open(output / "masks" / "scene.tif.tif") as mask:
+    assert mask.crs.to_epsg() == 32633
+    assert mask.transform == transform
+    assert (mask.width, mask.height, mask.count, mask.dtypes[0]) == (600, 400, 1, "uint8")
+    assert mask.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    assert mask.block_shapes[0] == (512, 512)
+    assert json.loads(mask.tags()["CLASS_NAMES"]) == ["dark", "red", "green", "blue"]
+    assert mask.colormap(1)[1] == (220, 40, 40, 255)
+    pixels = mask.read(1)
+  with rasterio.open(as_png / "masks" / "scene.tif.png") as png:
+    assert np.array_equal(pixels, png.read(1)), "the GeoTIFF holds exactly the PNG's class ids"
+
+
+def test_projected_areas_are_pixels_times_the_pixel_area(projected_run):
+  _, output, _, _ = projected_run
+  summary, records, failures = read_outputs(str(output))
+  check_accounting(summary, records, failures, expected_read=1)
+  record = records["scene.tif"]
+  assert (record["crs"], record["area_method"], record["area_unit"]) == ("EPSG:32633", "projected", "m^2")
+  assert record["mask"].endswith("masks/scene.tif.tif")
+  for entry in record["classes"]:
+    assert entry["area"] == pytest.approx(entry["pixels"] * 0.25, rel=1e-12)
+  assert summary["crs"] == ["EPSG:32633"] and summary["area_methods"] == {"projected": 1}
+  assert summary["area_unit"] == "m^2"
+
+
+def test_polygons_cover_each_class_and_say_their_crs(projected_run):
+  _, output, _, _ = projected_run
+  _, records, _ = read_outputs(str(output))
+  collection = _polygons(output, "scene.tif")
+  assert collection["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32633"
+  assert collection["area_unit"] == "m^2"
+  by_class = _polygon_area_by_class(collection)
+  for entry in records["scene.tif"]["classes"]:
+    if entry["pixels"]:
+      assert by_class[entry["name"]] == pytest.approx(entry["area"], rel=0.005)
+  xs = [x for feature in collection["features"] for ring in feature["geometry"]["coordinates"] for x, _ in ring]
+  assert min(xs) == UTM_ORIGIN[0] and max(xs) == UTM_ORIGIN[0] + 300.0, "polygons lie where the image lies"
+  assert records["scene.tif"]["polygon_count"] == len(collection["features"])
+
+
+def _geodesic_band_area(lat1, lat2, dlon_deg, a=6378137.0, f=1 / 298.257223563):
+  """Area (m²) of the WGS 84 ellipsoid between two parallels over dlon, from the authalic latitude formula."""
+  e = math.sqrt(f * (2 - f))
+  b = a * (1 - f)
+
+  def q(lat):
+    s = math.sin(math.radians(lat))
+    return s / (1 - e * e * s * s) + math.log((1 + e * s) / (1 - e * s)) / (2 * e)
+
+  return abs(b * b * math.radians(dlon_deg) / 2 * (q(lat2) - q(lat1)))
+
+
+def test_geographic_crs_gets_geodesic_areas(tmp_path, fake_model):
+  """EPSG:4326 at 60 deg N: each row's pixels measured on the ellipsoid, not pixels x degrees^2."""
+  step = 1e-4  # degrees: about 5.6 m east-west and 11 m north-south at 60 deg N
+  write_geotiff(tmp_path / "in" / "in.tif", blocks(300, 400, seed=3), WGS84, from_origin(10.0, 60.02, step, step))
+  output = tmp_path / "out"
+  _run([str(tmp_path / "in" / "in.tif")], output, fake_model)
+  _, records, _ = read_outputs(str(output))
+  record = records["in.tif"]
+  assert (record["crs"], record["area_method"], record["area_unit"]) == ("EPSG:4326", "geodesic", "m^2")
+  with rasterio.open(output / "masks" / "in.tif.tif") as mask:
+    assert mask.crs.to_epsg() == 4326
+    ids = mask.read(1)
+  row_area = [_geodesic_band_area(60.02 - step * row, 60.02 - step * (row + 1), step) for row in range(ids.shape[0])]
+  for entry in record["classes"]:
+    expected = float(np.count_nonzero(ids == entry["id"], axis=1) @ np.array(row_area))
+    if entry["pixels"]:
+      assert entry["area"] == pytest.approx(expected, rel=1e-3)
+      assert entry["area"] > 1000 * entry["pixels"] * step * step, "not pixels times square degrees"
+
+
+def test_tiled_scene_keeps_its_georeference_and_polygons_cross_the_seams(tmp_path, fake_model):
+  """3000x2000 in 512-pixel tiles: the stitched mask is exact, and no polygon edge runs along a seam."""
+  transform = from_origin(*UTM_ORIGIN, 0.5, 0.5)
+  write_geotiff(
+    tmp_path / "in" / "big.tif", blocks(2000, 3000, seed=5), UTM_33N, transform, tiled=True, compress="deflate"
+  )
+  output = tmp_path / "out"
+  tiling = ("--tile_size", "512", "--tile_overlap", "32", "--whole_image_pixels", "0")
+  _run([str(tmp_path / "in" / "big.tif")], output, fake_model, "--polygons", *tiling)
+  summary, records, failures = read_outputs(str(output))
+  check_accounting(summary, records, failures, expected_read=1)
+  with rasterio.open(output / "masks" / "big.tif.tif") as mask:
+    assert (mask.crs.to_epsg(), mask.transform, mask.shape) == (32633, transform, (2000, 3000))
+    assert mask.overviews(1), "a large scene gets overviews"
+    ids = mask.read(1)
+  tiles = plan_tiles(2000, 3000, 512, 32, 0)
+  assert len(tiles) > 1
+  seams_x = sorted({t.own_left for t in tiles} - {0})
+  seams_y = sorted({t.own_top for t in tiles} - {0})
+  collection = _polygons(output, "big.tif")
+  assert len(collection["features"]) == _components(ids), "one polygon per connected region"
+  to_col = lambda x: round((x - UTM_ORIGIN[0]) / 0.5)  # noqa: E731
+  to_row = lambda y: round((UTM_ORIGIN[1] - y) / 0.5)  # noqa: E731
+  for feature in collection["features"]:
+    for ring in feature["geometry"]["coordinates"]:
+      for (x1, y1), (x2, y2) in zip(ring, ring[1:]):
+        c1, r1, c2, r2 = to_col(x1), to_row(y1), to_col(x2), to_row(y2)
+        if c1 == c2 and c1 in seams_x:  # a vertical edge on a seam column: classes must differ across it
+          rows = slice(min(r1, r2), max(r1, r2))
+          assert np.all(ids[rows, c1 - 1] != ids[rows, c1]), f"polygon edge along the seam x={c1}"
+        if r1 == r2 and r1 in seams_y:
+          cols = slice(min(c1, c2), max(c1, c2))
+          assert np.all(ids[r1 - 1, cols] != ids[r1, cols]), f"polygon edge along the seam y={r1}"
+  by_class = _polygon_area_by_class(collection)
+  for entry in records["big.tif"]["classes"]:
+    if entry["pixels"]:
+      assert by_class[entry["name"]] == pytest.approx(entry["area"], rel=0.005)
+
+
+def test_plain_images_get_pixel_polygons_and_png_masks(tmp_path, fake_model):
+  from PIL import Image
+
+  (tmp_path / "in").mkdir()
+  Image.fromarray(blocks(120, 160, seed=7)).save(tmp_path / "in" / "plain.png")
+  output = tmp_path / "out"
+  _run([str(tmp_path / "in" / "plain.png")], output, fake_model, "--polygons", "--min_polygon_area", "20")
+  _, records, _ = read_outputs(str(output))
+  assert (output / "masks" / "plain.png.png").exists()
+  record = records["plain.png"]
+  assert record["crs"] is None and record["area_unit"] is None
+  collection = _polygons(output, "plain.png")
+  assert collection["coordinates"].startswith("pixel") and "crs" not in collection
+  assert collection["area_unit"] == "pixel"
+  assert all(feature["properties"]["area"] >= 20 for feature in collection["features"])
+  kept = sum(feature["properties"]["area"] for feature in collection["features"])
+  assert kept <= 160 * 120
+
+
+def test_simplify_keeps_a_coverage(tmp_path, fake_model):
+  """--simplify drops vertices but neighbours keep sharing edges: no gaps, no overlaps."""
+  write_geotiff(tmp_path / "in" / "s.tif", blocks(200, 300, seed=9), UTM_33N, from_origin(*UTM_ORIGIN, 0.5, 0.5))
+  _run([str(tmp_path / "in" / "s.tif")], tmp_path / "exact", fake_model, "--polygons")
+  _run([str(tmp_path / "in" / "s.tif")], tmp_path / "simple", fake_model, "--polygons", "--simplify", "2")
+
+  def vertices(collection):
+    return sum(len(ring) for f in collection["features"] for ring in f["geometry"]["coordinates"])
+
+  simple = _polygons(tmp_path / "simple", "s.tif")
+  assert vertices(simple) < vertices(_polygons(tmp_path / "exact", "s.tif"))
+  shapes = [shape(feature["geometry"]) for feature in simple["features"]]
+  assert shapely.union_all(shapes).area == pytest.approx(150.0 * 100.0, rel=1e-6), "no gaps between polygons"
+  assert sum(s.area for s in shapes) == pytest.approx(150.0 * 100.0, rel=1e-6), "no overlaps"
+
+
+def test_multiband_geotiff_reaches_a_four_band_model(tmp_path):
+  from fake_model import build_fake_model
+
+  model = build_fake_model(str(tmp_path / "model4"), channels=4, dtype="uint16")
+  rng = np.random.default_rng(1)
+  pixels = np.zeros((64, 96, 4), np.uint16)
+  pixels[:, :48, 2] = 60000  # left half: band 2 dominates
+  pixels[:, 48:, 3] = 60000
+  pixels += rng.integers(0, 500, size=pixels.shape, dtype=np.uint16)
+  write_geotiff(tmp_path / "in" / "ms.tif", pixels, UTM_33N, from_origin(*UTM_ORIGIN, 10.0, 10.0))
+  output = tmp_path / "out"
+  _run([str(tmp_path / "in" / "ms.tif")], output, model)
+  _, records, failures = read_outputs(str(output))
+  assert not failures
+  with rasterio.open(output / "masks" / "ms.tif.tif") as mask:
+    ids = mask.read(1)
+  assert np.all(ids[:, :40] == 3) and np.all(ids[:, 56:] == 4)
+  assert records["ms.tif"]["classes"][3]["area"] == pytest.approx(np.count_nonzero(ids == 3) * 100.0)
+
+
+def test_skip_existing_reads_records_back_from_geotiff_masks(tmp_path, fake_model):
+  write_geotiff(tmp_path / "in" / "a.tif", blocks(100, 100, seed=2), UTM_33N, from_origin(*UTM_ORIGIN, 0.5, 0.5))
+  output = tmp_path / "out"
+  _run([str(tmp_path / "in" / "a.tif")], output, fake_model, "--polygons")
+  first = read_outputs(str(output))[1]["a.tif"]
+  _run([str(tmp_path / "in" / "a.tif")], output, fake_model, "--polygons", "--skip_existing")
+  summary, records, _ = read_outputs(str(output))
+  assert summary["counts"]["reused_existing"] == 1
+  assert records["a.tif"] == first
+
+
+def test_geotiff_in_and_out_of_cloud_storage(gcs_emulator, gcs_bucket, tmp_path, fake_model):
+  write_geotiff(tmp_path / "g.tif", blocks(150, 200, seed=4), UTM_33N, from_origin(*UTM_ORIGIN, 0.5, 0.5))
+  bucket = gcs_emulator.client().bucket(gcs_bucket)
+  bucket.blob("in/g.tif").upload_from_filename(str(tmp_path / "g.tif"))
+  output = f"gs://{gcs_bucket}/out"
+  _run([f"gs://{gcs_bucket}/in/*.tif"], output, fake_model, "--polygons")
+  with MemoryFile(bucket.blob("out/masks/g.tif.tif").download_as_bytes()) as memory, memory.open() as mask:
+    assert (mask.crs.to_epsg(), mask.shape) == (32633, (150, 200))
+    assert mask.transform == from_origin(*UTM_ORIGIN, 0.5, 0.5)
+  collection = json.loads(bucket.blob("out/polygons/g.tif.geojson").download_as_bytes())
+  assert collection["features"] and collection["area_unit"] == "m^2"
+  record = json.loads(bucket.blob("out/stats/stats.jsonl").download_as_bytes().decode().splitlines()[0])
+  assert record["area_method"] == "projected"
+
+
+@pytest.mark.parametrize(
+  "flags, message",
+  [
+    (["--simplify", "1"], "--simplify only applies to polygons: add --polygons"),
+    (["--polygons", "--min_polygon_area", "-1"], "--min_polygon_area=-1.0 must be a number >= 0"),
+    (["--mask_format", "jpeg"], "invalid choice: 'jpeg'"),
+  ],
+)
+def test_bad_geo_flags_stop_the_run_before_work(tmp_path, fake_model, flags, message, capsys):
+  from PIL import Image
+
+  (tmp_path / "in").mkdir()
+  Image.fromarray(blocks(32, 32)).save(tmp_path / "in" / "x.png")
+  with pytest.raises((OptionsError, SystemExit)) as raised:
+    _run([str(tmp_path / "in" / "x.png")], tmp_path / "out", fake_model, *flags)
+  text = str(raised.value) + capsys.readouterr().err
+  assert message in text
+  assert not (tmp_path / "out" / "masks").exists()
+
+
+def test_geo_outputs_without_the_geo_extra_say_how_to_install_it(tmp_path, fake_model, monkeypatch):
+  from PIL import Image
+
+  (tmp_path / "in").mkdir()
+  Image.fromarray(blocks(32, 32)).save(tmp_path / "in" / "x.png")
+  monkeypatch.setattr(geo, "available", lambda: False)
+  with pytest.raises(OptionsError, match=r"--polygons need the geo extra .*pip install .*\[geo\]"):
+    _run([str(tmp_path / "in" / "x.png")], tmp_path / "out", fake_model, "--polygons")
+
+
+def test_report_shows_hectares_and_each_images_crs(projected_run):
+  from pipeline.report.render import build_report
+
+  _, output, _, _ = projected_run
+  html = build_report(str(output))
+  assert "area (ha)" in html
+  assert "Coordinate reference systems of the images: EPSG:32633" in html
+  assert '<span class="crs">EPSG:32633</span>' in html
+
+
+def test_geo_cost_bench_runs():
+  from bench import geo as geo_bench
+
+  rows = dict(geo_bench.measure(size=256, repeat=1))
+  assert set(rows) >= {"mask as palette PNG", "mask as Cloud-Optimized GeoTIFF", "--polygons, geographic"}
+  assert all(ms > 0 for ms in rows.values())
