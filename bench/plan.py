@@ -35,6 +35,10 @@ Where the numbers come from
   each overridable with a flag.
 """
 
+# This module is the arithmetic (plan), its rendering and the command; the docstring above is --help. The cloud's
+# published figures are bench.plan_catalogue, the measured costs and the readers of the benchmarks' JSON
+# bench.plan_costs.
+
 import argparse
 import json
 import math
@@ -43,105 +47,34 @@ import re
 import sys
 from typing import Optional
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PERFORMANCE_JSON = os.path.join(REPO, "docs", "PERFORMANCE.json")
-PERFORMANCE_GPU_JSON = os.path.join(REPO, "docs", "PERFORMANCE_GPU.json")
-
-PRICE_SOURCE = (
-  "USD, us-central1 list prices as published in 2024: cloud.google.com/dataflow/pricing (batch "
-  "vCPU, memory, disk, Dataflow Shuffle, GPUs) and cloud.google.com/storage/pricing (Standard); "
-  "not re-checked from this offline machine"
+from bench.plan_catalogue import (
+  DEFAULT_GPU_MACHINE,
+  GPU_FP16_TFLOPS,
+  GPU_HOUR,
+  PRICE_SOURCE,
+  PRICES,
+  PlanError,
+  machine_shape,
+  peak_for,
 )
-PRICES = {
-  "vcpu_hour": 0.056,  # Dataflow batch worker vCPU per hour
-  "gb_hour": 0.003557,  # Dataflow batch worker memory per GB-hour
-  "pd_gb_hour": 0.000054,  # standard persistent disk per GB-hour
-  "shuffle_gb": 0.011,  # Dataflow Shuffle (batch), per GB processed, before volume discounts
-  "storage_gb_month": 0.020,  # Cloud Storage Standard, per GB-month
-  "class_a_per_1000": 0.005,  # Cloud Storage object writes (each mask: write + rename = 2)
-  "class_b_per_1000": 0.0004,  # Cloud Storage object reads
-}
-GPU_HOUR = {"nvidia-tesla-t4": 0.35, "nvidia-l4": 0.56, "nvidia-tesla-a100": 2.93, "nvidia-a100-80gb": 3.93}
-# Published dense float16 tensor-core peaks, TFLOPS (NVIDIA data sheets; no sparsity).
-GPU_FP16_TFLOPS = {
-  "nvidia-tesla-t4": 65.0,
-  "nvidia-l4": 121.0,
-  "nvidia-tesla-a100": 312.0,
-  "nvidia-a100-80gb": 312.0,
-  "nvidia-tesla-v100": 125.0,
-  "nvidia-tesla-p100": 18.7,
-  "nvidia-tesla-p4": 5.5,
-  "nvidia-h100-80gb": 989.0,
-  "nvidia-h100-mega-80gb": 989.0,
-}
-# The same by the short names a measurement file may use for its device ("NVIDIA H200").
-_PEAK_BY_NAME = {
-  "h200": 989.0,
-  "h100": 989.0,
-  "a100": 312.0,
-  "l4": 121.0,
-  "t4": 65.0,
-  "v100": 125.0,
-  "p100": 18.7,
-  "p4": 5.5,
-}
-DEFAULT_GPU_MACHINE = {
-  "nvidia-tesla-t4": "n1-standard-8",
-  "nvidia-tesla-p4": "n1-standard-8",
-  "nvidia-tesla-p100": "n1-standard-8",
-  "nvidia-tesla-v100": "n1-standard-8",
-  "nvidia-l4": "g2-standard-8",
-  "nvidia-tesla-a100": "a2-highgpu-1g",
-  "nvidia-a100-80gb": "a2-ultragpu-1g",
-  "nvidia-h100-80gb": "a3-highgpu-1g",
-  "nvidia-h100-mega-80gb": "a3-megagpu-8g",
-}
-# GB of memory per vCPU by machine family-kind; A2/A3 machines are listed whole.
-_GB_PER_VCPU = {
-  "n1-standard": 3.75,
-  "n1-highmem": 6.5,
-  "n1-highcpu": 0.9,
-  "n2-standard": 4,
-  "n2-highmem": 8,
-  "n2-highcpu": 1,
-  "n2d-standard": 4,
-  "e2-standard": 4,
-  "e2-highmem": 8,
-  "e2-highcpu": 1,
-  "c2-standard": 4,
-  "c3-standard": 4,
-  "g2-standard": 4,
-}
-_WHOLE_MACHINES = {
-  "a2-highgpu-1g": (12, 85),
-  "a2-highgpu-2g": (24, 170),
-  "a2-highgpu-4g": (48, 340),
-  "a2-highgpu-8g": (96, 680),
-  "a2-ultragpu-1g": (12, 170),
-  "a2-ultragpu-2g": (24, 340),
-  "a3-highgpu-1g": (26, 234),
-  "a3-highgpu-8g": (208, 1872),
-  "a3-megagpu-8g": (208, 1872),
-}
+from bench.plan_costs import (
+  DECODE_S_PER_PIXEL,
+  DEFAULT_MODEL_FLOPS_PER_PIXEL,
+  ENCODED_BYTES_PER_PIXEL,
+  MASK_BYTES_PER_PIXEL,
+  OTHER_S_PER_PIXEL,
+  OVERLAY_BYTES_PER_PIXEL,
+  PERFORMANCE_GPU_JSON,
+  PERFORMANCE_JSON,
+  RECORD_BYTES,
+  REF_OVERHEAD_BYTES,
+  STITCH_BYTES_PER_PIXEL,
+  ceiling_from_bench,
+  gpu_measurement,
+  model_flops_per_pixel,
+)
 
-# Measured on this machine (see the module docstring); overridable.
-DEFAULT_CEILING_IMAGES_PER_S = 30.472  # bundled model, 512x512, 2 vCPUs (docs/PERFORMANCE.json run 5)
-DEFAULT_CEILING_PIXELS = 512 * 512
-DEFAULT_CEILING_VCPUS = 2
-DEFAULT_MODEL_FLOPS_PER_PIXEL = 15053.4  # bundled model, convolutions + transposed convolutions
-DECODE_S_PER_PIXEL = {"png": 8.1e-3 / 512**2, "jpeg": 0.1 * 8.1e-3 / 512**2}
-OTHER_S_PER_PIXEL = 32e-9  # the pipeline beyond model and decode, per pixel, one vCPU
-ENCODED_BYTES_PER_PIXEL = {"png": 2.25, "jpeg": 0.39}  # bench workload PNGs; the same as JPEG quality 90
-STITCH_BYTES_PER_PIXEL = 0.027
-OVERLAY_BYTES_PER_PIXEL = 2.28
-MASK_BYTES_PER_PIXEL = 0.0181
-RECORD_BYTES = 1160
-REF_OVERHEAD_BYTES = 70
 FORMATS = ("png", "jpeg", "tfrecord-png", "tfrecord-jpeg")
-
-
-class PlanError(ValueError):
-  """A bad combination of inputs; the message says what to change."""
 
 
 def parse_size(text: str):
@@ -154,153 +87,6 @@ def parse_size(text: str):
   if width < 1 or height < 1:
     raise PlanError(f"--size {text!r}: sides must be at least 1 pixel")
   return width, height
-
-
-def machine_shape(machine_type: str):
-  """(vCPUs, GB of memory) of a Compute Engine machine type."""
-  if machine_type in _WHOLE_MACHINES:
-    return _WHOLE_MACHINES[machine_type]
-  match = re.fullmatch(r"([a-z0-9]+-[a-z]+)-(\d+)", machine_type or "")
-  if not match or match.group(1) not in _GB_PER_VCPU:
-    known = ", ".join(sorted(f"{k}-N" for k in _GB_PER_VCPU) + sorted(_WHOLE_MACHINES))
-    raise PlanError(f"--machine_type {machine_type!r} is not one the plan knows; use one of {known}")
-  vcpus = int(match.group(2))
-  return vcpus, vcpus * _GB_PER_VCPU[match.group(1)]
-
-
-def _ceiling_from_bench(path: str = PERFORMANCE_JSON):
-  """(images/s, pixels per image, vCPUs) of the bundled model's ceiling in ``python -m bench``'s JSON."""
-  try:
-    with open(path) as handle:
-      report = json.load(handle)
-    run = next(r for r in report["runs"] if r.get("name") == "ceiling[default]")
-    side = int(re.search(r"(\d+)\^2", run["set"]).group(1))
-    source = os.path.relpath(path, REPO) if path.startswith(REPO + os.sep) else path
-    return float(run["images_per_s"]), side * side, int(report["meta"]["cpus"]), source
-  except Exception:  # pylint: disable=broad-except  (a missing or reshaped report: use the recorded numbers)
-    return DEFAULT_CEILING_IMAGES_PER_S, DEFAULT_CEILING_PIXELS, DEFAULT_CEILING_VCPUS, "built-in (run 5)"
-
-
-def _number(value):
-  return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
-
-
-def _entry_pixels(entry: dict) -> Optional[int]:
-  for key in ("pixels_per_image", "image_pixels"):
-    if _number(entry.get(key)):
-      return int(entry[key])
-  for key in ("size", "image_size", "side", "tile_size"):
-    value = entry.get(key)
-    if _number(value):
-      return int(value) ** 2
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(_number(v) for v in value):
-      return int(value[0]) * int(value[1])
-  for key in ("set", "workload", "name"):
-    match = re.search(r"(\d+)\s*(?:\^2|[x×](\d+))", str(entry.get(key, "")))
-    if match:
-      return int(match.group(1)) * int(match.group(2) or match.group(1))
-  return None
-
-
-def gpu_measurement(path: str = PERFORMANCE_GPU_JSON):
-  """The best measured model-ceiling pixel rate in PERFORMANCE_GPU.json: (pixels/s, device, detail) or None.
-
-  ``bench.gpu_ceiling table`` writes it (``runs[].meta.device``,
-  ``runs[].cells[]``); it is read defensively: any object with an images/s
-  figure (``resident_images_per_s`` first: the network alone on the device,
-  which scales with a GPU's peak; else ``images_per_s``,
-  ``images_per_second``, ``ceiling_images_per_s``) for the bundled model (or
-  no model named) counts;
-  the image size comes from ``pixels_per_image``, ``size``, or a "512^2" /
-  "512x512" in ``set``/``workload``/``name``, else 512x512. The device is the
-  nearest ``device``/``gpu`` string. Returns None when nothing usable is there.
-  """
-  try:
-    with open(path) as handle:
-      document = json.load(handle)
-  except Exception:  # pylint: disable=broad-except
-    return None
-  found = []
-
-  def walk(node, device):
-    if isinstance(node, dict):
-      meta = node.get("meta") if isinstance(node.get("meta"), dict) else {}
-      device = next(
-        (
-          str(source[k])
-          for source in (node, meta)
-          for k in ("device", "gpu", "accelerator", "gpu_type")
-          if isinstance(source.get(k), str)
-        ),
-        device,
-      )
-      # The network alone on the device (bench.gpu_ceiling --resident) is what scales with a GPU's peak;
-      # the figure with host copies is bound by the bus of the machine it was measured on.
-      rate = next(
-        (
-          _number(node.get(k))
-          for k in ("resident_images_per_s", "images_per_s", "images_per_second", "ceiling_images_per_s")
-          if _number(node.get(k))
-        ),
-        None,
-      )
-      model = str(node.get("model", "default"))
-      if rate and ("default" in model or model == "deconvseg-default"):
-        found.append((rate * (_entry_pixels(node) or 512 * 512), device, node))
-      for value in node.values():
-        walk(value, device)
-    elif isinstance(node, list):
-      for value in node:
-        walk(value, device)
-
-  walk(document, None)
-  if not found:
-    return None
-  rate, device, node = max(found, key=lambda item: item[0])
-  return rate, device or "unknown GPU", {k: v for k, v in node.items() if not isinstance(v, (dict, list))}
-
-
-def _peak_for(device: str) -> Optional[float]:
-  text = (device or "").lower()
-  for key, peak in _PEAK_BY_NAME.items():
-    if key in text:
-      return peak
-  return None
-
-
-def model_flops_per_pixel(model_dir: str, side: int = 512) -> float:
-  """FLOPs per input pixel of an exported model: its convolutions and transposed convolutions at side x side.
-
-  Loads the SavedModel, freezes its ``segment`` function for one side x side
-  image, runs it once to get every convolution's shapes, and counts
-  2 x (output positions) x (kernel volume) per Conv2D, 2 x (input positions) x
-  (kernel volume) per transposed convolution. Other ops are ignored.
-  """
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # pylint: disable=import-outside-toplevel
-
-  with open(os.path.join(model_dir, "card.json")) as handle:
-    card = json.load(handle)
-  channels = int(card.get("input", {}).get("channels", 3))
-  dtype = tf.as_dtype(card.get("input", {}).get("dtype", "uint8"))
-  loaded = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
-  frozen = convert_variables_to_constants_v2(
-    loaded.segment.get_concrete_function(tf.TensorSpec([1, side, side, channels], dtype))
-  )
-  graph = tf.Graph()
-  with graph.as_default():
-    tf.graph_util.import_graph_def(frozen.graph.as_graph_def(), name="")
-    convs = [op for op in graph.get_operations() if op.type in ("Conv2D", "Conv2DBackpropInput")]
-    fetch = [(tf.shape(op.outputs[0]), tf.shape(op.inputs[1]), tf.shape(op.inputs[-1])) for op in convs]
-    with tf.compat.v1.Session(graph=graph) as session:
-      shapes = session.run(fetch, {frozen.inputs[0].name: np.zeros((1, side, side, channels), dtype.as_numpy_dtype)})
-  total = 0
-  for op, (out, kernel, last) in zip(convs, shapes):
-    positions = out[:3] if op.type == "Conv2D" else last[:3]
-    total += 2 * int(np.prod(positions)) * int(np.prod(kernel))
-  return total / side**2
 
 
 def plan(
@@ -354,7 +140,7 @@ def plan(
   default_flops = DEFAULT_MODEL_FLOPS_PER_PIXEL
   if flops_per_pixel is None:
     flops_per_pixel = default_flops if model in (None, "", "default") else model_flops_per_pixel(model)
-  ceiling, ceiling_pixels, ceiling_vcpus, ceiling_source = _ceiling_from_bench(bench_json)
+  ceiling, ceiling_pixels, ceiling_vcpus, ceiling_source = ceiling_from_bench(bench_json)
   model_cpu_s_per_px = ceiling_vcpus / (ceiling * ceiling_pixels) * flops_per_pixel / default_flops
   base_format = fmt.split("-")[-1]
   host_cpu_s_per_px = DECODE_S_PER_PIXEL[base_format] + OTHER_S_PER_PIXEL
@@ -363,11 +149,11 @@ def plan(
   if gpu_type:
     measured = gpu_measurement(gpu_json)
     target_peak = GPU_FP16_TFLOPS[gpu_type]
-    if measured and _peak_for(measured[1]):
-      gpu_px_per_s = measured[0] * target_peak / _peak_for(measured[1]) * default_flops / flops_per_pixel
+    if measured and peak_for(measured[1]):
+      gpu_px_per_s = measured[0] * target_peak / peak_for(measured[1]) * default_flops / flops_per_pixel
       gpu_source = (
         f"measured model ceiling on {measured[1]} ({os.path.basename(gpu_json)}), scaled to "
-        f"{gpu_type} by float16 peak ({target_peak:g} / {_peak_for(measured[1]):g} TFLOPS)"
+        f"{gpu_type} by float16 peak ({target_peak:g} / {peak_for(measured[1]):g} TFLOPS)"
       )
     else:
       gpu_px_per_s = target_peak * 1e12 * gpu_efficiency / flops_per_pixel
@@ -583,29 +369,11 @@ def main(argv=None):
     parser.add_argument(f"--price_{name}", type=float, default=value, help=f"default {value}")
   parser.add_argument("--json", action="store_true", help="print the plan as JSON")
   args = parser.parse_args(argv)
+  # Every flag but --json and the prices is plan()'s parameter of the same name (--format is fmt).
+  settings = {name: value for name, value in vars(args).items() if name != "json" and not name.startswith("price_")}
+  settings["fmt"] = settings.pop("format")
   try:
-    result = plan(
-      args.images,
-      args.size,
-      args.format,
-      args.model,
-      args.machine_type,
-      args.gpu_type,
-      args.gpu_count,
-      args.window_hours,
-      args.max_workers,
-      args.overlays,
-      args.image_bytes,
-      args.whole_image_pixels,
-      args.flops_per_pixel,
-      args.gpu_efficiency,
-      args.host_cpu_efficiency,
-      args.startup_minutes,
-      args.disk_gb,
-      args.retention_months,
-      prices={name: getattr(args, f"price_{name}") for name in PRICES},
-      gpu_hour=args.gpu_hour,
-    )
+    result = plan(**settings, prices={name: getattr(args, f"price_{name}") for name in PRICES})
   except PlanError as exc:
     parser.error(str(exc))
   print(json.dumps(result, indent=1) if args.json else render(result))

@@ -1,6 +1,7 @@
 """Agreement between two folders of masks (same file names): pixel agreement and mean IoU."""
 
 import os
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -37,3 +38,11 @@ def count_masks(folder: str) -> int:
   for _, _, files in os.walk(folder):
     total += sum(1 for name in files if name.endswith(".png"))
   return total
+
+
+def compare_to_labels(labels_dir: str, masks_dir: str) -> dict:
+  """Masks vs the generator's ground truth (labels are saved as <name>, masks as <name>.png)."""
+  with tempfile.TemporaryDirectory() as renamed:
+    for name in os.listdir(labels_dir):
+      os.symlink(os.path.join(labels_dir, name), os.path.join(renamed, name + ".png"))
+    return compare(renamed, masks_dir)

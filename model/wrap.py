@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import importlib
 import json
-import math
 import os
 import shlex
 import shutil
@@ -28,7 +27,6 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from model import classes as classes_module
 from model.export import (
@@ -42,20 +40,30 @@ from model.export import (
   write_card,
 )
 from model.fcn import normalization_layer
-from model.layers import PAD_MODES, CropToReference, PadToMultiple, PadToSize, ResizeUpsample, ScoresToLogits
+from model.layers import PAD_MODES
+from model.wrap_adapter import build_adapter, verify
+from model.wrap_probe import (
+  WrapError,
+  check_scores,
+  find_geometry,
+  model_input,
+  probe_inputs,
+  probe_sizes,
+  resolve_output,
+  run_probe,
+)
+
+# This module is the command and wrap(), which writes the model directory; the docstring above is --help. Reading
+# and probing the user's model is model.wrap_probe; the served graph and its check are model.wrap_adapter.
 
 OUTPUTS = ("auto", "logits", "softmax", "sigmoid")
-SIZE_MULTIPLES = (1, 2, 4, 8, 16, 32, 64, 128)
-PROBE_MIN_SIZE = 40  # probes smaller than this would fail deep models for the wrong reason
+# Flags passed to wrap() as the parameter of the same name.
+WRAP_FLAGS = ("output", "input_dtype", "size_multiple", "padding", "name", "version", "custom_objects_module")
 UNSAFE_HELP = (
   "load with keras safe_mode=False. A Lambda layer can hold arbitrary Python bytecode that runs when the file "
   "is loaded, so whoever wrote the file can run code on your machine: use this only for files you trust. "
   "The written SavedModel does not need it (the graph is traced once here)"
 )
-
-
-class WrapError(ValueError):
-  """A model or flag combination that cannot be wrapped; the message says how to fix it."""
 
 
 def sha256_of(path):
@@ -117,193 +125,6 @@ def read_normalization(path):
   )
 
 
-def detect_output(model):
-  """'softmax' or 'sigmoid' when the model's last layer applies one, else 'logits'."""
-  layer = model.outputs[0]._keras_history.operation  # pylint: disable=protected-access
-  if isinstance(layer, keras.layers.Softmax):
-    return "softmax"
-  name = getattr(getattr(layer, "activation", None), "__name__", "")
-  return name if name in ("softmax", "sigmoid") else "logits"
-
-
-def model_input(model):
-  """(fixed (H, W) or None, channels) from the model's single image input."""
-  if len(model.inputs) != 1 or len(model.outputs) != 1:
-    raise WrapError(
-      f"the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-      "wrap a model with one image input and one per-pixel score output"
-    )
-  shape = tuple(model.inputs[0].shape)
-  if len(shape) != 4 or shape[-1] is None:
-    raise WrapError(
-      f"the model's input shape is {shape}; expected (batch, height, width, channels) with known channels"
-    )
-  height, width = shape[1], shape[2]
-  if (height is None) != (width is None):
-    raise WrapError(
-      f"the model's input shape {shape} fixes one side only; rebuild it with both sides fixed or both None"
-    )
-  return (None if height is None else (int(height), int(width))), int(shape[-1])
-
-
-def _odd_at_least(value):
-  value = max(1, math.ceil(value))
-  return value if value % 2 else value + 1
-
-
-def probe_sizes(multiple):
-  """Two sizes that are odd multiples of ``multiple``: they pass only if that multiple suffices."""
-  factor = _odd_at_least(PROBE_MIN_SIZE / multiple)
-  return multiple * factor, multiple * (factor + 2)
-
-
-def _probe_inputs(batch, height, width, channels, dtype, normalise, seed=0):
-  top = np.iinfo(dtype).max
-  images = np.random.default_rng(seed).integers(0, top + 1, size=(batch, height, width, channels), dtype=dtype)
-  return images, keras.ops.convert_to_numpy(normalise(images.astype(np.float32)))
-
-
-def _run_probe(model, inputs):
-  """Output array and its stride for one probe; raises WrapError describing why the output does not fit."""
-  outputs = model(inputs, training=False)
-  if isinstance(outputs, (list, tuple, dict)):
-    raise WrapError("the model returns several outputs; wrap a model with one per-pixel score output")
-  outputs = keras.ops.convert_to_numpy(outputs)
-  height, width = inputs.shape[1:3]
-  if outputs.ndim != 4 or outputs.shape[0] != inputs.shape[0]:
-    raise WrapError(
-      f"the model returns shape {outputs.shape} for input {inputs.shape}; expected [N, H/s, W/s, classes]"
-    )
-  out_height, out_width = outputs.shape[1:3]
-  if out_height < 1 or height % out_height or width % out_width or height // out_height != width // out_width:
-    raise WrapError(
-      f"the model returns {out_height}x{out_width} for a {height}x{width} input; the output must be the input "
-      "size divided by one integer stride ('same'-padded convolutions)"
-    )
-  return outputs, height // out_height
-
-
-def find_geometry(model, fixed_size, channels, dtype, normalise, size_multiple=None):
-  """(size multiple, output stride): the smallest multiple at which the model runs, checked by probing."""
-  if fixed_size is not None:
-    _, inputs = _probe_inputs(1, *fixed_size, channels, dtype, normalise)
-    try:
-      return 1, _run_probe(model, inputs)[1]
-    except WrapError:
-      raise
-    except Exception as exc:  # pylint: disable=broad-except
-      raise WrapError(f"the model fails on its own fixed input size {fixed_size}: {_short(exc)}") from None
-  candidates = (size_multiple,) if size_multiple else SIZE_MULTIPLES
-  reasons = []
-  for multiple in candidates:
-    height, width = probe_sizes(multiple)
-    _, inputs = _probe_inputs(1, height, width, channels, dtype, normalise)
-    try:
-      _, stride = _run_probe(model, inputs)
-      _, inputs = _probe_inputs(1, width, height, channels, dtype, normalise, seed=1)
-      if _run_probe(model, inputs)[1] != stride:
-        raise WrapError("the output stride depends on the input size")
-      return multiple, stride
-    except Exception as exc:  # pylint: disable=broad-except
-      reasons.append(f"{height}x{width}: {_short(exc)}")
-  if size_multiple:
-    raise WrapError(f"the model does not run at multiples of --size_multiple {size_multiple} ({reasons[0]})")
-  raise WrapError(
-    f"the model ran at no size that is a multiple of {SIZE_MULTIPLES[-1]} or less (last: {reasons[-1]}); "
-    "pass --size_multiple N if it needs another one"
-  )
-
-
-def _short(exc):
-  return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-
-
-def resolve_output(model, requested, channels, num_classes, log=print):
-  """The ScoresToLogits kind for the model's output, after checking channels against the class list."""
-  detected = detect_output(model)
-  kind = detected if requested == "auto" else requested
-  if requested not in ("auto", detected) and detected != "logits":
-    log(f"warning: the model's last layer applies {detected} but --output {requested} was given; using {requested}")
-  if kind == "sigmoid" and channels != 1:
-    raise WrapError(
-      f"--output sigmoid needs one output channel but the model has {channels}; use --output softmax or logits"
-    )
-  if channels == 1:
-    if kind == "softmax":
-      raise WrapError(
-        "a softmax over one output channel is always 1; a one-channel model needs --output sigmoid or logits"
-      )
-    if num_classes != 2:
-      raise WrapError(
-        f"a one-channel ({kind}) model has two classes (background and the class) but the classes file lists "
-        f"{num_classes}; list exactly 2"
-      )
-    return "sigmoid" if kind == "sigmoid" else "binary_logit"
-  if channels != num_classes:
-    raise WrapError(
-      f"the model has {channels} output channels but the classes file lists {num_classes} classes; they must match"
-    )
-  return kind
-
-
-def check_scores(outputs, kind):
-  """Refuse outputs that are not finite, or not probabilities when the output is declared as such."""
-  if not np.all(np.isfinite(outputs)):
-    raise WrapError(
-      "the model's outputs on a probe batch are not finite (NaN or inf); check the model and its --normalization"
-    )
-  if kind in ("softmax", "sigmoid") and (outputs.min() < -1e-6 or outputs.max() > 1 + 1e-6):
-    raise WrapError(
-      f"--output {kind} declares probabilities but the model returned values in [{outputs.min():.3g}, "
-      f"{outputs.max():.3g}]; use --output logits"
-    )
-
-
-def build_adapter(model, normalization, channels, fixed_size, multiple, stride, kind, padding):
-  """normalise -> pad -> the user's model -> logits -> resize to the padded size -> crop, as one Keras model."""
-  images = keras.Input(shape=(None, None, channels), name="images")
-  normalised = normalization_layer(normalization, channels)(images)
-  if fixed_size is not None:
-    padded = PadToSize(*fixed_size, mode=padding, name="pad_to_input_size")(normalised)
-  else:
-    padded = PadToMultiple(multiple, mode=padding, name="pad_to_multiple")(normalised)
-  logits = ScoresToLogits(kind, name="to_logits")(model(padded))
-  if stride > 1:
-    logits = ResizeUpsample(stride, name="resize_logits")(logits)
-  logits = CropToReference(name="crop_to_input")([logits, images])
-  logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
-  return keras.Model(images, logits, name=f"wrapped_{model.name}")
-
-
-def verify(saved_model_dir, adapter, input_block, fixed_size, multiple, num_classes):
-  """Reload the SavedModel with TensorFlow alone and compare it with the in-memory adapter on a probe."""
-  loaded = tf.saved_model.load(saved_model_dir)
-  if int(loaded.num_classes.numpy()) != num_classes:
-    raise WrapError(f"the written model reports {int(loaded.num_classes.numpy())} classes, expected {num_classes}")
-  if fixed_size is not None:
-    height, width = max(1, fixed_size[0] - 3), max(1, fixed_size[1] - 5)
-  else:
-    height, width = 3 * multiple + 5, 2 * multiple + 3  # off the multiple, so padding and cropping run
-  dtype = np.dtype(input_block["dtype"])
-  images, _ = _probe_inputs(2, height, width, input_block["channels"], dtype, lambda x: x, seed=2)
-  served = loaded.segment(images)
-  logits = keras.ops.convert_to_numpy(adapter(images.astype(np.float32), training=False)).astype(np.float64)
-  probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-  probabilities /= probabilities.sum(-1, keepdims=True)
-  ordered = np.sort(probabilities, axis=-1)
-  decided = (ordered[..., -1] - ordered[..., -2]) > 1e-4  # near-ties may round either way
-  class_ids = served["class_ids"].numpy()
-  if class_ids.shape != images.shape[:3] or served["confidence"].shape != images.shape[:3]:
-    raise WrapError(f"the written model returns shape {class_ids.shape} for input {images.shape}")
-  if np.any(class_ids[decided] != probabilities.argmax(-1)[decided]):
-    raise WrapError("the written SavedModel disagrees with the in-memory model on a probe batch")
-  if not np.allclose(served["confidence"].numpy(), probabilities.max(-1), atol=1e-4):
-    raise WrapError("the written SavedModel's confidence disagrees with the in-memory model on a probe batch")
-  empty = loaded.segment(np.zeros((0, height, width, input_block["channels"]), dtype))
-  if tuple(empty["class_ids"].shape) != (0, height, width):
-    raise WrapError(f"the written model returns {tuple(empty['class_ids'].shape)} for an empty batch")
-
-
 def wrap(
   keras_path,
   classes_path,
@@ -337,8 +158,8 @@ def wrap(
     raise WrapError(f"the normalisation does not fit the model's {channels}-band input: {exc}") from None
   multiple, stride = find_geometry(model, fixed_size, channels, np.dtype(input_dtype), normalise, size_multiple)
   probe_height, probe_width = fixed_size or probe_sizes(multiple)
-  _, inputs = _probe_inputs(2, probe_height, probe_width, channels, np.dtype(input_dtype), normalise, seed=3)
-  outputs, _ = _run_probe(model, inputs)
+  _, inputs = probe_inputs(2, probe_height, probe_width, channels, np.dtype(input_dtype), normalise, seed=3)
+  outputs, _ = run_probe(model, inputs)
   kind = resolve_output(model, output, outputs.shape[-1], len(classes), log)
   check_scores(outputs, kind)
   if fixed_size is not None and min(fixed_size) < 32:
@@ -464,16 +285,10 @@ def main(argv=None):
       args.classes,
       args.out,
       normalization=normalization,
-      output=args.output,
-      input_dtype=args.input_dtype,
-      size_multiple=args.size_multiple,
-      padding=args.padding,
-      name=args.name,
-      version=args.version,
-      custom_objects_module=args.custom_objects_module,
       unsafe=args.unsafe_deserialization,
       command="python -m model.wrap " + shlex.join(argv),
       log=log,
+      **{name: getattr(args, name) for name in WRAP_FLAGS},
     )
   except (WrapError, classes_module.ClassesError) as exc:
     print(f"model.wrap: error: {exc}", file=sys.stderr)

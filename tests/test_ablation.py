@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from model import ablation
+from model import ablation, ablation_stats
 
 TINY = [
   "--seeds",
@@ -41,33 +41,33 @@ def _read(path):
 
 
 def test_checkerboard_is_zero_on_a_constant_map():
-  assert ablation.checkerboard_share(np.full((64, 64, 3), 0.4), 8) == 0.0
+  assert ablation_stats.checkerboard_share(np.full((64, 64, 3), 0.4), 8) == 0.0
 
 
 def test_checkerboard_is_one_on_a_checkerboard_at_the_stride():
   rows, cols = np.mgrid[0:64, 0:64]
   board = ((rows // 4 + cols // 4) % 2).astype(np.float64)  # period 8 in both directions
-  assert ablation.checkerboard_share(board, 8) == pytest.approx(1.0)
+  assert ablation_stats.checkerboard_share(board, 8) == pytest.approx(1.0)
   # A faint checkerboard on smooth content raises the share by its own share of the variance.
   ramp = cols / 63.0
-  plain = ablation.checkerboard_share(np.stack([ramp, 1 - ramp], -1), 8)
-  faint = ablation.checkerboard_share(np.stack([ramp + 0.05 * board, 1 - ramp], -1), 8)
+  plain = ablation_stats.checkerboard_share(np.stack([ramp, 1 - ramp], -1), 8)
+  faint = ablation_stats.checkerboard_share(np.stack([ramp + 0.05 * board, 1 - ramp], -1), 8)
   assert faint > plain + 0.003
 
 
 def test_checkerboard_is_low_on_a_smooth_ramp():
   rows, cols = np.mgrid[0:96, 0:96]
   ramp = (rows + cols) / 190.0
-  share = ablation.checkerboard_share(ramp, 8)
+  share = ablation_stats.checkerboard_share(ramp, 8)
   assert share < 0.01
-  assert ablation.checkerboard_share(cols / 95.0, 8) == pytest.approx((8**2 - 1) / (96**2 - 1))
+  assert ablation_stats.checkerboard_share(cols / 95.0, 8) == pytest.approx((8**2 - 1) / (96**2 - 1))
 
 
 def test_t_interval_matches_the_textbook_value():
-  mean, half = ablation.t_interval([1.0, 2.0, 3.0])
+  mean, half = ablation_stats.t_interval([1.0, 2.0, 3.0])
   assert mean == pytest.approx(2.0)
   assert half == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)
-  assert np.isnan(ablation.t_interval([0.5])[1])
+  assert np.isnan(ablation_stats.t_interval([0.5])[1])
 
 
 def test_tiny_grid_writes_table_and_figures_then_resumes_without_rerunning(tmp_path):

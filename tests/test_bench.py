@@ -13,7 +13,9 @@ import os
 import pytest
 
 from bench import quality, spy
-from bench.run import _steady_state, render_markdown, run_bench, write_report
+from bench.findings import steady_state
+from bench.report import render_markdown, write_report
+from bench.run import run_bench
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +55,7 @@ def test_every_mode_wrote_one_mask_per_image(report):
 
 
 def test_steady_state_fit_and_quality(tmp_path):
-  fit = _steady_state([{"workers": 1, "images": n, "work_s": 2 + n / 10} for n in (10, 40, 160)])["in-memory"]
+  fit = steady_state([{"workers": 1, "images": n, "work_s": 2 + n / 10} for n in (10, 40, 160)])["in-memory"]
   assert fit["fixed_s"] == pytest.approx(2) and fit["steady_images_per_s"] == pytest.approx(10)
   import numpy as np
   from PIL import Image

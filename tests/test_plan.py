@@ -1,10 +1,11 @@
 """bench.plan (issue 17): the capacity plan's arithmetic on known inputs, its errors and its labels."""
 
 import json
+import os
 
 import pytest
 
-from bench import plan as plan_module
+from bench import plan_costs
 from bench.plan import PRICES, main, plan
 
 NO_FILE = "/nonexistent/PERFORMANCE.json"
@@ -17,7 +18,7 @@ def _cpu_plan(**overrides):
     fmt="png",
     machine_type="n1-standard-4",
     window_hours=2.0,
-    flops_per_pixel=plan_module.DEFAULT_MODEL_FLOPS_PER_PIXEL,
+    flops_per_pixel=plan_costs.DEFAULT_MODEL_FLOPS_PER_PIXEL,
     startup_minutes=0.0,
     bench_json=NO_FILE,
     gpu_json=NO_FILE,
@@ -31,7 +32,7 @@ def test_cpu_arithmetic_from_the_measured_costs():
   pixels = 512 * 512
   # Built-in ceiling (no bench JSON): 30.472 images/s of 512^2 on 2 vCPUs.
   model_s = 2 / (30.472 * pixels)
-  host_s = plan_module.DECODE_S_PER_PIXEL["png"] + plan_module.OTHER_S_PER_PIXEL
+  host_s = plan_costs.DECODE_S_PER_PIXEL["png"] + plan_costs.OTHER_S_PER_PIXEL
   rate = 4 / (model_s + host_s) / pixels
   assert result["per_worker"]["images_per_s"] == pytest.approx(rate)
   work_s = 100_000 / rate
@@ -45,21 +46,21 @@ def test_cpu_arithmetic_from_the_measured_costs():
   assert cost["memory"] == pytest.approx(hours * 15 * PRICES["gb_hour"])
   assert cost["gpu"] == 0
   # File inputs: only a ref per image crosses a shuffle (no image at 512^2 is tiled).
-  per_image = 60 + 2 * 20 + plan_module.REF_OVERHEAD_BYTES
+  per_image = 60 + 2 * 20 + plan_costs.REF_OVERHEAD_BYTES
   assert result["bytes"]["shuffle"] == 100_000 * per_image
   assert cost["shuffle"] == pytest.approx(100_000 * per_image / 1e9 * PRICES["shuffle_gb"])
   assert result["bytes"]["written"] == pytest.approx(
-    100_000 * (pixels * plan_module.MASK_BYTES_PER_PIXEL + plan_module.RECORD_BYTES)
+    100_000 * (pixels * plan_costs.MASK_BYTES_PER_PIXEL + plan_costs.RECORD_BYTES)
   )
   assert cost["total"] == pytest.approx(sum(v for k, v in cost.items() if k != "total"))
 
 
 def test_tfrecord_images_and_large_images_cross_the_shuffles():
   tfrecord = _cpu_plan(fmt="tfrecord-png", image_bytes=500_000)
-  assert tfrecord["bytes"]["shuffle_per_image"] == 60 + 40 + plan_module.REF_OVERHEAD_BYTES + 500_000
+  assert tfrecord["bytes"]["shuffle_per_image"] == 60 + 40 + plan_costs.REF_OVERHEAD_BYTES + 500_000
   large = _cpu_plan(size="2048x1536")
   assert large["bytes"]["stitched"]
-  assert large["bytes"]["shuffle_per_image"] == pytest.approx(170 + 2048 * 1536 * plan_module.STITCH_BYTES_PER_PIXEL)
+  assert large["bytes"]["shuffle_per_image"] == pytest.approx(170 + 2048 * 1536 * plan_costs.STITCH_BYTES_PER_PIXEL)
 
 
 def test_gpu_estimate_without_measurement_is_labelled():
@@ -98,7 +99,7 @@ def test_gpu_measurement_file_is_read_defensively(tmp_path):
     1000,
     "512",
     gpu_type="nvidia-tesla-t4",
-    flops_per_pixel=plan_module.DEFAULT_MODEL_FLOPS_PER_PIXEL,
+    flops_per_pixel=plan_costs.DEFAULT_MODEL_FLOPS_PER_PIXEL,
     gpu_json=str(measured),
     bench_json=NO_FILE,
   )
@@ -141,6 +142,6 @@ def test_bad_flags_give_a_clear_error(capsys, argv, message):
 
 def test_flops_of_the_bundled_model_match_the_recorded_constant():
   """The FLOPs counter on the real SavedModel; a model path goes through it (scaled against this)."""
-  assert plan_module.model_flops_per_pixel(
-    plan_module.os.path.join(plan_module.REPO, "model", "default")
-  ) == pytest.approx(plan_module.DEFAULT_MODEL_FLOPS_PER_PIXEL, rel=1e-4)
+  assert plan_costs.model_flops_per_pixel(os.path.join(plan_costs.REPO, "model", "default")) == pytest.approx(
+    plan_costs.DEFAULT_MODEL_FLOPS_PER_PIXEL, rel=1e-4
+  )

@@ -1,0 +1,109 @@
+"""The ablation's measures and statistics: the checkerboard share of a probability map, Student-t intervals over
+seeds, and the per-row summary (means, paired differences against learned bilinear) that the table and figures show.
+
+Pure numpy and scipy, so the measures are tested on synthetic maps without training anything.
+"""
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from model.ablation_grid import REFERENCE, REGIMES, UPSAMPLINGS
+
+
+def checkerboard_energy(probabilities, period):
+  """(periodic energy, total energy) of a map [H, W] or [H, W, C] at one period.
+
+  The periodic part is the map's projection onto images that repeat every
+  ``period`` pixels in both directions: the polyphase mean (the average of
+  all period x period blocks), tiled. Its energy equals the spectral energy
+  at the stride frequency 1/period and its harmonics on both axes (the DFT
+  bins at multiples of H/period and W/period, DC excluded). Both energies are
+  about the map's mean and summed over channels; the map is cut to whole
+  periods from the top-left corner, where the network's grid starts.
+  """
+  values = np.asarray(probabilities, np.float64)
+  if values.ndim == 2:
+    values = values[:, :, None]
+  rows, cols = (values.shape[0] // period) * period, (values.shape[1] // period) * period
+  if rows == 0 or cols == 0:
+    raise ValueError(f"a {values.shape[0]}x{values.shape[1]} map holds no whole {period}x{period} period")
+  values = values[:rows, :cols]
+  centred = values - values.mean(axis=(0, 1), keepdims=True)
+  blocks = centred.reshape(rows // period, period, cols // period, period, -1)
+  pattern = blocks.mean(axis=(0, 2))
+  blocks_count = (rows // period) * (cols // period)
+  return float(blocks_count * np.sum(pattern**2)), float(np.sum(centred**2))
+
+
+def checkerboard_share(probabilities, period):
+  """Share of a map's variance that repeats with the given period: 0 for a constant map, 1 for a pure checkerboard.
+
+  A smooth ramp across N pixels gives (period^2 - 1) / (N^2 - 1).
+  """
+  periodic, total = checkerboard_energy(probabilities, period)
+  # A constant map leaves only rounding residue (about 1e-33 per pixel): no pattern at all.
+  return periodic / total if total > 1e-20 * np.size(probabilities) else 0.0
+
+
+def t_interval(values, confidence=0.95):
+  """(mean, half-width) of the Student-t interval over seeds; half-width NaN for fewer than two values."""
+  values = np.asarray(values, np.float64)
+  if values.size == 0:
+    return float("nan"), float("nan")
+  mean = float(values.mean())
+  if values.size < 2:
+    return mean, float("nan")
+  half = stats.t.ppf(0.5 + confidence / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+  return mean, float(half)
+
+
+def summarise(records):
+  """Per (regime, variant, upsampling): mean +/- 95 % t-interval of test mean IoU, paired difference vs bilinear, checkerboard."""
+  groups = {}
+  for record in records:
+    groups.setdefault((record["regime"], record["variant"]), {}).setdefault(record["upsampling"], {})[
+      record["seed"]
+    ] = record
+  rows = []
+  for (regime, variant), by_upsampling in sorted(
+    groups.items(), key=lambda item: (REGIMES.index(item[0][0]), item[0][1])
+  ):
+    reference = by_upsampling.get(REFERENCE, {})
+    for upsampling in UPSAMPLINGS:
+      seeds = by_upsampling.get(upsampling)
+      if not seeds:
+        continue
+      values = [seeds[seed]["test_mean_iou"] for seed in sorted(seeds)]
+      mean, half = t_interval(values)
+      row = {
+        "regime": regime,
+        "variant": variant,
+        "upsampling": upsampling,
+        "seeds": sorted(seeds),
+        "train_images": next(iter(seeds.values()))["train_images"],
+        "test_mean_iou": mean,
+        "test_mean_iou_ci": half,
+        "minutes_per_cell": float(np.mean([seeds[seed]["seconds"] for seed in seeds]) / 60),
+      }
+      paired = sorted(set(seeds) & set(reference))
+      if upsampling != REFERENCE and paired:
+        differences = [seeds[seed]["test_mean_iou"] - reference[seed]["test_mean_iou"] for seed in paired]
+        row["paired_seeds"] = paired
+        row["difference"], row["difference_ci"] = t_interval(differences)
+      for key in ("share", "share_period32"):
+        row[f"checkerboard_{key}"], row[f"checkerboard_{key}_ci"] = t_interval(
+          [seeds[seed]["checkerboard"][key] for seed in seeds]
+        )
+        if upsampling != REFERENCE and paired:
+          row[f"checkerboard_{key}_difference"], row[f"checkerboard_{key}_difference_ci"] = t_interval(
+            [seeds[seed]["checkerboard"][key] - reference[seed]["checkerboard"][key] for seed in paired]
+          )
+      row["checkerboard_period"] = next(iter(seeds.values()))["checkerboard"]["period"]
+      final_curves = [[point["val_mean_iou"] for point in seeds[seed]["val_curve"]] for seed in sorted(seeds)]
+      row["val_mean_iou_by_epoch"] = (
+        np.mean(final_curves, axis=0).tolist() if len({len(c) for c in final_curves}) == 1 else None
+      )
+      rows.append(row)
+  return rows

@@ -1,0 +1,162 @@
+"""What model.wrap learns about the user's Keras model before writing anything, by reading and probing it.
+
+Its single image input (fixed size or not, bands), what its last layer
+returns (logits, softmax, sigmoid) against the class list, the smallest size
+multiple it runs at and its output stride (from probe batches of random
+pixels), and whether its scores are finite probabilities when declared so.
+Every refusal is a ``WrapError`` whose message says how to fix it.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+SIZE_MULTIPLES = (1, 2, 4, 8, 16, 32, 64, 128)
+PROBE_MIN_SIZE = 40  # probes smaller than this would fail deep models for the wrong reason
+
+
+class WrapError(ValueError):
+  """A model or flag combination that cannot be wrapped; the message says how to fix it."""
+
+
+def detect_output(model):
+  """'softmax' or 'sigmoid' when the model's last layer applies one, else 'logits'."""
+  layer = model.outputs[0]._keras_history.operation  # pylint: disable=protected-access
+  if isinstance(layer, keras.layers.Softmax):
+    return "softmax"
+  name = getattr(getattr(layer, "activation", None), "__name__", "")
+  return name if name in ("softmax", "sigmoid") else "logits"
+
+
+def model_input(model):
+  """(fixed (H, W) or None, channels) from the model's single image input."""
+  if len(model.inputs) != 1 or len(model.outputs) != 1:
+    raise WrapError(
+      f"the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+      "wrap a model with one image input and one per-pixel score output"
+    )
+  shape = tuple(model.inputs[0].shape)
+  if len(shape) != 4 or shape[-1] is None:
+    raise WrapError(
+      f"the model's input shape is {shape}; expected (batch, height, width, channels) with known channels"
+    )
+  height, width = shape[1], shape[2]
+  if (height is None) != (width is None):
+    raise WrapError(
+      f"the model's input shape {shape} fixes one side only; rebuild it with both sides fixed or both None"
+    )
+  return (None if height is None else (int(height), int(width))), int(shape[-1])
+
+
+def _odd_at_least(value):
+  value = max(1, math.ceil(value))
+  return value if value % 2 else value + 1
+
+
+def probe_sizes(multiple):
+  """Two sizes that are odd multiples of ``multiple``: they pass only if that multiple suffices."""
+  factor = _odd_at_least(PROBE_MIN_SIZE / multiple)
+  return multiple * factor, multiple * (factor + 2)
+
+
+def probe_inputs(batch, height, width, channels, dtype, normalise, seed=0):
+  top = np.iinfo(dtype).max
+  images = np.random.default_rng(seed).integers(0, top + 1, size=(batch, height, width, channels), dtype=dtype)
+  return images, keras.ops.convert_to_numpy(normalise(images.astype(np.float32)))
+
+
+def run_probe(model, inputs):
+  """Output array and its stride for one probe; raises WrapError describing why the output does not fit."""
+  outputs = model(inputs, training=False)
+  if isinstance(outputs, (list, tuple, dict)):
+    raise WrapError("the model returns several outputs; wrap a model with one per-pixel score output")
+  outputs = keras.ops.convert_to_numpy(outputs)
+  height, width = inputs.shape[1:3]
+  if outputs.ndim != 4 or outputs.shape[0] != inputs.shape[0]:
+    raise WrapError(
+      f"the model returns shape {outputs.shape} for input {inputs.shape}; expected [N, H/s, W/s, classes]"
+    )
+  out_height, out_width = outputs.shape[1:3]
+  if out_height < 1 or height % out_height or width % out_width or height // out_height != width // out_width:
+    raise WrapError(
+      f"the model returns {out_height}x{out_width} for a {height}x{width} input; the output must be the input "
+      "size divided by one integer stride ('same'-padded convolutions)"
+    )
+  return outputs, height // out_height
+
+
+def find_geometry(model, fixed_size, channels, dtype, normalise, size_multiple=None):
+  """(size multiple, output stride): the smallest multiple at which the model runs, checked by probing."""
+  if fixed_size is not None:
+    _, inputs = probe_inputs(1, *fixed_size, channels, dtype, normalise)
+    try:
+      return 1, run_probe(model, inputs)[1]
+    except WrapError:
+      raise
+    except Exception as exc:  # pylint: disable=broad-except
+      raise WrapError(f"the model fails on its own fixed input size {fixed_size}: {_short(exc)}") from None
+  candidates = (size_multiple,) if size_multiple else SIZE_MULTIPLES
+  reasons = []
+  for multiple in candidates:
+    height, width = probe_sizes(multiple)
+    _, inputs = probe_inputs(1, height, width, channels, dtype, normalise)
+    try:
+      _, stride = run_probe(model, inputs)
+      _, inputs = probe_inputs(1, width, height, channels, dtype, normalise, seed=1)
+      if run_probe(model, inputs)[1] != stride:
+        raise WrapError("the output stride depends on the input size")
+      return multiple, stride
+    except Exception as exc:  # pylint: disable=broad-except
+      reasons.append(f"{height}x{width}: {_short(exc)}")
+  if size_multiple:
+    raise WrapError(f"the model does not run at multiples of --size_multiple {size_multiple} ({reasons[0]})")
+  raise WrapError(
+    f"the model ran at no size that is a multiple of {SIZE_MULTIPLES[-1]} or less (last: {reasons[-1]}); "
+    "pass --size_multiple N if it needs another one"
+  )
+
+
+def _short(exc):
+  return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def resolve_output(model, requested, channels, num_classes, log=print):
+  """The ScoresToLogits kind for the model's output, after checking channels against the class list."""
+  detected = detect_output(model)
+  kind = detected if requested == "auto" else requested
+  if requested not in ("auto", detected) and detected != "logits":
+    log(f"warning: the model's last layer applies {detected} but --output {requested} was given; using {requested}")
+  if kind == "sigmoid" and channels != 1:
+    raise WrapError(
+      f"--output sigmoid needs one output channel but the model has {channels}; use --output softmax or logits"
+    )
+  if channels == 1:
+    if kind == "softmax":
+      raise WrapError(
+        "a softmax over one output channel is always 1; a one-channel model needs --output sigmoid or logits"
+      )
+    if num_classes != 2:
+      raise WrapError(
+        f"a one-channel ({kind}) model has two classes (background and the class) but the classes file lists "
+        f"{num_classes}; list exactly 2"
+      )
+    return "sigmoid" if kind == "sigmoid" else "binary_logit"
+  if channels != num_classes:
+    raise WrapError(
+      f"the model has {channels} output channels but the classes file lists {num_classes} classes; they must match"
+    )
+  return kind
+
+
+def check_scores(outputs, kind):
+  """Refuse outputs that are not finite, or not probabilities when the output is declared as such."""
+  if not np.all(np.isfinite(outputs)):
+    raise WrapError(
+      "the model's outputs on a probe batch are not finite (NaN or inf); check the model and its --normalization"
+    )
+  if kind in ("softmax", "sigmoid") and (outputs.min() < -1e-6 or outputs.max() > 1 + 1e-6):
+    raise WrapError(
+      f"--output {kind} declares probabilities but the model returned values in [{outputs.min():.3g}, "
+      f"{outputs.max():.3g}]; use --output logits"
+    )
