@@ -17,7 +17,7 @@ from apache_beam.metrics import Metrics
 
 from pipeline.options import RunConfig
 from transforms.decode import DecodeImages
-from transforms.inference import SegmentationModelHandler, TileAndSegment
+from transforms.inference import SegmentationModelHandler, SegmenterHandle, TileAndSegment
 from transforms.read import ReadImages
 from transforms.records import DONE, FAILED
 from transforms.sinks import SkipExistingFn, WriteFailures, WriteMasksFn, WriteStats, write_summary
@@ -33,16 +33,15 @@ from transforms.stitch import StitchTiles
 from transforms.truth import MatchTruth, UnmatchedTruth
 
 
-def model_handler(config: RunConfig, handler_kwargs=None) -> SegmentationModelHandler:
+def model_handler(config: RunConfig, handler_kwargs=None, model: SegmenterHandle = None) -> SegmentationModelHandler:
+  """The inference handler; ``model`` is the start-up check's handle (``pipeline.model_check``), else a fresh one."""
   palette = [entry["color"] for entry in config.classes] if config.overlays else None
   return SegmentationModelHandler(
-    config.model_dir,
+    model or SegmenterHandle(config.model_dir, config.mixed_precision, config.input_spec),
     num_classes=len(config.classes),
     max_batch_size=config.batch_size,
-    mixed_precision=config.mixed_precision,
     palette=palette,
     pixel_budget=config.batch_size * config.tile_size**2,
-    spec=config.input_spec,
     **(handler_kwargs or {}),
   )
 
@@ -62,10 +61,11 @@ class CountEventsFn(beam.DoFn):
 class SegmentImages(beam.PTransform):
   """Composite: PBegin -> the summary dict (one element) after writing all outputs."""
 
-  def __init__(self, config: RunConfig, start_time: str = None, handler_kwargs=None):
+  def __init__(self, config: RunConfig, start_time: str = None, handler_kwargs=None, model: SegmenterHandle = None):
     super().__init__()
     self._config = config
     self._handler_kwargs = handler_kwargs
+    self._model = model
     self._start_time = start_time or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
   def expand(self, pbegin):
@@ -100,7 +100,10 @@ class SegmentImages(beam.PTransform):
       ood_range=config.ood_rule.range,
     )
     tile_results = images | "TileAndInfer" >> TileAndSegment(
-      model_handler(config, self._handler_kwargs), config.tile_size, config.tile_overlap, config.whole_image_pixels
+      model_handler(config, self._handler_kwargs, self._model),
+      config.tile_size,
+      config.tile_overlap,
+      config.whole_image_pixels,
     )
     mask_streams, inference_failures = tile_results | "Stitch" >> StitchTiles()
     write_masks = WriteMasksFn(

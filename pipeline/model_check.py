@@ -2,8 +2,9 @@
 
 Separate from the flag checks in ``pipeline/options.py`` because it loads
 TensorFlow and the model. ``pipeline/run.py`` calls ``check_model`` after
-the flags are valid; the model it loads is handed to in-process workers
-(``transforms.inference.keep_for_workers``) so it is loaded once per run.
+the flags are valid and gets back the model's ``SegmenterHandle``
+(``transforms.inference``), which holds the loaded model for workers in the
+launcher's process, so a local run loads it once.
 """
 
 import json
@@ -12,7 +13,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.errors import OptionsError
-from transforms.inference import Segmenter, keep_for_workers, saved_model_path
+from transforms.inference import Segmenter, SegmenterHandle, saved_model_path
 from transforms.input_spec import InputSpec
 
 
@@ -83,14 +84,18 @@ def _check_signature(segmenter, model_dir: str, spec: InputSpec):
     )
 
 
-def check_model(model_dir: str, card: dict, mixed_precision: bool):
-  """Loads the SavedModel once and checks it against its card.
+def check_model(model_dir: str, card: dict, mixed_precision: bool, hand_over: bool = False) -> SegmenterHandle:
+  """Loads the SavedModel once, checks it against its card and returns the handle the workers load it through.
 
   Runs a small probe batch of the card's input dtype and channels through the
   same entry point the workers use, so a model that cannot load, lacks a
   signature, takes another input than its card says, returns the wrong
   outputs or emits class ids the card does not list is refused before the
   pipeline is built.
+
+  With ``hand_over`` (workers in this process) the handle holds the model
+  loaded here, so the run does not load it again; else it is let go here and
+  each worker process loads its own.
   """
   if not FileSystems.exists(saved_model_path(model_dir) + "/saved_model.pb"):
     raise OptionsError(
@@ -157,4 +162,4 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool):
       f"the model in {model_dir} fails when its per-class statistics are reduced "
       f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})."
     ) from None
-  keep_for_workers(segmenter, model_dir, mixed_precision)
+  return SegmenterHandle(model_dir, mixed_precision, spec, loaded=segmenter if hand_over else None)

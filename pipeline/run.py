@@ -33,7 +33,6 @@ from pipeline.model_check import check_model
 from pipeline.options import RUNNER_ALIASES, OptionsError, help_parser, validate
 from pipeline.report import write_report
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
-from transforms.inference import drop_handed_over
 from transforms.records import SUMMARY_FILE
 
 _LOG = logging.getLogger("deconvseg")
@@ -131,7 +130,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     raise OptionsError(str(exc)) from None
   pipeline_options = PipelineOptions(argv)
   config = validate(argv, pipeline_options)
-  check_model(config.model_dir, config.card, config.mixed_precision)
+  runner = str(pipeline_options.view_as(StandardOptions).runner or "")
+  # The check's model serves the run when the workers are in this process; else each worker process loads its own.
+  model = check_model(
+    config.model_dir, config.card, config.mixed_precision, hand_over=_workers_in_this_process(runner, pipeline_options)
+  )
   try:
     applied = expand_dataflow_options(pipeline_options)
   except ValueError as exc:
@@ -139,20 +142,14 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   if applied:
     _LOG.info("Dataflow options: %s", applied)
   pipeline_options.view_as(SetupOptions).save_main_session = save_main_session
-  runner = str(pipeline_options.view_as(StandardOptions).runner or "")
-  if not _workers_in_this_process(runner, pipeline_options):
-    drop_handed_over()  # workers are other processes or machines: do not hold the check's model
 
   started = time.time()
   start_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
   pipeline = test_pipeline or beam.Pipeline(options=pipeline_options)
-  _ = pipeline | "SegmentImages" >> SegmentImages(config, start_time, model_handler_kwargs(pipeline_options))
+  _ = pipeline | "SegmentImages" >> SegmentImages(config, start_time, model_handler_kwargs(pipeline_options), model)
   _LOG.info("Segmenting into %s with model %s %s", config.output, config.card.get("name"), config.card.get("version"))
-  try:
-    result = pipeline.run()
-    result.wait_until_finish()
-  finally:
-    drop_handed_over()  # not taken (e.g. no input to segment): release it
+  result = pipeline.run()
+  result.wait_until_finish()
 
   budget = pipeline_options.view_as(ScheduleOptions).max_failure_fraction
   summary = None

@@ -3,25 +3,29 @@
 * per-class counts and confidence sums reduced inside the TensorFlow call
   equal numpy's over each tile's owned rectangle, and bad class ids are caught;
 * a local run loads the model once: the start-up check hands its model to the
-  in-process worker, and nothing is held after the run or for other runners;
+  in-process worker through the graph's ``SegmenterHandle``, and nothing is
+  held after the run or for other runners;
 * masks are palette PNGs packed to the fewest bits the classes need, and read
   back as the same class ids.
 """
 
+import gc
 import io
 import json
 import os
+import pickle
+import weakref
 
+import apache_beam as beam
 import numpy as np
 import pytest
+from apache_beam.utils import shared
 from PIL import Image
 
 from fake_model import CLASSES
-import pipeline.run as run_module
 from pipeline.run import run
 from pipeline_helpers import scene
-from transforms import inference
-from transforms.inference import Segmenter
+from transforms.inference import Segmenter, SegmenterHandle
 from transforms.mask_files import STATS_CHUNK, encode_mask, palette_bytes
 
 
@@ -62,15 +66,34 @@ def test_on_device_statistics_report_class_ids_beyond_the_card(fake_model):
 
 
 def _count_loads(monkeypatch):
-  loads = []
+  """(model directories loaded, weak references to the loaded models), for this process."""
+  loads, models = [], []
   original = Segmenter.__init__
 
   def counting_init(self, *args, **kwargs):
     loads.append(args[0] if args else kwargs.get("model_dir"))
+    models.append(weakref.ref(self))
     original(self, *args, **kwargs)
 
   monkeypatch.setattr(Segmenter, "__init__", counting_init)
-  return loads
+  return loads, models
+
+
+class _Other:
+  pass
+
+
+def _all_released(models) -> bool:
+  """True when no loaded model is held any more.
+
+  Beam's per-process ``Shared`` cache keeps the last object it handed out
+  alive until another is acquired (RunInference does so too); the next run's
+  first acquire does that, and so does this.
+  """
+  other = _Other()
+  shared.Shared().acquire(lambda: other)
+  gc.collect()
+  return all(ref() is None for ref in models)
 
 
 def _write_inputs(folder, count=3):
@@ -80,25 +103,28 @@ def _write_inputs(folder, count=3):
 
 
 def test_a_local_run_loads_the_model_once(fake_model, tmp_path, monkeypatch):
-  loads = _count_loads(monkeypatch)
+  loads, models = _count_loads(monkeypatch)
   _write_inputs(str(tmp_path / "in"))
   run(
     ["--input", str(tmp_path / "in" / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model],
     save_main_session=False,
   )
   assert loads == [fake_model]
-  assert not inference._HANDED_OVER  # nothing held after the run
+  assert _all_released(models)  # nothing held after the run
   with open(tmp_path / "out" / "summary.json") as handle:
     assert json.load(handle)["counts"]["segmented"] == 3
 
 
 def test_the_check_model_is_not_held_for_out_of_process_workers(fake_model, tmp_path, monkeypatch):
-  handed = []
-  monkeypatch.setattr(
-    run_module,
-    "drop_handed_over",
-    lambda: handed.append(dict(inference._HANDED_OVER)) or inference._HANDED_OVER.clear(),
-  )
+  loads, models = _count_loads(monkeypatch)
+  held_while_running = []
+  original_run = beam.Pipeline.run
+
+  def checking_run(self, *args, **kwargs):
+    held_while_running.append(not _all_released(models))
+    return original_run(self, *args, **kwargs)
+
+  monkeypatch.setattr(beam.Pipeline, "run", checking_run)
   _write_inputs(str(tmp_path / "in"), count=2)
   run(
     [
@@ -113,8 +139,21 @@ def test_the_check_model_is_not_held_for_out_of_process_workers(fake_model, tmp_
     ],
     save_main_session=False,
   )
-  # Dropped right after the check (before the graph is built), and again after the run.
-  assert handed and handed[0] and not inference._HANDED_OVER
+  # The check loaded it here and let it go before the run started; the worker process loaded its own.
+  assert loads == [fake_model] and held_while_running == [False]
+  with open(tmp_path / "out" / "summary.json") as handle:
+    assert json.load(handle)["counts"]["segmented"] == 2
+
+
+def test_the_handle_pickles_without_the_model_and_reuses_it_in_this_process(fake_model, monkeypatch):
+  loads, _ = _count_loads(monkeypatch)
+  segmenter = Segmenter(fake_model)
+  handle = SegmenterHandle(fake_model, loaded=segmenter)
+  copy = pickle.loads(pickle.dumps(handle))
+  assert copy._loaded is None and copy.model_dir == fake_model
+  assert copy.acquire() is segmenter and loads == [fake_model]  # same process: the launcher's model
+  elsewhere = pickle.loads(pickle.dumps(SegmenterHandle(fake_model)))
+  assert elsewhere.acquire() is not segmenter and loads == [fake_model, fake_model]  # unknown key: loads its own
 
 
 @pytest.mark.parametrize("num_classes, bits", [(2, 1), (4, 2), (5, 4), (16, 4), (17, 8), (256, 8)])

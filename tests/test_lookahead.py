@@ -11,8 +11,8 @@ from PIL import Image
 
 from pipeline_helpers import encode, scene
 from transforms.decode import FAILED, DecodeImagesFn
-from transforms.records import STAGE_DECODE, STAGE_READ, STAGE_WRITE, ImageMask, ImageRef
 from transforms.mask_files import STATS_CHUNK
+from transforms.records import STAGE_DECODE, STAGE_READ, STAGE_WRITE, ImageHeader, ImageMask, ImageRef
 from transforms.sinks import WriteMasksFn
 
 CLASSES = [{"id": 0, "name": "a", "color": [0, 0, 0]}, {"id": 1, "name": "b", "color": [255, 0, 0]}]
@@ -70,10 +70,7 @@ def test_prefetch_shrinks_to_one_image_for_large_images(tmp_path):
 def _mask(key, seed, height=20, width=30):
   ids = np.random.default_rng(seed).integers(0, 2, (height, width)).astype(np.uint8)
   return ImageMask(
-    uri=f"mem://{key}",
-    key=key,
-    width=width,
-    height=height,
+    header=ImageHeader(uri=f"mem://{key}", key=key, height=height, width=width),
     class_ids=ids,
     class_pixels=np.bincount(ids.ravel(), minlength=2).astype(np.int64),
     class_confidence=np.ones(2),

@@ -19,7 +19,7 @@ from transforms.read import (
   key_for,
   sanitize_key,
 )
-from transforms.records import Failure, Tile, redact
+from transforms.records import Failure, ImageHeader, Tile, redact
 
 MAX = 10_000_000
 
@@ -188,12 +188,9 @@ class _FakeModel:
 def _tile(key, pixels, index=0, count=1):
   h, w = pixels.shape[:2]
   return Tile(
-    key=key,
-    uri=key,
+    header=ImageHeader(uri=key, key=key, height=h, width=w),
     index=index,
     count=count,
-    image_height=h,
-    image_width=w,
     top=0,
     left=0,
     own_top=0,
@@ -205,9 +202,9 @@ def _tile(key, pixels, index=0, count=1):
 
 
 def test_handler_groups_by_shape_and_handles_empty_batches():
-  from transforms.inference import SegmentationModelHandler
+  from transforms.inference import SegmentationModelHandler, SegmenterHandle
 
-  handler = SegmentationModelHandler("unused", num_classes=3, max_batch_size=8)
+  handler = SegmentationModelHandler(SegmenterHandle("unused"), num_classes=3, max_batch_size=8)
   assert handler.batch_elements_kwargs()["max_batch_size"] == 8
   model = _FakeModel()
   assert list(handler.run_inference([], model)) == []
@@ -225,9 +222,9 @@ def test_handler_groups_by_shape_and_handles_empty_batches():
 
 
 def test_handler_retries_a_failed_batch_tile_by_tile():
-  from transforms.inference import SegmentationModelHandler
+  from transforms.inference import SegmentationModelHandler, SegmenterHandle
 
-  handler = SegmentationModelHandler("unused", num_classes=3, max_batch_size=8)
+  handler = SegmentationModelHandler(SegmenterHandle("unused"), num_classes=3, max_batch_size=8)
   batch = [_tile(k, np.full((3, 3, 3), v, np.uint8)) for k, v in (("a", 1), ("bad", 9), ("c", 2))]
   results = handler.run_inference(batch, _FakeModel(poison_value=9))
   assert results[0].error is None and results[2].error is None
@@ -235,9 +232,9 @@ def test_handler_retries_a_failed_batch_tile_by_tile():
 
 
 def test_handler_rejects_class_ids_beyond_the_card():
-  from transforms.inference import SegmentationModelHandler
+  from transforms.inference import SegmentationModelHandler, SegmenterHandle
 
-  handler = SegmentationModelHandler("unused", num_classes=2, max_batch_size=8)
+  handler = SegmentationModelHandler(SegmenterHandle("unused"), num_classes=2, max_batch_size=8)
   results = handler.run_inference([_tile("a", np.full((3, 3, 3), 2, np.uint8))], _FakeModel())
   assert results[0].error and "class id 2" in results[0].error[1]
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from pipeline import report
 from transforms import mask_files, sinks, statistics
-from transforms.records import Failure, ImageMask
+from transforms.records import Failure, ImageHeader, ImageMask
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [
@@ -101,14 +101,16 @@ def make_run(
     for c in CLASSES:
       totals[c["name"]] += int(counts[c["id"]])
     mask = ImageMask(
-      uri=str(source),
-      key=key,
-      width=width,
-      height=height,
+      header=ImageHeader(
+        uri=str(source),
+        key=key,
+        height=height,
+        width=width,
+        pixel_size=(pixel_size, pixel_size) if pixel_size else None,
+      ),
       class_ids=ids,
       class_pixels=counts,
       class_confidence=counts * 0.9,
-      pixel_size=(pixel_size, pixel_size) if pixel_size else None,
     )
     record = statistics.image_record(mask, CLASSES, model, mask_files.mask_relpath(key))
     (out / record["mask"]).parent.mkdir(parents=True, exist_ok=True)

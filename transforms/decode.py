@@ -28,7 +28,7 @@ from transforms.display import display_stretch
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.lookahead import LookaheadDoFn
 from transforms.ood import image_features
-from transforms.records import FAILED, STAGE_DECODE, STAGE_READ, DecodedImage, failure_from_exception
+from transforms.records import FAILED, STAGE_DECODE, STAGE_READ, DecodedImage, ImageHeader, failure_from_exception
 
 _LOG = logging.getLogger(__name__)
 _EXIF_ORIENTATION = 0x0112
@@ -533,13 +533,17 @@ def _decode_ref(ref, max_pixels: int, spec: InputSpec = DEFAULT_SPEC, ood_range=
     return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, f"cannot decode image: {exc}"), size
   return (
     DecodedImage(
-      uri=ref.uri,
-      key=ref.key,
+      header=ImageHeader(
+        uri=ref.uri,
+        key=ref.key,
+        height=pixels.shape[0],
+        width=pixels.shape[1],
+        pixel_size=pixel_size,
+        display=display_stretch(pixels),
+        ood=image_features(pixels, *ood_range),
+        georef=georef,
+      ),
       pixels=pixels,
-      pixel_size=pixel_size,
-      display=display_stretch(pixels),
-      ood=image_features(pixels, *ood_range),
-      georef=georef,
     ),
     None,
     size,

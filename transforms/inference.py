@@ -19,6 +19,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.utils import shared
 
 from model.tiling import plan_tiles
 from transforms import progress
@@ -138,31 +139,56 @@ def _stats_function(tf, call, num_classes: int, spec: InputSpec = DEFAULT_SPEC):
   return segment_with_stats
 
 
-# One loaded model handed from the start-up check to the first worker in the
-# same process (see ``keep_for_workers``).
-_HANDED_OVER: Dict[tuple, Segmenter] = {}
+class SegmenterHandle:
+  """The run's model as the workers get it: loaded at most once per process, handed over where already loaded.
 
+  Why: a local run checks the model at start-up (``pipeline.model_check``) and
+  would otherwise load it again in its worker (0.4-3 s, most of it the first
+  load's imports and graph restore). The launcher passes the model it loaded
+  as ``loaded``: this handle holds it, for as long as the launcher holds the
+  handle (the graph it builds), and offers it through Beam's per-process
+  ``Shared`` cache under the handle's own key.
 
-def keep_for_workers(segmenter: Segmenter, model_dir: str, mixed_precision: bool):
-  """Offers a model the launcher has already loaded to the first in-process worker.
-
-  Why: a local run checks the model at start-up and then loads it again in
-  its worker (0.4-3 s, most of it the first load's imports and graph
-  restore). The first ``load_model`` in this process for the same model and
-  precision takes this one instead; it is handed over once, so later loads
-  (other pipelines, reloads) read the files afresh. Launchers for remote
-  runners call ``drop_handed_over`` so they do not hold a model they never use.
+  Pickled into the graph, the handle carries only that key and what to load
+  (model directory, precision, input spec). A copy unpickled in the
+  launcher's process (the in-process FnApiRunner) acquires the launcher's
+  model through the key; a copy in any other process (multi-process
+  FnApiRunner, portable and remote workers) finds nothing under it and loads
+  the model there, once for all of that process's threads. Nothing is held
+  beyond the handle: once the run's graph is gone, so is the model (except
+  for the one object Beam's ``Shared`` keeps alive until another is
+  acquired).
   """
-  _HANDED_OVER.clear()
-  _HANDED_OVER[(model_dir, bool(mixed_precision))] = segmenter
 
+  def __init__(
+    self,
+    model_dir: str,
+    mixed_precision: bool = False,
+    spec: InputSpec = DEFAULT_SPEC,
+    loaded: Optional[Segmenter] = None,
+  ):
+    self.model_dir = model_dir
+    self.mixed_precision = bool(mixed_precision)
+    self.spec = spec
+    self._shared = shared.Shared()
+    self._loaded = loaded
+    if loaded is not None:
+      if loaded.spec != spec:
+        raise ValueError(f"the loaded model takes {loaded.spec}, not {spec}")
+      self._shared.acquire(lambda: loaded)
 
-def drop_handed_over():
-  _HANDED_OVER.clear()
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_loaded"] = None  # workers get the model through the shared key, or load their own
+    return state
 
+  def acquire(self) -> Segmenter:
+    """The model: the launcher's when this process has it, else loaded here (once per process)."""
+    return self._shared.acquire(self._load)
 
-def take_handed_over(model_dir: str, mixed_precision: bool) -> Optional[Segmenter]:
-  return _HANDED_OVER.pop((model_dir, bool(mixed_precision)), None)
+  def _load(self) -> Segmenter:
+    _LOG.info("Loading model %s (mixed precision: %s)", self.model_dir, self.mixed_precision)
+    return Segmenter(self.model_dir, self.mixed_precision, self.spec)
 
 
 class TileImagesFn(beam.DoFn):
@@ -175,17 +201,13 @@ class TileImagesFn(beam.DoFn):
     self._tiles = Metrics.counter("deconvseg", "tiles")
 
   def process(self, image: DecodedImage):
-    height, width = image.pixels.shape[:2]
-    specs = plan_tiles(height, width, self._tile_size, self._overlap, self._whole_pixels)
+    specs = plan_tiles(image.header.height, image.header.width, self._tile_size, self._overlap, self._whole_pixels)
     self._tiles.inc(len(specs))
     for spec in specs:
       yield Tile(
-        key=image.key,
-        uri=image.uri,
+        header=image.header,
         index=spec.index,
         count=len(specs),
-        image_height=height,
-        image_width=width,
         top=spec.top,
         left=spec.left,
         own_top=spec.own_top,
@@ -193,10 +215,6 @@ class TileImagesFn(beam.DoFn):
         own_left=spec.own_left,
         own_right=spec.own_right,
         pixels=image.pixels[spec.top : spec.top + spec.height, spec.left : spec.left + spec.width],
-        pixel_size=image.pixel_size,
-        display=image.display,
-        ood=image.ood,
-        georef=image.georef,
       )
 
 
@@ -218,32 +236,23 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
 
   def __init__(
     self,
-    model_dir: str,
+    model: SegmenterHandle,
     num_classes: int,
     max_batch_size: int,
-    mixed_precision: bool = False,
     palette: Optional[Sequence[Sequence[int]]] = None,
     pixel_budget: Optional[int] = None,
-    spec: InputSpec = DEFAULT_SPEC,
     **handler_kwargs,
   ):
     # handler_kwargs: e.g. model_copies=N to share N models across a worker's processes.
     super().__init__(**handler_kwargs)
-    self._model_dir = model_dir
+    self._model = model
     self._num_classes = num_classes
     self._max_batch_size = max_batch_size
     self._pixel_budget = pixel_budget
-    self._mixed_precision = mixed_precision
-    self._spec = spec
     self._palette = None if palette is None else np.asarray(palette, dtype=np.uint16)
 
   def load_model(self) -> Segmenter:
-    handed_over = take_handed_over(self._model_dir, self._mixed_precision)
-    if handed_over is not None and handed_over.spec == self._spec:
-      _LOG.info("Using model %s as loaded by the start-up check", self._model_dir)
-      return handed_over
-    _LOG.info("Loading model %s (mixed precision: %s)", self._model_dir, self._mixed_precision)
-    return Segmenter(self._model_dir, self._mixed_precision, self._spec)
+    return self._model.acquire()
 
   def batch_elements_kwargs(self) -> Dict[str, Any]:
     # A fixed batch size: BatchElements' adaptive sizing would start at 1 and
@@ -318,45 +327,21 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
     if self._palette is not None:
       shown = to_display(tile.pixels[top:bottom, left:right], tile.display)
       overlay = blend_overlay(shown, owned_ids, self._palette)
-    return TileResult(
-      key=tile.key,
-      uri=tile.uri,
-      index=tile.index,
-      count=tile.count,
-      image_height=tile.image_height,
-      image_width=tile.image_width,
-      own_top=tile.own_top,
-      own_left=tile.own_left,
-      class_ids=owned_ids,
-      class_pixels=class_pixels,
-      class_confidence=class_confidence,
-      overlay=overlay,
-      pixel_size=tile.pixel_size,
-      ood=tile.ood,
-      georef=tile.georef,
-    )
+    return _result(tile, owned_ids, class_pixels, class_confidence, overlay)
 
   @staticmethod
   def _failed(tile: Tile, exc: Exception) -> TileResult:
     Metrics.counter("deconvseg", "tiles_failed").inc()
     empty = np.zeros((0,), dtype=np.int64)
     message = " ".join(str(exc).split())[:300] or type(exc).__name__
-    return TileResult(
-      key=tile.key,
-      uri=tile.uri,
-      index=tile.index,
-      count=tile.count,
-      image_height=tile.image_height,
-      image_width=tile.image_width,
-      own_top=tile.own_top,
-      own_left=tile.own_left,
-      class_ids=np.zeros((0, 0), dtype=np.uint8),
-      class_pixels=empty,
-      class_confidence=empty.astype(np.float64),
-      pixel_size=tile.pixel_size,
-      georef=tile.georef,
-      error=(type(exc).__name__, f"inference failed for tile {tile.index}: {message}"),
-    )
+    error = (type(exc).__name__, f"inference failed for tile {tile.index}: {message}")
+    return _result(tile, np.zeros((0, 0), dtype=np.uint8), empty, empty.astype(np.float64), error=error)
+
+
+def _result(tile: Tile, class_ids, class_pixels, class_confidence, overlay=None, error=None) -> TileResult:
+  """A tile's result: its image's header and its place in the image, then what the model made of it."""
+  place = (tile.index, tile.count, tile.own_top, tile.own_left)
+  return TileResult(tile.header, *place, class_ids, class_pixels, class_confidence, overlay, error)
 
 
 class TileAndSegment(beam.PTransform):

@@ -5,10 +5,17 @@ Every other module imports these names rather than spelling the strings.
 They are plain ``NamedTuple``s (pickled by Beam's fallback coder) so that the
 arrays inside stay numpy ``uint8`` (or the model's ``uint16``) end to end: no
 lists, no float maps on the wire. Only the model-facing step ever sees float data.
+
+What is known of an image as a whole (where it came from, its key, size, pixel
+size, display stretch, out-of-distribution features, georeference) is one
+``ImageHeader``, made at decode. Each element derived from the image (its
+tiles, their results, its mask) carries that header, built from the one
+before it, rather than copies of its fields; read-only properties (``mask.uri``,
+``tile.key``, ``mask.width``...) read through to it.
 """
 
 import re
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -58,8 +65,8 @@ class ImageRef(NamedTuple):
     return self.uri.rsplit("#", 1)[0] if self.offset is not None else self.uri
 
 
-class DecodedImage(NamedTuple):
-  """An image as the model takes it: [H, W, C] of the card's dtype, orientation applied.
+class ImageHeader(NamedTuple):
+  """The facts of one image that every element derived from it carries: written once, at decode.
 
   ``display`` is the image's own stretch for showing it (``transforms.display``;
   None for uint8), computed once at decode so all its tiles are drawn alike.
@@ -69,13 +76,40 @@ class DecodedImage(NamedTuple):
 
   uri: str
   key: str
-  pixels: np.ndarray
+  height: int
+  width: int
   pixel_size: Optional[Tuple[float, float]] = None
   display: Optional[np.ndarray] = None
   ood: Optional[tuple] = None
-  georef: Optional[Any] = None  # transforms.geo.Georef of a georeferenced input, else None
+  # the image's georeference (transforms.geo.Georef) when the input carries one, else None
+  georef: Optional[object] = None
 
 
+def _reads_header(*names):
+  """Class decorator: read-only properties ``name`` -> ``self.header.name``, so the facts live once."""
+
+  def decorate(cls):
+    for name in names:
+      setattr(cls, name, property(lambda self, name=name: getattr(self.header, name), doc=f"``header.{name}``"))
+    return cls
+
+  return decorate
+
+
+# What every element of one image answers for its header; ``height``/``width`` only where they cannot
+# be mistaken for a tile's own size.
+_IDENTITY = ("uri", "key", "pixel_size", "display", "ood", "georef")
+
+
+@_reads_header(*_IDENTITY, "height", "width")
+class DecodedImage(NamedTuple):
+  """An image as the model takes it: [H, W, C] of the card's dtype, orientation applied."""
+
+  header: ImageHeader
+  pixels: np.ndarray
+
+
+@_reads_header(*_IDENTITY)
 class Tile(NamedTuple):
   """A window of a decoded image plus where its owned region sits.
 
@@ -84,12 +118,9 @@ class Tile(NamedTuple):
   contributes to the stitched mask (see ``model.tiling``).
   """
 
-  key: str
-  uri: str
+  header: ImageHeader
   index: int
   count: int
-  image_height: int
-  image_width: int
   top: int
   left: int
   own_top: int
@@ -97,12 +128,9 @@ class Tile(NamedTuple):
   own_left: int
   own_right: int
   pixels: np.ndarray
-  pixel_size: Optional[Tuple[float, float]] = None
-  display: Optional[np.ndarray] = None
-  ood: Optional[tuple] = None
-  georef: Optional[Any] = None  # transforms.geo.Georef of a georeferenced input, else None
 
 
+@_reads_header(*_IDENTITY)
 class TileResult(NamedTuple):
   """Model output for the owned region of one tile.
 
@@ -113,38 +141,27 @@ class TileResult(NamedTuple):
   segmented even on its own.
   """
 
-  key: str
-  uri: str
+  header: ImageHeader
   index: int
   count: int
-  image_height: int
-  image_width: int
   own_top: int
   own_left: int
   class_ids: np.ndarray
   class_pixels: np.ndarray
   class_confidence: np.ndarray
   overlay: Optional[np.ndarray] = None
-  pixel_size: Optional[Tuple[float, float]] = None
   error: Optional[Tuple[str, str]] = None
-  ood: Optional[tuple] = None
-  georef: Optional[Any] = None  # transforms.geo.Georef of a georeferenced input, else None
 
 
+@_reads_header(*_IDENTITY, "height", "width")
 class ImageMask(NamedTuple):
   """The full-size segmentation of one image, ready for the sinks."""
 
-  uri: str
-  key: str
-  width: int
-  height: int
+  header: ImageHeader
   class_ids: np.ndarray
   class_pixels: np.ndarray
   class_confidence: np.ndarray
   overlay: Optional[np.ndarray] = None
-  pixel_size: Optional[Tuple[float, float]] = None
-  ood: Optional[tuple] = None
-  georef: Optional[Any] = None  # transforms.geo.Georef of a georeferenced input, else None
 
 
 class Failure(NamedTuple):

@@ -55,19 +55,7 @@ class RouteTileResultsFn(beam.DoFn):
     elif result.error:
       yield beam.pvalue.TaggedOutput(FAILED, _failure(result, *result.error))
     else:
-      yield ImageMask(
-        uri=result.uri,
-        key=result.key,
-        width=result.image_width,
-        height=result.image_height,
-        class_ids=result.class_ids,
-        class_pixels=result.class_pixels,
-        class_confidence=result.class_confidence,
-        overlay=result.overlay,
-        pixel_size=result.pixel_size,
-        ood=result.ood,
-        georef=result.georef,
-      )
+      yield ImageMask(result.header, result.class_ids, result.class_pixels, result.class_confidence, result.overlay)
 
 
 class AssembleMaskFn(beam.DoFn):
@@ -91,24 +79,18 @@ class AssembleMaskFn(beam.DoFn):
         FAILED, _failure(first, "IncompleteTiles", f"got tiles {[r.index for r in results]} of {first.count}")
       )
       return
-    height, width = first.image_height, first.image_width
+    height, width = first.header.height, first.header.width
     class_ids = stitch(height, width, ((r.own_top, r.own_left, unpack(r.class_ids)) for r in results))
     overlay = None
     if first.overlay is not None:
       overlay = stitch(height, width, ((r.own_top, r.own_left, r.overlay) for r in results), channels=3)
     self._stitched.inc()
     yield ImageMask(
-      uri=first.uri,
-      key=first.key,
-      width=width,
-      height=height,
+      header=first.header,
       class_ids=class_ids,
       class_pixels=np.sum([r.class_pixels for r in results], axis=0),
       class_confidence=np.sum([r.class_confidence for r in results], axis=0),
       overlay=overlay,
-      pixel_size=first.pixel_size,
-      ood=first.ood,
-      georef=first.georef,
     )
 
 
