@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from PIL import Image
 from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 from shapely.geometry import shape
@@ -95,8 +96,8 @@ def test_geotiff_mask_has_the_inputs_crs_transform_size_palette_and_names(projec
     assert json.loads(mask.tags()["CLASS_NAMES"]) == ["dark", "red", "green", "blue"]
     assert mask.colormap(1)[1] == (220, 40, 40, 255)
     pixels = mask.read(1)
-  with rasterio.open(as_png / "masks" / "scene.tif.png") as png:
-    assert np.array_equal(pixels, png.read(1)), "the GeoTIFF holds exactly the PNG's class ids"
+  with Image.open(as_png / "masks" / "scene.tif.png") as png:
+    assert np.array_equal(pixels, np.asarray(png)), "the GeoTIFF holds exactly the PNG's class ids"
 
 
 def test_projected_areas_are_pixels_times_the_pixel_area(projected_run):
@@ -199,8 +200,6 @@ def test_tiled_scene_keeps_its_georeference_and_polygons_cross_the_seams(tmp_pat
 
 
 def test_plain_images_get_pixel_polygons_and_png_masks(tmp_path, fake_model):
-  from PIL import Image
-
   (tmp_path / "in").mkdir()
   Image.fromarray(blocks(120, 160, seed=7)).save(tmp_path / "in" / "plain.png")
   output = tmp_path / "out"
@@ -288,8 +287,6 @@ def test_geotiff_in_and_out_of_cloud_storage(gcs_emulator, gcs_bucket, tmp_path,
   ],
 )
 def test_bad_geo_flags_stop_the_run_before_work(tmp_path, fake_model, flags, message, capsys):
-  from PIL import Image
-
   (tmp_path / "in").mkdir()
   Image.fromarray(blocks(32, 32)).save(tmp_path / "in" / "x.png")
   with pytest.raises((OptionsError, SystemExit)) as raised:
@@ -300,8 +297,6 @@ def test_bad_geo_flags_stop_the_run_before_work(tmp_path, fake_model, flags, mes
 
 
 def test_geo_outputs_without_the_geo_extra_say_how_to_install_it(tmp_path, fake_model, monkeypatch):
-  from PIL import Image
-
   (tmp_path / "in").mkdir()
   Image.fromarray(blocks(32, 32)).save(tmp_path / "in" / "x.png")
   monkeypatch.setattr(geo, "available", lambda: False)
