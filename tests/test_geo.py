@@ -320,3 +320,18 @@ def test_geo_cost_bench_runs():
   rows = dict(geo_bench.measure(size=256, repeat=1))
   assert set(rows) >= {"mask as palette PNG", "mask as Cloud-Optimized GeoTIFF", "--polygons, geographic"}
   assert all(ms > 0 for ms in rows.values())
+
+
+def test_evaluate_scores_geotiff_masks_against_geotiff_truth(projected_run, tmp_path):
+  """python -m pipeline.evaluate reads GeoTIFF masks (the record names them) and GeoTIFF truth masks."""
+  from pipeline.evaluate import evaluate
+
+  root, output, _, transform = projected_run
+  with rasterio.open(output / "masks" / "scene.tif.tif") as mask:
+    ids = mask.read(1)
+  truth = ids.copy()
+  truth[:10] = (truth[:10] + 1) % 4  # ten wrong rows of 400
+  write_geotiff(tmp_path / "truth" / "scene.tif", truth[:, :, None], UTM_33N, transform)
+  result = evaluate(str(output), [str(tmp_path / "truth" / "*.tif")])
+  assert result["truth"]["images_with_truth"] == 1
+  assert result["truth"]["pixel_accuracy"] == pytest.approx(390 / 400)
