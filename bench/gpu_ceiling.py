@@ -49,7 +49,7 @@ def prepare(args):
 
 def _segmenter(keras, card, weights, jit_compile, reduce_on_device=True):
   """The pipeline's per-batch work as one Keras model: uint8 in, uint8 ids and float32 confidence out."""
-  from keras import ops  # pylint: disable=import-outside-toplevel
+  from keras import ops
 
   network = card_network(card)
   network.set_weights(weights)
@@ -101,14 +101,14 @@ def _resident_runner(keras, model, batch):
   images = keras.ops.convert_to_tensor(batch)
   backend = keras.backend.backend()
   if backend == "jax":
-    import jax  # pylint: disable=import-outside-toplevel
+    import jax
 
     step = jax.jit(lambda trainable, fixed, x: model.stateless_call(trainable, fixed, x)[0])
     trainable = [variable.value for variable in model.trainable_variables]
     fixed = [variable.value for variable in model.non_trainable_variables]
     return lambda: jax.block_until_ready(step(trainable, fixed, images))
   if backend == "torch":
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     def run():
       with torch.no_grad():
@@ -117,7 +117,7 @@ def _resident_runner(keras, model, batch):
       return outputs
 
     return run
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
 
   step = tf.function(lambda x: [tf.reduce_sum(tf.cast(output, tf.float32)) for output in model(x)])
   return lambda: [total.numpy() for total in step(images)]
@@ -137,28 +137,28 @@ def _time_resident(run, min_seconds, min_batches, batch_size):
 def _device_name(backend):
   try:
     if backend == "torch":
-      import torch  # pylint: disable=import-outside-toplevel
+      import torch
 
       return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     if backend == "jax":
-      import jax  # pylint: disable=import-outside-toplevel
+      import jax
 
       return str(jax.devices()[0].device_kind)
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "cpu"
-  except Exception as error:  # pylint: disable=broad-except
+  except Exception as error:
     return f"unknown ({error})"
 
 
 def measure(args):
   """Every precision x size x batch cell; a failing cell is recorded with its error, the rest still run."""
-  import keras  # pylint: disable=import-outside-toplevel
+  import keras
 
   backend = keras.backend.backend()
   if backend == "tensorflow":
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
       tf.config.experimental.set_memory_growth(gpu, True)
@@ -176,7 +176,7 @@ def measure(args):
     try:
       model = _segmenter(keras, card, weights, args.jit_compile, not args.fetch_confidence_map)
       agreement = float(np.mean(np.asarray(model.predict_on_batch(probe)[0]) == expected))
-    except Exception as error:  # pylint: disable=broad-except
+    except Exception as error:
       cells.append({"precision": precision, "error": f"{type(error).__name__}: {error}"[:400]})
       continue
     for size in args.sizes:
@@ -195,7 +195,7 @@ def measure(args):
           if args.resident:
             rate = _time_resident(_resident_runner(keras, model, batch), args.min_seconds, args.min_batches, batch_size)
             cell["resident_images_per_s"] = round(rate, 1)
-        except Exception as error:  # pylint: disable=broad-except
+        except Exception as error:
           cell["error"] = f"{type(error).__name__}: {error}"[:400]
         print(json.dumps(cell), flush=True)
         cells.append(cell)

@@ -46,7 +46,7 @@ def _batches(arrays, batch_size):
 
 
 def _configure_threads(args):
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
 
   if args.get("intra_op_threads"):
     tf.config.threading.set_intra_op_parallelism_threads(int(args["intra_op_threads"]))
@@ -69,7 +69,7 @@ def _timed_loop(module, batches):
 
 def ceiling(args):
   """Best batch size first (a short sweep), then the whole set at that batch size."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from PIL import Image
 
   tf = _configure_threads(args)
   started = time.perf_counter()
@@ -103,9 +103,9 @@ def ceiling(args):
 
 
 def xla(args):
-  import keras  # pylint: disable=import-outside-toplevel
+  import keras
 
-  import model.layers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  import model.layers  # noqa: F401
 
   tf = _configure_threads(args)
   network = keras.models.load_model(args["keras"], compile=False)
@@ -131,10 +131,10 @@ def xla(args):
 
 
 def naive(args):
-  import keras  # pylint: disable=import-outside-toplevel
-  from PIL import Image  # pylint: disable=import-outside-toplevel
+  import keras
+  from PIL import Image
 
-  import model.layers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  import model.layers  # noqa: F401
 
   started = time.perf_counter()
   network = keras.models.load_model(args["keras"], compile=False)
@@ -157,7 +157,7 @@ def naive(args):
 def _stock_handler(args):
   """Beam's TFModelHandlerNumpy if tensorflow_hub imports, else the same behaviour without it."""
   try:
-    from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy  # pylint: disable=import-outside-toplevel
+    from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
     return TFModelHandlerNumpy(
       args["keras"], min_batch_size=1, max_batch_size=int(args.get("batch_size", 8))
@@ -165,19 +165,19 @@ def _stock_handler(args):
   except ImportError as exc:
     if args.get("require_stock"):
       raise
-    from apache_beam.ml.inference import utils  # pylint: disable=import-outside-toplevel
-    from apache_beam.ml.inference.base import ModelHandler  # pylint: disable=import-outside-toplevel
+    from apache_beam.ml.inference import utils
+    from apache_beam.ml.inference.base import ModelHandler
 
     class KerasNumpyHandler(ModelHandler):
       """TFModelHandlerNumpy's load (keras load_model) and inference (model(np.stack(batch)))."""
 
       def load_model(self):
-        import keras  # pylint: disable=import-outside-toplevel
+        import keras
 
         return keras.models.load_model(args["keras"])
 
       def run_inference(self, batch, model, inference_args=None):
-        return utils._convert_to_result(batch, model(np.stack(batch, axis=0)))  # pylint: disable=protected-access
+        return utils._convert_to_result(batch, model(np.stack(batch, axis=0)))
 
       def batch_elements_kwargs(self):
         return {"min_batch_size": 1, "max_batch_size": int(args.get("batch_size", 8))}
@@ -186,12 +186,12 @@ def _stock_handler(args):
 
 
 def stock(args):
-  import apache_beam as beam  # pylint: disable=import-outside-toplevel
-  from apache_beam.ml.inference.base import KeyedModelHandler, RunInference  # pylint: disable=import-outside-toplevel
-  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
-  from PIL import Image  # pylint: disable=import-outside-toplevel
+  import apache_beam as beam
+  from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from PIL import Image
 
-  import model.layers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  import model.layers  # noqa: F401
 
   size = int(args.get("size", 512))
   folder, output = args["images"], args["output"]
@@ -235,7 +235,7 @@ def stock(args):
 
 def loop(args):
   """Per image: decode, serving_default (batch 1), palette PNG + counts; the model loaded once."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from PIL import Image
 
   tf = _configure_threads(args)
   started = time.perf_counter()

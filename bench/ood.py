@@ -55,7 +55,7 @@ SETS = ("mosaics", "samples", "photos")
 
 def photographs():
   """(name, RGB uint8 array) of every bundled photograph; scikit-learn's two when it is installed."""
-  import skimage.data  # pylint: disable=import-outside-toplevel
+  import skimage.data
 
   for name in PHOTOS:
     image = np.asarray(getattr(skimage.data, name)())
@@ -63,7 +63,7 @@ def photographs():
       image = np.stack([image] * 3, axis=-1)
     yield name, image[..., :3].astype(np.uint8)
   try:
-    from sklearn.datasets import load_sample_images  # pylint: disable=import-outside-toplevel
+    from sklearn.datasets import load_sample_images
   except ImportError:
     return
   bunch = load_sample_images()
@@ -73,7 +73,7 @@ def photographs():
 
 def build_sets(work, mosaics=100, size=512):
   """Writes WORK/inputs/{mosaics,samples,photos}/ and returns the inputs root."""
-  from model.make_dataset import make_dataset  # pylint: disable=import-outside-toplevel
+  from model.make_dataset import make_dataset
 
   root = os.path.join(work, "inputs")
   shutil.rmtree(root, ignore_errors=True)
@@ -112,7 +112,7 @@ def confusion(records):
 
 
 def run_pipeline(root, out, model=DEFAULT_MODEL):
-  from pipeline.run import run  # pylint: disable=import-outside-toplevel
+  from pipeline.run import run
 
   run([f"--input={root}/*/*", f"--output={out}", f"--model={model}"]).wait_until_finish()
   with open(os.path.join(out, "stats", "stats.jsonl")) as handle:

@@ -37,7 +37,7 @@ def ceiling_from_bench(path: str = PERFORMANCE_JSON):
     side = int(re.search(r"(\d+)\^2", run["set"]).group(1))
     source = os.path.relpath(path, REPO) if path.startswith(REPO + os.sep) else path
     return float(run["images_per_s"]), side * side, int(report["meta"]["cpus"]), source
-  except Exception:  # pylint: disable=broad-except  (a missing or reshaped report: use the recorded numbers)
+  except Exception:  # a missing or reshaped report: use the recorded numbers
     return DEFAULT_CEILING_IMAGES_PER_S, DEFAULT_CEILING_PIXELS, DEFAULT_CEILING_VCPUS, "built-in (run 5)"
 
 

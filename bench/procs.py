@@ -86,7 +86,7 @@ def run_watched(cmd: List[str], env=None, cwd=None, timeout: float = 1800, inter
   started = time.perf_counter()
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=True)
   peaks, names = {}, {}
-  import threading  # pylint: disable=import-outside-toplevel
+  import threading
 
   out_chunks, err_chunks = [], []
   readers = [

@@ -18,6 +18,8 @@ import dataclasses
 import json
 import os
 
+from model.json_file import write_json_file
+
 IGNORE_LABEL = 255
 CLASSES_FILE = "classes.json"
 MAX_CLASSES = 255  # ids are uint8 and 255 is the ignore label
@@ -128,9 +130,7 @@ def read_classes_file(path):
 
 def write_classes_file(data_dir, classes):
   path = os.path.join(data_dir, CLASSES_FILE)
-  with open(path, "w") as handle:
-    json.dump(classes_to_json(classes), handle, indent=2)
-    handle.write("\n")
+  write_json_file(path, classes_to_json(classes))
   return path
 
 

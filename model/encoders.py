@@ -43,26 +43,23 @@ def _load_local_weights(backbone, weights_path):
   backbone.load_weights(weights_path)
 
 
+def _application_encoder(application, inputs, weights_path, layer_names):
+  """A keras.applications backbone without its top (local weights only), the named layers at strides 8, 16, 32."""
+  backbone = application(include_top=False, weights=None, input_tensor=inputs)
+  _load_local_weights(backbone, weights_path)
+  return {stride: backbone.get_layer(name).output for stride, name in zip((8, 16, 32), layer_names)}
+
+
 def vgg16_encoder(inputs, weights_path=None):
   """keras.applications VGG16 (the FCN paper's backbone), pool3/pool4/pool5 as the stride-8/16/32 features."""
-  backbone = keras.applications.VGG16(include_top=False, weights=None, input_tensor=inputs)
-  _load_local_weights(backbone, weights_path)
-  return {
-    8: backbone.get_layer("block3_pool").output,
-    16: backbone.get_layer("block4_pool").output,
-    32: backbone.get_layer("block5_pool").output,
-  }
+  layers = ("block3_pool", "block4_pool", "block5_pool")
+  return _application_encoder(keras.applications.VGG16, inputs, weights_path, layers)
 
 
 def mobilenetv2_encoder(inputs, weights_path=None):
   """keras.applications MobileNetV2: the last block at each of strides 8, 16 and 32."""
-  backbone = keras.applications.MobileNetV2(include_top=False, weights=None, input_tensor=inputs)
-  _load_local_weights(backbone, weights_path)
-  return {
-    8: backbone.get_layer("block_5_add").output,
-    16: backbone.get_layer("block_12_add").output,
-    32: backbone.get_layer("out_relu").output,
-  }
+  layers = ("block_5_add", "block_12_add", "out_relu")
+  return _application_encoder(keras.applications.MobileNetV2, inputs, weights_path, layers)
 
 
 def build_encoder(name, inputs, weights_path=None, width=32):

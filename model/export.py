@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from model import classes as classes_module
 from model.fcn import NETWORK_STRIDE, NORMALIZATION, UPSAMPLING_DESCRIPTIONS
+from model.json_file import write_json_file
 
 CARD_FORMAT = "deconvseg-model/1"
 INPUT_DTYPES = ("uint8", "uint16")
@@ -225,9 +226,7 @@ def save_module(module, out_dir):
 
 
 def write_card(out_dir, card):
-  with open(os.path.join(out_dir, "card.json"), "w") as handle:
-    json.dump(card, handle, indent=2)
-    handle.write("\n")
+  write_json_file(os.path.join(out_dir, "card.json"), card)
 
 
 def card_metrics(result):

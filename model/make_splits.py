@@ -16,7 +16,6 @@ its pixel box, so an evaluation on held-out pixels can be audited.
 """
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -28,6 +27,7 @@ from PIL import Image
 
 from model.classes import CLASSES_FILE, IGNORE_LABEL, dataset_classes, write_classes_file
 from model.image_io import IMAGE_EXTENSIONS, read_image, read_mask
+from model.json_file import write_json_file
 
 SPLITS = ("train", "val", "test")
 OUTPUTS = SPLITS + ("splits.json", CLASSES_FILE)
@@ -228,9 +228,7 @@ def split_scenes(pairs, out_dir, regions, val, test, seed, classes, overwrite=Fa
   for split in SPLITS:
     if record["blocks"][split] == 0:
       shutil.rmtree(os.path.join(out_dir, split))
-  with open(os.path.join(out_dir, "splits.json"), "w") as handle:
-    json.dump(record, handle, indent=1)
-    handle.write("\n")
+  write_json_file(os.path.join(out_dir, "splits.json"), record, indent=1)
   return record
 
 

@@ -21,7 +21,6 @@ Writes OUT/images/nuclei.tif (the image unchanged), OUT/masks/nuclei.png
 import argparse
 import hashlib
 import importlib.metadata
-import json
 import os
 import sys
 
@@ -30,6 +29,7 @@ import tifffile
 from PIL import Image
 
 from model.classes import classes_from_json, write_classes_file
+from model.json_file import write_json_file
 
 PACKAGE = "stardist"
 VERSION = "0.9.2"
@@ -103,9 +103,7 @@ def write_nuclei_scene(out_dir):
   }
   if distribution.version != VERSION:
     record["note"] = f"converted from {PACKAGE} {distribution.version}; the documented numbers are for {VERSION}"
-  with open(os.path.join(out_dir, "SOURCE.json"), "w") as handle:
-    json.dump(record, handle, indent=2)
-    handle.write("\n")
+  write_json_file(os.path.join(out_dir, "SOURCE.json"), record)
   return record
 
 

@@ -88,7 +88,7 @@ def load_keras_model(path, custom_objects_module=None, unsafe=False):
       ) from None
   try:
     return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
-  except Exception as exc:  # pylint: disable=broad-except
+  except Exception as exc:
     message = " ".join(str(exc).split())
     if "safe_mode" in message or "unsafe_deserialization" in message:
       raise WrapError(

@@ -22,7 +22,7 @@ class WrapError(ValueError):
 
 def detect_output(model):
   """'softmax' or 'sigmoid' when the model's last layer applies one, else 'logits'."""
-  layer = model.outputs[0]._keras_history.operation  # pylint: disable=protected-access
+  layer = model.outputs[0]._keras_history.operation
   if isinstance(layer, keras.layers.Softmax):
     return "softmax"
   name = getattr(getattr(layer, "activation", None), "__name__", "")
@@ -94,7 +94,7 @@ def find_geometry(model, fixed_size, channels, dtype, normalise, size_multiple=N
       return 1, run_probe(model, inputs)[1]
     except WrapError:
       raise
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:
       raise WrapError(f"the model fails on its own fixed input size {fixed_size}: {_short(exc)}") from None
   candidates = (size_multiple,) if size_multiple else SIZE_MULTIPLES
   reasons = []
@@ -107,7 +107,7 @@ def find_geometry(model, fixed_size, channels, dtype, normalise, size_multiple=N
       if run_probe(model, inputs)[1] != stride:
         raise WrapError("the output stride depends on the input size")
       return multiple, stride
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:
       reasons.append(f"{height}x{width}: {_short(exc)}")
   if size_multiple:
     raise WrapError(f"the model does not run at multiples of --size_multiple {size_multiple} ({reasons[0]})")

@@ -68,7 +68,7 @@ def _take_dofn(run_id, label, fn):
   for instance in stale:
     try:
       instance.teardown()
-    except Exception:  # pylint: disable=broad-except  (a previous run's leftovers; nothing to report to)
+    except Exception:  # a previous run's leftovers; nothing to report to
       pass
   return taken
 
@@ -168,7 +168,7 @@ class _TagRoutingVisitor(PipelineVisitor):
     window_fn = main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
     specs, values = [], []
     for side in node.side_inputs:
-      specs.append((type(side), side._view_options(), side._window_mapping_fn))  # pylint: disable=protected-access
+      specs.append((type(side), side._view_options(), side._window_mapping_fn))
       # One delayed per side input over the bag's own partition keys: computed once per run and shared by
       # every task that reads it (a bag reduction gets fused into, and recomputed by, each consumer).
       values.append(dask.delayed(_concat)(self._bag(side.pvalue).to_delayed(optimize_graph=False)))
@@ -201,10 +201,10 @@ class DaskRunner(beam_dask.DaskRunner):
   """Runs the pipeline on a dask.distributed cluster (``--dask_client_address``), every sink included."""
 
   def run_pipeline(self, pipeline, options):
-    import dask.distributed  # pylint: disable=import-outside-toplevel  (only a Dask run needs the client)
+    import dask.distributed  # only a Dask run needs the client
 
     dask_options = options.view_as(beam_dask.DaskOptions).get_all_options(drop_default=True, current_only=True)
-    bag_kwargs = beam_dask.DaskOptions._extract_bag_kwargs(dask_options)  # pylint: disable=protected-access
+    bag_kwargs = beam_dask.DaskOptions._extract_bag_kwargs(dask_options)
     client = dask.distributed.Client(**dask_options)
     pipeline.replace_all(dask_overrides())
     visitor = _TagRoutingVisitor(bag_kwargs)

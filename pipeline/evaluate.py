@@ -26,6 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import report
 from pipeline.report import load
+from pipeline.errors import command_parser
 from pipeline.options import OptionsError, _absolute, _as_glob, _check_truth, _matching_files
 from transforms.records import STAGE_TRUTH
 from transforms.mask_files import decode_mask, mask_relpath
@@ -39,13 +40,8 @@ class EvaluateError(ValueError):
   """A bad invocation or an output directory that cannot be scored; printed as one line."""
 
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):
-    raise EvaluateError(message)
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = _Parser(prog="python -m pipeline.evaluate", description=__doc__.split("\n\n")[0])
+  parser = command_parser("pipeline.evaluate", __doc__, EvaluateError)
   parser.add_argument("output", help="the run's --output directory (local or gs://)")
   parser.add_argument(
     "--truth",
@@ -114,7 +110,7 @@ def evaluate(output: str, patterns: List[str]) -> dict:
     if truth_uri is not None:
       try:
         entry["truth"] = evaluate_mask(truth_uri, _read_mask(entry["mask"]), names)
-      except Exception as exc:  # pylint: disable=broad-except  (one bad file must not stop the rest)
+      except Exception as exc:  # one bad file must not stop the rest
         failures.append(_failure(row, truth_uri, exc))
         continue
       confusion += np.asarray(entry["truth"]["confusion"], np.int64)

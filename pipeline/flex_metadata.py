@@ -62,8 +62,8 @@ def project_options_classes(package: str = PACKAGE) -> List[type]:
 
 def _actions(cls) -> List[argparse.Action]:
   parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
-  cls._add_argparse_args(parser)  # pylint: disable=protected-access
-  return [a for a in parser._actions if a.option_strings]  # pylint: disable=protected-access
+  cls._add_argparse_args(parser)
+  return [a for a in parser._actions if a.option_strings]
 
 
 def _takes_value(action: argparse.Action) -> bool:

@@ -24,7 +24,7 @@ def _file_bytes(paths) -> int:
   for path in paths or []:
     try:
       total += sum(m.size_in_bytes for m in FileSystems.match([path])[0].metadata_list)
-    except Exception:  # pylint: disable=broad-except  (an output that vanished is not worth failing a run)
+    except Exception:  # an output that vanished is not worth failing a run
       continue
   return total
 
@@ -36,18 +36,19 @@ def add_io(output: str, summary: dict, result) -> dict:
     block = io_block(
       result, {"stats": _file_bytes(outputs.get("stats")), "failures": _file_bytes(outputs.get("failures"))}
     )
-  except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
+  except Exception as exc:  # the run itself succeeded
     _LOG.warning("could not read the run's byte metrics: %s", exc)
     return summary
   if block is None:
     _LOG.info("the runner reported no byte metrics; summary.json has no io block")
     return summary
   summary = dict(summary, io=block)
-  atomic_write(
-    output,
-    join(output, SUMMARY_FILE),
-    json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"),
-    "application/json",
-  )
-  remove_temp_dir(output)
+  rewrite_summary(output, summary)
   return summary
+
+
+def rewrite_summary(output: str, summary: dict):
+  """Replaces OUT/summary.json of a finished run with ``summary`` (a block added after the run: io, drift)."""
+  document = json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8")
+  atomic_write(output, join(output, SUMMARY_FILE), document, "application/json")
+  remove_temp_dir(output)

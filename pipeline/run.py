@@ -72,7 +72,7 @@ def _counter(result, name):
   try:
     metrics = result.metrics().query(beam.metrics.MetricsFilter().with_name(name))["counters"]
     return sum(m.committed or m.attempted or 0 for m in metrics)
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     return None
 
 
@@ -162,7 +162,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     summary = _with_drift(add_io(config.output, _read_summary(config.output), result), config)
     try:
       write_report(config.output)
-    except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
+    except Exception as exc:  # the run itself succeeded
       _LOG.warning("could not write the HTML report (python -m pipeline.report %s): %s", config.output, exc)
     print(format_summary(summary, config.output, elapsed), flush=True)
     if summary.get("drift"):
@@ -200,7 +200,7 @@ def _with_drift(summary: dict, config) -> dict:
     return summary
   try:
     return add_drift(config.output, config.compare_to, config.drift_threshold)
-  except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
+  except Exception as exc:  # the run itself succeeded
     _LOG.warning(
       "could not compute the drift against %s (python -m pipeline.drift %s --compare_to %s): %s",
       config.compare_to,
@@ -245,7 +245,7 @@ def exit_now(code: int):
   sys.stdout.flush()
   sys.stderr.flush()
   logging.shutdown()
-  os._exit(code)  # pylint: disable=protected-access
+  os._exit(code)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,6 @@ def fake_model(tmp_path_factory):
   Shared by every module that only reads it; a test that needs to change a
   model copies it first (or builds its own with ``build_fake_model``).
   """
-  from fake_model import build_fake_model  # pylint: disable=import-outside-toplevel
+  from fake_model import build_fake_model
 
   return build_fake_model(str(tmp_path_factory.mktemp("fake_model")))

@@ -59,7 +59,7 @@ def prefill_beam_credentials() -> tuple:
   """
   from apache_beam.internal.gcp import auth
 
-  cache = auth._Credentials  # pylint: disable=protected-access
+  cache = auth._Credentials
   with cache._credentials_lock:
     previous = (cache._credentials_init, cache._credentials)
     cache._credentials_init = True
@@ -71,7 +71,7 @@ def restore_beam_credentials(previous: tuple) -> None:
   """Put back the credential cache state saved by :func:`prefill_beam_credentials`."""
   from apache_beam.internal.gcp import auth
 
-  cache = auth._Credentials  # pylint: disable=protected-access
+  cache = auth._Credentials
   with cache._credentials_lock:
     cache._credentials_init, cache._credentials = previous
 
@@ -102,7 +102,7 @@ class GcsEmulator:
     logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
     self._server = create_server(self._host, 0, in_memory=True)
     self._server.start()
-    port = self._server._api._httpd.server_address[1]  # pylint: disable=protected-access
+    port = self._server._api._httpd.server_address[1]
     self.endpoint = "http://%s:%d" % (self._host, port)
     self._workdir = tempfile.TemporaryDirectory(prefix="gcs-emulator-")
     self.credentials_file = os.path.join(self._workdir.name, "adc.json")
@@ -113,7 +113,7 @@ class GcsEmulator:
   def stop(self) -> None:
     if self._server is not None:
       self._server.stop()
-      self._server._api.join(timeout=5)  # pylint: disable=protected-access
+      self._server._api.join(timeout=5)
       self._server = None
     if self._workdir is not None:
       self._workdir.cleanup()

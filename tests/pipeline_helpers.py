@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 from PIL import Image, TiffImagePlugin
+from transforms.records import FAILURES_DIR, MASKS_DIR, STATS_DIR, SUMMARY_FILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_MODEL = os.path.join(REPO, "model", "default")
@@ -76,7 +77,7 @@ def write_mode_images(folder: str, base: int = 0):
 
 def write_tfrecord(path: str, records, gzip: bool = False):
   """records: iterable of (key or None, encoded bytes or None)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
 
   options = tf.io.TFRecordOptions(compression_type="GZIP" if gzip else "")
   with tf.io.TFRecordWriter(path, options=options) as writer:
@@ -95,23 +96,31 @@ def encode(pixels: np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:
   return buffer.getvalue()
 
 
+def run_pipeline(inputs, output, model, *flags):
+  """Runs the pipeline in this process: --input inputs --output output --model model, then any further flags."""
+  from pipeline.run import run
+
+  argv = ["--input", str(inputs), "--output", str(output), "--model", str(model), *flags]
+  return run(argv, save_main_session=False)
+
+
 def read_outputs(output: str):
   """(summary, {key: stats record}, [failure records])."""
-  with open(os.path.join(output, "summary.json")) as f:
+  with open(os.path.join(output, SUMMARY_FILE)) as f:
     summary = json.load(f)
   records = {}
-  with open(os.path.join(output, "stats", "stats.jsonl")) as f:
+  with open(os.path.join(output, STATS_DIR, "stats.jsonl")) as f:
     for line in f:
       record = json.loads(line)
       assert record["key"] not in records, f"duplicate stats record for {record['key']}"
       records[record["key"]] = record
-  with open(os.path.join(output, "failures", "failures.jsonl")) as f:
+  with open(os.path.join(output, FAILURES_DIR, "failures.jsonl")) as f:
     failures = [json.loads(line) for line in f]
   return summary, records, failures
 
 
 def read_mask(output: str, key: str) -> np.ndarray:
-  with Image.open(os.path.join(output, "masks", key + ".png")) as image:
+  with Image.open(os.path.join(output, MASKS_DIR, key + ".png")) as image:
     assert image.mode == "P"
     return np.asarray(image)
 

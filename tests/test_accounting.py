@@ -8,7 +8,7 @@ import numpy as np
 
 from pipeline.run import run
 from pipeline_helpers import check_accounting, encode, read_outputs, scene, write_tfrecord
-from transforms.records import ImageRef
+from transforms.records import ImageRef, MASKS_DIR, OVERLAYS_DIR, REPORT_FILE, STATS_DIR
 
 
 def _sizes(pattern):
@@ -65,11 +65,11 @@ def test_io_block_counts_shuffles_reads_and_writes(fake_model, tmp_path):
   assert 0 < shuffle["stitch_masks"]["bytes"] < 300 * 260
   assert shuffle["total_bytes"] == sum(shuffle[k]["bytes"] for k in ("refs", "stitch_masks", "stitch_overlays"))
   written = io["written_bytes"]
-  assert written["masks"] == _sizes(str(output / "masks" / "**" / "*.png"))
-  assert written["overlays"] == _sizes(str(output / "overlays" / "**" / "*.png"))
-  assert written["stats"] == _sizes(str(output / "stats" / "*"))
+  assert written["masks"] == _sizes(str(output / MASKS_DIR / "**" / "*.png"))
+  assert written["overlays"] == _sizes(str(output / OVERLAYS_DIR / "**" / "*.png"))
+  assert written["stats"] == _sizes(str(output / STATS_DIR / "*"))
   assert written["total"] == sum(v for k, v in written.items() if k != "total")
-  report = (output / "report.html").read_text()
+  report = (output / REPORT_FILE).read_text()
   assert 'id="io-table"' in report and "stitch GroupByKey" in report
 
 

@@ -16,6 +16,7 @@ from bench import quality, spy
 from bench.findings import steady_state
 from bench.report import render_markdown, write_report
 from bench.run import run_bench
+from transforms.records import MASKS_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +136,6 @@ def test_baselines_write_the_pipelines_masks_and_counts(tmp_path):
     for key in records:
       with (
         Image.open(os.path.join(folder, key + ".png")) as got,
-        Image.open(os.path.join(pipeline_out, "masks", key + ".png")) as expected,
+        Image.open(os.path.join(pipeline_out, MASKS_DIR, key + ".png")) as expected,
       ):
         assert np.array_equal(np.asarray(got).squeeze(), np.asarray(expected)), (mode, key)

@@ -23,6 +23,11 @@ DATAFLOW = [
 ]
 
 
+def gpu_worker(gpu_type, machine_type):
+  """DATAFLOW plus a GPU worker: the accelerator, the machine that carries it and the worker image."""
+  return [*DATAFLOW, f"--gpu_type={gpu_type}", f"--machine_type={machine_type}", "--worker_image=" + IMAGE]
+
+
 def expanded(*flags):
   options = PipelineOptions(list(flags))
   applied = expand_dataflow_options(options)
@@ -36,9 +41,7 @@ def refused(*flags):
 
 
 def test_t4_on_n1_expands_to_service_option_image_and_one_process():
-  options, applied = expanded(
-    *DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=n1-standard-8", "--worker_image=" + IMAGE
-  )
+  options, applied = expanded(*gpu_worker("nvidia-tesla-t4", "n1-standard-8"))
   cloud = options.view_as(GoogleCloudOptions)
   assert cloud.dataflow_service_options == ["worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver"]
   assert options.view_as(WorkerOptions).sdk_container_image == IMAGE
@@ -56,29 +59,20 @@ def test_t4_on_n1_expands_to_service_option_image_and_one_process():
 
 def test_gpu_harness_threads_follow_the_machine_unless_given(caplog):
   options, _ = expanded(
-    *DATAFLOW,
-    "--gpu_type=nvidia-tesla-a100",
-    "--machine_type=a2-highgpu-1g",
-    "--worker_image=" + IMAGE,
+    *gpu_worker("nvidia-tesla-a100", "a2-highgpu-1g"),
     "--max_num_workers=3",
   )
   assert options.view_as(DebugOptions).number_of_worker_harness_threads == 12
   assert "max_num_workers" not in caplog.text
   options, _ = expanded(
-    *DATAFLOW,
-    "--gpu_type=nvidia-tesla-t4",
-    "--machine_type=n1-standard-4",
-    "--worker_image=" + IMAGE,
+    *gpu_worker("nvidia-tesla-t4", "n1-standard-4"),
     "--number_of_worker_harness_threads=2",
   )
   assert options.view_as(DebugOptions).number_of_worker_harness_threads == 2
   assert "without --max_num_workers" in caplog.text
   # Processes per vCPU (shared model copies): Dataflow's own threading is left alone.
   options, _ = expanded(
-    *DATAFLOW,
-    "--gpu_type=nvidia-l4",
-    "--machine_type=g2-standard-8",
-    "--worker_image=" + IMAGE,
+    *gpu_worker("nvidia-l4", "g2-standard-8"),
     "--model_copies_per_worker=1",
   )
   assert options.view_as(DebugOptions).number_of_worker_harness_threads is None
@@ -87,10 +81,7 @@ def test_gpu_harness_threads_follow_the_machine_unless_given(caplog):
 
 def test_l4_with_shared_model_copies_keeps_processes_per_vcpu():
   options, _ = expanded(
-    *DATAFLOW,
-    "--gpu_type=nvidia-l4",
-    "--machine_type=g2-standard-8",
-    "--worker_image=" + IMAGE,
+    *gpu_worker("nvidia-l4", "g2-standard-8"),
     "--model_copies_per_worker=2",
     "--no_install_gpu_driver",
     "--dataflow_service_options=enable_prime",
@@ -134,21 +125,17 @@ def test_dataflow_needs_gcs_temp_location():
 
 
 def test_l4_needs_a_g2_machine():
-  message = refused(*DATAFLOW, "--gpu_type=nvidia-l4", "--machine_type=n1-standard-8", "--worker_image=" + IMAGE)
+  message = refused(*gpu_worker("nvidia-l4", "n1-standard-8"))
   assert "--machine_type=n1-standard-8 cannot take nvidia-l4" in message
   assert "g2-*" in message and "--machine_type=g2-standard-8" in message
   assert "pass --machine_type, e.g. --machine_type=g2-standard-8" in refused(
     *DATAFLOW, "--gpu_type=nvidia-l4", "--worker_image=" + IMAGE
   )
-  assert "cannot take nvidia-tesla-t4" in refused(
-    *DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=g2-standard-8", "--worker_image=" + IMAGE
-  )
+  assert "cannot take nvidia-tesla-t4" in refused(*gpu_worker("nvidia-tesla-t4", "g2-standard-8"))
 
 
 def test_gpu_count_must_fit_the_machine():
-  assert "comes with 2 nvidia-l4 GPU(s); set --gpu_count=2" in refused(
-    *DATAFLOW, "--gpu_type=nvidia-l4", "--machine_type=g2-standard-24", "--worker_image=" + IMAGE
-  )
+  assert "comes with 2 nvidia-l4 GPU(s); set --gpu_count=2" in refused(*gpu_worker("nvidia-l4", "g2-standard-24"))
   assert "comes with 4 nvidia-tesla-a100" in refused(
     *DATAFLOW,
     "--gpu_type=nvidia-tesla-a100",
@@ -177,7 +164,7 @@ def test_gpu_needs_the_cuda_worker_image_and_consistent_images():
 
 
 def test_process_modes_exclude_each_other():
-  base = [*DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=n1-standard-8", "--worker_image=" + IMAGE]
+  base = gpu_worker("nvidia-tesla-t4", "n1-standard-8")
   assert "exclude each other" in refused(*base, "--one_process_per_gpu", "--model_copies_per_worker=2")
   assert "a single process drives only the first GPU" in refused(*base, "--gpu_count=2", "--one_process_per_gpu=true")
   assert "leaves only one" in refused(
@@ -189,7 +176,7 @@ def test_process_modes_exclude_each_other():
 
 
 def test_accelerator_set_twice_is_refused():
-  base = [*DATAFLOW, "--gpu_type=nvidia-tesla-t4", "--machine_type=n1-standard-8", "--worker_image=" + IMAGE]
+  base = gpu_worker("nvidia-tesla-t4", "n1-standard-8")
   assert "both set the GPUs" in refused(
     *base, "--dataflow_service_options=worker_accelerator=type:nvidia-tesla-t4;count:1"
   )

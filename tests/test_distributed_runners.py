@@ -21,6 +21,7 @@ from PIL import Image
 
 from pipeline.options import OptionsError, reject_unknown_flags
 from tests.pipeline_helpers import check_accounting, read_outputs
+from transforms.records import MASKS_DIR, REPORT_FILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, "samples")
@@ -83,8 +84,8 @@ def _assert_same_outputs(output, reference):
   for key, record in records.items():
     assert {**record, "mask": None} == _confidence_approx({**ref_records[key], "mask": None}), key
     with (
-      Image.open(os.path.join(output, "masks", key + ".png")) as got,
-      Image.open(os.path.join(reference, "masks", key + ".png")) as expected,
+      Image.open(os.path.join(output, MASKS_DIR, key + ".png")) as got,
+      Image.open(os.path.join(reference, MASKS_DIR, key + ".png")) as expected,
     ):
       assert np.array_equal(np.asarray(got), np.asarray(expected)), key
   assert sorted((f["key"], f["stage"], f["message"]) for f in failures) == sorted(
@@ -96,7 +97,7 @@ def _assert_same_outputs(output, reference):
     os.path.join(root, name) for root, names, _ in os.walk(output) for name in names if name.startswith("beam-temp")
   ]
   assert not leftovers, leftovers
-  assert os.path.exists(os.path.join(output, "report.html"))
+  assert os.path.exists(os.path.join(output, REPORT_FILE))
 
 
 def _free_port():

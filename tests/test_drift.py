@@ -21,6 +21,7 @@ from fake_model import CLASSES, reference_segment
 from pipeline import drift
 from pipeline.run import main
 from pipeline.schedule import fill_template
+from transforms.records import REPORT_FILE, STATS_DIR, SUMMARY_FILE
 
 NAMES = [entry["name"] for entry in CLASSES]
 SIZE = 20
@@ -58,27 +59,23 @@ def _psi_by_hand(previous, current, bins=10, epsilon=1e-4):
   return total
 
 
+def _segment(inputs, output, model, *flags):
+  """The pipeline's command line (exit code) on inputs into output with model and any further flags."""
+  return main(["--input", str(inputs), "--output", str(output), "--model", model, *flags])
+
+
+def _nightly(root, model, date, *flags):
+  """A scheduled night: ROOT/drops/{date} into ROOT/masks/{date}, the templates filled from --date."""
+  return _segment(root / "drops" / "{date}" / "*.png", root / "masks" / "{date}", model, f"--date={date}", *flags)
+
+
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory, fake_model):
   """Night 1 (2024-05-30) segmented with CSV stats into ROOT/masks/2024-05-30; night 2's inputs."""
   root = tmp_path_factory.mktemp("drift")
   first = _write_night(str(root / "drops" / "2024-05-30"), NIGHT_1)
   second = _write_night(str(root / "drops" / "2024-05-31"), NIGHT_2)
-  code = main(
-    [
-      "--input",
-      str(root / "drops" / "{date}" / "*.png"),
-      "--output",
-      str(root / "masks" / "{date}"),
-      "--model",
-      fake_model,
-      "--date",
-      "2024-05-30",
-      "--stats_format",
-      "csv",
-    ]
-  )
-  assert code == 0
+  assert _nightly(root, fake_model, "2024-05-30", "--stats_format=csv") == 0
   return root, first, second
 
 
@@ -86,30 +83,18 @@ def nights(tmp_path_factory, fake_model):
 def drift_run(nights, fake_model):
   """Night 2 compared with night 1 through {prev_date}, with --fail_on_drift: exit 4 after every output."""
   root, _, _ = nights
-  code = main(
-    [
-      "--input",
-      str(root / "drops" / "{date}" / "*.png"),
-      "--output",
-      str(root / "masks" / "{date}"),
-      "--model",
-      fake_model,
-      "--date",
-      "2024-05-31",
-      "--compare_to",
-      str(root / "masks" / "{prev_date}"),
-      "--fail_on_drift",
-    ]
+  code = _nightly(
+    root, fake_model, "2024-05-31", "--compare_to", str(root / "masks" / "{prev_date}"), "--fail_on_drift"
   )
   output = root / "masks" / "2024-05-31"
-  return code, output, json.loads((output / "summary.json").read_text())
+  return code, output, json.loads((output / SUMMARY_FILE).read_text())
 
 
 def test_fail_on_drift_exits_4_after_writing_summary_and_report(drift_run, capsys):
   code, output, summary = drift_run
   assert code == drift.EXIT_CODE == 4
   assert summary["counts"]["segmented"] == len(NIGHT_2)
-  html = (output / "report.html").read_text()
+  html = (output / REPORT_FILE).read_text()
   assert 'id="drift"' in html and 'id="drift-table"' in html
   for name in ("red", "green"):
     assert f'<tr data-class="{name}" class="flagged">' in html
@@ -148,7 +133,7 @@ def test_drift_after_the_fact_gives_the_same_block(nights, drift_run, capsys):
   end_time = summary["end_time"]
   argv = [str(root / "masks" / "{date}"), "--compare_to", str(root / "masks" / "{prev_date}"), "--date", "2024-05-31"]
   assert drift.main(argv) == 0
-  again = json.loads((output / "summary.json").read_text())
+  again = json.loads((output / SUMMARY_FILE).read_text())
   assert again["drift"] == summary["drift"] and again["end_time"] == end_time
   out = capsys.readouterr().out
   assert "Drift against" in out and "FLAGGED" in out
@@ -162,49 +147,38 @@ def test_a_failure_budget_exceeded_wins_over_drift(nights, fake_model, tmp_path,
   _write_night(str(drop), NIGHT_2[:4])
   (drop / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
   output = tmp_path / "out"
-  code = main(
-    [
-      "--input",
-      str(drop / "*.png"),
-      "--output",
-      str(output),
-      "--model",
-      fake_model,
-      "--compare_to",
-      str(root / "masks" / "2024-05-30"),
-      "--fail_on_drift",
-      "--max_failure_fraction",
-      "0.1",
-    ]
+  code = _segment(
+    drop / "*.png",
+    output,
+    fake_model,
+    "--compare_to",
+    str(root / "masks" / "2024-05-30"),
+    "--fail_on_drift",
+    "--max_failure_fraction=0.1",
   )
   err = capsys.readouterr().err
   assert code == 3, err
   assert "1 of 5 inputs failed" in err and "drift against" not in err
   assert "drift against" in caplog.text  # the drift is still reported, as a warning
-  summary = json.loads((output / "summary.json").read_text())
-  assert summary["drift"]["flagged"] == ["red", "green"] and (output / "report.html").exists()
+  summary = json.loads((output / SUMMARY_FILE).read_text())
+  assert summary["drift"]["flagged"] == ["red", "green"] and (output / REPORT_FILE).exists()
 
 
 def test_missing_previous_run_warns_and_cannot_fail(nights, fake_model, tmp_path, caplog):
   root, _, _ = nights
   output = tmp_path / "out"
-  code = main(
-    [
-      "--input",
-      str(root / "drops" / "2024-05-31" / "*.png"),
-      "--output",
-      str(output),
-      "--model",
-      fake_model,
-      "--compare_to",
-      str(tmp_path / "never-ran"),
-      "--fail_on_drift",
-    ]
+  code = _segment(
+    root / "drops" / "2024-05-31" / "*.png",
+    output,
+    fake_model,
+    "--compare_to",
+    str(tmp_path / "never-ran"),
+    "--fail_on_drift",
   )
   assert code == 0
-  assert "drift" not in json.loads((output / "summary.json").read_text())
+  assert "drift" not in json.loads((output / SUMMARY_FILE).read_text())
   assert "does not exist (the first night of a schedule?)" in caplog.text
-  assert 'id="drift"' not in (output / "report.html").read_text()
+  assert 'id="drift"' not in (output / REPORT_FILE).read_text()
 
 
 @pytest.mark.parametrize(
@@ -222,10 +196,7 @@ def test_bad_invocations_exit_2_before_any_work(nights, fake_model, tmp_path, ca
   (tmp_path / "empty").mkdir()
   output = tmp_path / "out"
   paths = {"PREV": str(root / "masks" / "2024-05-30"), "EMPTY": str(tmp_path / "empty"), "OUT": str(output)}
-  code = main(
-    ["--input", str(root / "drops" / "2024-05-31" / "*.png"), "--output", str(output), "--model", fake_model]
-    + [paths.get(arg, arg) for arg in extra]
-  )
+  code = _segment(root / "drops" / "2024-05-31" / "*.png", output, fake_model, *[paths.get(arg, arg) for arg in extra])
   err = capsys.readouterr().err
   assert code == 2 and message in err, err
   assert len(err.strip().splitlines()) == 1 and err.startswith("deconvseg: error: ")
@@ -275,16 +246,16 @@ def test_drift_on_gcs_with_copied_runs(nights, drift_run, gcs_emulator, gcs_buck
   gcs_emulator.upload_folder(str(output), current)
   assert drift.main([current, "--compare_to", f"gs://{gcs_bucket}/masks/2024-05-29", "--no_report"]) == 0
   assert drift.main([current, "--compare_to", previous, "--no_report"]) == 0
-  block = json.loads(gcs_emulator.download_prefix(current)["summary.json"])["drift"]
+  block = json.loads(gcs_emulator.download_prefix(current)[SUMMARY_FILE])["drift"]
   assert block["compare_to"] == previous and block["problems"] == []
   assert block["classes"] == summary["drift"]["classes"] and block["flagged"] == ["red", "green"]
 
 
 def _hand_made_run(folder, fractions, names=("a", "b")):
   """summary.json and stats.jsonl of a run of 100-pixel images with these per-image class fractions."""
-  os.makedirs(os.path.join(folder, "stats"))
+  os.makedirs(os.path.join(folder, STATS_DIR))
   pixels = np.rint(np.asarray(fractions, float) * 100).astype(int)
-  with open(os.path.join(folder, "stats", "stats.jsonl"), "w") as handle:
+  with open(os.path.join(folder, STATS_DIR, "stats.jsonl"), "w") as handle:
     for index, row in enumerate(pixels):
       classes = [
         {"id": i, "name": name, "pixels": int(count), "fraction": count / 100}
@@ -300,7 +271,7 @@ def _hand_made_run(folder, fractions, names=("a", "b")):
       for i, (name, count) in enumerate(zip(names, totals))
     ],
   }
-  with open(os.path.join(folder, "summary.json"), "w") as handle:
+  with open(os.path.join(folder, SUMMARY_FILE), "w") as handle:
     json.dump(summary, handle)
   return folder
 

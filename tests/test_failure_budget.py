@@ -6,6 +6,7 @@ from PIL import Image
 from pipeline.run import main
 from pipeline.schedule import FailureBudgetExceeded, check_failure_budget
 from pipeline_helpers import check_accounting, read_outputs, scene
+from transforms.records import REPORT_FILE
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_exit_code_follows_the_budget_and_outputs_are_complete(
   summary, records, failures = read_outputs(str(output))
   check_accounting(summary, records, failures, expected_read=4)
   assert summary["counts"]["failed"] == 1 and failures[0]["uri"].endswith("broken.png")
-  assert (output / "report.html").exists()
+  assert (output / REPORT_FILE).exists()
   if expected_code == 3:
     assert "1 of 4 inputs failed (25.0%)" in err and f"--max_failure_fraction={budget:g}" in err, err
     assert "Traceback" not in err

@@ -29,7 +29,7 @@ def _pipeline_parser():
   }
   parser = _Strict(allow_abbrev=False, add_help=False)
   for cls in classes:
-    cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    cls._add_argparse_args(parser)
   return parser, classes
 
 
@@ -109,7 +109,7 @@ def test_flex_argv_rewrites_switches_only():
   switches = {
     flag
     for cls in classes
-    for action in flex_metadata._actions(cls)  # pylint: disable=protected-access
+    for action in flex_metadata._actions(cls)
     if action.nargs == 0
     for flag in action.option_strings
   }

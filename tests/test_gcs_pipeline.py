@@ -11,6 +11,7 @@ from PIL import Image
 from fake_model import build_fake_model
 from pipeline_helpers import scene
 from tests.gcs import read_local_tree
+from transforms.records import REPORT_FILE, SUMMARY_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -96,10 +97,10 @@ def test_gcs_run_matches_local_run(local_run, gcs_emulator, gcs_bucket, model_on
   assert sorted(remote) == sorted(local)
   assert [name for name in local if name.startswith("masks/")], sorted(local)
   for name in local:
-    if name == "report.html":  # written after each local run; it shows that run's start and end time
+    if name == REPORT_FILE:  # written after each local run; it shows that run's start and end time
       continue
     assert remote[name] == local[name], name
-  summary = remote["summary.json"]
+  summary = remote[SUMMARY_FILE]
   assert summary["counts"] == {"read": 5, "segmented": 4, "failed": 1, "reused_existing": 0}
 
 
@@ -133,7 +134,7 @@ def test_cli_subprocess_runs_on_gcs_without_credential_delay(local_run, gcs_emul
   assert done.returncode == 0, done.stderr[-3000:]
   # Beam logs this warning after ~20 s of google.auth.default() retries.
   assert "Unable to find default credentials" not in done.stderr
-  summary = json.loads(gcs_emulator.download_prefix(f"gs://{gcs_bucket}/out")["summary.json"])
+  summary = json.loads(gcs_emulator.download_prefix(f"gs://{gcs_bucket}/out")[SUMMARY_FILE])
   assert summary["counts"] == {"read": 5, "segmented": 4, "failed": 1, "reused_existing": 0}
   # Imports (TensorFlow ~3-5 s) and the run take ~10 s on 2 busy cores; the budget is loose
   # because the credential check above is the precise one.

@@ -27,6 +27,7 @@ from pipeline.run import run
 from pipeline_helpers import scene
 from transforms.inference import Segmenter, SegmenterHandle
 from transforms.mask_files import STATS_CHUNK, encode_mask, palette_bytes
+from transforms.records import SUMMARY_FILE
 
 
 def _numpy_stats(class_ids, confidence, owned, num_classes):
@@ -111,7 +112,7 @@ def test_a_local_run_loads_the_model_once(fake_model, tmp_path, monkeypatch):
   )
   assert loads == [fake_model]
   assert _all_released(models)  # nothing held after the run
-  with open(tmp_path / "out" / "summary.json") as handle:
+  with open(tmp_path / "out" / SUMMARY_FILE) as handle:
     assert json.load(handle)["counts"]["segmented"] == 3
 
 
@@ -141,7 +142,7 @@ def test_the_check_model_is_not_held_for_out_of_process_workers(fake_model, tmp_
   )
   # The check loaded it here and let it go before the run started; the worker process loaded its own.
   assert loads == [fake_model] and held_while_running == [False]
-  with open(tmp_path / "out" / "summary.json") as handle:
+  with open(tmp_path / "out" / SUMMARY_FILE) as handle:
     assert json.load(handle)["counts"]["segmented"] == 2
 
 

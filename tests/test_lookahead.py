@@ -12,7 +12,7 @@ from PIL import Image
 from pipeline_helpers import encode, scene
 from transforms.decode import FAILED, DecodeImagesFn
 from transforms.mask_files import STATS_CHUNK
-from transforms.records import STAGE_DECODE, STAGE_READ, STAGE_WRITE, ImageHeader, ImageMask, ImageRef
+from transforms.records import ImageHeader, ImageMask, ImageRef, MASKS_DIR, STAGE_DECODE, STAGE_READ, STAGE_WRITE
 from transforms.sinks import WriteMasksFn
 
 CLASSES = [{"id": 0, "name": "a", "color": [0, 0, 0]}, {"id": 1, "name": "b", "color": [255, 0, 0]}]
@@ -90,9 +90,9 @@ def test_background_writes_keep_one_record_or_failure_per_mask(tmp_path):
   assert [(f.key, f.stage) for f in failed] == [("bad", STAGE_WRITE)]
   for mask in masks:
     if mask.key == "bad":
-      assert not (tmp_path / "b" / "masks" / "bad.png").exists()
+      assert not (tmp_path / "b" / MASKS_DIR / "bad.png").exists()
       continue
-    with Image.open(tmp_path / "b" / "masks" / f"{mask.key}.png") as image:
+    with Image.open(tmp_path / "b" / MASKS_DIR / f"{mask.key}.png") as image:
       assert np.array_equal(np.asarray(image), mask.class_ids)
       assert json.loads(image.info[STATS_CHUNK])["key"] == mask.key
   assert not list((tmp_path / "b" / ".tmp").glob("*"))  # every temp file was renamed into place

@@ -36,32 +36,19 @@ np.savez(sys.argv[3], class_ids=direct["class_ids"].numpy(), confidence=direct["
 """
 
 
+def _train_args(data_dir, out_dir, epochs, *flags):
+  """model.train's arguments for a tiny model (width 8, 32 px crops, batches of 4), quietly."""
+  argv = ["--data", data_dir, "--out", out_dir, "--width=8", "--image_size=32", "--batch_size=4", "--verbose=0"]
+  return train_module.parse_args(argv + [f"--epochs={epochs}", *flags])
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
   root = tmp_path_factory.mktemp("run")
   data_dir = str(root / "data")
   make_dataset(data_dir, seed=11, counts={"train": 8, "val": 2, "test": 3}, size=40)
   out_dir = str(root / "run")
-  args = train_module.parse_args(
-    [
-      "--data",
-      data_dir,
-      "--out",
-      out_dir,
-      "--width",
-      "8",
-      "--image_size",
-      "32",
-      "--batch_size",
-      "4",
-      "--epochs",
-      "2",
-      "--warmup_epochs",
-      "1",
-      "--verbose",
-      "0",
-    ]
-  )
+  args = _train_args(data_dir, out_dir, 2, "--warmup_epochs=1")
   state = train_module.train(args, command="python -m model.train (test)")
   return data_dir, out_dir, state
 
@@ -83,25 +70,7 @@ def test_resume_continues_from_last_epoch(trained_run, tmp_path):
   resumed_dir.mkdir()
   for name in ("last.keras", "state.json", "metrics.jsonl", "metrics.csv"):
     (resumed_dir / name).write_bytes(open(os.path.join(out_dir, name), "rb").read())
-  args = train_module.parse_args(
-    [
-      "--data",
-      data_dir,
-      "--out",
-      str(resumed_dir),
-      "--width",
-      "8",
-      "--image_size",
-      "32",
-      "--batch_size",
-      "4",
-      "--epochs",
-      "3",
-      "--verbose",
-      "0",
-      "--resume",
-    ]
-  )
+  args = _train_args(data_dir, str(resumed_dir), 3, "--resume")
   (resumed_dir / "run.json").write_bytes(open(os.path.join(out_dir, "run.json"), "rb").read())
   state = train_module.train(args, command="python -m model.train --resume (test)")
   assert state["epoch"] == 3

@@ -21,6 +21,7 @@ from model import train as train_module
 from model.evaluate import evaluate
 from pipeline.run import run
 from pipeline_helpers import check_accounting, read_mask, read_outputs
+from transforms.records import MASKS_DIR, REPORT_FILE
 
 CLASSES = [{"id": 0, "name": "background"}, {"id": 1, "name": "object", "color": [250, 200, 0]}]
 
@@ -161,8 +162,8 @@ def test_pipeline_segments_with_the_cards_classes(exported, tmp_path):
     assert mask.shape == (48, 48) and mask.max() <= 1
     truth = np.asarray(Image.open(os.path.join(data_dir, "test", "masks", os.path.splitext(key)[0] + ".png")))
     assert (mask == truth).mean() > 0.8
-    with Image.open(os.path.join(output, "masks", key + ".png")) as png:
+    with Image.open(os.path.join(output, MASKS_DIR, key + ".png")) as png:
       assert png.getpalette()[3:6] == [250, 200, 0]
-  with open(os.path.join(output, "report.html")) as handle:
+  with open(os.path.join(output, REPORT_FILE)) as handle:
     report = handle.read()
   assert "object" in report and "water" not in report

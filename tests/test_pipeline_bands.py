@@ -23,6 +23,7 @@ from pipeline.run import run
 from pipeline_helpers import check_accounting, read_mask, read_outputs, scene
 from transforms.display import display_stretch, to_display
 from transforms.inference import blend_overlay
+from transforms.records import OVERLAYS_DIR, REPORT_FILE
 
 pytestmark = pytest.mark.slow
 DARK16 = 1000
@@ -108,9 +109,9 @@ def test_four_band_uint16_model_tiffs_overlays_and_report(tmp_path):
     np.testing.assert_array_equal(read_mask(str(output), key), expected)
     # The overlay of the tiled image equals one drawn from the whole image: one stretch, no seams.
     shown = to_display(bands, display_stretch(bands))
-    with Image.open(output / "overlays" / f"{key}.png") as overlay:
+    with Image.open(output / OVERLAYS_DIR / f"{key}.png") as overlay:
       np.testing.assert_array_equal(np.asarray(overlay), blend_overlay(shown, expected, palette))
-  document = (output / "report.html").read_text()
+  document = (output / REPORT_FILE).read_text()
   figures = dict(re.findall(r'<figure class="sample" data-key="([^"]*)">(.*?)</figure>', document))
   assert set(map(html.unescape, figures)) == {"contiguous.tif", "planar.tif"}
   assert "unreadable" not in document

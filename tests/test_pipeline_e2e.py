@@ -20,6 +20,7 @@ from pipeline_helpers import (
   read_mask,
   read_outputs,
   real_model_available,
+  run_pipeline,
   scene,
   write_mode_images,
   write_tfrecord,
@@ -27,6 +28,7 @@ from pipeline_helpers import (
 from pipeline.run import run
 from transforms.decode import decode_image
 from transforms.inference import Segmenter
+from transforms.records import MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +129,7 @@ def _check_run(output, expected, failed_keys, model, max_mismatch):
   check_accounting(summary, records, failures, expected_read=len(expected) + len(failed_keys))
   assert {f["key"] for f in failures} == failed_keys
   assert set(records) == set(expected)
-  masks_dir = output / "masks"
+  masks_dir = output / MASKS_DIR
   written = {str(p.relative_to(masks_dir))[:-4] for p in masks_dir.rglob("*.png")}
   assert written == set(expected), "exactly one mask per input"
   segmenter = Segmenter(model)
@@ -178,25 +180,13 @@ def test_mixed_corpus_fake_model(corpus, fake_model, tmp_path):
 def test_geotiff_scale_and_overlays(corpus, fake_model, tmp_path):
   root, _, _, _ = corpus
   output = tmp_path / "out"
-  run(
-    [
-      "--input",
-      str(root / "in" / "modes" / "geo.tif"),
-      "--output",
-      str(output),
-      "--model",
-      fake_model,
-      "--overlays",
-      "--stats_format=jsonl",
-    ],
-    save_main_session=False,
-  )
+  run_pipeline(root / "in" / "modes" / "geo.tif", output, fake_model, "--overlays", "--stats_format=jsonl")
   summary, records, _ = read_outputs(str(output))
   record = records["geo.tif"]
   assert record["pixel_size"] == [0.5, 0.5] and record["pixel_size_source"] == "geotiff"
   assert record["area_unit"] == "m^2"
   assert sum(c["area"] for c in record["classes"]) == pytest.approx(50 * 60 * 0.25)
-  with Image.open(output / "overlays" / "geo.tif.png") as overlay:
+  with Image.open(output / OVERLAYS_DIR / "geo.tif.png") as overlay:
     assert overlay.size == (60, 50) and overlay.mode == "RGB"
 
 
@@ -230,22 +220,10 @@ def test_mixed_corpus_real_model(corpus, tmp_path):
 def test_csv_and_parquet_statistics(corpus, fake_model, tmp_path, stats_format):
   root, _, _, _ = corpus
   output = tmp_path / "out"
-  run(
-    [
-      "--input",
-      str(root / "in" / "modes" / "*"),
-      "--output",
-      str(output),
-      "--model",
-      fake_model,
-      f"--stats_format={stats_format}",
-      "--pixel_size=0.5",
-    ],
-    save_main_session=False,
-  )
-  with open(output / "summary.json") as f:
+  run_pipeline(root / "in" / "modes" / "*", output, fake_model, f"--stats_format={stats_format}", "--pixel_size=0.5")
+  with open(output / SUMMARY_FILE) as f:
     summary = json.load(f)
-  path = output / "stats" / f"stats.{stats_format}"
+  path = output / STATS_DIR / f"stats.{stats_format}"
   if stats_format == "csv":
     import csv
 
@@ -269,11 +247,8 @@ def test_mixed_precision_signature(corpus, fake_model, tmp_path):
   outputs = {}
   for flag in ([], ["--mixed_precision"]):
     output = tmp_path / ("mixed" if flag else "default")
-    run(
-      ["--input", str(root / "in" / "modes" / "geo.tif"), "--output", str(output), "--model", fake_model] + flag,
-      save_main_session=False,
-    )
+    run_pipeline(root / "in" / "modes" / "geo.tif", output, fake_model, *flag)
     outputs[bool(flag)] = read_mask(str(output), "geo.tif")
-    with open(output / "summary.json") as f:
+    with open(output / SUMMARY_FILE) as f:
       assert json.load(f)["options"]["mixed_precision"] is bool(flag)
   np.testing.assert_array_equal(outputs[True], outputs[False])

@@ -84,7 +84,7 @@ def test_scale_run_memory_flat_and_outputs_complete(tmp_path):
   stays the same; at this size the pipeline's ~1-2 s of fixed cost dominates, so only
   completeness and memory are checked here.
   """
-  from bench.scale import run_scale  # pylint: disable=import-outside-toplevel
+  from bench.scale import run_scale
 
   report = run_scale(200, 40, size=128, workdir=str(tmp_path), pool=2)
   checks = report["checks"]

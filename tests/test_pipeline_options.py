@@ -14,6 +14,7 @@ from fake_model import build_fake_model, card
 from pipeline.options import SegmentationOptions, help_parser, validate
 from pipeline.run import main
 from pipeline_helpers import REPO, scene
+from transforms.records import MASKS_DIR, SUMMARY_FILE
 
 
 @pytest.fixture
@@ -22,6 +23,12 @@ def inputs(tmp_path):
   folder.mkdir()
   Image.fromarray(scene(20, 30)).save(folder / "a.png")
   return folder
+
+
+@pytest.fixture
+def argv(tmp_path, inputs, fake_model):
+  """A valid command line: the inputs, an output under tmp_path, the fake model."""
+  return ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model]
 
 
 def _fails(capsys, argv, *fragments, single_line=True):
@@ -168,33 +175,19 @@ def test_card_input_block_is_checked(capsys, tmp_path, inputs, fake_model, block
     ("--png_compress_level=11", "--png_compress_level=11"),
   ],
 )
-def test_bad_numbers_and_choices(capsys, tmp_path, inputs, fake_model, flag, fragment):
-  _fails(
-    capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model, flag], fragment
-  )
+def test_bad_numbers_and_choices(capsys, argv, flag, fragment):
+  _fails(capsys, argv + [flag], fragment)
 
 
-def test_unknown_flags(capsys, tmp_path, inputs, fake_model):
-  base = ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model]
-  _fails(capsys, base + ["--tile-size=64"], "unrecognised argument(s): --tile-size=64")
-  _fails(capsys, base + ["--inpu", "x"], "unrecognised")
-  _fails(capsys, base + ["stray.png"], "unquoted glob")
+def test_unknown_flags(capsys, argv):
+  _fails(capsys, argv + ["--tile-size=64"], "unrecognised argument(s): --tile-size=64")
+  _fails(capsys, argv + ["--inpu", "x"], "unrecognised")
+  _fails(capsys, argv + ["stray.png"], "unquoted glob")
 
 
-def test_beam_options_are_accepted(tmp_path, inputs, fake_model, capsys):
-  argv = [
-    "--input",
-    str(inputs / "*.png"),
-    "--output",
-    str(tmp_path / "out"),
-    "--model",
-    fake_model,
-    "--runner=FnApiRunner",
-    "--direct_num_workers=1",
-    "--job_name=x",
-  ]
-  assert main(argv) == 0
-  assert (tmp_path / "out" / "summary.json").exists()
+def test_beam_options_are_accepted(tmp_path, argv, capsys):
+  assert main(argv + ["--runner=FnApiRunner", "--direct_num_workers=1", "--job_name=x"]) == 0
+  assert (tmp_path / "out" / SUMMARY_FILE).exists()
 
 
 def test_help_documents_every_flag(capsys):
@@ -241,32 +234,19 @@ def test_date_templates_are_filled_before_validation(capsys, tmp_path, fake_mode
     "2024-05-31",
   ]
   assert main(argv) == 0
-  summary = json.loads((tmp_path / "out" / "date=2024-05-31" / "summary.json").read_text())
+  summary = json.loads((tmp_path / "out" / "date=2024-05-31" / SUMMARY_FILE).read_text())
   assert summary["counts"] == {"read": 1, "segmented": 1, "failed": 0, "reused_existing": 0}
   _fails(capsys, argv[:-1] + ["2024-13-45"], "--date")
 
 
-def test_dataflow_flags_without_dataflow_are_refused(capsys, tmp_path, inputs, fake_model):
-  _fails(
-    capsys,
-    [
-      "--input",
-      str(inputs / "*.png"),
-      "--output",
-      str(tmp_path / "out"),
-      "--model",
-      fake_model,
-      "--gpu_type=nvidia-tesla-t4",
-    ],
-    "only apply to Dataflow",
-    single_line=False,
-  )
+def test_dataflow_flags_without_dataflow_are_refused(capsys, argv):
+  _fails(capsys, argv + ["--gpu_type=nvidia-tesla-t4"], "only apply to Dataflow", single_line=False)
 
 
 def test_a_directory_input_means_every_file_below_it(tmp_path, inputs, fake_model):
   (inputs / "sub").mkdir()
   Image.fromarray(scene(8, 9)).save(inputs / "sub" / "b.png")
   assert main(["--input", str(inputs), "--output", str(tmp_path / "out"), "--model", fake_model]) == 0
-  summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+  summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
   assert summary["counts"]["segmented"] == 2
-  assert sorted(p.name for p in (tmp_path / "out" / "masks").rglob("*.png")) == ["a.png.png", "b.png.png"]
+  assert sorted(p.name for p in (tmp_path / "out" / MASKS_DIR).rglob("*.png")) == ["a.png.png", "b.png.png"]

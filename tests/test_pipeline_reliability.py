@@ -11,7 +11,17 @@ from PIL import Image
 
 from fake_model import build_fake_model
 from pipeline.run import run
-from pipeline_helpers import check_accounting, encode, read_mask, read_outputs, scene, write_mode_images, write_tfrecord
+from pipeline_helpers import (
+  check_accounting,
+  encode,
+  read_mask,
+  read_outputs,
+  run_pipeline,
+  scene,
+  write_mode_images,
+  write_tfrecord,
+)
+from transforms.records import MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
 
 pytestmark = pytest.mark.slow
 POISON = 13
@@ -98,25 +108,14 @@ def test_bad_input_corpus(bad_corpus, models, tmp_path):
   assert "10000000000 pixels, more than --max_image_pixels" in by_key["bomb.png"]["message"]
   assert "CRC" in by_key["mixed/000002"]["message"] and by_key["mixed/000002"]["stage"] == "read"
   assert "image/encoded" in by_key["no image"]["message"]
-  for path in (output / "masks").rglob("*"):
-    assert str(path.resolve()).startswith(str((output / "masks").resolve()))
+  for path in (output / MASKS_DIR).rglob("*"):
+    assert str(path.resolve()).startswith(str((output / MASKS_DIR).resolve()))
 
 
 def test_max_image_pixels_limit(bad_corpus, models, tmp_path):
   root, _, _, _ = bad_corpus
   output = tmp_path / "out"
-  run(
-    [
-      "--input",
-      str(root / "in" / "modes" / "*.png"),
-      "--output",
-      str(output),
-      "--model",
-      models[0],
-      "--max_image_pixels=1000",
-    ],
-    save_main_session=False,
-  )
+  run_pipeline(root / "in" / "modes" / "*.png", output, models[0], "--max_image_pixels=1000")
   summary, records, failures = read_outputs(str(output))
   check_accounting(summary, records, failures)
   assert not records and failures
@@ -133,20 +132,7 @@ def test_inference_fault_fails_only_its_image(models, tmp_path):
   big[:40, :40] = POISON  # the first 32x32 tile is entirely the poison value
   Image.fromarray(big).save(folder / "poison_tile.png")
   output = tmp_path / "out"
-  run(
-    [
-      "--input",
-      str(folder / "*"),
-      "--output",
-      str(output),
-      "--model",
-      models[1],
-      "--batch_size=8",
-      "--tile_size=32",
-      "--tile_overlap=8",
-    ],
-    save_main_session=False,
-  )
+  run_pipeline(folder / "*", output, models[1], "--batch_size=8", "--tile_size=32", "--tile_overlap=8")
   summary, records, failures = read_outputs(str(output))
   check_accounting(summary, records, failures, expected_read=8)
   assert set(records) == {f"good_{i}.png" for i in range(6)}
@@ -164,11 +150,11 @@ def test_rerun_after_interruption(bad_corpus, models, tmp_path, skip_existing):
   first_masks = {key: read_mask(str(output), key) for key in first_records}
   # What a run killed half-way leaves: some masks, a stray temporary object, no summary.
   for key in sorted(first_records)[::2]:
-    os.remove(output / "masks" / f"{key}.png")
+    os.remove(output / MASKS_DIR / f"{key}.png")
   (output / ".tmp").mkdir()
   (output / ".tmp" / "half-written").write_bytes(b"\x89PNG partial")
-  os.remove(output / "summary.json")
-  shutil.rmtree(output / "stats")
+  os.remove(output / SUMMARY_FILE)
+  shutil.rmtree(output / STATS_DIR)
   run(args + (["--skip_existing"] if skip_existing else []), save_main_session=False)
   summary, records, failures = read_outputs(str(output))
   check_accounting(summary, records, failures, expected_read=len(good) + len(failing))
@@ -178,7 +164,7 @@ def test_rerun_after_interruption(bad_corpus, models, tmp_path, skip_existing):
   assert summary["counts"]["reused_existing"] == (len(first_records) - removed if skip_existing else 0)
   for key, mask in first_masks.items():
     np.testing.assert_array_equal(read_mask(str(output), key), mask)
-  written = {str(p.relative_to(output / "masks"))[:-4] for p in (output / "masks").rglob("*.png")}
+  written = {str(p.relative_to(output / MASKS_DIR))[:-4] for p in (output / MASKS_DIR).rglob("*.png")}
   assert written == good
   assert not (output / ".tmp").exists()
 
@@ -192,15 +178,15 @@ def test_skip_existing_with_overlays_fills_in_missing_overlays(fake_model, tmp_p
   output = tmp_path / "out"
   args = ["--input", str(inputs / "*.png"), "--output", str(output), "--model", fake_model]
   run(args, save_main_session=False)
-  assert not (output / "overlays").exists()
+  assert not (output / OVERLAYS_DIR).exists()
 
   run(args + ["--skip_existing", "--overlays"], save_main_session=False)
   summary, records, _ = read_outputs(str(output))
   assert summary["counts"]["segmented"] == 3 and summary["counts"]["reused_existing"] == 0
-  assert sorted(p.name for p in (output / "overlays").iterdir()) == ["img0.png.png", "img1.png.png", "img2.png.png"]
+  assert sorted(p.name for p in (output / OVERLAYS_DIR).iterdir()) == ["img0.png.png", "img1.png.png", "img2.png.png"]
 
-  os.remove(output / "overlays" / "img1.png.png")
+  os.remove(output / OVERLAYS_DIR / "img1.png.png")
   run(args + ["--skip_existing", "--overlays"], save_main_session=False)
   summary, _, _ = read_outputs(str(output))
   assert summary["counts"]["segmented"] == 3 and summary["counts"]["reused_existing"] == 2
-  assert (output / "overlays" / "img1.png.png").exists()
+  assert (output / OVERLAYS_DIR / "img1.png.png").exists()

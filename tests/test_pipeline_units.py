@@ -147,7 +147,7 @@ def test_tfrecord_reader_skips_a_corrupt_record(tmp_path):
 
 def test_example_bytes_feature_agrees_with_tensorflow(tmp_path):
   """The TensorFlow-free Example reader (used by the report) returns what example_pb2 parses."""
-  from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow.core.example import example_pb2
 
   path = str(tmp_path / "shard.tfrecord")
   write_tfrecord(path, [("a", b"\x00\x80" * 200), (None, b"x"), ("c", None)])

@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.options import reject_unknown_flags
 from pipeline.schedule import fill_date_templates
 from pipeline_helpers import REPO
+from transforms.records import MASKS_DIR, POLYGONS_DIR, SUMMARY_FILE
 
 README = os.path.join(REPO, "README.md")
 # Values for the shell variables the Dataflow example uses.
@@ -172,7 +173,7 @@ def test_train_your_own_model_block_runs(tmp_path):
   card = json.load(open(os.path.join(paths["models/mine"], "card.json")))
   assert set(card["metrics"]["test"]) >= {"pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"}
   run(adapt(block[-1][1:]), save_main_session=False)
-  summary = json.load(open(os.path.join(paths["results"], "summary.json")))
+  summary = json.load(open(os.path.join(paths["results"], SUMMARY_FILE)))
   assert summary["counts"] == {"read": 1, "segmented": 1, "failed": 0, "reused_existing": 0}
   assert summary["model"]["path"] == paths["models/mine"]
 
@@ -189,15 +190,15 @@ def test_geotiff_block_runs(tmp_path):
   args[args.index("--output") + 1] = str(tmp_path / "geo")
   args = [os.path.join(REPO, arg) if arg.startswith("samples/") else arg for arg in args]
   run(args, save_main_session=False)
-  summary = json.load(open(tmp_path / "geo" / "summary.json"))
+  summary = json.load(open(tmp_path / "geo" / SUMMARY_FILE))
   assert summary["counts"] == {"read": 2, "segmented": 2, "failed": 0, "reused_existing": 0}
   assert summary["crs"] == ["EPSG:32633", "EPSG:4326"]
   assert summary["truth"]["mean_iou"] > 0.9
   for name, epsg in (("utm33n_field.tif", 32633), ("wgs84_60n.tif", 4326)):
     with (
-      rasterio.open(tmp_path / "geo" / "masks" / f"{name}.tif") as mask,
+      rasterio.open(tmp_path / "geo" / MASKS_DIR / f"{name}.tif") as mask,
       rasterio.open(os.path.join(REPO, "samples", "geo", name)) as source,
     ):
       assert (mask.crs.to_epsg(), mask.transform, mask.shape) == (epsg, source.transform, source.shape)
-    collection = json.load(open(tmp_path / "geo" / "polygons" / f"{name}.geojson"))
+    collection = json.load(open(tmp_path / "geo" / POLYGONS_DIR / f"{name}.geojson"))
     assert all(feature["properties"]["area"] >= 5 for feature in collection["features"])

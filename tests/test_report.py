@@ -21,7 +21,7 @@ from PIL import Image
 
 from pipeline import report
 from transforms import mask_files, sinks, statistics
-from transforms.records import Failure, ImageHeader, ImageMask
+from transforms.records import FAILURES_DIR, Failure, ImageHeader, ImageMask, REPORT_FILE, STATS_DIR, SUMMARY_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [
@@ -118,8 +118,8 @@ def make_run(
     records.append(record)
     accumulator = summarise.add_input(accumulator, (statistics.EVENT_READ, record["uri"]))
     accumulator = summarise.add_input(accumulator, (statistics.EVENT_SEGMENTED, record))
-  (out / "stats").mkdir(exist_ok=True)
-  stats_path = out / "stats" / f"stats.{stats_format}"
+  (out / STATS_DIR).mkdir(exist_ok=True)
+  stats_path = out / STATS_DIR / f"stats.{stats_format}"
   if stats_format == "jsonl":
     stats_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
   elif stats_format == "csv":
@@ -136,8 +136,8 @@ def make_run(
   for failure in failure_records:
     accumulator = summarise.add_input(accumulator, (statistics.EVENT_READ, failure.uri))
     accumulator = summarise.add_input(accumulator, (statistics.EVENT_FAILED, failure))
-  (out / "failures").mkdir(exist_ok=True)
-  failures_path = out / "failures" / "failures.jsonl"
+  (out / FAILURES_DIR).mkdir(exist_ok=True)
+  failures_path = out / FAILURES_DIR / "failures.jsonl"
   failures_path.write_text("".join(json.dumps(f.to_dict(), sort_keys=True) + "\n" for f in failure_records))
   if summary:
     run_info = {
@@ -149,7 +149,7 @@ def make_run(
       summarise.extract_output(accumulator), str(out), run_info, [str(stats_path)], [str(failures_path)]
     )
     document["end_time"] = "2026-11-25T12:00:40Z"  # a fixed duration for the throughput check
-    (out / "summary.json").write_text(json.dumps(document))
+    (out / SUMMARY_FILE).write_text(json.dumps(document))
   return totals
 
 
@@ -171,8 +171,8 @@ def test_report_shows_counts_model_chart_gallery_and_escaped_failures(tmp_path):
   out = tmp_path / "out"
   totals = make_run(out, images=6, failures=2)
   path = report.write_report(str(out))
-  assert path == str(out / "report.html")
-  document = (out / "report.html").read_text()
+  assert path == str(out / REPORT_FILE)
+  document = (out / REPORT_FILE).read_text()
 
   cards = dict(re.findall(r'data-field="(\w+)"><div class="v">([^<]*)<', document))
   assert cards["read"] == "8" and cards["segmented"] == "6" and cards["failed"] == "2"
@@ -203,9 +203,9 @@ def test_names_from_user_files_are_escaped_everywhere(tmp_path):
   out = tmp_path / "out"
   make_run(out, images=3, failures=0)
   hostile = '<script>alert("water")</script>&'
-  for path in (tmp_path / "out-model" / "card.json", out / "summary.json", out / "stats" / "stats.jsonl"):
+  for path in (tmp_path / "out-model" / "card.json", out / SUMMARY_FILE, out / STATS_DIR / "stats.jsonl"):
     path.write_text(path.read_text().replace('"water"', json.dumps(hostile)))
-  stats = out / "stats" / "stats.jsonl"
+  stats = out / STATS_DIR / "stats.jsonl"
   stats.write_text(stats.read_text().replace('"tile_00001.png"', json.dumps("tile_<img src=x>.png"), 1))
   document = report.build_report(str(out))
   assert "<script" not in document and "<img src=x" not in document
@@ -229,7 +229,7 @@ def test_gallery_applies_exif_orientation_like_the_pipeline(tmp_path):
   """A phone JPEG stored landscape with orientation 6 is segmented upright; the overlay must be too."""
   out = tmp_path / "out"
   make_run(out, images=1, failures=0, image_size=(40, 60))
-  source = Path(json.loads(next((out / "stats").glob("*.jsonl")).read_text().splitlines()[0])["uri"])
+  source = Path(json.loads(next((out / STATS_DIR).glob("*.jsonl")).read_text().splitlines()[0])["uri"])
   exif = Image.Exif()
   exif[0x0112] = 6
   Image.new("RGB", (60, 40), (200, 200, 0)).save(source.with_suffix(".jpg"), "JPEG", exif=exif.tobytes())
@@ -270,7 +270,7 @@ def test_many_images_sample_deterministically_and_stay_small(tmp_path):
   keys = re.findall(r'<figure class="sample" data-key="([^"]*)"', first)
   assert len(keys) == 12
   # The same sample whatever order the records were written in (workers finish in any order).
-  stats_file = out / "stats" / "stats.jsonl"
+  stats_file = out / STATS_DIR / "stats.jsonl"
   lines = stats_file.read_text().splitlines()
   random.Random(3).shuffle(lines)
   stats_file.write_text("\n".join(lines) + "\n")
@@ -315,7 +315,7 @@ def test_reads_the_stats_file_the_summary_lists_not_a_stale_one(tmp_path):
   """Re-running into OUT with another --stats_format leaves the old file beside the new one."""
   out = tmp_path / "out"
   make_run(out, images=5, failures=0, stats_format="csv")
-  (out / "stats" / "stats.jsonl").write_text(
+  (out / STATS_DIR / "stats.jsonl").write_text(
     "".join(
       json.dumps({"uri": "old", "key": f"old_{i}", "mask": "masks/old.png", "width": 1, "height": 1, "classes": []})
       + "\n"
@@ -377,13 +377,13 @@ def test_cli_writes_report_where_asked(tmp_path, capsys):
   assert report.main([str(out), "--out", str(target), "--max_gallery", "1"]) == 0
   assert capsys.readouterr().out.strip() == str(target)
   assert target.read_text().count('<figure class="sample"') == 1
-  assert not (out / "report.html").exists()
+  assert not (out / REPORT_FILE).exists()
 
 
 def test_cli_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
   assert report.main([str(tmp_path)]) == 2
   assert "not the --output of a deconvseg run" in capsys.readouterr().err
-  assert not (tmp_path / "report.html").exists()
+  assert not (tmp_path / REPORT_FILE).exists()
 
 
 def test_reads_and_writes_gs_paths(tmp_path, gcs_emulator, gcs_bucket):
@@ -412,27 +412,14 @@ def test_reads_and_writes_gs_paths(tmp_path, gcs_emulator, gcs_bucket):
 def test_report_of_a_real_pipeline_run(tmp_path):
   """The pipeline (fake model) writes a run; the report must agree with what it wrote."""
   from fake_model import build_fake_model
-  from pipeline_helpers import write_mode_images
-  from pipeline.run import run
+  from pipeline_helpers import run_pipeline, write_mode_images
 
   model = build_fake_model(str(tmp_path / "model"))
   made = write_mode_images(str(tmp_path / "in"))
   (tmp_path / "in" / "broken <b>.png").write_bytes(b"<html>not an image</html>")
   out = tmp_path / "out"
-  run(
-    [
-      "--input",
-      str(tmp_path / "in" / "**"),
-      "--output",
-      str(out),
-      "--model",
-      model,
-      "--runner=FnApiRunner",
-      "--stats_format=csv",
-    ],
-    save_main_session=False,
-  )
-  summary = json.loads((out / "summary.json").read_text())
+  run_pipeline(tmp_path / "in" / "**", out, model, "--runner=FnApiRunner", "--stats_format=csv")
+  summary = json.loads((out / SUMMARY_FILE).read_text())
 
   document = Path(report.write_report(str(out), max_gallery=len(made))).read_text()
   cards = dict(re.findall(r'data-field="(\w+)"><div class="v">([^<]*)<', document))

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline_helpers import REPO, read_outputs, check_accounting, real_model_available
+from transforms.records import MASKS_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ def test_run_pipeline_sh_without_arguments(tmp_path):
     record = records[name]
     with (
       Image.open(checkout / "samples" / "images" / name) as source,
-      Image.open(output / "masks" / (name + ".png")) as mask,
+      Image.open(output / MASKS_DIR / (name + ".png")) as mask,
     ):
       oriented = source.size[::-1] if (source.getexif().get(0x0112, 1) in (5, 6, 7, 8)) else source.size
       assert mask.size == oriented == (record["width"], record["height"])

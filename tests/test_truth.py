@@ -19,8 +19,9 @@ from fake_model import CLASSES, reference_segment
 from model.metrics import confusion_matrix as model_confusion
 from model.metrics import segmentation_metrics
 from pipeline.options import OptionsError
-from pipeline_helpers import check_accounting, read_outputs, scene
+from pipeline_helpers import check_accounting, read_outputs, run_pipeline, scene
 from transforms import truth as truth_lib
+from transforms.records import MASKS_DIR, REPORT_FILE, SUMMARY_FILE
 
 NAMES = [c["name"] for c in CLASSES]
 # name: (width, height, truth to write: "exact" | "edited" | "palette" | "small" | None)
@@ -131,65 +132,31 @@ def test_read_truth_refuses_what_cannot_be_compared(tmp_path):
 
 
 def test_truth_matching_nothing_is_refused_before_work(corpus, fake_model, tmp_path):
-  from pipeline.run import run
-
   root, _ = corpus
   with pytest.raises(OptionsError, match=r"--truth '.*nothing/\*\.png' matches no files"):
-    run(
-      [
-        "--input",
-        str(root / "in" / "**"),
-        "--output",
-        str(tmp_path / "out"),
-        "--model",
-        fake_model,
-        "--truth",
-        str(root / "nothing" / "*.png"),
-      ],
-      save_main_session=False,
-    )
+    run_pipeline(root / "in" / "**", tmp_path / "out", fake_model, "--truth", str(root / "nothing" / "*.png"))
   (root / "dup").mkdir(exist_ok=True)
   for suffix in (".png", ".tif"):
     Image.fromarray(np.zeros((2, 2), np.uint8)).save(root / "dup" / f"a{suffix}")
   with pytest.raises(OptionsError, match="both match images keyed 'a'"):
-    run(
-      [
-        "--input",
-        str(root / "in" / "**"),
-        "--output",
-        str(tmp_path / "out"),
-        "--model",
-        fake_model,
-        "--truth",
-        str(root / "dup" / "*"),
-      ],
-      save_main_session=False,
-    )
+    run_pipeline(root / "in" / "**", tmp_path / "out", fake_model, "--truth", str(root / "dup" / "*"))
   assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture(scope="module")
 def truth_run(corpus, fake_model, tmp_path_factory):
-  from pipeline.run import run
-
   root, expected = corpus
   output = tmp_path_factory.mktemp("truth_run") / "out"
-  run(
-    [
-      "--input",
-      str(root / "in" / "**"),
-      "--output",
-      str(output),
-      "--model",
-      fake_model,
-      "--truth",
-      str(root / "truth" / "*.png"),
-      str(root / "truth" / "**" / "*.png"),
-      "--tile_size=32",
-      "--tile_overlap=8",
-      "--whole_image_pixels=600",
-    ],
-    save_main_session=False,
+  run_pipeline(
+    root / "in" / "**",
+    output,
+    fake_model,
+    "--truth",
+    str(root / "truth" / "*.png"),
+    str(root / "truth" / "**" / "*.png"),
+    "--tile_size=32",
+    "--tile_overlap=8",
+    "--whole_image_pixels=600",
   )
   return output
 
@@ -218,7 +185,7 @@ def test_run_records_and_summary_equal_numpy(corpus, truth_run):
   assert [(f["key"], f["stage"]) for f in failures] == [("d.png", "truth")]
   assert "is 20x17 but the image is 20x20" in failures[0]["message"]
   assert summary["failed_by_stage"] == {"truth": 1}
-  assert not (truth_run / "masks" / "d.png.png").exists()  # a failed image leaves no mask
+  assert not (truth_run / MASKS_DIR / "d.png.png").exists()  # a failed image leaves no mask
 
   run_truth = summary["truth"]
   assert run_truth["confusion"] == total.tolist()
@@ -265,7 +232,7 @@ def test_report_shows_the_heatmap_and_the_worst_images_first(corpus, truth_run):
   heatmap = re.search(r'<table id="confusion-matrix".*?</table>', document, re.S).group(0)
   assert re.findall(r'<th scope="col">([^<]+)</th>', heatmap) == NAMES
   assert re.findall(r'<th scope="row">([^<]+)</th>', heatmap) == NAMES
-  total = np.array(json.loads((truth_run / "summary.json").read_text())["truth"]["confusion"])
+  total = np.array(json.loads((truth_run / SUMMARY_FILE).read_text())["truth"]["confusion"])
   counts = [int(v) for v in re.findall(r'data-count="(\d+)"', heatmap)]
   assert counts == total.ravel().tolist()
   shares = [float(v) for v in re.findall(r'data-share="([\d.]+)"', heatmap)]
@@ -283,23 +250,11 @@ def test_report_shows_the_heatmap_and_the_worst_images_first(corpus, truth_run):
 @pytest.mark.parametrize("stats_format", ["csv"])
 def test_evaluate_reads_csv_stats_and_re_renders_the_report(corpus, fake_model, tmp_path, stats_format):
   from pipeline import evaluate
-  from pipeline.run import run
 
   root, expected = corpus
   output = tmp_path / "out"
-  run(
-    [
-      "--input",
-      str(root / "in" / "**"),
-      "--output",
-      str(output),
-      "--model",
-      fake_model,
-      f"--stats_format={stats_format}",
-    ],
-    save_main_session=False,
-  )
-  assert "confusion-matrix" not in (output / "report.html").read_text()
+  run_pipeline(root / "in" / "**", output, fake_model, f"--stats_format={stats_format}")
+  assert "confusion-matrix" not in (output / REPORT_FILE).read_text()
   assert evaluate.main([str(output), "--truth", str(root / "truth")]) == 0
   evaluation = json.loads((output / "evaluation.json").read_text())
   per_image, _ = _expected_numbers(expected)
@@ -307,19 +262,16 @@ def test_evaluate_reads_csv_stats_and_re_renders_the_report(corpus, fake_model, 
   assert scored == {key: confusion.tolist() for key, confusion in per_image.items()}
   assert [(f["key"], f["stage"]) for f in evaluation["failures"]] == [("d.png", "truth")]
   assert evaluation["truth"]["images_failed"] == 1
-  document = (output / "report.html").read_text()
+  document = (output / REPORT_FILE).read_text()
   assert "pipeline.evaluate" in document and 'id="confusion-matrix"' in document
   assert re.search(r'<table id="worst-images".*?data-key="', document, re.S)
 
 
 def test_skip_existing_scores_reused_masks_from_the_stored_mask(corpus, fake_model, tmp_path):
-  from pipeline.run import run
-
   root, expected = corpus
   output = tmp_path / "out"
-  argv = ["--input", str(root / "in" / "**"), "--output", str(output), "--model", fake_model]
-  run(argv, save_main_session=False)  # a first run without --truth
-  run(argv + ["--skip_existing", "--truth", str(root / "truth") + "/"], save_main_session=False)
+  run_pipeline(root / "in" / "**", output, fake_model)  # a first run without --truth
+  run_pipeline(root / "in" / "**", output, fake_model, "--skip_existing", "--truth", str(root / "truth") + "/")
   summary, records, failures = read_outputs(str(output))
   check_accounting(summary, records, failures, expected_read=len(IMAGES))
   assert summary["counts"]["reused_existing"] == len(IMAGES) - 1  # d.png: reused, then failed at truth
@@ -337,7 +289,7 @@ def test_evaluate_bad_invocations_exit_2_with_one_line(truth_run, tmp_path, caps
   for argv in (
     [str(truth_run)],
     [str(truth_run), "--truth", str(tmp_path / "none" / "*.png")],
-    [str(tmp_path), "--truth", str(truth_run / "masks" / "*.png")],
+    [str(tmp_path), "--truth", str(truth_run / MASKS_DIR / "*.png")],
   ):
     assert evaluate.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
@@ -353,6 +305,6 @@ def test_evaluate_on_gcs(corpus, truth_run, gcs_emulator, gcs_bucket):
   gcs_emulator.upload_folder(str(root / "truth"), truth)
   assert evaluate.main([out, "--truth", f"{truth}/*.png", f"{truth}/**/*.png", "--no_report"]) == 0
   evaluation = json.loads(gcs_emulator.download_prefix(out)["evaluation.json"])
-  local = json.loads((truth_run / "summary.json").read_text())["truth"]
+  local = json.loads((truth_run / SUMMARY_FILE).read_text())["truth"]
   assert _without(evaluation["truth"], "patterns", "images_failed") == _without(local, "patterns", "images_failed")
   assert evaluation["truth"]["patterns"] == [f"{truth}/*.png", f"{truth}/**/*.png"]

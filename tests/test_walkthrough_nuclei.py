@@ -17,6 +17,7 @@ from model import nuclei_data
 from pipeline.run import run
 from pipeline_helpers import check_accounting, read_mask, read_outputs
 from test_readme import WALKTHROUGH, readme_commands
+from transforms.records import REPORT_FILE
 
 try:
   nuclei_data.source_files()
@@ -76,5 +77,5 @@ def test_readme_walkthrough_from_package_data_to_report(tmp_path):
   assert [entry["name"] for entry in summary["classes"]] == ["background", "nucleus"]
   for key in records:
     assert read_mask(out, key).shape == (128, 128)
-  with open(os.path.join(out, "report.html")) as handle:
+  with open(os.path.join(out, REPORT_FILE)) as handle:
     assert "nucleus" in handle.read()

@@ -22,8 +22,7 @@ from model import wrap as wrap_module
 from model.wrap import WrapError
 from pipeline.model_check import check_model, load_card
 from pipeline.options import OptionsError
-from pipeline.run import run
-from pipeline_helpers import read_mask, read_outputs, scene
+from pipeline_helpers import read_mask, read_outputs, run_pipeline, scene
 from model.tiling import owned_crop, plan_tiles
 
 SCALE = 1 / 255
@@ -182,26 +181,15 @@ def test_pipeline_segments_with_the_wrapped_unet(saved, wrapped_unet, tmp_path):
   for name, pixels in images.items():
     Image.fromarray(pixels).save(tmp_path / "in" / name)
   output = tmp_path / "out"
-  run(
-    [
-      "--input",
-      str(tmp_path / "in" / "*.png"),
-      "--output",
-      str(output),
-      "--model",
-      wrapped_unet,
-      "--runner",
-      "FnApiRunner",
-      "--tile_size",
-      "64",
-      "--tile_overlap",
-      "16",
-      "--whole_image_pixels",
-      "4096",
-      "--batch_size",
-      "4",
-    ],
-    save_main_session=False,
+  run_pipeline(
+    tmp_path / "in" / "*.png",
+    output,
+    wrapped_unet,
+    "--runner=FnApiRunner",
+    "--tile_size=64",
+    "--tile_overlap=16",
+    "--whole_image_pixels=4096",
+    "--batch_size=4",
   )
   summary, records, failures = read_outputs(str(output))
   assert failures == [] and summary["counts"]["segmented"] == 3
@@ -293,16 +281,13 @@ def test_fixed_input_size_is_padded_and_larger_images_refused(tmp_path):
   Image.fromarray(image).save(tmp_path / "in" / "small.png")
   Image.fromarray(scene(100, 70, seed=6)).save(tmp_path / "in" / "large.png")
   output = str(tmp_path / "out")
-  run(
-    ["--input", str(tmp_path / "in" / "*.png"), "--output", output, "--model", out, "--runner", "FnApiRunner"],
-    save_main_session=False,
-  )
+  run_pipeline(tmp_path / "in" / "*.png", output, out, "--runner=FnApiRunner")
   summary, records, failures = read_outputs(output)
   assert not failures and summary["counts"]["segmented"] == 2
   assert read_mask(output, "large.png").shape == (100, 70)
   np.testing.assert_array_equal(read_mask(output, "small.png"), expected.argmax(-1))
   with pytest.raises(OptionsError, match="larger than the model's fixed input size 48x48"):
-    run(["--input", str(tmp_path / "in" / "*.png"), "--output", output, "--model", out, "--tile_size", "128"])
+    run_pipeline(tmp_path / "in" / "*.png", output, out, "--tile_size=128")
 
 
 def test_one_logit_channel_and_per_band_normalization_file(saved, tmp_path):

@@ -77,7 +77,7 @@ def tile_result_bytes(result) -> tuple:
 def _distribution_results(result, name):
   try:
     query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE).with_name(name))
-  except Exception:  # pylint: disable=broad-except  (a runner without metrics)
+  except Exception:  # a runner without metrics
     return None
   found = query.get("distributions", [])
   if not found:

@@ -54,7 +54,7 @@ class Segmenter:
   """
 
   def __init__(self, model_dir: str, mixed_precision: bool = False, spec: InputSpec = DEFAULT_SPEC):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
 
     _configure_gpus(tf)
     self._tf = tf
@@ -281,7 +281,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
     for positions in self._calls(by_shape):
       try:
         self._segment_group(batch, positions, model, results)
-      except Exception as exc:  # pylint: disable=broad-except
+      except Exception as exc:
         if len(positions) == 1:
           results[positions[0]] = self._failed(batch[positions[0]], exc)
           continue
@@ -289,7 +289,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
         for position in positions:
           try:
             self._segment_group(batch, [position], model, results)
-          except Exception as single_exc:  # pylint: disable=broad-except
+          except Exception as single_exc:
             results[position] = self._failed(batch[position], single_exc)
     return results
 

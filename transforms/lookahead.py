@@ -117,5 +117,5 @@ class LookaheadDoFn(beam.DoFn):
   def _outputs(self, outcome):
     raise NotImplementedError
 
-  def _pixels_of(self, item) -> Optional[int]:  # pylint: disable=unused-argument
+  def _pixels_of(self, item) -> Optional[int]:
     return None

@@ -55,7 +55,7 @@ def read_truth(uri: str, width: int, height: int, num_classes: int) -> np.ndarra
     data = handle.read()
   try:
     image = Image.open(io.BytesIO(data))
-  except Exception as exc:  # pylint: disable=broad-except
+  except Exception as exc:
     raise TruthError(f"truth mask {uri} cannot be decoded: {exc}") from None
   with image:
     if image.size != (width, height):
@@ -67,7 +67,7 @@ def read_truth(uri: str, width: int, height: int, num_classes: int) -> np.ndarra
       )
     try:
       labels = np.asarray(image)
-    except Exception as exc:  # pylint: disable=broad-except  (truncated data surfaces here)
+    except Exception as exc:  # truncated data surfaces here
       raise TruthError(f"truth mask {uri} cannot be decoded: {exc}") from None
   if labels.dtype == bool:
     labels = labels.view(np.uint8)

@@ -125,13 +125,13 @@ def gallery_item(record, table, size, image_feature, spec=DEFAULT_SPEC):
   """Source and overlay thumbnails of one record; what could not be read becomes a note, not an error."""
   try:
     mask = load_mask(record.mask_path, table, size)
-  except Exception as error:  # pylint: disable=broad-except
+  except Exception as error:
     return GalleryItem(record, "", "", f"mask unreadable: {type(error).__name__}: {error}")
   try:
     source = load_source(record.uri, size, image_feature, spec) if record.uri else None
     if source is None:
       raise ValueError("no source URI in the stats record")
-  except Exception as error:  # pylint: disable=broad-except
+  except Exception as error:
     return GalleryItem(
       record, "", data_uri(mask, "PNG"), f"source unreadable ({type(error).__name__}: {error}); showing the mask only"
     )
