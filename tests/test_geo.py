@@ -22,6 +22,7 @@ from pipeline.errors import OptionsError
 from pipeline.run import run
 from pipeline_helpers import check_accounting, read_outputs, scene
 from transforms import geo
+from transforms.records import MASKS_DIR, POLYGONS_DIR
 
 UTM_33N = "EPSG:32633"
 UTM_ORIGIN = (500_000.0, 6_650_000.0)
@@ -54,7 +55,7 @@ def _run(inputs, output, model, *extra):
 
 
 def _polygons(output, key):
-  with open(output / "polygons" / f"{key}.geojson") as f:
+  with open(output / POLYGONS_DIR / f"{key}.geojson") as f:
     return json.load(f)
 
 
@@ -86,8 +87,8 @@ def projected_run(tmp_path_factory, fake_model):
 
 def test_geotiff_mask_has_the_inputs_crs_transform_size_palette_and_names(projected_run):
   root, output, as_png, transform = projected_run
-  assert not (output / "masks" / "scene.tif.png").exists()
-  with rasterio.open(output / "masks" / "scene.tif.tif") as mask:
+  assert not (output / MASKS_DIR / "scene.tif.png").exists()
+  with rasterio.open(output / MASKS_DIR / "scene.tif.tif") as mask:
     assert mask.crs.to_epsg() == 32633
     assert mask.transform == transform
     assert (mask.width, mask.height, mask.count, mask.dtypes[0]) == (600, 400, 1, "uint8")
@@ -96,7 +97,7 @@ def test_geotiff_mask_has_the_inputs_crs_transform_size_palette_and_names(projec
     assert json.loads(mask.tags()["CLASS_NAMES"]) == ["dark", "red", "green", "blue"]
     assert mask.colormap(1)[1] == (220, 40, 40, 255)
     pixels = mask.read(1)
-  with Image.open(as_png / "masks" / "scene.tif.png") as png:
+  with Image.open(as_png / MASKS_DIR / "scene.tif.png") as png:
     assert np.array_equal(pixels, np.asarray(png)), "the GeoTIFF holds exactly the PNG's class ids"
 
 
@@ -149,7 +150,7 @@ def test_geographic_crs_gets_geodesic_areas(tmp_path, fake_model):
   _, records, _ = read_outputs(str(output))
   record = records["in.tif"]
   assert (record["crs"], record["area_method"], record["area_unit"]) == ("EPSG:4326", "geodesic", "m^2")
-  with rasterio.open(output / "masks" / "in.tif.tif") as mask:
+  with rasterio.open(output / MASKS_DIR / "in.tif.tif") as mask:
     assert mask.crs.to_epsg() == 4326
     ids = mask.read(1)
   row_area = [_geodesic_band_area(60.02 - step * row, 60.02 - step * (row + 1), step) for row in range(ids.shape[0])]
@@ -171,7 +172,7 @@ def test_tiled_scene_keeps_its_georeference_and_polygons_cross_the_seams(tmp_pat
   _run([str(tmp_path / "in" / "big.tif")], output, fake_model, "--polygons", *tiling)
   summary, records, failures = read_outputs(str(output))
   check_accounting(summary, records, failures, expected_read=1)
-  with rasterio.open(output / "masks" / "big.tif.tif") as mask:
+  with rasterio.open(output / MASKS_DIR / "big.tif.tif") as mask:
     assert (mask.crs.to_epsg(), mask.transform, mask.shape) == (32633, transform, (2000, 3000))
     assert mask.overviews(1), "a large scene gets overviews"
     ids = mask.read(1)
@@ -205,7 +206,7 @@ def test_plain_images_get_pixel_polygons_and_png_masks(tmp_path, fake_model):
   output = tmp_path / "out"
   _run([str(tmp_path / "in" / "plain.png")], output, fake_model, "--polygons", "--min_polygon_area", "20")
   _, records, _ = read_outputs(str(output))
-  assert (output / "masks" / "plain.png.png").exists()
+  assert (output / MASKS_DIR / "plain.png.png").exists()
   record = records["plain.png"]
   assert record["crs"] is None and record["area_unit"] is None
   collection = _polygons(output, "plain.png")
@@ -246,7 +247,7 @@ def test_multiband_geotiff_reaches_a_four_band_model(tmp_path):
   _run([str(tmp_path / "in" / "ms.tif")], output, model)
   _, records, failures = read_outputs(str(output))
   assert not failures
-  with rasterio.open(output / "masks" / "ms.tif.tif") as mask:
+  with rasterio.open(output / MASKS_DIR / "ms.tif.tif") as mask:
     ids = mask.read(1)
   assert np.all(ids[:, :40] == 3) and np.all(ids[:, 56:] == 4)
   assert records["ms.tif"]["classes"][3]["area"] == pytest.approx(np.count_nonzero(ids == 3) * 100.0)
@@ -293,7 +294,7 @@ def test_bad_geo_flags_stop_the_run_before_work(tmp_path, fake_model, flags, mes
     _run([str(tmp_path / "in" / "x.png")], tmp_path / "out", fake_model, *flags)
   text = str(raised.value) + capsys.readouterr().err
   assert message in text
-  assert not (tmp_path / "out" / "masks").exists()
+  assert not (tmp_path / "out" / MASKS_DIR).exists()
 
 
 def test_geo_outputs_without_the_geo_extra_say_how_to_install_it(tmp_path, fake_model, monkeypatch):
@@ -327,7 +328,7 @@ def test_evaluate_scores_geotiff_masks_against_geotiff_truth(projected_run, tmp_
   from pipeline.evaluate import evaluate
 
   root, output, _, transform = projected_run
-  with rasterio.open(output / "masks" / "scene.tif.tif") as mask:
+  with rasterio.open(output / MASKS_DIR / "scene.tif.tif") as mask:
     ids = mask.read(1)
   truth = ids.copy()
   truth[:10] = (truth[:10] + 1) % 4  # ten wrong rows of 400
