@@ -23,7 +23,7 @@ STAGES = (
   ("writing (temp file + rename)", r"^atomic_write \(transforms/sinks\.py"),
   ("statistics record", r"^image_record \(transforms/statistics\.py"),
   ("overlay encoding", r"^WriteMasksFn\._work \(transforms/sinks\.py"),
-  ("read + decode", r"^(DecodeImagesFn\.process|decode_image|read_bytes) \(transforms/decode\.py"),
+  ("read + decode", r"^(DecodeImagesFn\.process|decode_image|read_bytes) \(transforms/(decode|image_decoder)\.py"),
   ("tiling", r"^TileImagesFn\.process \(transforms/inference\.py"),
   ("stitching", r"^\w+\.process \(transforms/stitch\.py"),
   ("file matching", r"\(apache_beam/io/fileio\.py"),

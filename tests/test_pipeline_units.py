@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from pipeline_helpers import encode, scene, write_mode_images, write_tfrecord
-from transforms.decode import DecodeError, decode_image, to_rgb
+from transforms.bands import DecodeError, to_rgb
+from transforms.image_decoder import decode_image
 from transforms.read import (
   RecordCorruption,
   ShardCorruption,
@@ -147,7 +148,7 @@ def test_tfrecord_reader_skips_a_corrupt_record(tmp_path):
 
 def test_example_bytes_feature_agrees_with_tensorflow(tmp_path):
   """The TensorFlow-free Example reader (used by the report) returns what example_pb2 parses."""
-  from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow.core.example import example_pb2
 
   path = str(tmp_path / "shard.tfrecord")
   write_tfrecord(path, [("a", b"\x00\x80" * 200), (None, b"x"), ("c", None)])

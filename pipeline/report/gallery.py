@@ -18,9 +18,10 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageOps
 
 from pipeline.report import load
-from transforms.decode import decode_image, to_rgb
+from transforms.bands import to_rgb
 from transforms.display import display_stretch, to_display
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
+from transforms.image_decoder import decode_image
 from transforms.mask_files import decode_mask
 from transforms.read import example_bytes_feature, iter_tfrecords
 
@@ -125,13 +126,13 @@ def gallery_item(record, table, size, image_feature, spec=DEFAULT_SPEC):
   """Source and overlay thumbnails of one record; what could not be read becomes a note, not an error."""
   try:
     mask = load_mask(record.mask_path, table, size)
-  except Exception as error:  # pylint: disable=broad-except
+  except Exception as error:
     return GalleryItem(record, "", "", f"mask unreadable: {type(error).__name__}: {error}")
   try:
     source = load_source(record.uri, size, image_feature, spec) if record.uri else None
     if source is None:
       raise ValueError("no source URI in the stats record")
-  except Exception as error:  # pylint: disable=broad-except
+  except Exception as error:
     return GalleryItem(
       record, "", data_uri(mask, "PNG"), f"source unreadable ({type(error).__name__}: {error}); showing the mask only"
     )
