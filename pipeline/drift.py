@@ -37,7 +37,6 @@ statistic needs them exactly.
 """
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -50,7 +49,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import report
 from pipeline.report import load
 from pipeline.options import OptionsError, _absolute, _is_local
-from transforms.sinks import atomic_write, join, remove_temp_dir
+from transforms.record_files import store_summary
 
 _LOG = logging.getLogger("deconvseg")
 
@@ -114,7 +113,7 @@ def _run_exists(path: str) -> bool:
     return os.path.isdir(path)
   try:
     return any(result.metadata_list for result in FileSystems.match([path + "/**"], limits=[1]))
-  except Exception:  # pylint: disable=broad-except  (no object under the prefix)
+  except Exception:  # no object under the prefix
     return False
 
 
@@ -252,14 +251,7 @@ def add_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRESHOLD
   if not summary:
     raise OptionsError(f"{output} has no readable {load.SUMMARY_FILE}: it is not a finished deconvseg run.")
   summary["drift"] = compute_drift(output, compare_to, threshold)
-  atomic_write(
-    output,
-    join(output, load.SUMMARY_FILE),
-    json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"),
-    "application/json",
-  )
-  remove_temp_dir(output)
-  return summary
+  return store_summary(output, summary)
 
 
 def check_drift(drift: Optional[dict], fail_on_drift: bool):
@@ -332,7 +324,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv=None) -> int:
   """After the fact (e.g. after a Dataflow job): the same drift block the launcher would have written."""
-  from pipeline.schedule import fill_date_templates  # pylint: disable=import-outside-toplevel
+  from pipeline.schedule import fill_date_templates
 
   argv = list(sys.argv[1:] if argv is None else argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")

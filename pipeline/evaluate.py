@@ -29,7 +29,7 @@ from pipeline.report import load
 from pipeline.options import OptionsError, _absolute, _as_glob, _check_truth, _matching_files
 from transforms.records import STAGE_TRUTH
 from transforms.mask_files import decode_mask, mask_relpath
-from transforms.sinks import atomic_write, join
+from transforms.out_files import atomic_write, join
 from transforms.truth import TruthError, evaluate_mask, run_truth, stem, truth_index
 
 EVALUATION_FILE = "evaluation.json"
@@ -114,7 +114,7 @@ def evaluate(output: str, patterns: List[str]) -> dict:
     if truth_uri is not None:
       try:
         entry["truth"] = evaluate_mask(truth_uri, _read_mask(entry["mask"]), names)
-      except Exception as exc:  # pylint: disable=broad-except  (one bad file must not stop the rest)
+      except Exception as exc:  # one bad file must not stop the rest
         failures.append(_failure(row, truth_uri, exc))
         continue
       confusion += np.asarray(entry["truth"]["confusion"], np.int64)

@@ -20,7 +20,8 @@ from transforms.decode import DecodeImages, DecodeSettings
 from transforms.inference import SegmentationModelHandler, SegmenterHandle, TileAndSegment
 from transforms.read import ReadImages
 from transforms.records import DONE, FAILED
-from transforms.sinks import SkipExistingFn, WriteFailures, WriteMasksFn, WriteStats, write_summary
+from transforms.record_files import WriteFailures, WriteStats, write_summary
+from transforms.sinks import SkipExistingFn, WriteMasksFn
 from transforms.statistics import (
   EVENT_FAILED,
   EVENT_READ,

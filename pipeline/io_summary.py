@@ -7,14 +7,12 @@ failure files, then rewrites ``summary.json`` in place, as the drift check does.
 A runner that reports no metrics leaves the summary as it was.
 """
 
-import json
 import logging
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.accounting import io_block
-from transforms.records import SUMMARY_FILE
-from transforms.sinks import atomic_write, join, remove_temp_dir
+from transforms.record_files import store_summary
 
 _LOG = logging.getLogger("deconvseg")
 
@@ -24,7 +22,7 @@ def _file_bytes(paths) -> int:
   for path in paths or []:
     try:
       total += sum(m.size_in_bytes for m in FileSystems.match([path])[0].metadata_list)
-    except Exception:  # pylint: disable=broad-except  (an output that vanished is not worth failing a run)
+    except Exception:  # an output that vanished is not worth failing a run
       continue
   return total
 
@@ -36,18 +34,10 @@ def add_io(output: str, summary: dict, result) -> dict:
     block = io_block(
       result, {"stats": _file_bytes(outputs.get("stats")), "failures": _file_bytes(outputs.get("failures"))}
     )
-  except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
+  except Exception as exc:  # the run itself succeeded
     _LOG.warning("could not read the run's byte metrics: %s", exc)
     return summary
   if block is None:
     _LOG.info("the runner reported no byte metrics; summary.json has no io block")
     return summary
-  summary = dict(summary, io=block)
-  atomic_write(
-    output,
-    join(output, SUMMARY_FILE),
-    json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"),
-    "application/json",
-  )
-  remove_temp_dir(output)
-  return summary
+  return store_summary(output, dict(summary, io=block))
