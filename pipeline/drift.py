@@ -48,7 +48,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import report
 from pipeline.report import load
-from pipeline.options import OptionsError, _absolute, _is_local
+from pipeline.errors import OptionsError
+from pipeline.paths import absolute, is_local
 from transforms.record_files import store_summary
 
 _LOG = logging.getLogger("deconvseg")
@@ -109,7 +110,7 @@ def psi_noise_level(images_previous: int, images_current: int) -> Optional[float
 
 
 def _run_exists(path: str) -> bool:
-  if _is_local(path):
+  if is_local(path):
     return os.path.isdir(path)
   try:
     return any(result.metadata_list for result in FileSystems.match([path + "/**"], limits=[1]))
@@ -124,7 +125,7 @@ def check_compare_to(compare_to: str, output: str) -> Optional[str]:
   A directory without a readable ``summary.json`` is: that run did not finish
   (the summary is written last) or the path names something else.
   """
-  previous = _absolute(compare_to).rstrip("/") or "/"
+  previous = absolute(compare_to).rstrip("/") or "/"
   if previous == output:
     raise OptionsError(
       f"--compare_to {previous} is this run's --output: compare with an earlier run's output, "
@@ -332,7 +333,7 @@ def main(argv=None) -> int:
   try:
     args = parse_args(fill_date_templates(argv))
     threshold = check_threshold(args.drift_threshold)
-    output = _absolute(args.output).rstrip("/") or "/"
+    output = absolute(args.output).rstrip("/") or "/"
     if not load.exists(load.join(output, load.SUMMARY_FILE)):
       raise OptionsError(f"{output} has no {load.SUMMARY_FILE}: it is not the --output of a finished run.")
     previous = check_compare_to(args.compare_to, output)

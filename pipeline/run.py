@@ -2,7 +2,7 @@
 
 Before the graph is built: ``{date}``/``{yyyy}``/``{mm}``/``{dd}`` in any
 argument are filled from ``--date`` (``pipeline.schedule``), the pipeline's
-own flags are validated (``pipeline.options``), and the Dataflow GPU flags
+own flags are validated (``pipeline.checks``), and the Dataflow GPU flags
 are checked and expanded into Beam's options (``pipeline.dataflow``).
 
 Without ``--runner`` the pipeline runs on Beam's in-process FnApiRunner: in
@@ -30,7 +30,9 @@ from pipeline.drift import DriftDetected, add_drift, check_drift, format_drift
 from pipeline.graph import SegmentImages
 from pipeline.io_summary import add_io
 from pipeline.model_check import check_model
-from pipeline.options import RUNNER_ALIASES, OptionsError, help_parser, validate
+from pipeline.checks import RUNNER_ALIASES, validate
+from pipeline.errors import OptionsError
+from pipeline.options import help_parser
 from pipeline.report import write_report
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
 from transforms.records import SUMMARY_FILE
@@ -72,7 +74,7 @@ def _counter(result, name):
   try:
     metrics = result.metrics().query(beam.metrics.MetricsFilter().with_name(name))["counters"]
     return sum(m.committed or m.attempted or 0 for m in metrics)
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     return None
 
 
@@ -162,7 +164,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     summary = _with_drift(add_io(config.output, _read_summary(config.output), result), config)
     try:
       write_report(config.output)
-    except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
+    except Exception as exc:  # the run itself succeeded
       _LOG.warning("could not write the HTML report (python -m pipeline.report %s): %s", config.output, exc)
     print(format_summary(summary, config.output, elapsed), flush=True)
     if summary.get("drift"):
@@ -200,7 +202,7 @@ def _with_drift(summary: dict, config) -> dict:
     return summary
   try:
     return add_drift(config.output, config.compare_to, config.drift_threshold)
-  except Exception as exc:  # pylint: disable=broad-except  (the run itself succeeded)
+  except Exception as exc:  # the run itself succeeded
     _LOG.warning(
       "could not compute the drift against %s (python -m pipeline.drift %s --compare_to %s): %s",
       config.compare_to,
@@ -245,7 +247,7 @@ def exit_now(code: int):
   sys.stdout.flush()
   sys.stderr.flush()
   logging.shutdown()
-  os._exit(code)  # pylint: disable=protected-access
+  os._exit(code)
 
 
 if __name__ == "__main__":
