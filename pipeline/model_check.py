@@ -25,7 +25,7 @@ def load_card(model_dir: str) -> dict:
       card = json.loads(handle.read().decode("utf-8"))
   except json.JSONDecodeError as exc:
     raise OptionsError(f"model card {card_path} is not valid JSON ({exc}); re-export the model.") from None
-  except Exception as exc:  # pylint: disable=broad-except
+  except Exception as exc:
     raise OptionsError(
       f"cannot read the model card {card_path} ({exc}). --model must name an exported "
       "model directory containing saved_model/ and card.json."
@@ -57,7 +57,7 @@ def _check_signature(segmenter, model_dir: str, spec: InputSpec):
   Read from the concrete function's input signature, so the message names
   the disagreement instead of a probe batch failing with a shape error.
   """
-  from transforms.inference import DEFAULT_SIGNATURE  # pylint: disable=import-outside-toplevel
+  from transforms.inference import DEFAULT_SIGNATURE
 
   signature = segmenter.module.signatures.get(DEFAULT_SIGNATURE)
   if signature is None:
@@ -109,7 +109,7 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool, hand_over: bo
     raise
   except ValueError as exc:
     raise OptionsError(str(exc)) from None
-  except Exception as exc:  # pylint: disable=broad-except
+  except Exception as exc:
     raise OptionsError(
       f"cannot load the SavedModel in {model_dir}: {' '.join(str(exc).split())[:300]}. "
       "Re-export the model or point --model at another one."
@@ -135,7 +135,7 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool, hand_over: bo
   )
   try:
     class_ids, confidence = segmenter(probe)
-  except Exception as exc:  # pylint: disable=broad-except
+  except Exception as exc:
     raise OptionsError(
       f"the model in {model_dir} fails on a probe batch ({type(exc).__name__}: "
       f"{' '.join(str(exc).split())[:200]}); it does not follow docs/CONTRACTS.md."
@@ -157,7 +157,7 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool, hand_over: bo
     )
   try:  # the workers' entry point too; this also traces it before the run starts
     segmenter.segment_with_stats(probe, np.array([[0, size, 0, size]] * len(probe), np.int32), num_classes)
-  except Exception as exc:  # pylint: disable=broad-except
+  except Exception as exc:
     raise OptionsError(
       f"the model in {model_dir} fails when its per-class statistics are reduced "
       f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})."

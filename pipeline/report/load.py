@@ -237,7 +237,7 @@ def join(base, *parts):
 def match(pattern):
   try:
     results = FileSystems.match([pattern])
-  except Exception:  # pylint: disable=broad-except  # Beam raises BeamIOError for no match on some filesystems.
+  except Exception:  # Beam raises BeamIOError for no match on some filesystems.
     return []
   return sorted(metadata.path for result in results for metadata in result.metadata_list)
 
@@ -245,7 +245,7 @@ def match(pattern):
 def exists(path):
   try:
     return FileSystems.exists(path)
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     return False
 
 
@@ -291,7 +291,7 @@ def iter_rows(paths, problems):
     file_format = row_format(path)
     try:
       if file_format == "parquet":
-        import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+        import pyarrow.parquet as pq
 
         with FileSystems.open(path, compression_type="uncompressed") as handle:
           parquet_file = pq.ParquetFile(io.BytesIO(handle.read()))
@@ -304,7 +304,7 @@ def iter_rows(paths, problems):
         yield from _json_lines(path, problems)
       else:
         problems.append(f"{path}: unknown file type, not read")
-    except Exception as error:  # pylint: disable=broad-except  # one bad file must not hide the rest
+    except Exception as error:  # one bad file must not hide the rest
       problems.append(f"could not read {path}: {type(error).__name__}: {error}")
 
 
@@ -337,7 +337,7 @@ def read_summary(output_dir, problems):
     return {}
   try:
     summary = read_json(path)
-  except Exception as error:  # pylint: disable=broad-except
+  except Exception as error:
     problems.append(f"could not read {SUMMARY_FILE}: {type(error).__name__}: {error}")
     return {}
   return summary if isinstance(summary, dict) else {}
@@ -357,7 +357,7 @@ def read_card(run, problems):
     return {}
   try:
     card = read_json(join(str(path), CARD_FILE))
-  except Exception as error:  # pylint: disable=broad-except
+  except Exception as error:
     problems.append(
       f"model card {join(str(path), CARD_FILE)} not readable ({type(error).__name__}); "
       "class colours are taken from the masks and test metrics are not shown"
@@ -383,7 +383,7 @@ def read_evaluation(output_dir, summary, problems):
     return None
   try:
     evaluation = read_json(path)
-  except Exception as error:  # pylint: disable=broad-except
+  except Exception as error:
     problems.append(f"could not read {EVALUATION_FILE}: {type(error).__name__}: {error}")
     return None
   if not isinstance(evaluation, dict) or not isinstance(evaluation.get("truth"), dict):
@@ -402,6 +402,6 @@ def mask_palette(path):
   try:
     with Image.open(io.BytesIO(read_bytes(path, "uncompressed"))) as mask:
       palette = mask.getpalette() if mask.mode == "P" else None
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     return None
   return [tuple(palette[i : i + 3]) for i in range(0, len(palette), 3)] if palette else None
