@@ -34,7 +34,7 @@ STAGES = (
   ("RunInference/BatchElements machinery", r"\(apache_beam/(ml/inference|transforms/util)\.py|\(apache_beam/ml/"),
   (
     "start-up: imports, options, model check",
-    r"^validate \(pipeline/options\.py|^check_model \(pipeline/model_check\.py|^<module> \(pipeline/run\.py:\d+\)$",
+    r"^validate \(pipeline/(options|checks)\.py|^check_model \(pipeline/model_check\.py|^<module> \(pipeline/run\.py:\d+\)$",
   ),
   ("Beam runner (bundles, coders, shuffle)", r"\(apache_beam/runners/"),
 )

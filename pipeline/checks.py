@@ -47,7 +47,8 @@ class _StrictParser(_BeamArgumentParser):
     raise OptionsError(f"{message}. Run with --help for this pipeline's flags.")
 
 
-# Runners Beam has no short name for; DaskRunner is the project's corrected subclass of Beam's (pipeline/dask_runner.py).
+# Runners Beam has no short name for; DaskRunner is the project's corrected subclass of Beam's
+# (pipeline/dask_runner.py).
 RUNNER_ALIASES = {"DaskRunner": "pipeline.dask_runner.DaskRunner"}
 
 

@@ -1,12 +1,12 @@
-"""The run's record files: ``OUT/stats/stats.{jsonl,csv,parquet}``, ``OUT/failures/failures.jsonl``, ``OUT/summary.json``.
+"""The run's record files under OUT: the statistics, the failures and ``summary.json``.
 
-* stats: one record per segmented image (with ``--truth``, its ``truth``
-  block). The CSV columns and the Parquet schema are defined here and read
-  back by ``pipeline.report.load``.
-* failures: one record per input that failed.
-* summary.json: the run, written last (after the other sinks finish), and
-  rewritten in place by the launcher (``store_summary``) when it adds the
-  byte counts and the drift check.
+* ``OUT/stats/stats.{jsonl,csv,parquet}``: one record per segmented image
+  (with ``--truth``, its ``truth`` block). The CSV columns and the Parquet
+  schema are defined here and read back by ``pipeline.report.load``.
+* ``OUT/failures/failures.jsonl``: one record per input that failed.
+* ``OUT/summary.json``: the run, written last (after the other sinks
+  finish), and rewritten in place by the launcher (``store_summary``) when
+  it adds the byte counts and the drift check.
 
 File names are deterministic so re-running into the same OUT replaces
 rather than duplicates.
