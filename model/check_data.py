@@ -16,7 +16,6 @@ import argparse
 import collections
 import concurrent.futures
 import dataclasses
-import glob
 import json
 import os
 import sys
@@ -24,7 +23,8 @@ import sys
 import numpy as np
 
 from model.classes import CLASSES_FILE, IGNORE_LABEL, ClassesError, SegmentationClass, dataset_classes
-from model.image_io import IMAGE_EXTENSIONS, MASK_EXTENSION, read_image, read_mask
+from model.check_data_pairs import folder_split, split_shards, tfrecord_items
+from model.image_io import read_image, read_mask
 
 SPLITS = ("train", "val", "test")
 REQUIRED_SPLIT = "train"
@@ -54,16 +54,6 @@ def format_problems(data_dir, problems, limit=MAX_LISTED_PROBLEMS):
 
 
 @dataclasses.dataclass
-class _Item:
-  """One image/mask pair to examine; sources are paths or encoded bytes, labels name them in messages."""
-
-  image_source: object
-  mask_source: object
-  image_label: str
-  mask_label: str
-
-
-@dataclasses.dataclass
 class _Examined:
   image_label: str
   height: int = None
@@ -73,98 +63,6 @@ class _Examined:
   counts: np.ndarray = None
   sample: np.ndarray = None
   problems: list = dataclasses.field(default_factory=list)
-
-
-def _folder_split(data_dir, split, problems):
-  """(items, image count, mask count, ignored file names) of DIR/<split>/images + masks, pairing by stem."""
-  image_dir, mask_dir = os.path.join(data_dir, split, "images"), os.path.join(data_dir, split, "masks")
-  listing = lambda folder: (
-    sorted(f for f in os.listdir(folder) if not f.startswith(".")) if os.path.isdir(folder) else []
-  )
-  images, ignored = {}, {}
-  for filename in listing(image_dir):
-    stem, extension = os.path.splitext(filename)
-    if extension.lower() not in IMAGE_EXTENSIONS:
-      ignored[stem] = filename
-    elif stem in images:
-      problems.append(
-        f"{split}/images/{images[stem]} and {split}/images/{filename} share the stem {stem!r}, "
-        "so one mask would belong to both; rename or remove one"
-      )
-    else:
-      images[stem] = filename
-  masks = {}
-  for filename in listing(mask_dir):
-    stem, extension = os.path.splitext(filename)
-    if extension != MASK_EXTENSION:
-      problems.append(
-        f"{split}/masks/{filename} is not a {MASK_EXTENSION} file; masks are single-channel PNGs named <image stem>.png"
-      )
-    else:
-      masks[stem] = filename
-  items = []
-  for stem, filename in images.items():
-    if stem not in masks:
-      problems.append(f"{split}/images/{filename} has no mask {split}/masks/{stem}{MASK_EXTENSION}")
-      continue
-    items.append(
-      _Item(
-        os.path.join(image_dir, filename),
-        os.path.join(mask_dir, masks[stem]),
-        f"{split}/images/{filename}",
-        f"{split}/masks/{masks[stem]}",
-      )
-    )
-  for stem, filename in masks.items():
-    if stem in images:
-      continue
-    if stem in ignored:
-      problems.append(
-        f"{split}/masks/{filename} has no image: {split}/images/{ignored[stem]} is not a supported format "
-        f"({', '.join(IMAGE_EXTENSIONS)}); convert it to PNG or TIFF"
-      )
-    else:
-      problems.append(
-        f"{split}/masks/{filename} has no image {split}/images/{stem}.<{'|'.join(e[1:] for e in IMAGE_EXTENSIONS)}>"
-      )
-  unpaired_ignored = sorted(name for stem, name in ignored.items() if stem not in masks)
-  return items, len(images), len(masks), unpaired_ignored
-
-
-def _shards(data_dir, split):
-  shards = sorted(glob.glob(os.path.join(data_dir, split, "shards", "*.tfrecord")))
-  return shards or sorted(glob.glob(os.path.join(data_dir, f"{split}*.tfrecord")))
-
-
-def _tfrecord_items(data_dir, shards, problems, counter):
-  """Items of every Example in the shards (TensorFlow imported only here: folder datasets never pay for it)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-  for shard in shards:
-    shard_label = os.path.relpath(shard, data_dir)
-    index = -1
-    try:
-      for index, record in enumerate(tf.data.TFRecordDataset(shard).as_numpy_iterator()):
-        label = f"{shard_label} record {index}"
-        try:
-          feature = tf.train.Example.FromString(record).features.feature
-        except Exception as exc:  # pylint: disable=broad-except  (protobuf's DecodeError)
-          problems.append(f"{label} is not a tf.train.Example: {exc}")
-          continue
-        values = {key: feature[key].bytes_list.value for key in feature}
-        if values.get("image/filename"):
-          label += f" ({values['image/filename'][0].decode(errors='replace')})"
-        missing = [key for key in ("image/encoded", "image/segmentation/class/encoded") if not values.get(key)]
-        counter["images"] += 1
-        if missing:
-          problems.append(f"{label} has no bytes feature {' or '.join(missing)}")
-          continue
-        counter["masks"] += 1
-        yield _Item(
-          values["image/encoded"][0], values["image/segmentation/class/encoded"][0], f"{label} image", f"{label} mask"
-        )
-    except tf.errors.OpError as exc:
-      problems.append(f"{shard_label} cannot be read after record {index}: {exc.message}")
 
 
 def _examine(item, classes, classes_source, sample_pixels):
@@ -309,17 +207,17 @@ def check_dataset(data_dir, classes, splits=None, workers=None):
   for split in splits:
     split_dir = os.path.join(data_dir, split)
     has_folders = any(os.path.isdir(os.path.join(split_dir, sub)) for sub in ("images", "masks"))
-    shards = _shards(data_dir, split)
+    shards = split_shards(data_dir, split)
     counter = collections.Counter()
     ignored = []
     image_dir = os.path.join(split_dir, "images")
     has_images = os.path.isdir(image_dir) and any(not name.startswith(".") for name in os.listdir(image_dir))
     if has_folders and (has_images or not shards):  # folders win when both exist, as in model.data
       layout = "folders"
-      items, counter["images"], counter["masks"], ignored = _folder_split(data_dir, split, problems)
+      items, counter["images"], counter["masks"], ignored = folder_split(data_dir, split, problems)
     elif shards:
       layout = "tfrecord"
-      items = _tfrecord_items(data_dir, shards, problems, counter)
+      items = tfrecord_items(data_dir, shards, problems, counter)
     else:
       missing.append(split)
       if split == REQUIRED_SPLIT:

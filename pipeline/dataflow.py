@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Dict, List, Optional
 
 from apache_beam.options.pipeline_options import (
@@ -58,67 +57,18 @@ from apache_beam.options.pipeline_options import (
   WorkerOptions,
 )
 
+from pipeline.gpu_machines import (
+  EXAMPLE_MACHINE,
+  GPU_MACHINE_PREFIXES,
+  GPU_TYPES,
+  N1_GPU_COUNTS,
+  gpu_count_for,
+  machine_vcpus,
+)
+
 _LOG = logging.getLogger(__name__)
 
 SINGLE_PROCESS_EXPERIMENT = "no_use_multiple_sdk_containers"
-
-# GPU type -> machine type prefixes Compute Engine attaches it to.
-GPU_MACHINE_PREFIXES = {
-  "nvidia-tesla-t4": ("n1-",),
-  "nvidia-tesla-p4": ("n1-",),
-  "nvidia-tesla-p100": ("n1-",),
-  "nvidia-tesla-v100": ("n1-",),
-  "nvidia-l4": ("g2-",),
-  "nvidia-tesla-a100": ("a2-highgpu-", "a2-megagpu-"),
-  "nvidia-a100-80gb": ("a2-ultragpu-",),
-  "nvidia-h100-80gb": ("a3-highgpu-",),
-  "nvidia-h100-mega-80gb": ("a3-megagpu-",),
-}
-GPU_TYPES = tuple(sorted(GPU_MACHINE_PREFIXES))
-# GPUs per N1 VM (N1 machines take the GPUs you attach, within these counts).
-N1_GPU_COUNTS = {
-  "nvidia-tesla-t4": (1, 2, 4),
-  "nvidia-tesla-p4": (1, 2, 4),
-  "nvidia-tesla-p100": (1, 2, 4),
-  "nvidia-tesla-v100": (1, 2, 4, 8),
-}
-# G2 machines come with a fixed number of L4s.
-G2_GPU_COUNTS = {
-  "g2-standard-4": 1,
-  "g2-standard-8": 1,
-  "g2-standard-12": 1,
-  "g2-standard-16": 1,
-  "g2-standard-24": 2,
-  "g2-standard-32": 1,
-  "g2-standard-48": 4,
-  "g2-standard-96": 8,
-}
-# A2/A3 names end in the GPU count: a2-highgpu-2g, a3-megagpu-8g.
-_FIXED_COUNT_SUFFIX = re.compile(r"^(a2|a3)-[a-z]+-(\d+)g$")
-# vCPUs of machine types whose name does not end in the count (A2/A3 end in the GPU count).
-_WHOLE_MACHINE_VCPUS = {
-  "a2-highgpu-1g": 12,
-  "a2-highgpu-2g": 24,
-  "a2-highgpu-4g": 48,
-  "a2-highgpu-8g": 96,
-  "a2-megagpu-16g": 96,
-  "a2-ultragpu-1g": 12,
-  "a2-ultragpu-2g": 24,
-  "a2-ultragpu-4g": 48,
-  "a2-ultragpu-8g": 96,
-  "a3-highgpu-1g": 26,
-  "a3-highgpu-2g": 52,
-  "a3-highgpu-4g": 104,
-  "a3-highgpu-8g": 208,
-  "a3-megagpu-8g": 208,
-}
-_EXAMPLE_MACHINE = {
-  "nvidia-l4": "g2-standard-8",
-  "nvidia-tesla-a100": "a2-highgpu-1g",
-  "nvidia-a100-80gb": "a2-ultragpu-1g",
-  "nvidia-h100-80gb": "a3-highgpu-1g",
-  "nvidia-h100-mega-80gb": "a3-megagpu-8g",
-}
 
 
 def parse_bool(value) -> bool:
@@ -205,14 +155,6 @@ def _is_dataflow(runner) -> bool:
   return str(name or "").rsplit(".", 1)[-1].lower() in ("dataflowrunner", "dataflow")
 
 
-def _gpu_count_for(machine_type: str) -> Optional[int]:
-  """GPUs that come with a G2/A2/A3 machine type; None for machines where you choose."""
-  if machine_type in G2_GPU_COUNTS:
-    return G2_GPU_COUNTS[machine_type]
-  match = _FIXED_COUNT_SUFFIX.match(machine_type)
-  return int(match.group(2)) if match else None
-
-
 # The pipeline's path flags (pipeline.options.SegmentationOptions).
 _DATA_PATH_OPTIONS = ("input", "manifest", "tfrecord", "output")
 
@@ -245,16 +187,6 @@ def _local_path_errors(options: PipelineOptions, image: Optional[str]) -> List[s
       "--model gs://BUCKET/models/..."
     )
   return errors
-
-
-def machine_vcpus(machine_type: Optional[str]) -> Optional[int]:
-  """vCPUs of a Compute Engine machine type (n1-standard-8 -> 8, a2-highgpu-1g -> 12); None if unknown."""
-  if not machine_type:
-    return None
-  if machine_type in _WHOLE_MACHINE_VCPUS:
-    return _WHOLE_MACHINE_VCPUS[machine_type]
-  match = re.fullmatch(r"[a-z0-9]+-(?:standard|highmem|highcpu)-(\d+)", machine_type)
-  return int(match.group(1)) if match else None
 
 
 def worker_accelerator(gpu_type: str, gpu_count: int, install_driver: bool) -> str:
@@ -345,16 +277,16 @@ def validate_dataflow_options(options: PipelineOptions) -> List[str]:
       # A template gets its machine type at launch (gcloud --worker-machine-type).
       errors.append(
         f"{gpu.gpu_type} only attaches to {'/'.join(p + '*' for p in prefixes)} machines: "
-        f"pass --machine_type, e.g. --machine_type={_EXAMPLE_MACHINE[gpu.gpu_type]}."
+        f"pass --machine_type, e.g. --machine_type={EXAMPLE_MACHINE[gpu.gpu_type]}."
       )
   elif not machine.startswith(prefixes):
-    hint = _EXAMPLE_MACHINE.get(gpu.gpu_type, "n1-standard-8")
+    hint = EXAMPLE_MACHINE.get(gpu.gpu_type, "n1-standard-8")
     errors.append(
       f"--machine_type={machine} cannot take {gpu.gpu_type} GPUs: it needs a "
       f"{'/'.join(p + '*' for p in prefixes)} machine, e.g. --machine_type={hint}."
     )
   elif gpu.gpu_count >= 1:
-    fixed = _gpu_count_for(machine)
+    fixed = gpu_count_for(machine)
     if fixed is not None and fixed != gpu.gpu_count:
       errors.append(
         f"--machine_type={machine} comes with {fixed} {gpu.gpu_type} GPU(s); "

@@ -48,9 +48,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import report
 from pipeline.report import load
-from pipeline.errors import command_parser
-from pipeline.io_summary import rewrite_summary
-from pipeline.options import OptionsError, _absolute, _is_local
+from pipeline.errors import OptionsError, command_parser
+from pipeline.paths import absolute, is_local
+from transforms.record_files import store_summary
 
 _LOG = logging.getLogger("deconvseg")
 
@@ -110,7 +110,7 @@ def psi_noise_level(images_previous: int, images_current: int) -> Optional[float
 
 
 def _run_exists(path: str) -> bool:
-  if _is_local(path):
+  if is_local(path):
     return os.path.isdir(path)
   try:
     return any(result.metadata_list for result in FileSystems.match([path + "/**"], limits=[1]))
@@ -125,7 +125,7 @@ def check_compare_to(compare_to: str, output: str) -> Optional[str]:
   A directory without a readable ``summary.json`` is: that run did not finish
   (the summary is written last) or the path names something else.
   """
-  previous = _absolute(compare_to).rstrip("/") or "/"
+  previous = absolute(compare_to).rstrip("/") or "/"
   if previous == output:
     raise OptionsError(
       f"--compare_to {previous} is this run's --output: compare with an earlier run's output, "
@@ -252,8 +252,7 @@ def add_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRESHOLD
   if not summary:
     raise OptionsError(f"{output} has no readable {load.SUMMARY_FILE}: it is not a finished deconvseg run.")
   summary["drift"] = compute_drift(output, compare_to, threshold)
-  rewrite_summary(output, summary)
-  return summary
+  return store_summary(output, summary)
 
 
 def check_drift(drift: Optional[dict], fail_on_drift: bool):
@@ -329,7 +328,7 @@ def main(argv=None) -> int:
   try:
     args = parse_args(fill_date_templates(argv))
     threshold = check_threshold(args.drift_threshold)
-    output = _absolute(args.output).rstrip("/") or "/"
+    output = absolute(args.output).rstrip("/") or "/"
     if not load.exists(load.join(output, load.SUMMARY_FILE)):
       raise OptionsError(f"{output} has no {load.SUMMARY_FILE}: it is not the --output of a finished run.")
     previous = check_compare_to(args.compare_to, output)

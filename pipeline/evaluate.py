@@ -26,11 +26,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import report
 from pipeline.report import load
-from pipeline.errors import command_parser
-from pipeline.options import OptionsError, _absolute, _as_glob, _check_truth, _matching_files
+from pipeline.errors import OptionsError, command_parser
+from pipeline.paths import absolute, as_glob, check_truth, matching_files
 from transforms.records import STAGE_TRUTH
 from transforms.mask_files import decode_mask, mask_relpath
-from transforms.sinks import atomic_write, join
+from transforms.out_files import atomic_write, join
 from transforms.truth import TruthError, evaluate_mask, run_truth, stem, truth_index
 
 EVALUATION_FILE = "evaluation.json"
@@ -73,10 +73,10 @@ def _failure(row, truth_uri, exc):
 
 def evaluate(output: str, patterns: List[str]) -> dict:
   """Scores the run in ``output`` against the truth masks of ``patterns``; writes and returns evaluation.json."""
-  output = _absolute(output).rstrip("/")
-  patterns = [_as_glob(_absolute(pattern)) for pattern in patterns]
+  output = absolute(output).rstrip("/")
+  patterns = [as_glob(absolute(pattern)) for pattern in patterns]
   try:
-    _check_truth(patterns)
+    check_truth(patterns)
   except OptionsError as exc:
     raise EvaluateError(str(exc)) from None
   problems = []
@@ -90,7 +90,7 @@ def evaluate(output: str, patterns: List[str]) -> dict:
   # Files the summary lists outside OUT belong to where the run was written, not to this copy of it.
   run.stats_files = [path for path in run.stats_files if path.startswith(output + "/")]
   run.failure_files = [path for path in run.failure_files if path.startswith(output + "/")]
-  index = truth_index({pattern: _matching_files(pattern) for pattern in patterns})
+  index = truth_index({pattern: matching_files(pattern) for pattern in patterns})
 
   images, failures, keys = [], [], set()
   confusion = np.zeros((len(names), len(names)), np.int64)
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
   block = document["truth"]
   score = lambda value: "-" if value is None else f"{value:.4f}"  # noqa: E731
   print(
-    f"{join(_absolute(args.output).rstrip('/'), EVALUATION_FILE)}: {block['images_with_truth']} images with "
+    f"{join(absolute(args.output).rstrip('/'), EVALUATION_FILE)}: {block['images_with_truth']} images with "
     f"truth, {block['images_without_truth']} without, {block['truth_files_unmatched']} truth files matching "
     f"no image, {block['images_failed']} failed; pixel accuracy {score(block['pixel_accuracy'])}, mean IoU "
     f"{score(block['mean_iou'])}"

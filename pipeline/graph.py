@@ -16,11 +16,12 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline.options import RunConfig
-from transforms.decode import DecodeImages
+from transforms.decode import DecodeImages, DecodeSettings
 from transforms.inference import SegmentationModelHandler, SegmenterHandle, TileAndSegment
 from transforms.read import ReadImages
 from transforms.records import DONE, FAILED
-from transforms.sinks import SkipExistingFn, WriteFailures, WriteMasksFn, WriteStats, write_summary
+from transforms.record_files import WriteFailures, WriteStats, write_summary
+from transforms.sinks import SkipExistingFn, WriteMasksFn
 from transforms.statistics import (
   EVENT_FAILED,
   EVENT_READ,
@@ -93,11 +94,13 @@ class SegmentImages(beam.PTransform):
       refs, skipped_records, skip_failures = checked.todo, [checked[DONE]], [checked[FAILED]]
 
     images, decode_failures = refs | "Decode" >> DecodeImages(
-      config.max_image_pixels,
-      prefetch=2 * config.batch_size,
-      prefetch_pixels=2 * config.batch_size * config.tile_size**2,
-      spec=config.input_spec,
-      ood_range=config.ood_rule.range,
+      DecodeSettings(
+        config.max_image_pixels,
+        prefetch=2 * config.batch_size,
+        prefetch_pixels=2 * config.batch_size * config.tile_size**2,
+        spec=config.input_spec,
+        ood_range=config.ood_rule.range,
+      )
     )
     tile_results = images | "TileAndInfer" >> TileAndSegment(
       model_handler(config, self._handler_kwargs, self._model),

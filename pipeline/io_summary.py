@@ -7,14 +7,12 @@ failure files, then rewrites ``summary.json`` in place, as the drift check does.
 A runner that reports no metrics leaves the summary as it was.
 """
 
-import json
 import logging
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.accounting import io_block
-from transforms.records import SUMMARY_FILE
-from transforms.sinks import atomic_write, join, remove_temp_dir
+from transforms.record_files import store_summary
 
 _LOG = logging.getLogger("deconvseg")
 
@@ -42,13 +40,4 @@ def add_io(output: str, summary: dict, result) -> dict:
   if block is None:
     _LOG.info("the runner reported no byte metrics; summary.json has no io block")
     return summary
-  summary = dict(summary, io=block)
-  rewrite_summary(output, summary)
-  return summary
-
-
-def rewrite_summary(output: str, summary: dict):
-  """Replaces OUT/summary.json of a finished run with ``summary`` (a block added after the run: io, drift)."""
-  document = json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8")
-  atomic_write(output, join(output, SUMMARY_FILE), document, "application/json")
-  remove_temp_dir(output)
+  return store_summary(output, dict(summary, io=block))

@@ -1,6 +1,6 @@
 """The start-up check of --model: its card, its SavedModel, and one probe batch through it.
 
-Separate from the flag checks in ``pipeline/options.py`` because it loads
+Separate from the flag checks in ``pipeline/checks.py`` because it loads
 TensorFlow and the model. ``pipeline/run.py`` calls ``check_model`` after
 the flags are valid and gets back the model's ``SegmenterHandle``
 (``transforms.inference``), which holds the loaded model for workers in the

@@ -1,39 +1,27 @@
-"""The pipeline's own flags and the checks that run before any work starts.
+"""The pipeline's own flags (``SegmentationOptions``) and what they resolve to (``RunConfig``).
 
 ``SegmentationOptions`` is an ordinary Beam ``PipelineOptions`` subclass, so
-the flags travel to Dataflow workers with the rest. ``validate`` turns the
-parsed flags into a ``RunConfig`` (absolute paths, the model card) or raises
-``OptionsError`` whose message says how to fix the invocation; ``run.main``
-prints it without a traceback and exits with status 2.
+the flags travel to Dataflow workers with the rest. The checks that turn the
+parsed flags into a ``RunConfig`` (absolute paths, the model card), or stop
+the invocation with an ``OptionsError`` that says how to fix it, are in
+``pipeline.checks``; ``run.main`` prints such an error without a traceback
+and exits with status 2.
 """
 
-import argparse
-import logging
-import math
 import os
-import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
-from apache_beam.runners.runner import create_runner
 
-from pipeline.errors import OptionsError
-from pipeline.model_check import load_card
-from transforms import geo
 from transforms.input_spec import InputSpec
 from transforms.mask_files import MASK_FORMATS
 from transforms.ood import OodRule
 from transforms.polygons import PolygonSettings
+from transforms.record_files import STATS_FORMATS
 
-_LOG = logging.getLogger(__name__)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL_DIR = os.path.join(REPO_ROOT, "model", "default")
-STATS_FORMATS = ("jsonl", "csv", "parquet")
-_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 class SegmentationOptions(PipelineOptions):
@@ -311,338 +299,12 @@ def help_parser(prog: str = "python -m pipeline.run") -> _BeamArgumentParser:
     "Without --runner, runs use Beam's in-process FnApiRunner (DirectRunner in Beam 2.77 tries "
     "to download the Prism runner on every run; pass --runner=DirectRunner to get it anyway).",
   )
-  SegmentationOptions._add_argparse_args(parser)  # pylint: disable=protected-access
-  from pipeline.dataflow import DataflowGpuOptions  # pylint: disable=import-outside-toplevel
-  from pipeline.schedule import ScheduleOptions  # pylint: disable=import-outside-toplevel
+  SegmentationOptions._add_argparse_args(parser)
+  from pipeline.dataflow import DataflowGpuOptions
+  from pipeline.schedule import ScheduleOptions
 
-  ScheduleOptions._add_argparse_args(  # pylint: disable=protected-access
-    parser.add_argument_group("scheduling (nightly runs)")
-  )
-  DataflowGpuOptions._add_argparse_args(  # pylint: disable=protected-access
+  ScheduleOptions._add_argparse_args(parser.add_argument_group("scheduling (nightly runs)"))
+  DataflowGpuOptions._add_argparse_args(
     parser.add_argument_group("Dataflow GPU workers (with --runner=DataflowRunner)")
   )
   return parser
-
-
-class _StrictParser(_BeamArgumentParser):
-  """Raises OptionsError instead of printing Beam's very long usage and exiting."""
-
-  def error(self, message):
-    raise OptionsError(f"{message}. Run with --help for this pipeline's flags.")
-
-
-# Runners Beam has no short name for; DaskRunner is the project's corrected subclass of Beam's (pipeline/dask_runner.py).
-RUNNER_ALIASES = {"DaskRunner": "pipeline.dask_runner.DaskRunner"}
-
-
-def _import_runner(argv: Sequence[str]):
-  """Imports the module of the ``--runner`` named, so its option group (e.g. ``DaskOptions``) registers.
-
-  Beam defines a runner's options next to the runner, so ``--dask_client_address``
-  exists only once ``apache_beam.runners.dask.dask_runner`` is imported.
-  """
-  runner_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-  runner_parser.add_argument("--runner", default=None)
-  name = runner_parser.parse_known_args(list(argv))[0].runner
-  if not name:
-    return
-  name = RUNNER_ALIASES.get(name, name)
-  try:
-    create_runner(name)
-  except ImportError as error:
-    raise OptionsError(
-      f"--runner={name} needs a package that is not installed ({error}); for Dask run "
-      "pip install 'apache-beam[dask]' (or this project's [dask] extra)"
-    ) from error
-  except ValueError as error:
-    raise OptionsError(f"--runner={name}: {error}") from error
-
-
-def reject_unknown_flags(argv: Sequence[str]):
-  """Bad values and unknown flags are errors (Beam itself only warns and drops unknown ones)."""
-  own = _StrictParser(allow_abbrev=False, add_help=False)
-  SegmentationOptions._add_argparse_args(own)  # pylint: disable=protected-access
-  own.parse_known_args(list(argv))
-  # The project's other option groups register themselves on import; import them here so the
-  # check does not depend on what the caller happened to import first.
-  import pipeline.dataflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  import pipeline.schedule  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-
-  _import_runner(argv)
-  parser = _StrictParser(allow_abbrev=False, add_help=False)
-  seen = {}
-  pending = list(PipelineOptions.__subclasses__())
-  while pending:
-    cls = pending.pop()
-    seen.setdefault(str(cls), cls)
-    pending.extend(cls.__subclasses__())
-  for cls in seen.values():
-    cls._add_argparse_args(parser)  # pylint: disable=protected-access
-  _, unknown = parser.parse_known_args(list(argv))
-  if unknown:
-    hint = ""
-    if any(not arg.startswith("-") for arg in unknown):
-      hint = (
-        " Values without a flag usually come from an unquoted glob that the shell expanded"
-        " after a flag that takes one value; quote the pattern."
-      )
-    raise OptionsError(
-      f"unrecognised argument(s): {' '.join(unknown)}.{hint} Run with --help for this pipeline's flags."
-    )
-
-
-def _is_local(path: str) -> bool:
-  return not _SCHEME.match(path)
-
-
-def _absolute(path: str) -> str:
-  return os.path.abspath(os.path.expanduser(path)) if _is_local(path) else path
-
-
-def _as_glob(path: str) -> str:
-  """A directory given as --input means every file below it."""
-  if path.endswith("/") or (_is_local(path) and os.path.isdir(path)):
-    return path.rstrip("/") + "/**"
-  return path
-
-
-def _matching_files(pattern: str) -> List[str]:
-  try:
-    results = FileSystems.match([pattern])
-  except Exception as exc:  # pylint: disable=broad-except
-    raise OptionsError(f"cannot list {pattern!r}: {exc}") from None
-  paths = [m.path for result in results for m in result.metadata_list]
-  if _is_local(pattern):
-    paths = [p for p in paths if os.path.isfile(p)]
-  return paths
-
-
-def _check_writable(output: str):
-  """A local --output must be creatable and writable, or the run would fail after start-up with a traceback.
-
-  Tries a temporary directory in the output (or its nearest existing parent)
-  and removes it again, so a refused invocation leaves nothing behind.
-  """
-  existing = output
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  try:
-    shutil.rmtree(tempfile.mkdtemp(prefix=".deconvseg-write-check-", dir=existing))
-  except OSError as exc:
-    raise OptionsError(
-      f"cannot write to --output {output}: {exc.strerror or exc} (in {existing}). Choose a directory you can write to."
-    ) from None
-
-
-def _check_number(name, value, low, high=None):
-  if (
-    value is None
-    or (isinstance(value, float) and not math.isfinite(value))
-    or value < low
-    or (high is not None and value > high)
-  ):
-    bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-    raise OptionsError(f"--{name}={value} is out of range: it must be {bound}.")
-
-
-def _check_truth(patterns: Sequence[str]):
-  """Every --truth pattern matches files, and no two truth files claim the same image."""
-  from transforms.truth import truth_stem  # pylint: disable=import-outside-toplevel
-
-  seen = {}
-  for pattern in patterns:
-    paths = _matching_files(pattern)
-    if not paths:
-      raise OptionsError(
-        f"--truth {pattern!r} matches no files; check the path (and quote the pattern so the shell does not expand it)."
-      )
-    for path in paths:
-      stem = truth_stem(path, pattern)
-      if seen.setdefault(stem, path) != path:
-        raise OptionsError(
-          f"--truth files {seen[stem]} and {path} both match images keyed {stem!r} (keys are "
-          "compared without extension); keep one truth mask per image."
-        )
-
-
-def _check_geo_outputs(opts) -> PolygonSettings:
-  """--mask_format geotiff and --polygons need the geo extra; the polygon knobs need --polygons."""
-  for name in ("min_polygon_area", "simplify"):
-    value = getattr(opts, name)
-    if not (math.isfinite(value) and value >= 0):
-      raise OptionsError(f"--{name}={value} must be a number >= 0.")
-    if value and not opts.polygons:
-      raise OptionsError(f"--{name} only applies to polygons: add --polygons, or drop --{name}.")
-  wants = [
-    flag for flag, on in (("--mask_format geotiff", opts.mask_format == "geotiff"), ("--polygons", opts.polygons)) if on
-  ]
-  if wants and not geo.available():
-    raise OptionsError(
-      f"{' and '.join(wants)} need the geo extra (rasterio, pyproj, shapely), which is not installed: {geo.GEO_EXTRA}"
-    )
-  return PolygonSettings(
-    enabled=bool(opts.polygons), min_area=float(opts.min_polygon_area), simplify=float(opts.simplify)
-  )
-
-
-def _given(argv: Sequence[str], flag: str) -> bool:
-  return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
-
-
-def fixed_size_tiling(card: dict, argv: Sequence[str], tile_size: int, overlap: int, whole_pixels: int):
-  """(tile_size, overlap, whole_image_pixels) for a model that takes one fixed input size.
-
-  A wrapped model with ``input_size`` [H, W] in its card cannot run a larger
-  image whole: every image is tiled at min(H, W) (smaller images and edge
-  tiles are padded up by the model itself). Flags the user gave are kept but
-  checked; defaults are replaced and the run says so.
-  """
-  size = card.get("input_size")
-  if not size:
-    return tile_size, overlap, whole_pixels
-  limit = min(int(v) for v in size)
-  if _given(argv, "--tile_size"):
-    if tile_size > limit:
-      raise OptionsError(
-        f"--tile_size={tile_size} is larger than the model's fixed input size {size[0]}x{size[1]} "
-        f"(card.json input_size); use --tile_size {limit} or less."
-      )
-  else:
-    tile_size = limit
-  if not _given(argv, "--tile_overlap"):
-    overlap = min(overlap, tile_size // 4)
-  _check_number("tile_overlap", overlap, 0, tile_size // 2)
-  if _given(argv, "--whole_image_pixels"):
-    if whole_pixels > limit * limit:
-      raise OptionsError(
-        f"--whole_image_pixels={whole_pixels} would run images larger than the model's fixed "
-        f"input size {size[0]}x{size[1]} whole; use --whole_image_pixels 0."
-      )
-  else:
-    whole_pixels = 0
-  _LOG.info(
-    "The model takes a fixed %sx%s input: tiles of %d with overlap %d, no image runs whole.",
-    size[0],
-    size[1],
-    tile_size,
-    overlap,
-  )
-  return tile_size, overlap, whole_pixels
-
-
-def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
-  """All checks that can fail an invocation, cheapest first; returns the RunConfig."""
-  reject_unknown_flags(argv)
-  opts = options.view_as(SegmentationOptions)
-  globs = tuple(_as_glob(_absolute(p)) for p in (opts.input or []))
-  manifests = tuple(_absolute(p) for p in (opts.manifest or []))
-  tfrecords = tuple(_absolute(p) for p in (opts.tfrecord or []))
-  if not (globs or manifests or tfrecords):
-    raise OptionsError(
-      "no input given: pass --input 'DIR/*.png' (glob, local or gs://), "
-      "--manifest FILE, or --tfrecord 'SHARDS-*.tfrecord'."
-    )
-  if not opts.output:
-    raise OptionsError("no output given: pass --output DIR (local or gs://).")
-  output = _absolute(opts.output).rstrip("/") or "/"
-
-  _check_number("batch_size", opts.batch_size, 1, 4096)
-  _check_number("tile_size", opts.tile_size, 16, 16384)
-  _check_number("tile_overlap", opts.tile_overlap, 0, opts.tile_size // 2)
-  _check_number("max_image_pixels", opts.max_image_pixels, 1)
-  whole_image_pixels = 4 * opts.tile_size**2 if opts.whole_image_pixels is None else opts.whole_image_pixels
-  _check_number("whole_image_pixels", whole_image_pixels, 0, 64 * opts.tile_size**2)
-  _check_number("png_compress_level", opts.png_compress_level, 0, 9)
-  from pipeline.schedule import ScheduleOptions  # pylint: disable=import-outside-toplevel
-
-  schedule = options.view_as(ScheduleOptions)
-  if schedule.max_failure_fraction is not None:
-    _check_number("max_failure_fraction", schedule.max_failure_fraction, 0.0, 1.0)
-  from pipeline import drift  # pylint: disable=import-outside-toplevel
-
-  drift_threshold = drift.check_threshold(schedule.drift_threshold)
-  if schedule.compare_to is None and (schedule.fail_on_drift or schedule.drift_threshold is not None):
-    raise OptionsError(
-      "--drift_threshold and --fail_on_drift need --compare_to PREVIOUS_OUT (an earlier run's output to compare with)."
-    )
-  polygons = _check_geo_outputs(opts)
-  if opts.pixel_size is not None:
-    if not (math.isfinite(opts.pixel_size) and opts.pixel_size > 0):
-      raise OptionsError(
-        f"--pixel_size={opts.pixel_size} must be a positive number (size of one pixel in {opts.pixel_unit})."
-      )
-
-  from transforms.read import glob_root  # pylint: disable=import-outside-toplevel
-
-  for pattern in globs:
-    if not _matching_files(pattern):
-      raise OptionsError(
-        f"--input {pattern!r} matches no files; check the path (and quote the pattern so the shell does not expand it)."
-      )
-    root = glob_root(pattern)
-    if root and (output + "/").startswith(root):
-      raise OptionsError(
-        f"--output {output} is inside the input directory {root}: the next run would read "
-        "the masks as inputs. Choose an output directory outside the input."
-      )
-  for manifest in manifests:
-    if not FileSystems.exists(manifest):
-      raise OptionsError(f"--manifest {manifest} does not exist.")
-  for pattern in tfrecords:
-    if not _matching_files(pattern):
-      raise OptionsError(f"--tfrecord {pattern!r} matches no files; check the path (and quote the pattern).")
-  truth_globs = tuple(_as_glob(_absolute(p)) for p in (opts.truth or []))
-  _check_truth(truth_globs)
-  if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
-    raise OptionsError(f"--output {output} exists and is not a directory.")
-  if _is_local(output):
-    _check_writable(output)
-  compare_to = drift.check_compare_to(schedule.compare_to, output) if schedule.compare_to else None
-
-  model_dir = _absolute(opts.model).rstrip("/")
-  if _is_local(model_dir) and not os.path.isdir(model_dir):
-    raise OptionsError(
-      f"--model {model_dir} is not a directory. Point it at an exported model "
-      "(saved_model/ + card.json), or omit it to use the bundled model/default."
-    )
-  card = load_card(model_dir)
-  tile_size, tile_overlap, whole_image_pixels = fixed_size_tiling(
-    card, argv, opts.tile_size, opts.tile_overlap, whole_image_pixels
-  )
-  stride = int(card.get("stride", 1) or 1)
-  if stride > 1 and (tile_size - tile_overlap) % stride:
-    _LOG.warning(
-      "tile_size - tile_overlap = %d is not a multiple of the model stride %d: tiles will not "
-      "share the whole-image stride grid.",
-      tile_size - tile_overlap,
-      stride,
-    )
-
-  return RunConfig(
-    globs=globs,
-    manifests=manifests,
-    tfrecords=tfrecords,
-    image_feature=opts.tfrecord_image_feature,
-    key_feature=opts.tfrecord_key_feature,
-    output=output,
-    model_dir=model_dir,
-    card=card,
-    batch_size=opts.batch_size,
-    tile_size=tile_size,
-    tile_overlap=tile_overlap,
-    whole_image_pixels=whole_image_pixels,
-    stats_format=opts.stats_format,
-    pixel_size=opts.pixel_size,
-    pixel_unit=opts.pixel_unit,
-    overlays=opts.overlays,
-    max_image_pixels=opts.max_image_pixels,
-    mixed_precision=opts.mixed_precision,
-    skip_existing=opts.skip_existing,
-    png_compress_level=opts.png_compress_level,
-    mask_format=opts.mask_format,
-    polygons=polygons,
-    truth_globs=truth_globs,
-    compare_to=compare_to,
-    drift_threshold=drift_threshold,
-    fail_on_drift=schedule.fail_on_drift,
-  )

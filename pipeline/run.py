@@ -2,7 +2,7 @@
 
 Before the graph is built: ``{date}``/``{yyyy}``/``{mm}``/``{dd}`` in any
 argument are filled from ``--date`` (``pipeline.schedule``), the pipeline's
-own flags are validated (``pipeline.options``), and the Dataflow GPU flags
+own flags are validated (``pipeline.checks``), and the Dataflow GPU flags
 are checked and expanded into Beam's options (``pipeline.dataflow``).
 
 Without ``--runner`` the pipeline runs on Beam's in-process FnApiRunner: in
@@ -30,7 +30,9 @@ from pipeline.drift import DriftDetected, add_drift, check_drift, format_drift
 from pipeline.graph import SegmentImages
 from pipeline.io_summary import add_io
 from pipeline.model_check import check_model
-from pipeline.options import RUNNER_ALIASES, OptionsError, help_parser, validate
+from pipeline.checks import RUNNER_ALIASES, validate
+from pipeline.errors import OptionsError
+from pipeline.options import help_parser
 from pipeline.report import write_report
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
 from transforms.records import SUMMARY_FILE

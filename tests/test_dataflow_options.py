@@ -7,11 +7,11 @@ import pipeline.options  # noqa: F401  registers the pipeline's --input/--output
 from pipeline.dataflow import (
   DataflowGpuOptions,
   expand_dataflow_options,
-  machine_vcpus,
   model_handler_kwargs,
   single_process,
   worker_accelerator,
 )
+from pipeline.gpu_machines import machine_vcpus
 
 IMAGE = "us-central1-docker.pkg.dev/proj/repo/deconvseg-worker:0.1.0"
 DATAFLOW = [

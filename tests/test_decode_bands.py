@@ -8,7 +8,8 @@ import tifffile
 from PIL import Image, TiffImagePlugin
 
 from pipeline_helpers import encode, scene, write_mode_images
-from transforms.decode import DecodeError, NativeImage, conform, decode_image, decode_native
+from transforms.bands import DecodeError, NativeImage, conform
+from transforms.image_decoder import decode_image, decode_native
 from transforms.display import display_stretch, to_display
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.options import OptionsError, reject_unknown_flags
+from pipeline.checks import reject_unknown_flags
+from pipeline.errors import OptionsError
 from tests.pipeline_helpers import check_accounting, read_outputs
 from transforms.records import MASKS_DIR, REPORT_FILE
 

@@ -10,9 +10,18 @@ from apache_beam.utils.windowed_value import WindowedValue
 from PIL import Image
 
 from pipeline_helpers import encode, scene
-from transforms.decode import FAILED, DecodeImagesFn
+from transforms.decode import DecodeImagesFn, DecodeSettings
 from transforms.mask_files import STATS_CHUNK
-from transforms.records import ImageHeader, ImageMask, ImageRef, MASKS_DIR, STAGE_DECODE, STAGE_READ, STAGE_WRITE
+from transforms.records import (
+  FAILED,
+  MASKS_DIR,
+  STAGE_DECODE,
+  STAGE_READ,
+  STAGE_WRITE,
+  ImageHeader,
+  ImageMask,
+  ImageRef,
+)
 from transforms.sinks import WriteMasksFn
 
 CLASSES = [{"id": 0, "name": "a", "color": [0, 0, 0]}, {"id": 1, "name": "b", "color": [255, 0, 0]}]
@@ -48,8 +57,8 @@ def _refs(tmp_path):
 
 def test_prefetched_decode_matches_inline_decode_in_order(tmp_path):
   refs = _refs(tmp_path)
-  inline, _ = _run(DecodeImagesFn(10**6), refs)
-  ahead, from_finish = _run(DecodeImagesFn(10**6, prefetch=3), refs)
+  inline, _ = _run(DecodeImagesFn(DecodeSettings(10**6)), refs)
+  ahead, from_finish = _run(DecodeImagesFn(DecodeSettings(10**6, prefetch=3)), refs)
   assert from_finish == 3  # the look-ahead is bounded and flushed at the end of the bundle
   assert len(ahead) == len(inline) == len(refs)
   for a, b in zip(ahead, inline):
@@ -63,7 +72,7 @@ def test_prefetched_decode_matches_inline_decode_in_order(tmp_path):
 
 def test_prefetch_shrinks_to_one_image_for_large_images(tmp_path):
   refs = _refs(tmp_path)
-  _, from_finish = _run(DecodeImagesFn(10**6, prefetch=4, prefetch_pixels=100), refs)
+  _, from_finish = _run(DecodeImagesFn(DecodeSettings(10**6, prefetch=4, prefetch_pixels=100)), refs)
   assert from_finish == 1
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from pipeline import report
 from pipeline_helpers import REAL_MODEL, REPO, read_outputs
-from transforms import ood, sinks, statistics
+from transforms import ood, record_files, statistics
 
 BAND_STATS = {"mean": [100.0] * 3, "std": [40.0] * 3, "p01": [30.0, 40.0, 20.0], "p99": [230.0, 210.0, 190.0]}
 CLASSES = [{"id": 0, "name": "a", "color": [0, 0, 0]}, {"id": 1, "name": "b", "color": [255, 255, 255]}]
@@ -100,7 +100,7 @@ def test_summary_counts_flagged_and_lists_the_smallest_keys_whatever_the_merge_o
 
 
 def test_csv_carries_the_flag_and_the_report_reads_it_back():
-  header = sinks._csv_header(CLASSES)
+  header = record_files._csv_header(CLASSES)
   assert header[-2:] == ["ood.flagged", "ood.reasons"]
   base = {
     "uri": "u",
@@ -119,14 +119,14 @@ def test_csv_carries_the_flag_and_the_report_reads_it_back():
       {"pixels": 0, "fraction": 0.0, "area": None, "mean_confidence": None},
     ],
   }
-  line = sinks._csv_line(
+  line = record_files._csv_line(
     dict(base, ood={"flagged": True, "reasons": ["low_confidence: x", "band_mean: y"]}), len(header)
   )
   assert line.endswith(",True,low_confidence: x; band_mean: y")
   row = dict(zip(header, line.split(",")))
   assert report.load.record_ood(row) == {"flagged": True, "reasons": ["low_confidence: x", "band_mean: y"]}
-  assert sinks._csv_line(base, len(header)).endswith(",,")  # a record from before the check
-  assert report.load.record_ood(dict(zip(header, sinks._csv_line(base, len(header)).split(",")))) is None
+  assert record_files._csv_line(base, len(header)).endswith(",,")  # a record from before the check
+  assert report.load.record_ood(dict(zip(header, record_files._csv_line(base, len(header)).split(",")))) is None
 
 
 def test_default_card_records_what_the_model_was_trained_and_tested_on():

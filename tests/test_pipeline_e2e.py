@@ -26,7 +26,7 @@ from pipeline_helpers import (
   write_tfrecord,
 )
 from pipeline.run import run
-from transforms.decode import decode_image
+from transforms.image_decoder import decode_image
 from transforms.inference import Segmenter
 from transforms.records import MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
 

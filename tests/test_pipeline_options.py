@@ -11,7 +11,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
 from fake_model import build_fake_model, card
-from pipeline.options import SegmentationOptions, help_parser, validate
+from pipeline.checks import validate
+from pipeline.options import SegmentationOptions, help_parser
 from pipeline.run import main
 from pipeline_helpers import REPO, scene
 from transforms.records import MASKS_DIR, SUMMARY_FILE

@@ -9,17 +9,11 @@ import pytest
 from PIL import Image
 
 from pipeline_helpers import encode, scene, write_mode_images, write_tfrecord
-from transforms.decode import DecodeError, decode_image, to_rgb
-from transforms.read import (
-  RecordCorruption,
-  ShardCorruption,
-  example_bytes_feature,
-  glob_root,
-  iter_tfrecords,
-  key_for,
-  sanitize_key,
-)
+from transforms.bands import DecodeError, to_rgb
+from transforms.image_decoder import decode_image
+from transforms.read import glob_root, key_for, sanitize_key
 from transforms.records import Failure, ImageHeader, Tile, redact
+from transforms.tfrecord import RecordCorruption, ShardCorruption, example_bytes_feature, iter_tfrecords
 
 MAX = 10_000_000
 

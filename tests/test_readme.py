@@ -16,7 +16,7 @@ import shlex
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.options import reject_unknown_flags
+from pipeline.checks import reject_unknown_flags
 from pipeline.schedule import fill_date_templates
 from pipeline_helpers import REPO
 from transforms.records import MASKS_DIR, POLYGONS_DIR, SUMMARY_FILE

@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from pipeline import report
-from transforms import mask_files, sinks, statistics
-from transforms.records import FAILURES_DIR, Failure, ImageHeader, ImageMask, REPORT_FILE, STATS_DIR, SUMMARY_FILE
+from transforms import mask_files, record_files, statistics
+from transforms.records import FAILURES_DIR, REPORT_FILE, STATS_DIR, SUMMARY_FILE, Failure, ImageHeader, ImageMask
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [
@@ -65,7 +65,7 @@ def make_run(
 ):
   """Write an output directory with the pipeline's own record, mask, stats and summary writers.
 
-  Going through transforms.statistics / transforms.sinks (not hand-written
+  Going through transforms.statistics / transforms.record_files (not hand-written
   JSON) means a change of field names there shows up here as a failing test.
   Returns the per-class pixel totals so tests can compare the chart with them.
   """
@@ -123,10 +123,12 @@ def make_run(
   if stats_format == "jsonl":
     stats_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
   elif stats_format == "csv":
-    header = sinks._csv_header(CLASSES)
-    stats_path.write_text(",".join(header) + "\n" + "".join(sinks._csv_line(r, len(header)) + "\n" for r in records))
+    header = record_files._csv_header(CLASSES)
+    stats_path.write_text(
+      ",".join(header) + "\n" + "".join(record_files._csv_line(r, len(header)) + "\n" for r in records)
+    )
   else:
-    pq.write_table(pa.Table.from_pylist(records, schema=sinks._parquet_schema()), stats_path)
+    pq.write_table(pa.Table.from_pylist(records, schema=record_files._parquet_schema()), stats_path)
   failure_records = [
     Failure(
       f"gs://bucket/in/broken_{index}.png", f"broken_{index}.png", "decode", "UnidentifiedImageError", EVIL_MESSAGE
@@ -145,7 +147,7 @@ def make_run(
       "start_time": "2026-11-25T12:00:00Z",
       "options": {"stats_format": stats_format, "tfrecord_image_feature": "image/encoded"},
     }
-    document = sinks.write_summary(
+    document = record_files.write_summary(
       summarise.extract_output(accumulator), str(out), run_info, [str(stats_path)], [str(failures_path)]
     )
     document["end_time"] = "2026-11-25T12:00:40Z"  # a fixed duration for the throughput check

@@ -18,7 +18,7 @@ from PIL import Image
 from fake_model import CLASSES, reference_segment
 from model.metrics import confusion_matrix as model_confusion
 from model.metrics import segmentation_metrics
-from pipeline.options import OptionsError
+from pipeline.errors import OptionsError
 from pipeline_helpers import check_accounting, read_outputs, run_pipeline, scene
 from transforms import truth as truth_lib
 from transforms.records import MASKS_DIR, REPORT_FILE, SUMMARY_FILE

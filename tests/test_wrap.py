@@ -21,7 +21,7 @@ from PIL import Image
 from model import wrap as wrap_module
 from model.wrap import WrapError
 from pipeline.model_check import check_model, load_card
-from pipeline.options import OptionsError
+from pipeline.errors import OptionsError
 from pipeline_helpers import read_mask, read_outputs, run_pipeline, scene
 from model.tiling import owned_crop, plan_tiles
 

@@ -1,38 +1,26 @@
-"""Everything that writes under OUT, through Beam's FileSystems (local or gs://).
+"""The per-image sinks: each ``ImageMask``'s files under OUT and its statistics record, and ``--skip_existing``.
 
 * ``OUT/masks/<key>.png`` or ``.tif`` (``transforms.mask_files``): class id
   per pixel, a palette PNG or, for georeferenced inputs, a Cloud-Optimized
-  GeoTIFF. Written to ``OUT/.tmp/`` and renamed into place, so a mask either
-  exists complete or not at all; the image's statistics record rides inside
-  the mask so ``--skip_existing`` can re-emit it without recomputing.
+  GeoTIFF. Written with ``transforms.out_files.atomic_write``, so a mask
+  either exists complete or not at all; the image's statistics record rides
+  inside the mask so ``--skip_existing`` can re-emit it without recomputing.
 * ``OUT/overlays/<key>.png`` (``--overlays``): image and class colours mixed.
 * ``OUT/polygons/<key>.geojson`` (``--polygons``, ``transforms.polygons``).
-* ``OUT/stats/stats.{jsonl,csv,parquet}``: one record per segmented image
-  (with ``--truth``, its ``truth`` block; never inside the mask, which
-  describes the prediction only and is reused as such by ``--skip_existing``).
-* ``OUT/failures/failures.jsonl``: one record per input that failed.
-* ``OUT/summary.json``: the run, written last (after the other sinks finish).
 
-File names are deterministic so re-running into the same OUT replaces
-rather than duplicates.
+The records go on to ``transforms.record_files`` (stats, failures, summary).
 """
 
 import io
-import json
-import logging
-import os
-import shutil
-import time
-import uuid
 from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 from PIL import Image
 
 from transforms import accounting, progress
+from transforms.lookahead import LookaheadDoFn
 from transforms.mask_files import (
   DEFAULT_MASK_COMPRESS_LEVEL,
   GEOTIFF,
@@ -44,65 +32,18 @@ from transforms.mask_files import (
   mask_relpath,
   palette_bytes,
 )
+from transforms.out_files import atomic_write, join
 from transforms.polygons import PolygonSettings, encode_polygons, polygon_collection, polygons_relpath
-from transforms.lookahead import LookaheadDoFn
-from transforms.records import (
-  DONE,
-  FAILED,
-  FAILURES_DIR,
-  MASKS_DIR,
-  OVERLAYS_DIR,
-  STAGE_TRUTH,
-  STAGE_WRITE,
-  STATS_DIR,
-  SUMMARY_FILE,
-  ImageRef,
-  failure_from_exception,
-)
+from transforms.records import DONE, FAILED, OVERLAYS_DIR, STAGE_TRUTH, STAGE_WRITE, ImageRef, failure_from_exception
 from transforms.statistics import image_record
 from transforms.truth import TruthError, evaluate_mask, stem
 
-_LOG = logging.getLogger(__name__)
-TEMP_DIR = ".tmp"
-STATS_FORMATS = ("jsonl", "csv", "parquet")
 # Overlays are photographic previews: fastest level.
 OVERLAY_COMPRESS_LEVEL = 1
 
 
-def join(base: str, *parts: str) -> str:
-  return FileSystems.join(base.rstrip("/"), *parts)
-
-
 def overlay_path(output: str, key: str) -> str:
   return join(output, OVERLAYS_DIR, f"{key}.png")
-
-
-def _ensure_parent(path: str):
-  """Object stores have no directories; a local rename needs the parent to exist."""
-  if isinstance(FileSystems.get_filesystem(path), LocalFileSystem):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-
-
-def atomic_write(output: str, path: str, data: bytes, mime_type: str = "application/octet-stream"):
-  """Writes ``data`` to a temporary object under OUT/.tmp, then renames it to ``path``."""
-  temp = join(output, TEMP_DIR, uuid.uuid4().hex)
-  with FileSystems.create(temp, mime_type=mime_type) as handle:
-    handle.write(data)
-  _ensure_parent(path)
-  FileSystems.rename([temp], [path])
-
-
-def remove_temp_dir(output: str):
-  """Drops OUT/.tmp (left-overs of interrupted writes are never valid outputs)."""
-  temp = join(output, TEMP_DIR)
-  if isinstance(FileSystems.get_filesystem(temp), LocalFileSystem):
-    shutil.rmtree(temp, ignore_errors=True)
-    return
-  try:
-    if FileSystems.match([temp + "/*"])[0].metadata_list:
-      FileSystems.delete([temp + "/"])
-  except Exception as exc:  # pylint: disable=broad-except
-    _LOG.warning("could not remove %s: %s", temp, exc)
 
 
 def truth_outcome(mask_uri, key, truth_uri, class_ids, names):
@@ -113,7 +54,7 @@ def truth_outcome(mask_uri, key, truth_uri, class_ids, names):
     return evaluate_mask(truth_uri, class_ids, names), None
   except TruthError as exc:
     return None, failure_from_exception(mask_uri, key, STAGE_TRUTH, exc, str(exc))
-  except Exception as exc:  # pylint: disable=broad-except  (unreadable file, storage errors)
+  except Exception as exc:  # unreadable file, storage errors
     return None, failure_from_exception(
       mask_uri, key, STAGE_TRUTH, exc, f"cannot read the truth mask {truth_uri}: {exc}"
     )
@@ -221,7 +162,7 @@ class WriteMasksFn(LookaheadDoFn):
         data = encode_mask(mask.class_ids, self._palette, record, self._compress_level)
         mime_type = "image/png"
       atomic_write(self._output, join(self._output, relpath), data, mime_type)
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:  # whatever stops encoding or writing becomes a failure at stage write
       return (None, 0, failure_from_exception(mask.uri, mask.key, STAGE_WRITE, exc, f"cannot write outputs: {exc}"), ())
     if self._truth:
       record["truth"] = truth
@@ -283,7 +224,7 @@ class SkipExistingFn(beam.DoFn):
             with FileSystems.open(path, compression_type="uncompressed") as handle:
               class_ids, record = decode_mask(handle.read(), with_pixels=self._class_names is not None)
             break
-    except Exception:  # pylint: disable=broad-except
+    except Exception:  # any doubt about the stored mask means the image is processed again
       record = None
     if not (record and record.get("model") == self._model and record.get("uri") == ref.uri):
       yield ref
@@ -297,218 +238,3 @@ class SkipExistingFn(beam.DoFn):
         return
       record["truth"] = truth
     yield beam.pvalue.TaggedOutput(DONE, record)
-
-
-TRUTH_CSV_COLUMNS = ("uri", "pixels", "ignored", "pixel_accuracy", "mean_iou", "confusion")  # "truth.<column>"
-OOD_CSV_COLUMNS = ("flagged", "reasons")  # "ood.<column>"; reasons joined by "; "
-
-
-def _csv_header(classes, truth=False):
-  """With ``truth``: ``truth.<column>`` columns (confusion as JSON rows), then ``truth.iou.<class>``."""
-  columns = [
-    "uri",
-    "key",
-    "mask",
-    "width",
-    "height",
-    "pixels",
-    "pixel_size_x",
-    "pixel_size_y",
-    "pixel_size_source",
-    "area_unit",
-    "area_method",
-    "crs",
-    "polygons",
-    "polygon_count",
-    "mean_confidence",
-    "model_name",
-    "model_version",
-  ]
-  for entry in classes:
-    name = entry["name"]
-    columns += [f"{name}_pixels", f"{name}_fraction", f"{name}_area", f"{name}_mean_confidence"]
-  columns += [f"ood.{column}" for column in OOD_CSV_COLUMNS]
-  if truth:
-    columns += [f"truth.{column}" for column in TRUTH_CSV_COLUMNS]
-    columns += [f"truth.iou.{entry['name']}" for entry in classes]
-  return columns
-
-
-def _csv_line(record, columns_count):
-  import csv  # pylint: disable=import-outside-toplevel
-
-  size = record["pixel_size"] or [None, None]
-  row = [
-    record["uri"],
-    record["key"],
-    record["mask"],
-    record["width"],
-    record["height"],
-    record["pixels"],
-    size[0],
-    size[1],
-    record["pixel_size_source"],
-    record["area_unit"],
-    record.get("area_method"),
-    record.get("crs"),
-    record.get("polygons"),
-    record.get("polygon_count"),
-    record["mean_confidence"],
-    record["model"]["name"],
-    record["model"]["version"],
-  ]
-  for entry in record["classes"]:
-    row += [entry["pixels"], entry["fraction"], entry["area"], entry["mean_confidence"]]
-  ood = record.get("ood") or {}
-  row += [ood.get("flagged"), "; ".join(ood.get("reasons") or []) if ood else None]
-  if "truth" in record:
-    truth = record["truth"] or {}
-    row += [
-      json.dumps(truth.get("confusion"), separators=(",", ":"))
-      if column == "confusion" and truth
-      else truth.get(column)
-      for column in TRUTH_CSV_COLUMNS
-    ]
-    row += [(truth.get("per_class_iou") or {}).get(entry["name"]) for entry in record["classes"]]
-  if len(row) != columns_count:
-    raise ValueError(f"record has {len(row)} CSV columns, header has {columns_count}")
-  buffer = io.StringIO()
-  csv.writer(buffer, lineterminator="").writerow(["" if v is None else v for v in row])
-  return buffer.getvalue()
-
-
-def _parquet_schema(classes=None, truth=False):
-  """With ``truth``: a nullable ``truth`` struct whose ``per_class_iou`` has one field per class."""
-  import pyarrow as pa  # pylint: disable=import-outside-toplevel
-
-  class_type = pa.struct(
-    [
-      ("id", pa.int32()),
-      ("name", pa.string()),
-      ("pixels", pa.int64()),
-      ("fraction", pa.float64()),
-      ("area", pa.float64()),
-      ("mean_confidence", pa.float64()),
-    ]
-  )
-  extra = []
-  if truth:
-    extra = [
-      (
-        "truth",
-        pa.struct(
-          [
-            ("uri", pa.string()),
-            ("pixels", pa.int64()),
-            ("ignored", pa.int64()),
-            ("pixel_accuracy", pa.float64()),
-            ("mean_iou", pa.float64()),
-            ("per_class_iou", pa.struct([(entry["name"], pa.float64()) for entry in classes])),
-            ("confusion", pa.list_(pa.list_(pa.int64()))),
-          ]
-        ),
-      )
-    ]
-  return pa.schema(
-    [
-      ("uri", pa.string()),
-      ("key", pa.string()),
-      ("mask", pa.string()),
-      ("width", pa.int32()),
-      ("height", pa.int32()),
-      ("pixels", pa.int64()),
-      ("pixel_size", pa.list_(pa.float64())),
-      ("pixel_size_source", pa.string()),
-      ("area_unit", pa.string()),
-      ("area_method", pa.string()),
-      ("crs", pa.string()),
-      ("polygons", pa.string()),
-      ("polygon_count", pa.int64()),
-      ("mean_confidence", pa.float64()),
-      ("model", pa.struct([("name", pa.string()), ("version", pa.string())])),
-      ("classes", pa.list_(class_type)),
-      (
-        "ood",
-        pa.struct(
-          [
-            ("flagged", pa.bool_()),
-            ("reasons", pa.list_(pa.string())),
-            ("band_mean", pa.list_(pa.float64())),
-            ("band_std", pa.list_(pa.float64())),
-            ("outside_fraction", pa.float64()),
-          ]
-        ),
-      ),
-    ]
-    + extra
-  )
-
-
-class WriteStats(beam.PTransform):
-  """Composite: records -> OUT/stats/stats.<format>; returns the written file names."""
-
-  def __init__(self, output: str, stats_format: str, classes, truth: bool = False):
-    super().__init__()
-    self._truth = truth
-    if stats_format not in STATS_FORMATS:
-      raise ValueError(f"unknown stats format {stats_format!r}; use one of {', '.join(STATS_FORMATS)}")
-    self._prefix = join(output, STATS_DIR, "stats")
-    self._format = stats_format
-    self._classes = list(classes)
-
-  def expand(self, records):
-    if self._format == "parquet":
-      return records | "WriteParquet" >> beam.io.WriteToParquet(
-        self._prefix,
-        _parquet_schema(self._classes, self._truth),
-        file_name_suffix=".parquet",
-        num_shards=1,
-        shard_name_template="",
-      )
-    if self._format == "csv":
-      header = _csv_header(self._classes, self._truth)
-      lines = records | "ToCsv" >> beam.Map(_csv_line, len(header))
-      return lines | "WriteCsv" >> beam.io.WriteToText(
-        self._prefix, file_name_suffix=".csv", num_shards=1, shard_name_template="", header=",".join(header)
-      )
-    lines = records | "ToJson" >> beam.Map(lambda r: json.dumps(r, ensure_ascii=False, sort_keys=True))
-    return lines | "WriteJsonLines" >> beam.io.WriteToText(
-      self._prefix, file_name_suffix=".jsonl", num_shards=1, shard_name_template=""
-    )
-
-
-class WriteFailures(beam.PTransform):
-  """Composite: Failure records -> OUT/failures/failures.jsonl."""
-
-  def __init__(self, output: str):
-    super().__init__()
-    self._prefix = join(output, FAILURES_DIR, "failures")
-
-  def expand(self, failures):
-    return (
-      failures
-      | "ToJson" >> beam.Map(lambda f: json.dumps(f.to_dict(), ensure_ascii=False, sort_keys=True))
-      | "WriteJsonLines"
-      >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl", num_shards=1, shard_name_template="")
-    )
-
-
-def write_summary(summary: dict, output: str, run_info: dict, stats_files, failure_files):
-  """Writes OUT/summary.json once every other sink has finished; removes OUT/.tmp."""
-  document = dict(summary)
-  document.update(run_info)
-  document["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-  document["outputs"] = {
-    "masks": f"{MASKS_DIR}/",
-    "stats": sorted(stats_files),
-    "failures": sorted(failure_files),
-    "overlays": f"{OVERLAYS_DIR}/" if run_info.get("options", {}).get("overlays") else None,
-  }
-  atomic_write(
-    output,
-    join(output, SUMMARY_FILE),
-    json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8"),
-    "application/json",
-  )
-  remove_temp_dir(output)
-  return document

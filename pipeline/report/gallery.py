@@ -18,11 +18,12 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageOps
 
 from pipeline.report import load
-from transforms.decode import decode_image, to_rgb
+from transforms.bands import to_rgb
 from transforms.display import display_stretch, to_display
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
+from transforms.image_decoder import decode_image
 from transforms.mask_files import decode_mask
-from transforms.read import example_bytes_feature, iter_tfrecords
+from transforms.tfrecord import example_bytes_feature, iter_tfrecords
 
 OVERLAY_ALPHA = 0.5
 

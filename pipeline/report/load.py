@@ -1,7 +1,7 @@
 """Reading a run's output directory: the file layout, the records and their fields.
 
 Every field name the report depends on lives here, as written by
-``transforms/statistics.py`` (records, summary) and ``transforms/sinks.py``
+``transforms/statistics.py`` (records, summary) and ``transforms/record_files.py``
 (file layout, CSV columns); the model card as in ``docs/CONTRACTS.md``.
 Everything goes through Beam's ``FileSystems``, so ``gs://`` outputs read like
 local ones, and JSON Lines / CSV stats are streamed record by record (Parquet,
