@@ -3,7 +3,7 @@
 Times, best of ``--repeat``, on one land-cover mask from the training
 generator (``model.make_dataset``): the palette PNG against the
 Cloud-Optimized GeoTIFF, projected and geodesic areas, and ``--polygons``
-(tracing, areas, GeoJSON encoding) with and without ``--simplify``. These are
+(tracing, areas, GeoJSON or GeoParquet encoding) with and without ``--simplify``. These are
 the per-image costs the write stage adds to inference; docs/GEO.md quotes them.
 """
 
@@ -43,7 +43,7 @@ def measure(size: int = 2048, repeat: int = 3):
   exact, simple = polygons.PolygonSettings(True), polygons.PolygonSettings(True, 0.0, 1.0)
 
   def traced(georef, settings):
-    return polygons.encode_polygons(polygons.polygon_collection("k", labels, CLASSES, georef, settings))
+    return polygons.encode_image_polygons("k", labels, CLASSES, georef, settings)
 
   cases = [
     ("mask as palette PNG", lambda: mask_files.encode_mask(labels, palette, {}, 6)),
@@ -53,6 +53,7 @@ def measure(size: int = 2048, repeat: int = 3):
     ("--polygons, projected", lambda: traced(utm, exact)),
     ("--polygons, geographic", lambda: traced(wgs84, exact)),
     ("--polygons --simplify 1, projected", lambda: traced(utm, simple)),
+    ("--polygons --polygon_format geoparquet, projected", lambda: traced(utm, exact._replace(format="geoparquet"))),
   ]
   return [(what, _best_ms(function, repeat)) for what, function in cases]
 

@@ -127,6 +127,8 @@ def _check_geo_outputs(opts) -> PolygonSettings:
       raise OptionsError(f"--{name}={value} must be a number >= 0.")
     if value and not opts.polygons:
       raise OptionsError(f"--{name} only applies to polygons: add --polygons, or drop --{name}.")
+  if opts.polygon_format != "geojson" and not opts.polygons:
+    raise OptionsError("--polygon_format only applies to polygons: add --polygons, or drop --polygon_format.")
   wants = [
     flag for flag, on in (("--mask_format geotiff", opts.mask_format == "geotiff"), ("--polygons", opts.polygons)) if on
   ]
@@ -135,7 +137,10 @@ def _check_geo_outputs(opts) -> PolygonSettings:
       f"{' and '.join(wants)} need the geo extra (rasterio, pyproj, shapely), which is not installed: {geo.GEO_EXTRA}"
     )
   return PolygonSettings(
-    enabled=bool(opts.polygons), min_area=float(opts.min_polygon_area), simplify=float(opts.simplify)
+    enabled=bool(opts.polygons),
+    min_area=float(opts.min_polygon_area),
+    simplify=float(opts.simplify),
+    format=opts.polygon_format,
   )
 
 

@@ -88,7 +88,7 @@ class SegmentImages(beam.PTransform):
     skipped_records, skip_failures = [], []
     if config.skip_existing:
       skip = SkipExistingFn(
-        config.output, config.model_info, config.overlays, names, config.mask_format, config.polygons.enabled
+        config.output, config.model_info, config.overlays, names, config.mask_format, config.polygons
       )
       checked = refs | "SkipExisting" >> beam.ParDo(skip, truth_side).with_outputs(DONE, FAILED, main="todo")
       refs, skipped_records, skip_failures = checked.todo, [checked[DONE]], [checked[FAILED]]

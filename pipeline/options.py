@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 from transforms.input_spec import InputSpec
 from transforms.mask_files import MASK_FORMATS
 from transforms.ood import OodRule
-from transforms.polygons import PolygonSettings
+from transforms.polygons import POLYGON_FORMATS, PolygonSettings
 from transforms.record_files import STATS_FORMATS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,6 +143,13 @@ class SegmentationOptions(PipelineOptions):
       default=False,
       help="Also write OUT/polygons/<key>.geojson: one feature per connected region with class id, name "
       "and area, in the image's CRS (pixel coordinates for images without one). Needs the geo extra.",
+    )
+    parser.add_argument(
+      "--polygon_format",
+      choices=POLYGON_FORMATS,
+      default="geojson",
+      help="With --polygons: geojson (default, OUT/polygons/<key>.geojson) or geoparquet "
+      "(OUT/polygons/<key>.parquet: GeoParquet 1.1, WKB geometry, CRS as PROJJSON).",
     )
     parser.add_argument(
       "--min_polygon_area",
@@ -284,6 +291,7 @@ class RunConfig:
       "polygons": self.polygons.enabled,
       "min_polygon_area": self.polygons.min_area,
       "simplify": self.polygons.simplify,
+      "polygon_format": self.polygons.format,
       "truth": list(self.truth_globs),
     }
 

@@ -283,6 +283,7 @@ def test_geotiff_in_and_out_of_cloud_storage(gcs_emulator, gcs_bucket, tmp_path,
   "flags, message",
   [
     (["--simplify", "1"], "--simplify only applies to polygons: add --polygons"),
+    (["--polygon_format", "geoparquet"], "--polygon_format only applies to polygons: add --polygons"),
     (["--polygons", "--min_polygon_area", "-1"], "--min_polygon_area=-1.0 must be a number >= 0"),
     (["--mask_format", "jpeg"], "invalid choice: 'jpeg'"),
   ],
@@ -336,3 +337,28 @@ def test_evaluate_scores_geotiff_masks_against_geotiff_truth(projected_run, tmp_
   result = evaluate(str(output), [str(tmp_path / "truth" / "*.tif")])
   assert result["truth"]["images_with_truth"] == 1
   assert result["truth"]["pixel_accuracy"] == pytest.approx(390 / 400)
+
+
+def test_polygons_as_geoparquet(tmp_path, fake_model):
+  """--polygon_format geoparquet: WKB geometry, GeoParquet 'geo' metadata with the CRS, the same areas."""
+  import pyarrow.parquet as pq
+
+  write_geotiff(tmp_path / "in" / "p.tif", blocks(120, 160, seed=11), UTM_33N, from_origin(*UTM_ORIGIN, 0.5, 0.5))
+  output = tmp_path / "out"
+  _run([str(tmp_path / "in" / "p.tif")], output, fake_model, "--polygons", "--polygon_format", "geoparquet")
+  _, records, _ = read_outputs(str(output))
+  record = records["p.tif"]
+  assert record["polygons"].endswith(f"{POLYGONS_DIR}/p.tif.parquet")
+  table = pq.read_table(output / POLYGONS_DIR / "p.tif.parquet")
+  meta = json.loads(table.schema.metadata[b"geo"])
+  assert meta["primary_column"] == "geometry" and meta["columns"]["geometry"]["encoding"] == "WKB"
+  assert meta["columns"]["geometry"]["crs"]["id"] == {"authority": "EPSG", "code": 32633}
+  assert table.num_rows == record["polygon_count"] > 0
+  shapes = shapely.from_wkb(table.column("geometry").to_pylist())
+  assert [s.area * 1.0 for s in shapes] == pytest.approx(table.column("area").to_pylist())
+  by_class = {}
+  for name, area in zip(table.column("class_name").to_pylist(), table.column("area").to_pylist()):
+    by_class[name] = by_class.get(name, 0.0) + area
+  for entry in record["classes"]:
+    if entry["pixels"]:
+      assert by_class[entry["name"]] == pytest.approx(entry["area"], rel=0.005)

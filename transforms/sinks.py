@@ -6,7 +6,7 @@
   either exists complete or not at all; the image's statistics record rides
   inside the mask so ``--skip_existing`` can re-emit it without recomputing.
 * ``OUT/overlays/<key>.png`` (``--overlays``): image and class colours mixed.
-* ``OUT/polygons/<key>.geojson`` (``--polygons``, ``transforms.polygons``).
+* ``OUT/polygons/<key>.geojson`` or ``.parquet`` (``--polygons``, ``transforms.polygons``).
 
 The records go on to ``transforms.record_files`` (stats, failures, summary).
 """
@@ -33,7 +33,7 @@ from transforms.mask_files import (
   palette_bytes,
 )
 from transforms.out_files import atomic_write, join
-from transforms.polygons import PolygonSettings, encode_polygons, polygon_collection, polygons_relpath
+from transforms.polygons import MIME_TYPES, PolygonSettings, encode_image_polygons, polygons_relpath
 from transforms.records import DONE, FAILED, OVERLAYS_DIR, STAGE_TRUTH, STAGE_WRITE, ImageRef, failure_from_exception
 from transforms.statistics import image_record
 from transforms.truth import TruthError, evaluate_mask, stem
@@ -144,12 +144,12 @@ class WriteMasksFn(LookaheadDoFn):
       )
       if self._polygons.enabled:
         # Before the mask: a mask is the mark of a finished image (--skip_existing), so it is written last.
-        collection = polygon_collection(
+        encoded, count = encode_image_polygons(
           mask.key, mask.class_ids, self._classes, mask.georef, self._polygons, self._pixel_size, self._pixel_unit
         )
-        record["polygons"] = join(self._output, polygons_relpath(mask.key))
-        record["polygon_count"] = len(collection["features"])
-        atomic_write(self._output, record["polygons"], encode_polygons(collection), "application/geo+json")
+        record["polygons"] = join(self._output, polygons_relpath(mask.key, self._polygons.format))
+        record["polygon_count"] = count
+        atomic_write(self._output, record["polygons"], encoded, MIME_TYPES[self._polygons.format])
       if mask.overlay is not None:
         buffer = io.BytesIO()
         Image.fromarray(mask.overlay).save(buffer, format="PNG", compress_level=OVERLAY_COMPRESS_LEVEL)
@@ -199,7 +199,13 @@ class SkipExistingFn(beam.DoFn):
   """
 
   def __init__(
-    self, output: str, model: dict, overlays: bool = False, class_names=None, mask_format="png", polygons=False
+    self,
+    output: str,
+    model: dict,
+    overlays: bool = False,
+    class_names=None,
+    mask_format="png",
+    polygons: PolygonSettings = PolygonSettings(),
   ):
     self._output = output
     self._model = {"name": model.get("name"), "version": model.get("version")}
@@ -212,7 +218,8 @@ class SkipExistingFn(beam.DoFn):
     """Whether an output this run asks for besides the mask (overlay, polygons) is missing."""
     if self._overlays and not FileSystems.exists(overlay_path(self._output, key)):
       return True
-    return self._polygons and not FileSystems.exists(join(self._output, polygons_relpath(key)))
+    polygons = self._polygons
+    return polygons.enabled and not FileSystems.exists(join(self._output, polygons_relpath(key, polygons.format)))
 
   def process(self, ref: ImageRef, truth_index=None):
     record, class_ids = None, None
