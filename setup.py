@@ -53,15 +53,23 @@ setuptools.setup(
   description="Batch image segmentation with a bilinear-initialised deconvolution FCN on Apache Beam",
   python_requires=">=3.10",
   license="Apache-2.0",
-  # The bundled model's folders hold data, not code; naming them as (namespace) packages
-  # ships their files and silences setuptools' "package would be ignored" warnings.
+  # The bundled model's and the report templates' folders hold data, not code; naming them as
+  # (namespace) packages ships their files and silences setuptools' "package would be ignored" warnings.
   packages=setuptools.find_packages(
     include=["pipeline", "pipeline.*", "transforms", "transforms.*", "model", "model.*"]
   )
-  + ["model.default", "model.default.saved_model", "model.default.saved_model.variables"],
+  + [
+    "pipeline.report.templates",
+    "model.default",
+    "model.default.saved_model",
+    "model.default.saved_model.variables",
+  ],
+  # The packages sit at the repository root: saying so lets an editable install use a plain .pth
+  # entry, which setuptools installs without its "Editable installation" notice.
+  package_dir={"": "."},
   include_package_data=True,
   package_data={
-    "pipeline.report": ["templates/*.j2"],
+    "pipeline.report.templates": ["*.j2"],
     "model.default": ["card.json"],
     "model.default.saved_model": ["*.pb"],
     "model.default.saved_model.variables": ["variables.*"],

@@ -12,10 +12,11 @@ import time
 
 import numpy as np
 from pyproj import CRS
-from rasterio.transform import from_origin
 
 from model.make_dataset import generate_example
 from transforms import geo, mask_files, polygons
+from transforms.geo import north_up
+
 
 CLASSES = [
   {"id": i, "name": name, "color": [40 * i, 120, 60]}
@@ -37,8 +38,8 @@ def measure(size: int = 2048, repeat: int = 3):
   _, labels = generate_example(np.random.default_rng(1), size=size)
   labels = labels.astype(np.uint8)
   counts = np.bincount(labels.ravel(), minlength=len(CLASSES))
-  utm = geo.Georef(CRS.from_epsg(32633).to_wkt(), tuple(from_origin(500_000, 6_650_000, 0.5, 0.5))[:6], 32633)
-  wgs84 = geo.Georef(CRS.from_epsg(4326).to_wkt(), tuple(from_origin(10.0, 60.0, 1e-5, 1e-5))[:6], 4326)
+  utm = geo.Georef(CRS.from_epsg(32633).to_wkt(), tuple(north_up(500_000, 6_650_000, 0.5, 0.5))[:6], 32633)
+  wgs84 = geo.Georef(CRS.from_epsg(4326).to_wkt(), tuple(north_up(10.0, 60.0, 1e-5, 1e-5))[:6], 4326)
   palette = mask_files.palette_bytes(CLASSES)
   exact, simple = polygons.PolygonSettings(True), polygons.PolygonSettings(True, 0.0, 1.0)
 

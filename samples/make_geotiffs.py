@@ -18,16 +18,17 @@ import os
 
 import numpy as np
 import rasterio
-from rasterio.transform import from_origin
 
 from model.make_dataset import generate_example
+from transforms.geo import north_up
+
 
 SEED = 20261127
 HERE = os.path.dirname(os.path.abspath(__file__))
 # name, height, width, CRS, geotransform
 SCENES = [
-  ("utm33n_field.tif", 512, 640, "EPSG:32633", from_origin(500_000.0, 6_650_000.0, 0.5, 0.5)),
-  ("wgs84_60n.tif", 400, 400, "EPSG:4326", from_origin(10.75, 60.0, 0.00001, 0.00001)),
+  ("utm33n_field.tif", 512, 640, "EPSG:32633", north_up(500_000.0, 6_650_000.0, 0.5, 0.5)),
+  ("wgs84_60n.tif", 400, 400, "EPSG:4326", north_up(10.75, 60.0, 0.00001, 0.00001)),
 ]
 
 

@@ -13,7 +13,6 @@ import rasterio
 import shapely
 from PIL import Image
 from rasterio.io import MemoryFile
-from rasterio.transform import from_origin
 from shapely.geometry import shape
 from skimage.measure import label
 
@@ -22,7 +21,9 @@ from pipeline.errors import OptionsError
 from pipeline.run import run
 from pipeline_helpers import check_accounting, read_outputs, scene
 from transforms import geo
+from transforms.geo import north_up
 from transforms.records import MASKS_DIR, POLYGONS_DIR
+
 
 UTM_33N = "EPSG:32633"
 UTM_ORIGIN = (500_000.0, 6_650_000.0)
@@ -76,7 +77,7 @@ def _components(mask):
 def projected_run(tmp_path_factory, fake_model):
   """One 600x400 RGB GeoTIFF in UTM 33N with 0.5 m pixels, run with --polygons (and once as PNG)."""
   root = tmp_path_factory.mktemp("projected")
-  transform = from_origin(*UTM_ORIGIN, 0.5, 0.5)
+  transform = north_up(*UTM_ORIGIN, 0.5, 0.5)
   write_geotiff(root / "in" / "scene.tif", blocks(400, 600), UTM_33N, transform)
   output = root / "out"
   _run([str(root / "in" / "*.tif")], output, fake_model, "--polygons")
@@ -144,7 +145,7 @@ def _geodesic_band_area(lat1, lat2, dlon_deg, a=6378137.0, f=1 / 298.257223563):
 def test_geographic_crs_gets_geodesic_areas(tmp_path, fake_model):
   """EPSG:4326 at 60 deg N: each row's pixels measured on the ellipsoid, not pixels x degrees^2."""
   step = 1e-4  # degrees: about 5.6 m east-west and 11 m north-south at 60 deg N
-  write_geotiff(tmp_path / "in" / "in.tif", blocks(300, 400, seed=3), WGS84, from_origin(10.0, 60.02, step, step))
+  write_geotiff(tmp_path / "in" / "in.tif", blocks(300, 400, seed=3), WGS84, north_up(10.0, 60.02, step, step))
   output = tmp_path / "out"
   _run([str(tmp_path / "in" / "in.tif")], output, fake_model)
   _, records, _ = read_outputs(str(output))
@@ -163,7 +164,7 @@ def test_geographic_crs_gets_geodesic_areas(tmp_path, fake_model):
 
 def test_tiled_scene_keeps_its_georeference_and_polygons_cross_the_seams(tmp_path, fake_model):
   """3000x2000 in 512-pixel tiles: the stitched mask is exact, and no polygon edge runs along a seam."""
-  transform = from_origin(*UTM_ORIGIN, 0.5, 0.5)
+  transform = north_up(*UTM_ORIGIN, 0.5, 0.5)
   write_geotiff(
     tmp_path / "in" / "big.tif", blocks(2000, 3000, seed=5), UTM_33N, transform, tiled=True, compress="deflate"
   )
@@ -219,7 +220,7 @@ def test_plain_images_get_pixel_polygons_and_png_masks(tmp_path, fake_model):
 
 def test_simplify_keeps_a_coverage(tmp_path, fake_model):
   """--simplify drops vertices but neighbours keep sharing edges: no gaps, no overlaps."""
-  write_geotiff(tmp_path / "in" / "s.tif", blocks(200, 300, seed=9), UTM_33N, from_origin(*UTM_ORIGIN, 0.5, 0.5))
+  write_geotiff(tmp_path / "in" / "s.tif", blocks(200, 300, seed=9), UTM_33N, north_up(*UTM_ORIGIN, 0.5, 0.5))
   _run([str(tmp_path / "in" / "s.tif")], tmp_path / "exact", fake_model, "--polygons")
   _run([str(tmp_path / "in" / "s.tif")], tmp_path / "simple", fake_model, "--polygons", "--simplify", "2")
 
@@ -242,7 +243,7 @@ def test_multiband_geotiff_reaches_a_four_band_model(tmp_path):
   pixels[:, :48, 2] = 60000  # left half: band 2 dominates
   pixels[:, 48:, 3] = 60000
   pixels += rng.integers(0, 500, size=pixels.shape, dtype=np.uint16)
-  write_geotiff(tmp_path / "in" / "ms.tif", pixels, UTM_33N, from_origin(*UTM_ORIGIN, 10.0, 10.0))
+  write_geotiff(tmp_path / "in" / "ms.tif", pixels, UTM_33N, north_up(*UTM_ORIGIN, 10.0, 10.0))
   output = tmp_path / "out"
   _run([str(tmp_path / "in" / "ms.tif")], output, model)
   _, records, failures = read_outputs(str(output))
@@ -254,7 +255,7 @@ def test_multiband_geotiff_reaches_a_four_band_model(tmp_path):
 
 
 def test_skip_existing_reads_records_back_from_geotiff_masks(tmp_path, fake_model):
-  write_geotiff(tmp_path / "in" / "a.tif", blocks(100, 100, seed=2), UTM_33N, from_origin(*UTM_ORIGIN, 0.5, 0.5))
+  write_geotiff(tmp_path / "in" / "a.tif", blocks(100, 100, seed=2), UTM_33N, north_up(*UTM_ORIGIN, 0.5, 0.5))
   output = tmp_path / "out"
   _run([str(tmp_path / "in" / "a.tif")], output, fake_model, "--polygons")
   first = read_outputs(str(output))[1]["a.tif"]
@@ -265,14 +266,14 @@ def test_skip_existing_reads_records_back_from_geotiff_masks(tmp_path, fake_mode
 
 
 def test_geotiff_in_and_out_of_cloud_storage(gcs_emulator, gcs_bucket, tmp_path, fake_model):
-  write_geotiff(tmp_path / "g.tif", blocks(150, 200, seed=4), UTM_33N, from_origin(*UTM_ORIGIN, 0.5, 0.5))
+  write_geotiff(tmp_path / "g.tif", blocks(150, 200, seed=4), UTM_33N, north_up(*UTM_ORIGIN, 0.5, 0.5))
   bucket = gcs_emulator.client().bucket(gcs_bucket)
   bucket.blob("in/g.tif").upload_from_filename(str(tmp_path / "g.tif"))
   output = f"gs://{gcs_bucket}/out"
   _run([f"gs://{gcs_bucket}/in/*.tif"], output, fake_model, "--polygons")
   with MemoryFile(bucket.blob("out/masks/g.tif.tif").download_as_bytes()) as memory, memory.open() as mask:
     assert (mask.crs.to_epsg(), mask.shape) == (32633, (150, 200))
-    assert mask.transform == from_origin(*UTM_ORIGIN, 0.5, 0.5)
+    assert mask.transform == north_up(*UTM_ORIGIN, 0.5, 0.5)
   collection = json.loads(bucket.blob("out/polygons/g.tif.geojson").download_as_bytes())
   assert collection["features"] and collection["area_unit"] == "m^2"
   record = json.loads(bucket.blob("out/stats/stats.jsonl").download_as_bytes().decode().splitlines()[0])
@@ -343,7 +344,7 @@ def test_polygons_as_geoparquet(tmp_path, fake_model):
   """--polygon_format geoparquet: WKB geometry, GeoParquet 'geo' metadata with the CRS, the same areas."""
   import pyarrow.parquet as pq
 
-  write_geotiff(tmp_path / "in" / "p.tif", blocks(120, 160, seed=11), UTM_33N, from_origin(*UTM_ORIGIN, 0.5, 0.5))
+  write_geotiff(tmp_path / "in" / "p.tif", blocks(120, 160, seed=11), UTM_33N, north_up(*UTM_ORIGIN, 0.5, 0.5))
   output = tmp_path / "out"
   _run([str(tmp_path / "in" / "p.tif")], output, fake_model, "--polygons", "--polygon_format", "geoparquet")
   _, records, _ = read_outputs(str(output))

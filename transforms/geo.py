@@ -65,6 +65,16 @@ class Georef(NamedTuple):
     return Affine(*self.transform)
 
 
+def north_up(west: float, north: float, xsize: float, ysize: float):
+  """The ``affine.Affine`` geotransform of a north-up grid whose top-left corner is (west, north).
+
+  rasterio's ``from_origin`` gives the same, through an operator ``affine`` 3 deprecates.
+  """
+  from affine import Affine
+
+  return Affine(xsize, 0.0, west, 0.0, -ysize, north)
+
+
 class GeoImage(NamedTuple):
   """A georeferenced raster as read: [H, W, K] at the file's own type, its bands' colour names, where it lies."""
 
