@@ -21,6 +21,7 @@ before (pixel size from the scale tag, no CRS).
 
 import functools
 import logging
+import warnings
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -122,7 +123,6 @@ def read_georeferenced(data: bytes, check_size) -> Optional[GeoImage]:
   import rasterio
   from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
   from rasterio.io import MemoryFile
-  import warnings
 
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", NotGeoreferencedWarning)
