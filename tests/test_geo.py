@@ -363,3 +363,28 @@ def test_polygons_as_geoparquet(tmp_path, fake_model):
   for entry in record["classes"]:
     if entry["pixels"]:
       assert by_class[entry["name"]] == pytest.approx(entry["area"], rel=0.005)
+
+
+def test_paletted_and_corrupt_geotiffs(tmp_path, fake_model):
+  """A paletted GeoTIFF is read as its colours; a truncated one fails at decode with a reason, the rest completes."""
+  indices = np.zeros((80, 120), np.uint8)
+  indices[:, 60:] = 1
+  colours = {0: (200, 30, 30, 255), 1: (30, 30, 200, 255)}  # left red, right blue
+  path = tmp_path / "in" / "paletted.tif"
+  path.parent.mkdir()
+  profile = dict(driver="GTiff", width=120, height=80, count=1, dtype="uint8", photometric="palette")
+  with rasterio.open(path, "w", crs=UTM_33N, transform=north_up(*UTM_ORIGIN, 2.0, 2.0), **profile) as dataset:
+    dataset.write_colormap(1, colours)
+    dataset.write(indices, 1)
+  whole = (tmp_path / "in" / "paletted.tif").read_bytes()
+  (tmp_path / "in" / "truncated.tif").write_bytes(whole[: len(whole) // 2])
+  output = tmp_path / "out"
+  _run([str(tmp_path / "in" / "*.tif")], output, fake_model)
+  summary, records, failures = read_outputs(str(output))
+  check_accounting(summary, records, failures, expected_read=2)
+  assert [(f["key"], f["stage"]) for f in failures] == [("truncated.tif", "decode")]
+  assert "corrupt or truncated" in failures[0]["message"]
+  with rasterio.open(output / MASKS_DIR / "paletted.tif.tif") as mask:
+    ids = mask.read(1)
+  assert np.all(ids[:, :56] == 1) and np.all(ids[:, 64:] == 3), "red left, blue right"
+  assert records["paletted.tif"]["classes"][1]["area"] == pytest.approx(np.count_nonzero(ids == 1) * 4.0)

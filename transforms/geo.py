@@ -134,6 +134,8 @@ def read_georeferenced(data: bytes, check_size) -> Optional[GeoImage]:
         check_size(dataset.width, dataset.height)
         pixels = np.moveaxis(dataset.read(), 0, -1)
         bands = tuple(interp.name for interp in dataset.colorinterp)
+        if bands == ("palette",):  # a paletted scene: its colours, as Pillow gives a palette PNG
+          pixels, bands = _apply_colour_table(pixels[:, :, 0], dataset.colormap(1)), ("red", "green", "blue")
         crs = dataset.crs
         georef = Georef(
           crs=crs.to_wkt() if crs else None,
@@ -143,6 +145,14 @@ def read_georeferenced(data: bytes, check_size) -> Optional[GeoImage]:
     except (RasterioIOError, rasterio.errors.RasterioError):
       return None
   return GeoImage(pixels=np.ascontiguousarray(pixels), bands=bands, georef=georef)
+
+
+def _apply_colour_table(indices: np.ndarray, colour_table: dict) -> np.ndarray:
+  """[H, W] palette indices of a paletted GeoTIFF as [H, W, 3] RGB (entries the table lacks are black)."""
+  lookup = np.zeros((max(256, int(indices.max()) + 1), 3), np.uint8)
+  for index, colour in colour_table.items():
+    lookup[int(index)] = colour[:3]
+  return lookup[indices]
 
 
 @functools.lru_cache(maxsize=64)
