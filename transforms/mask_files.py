@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from transforms.records import MASKS_DIR
+from transforms.tiff import is_tiff
 
 MASK_FORMATS = ("auto", "png", "geotiff")
 PNG, GEOTIFF = "png", "geotiff"
@@ -128,7 +129,7 @@ def decode_mask(data: bytes, with_pixels: bool = True):
   A GeoTIFF mask is read with rasterio (it was written with it); without the
   geo extra, a ValueError says how to install it.
   """
-  if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+  if is_tiff(data):
     return _decode_geotiff(data, with_pixels)
   with Image.open(io.BytesIO(data)) as image:
     record = image.info.get(STATS_CHUNK)

@@ -123,19 +123,10 @@ def trace_regions(
   return TracedRegions(regions, ids, areas, unit)
 
 
-def polygon_collection(
-  key: str,
-  class_ids: np.ndarray,
-  classes,
-  georef: Optional[geo.Georef],
-  settings: PolygonSettings,
-  flag_pixel_size: Optional[float] = None,
-  pixel_unit: str = "m",
-) -> dict:
-  """The GeoJSON FeatureCollection of one mask (JSON-ready dict)."""
+def polygon_collection(key: str, traced: TracedRegions, classes, georef: Optional[geo.Georef]) -> dict:
+  """The regions as a GeoJSON FeatureCollection (JSON-ready dict), its CRS named as the module says."""
   from shapely.geometry import mapping
 
-  traced = trace_regions(class_ids, georef, settings, flag_pixel_size, pixel_unit)
   names = _class_names(classes)
   features = [
     {
@@ -201,13 +192,14 @@ def encode_image_polygons(
   flag_pixel_size: Optional[float] = None,
   pixel_unit: str = "m",
 ):
-  """(file bytes, number of polygons) of one mask in ``settings.format``."""
+  """(file bytes, number of polygons) of one mask in ``settings.format``; the regions are traced once."""
+  traced = trace_regions(class_ids, georef, settings, flag_pixel_size, pixel_unit)
   if settings.format == GEOPARQUET:
     import pyarrow.parquet as pq
 
-    traced = trace_regions(class_ids, georef, settings, flag_pixel_size, pixel_unit)
     buffer = io.BytesIO()
     pq.write_table(geoparquet_table(key, traced, classes, georef), buffer, compression="zstd")
-    return buffer.getvalue(), len(traced.regions)
-  collection = polygon_collection(key, class_ids, classes, georef, settings, flag_pixel_size, pixel_unit)
-  return json.dumps(collection, separators=(",", ":")).encode("utf-8"), len(collection["features"])
+    data = buffer.getvalue()
+  else:
+    data = json.dumps(polygon_collection(key, traced, classes, georef), separators=(",", ":")).encode("utf-8")
+  return data, len(traced.regions)

@@ -30,18 +30,18 @@ def resolve_areas(mask: ImageMask, flag_pixel_size: Optional[float], pixel_unit:
   an explicit --pixel_size wins over the image's own geotransform or GeoTIFF
   scale tag (areas in ``pixel_unit``²); without either there are no areas.
   """
-  georef = getattr(mask, "georef", None)
-  counts = [float(count) for count in mask.class_pixels]
+  georef = mask.georef
   if georef is not None and georef.crs is not None:
     areas, method = geo.class_areas(georef, mask.class_ids, mask.class_pixels)
     return [float(area) for area in areas], georef.pixel_size, "geotiff", "m^2", method
   if flag_pixel_size:
-    size = (float(flag_pixel_size), float(flag_pixel_size))
-    return [count * size[0] * size[1] for count in counts], size, "flag", f"{pixel_unit}^2", geo.AREA_PIXEL_SIZE
-  if mask.pixel_size:
-    size = (float(mask.pixel_size[0]), float(mask.pixel_size[1]))
-    return [count * size[0] * size[1] for count in counts], size, "geotiff", f"{pixel_unit}^2", geo.AREA_TRANSFORM
-  return None, None, None, None, None
+    size, source, method = (float(flag_pixel_size), float(flag_pixel_size)), "flag", geo.AREA_PIXEL_SIZE
+  elif mask.pixel_size:
+    size, source, method = (float(mask.pixel_size[0]), float(mask.pixel_size[1])), "geotiff", geo.AREA_TRANSFORM
+  else:
+    return None, None, None, None, None
+  pixel_area = size[0] * size[1]
+  return [int(count) * pixel_area for count in mask.class_pixels], size, source, f"{pixel_unit}^2", method
 
 
 def image_record(
@@ -59,7 +59,6 @@ def image_record(
   """
   total = mask.width * mask.height
   areas, pixel_size, source, area_unit, area_method = resolve_areas(mask, flag_pixel_size, pixel_unit)
-  georef = getattr(mask, "georef", None)
   per_class = []
   for entry in classes:
     count = int(mask.class_pixels[entry["id"]])
@@ -86,7 +85,7 @@ def image_record(
     "pixel_size_source": source,
     "area_unit": area_unit,
     "area_method": area_method,
-    "crs": georef.crs_label if georef is not None else None,
+    "crs": mask.georef.crs_label if mask.georef is not None else None,
     "mean_confidence": mean_confidence,
     "model": {"name": model.get("name"), "version": model.get("version")},
     "classes": per_class,

@@ -23,6 +23,7 @@ from transforms.display import display_stretch, to_display
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.image_decoder import decode_image
 from transforms.mask_files import decode_mask
+from transforms.tiff import is_tiff
 from transforms.tfrecord import example_bytes_feature, iter_tfrecords
 
 OVERLAY_ALPHA = 0.5
@@ -59,7 +60,7 @@ def data_uri(image, fmt):
 def load_mask(path, table, size):
   """The mask downscaled (nearest: no invented classes), then coloured with the class palette."""
   data = load.read_bytes(path, "uncompressed")
-  if path.endswith(".tif"):  # a GeoTIFF mask (transforms.mask_files)
+  if is_tiff(data):  # a GeoTIFF mask (transforms.mask_files)
     small = Image.fromarray(decode_mask(data)[0])
   else:
     with Image.open(io.BytesIO(data)) as mask:
