@@ -33,6 +33,7 @@ _AS_PARSED = (
   "pixel_unit",
   "overlays",
   "max_image_pixels",
+  "windowed_read_mb",
   "mixed_precision",
   "skip_existing",
   "png_compress_level",
@@ -276,6 +277,7 @@ def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
   _check_number("tile_size", opts.tile_size, 16, 16384)
   _check_number("tile_overlap", opts.tile_overlap, 0, opts.tile_size // 2)
   _check_number("max_image_pixels", opts.max_image_pixels, 1)
+  _check_number("windowed_read_mb", opts.windowed_read_mb, 0)
   whole_image_pixels = 4 * opts.tile_size**2 if opts.whole_image_pixels is None else opts.whole_image_pixels
   _check_number("whole_image_pixels", whole_image_pixels, 0, 64 * opts.tile_size**2)
   _check_number("png_compress_level", opts.png_compress_level, 0, 9)

@@ -100,6 +100,7 @@ class SegmentImages(beam.PTransform):
         prefetch_pixels=2 * config.batch_size * config.tile_size**2,
         spec=config.input_spec,
         ood_range=config.ood_rule.range,
+        windowed_bytes=config.windowed_read_mb << 20,
       )
     )
     tile_results = images | "TileAndInfer" >> TileAndSegment(

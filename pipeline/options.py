@@ -181,6 +181,16 @@ class SegmentationOptions(PipelineOptions):
       "before decoding: guards against decompression bombs and worker memory).",
     )
     parser.add_argument(
+      "--windowed_read_mb",
+      type=int,
+      default=256,
+      metavar="MB",
+      help="GeoTIFF files (8- or 16-bit samples, with the geo extra) whose pixels would take more than "
+      "this many MB decoded are read window by window as they are tiled, local or gs://, instead of "
+      "whole, so a worker holds tiles and the mask rather than the scene (default 256; 0 reads "
+      "every image whole).",
+    )
+    parser.add_argument(
       "--mixed_precision",
       action="store_true",
       default=False,
@@ -237,6 +247,7 @@ class RunConfig:
   pixel_unit: str = "m"
   overlays: bool = False
   max_image_pixels: int = 150_000_000
+  windowed_read_mb: int = 256
   mixed_precision: bool = False
   skip_existing: bool = False
   png_compress_level: int = 6
@@ -284,6 +295,7 @@ class RunConfig:
       "pixel_unit": self.pixel_unit,
       "overlays": self.overlays,
       "max_image_pixels": self.max_image_pixels,
+      "windowed_read_mb": self.windowed_read_mb,
       "mixed_precision": self.mixed_precision,
       "skip_existing": self.skip_existing,
       "png_compress_level": self.png_compress_level,

@@ -22,6 +22,19 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 GREY, GREY_ALPHA, RGB, RGBA, BANDS = "grey", "grey + alpha", "RGB", "RGBA", "bands"
 
 
+# A GeoTIFF's band colour interpretations (rasterio names) as the band kinds above.
+_COLOUR_KINDS = {
+  ("gray", "alpha"): GREY_ALPHA,
+  ("red", "green", "blue"): RGB,
+  ("red", "green", "blue", "alpha"): RGBA,
+}
+
+
+def kind_of_colours(colours: Tuple[str, ...]) -> str:
+  """The band kind of a raster whose bands' colour interpretations (rasterio names) are ``colours``."""
+  return _COLOUR_KINDS.get(tuple(colours), GREY if len(colours) == 1 else BANDS)
+
+
 class DecodeError(ValueError):
   """An input that is not a usable image; the message is shown to people."""
 

@@ -9,6 +9,7 @@ ref itself.
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Optional
 
 import apache_beam as beam
@@ -19,13 +20,15 @@ from PIL import Image
 from transforms import accounting
 from transforms.bands import DecodeError
 from transforms.display import display_stretch
-from transforms.image_decoder import decode_located
+from transforms.geo_windows import open_windowed
+from transforms.image_decoder import check_size, decode_located
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.lookahead import LookaheadDoFn
 from transforms.ood import image_features
 from transforms.records import FAILED, STAGE_DECODE, STAGE_READ, DecodedImage, ImageHeader, failure_from_exception
 
 _LOG = logging.getLogger(__name__)
+WINDOWED_SUFFIXES = (".tif", ".tiff")
 
 
 def read_bytes(uri: str) -> bytes:
@@ -58,8 +61,47 @@ def read_range(path: str, offset: int, length: int) -> bytes:
   return data
 
 
+def _header(ref, pixels, pixel_size, georef, settings: "DecodeSettings") -> ImageHeader:
+  return ImageHeader(
+    uri=ref.uri,
+    key=ref.key,
+    height=pixels.shape[0],
+    width=pixels.shape[1],
+    pixel_size=pixel_size,
+    display=display_stretch(pixels),
+    ood=image_features(pixels, *settings.ood_range),
+    georef=georef,
+  )
+
+
+def _windowed(ref, settings: "DecodeSettings"):
+  """(DecodedImage, None, 0) when the ref is a GeoTIFF file to read by windows, (None, Failure, 0) when it is
+  refused, else None (read it whole)."""
+  if not settings.windowed_bytes or ref.data is not None or ref.offset is not None:
+    return None
+  if not ref.uri.lower().endswith(WINDOWED_SUFFIXES):
+    return None
+  try:
+    opened = open_windowed(
+      ref.uri, settings.spec, partial(check_size, max_pixels=settings.max_image_pixels), settings.windowed_bytes
+    )
+    if opened is None:
+      return None
+    pixels, georef = opened
+    header = _header(ref, pixels, georef.pixel_size, georef, settings)
+  except DecodeError as exc:
+    return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc), 0
+  except Exception as exc:
+    _LOG.warning("Unexpected windowed read error for %s: %r", ref.uri, exc)
+    return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, f"cannot read GeoTIFF: {exc}"), 0
+  return DecodedImage(header=header, pixels=pixels), None, 0
+
+
 def _decode_ref(ref, settings: "DecodeSettings"):
   """(DecodedImage, None, bytes read) or (None, Failure, bytes read) for one ref; never raises (pool thread)."""
+  windowed = _windowed(ref, settings)
+  if windowed is not None:
+    return windowed
   try:
     if ref.data is not None:
       data = ref.data
@@ -85,23 +127,7 @@ def _decode_ref(ref, settings: "DecodeSettings"):
   except Exception as exc:
     _LOG.warning("Unexpected decode error for %s: %r", ref.uri, exc)
     return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, f"cannot decode image: {exc}"), size
-  return (
-    DecodedImage(
-      header=ImageHeader(
-        uri=ref.uri,
-        key=ref.key,
-        height=pixels.shape[0],
-        width=pixels.shape[1],
-        pixel_size=pixel_size,
-        display=display_stretch(pixels),
-        ood=image_features(pixels, *settings.ood_range),
-        georef=georef,
-      ),
-      pixels=pixels,
-    ),
-    None,
-    size,
-  )
+  return DecodedImage(header=_header(ref, pixels, pixel_size, georef, settings), pixels=pixels), None, size
 
 
 @dataclass(frozen=True)
@@ -111,7 +137,9 @@ class DecodeSettings:
   ``prefetch`` images (at most ``prefetch_pixels`` decoded pixels) are
   decoded ahead, 0 decodes inline; ``ood_range`` is the training split's
   per-band (p01, p99) for the image's out-of-distribution features
-  (``transforms.ood``), or (None, None).
+  (``transforms.ood``), or (None, None). GeoTIFF files whose model input
+  would take more than ``windowed_bytes`` are read by windows as they are
+  tiled (``transforms.geo_windows``); 0 reads every image whole.
   """
 
   max_image_pixels: int
@@ -119,6 +147,7 @@ class DecodeSettings:
   prefetch_pixels: Optional[int] = None
   spec: InputSpec = DEFAULT_SPEC
   ood_range: tuple = (None, None)
+  windowed_bytes: int = 0
 
 
 class DecodeImagesFn(LookaheadDoFn):

@@ -128,23 +128,34 @@ def read_georeferenced(data: bytes, check_size) -> Optional[GeoImage]:
     warnings.simplefilter("ignore", NotGeoreferencedWarning)
     try:
       with MemoryFile(data) as memory, memory.open() as dataset:
-        transform = tuple(float(v) for v in tuple(dataset.transform)[:6])
-        if dataset.crs is None and transform == _IDENTITY:
+        georef = georef_of(dataset)
+        if georef is None:
           return None
         check_size(dataset.width, dataset.height)
-        pixels = np.moveaxis(dataset.read(), 0, -1)
-        bands = tuple(interp.name for interp in dataset.colorinterp)
-        if bands == ("palette",):  # a paletted scene: its colours, as Pillow gives a palette PNG
-          pixels, bands = _apply_colour_table(pixels[:, :, 0], dataset.colormap(1)), ("red", "green", "blue")
-        crs = dataset.crs
-        georef = Georef(
-          crs=crs.to_wkt() if crs else None,
-          transform=transform,
-          epsg=crs.to_epsg() if crs else None,
-        )
+        pixels, bands = band_colours(dataset, np.moveaxis(dataset.read(), 0, -1))
     except (RasterioIOError, rasterio.errors.RasterioError):
       return None
   return GeoImage(pixels=np.ascontiguousarray(pixels), bands=bands, georef=georef)
+
+
+def georef_of(dataset) -> Optional[Georef]:
+  """A rasterio dataset's CRS and geotransform, or None when it has neither (a plain TIFF)."""
+  transform = tuple(float(v) for v in tuple(dataset.transform)[:6])
+  crs = dataset.crs
+  if crs is None and transform == _IDENTITY:
+    return None
+  return Georef(crs=crs.to_wkt() if crs else None, transform=transform, epsg=crs.to_epsg() if crs else None)
+
+
+def band_colours(dataset, pixels: np.ndarray):
+  """(pixels, band colour names) of [H, W, K] read from ``dataset``: a paletted scene becomes its colours.
+
+  As Pillow gives a palette PNG; a window of the scene maps the same way, pixel by pixel.
+  """
+  bands = tuple(interp.name for interp in dataset.colorinterp)
+  if bands == ("palette",):
+    return _apply_colour_table(pixels[:, :, 0], dataset.colormap(1)), ("red", "green", "blue")
+  return pixels, bands
 
 
 def _apply_colour_table(indices: np.ndarray, colour_table: dict) -> np.ndarray:

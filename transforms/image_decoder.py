@@ -22,7 +22,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms import geo
 from transforms.bands import (
-  BANDS,
   GREY,
   GREY_ALPHA,
   RGB,
@@ -31,6 +30,7 @@ from transforms.bands import (
   DecodeError,
   NativeImage,
   conform,
+  kind_of_colours,
   to_rgb,
 )
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
@@ -98,7 +98,7 @@ def _open(data: bytes) -> Image.Image:
     raise DecodeError(f"image header is corrupt or truncated: {exc}") from None
 
 
-def _check_size(width: int, height: int, max_pixels: int):
+def check_size(width: int, height: int, max_pixels: int):
   if width < 1 or height < 1:
     raise DecodeError(f"image has no pixels ({width}x{height})")
   if width * height > max_pixels:
@@ -135,13 +135,13 @@ def decode_image(data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC):
   try:
     image = _open(data)
   except DecodeError:
-    native = tiff_native(data, partial(_check_size, max_pixels=max_pixels)) if is_tiff(data) else None
+    native = tiff_native(data, partial(check_size, max_pixels=max_pixels)) if is_tiff(data) else None
     if native is None:
       raise
     return conform(native, spec), native.pixel_size
   with image:
     width, height = image.size
-    _check_size(width, height, max_pixels)
+    check_size(width, height, max_pixels)
     pixel_size = _pixel_scale(image)
     fast = _png_fast_path(image, data)
     if fast is not None:
@@ -149,7 +149,7 @@ def decode_image(data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC):
     try:
       _load_first_frame(image)
     except DecodeError:
-      native = tiff_native(data, partial(_check_size, max_pixels=max_pixels)) if is_tiff(data) else None
+      native = tiff_native(data, partial(check_size, max_pixels=max_pixels)) if is_tiff(data) else None
       if native is None:
         raise
       return conform(native, spec), native.pixel_size
@@ -164,14 +164,6 @@ def decode_image(data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC):
   return pixels, pixel_size
 
 
-# A GeoTIFF's band colour interpretations (rasterio names) as the band kinds above.
-_GEO_BAND_KINDS = {
-  ("gray", "alpha"): GREY_ALPHA,
-  ("red", "green", "blue"): RGB,
-  ("red", "green", "blue", "alpha"): RGBA,
-}
-
-
 def decode_located(data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC):
   """(pixels, pixel size or None, ``geo.Georef`` or None); raises DecodeError.
 
@@ -182,9 +174,9 @@ def decode_located(data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC)
   says where each pixel lies.
   """
   if data and is_tiff(data) and geo.looks_georeferenced(data):
-    image = geo.read_georeferenced(data, partial(_check_size, max_pixels=max_pixels))
+    image = geo.read_georeferenced(data, partial(check_size, max_pixels=max_pixels))
     if image is not None:
-      kind = _GEO_BAND_KINDS.get(image.bands, GREY if len(image.bands) == 1 else BANDS)
+      kind = kind_of_colours(image.bands)
       native = NativeImage(pixels=image.pixels, kind=kind, pixel_size=image.georef.pixel_size)
       return conform(native, spec), native.pixel_size, image.georef
   pixels, pixel_size = decode_image(data, max_pixels, spec)
@@ -216,13 +208,13 @@ def decode_native(data: bytes, max_pixels: int) -> NativeImage:
   if not data:
     raise DecodeError("file is empty (0 bytes)")
   if is_tiff(data):
-    native = tiff_native(data, partial(_check_size, max_pixels=max_pixels))
+    native = tiff_native(data, partial(check_size, max_pixels=max_pixels))
     if native is not None:
       return native
   image = _open(data)
   with image:
     width, height = image.size
-    _check_size(width, height, max_pixels)
+    check_size(width, height, max_pixels)
     pixel_size = _pixel_scale(image)
     wide = _sixteen_bit_png(image, data)
     # Pillow reads a PNG's orientation by loading it: for a 16-bit one only when it has an eXIf chunk.

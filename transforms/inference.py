@@ -25,7 +25,7 @@ from model.tiling import plan_tiles
 from transforms import progress
 from transforms.display import to_display
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
-from transforms.records import DecodedImage, Tile, TileResult
+from transforms.records import STAGE_DECODE, DecodedImage, Tile, TileResult
 from transforms.staging import local_copy
 
 _LOG = logging.getLogger(__name__)
@@ -204,6 +204,7 @@ class TileImagesFn(beam.DoFn):
     specs = plan_tiles(image.header.height, image.header.width, self._tile_size, self._overlap, self._whole_pixels)
     self._tiles.inc(len(specs))
     for spec in specs:
+      pixels, error = _tile_pixels(image, spec)
       yield Tile(
         header=image.header,
         index=spec.index,
@@ -214,8 +215,26 @@ class TileImagesFn(beam.DoFn):
         own_bottom=spec.own_bottom,
         own_left=spec.own_left,
         own_right=spec.own_right,
-        pixels=image.pixels[spec.top : spec.top + spec.height, spec.left : spec.left + spec.width],
+        pixels=pixels,
+        error=error,
       )
+
+
+def _tile_pixels(image: DecodedImage, spec):
+  """(pixels, None): a view of a decoded image, or a window read from a GeoTIFF (``transforms.geo_windows``).
+
+  A window that cannot be read (a truncated file, a lost connection) gives
+  (empty, (type, message, "decode")): the tile still travels, so its image is
+  stitched from all its tiles and fails with that reason, and the rest of the run goes on.
+  """
+  try:
+    return image.pixels[spec.top : spec.top + spec.height, spec.left : spec.left + spec.width], None
+  except Exception as exc:
+    Metrics.counter("deconvseg", "tiles_unreadable").inc()
+    message = " ".join(str(exc).split())[:300] or type(exc).__name__
+    where = f"rows {spec.top}-{spec.top + spec.height}, columns {spec.left}-{spec.left + spec.width}"
+    empty = np.zeros((0, 0, image.pixels.shape[2]), image.pixels.dtype)
+    return empty, (type(exc).__name__, f"cannot read tile {spec.index} ({where}): {message}", STAGE_DECODE)
 
 
 def blend_overlay(pixels: np.ndarray, class_ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -277,7 +296,10 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
     results = [None] * len(batch)
     by_shape = defaultdict(list)
     for position, tile in enumerate(batch):
-      by_shape[tile.pixels.shape].append(position)
+      if tile.error:
+        results[position] = _result(tile, *_EMPTY, error=tile.error)
+      else:
+        by_shape[tile.pixels.shape].append(position)
     for positions in self._calls(by_shape):
       try:
         self._segment_group(batch, positions, model, results)
@@ -332,10 +354,13 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
   @staticmethod
   def _failed(tile: Tile, exc: Exception) -> TileResult:
     Metrics.counter("deconvseg", "tiles_failed").inc()
-    empty = np.zeros((0,), dtype=np.int64)
     message = " ".join(str(exc).split())[:300] or type(exc).__name__
     error = (type(exc).__name__, f"inference failed for tile {tile.index}: {message}")
-    return _result(tile, np.zeros((0, 0), dtype=np.uint8), empty, empty.astype(np.float64), error=error)
+    return _result(tile, *_EMPTY, error=error)
+
+
+# The arrays of a tile result that carries an error: class ids, per-class pixels and confidence sums.
+_EMPTY = (np.zeros((0, 0), dtype=np.uint8), np.zeros((0,), dtype=np.int64), np.zeros((0,), dtype=np.float64))
 
 
 def _result(tile: Tile, class_ids, class_pixels, class_confidence, overlay=None, error=None) -> TileResult:

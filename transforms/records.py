@@ -128,6 +128,9 @@ class Tile(NamedTuple):
   own_left: int
   own_right: int
   pixels: np.ndarray
+  # (error type, message, stage) when the tile's pixels could not be read (a windowed GeoTIFF,
+  # ``transforms.geo_windows``): it skips the model and fails its image at that stage.
+  error: Optional[Tuple[str, str, str]] = None
 
 
 @_reads_header(*_IDENTITY)
@@ -138,7 +141,8 @@ class TileResult(NamedTuple):
   ``transforms.stitch.pack`` before the shuffle); confidence is reduced on
   the worker to per-class sums so no float map leaves inference.
   ``error`` is set (and the arrays are empty) when this tile could not be
-  segmented even on its own.
+  segmented even on its own, or read: (error type, message[, stage]),
+  stage "inference" unless given.
   """
 
   header: ImageHeader
@@ -150,7 +154,7 @@ class TileResult(NamedTuple):
   class_pixels: np.ndarray
   class_confidence: np.ndarray
   overlay: Optional[np.ndarray] = None
-  error: Optional[Tuple[str, str]] = None
+  error: Optional[Tuple[str, ...]] = None
 
 
 @_reads_header(*_IDENTITY, "height", "width")

@@ -32,8 +32,8 @@ def unpack(packed) -> np.ndarray:
   return np.frombuffer(zlib.decompress(data), dtype=np.dtype(dtype)).reshape(shape)
 
 
-def _failure(result, error_type, message):
-  return Failure(result.uri, result.key, STAGE_INFERENCE, error_type, message)
+def _failure(result, error_type, message, stage=STAGE_INFERENCE):
+  return Failure(result.uri, result.key, stage, error_type, message)
 
 
 class RouteTileResultsFn(beam.DoFn):
@@ -71,7 +71,10 @@ class AssembleMaskFn(beam.DoFn):
     errors = [r.error for r in results if r.error]
     if errors:
       yield beam.pvalue.TaggedOutput(
-        FAILED, _failure(first, errors[0][0], f"{len(errors)} of {first.count} tiles failed; first: {errors[0][1]}")
+        FAILED,
+        _failure(
+          first, errors[0][0], f"{len(errors)} of {first.count} tiles failed; first: {errors[0][1]}", *errors[0][2:]
+        ),
       )
       return
     if [r.index for r in results] != list(range(first.count)):

@@ -1,0 +1,194 @@
+"""Large GeoTIFF inputs read window by window, as their tiles are segmented, instead of whole.
+
+A scene of tens of thousands of pixels a side, often several 16-bit bands, is
+gigabytes once decoded; read whole, it has to fit in a worker's memory next to
+its encoded bytes. GDAL reads any rectangle of a GeoTIFF (a tiled or
+Cloud-Optimized one a block at a time), so such an image can travel through
+the pipeline as a ``WindowedRaster``: an array-like that reads, on slicing,
+just the window asked for, through rasterio, from the local file or over
+Beam's FileSystems (``gs://`` included, as ranged reads), and applies the same
+band and depth rules (``transforms.bands.conform``) as a whole read. Tiling
+slices it (``transforms.inference.TileImagesFn``), so at any time a worker
+holds a batch of tiles and the uint8 mask, not the scene.
+
+Only images whose rules are pixel by pixel are windowed: samples of 8 or 16
+bits (wider integers and floats are scaled by the whole image's range) and
+paletted scenes. The per-image numbers taken at decode time (the display
+stretch, the out-of-distribution features) read the image once, in strips, on
+the same strided sample as a whole read, so they are the same numbers.
+"""
+
+import threading
+import warnings
+from typing import Optional, Tuple
+
+import numpy as np
+
+from transforms import geo
+from transforms.bands import DecodeError, NativeImage, conform, kind_of_colours
+from transforms.input_spec import InputSpec
+
+# Sample types whose band and depth rules need no whole-image statistics.
+WINDOWED_DTYPES = ("uint8", "uint16")
+# Bytes of native pixels read at once by a strided (subsampled) read of the whole image.
+STRIP_BYTES = 64 << 20
+# GCS read-ahead of a windowed read: a few COG blocks, not Beam's default 16 MiB per seek.
+GCS_READ_BUFFER = 1 << 20
+_GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}  # no sidecar (.ovr, .aux.xml) probes per open
+
+
+def _open_file(path: str, mode: str = "rb"):
+  """A seekable binary file for GDAL: local files directly, ``gs://`` through Beam's GcsIO (ranged reads)."""
+  if path.startswith("gs://"):
+    from apache_beam.io.gcp import gcsio
+
+    return gcsio.GcsIO().open(path, "rb", read_buffer_size=GCS_READ_BUFFER)
+  from apache_beam.io.filesystems import FileSystems
+
+  return FileSystems.open(path, compression_type="uncompressed")
+
+
+def _open_dataset(uri: str):
+  import rasterio
+  from rasterio.errors import NotGeoreferencedWarning
+
+  with rasterio.Env(**_GDAL_ENV), warnings.catch_warnings():
+    warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a plain TIFF: read whole, as before
+    if uri.startswith("gs://"):
+      return rasterio.open(uri, opener=_open_file)
+    return rasterio.open(uri)
+
+
+def _bounds(index: slice, size: int) -> Tuple[int, int, int]:
+  if not isinstance(index, slice):
+    raise TypeError("a WindowedRaster is sliced with slices only")
+  start, stop, step = index.indices(size)
+  if step < 1:
+    raise TypeError("a WindowedRaster is read with positive steps only")
+  return start, max(start, stop), step
+
+
+class WindowedRaster:
+  """[H, W, spec.channels] pixels of spec.dtype, read from a GeoTIFF on slicing; pickles as its URI.
+
+  ``image[top:bottom, left:right]`` reads that window; ``np.asarray(image)``
+  reads all of it. The open dataset is kept per process (a lock makes it safe
+  to slice from the decode look-ahead thread and the bundle thread).
+  """
+
+  ndim = 3
+
+  def __init__(self, uri: str, height: int, width: int, spec: InputSpec):
+    self.uri = uri
+    self.height, self.width = int(height), int(width)
+    self.spec = spec
+    self._dataset = None
+    self._lock = threading.Lock()
+
+  def __getstate__(self):
+    return {key: value for key, value in self.__dict__.items() if key not in ("_dataset", "_lock")}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state, _dataset=None, _lock=threading.Lock())
+
+  def __del__(self):
+    self.close()
+
+  def close(self):
+    dataset, self._dataset = getattr(self, "_dataset", None), None
+    if dataset is not None:
+      dataset.close()
+
+  @property
+  def shape(self) -> Tuple[int, int, int]:
+    return (self.height, self.width, self.spec.channels)
+
+  @property
+  def dtype(self) -> np.dtype:
+    return self.spec.numpy_dtype
+
+  @property
+  def nbytes(self) -> int:
+    return self.height * self.width * self.spec.channels * self.dtype.itemsize
+
+  def __len__(self) -> int:
+    return self.height
+
+  def __array__(self, dtype=None, copy=None):
+    pixels = self[:, :]
+    return pixels if dtype is None else pixels.astype(dtype)
+
+  def __getitem__(self, key):
+    key = key if isinstance(key, tuple) else (key,)
+    rows, cols, rest = (tuple(key) + (slice(None), slice(None)))[:2] + (key[2:],)
+    native = self._read(_bounds(rows, self.height), _bounds(cols, self.width))
+    pixels = conform(native, self.spec)
+    return pixels[(slice(None), slice(None)) + rest] if rest else pixels
+
+  def _read(self, rows: Tuple[int, int, int], cols: Tuple[int, int, int]) -> NativeImage:
+    """The native pixels of rows x cols (start, stop, step): one window, or strips of it when strided."""
+    from rasterio.windows import Window
+
+    (top, bottom, row_step), (left, right, col_step) = rows, cols
+    with self._lock:
+      if self._dataset is None:
+        self._dataset = _open_dataset(self.uri)
+      dataset = self._dataset
+      bands = dataset.count
+      itemsize = np.dtype(dataset.dtypes[0]).itemsize
+      strip = max(row_step, STRIP_BYTES // max(1, (right - left) * bands * itemsize) // row_step * row_step)
+      parts = []
+      for start in range(top, bottom, strip):
+        stop = min(bottom, start + strip)
+        window = _read_window(dataset, Window(left, start, right - left, stop - start))
+        parts.append(np.moveaxis(window, 0, -1)[::row_step, ::col_step])
+    if not parts:
+      parts = [np.zeros((0, len(range(left, right, col_step)), bands), dataset.dtypes[0])]
+    pixels = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+    pixels, colours = geo.band_colours(dataset, pixels)
+    return NativeImage(pixels=pixels, kind=kind_of_colours(colours))
+
+
+def _read_window(dataset, window) -> np.ndarray:
+  """[K, h, w] of one window; GDAL's reason when the file's data cannot be decoded (as a whole read words it)."""
+  from rasterio.errors import RasterioError
+
+  try:
+    return dataset.read(window=window)
+  except RasterioError as exc:
+    cause = exc.__cause__ or exc
+    rows = f"rows {window.row_off}-{window.row_off + window.height}"
+    raise DecodeError(f"image data is corrupt or truncated ({rows}): {' '.join(str(cause).split())[:200]}") from None
+
+
+def open_windowed(
+  uri: str, spec: InputSpec, check_size, min_bytes: int
+) -> Optional[Tuple[WindowedRaster, "geo.Georef"]]:
+  """(WindowedRaster, Georef) for a GeoTIFF worth reading by windows, else None (read it whole).
+
+  Worth it: georeferenced, all bands of 8 or 16 bits, and more than
+  ``min_bytes`` once conformed to ``spec``. ``check_size(width, height)``
+  runs on the header (``--max_image_pixels``), and the band rule on one
+  pixel, so a refused image fails at decode, as a whole read would.
+  A file GDAL cannot open is left to the whole read, which words its error.
+  """
+  if not min_bytes or not geo.available():
+    return None
+  import rasterio
+  from rasterio.errors import RasterioError
+
+  try:
+    dataset = _open_dataset(uri)
+  except (RasterioError, OSError, ValueError):
+    return None
+  with dataset:
+    georef = geo.georef_of(dataset)
+    size = dataset.width * dataset.height * spec.channels * spec.numpy_dtype.itemsize
+    dtypes = set(dataset.dtypes)
+    if georef is None or size <= min_bytes or len(dtypes) != 1 or dtypes - set(WINDOWED_DTYPES):
+      return None
+    check_size(dataset.width, dataset.height)
+    corner = np.moveaxis(_read_window(dataset, rasterio.windows.Window(0, 0, 1, 1)), 0, -1)
+    pixels, colours = geo.band_colours(dataset, corner)
+    conform(NativeImage(pixels=pixels, kind=kind_of_colours(colours)), spec)
+    return WindowedRaster(uri, dataset.height, dataset.width, spec), georef
