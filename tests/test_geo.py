@@ -287,6 +287,7 @@ def test_geotiff_in_and_out_of_cloud_storage(gcs_emulator, gcs_bucket, tmp_path,
     (["--polygon_format", "geoparquet"], "--polygon_format only applies to polygons: add --polygons"),
     (["--polygons", "--min_polygon_area", "-1"], "--min_polygon_area=-1.0 must be a number >= 0"),
     (["--mask_format", "jpeg"], "invalid choice: 'jpeg'"),
+    (["--windowed_read_mb", "-1"], "--windowed_read_mb=-1 is out of range: it must be at least 0."),
   ],
 )
 def test_bad_geo_flags_stop_the_run_before_work(tmp_path, fake_model, flags, message, capsys):

@@ -31,9 +31,12 @@ from transforms.input_spec import InputSpec
 # Sample types whose band and depth rules need no whole-image statistics.
 WINDOWED_DTYPES = ("uint8", "uint16")
 # Bytes of native pixels read at once by a strided (subsampled) read of the whole image.
-STRIP_BYTES = 64 << 20
+STRIP_BYTES = 16 << 20
 # GCS read-ahead of a windowed read: a few COG blocks, not Beam's default 16 MiB per seek.
 GCS_READ_BUFFER = 1 << 20
+# GDAL's block cache while windows are read (its default, 5% of RAM, would keep every decoded block of
+# the scene: the whole image again); enough for a row of tiles' blocks of most scenes.
+WINDOW_CACHE_BYTES = 64 << 20
 _GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}  # no sidecar (.ovr, .aux.xml) probes per open
 
 
@@ -91,9 +94,6 @@ class WindowedRaster:
   def __setstate__(self, state):
     self.__dict__.update(state, _dataset=None, _lock=threading.Lock())
 
-  def __del__(self):
-    self.close()
-
   def close(self):
     dataset, self._dataset = getattr(self, "_dataset", None), None
     if dataset is not None:
@@ -139,9 +139,8 @@ class WindowedRaster:
       strip = max(row_step, STRIP_BYTES // max(1, (right - left) * bands * itemsize) // row_step * row_step)
       parts = []
       for start in range(top, bottom, strip):
-        stop = min(bottom, start + strip)
-        window = _read_window(dataset, Window(left, start, right - left, stop - start))
-        parts.append(np.moveaxis(window, 0, -1)[::row_step, ::col_step])
+        window = Window(left, start, right - left, min(bottom, start + strip) - start)
+        parts.append(_read_strided(dataset, window, row_step, col_step))
     if not parts:
       parts = [np.zeros((0, len(range(left, right, col_step)), bands), dataset.dtypes[0])]
     pixels = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
@@ -151,14 +150,22 @@ class WindowedRaster:
 
 def _read_window(dataset, window) -> np.ndarray:
   """[K, h, w] of one window; GDAL's reason when the file's data cannot be decoded (as a whole read words it)."""
+  import rasterio
   from rasterio.errors import RasterioError
 
   try:
-    return dataset.read(window=window)
+    with rasterio.Env(GDAL_CACHEMAX=WINDOW_CACHE_BYTES):
+      return dataset.read(window=window)
   except RasterioError as exc:
     cause = exc.__cause__ or exc
     rows = f"rows {window.row_off}-{window.row_off + window.height}"
     raise DecodeError(f"image data is corrupt or truncated ({rows}): {' '.join(str(cause).split())[:200]}") from None
+
+
+def _read_strided(dataset, window, row_step: int, col_step: int) -> np.ndarray:
+  """[h, w, K] of every row_step-th row and col_step-th column of a window (a copy: a view would keep the strip)."""
+  part = np.moveaxis(_read_window(dataset, window), 0, -1)
+  return part if row_step == col_step == 1 else part[::row_step, ::col_step].copy()
 
 
 def open_windowed(
