@@ -88,7 +88,10 @@ def _windowed(ref, settings: "DecodeSettings"):
     if opened is None:
       return None
     pixels, georef = opened
-    header = _header(ref, pixels, georef.pixel_size, georef, settings)
+    try:
+      header = _header(ref, pixels, georef.pixel_size, georef, settings)
+    finally:
+      pixels.close()  # on the thread that opened it (GDAL's Python file handles are per thread); tiling reopens
   except DecodeError as exc:
     return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc), 0
   except Exception as exc:

@@ -24,6 +24,7 @@ from apache_beam.utils import shared
 from model.tiling import plan_tiles
 from transforms import progress
 from transforms.display import to_display
+from transforms.geo_windows import WindowedRaster
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.records import STAGE_DECODE, DecodedImage, Tile, TileResult
 from transforms.staging import local_copy
@@ -218,6 +219,8 @@ class TileImagesFn(beam.DoFn):
         pixels=pixels,
         error=error,
       )
+    if isinstance(image.pixels, WindowedRaster):
+      image.pixels.close()  # every window is read: close the file on the thread that opened it
 
 
 def _tile_pixels(image: DecodedImage, spec):
