@@ -39,29 +39,41 @@ def write_scene(path: str, size: int):
         dataset.write(np.moveaxis(image[: window.height, : window.width], -1, 0), window=window)
 
 
-def _run(scene: str, output: str, windowed_mb: int) -> dict:
+def _run(scene: str, output: str, windowed_mb: int, size: int, model: str = None) -> dict:
   command = [sys.executable, "-m", "pipeline.run", "--input", scene, "--output", output]
-  watched = run_watched(command + [f"--windowed_read_mb={windowed_mb}"], env=child_env())
+  command += [f"--windowed_read_mb={windowed_mb}", f"--max_image_pixels={size * size}"]
+  command += ["--model", model] if model else []
+  watched = run_watched(command, env=child_env())
   if watched["returncode"] != 0:
     raise RuntimeError(watched["stderr_tail"])
+  with open(os.path.join(output, "summary.json")) as handle:
+    counts = json.load(handle)["counts"]
+  if counts["segmented"] != 1:
+    raise RuntimeError(f"the scene was not segmented: {counts}; see {output}/failures")
   return {"wall_s": round(watched["wall_s"], 1), "peak_rss_mb": round(peak_rss_mb(watched))}
 
 
-def measure(size: int, workdir: str) -> dict:
-  os.makedirs(os.path.join(workdir, "in"))
-  scene = os.path.join(workdir, "in", "scene.tif")
-  write_scene(scene, size)
+def measure(size: int, workdir: str, scene: str = None, model: str = None) -> dict:
+  """Both runs on ``scene`` (written at ``size`` when None) with ``model`` (the bundled one when None)."""
+  if scene is None:
+    os.makedirs(os.path.join(workdir, "in"))
+    scene = os.path.join(workdir, "in", "scene.tif")
+    write_scene(scene, size)
+  with rasterio.open(scene) as dataset:
+    size = max(dataset.height, dataset.width)
+    decoded_mb = dataset.height * dataset.width * dataset.count / 2**20
   runs, masks = {}, {}
   for name, windowed_mb in (("whole", 0), ("windowed", 1)):
     output = os.path.join(workdir, name)
-    runs[name] = _run(scene, output, windowed_mb)
-    with rasterio.open(os.path.join(output, "masks", "scene.tif.tif")) as mask:
+    runs[name] = _run(scene, output, windowed_mb, size, model)
+    mask_name = os.path.basename(scene) + ".tif"
+    with rasterio.open(os.path.join(output, "masks", mask_name)) as mask:
       masks[name] = mask.read(1)
-  decoded_mb = size * size * 3 / 2**20
   return {
     "size": size,
     "decoded_mb": round(decoded_mb),
     "file_mb": round(os.path.getsize(scene) / 2**20),
+    "scene": scene,
     "runs": runs,
     "same_mask": bool(np.array_equal(masks["whole"], masks["windowed"])),
   }
@@ -70,9 +82,11 @@ def measure(size: int, workdir: str) -> dict:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--size", type=int, default=8192)
+  parser.add_argument("--scene", help="an existing GeoTIFF to use instead of writing one (16384^2 takes minutes)")
+  parser.add_argument("--model", help="model directory (default: the bundled model)")
   args = parser.parse_args(argv)
   with tempfile.TemporaryDirectory() as workdir:
-    print(json.dumps(measure(args.size, workdir), indent=2))
+    print(json.dumps(measure(args.size, workdir, args.scene, args.model), indent=2))
 
 
 if __name__ == "__main__":

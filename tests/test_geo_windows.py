@@ -187,3 +187,13 @@ def test_a_window_unreadable_at_tiling_fails_its_image_at_decode(tmp_path, fake_
   assert (failed.key, failed.stage) == ("scene.tif", STAGE_DECODE)
   assert f"{len(unreadable)} of {len(tiles)} tiles failed; first: cannot read tile" in failed.message
   assert "corrupt or truncated" in failed.message
+
+
+def test_windowed_bench_runs(tmp_path):
+  """``python -m bench.windowed`` (docs/GEO.md) at a small size: both runs finish with the same mask."""
+  from bench.windowed import measure
+
+  result = measure(640, str(tmp_path))
+  assert result["same_mask"]
+  assert set(result["runs"]) == {"whole", "windowed"}
+  assert all(run["peak_rss_mb"] > 0 for run in result["runs"].values())

@@ -74,9 +74,11 @@ def _bounds(index: slice, size: int) -> Tuple[int, int, int]:
 class WindowedRaster:
   """[H, W, spec.channels] pixels of spec.dtype, read from a GeoTIFF on slicing; pickles as its URI.
 
-  ``image[top:bottom, left:right]`` reads that window; ``np.asarray(image)``
-  reads all of it. The open dataset is kept per process (a lock makes it safe
-  to slice from the decode look-ahead thread and the bundle thread).
+  ``image[top:bottom, left:right]`` reads that window (steps read strips and
+  keep every step-th row); ``np.asarray(image)`` reads all of it. The dataset
+  is opened on the first read and kept until ``close``, which its users call
+  on the thread that read (a ``gs://`` file's handle belongs to that thread);
+  a lock serialises reads from several threads.
   """
 
   ndim = 3
@@ -141,10 +143,10 @@ class WindowedRaster:
       for start in range(top, bottom, strip):
         window = Window(left, start, right - left, min(bottom, start + strip) - start)
         parts.append(_read_strided(dataset, window, row_step, col_step))
-    if not parts:
-      parts = [np.zeros((0, len(range(left, right, col_step)), bands), dataset.dtypes[0])]
-    pixels = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-    pixels, colours = geo.band_colours(dataset, pixels)
+      if not parts:
+        parts = [np.zeros((0, len(range(left, right, col_step)), bands), dataset.dtypes[0])]
+      pixels = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+      pixels, colours = geo.band_colours(dataset, pixels)
     return NativeImage(pixels=pixels, kind=kind_of_colours(colours))
 
 
@@ -199,3 +201,36 @@ def open_windowed(
     pixels, colours = geo.band_colours(dataset, corner)
     conform(NativeImage(pixels=pixels, kind=kind_of_colours(colours)), spec)
     return WindowedRaster(uri, dataset.height, dataset.width, spec), georef
+
+
+def overview(uri: str, spec: InputSpec, longest: int) -> Optional[np.ndarray]:
+  """[h, w, spec.channels] of a GeoTIFF decimated so its long side is at most ``longest``; None when not windowable.
+
+  For thumbnails (the report's gallery): GDAL reads the scene block by block
+  (or its overviews, when it has them) into the small array, so a scene of
+  any size costs about the thumbnail, where a whole decode costs the scene a
+  few times over. Nearest-neighbour sampling, then the same band and depth rules.
+  """
+  if not geo.available():
+    return None
+  import rasterio
+  from rasterio.enums import Resampling
+  from rasterio.errors import RasterioError
+
+  try:
+    dataset = _open_dataset(uri)
+  except (RasterioError, OSError, ValueError):
+    return None
+  with dataset:
+    dtypes = set(dataset.dtypes)
+    if geo.georef_of(dataset) is None or len(dtypes) != 1 or dtypes - set(WINDOWED_DTYPES):
+      return None
+    scale = max(1, -(-max(dataset.height, dataset.width) // max(1, longest)))
+    shape = (dataset.count, -(-dataset.height // scale), -(-dataset.width // scale))
+    try:
+      with rasterio.Env(GDAL_CACHEMAX=WINDOW_CACHE_BYTES):
+        native = dataset.read(out_shape=shape, resampling=Resampling.nearest)
+    except RasterioError as exc:
+      raise DecodeError(f"image data is corrupt or truncated: {' '.join(str(exc.__cause__ or exc).split())[:200]}")
+    pixels, colours = geo.band_colours(dataset, np.moveaxis(native, 0, -1))
+  return conform(NativeImage(pixels=pixels, kind=kind_of_colours(colours)), spec)

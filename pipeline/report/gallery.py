@@ -19,7 +19,9 @@ from PIL import Image, ImageOps
 
 from pipeline.report import load
 from transforms.bands import to_rgb
+from transforms.decode import WINDOWED_SUFFIXES
 from transforms.display import display_stretch, to_display
+from transforms.geo_windows import overview
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.image_decoder import decode_image
 from transforms.mask_files import decode_mask
@@ -105,11 +107,19 @@ def input_spec(run, card):
 def load_source(uri, size, image_feature, spec=DEFAULT_SPEC):
   """The input as the pipeline saw it (EXIF orientation applied, same mode rule), downscaled.
 
+  A GeoTIFF of 8- or 16-bit samples is read decimated through rasterio, so a
+  large scene costs about its thumbnail rather than its whole decode.
+
   Other inputs than RGB uint8 are decoded exactly as the pipeline decodes
   them for the model and drawn with the overlays' display rule
   (``transforms.display``: grey replicated, first three bands, 16-bit
   stretched by the image's own percentiles).
   """
+  small = overview(uri, spec, size) if uri.lower().endswith(WINDOWED_SUFFIXES) else None
+  if small is not None:  # a GeoTIFF: read decimated, never whole (transforms.geo_windows)
+    image = Image.fromarray(to_display(small, display_stretch(small)), "RGB")
+    image.thumbnail((size, size), Image.BILINEAR)
+    return image
   data = _source_bytes(uri, image_feature)
   if spec != DEFAULT_SPEC:
     pixels, _ = decode_image(data, sys.maxsize, spec)
