@@ -197,3 +197,21 @@ def test_windowed_bench_runs(tmp_path):
   assert result["same_mask"]
   assert set(result["runs"]) == {"whole", "windowed"}
   assert all(run["peak_rss_mb"] > 0 for run in result["runs"].values())
+
+
+def test_report_thumbnail_of_a_geotiff_is_read_decimated(tmp_path, monkeypatch):
+  """The gallery never decodes a GeoTIFF whole: it reads a decimated overview of the right size and colours."""
+  from pipeline.report import gallery
+
+  pixels = scene(1500, 2000, seed=8)
+  path = write_geotiff(tmp_path / "s.tif", pixels)
+  small = geo_windows.overview(str(path), InputSpec(), 256)
+  assert small.shape == (188, 250, 3) and small.dtype == np.uint8
+  np.testing.assert_allclose(small.reshape(-1, 3).mean(axis=0), pixels.reshape(-1, 3).mean(axis=0), atol=4)
+
+  def whole_read(*_):
+    raise AssertionError("the source's bytes were read whole")
+
+  monkeypatch.setattr(gallery, "_source_bytes", whole_read)
+  thumbnail = gallery.load_source(str(path), 256, "image/encoded")
+  assert thumbnail.size == (250, 188) and thumbnail.mode == "RGB"
