@@ -14,8 +14,7 @@ import rasterio
 
 from fake_model import build_fake_model
 from model.tiling import plan_tiles
-from pipeline.run import run
-from pipeline_helpers import check_accounting, read_outputs, scene
+from pipeline_helpers import check_accounting, read_outputs, run_pipeline, scene
 from transforms import decode, geo_windows
 from transforms.decode import DecodeSettings
 from transforms.geo import north_up
@@ -65,13 +64,6 @@ def windowed_reads(monkeypatch):
   return calls
 
 
-def _run(inputs, output, model, *extra):
-  return run(
-    ["--input", *inputs, "--output", str(output), "--model", model, "--runner=FnApiRunner", *extra],
-    save_main_session=False,
-  )
-
-
 def _mask(output, key):
   with rasterio.open(output / MASKS_DIR / f"{key}.tif") as mask:
     return mask.read(1), mask.crs, mask.transform
@@ -91,9 +83,9 @@ def test_windowed_run_gives_the_whole_runs_outputs(tmp_path, fake_model, windowe
     model, pixels = build_fake_model(str(tmp_path / "model4"), channels=4, dtype="uint16"), multiband(900, 1300, 3)
   write_geotiff(tmp_path / "in" / "big.tif", pixels)
   flags = ["--tile_size", "256", "--tile_overlap", "32", "--overlays"]
-  _run([str(tmp_path / "in" / "*.tif")], tmp_path / "whole", model, *flags, "--windowed_read_mb", "0")
+  run_pipeline(str(tmp_path / "in" / "*.tif"), tmp_path / "whole", model, *flags, "--windowed_read_mb", "0")
   assert not windowed_reads
-  _run([str(tmp_path / "in" / "*.tif")], tmp_path / "windowed", model, *flags, "--windowed_read_mb", "1")
+  run_pipeline(str(tmp_path / "in" / "*.tif"), tmp_path / "windowed", model, *flags, "--windowed_read_mb", "1")
   tile_windows = [call for call in windowed_reads if call[1][2] == 1]
   assert len(tile_windows) >= 20, "tiles were read as windows"
 
@@ -138,9 +130,9 @@ def test_windowed_geotiff_from_cloud_storage(gcs_emulator, gcs_bucket, tmp_path,
   bucket = gcs_emulator.client().bucket(gcs_bucket)
   bucket.blob("in/g.tif").upload_from_filename(str(path))
   flags = ["--tile_size", "256", "--windowed_read_mb", "1"]
-  _run([f"gs://{gcs_bucket}/in/*.tif"], f"gs://{gcs_bucket}/out", fake_model, *flags)
+  run_pipeline(f"gs://{gcs_bucket}/in/*.tif", f"gs://{gcs_bucket}/out", fake_model, *flags)
   assert {call[0] for call in windowed_reads} == {f"gs://{gcs_bucket}/in/g.tif"}
-  _run([str(path)], tmp_path / "local_out", fake_model, *flags[:2], "--windowed_read_mb", "0")
+  run_pipeline(str(path), tmp_path / "local_out", fake_model, *flags[:2], "--windowed_read_mb", "0")
   with rasterio.io.MemoryFile(bucket.blob("out/masks/g.tif.tif").download_as_bytes()) as memory:
     with memory.open() as mask:
       np.testing.assert_array_equal(mask.read(1), _mask(tmp_path / "local_out", "g.tif")[0])
@@ -154,7 +146,9 @@ def test_refused_and_truncated_windowed_geotiffs_fail_alone(tmp_path, fake_model
   (tmp_path / "in" / "cut.tif").write_bytes(whole[: len(whole) // 2])
   write_geotiff(tmp_path / "in" / "huge.tif", np.zeros((1200, 1000, 3), np.uint8))
   output = tmp_path / "out"
-  _run([str(tmp_path / "in" / "*.tif")], output, fake_model, "--windowed_read_mb", "1", "--max_image_pixels", "1000000")
+  run_pipeline(
+    str(tmp_path / "in" / "*.tif"), output, fake_model, "--windowed_read_mb", "1", "--max_image_pixels", "1000000"
+  )
   summary, records, failures = read_outputs(str(output))
   check_accounting(summary, records, failures, expected_read=3)
   assert set(records) == {"ok.tif"}

@@ -150,24 +150,48 @@ class WindowedRaster:
     return NativeImage(pixels=pixels, kind=kind_of_colours(colours))
 
 
-def _read_window(dataset, window) -> np.ndarray:
-  """[K, h, w] of one window; GDAL's reason when the file's data cannot be decoded (as a whole read words it)."""
+def _read_window(dataset, window=None, **read_kwargs) -> np.ndarray:
+  """[K, h, w] of one window (or, with ``out_shape``, the whole scene decimated), GDAL's block cache bounded.
+
+  Data GDAL cannot decode fails as a whole read words it: a DecodeError with GDAL's reason.
+  """
   import rasterio
   from rasterio.errors import RasterioError
 
   try:
     with rasterio.Env(GDAL_CACHEMAX=WINDOW_CACHE_BYTES):
-      return dataset.read(window=window)
+      return dataset.read(window=window, **read_kwargs)
   except RasterioError as exc:
-    cause = exc.__cause__ or exc
-    rows = f"rows {window.row_off}-{window.row_off + window.height}"
-    raise DecodeError(f"image data is corrupt or truncated ({rows}): {' '.join(str(cause).split())[:200]}") from None
+    cause = " ".join(str(exc.__cause__ or exc).split())[:200]
+    rows = f" (rows {window.row_off}-{window.row_off + window.height})" if window is not None else ""
+    raise DecodeError(f"image data is corrupt or truncated{rows}: {cause}") from None
 
 
 def _read_strided(dataset, window, row_step: int, col_step: int) -> np.ndarray:
   """[h, w, K] of every row_step-th row and col_step-th column of a window (a copy: a view would keep the strip)."""
   part = np.moveaxis(_read_window(dataset, window), 0, -1)
   return part if row_step == col_step == 1 else part[::row_step, ::col_step].copy()
+
+
+def _open_windowable(uri: str):
+  """(open dataset, Georef) of a georeferenced GeoTIFF whose bands all have 8 or 16 bits, else None (nothing open).
+
+  A file GDAL cannot open is left to the whole read, which words its error.
+  """
+  if not geo.available():
+    return None
+  from rasterio.errors import RasterioError
+
+  try:
+    dataset = _open_dataset(uri)
+  except (RasterioError, OSError, ValueError):
+    return None
+  georef = geo.georef_of(dataset)
+  dtypes = set(dataset.dtypes)
+  if georef is None or len(dtypes) != 1 or dtypes - set(WINDOWED_DTYPES):
+    dataset.close()
+    return None
+  return dataset, georef
 
 
 def open_windowed(
@@ -179,25 +203,18 @@ def open_windowed(
   ``min_bytes`` once conformed to ``spec``. ``check_size(width, height)``
   runs on the header (``--max_image_pixels``), and the band rule on one
   pixel, so a refused image fails at decode, as a whole read would.
-  A file GDAL cannot open is left to the whole read, which words its error.
   """
-  if not min_bytes or not geo.available():
+  opened = _open_windowable(uri) if min_bytes else None
+  if opened is None:
     return None
-  import rasterio
-  from rasterio.errors import RasterioError
+  from rasterio.windows import Window
 
-  try:
-    dataset = _open_dataset(uri)
-  except (RasterioError, OSError, ValueError):
-    return None
+  dataset, georef = opened
   with dataset:
-    georef = geo.georef_of(dataset)
-    size = dataset.width * dataset.height * spec.channels * spec.numpy_dtype.itemsize
-    dtypes = set(dataset.dtypes)
-    if georef is None or size <= min_bytes or len(dtypes) != 1 or dtypes - set(WINDOWED_DTYPES):
+    if dataset.width * dataset.height * spec.channels * spec.numpy_dtype.itemsize <= min_bytes:
       return None
     check_size(dataset.width, dataset.height)
-    corner = np.moveaxis(_read_window(dataset, rasterio.windows.Window(0, 0, 1, 1)), 0, -1)
+    corner = np.moveaxis(_read_window(dataset, Window(0, 0, 1, 1)), 0, -1)
     pixels, colours = geo.band_colours(dataset, corner)
     conform(NativeImage(pixels=pixels, kind=kind_of_colours(colours)), spec)
     return WindowedRaster(uri, dataset.height, dataset.width, spec), georef
@@ -211,26 +228,15 @@ def overview(uri: str, spec: InputSpec, longest: int) -> Optional[np.ndarray]:
   any size costs about the thumbnail, where a whole decode costs the scene a
   few times over. Nearest-neighbour sampling, then the same band and depth rules.
   """
-  if not geo.available():
+  opened = _open_windowable(uri)
+  if opened is None:
     return None
-  import rasterio
   from rasterio.enums import Resampling
-  from rasterio.errors import RasterioError
 
-  try:
-    dataset = _open_dataset(uri)
-  except (RasterioError, OSError, ValueError):
-    return None
+  dataset, _ = opened
   with dataset:
-    dtypes = set(dataset.dtypes)
-    if geo.georef_of(dataset) is None or len(dtypes) != 1 or dtypes - set(WINDOWED_DTYPES):
-      return None
     scale = max(1, -(-max(dataset.height, dataset.width) // max(1, longest)))
     shape = (dataset.count, -(-dataset.height // scale), -(-dataset.width // scale))
-    try:
-      with rasterio.Env(GDAL_CACHEMAX=WINDOW_CACHE_BYTES):
-        native = dataset.read(out_shape=shape, resampling=Resampling.nearest)
-    except RasterioError as exc:
-      raise DecodeError(f"image data is corrupt or truncated: {' '.join(str(exc.__cause__ or exc).split())[:200]}")
+    native = _read_window(dataset, out_shape=shape, resampling=Resampling.nearest)
     pixels, colours = geo.band_colours(dataset, np.moveaxis(native, 0, -1))
   return conform(NativeImage(pixels=pixels, kind=kind_of_colours(colours)), spec)
