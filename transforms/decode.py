@@ -20,7 +20,7 @@ from PIL import Image
 from transforms import accounting
 from transforms.bands import DecodeError
 from transforms.display import display_stretch
-from transforms.geo_windows import open_windowed
+from transforms.geo_windows import WINDOWED_SUFFIXES, open_windowed
 from transforms.image_decoder import check_size, decode_located
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.lookahead import LookaheadDoFn
@@ -28,7 +28,6 @@ from transforms.ood import image_features
 from transforms.records import FAILED, STAGE_DECODE, STAGE_READ, DecodedImage, ImageHeader, failure_from_exception
 
 _LOG = logging.getLogger(__name__)
-WINDOWED_SUFFIXES = (".tif", ".tiff")
 
 
 def read_bytes(uri: str) -> bytes:

@@ -28,6 +28,8 @@ from transforms import geo
 from transforms.bands import DecodeError, NativeImage, conform, kind_of_colours
 from transforms.input_spec import InputSpec
 
+# File names worth opening to see whether they are windowable GeoTIFFs.
+WINDOWED_SUFFIXES = (".tif", ".tiff")
 # Sample types whose band and depth rules need no whole-image statistics.
 WINDOWED_DTYPES = ("uint8", "uint16")
 # Bytes of native pixels read at once by a strided (subsampled) read of the whole image.

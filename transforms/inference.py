@@ -13,7 +13,7 @@ model call, let alone crosses a process boundary.
 
 import logging
 from collections import defaultdict
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -26,7 +26,7 @@ from transforms import progress
 from transforms.display import to_display
 from transforms.geo_windows import WindowedRaster
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
-from transforms.records import STAGE_DECODE, DecodedImage, Tile, TileResult
+from transforms.records import STAGE_DECODE, STAGE_INFERENCE, DecodedImage, Tile, TileResult
 from transforms.staging import local_copy
 
 _LOG = logging.getLogger(__name__)
@@ -234,10 +234,15 @@ def _tile_pixels(image: DecodedImage, spec):
     return image.pixels[spec.top : spec.top + spec.height, spec.left : spec.left + spec.width], None
   except Exception as exc:
     Metrics.counter("deconvseg", "tiles_unreadable").inc()
-    message = " ".join(str(exc).split())[:300] or type(exc).__name__
     where = f"rows {spec.top}-{spec.top + spec.height}, columns {spec.left}-{spec.left + spec.width}"
     empty = np.zeros((0, 0, image.pixels.shape[2]), image.pixels.dtype)
-    return empty, (type(exc).__name__, f"cannot read tile {spec.index} ({where}): {message}", STAGE_DECODE)
+    return empty, tile_error(exc, f"cannot read tile {spec.index} ({where})", STAGE_DECODE)
+
+
+def tile_error(exc: Exception, what: str, stage: str) -> Tuple[str, str, str]:
+  """A tile's ``error``: (exception type, "<what>: <its message on one line>", the stage its image fails at)."""
+  message = " ".join(str(exc).split())[:300] or type(exc).__name__
+  return type(exc).__name__, f"{what}: {message}", stage
 
 
 def blend_overlay(pixels: np.ndarray, class_ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -357,9 +362,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
   @staticmethod
   def _failed(tile: Tile, exc: Exception) -> TileResult:
     Metrics.counter("deconvseg", "tiles_failed").inc()
-    message = " ".join(str(exc).split())[:300] or type(exc).__name__
-    error = (type(exc).__name__, f"inference failed for tile {tile.index}: {message}")
-    return _result(tile, *_EMPTY, error=error)
+    return _result(tile, *_EMPTY, error=tile_error(exc, f"inference failed for tile {tile.index}", STAGE_INFERENCE))
 
 
 # The arrays of a tile result that carries an error: class ids, per-class pixels and confidence sums.

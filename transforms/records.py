@@ -141,8 +141,7 @@ class TileResult(NamedTuple):
   ``transforms.stitch.pack`` before the shuffle); confidence is reduced on
   the worker to per-class sums so no float map leaves inference.
   ``error`` is set (and the arrays are empty) when this tile could not be
-  segmented even on its own, or read: (error type, message[, stage]),
-  stage "inference" unless given.
+  segmented even on its own, or read: (error type, message, stage).
   """
 
   header: ImageHeader
@@ -154,7 +153,7 @@ class TileResult(NamedTuple):
   class_pixels: np.ndarray
   class_confidence: np.ndarray
   overlay: Optional[np.ndarray] = None
-  error: Optional[Tuple[str, ...]] = None
+  error: Optional[Tuple[str, str, str]] = None
 
 
 @_reads_header(*_IDENTITY, "height", "width")

@@ -32,7 +32,7 @@ def unpack(packed) -> np.ndarray:
   return np.frombuffer(zlib.decompress(data), dtype=np.dtype(dtype)).reshape(shape)
 
 
-def _failure(result, error_type, message, stage=STAGE_INFERENCE):
+def _failure(result, error_type, message, stage):
   return Failure(result.uri, result.key, stage, error_type, message)
 
 
@@ -73,13 +73,14 @@ class AssembleMaskFn(beam.DoFn):
       yield beam.pvalue.TaggedOutput(
         FAILED,
         _failure(
-          first, errors[0][0], f"{len(errors)} of {first.count} tiles failed; first: {errors[0][1]}", *errors[0][2:]
+          first, errors[0][0], f"{len(errors)} of {first.count} tiles failed; first: {errors[0][1]}", errors[0][2]
         ),
       )
       return
     if [r.index for r in results] != list(range(first.count)):
       yield beam.pvalue.TaggedOutput(
-        FAILED, _failure(first, "IncompleteTiles", f"got tiles {[r.index for r in results]} of {first.count}")
+        FAILED,
+        _failure(first, "IncompleteTiles", f"got tiles {[r.index for r in results]} of {first.count}", STAGE_INFERENCE),
       )
       return
     height, width = first.header.height, first.header.width

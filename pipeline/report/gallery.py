@@ -19,9 +19,8 @@ from PIL import Image, ImageOps
 
 from pipeline.report import load
 from transforms.bands import to_rgb
-from transforms.decode import WINDOWED_SUFFIXES
 from transforms.display import display_stretch, to_display
-from transforms.geo_windows import overview
+from transforms.geo_windows import WINDOWED_SUFFIXES, overview
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.image_decoder import decode_image
 from transforms.mask_files import decode_mask
