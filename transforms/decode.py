@@ -26,6 +26,7 @@ from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.lookahead import LookaheadDoFn
 from transforms.ood import image_features
 from transforms.records import FAILED, STAGE_DECODE, STAGE_READ, DecodedImage, ImageHeader, failure_from_exception
+from transforms.staging import open_for_reading
 
 _LOG = logging.getLogger(__name__)
 
@@ -35,23 +36,13 @@ def read_bytes(uri: str) -> bytes:
     return handle.read()
 
 
-_GCS = []
-
-
 def read_range(path: str, offset: int, length: int) -> bytes:
   """``length`` bytes at ``offset`` of a file (a TFRecord record's image, ``ImageRef.offset``).
 
   On Cloud Storage the reader's buffer is the range itself: Beam's default
   16 MiB read-ahead would download up to 16 MiB for every image.
   """
-  if path.startswith("gs://"):
-    if not _GCS:
-      from apache_beam.io.gcp import gcsio  # only gs:// shards need the Cloud Storage client
-
-      _GCS.append(gcsio.GcsIO())
-    handle = _GCS[0].open(path, "rb", read_buffer_size=max(1, length))
-  else:
-    handle = FileSystems.open(path, compression_type="uncompressed")
+  handle = open_for_reading(path, length)
   with handle:
     handle.seek(offset)
     data = handle.read(length)

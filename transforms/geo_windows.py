@@ -27,6 +27,7 @@ import numpy as np
 from transforms import geo
 from transforms.bands import DecodeError, NativeImage, conform, kind_of_colours
 from transforms.input_spec import InputSpec
+from transforms.staging import open_for_reading
 
 # File names worth opening to see whether they are windowable GeoTIFFs.
 WINDOWED_SUFFIXES = (".tif", ".tiff")
@@ -43,14 +44,8 @@ _GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}  # no sidecar (.ovr, .
 
 
 def _open_file(path: str, mode: str = "rb"):
-  """A seekable binary file for GDAL: local files directly, ``gs://`` through Beam's GcsIO (ranged reads)."""
-  if path.startswith("gs://"):
-    from apache_beam.io.gcp import gcsio
-
-    return gcsio.GcsIO().open(path, "rb", read_buffer_size=GCS_READ_BUFFER)
-  from apache_beam.io.filesystems import FileSystems
-
-  return FileSystems.open(path, compression_type="uncompressed")
+  """rasterio's opener for ``gs://`` datasets: a seekable file through Beam's GcsIO, fetching ranges."""
+  return open_for_reading(path, GCS_READ_BUFFER)
 
 
 def _open_dataset(uri: str):

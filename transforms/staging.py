@@ -1,4 +1,4 @@
-"""Local copies of remote directories (the exported model) through Beam's filesystems.
+"""Local copies of remote directories (the exported model), and ranged readers, through Beam's filesystems.
 
 TensorFlow reads ``gs://`` with its own C++ client, which ignores
 ``STORAGE_EMULATOR_HOST`` and always dials storage.googleapis.com, so a model
@@ -26,6 +26,25 @@ _LOCK = threading.Lock()
 
 def is_remote(path: str) -> bool:
   return bool(_SCHEME.match(path)) and not path.startswith("file://")
+
+
+_GCS = []
+
+
+def open_for_reading(path: str, read_ahead: int):
+  """A seekable binary reader of ``path``; on Cloud Storage with ``read_ahead`` bytes of read-ahead.
+
+  Beam's default buffer downloads 16 MiB at every seek, where a reader of one
+  range (a TFRecord record's image, a GeoTIFF window) needs only that range.
+  One GcsIO client per process serves every such reader.
+  """
+  if path.startswith("gs://"):
+    if not _GCS:
+      from apache_beam.io.gcp import gcsio  # only gs:// reads need the Cloud Storage client
+
+      _GCS.append(gcsio.GcsIO())
+    return _GCS[0].open(path, "rb", read_buffer_size=max(1, read_ahead))
+  return FileSystems.open(path, compression_type="uncompressed")
 
 
 def local_copy(directory: str, cache_root: str = None) -> str:
