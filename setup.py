@@ -18,12 +18,20 @@ REQUIRED = [
   "google-cloud-storage>=2.18",
   # The run report's HTML templates (pipeline/report/templates), autoescaped.
   "jinja2>=3.1",
+  # The CPU inference engine (model/engines): bf16 on AMX / AVX-512 BF16, int8 IRs, no TensorFlow import.
+  "openvino>=2026.4,<2026.5",
+  # 16-bit colour PNG inputs (Pillow reads them as 8 bits).
+  "pypng>=0.20220715",
 ]
 
 EXTRAS = {
   # Dataset generation uses scikit-image's bundled public-domain textures;
   # python -m model.ablation draws its figures with matplotlib.
   "train": ["scikit-image>=0.24", "matplotlib>=3.9"],
+  # python -m bench: ONNX Runtime as a measured alternative CPU engine (the SavedModel through tf2onnx).
+  "bench": ["onnxruntime>=1.32", "onnx>=1.23", "tf2onnx>=1.17"],
+  # python -m model.quantize: post-training int8 quantisation of the OpenVINO IR.
+  "quantize": ["nncf>=3.4,<3.5"],
   "test": [
     "pytest>=8",
     "pytest-timeout>=2.3",
@@ -37,6 +45,7 @@ EXTRAS = {
     # The test command's style and layering checks (run_tests.sh).
     "ruff>=0.17",
     "import-linter>=2.16",
+    "nncf>=3.4,<3.5",
   ],
   # GeoTIFF inputs with their CRS, GeoTIFF masks, areas in m^2, --polygons (transforms/geo.py).
   # About 48 MB of wheels (150 MB installed; rasterio bundles GDAL and PROJ), so optional.
@@ -63,6 +72,7 @@ setuptools.setup(
     "model.default",
     "model.default.saved_model",
     "model.default.saved_model.variables",
+    "model.default.openvino",
   ],
   # The packages sit at the repository root: saying so lets an editable install use a plain .pth
   # entry, which setuptools installs without its "Editable installation" notice.
@@ -73,6 +83,7 @@ setuptools.setup(
     "model.default": ["card.json"],
     "model.default.saved_model": ["*.pb"],
     "model.default.saved_model.variables": ["variables.*"],
+    "model.default.openvino": ["model.xml", "model.bin"],
   },
   install_requires=REQUIRED,
   extras_require=EXTRAS,

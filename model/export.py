@@ -4,7 +4,8 @@
         --evaluate_data data/mosaic_test --evaluate_split test
 
 Writes OUT/saved_model/ (signatures `serving_default` and
-`serving_mixed_float16`, plus the `segment` tf.function) and OUT/card.json.
+`serving_mixed_float16`, plus the `segment` tf.function), OUT/openvino/ (the
+same graph as an OpenVINO IR, for the CPU engine) and OUT/card.json.
 Normalisation, padding to the stride, cropping, softmax and argmax all happen
 inside the graph, so the pipeline needs only TensorFlow to load and run it.
 """
@@ -21,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from model import classes as classes_module
+from model.export_openvino import add_ir, measure_agreement
 from model.fcn import NETWORK_STRIDE, NORMALIZATION, UPSAMPLING_DESCRIPTIONS
 from model.json_file import write_json_file
 
@@ -203,7 +205,7 @@ def export(checkpoint, out_dir, name="deconvseg-default", version="1.0.0", run_j
   if num_classes > 256:
     raise ValueError("class ids are exported as uint8: at most 256 classes")
   save_module(SegmentationModule(model, input_description(model, run)), out_dir)
-  card = build_card(model, run, name, version)
+  card = add_ir(out_dir, build_card(model, run, name, version), log=lambda line: print(line, file=sys.stderr))
   write_card(out_dir, card)
   return card
 
@@ -272,6 +274,8 @@ def main(argv=None):
     card["metrics"]["test"]["command"] = (
       f"python -m model.evaluate --model {args.out} --data {args.evaluate_data} --split {args.evaluate_split}"
     )
+    if "openvino" in card:
+      card["openvino"]["agreement"] = measure_agreement(args.out, card, args.evaluate_data, args.evaluate_split)
     write_card(args.out, card)
   print(json.dumps({"out": args.out, "parameters": card["architecture"]["parameters"], "metrics": card["metrics"]}))
 

@@ -39,6 +39,7 @@ from model.export import (
   signatures_block,
   write_card,
 )
+from model.export_openvino import add_ir
 from model.fcn import normalization_layer
 from model.layers import PAD_MODES
 from model.wrap_adapter import build_adapter, verify
@@ -214,7 +215,7 @@ def wrap(
   }
   if fixed_size is not None:
     card["input_size"] = list(fixed_size)
-  write_card(out_dir, card)
+  write_card(out_dir, add_ir(out_dir, card, log=log))
   return card
 
 

@@ -34,6 +34,9 @@ _AS_PARSED = (
   "overlays",
   "max_image_pixels",
   "windowed_read_mb",
+  "engine",
+  "precision",
+  "engine_threads",
   "mixed_precision",
   "skip_existing",
   "png_compress_level",
@@ -281,6 +284,7 @@ def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
   whole_image_pixels = 4 * opts.tile_size**2 if opts.whole_image_pixels is None else opts.whole_image_pixels
   _check_number("whole_image_pixels", whole_image_pixels, 0, 64 * opts.tile_size**2)
   _check_number("png_compress_level", opts.png_compress_level, 0, 9)
+  _check_number("engine_threads", opts.engine_threads, 0, 1024)
   fields.update((name, getattr(opts, name)) for name in _AS_PARSED)
   from pipeline.schedule import ScheduleOptions
 

@@ -38,7 +38,15 @@ def model_handler(config: RunConfig, handler_kwargs=None, model: SegmenterHandle
   """The inference handler; ``model`` is the start-up check's handle (``pipeline.model_check``), else a fresh one."""
   palette = [entry["color"] for entry in config.classes] if config.overlays else None
   return SegmentationModelHandler(
-    model or SegmenterHandle(config.model_dir, config.mixed_precision, config.input_spec),
+    model
+    or SegmenterHandle(
+      config.model_dir,
+      config.engine,
+      config.precision,
+      config.mixed_precision,
+      config.input_spec,
+      config.engine_threads,
+    ),
     num_classes=len(config.classes),
     max_batch_size=config.batch_size,
     palette=palette,
@@ -149,6 +157,7 @@ class SegmentImages(beam.PTransform):
     events = event_streams + truth_streams | "AllEvents" >> beam.Flatten()
     run_info = {
       "model": dict(config.model_info, card=config.card),
+      "engine": self._model.description if self._model is not None else None,
       "options": config.options_record(),
       "start_time": self._start_time,
     }

@@ -1,20 +1,26 @@
-"""The start-up check of --model: its card, its SavedModel, and one probe batch through it.
+"""The start-up check of --model: its card, its engine, and one probe batch through it.
 
 Separate from the flag checks in ``pipeline/checks.py`` because it loads
-TensorFlow and the model. ``pipeline/run.py`` calls ``check_model`` after
+the model on its engine (``model.engines``). ``pipeline/run.py`` calls ``check_model`` after
 the flags are valid and gets back the model's ``SegmenterHandle``
 (``transforms.inference``), which holds the loaded model for workers in the
 launcher's process, so a local run loads it once.
 """
 
 import json
+import logging
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.errors import OptionsError
-from transforms.inference import Segmenter, SegmenterHandle, saved_model_path
+from model import engines
+from model.engines import EngineError, cpu
+from transforms.inference import SegmenterHandle, saved_model_path
 from transforms.input_spec import InputSpec
+from transforms.staging import local_copy
+
+_LOG = logging.getLogger(__name__)
 
 
 def load_card(model_dir: str) -> dict:
@@ -52,26 +58,16 @@ def load_card(model_dir: str) -> dict:
 
 
 def _check_signature(segmenter, model_dir: str, spec: InputSpec):
-  """Refuses a model whose serving_default input disagrees with its card's dtype or channel count.
+  """Refuses a model whose input disagrees with its card's dtype or channel count.
 
-  Read from the concrete function's input signature, so the message names
-  the disagreement instead of a probe batch failing with a shape error.
+  Read from the engine's graph (the SavedModel's serving_default, or the
+  OpenVINO IR), so the message names the disagreement instead of a probe
+  batch failing with a shape error.
   """
-  from transforms.inference import DEFAULT_SIGNATURE
-
-  signature = segmenter.module.signatures.get(DEFAULT_SIGNATURE)
-  if signature is None:
-    raise OptionsError(
-      f"the model in {model_dir} has no '{DEFAULT_SIGNATURE}' signature; it does not follow docs/CONTRACTS.md."
-    )
-  args, kwargs = signature.structured_input_signature
-  tensor = kwargs.get("images") if kwargs else (args[0] if args else None)
-  if tensor is None:
-    raise OptionsError(
-      f"the model in {model_dir} has no 'images' input in '{DEFAULT_SIGNATURE}'; it does not follow docs/CONTRACTS.md."
-    )
-  dtype = tensor.dtype.name
-  channels = tensor.shape[-1] if tensor.shape.rank else None
+  try:
+    dtype, channels = segmenter.input_signature()
+  except ValueError as exc:
+    raise OptionsError(f"{model_dir}: {exc}") from None
   problems = []
   if dtype != spec.dtype:
     problems.append(f"dtype {dtype} (card.json input.dtype: {spec.dtype})")
@@ -84,18 +80,61 @@ def _check_signature(segmenter, model_dir: str, spec: InputSpec):
     )
 
 
-def check_model(model_dir: str, card: dict, mixed_precision: bool, hand_over: bool = False) -> SegmenterHandle:
-  """Loads the SavedModel once, checks it against its card and returns the handle the workers load it through.
+def _load(model_dir: str, spec: InputSpec, engine: str, precision: str, mixed_precision: bool, threads: int):
+  """(handle, choice, loaded segmenter) on the requested engine.
+
+  With ``--engine auto``, a model OpenVINO cannot convert or run falls back
+  to TensorFlow with one warning, as long as TensorFlow can load it; a
+  SavedModel neither engine can load is refused with TensorFlow's reason.
+  """
+  handle = SegmenterHandle(model_dir, engine, precision, mixed_precision, spec, threads)
+  local_dir = local_copy(model_dir)
+  try:
+    choice = handle.choose(local_dir)
+  except EngineError as exc:
+    raise OptionsError(str(exc)) from None
+  try:
+    return handle, choice, engines.load(local_dir, choice, spec, threads)
+  except Exception as exc:
+    reason = f"{type(exc).__name__}: {one_line(exc, 300)}"
+    if choice.engine == "tensorflow":
+      if isinstance(exc, ValueError):
+        raise OptionsError(str(exc)) from None
+      raise OptionsError(
+        f"cannot load the SavedModel in {model_dir}: {one_line(exc, 300)}. "
+        "Re-export the model or point --model at another one."
+      ) from None
+    if engine != "auto":
+      raise OptionsError(
+        f"cannot run the model in {model_dir} on OpenVINO ({reason}); re-export it, or use --engine tensorflow."
+      ) from None
+  fallback = _load(model_dir, spec, "tensorflow", "auto", mixed_precision, threads)
+  _LOG.warning("OpenVINO cannot run %s (%s); it runs on TensorFlow instead", model_dir, reason)
+  return fallback
+
+
+def check_model(
+  model_dir: str,
+  card: dict,
+  engine: str = "auto",
+  precision: str = "auto",
+  mixed_precision: bool = False,
+  threads: int = 0,
+  hand_over: bool = False,
+) -> SegmenterHandle:
+  """Loads the model once on its engine, checks it against its card and returns the handle the workers load it through.
 
   Runs a small probe batch of the card's input dtype and channels through the
   same entry point the workers use, so a model that cannot load, lacks a
   signature, takes another input than its card says, returns the wrong
   outputs or emits class ids the card does not list is refused before the
-  pipeline is built.
+  pipeline is built. An engine or precision this machine or model cannot
+  run is refused here too, with what to do instead.
 
   With ``hand_over`` (workers in this process) the handle holds the model
   loaded here, so the run does not load it again; else it is let go here and
-  each worker process loads its own.
+  each worker process loads its own. The handle's ``description`` says which
+  engine, precision and CPU the check ran on (summary.json records it).
   """
   if not FileSystems.exists(saved_model_path(model_dir) + "/saved_model.pb"):
     raise OptionsError(
@@ -103,25 +142,10 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool, hand_over: bo
       "directory (python -m model.export writes one)."
     )
   spec = InputSpec.from_card(card)
-  try:
-    segmenter = Segmenter(model_dir, mixed_precision, spec)
-  except OptionsError:
-    raise
-  except ValueError as exc:
-    raise OptionsError(str(exc)) from None
-  except Exception as exc:
-    raise OptionsError(
-      f"cannot load the SavedModel in {model_dir}: {' '.join(str(exc).split())[:300]}. "
-      "Re-export the model or point --model at another one."
-    ) from None
+  handle, choice, segmenter = _load(model_dir, spec, engine, precision, mixed_precision, threads)
   _check_signature(segmenter, model_dir, spec)
   num_classes = len(card["classes"])
-  declared = getattr(segmenter.module, "num_classes", None)
-  if declared is not None:
-    try:
-      declared = int(declared.numpy()) if hasattr(declared, "numpy") else int(declared)
-    except (TypeError, ValueError):
-      declared = None
+  declared = segmenter.declared_classes()
   if declared is not None and declared != num_classes:
     raise OptionsError(
       f"the model in {model_dir} has {declared} classes but its card.json lists "
@@ -134,11 +158,11 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool, hand_over: bo
     0, spec.max_value + 1, size=(2, size, size, spec.channels), dtype=spec.numpy_dtype
   )
   try:
-    class_ids, confidence = segmenter(probe)
+    class_ids, confidence = segmenter.predict(probe)
   except Exception as exc:
     raise OptionsError(
       f"the model in {model_dir} fails on a probe batch ({type(exc).__name__}: "
-      f"{' '.join(str(exc).split())[:200]}); it does not follow docs/CONTRACTS.md."
+      f"{one_line(exc, 200)}); it does not follow docs/CONTRACTS.md."
     ) from None
   if class_ids.shape != probe.shape[:3] or confidence.shape != probe.shape[:3]:
     raise OptionsError(
@@ -155,11 +179,30 @@ def check_model(model_dir: str, card: dict, mixed_precision: bool, hand_over: bo
       f"the model in {model_dir} produced class id {int(class_ids.max())} but its card.json "
       f"lists only {num_classes} classes; re-export the model so card and weights match."
     )
-  try:  # the workers' entry point too; this also traces it before the run starts
+  try:  # the workers' entry point too; this also traces or compiles it before the run starts
     segmenter.segment_with_stats(probe, np.array([[0, size, 0, size]] * len(probe), np.int32), num_classes)
   except Exception as exc:
     raise OptionsError(
       f"the model in {model_dir} fails when its per-class statistics are reduced "
-      f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})."
+      f"({type(exc).__name__}: {one_line(exc, 200)})."
     ) from None
-  return SegmenterHandle(model_dir, mixed_precision, spec, loaded=segmenter if hand_over else None)
+  checked = SegmenterHandle(
+    handle.model_dir,
+    handle.engine,
+    handle.precision,
+    mixed_precision,
+    spec,
+    threads,
+    loaded=segmenter if hand_over else None,
+  )
+  checked.description = dict(
+    segmenter.describe(),
+    requested={"engine": engine, "precision": precision},
+    reason=choice.reason,
+    cpu=cpu.probe().describe(),
+  )
+  return checked
+
+
+def one_line(exc: Exception, limit: int) -> str:
+  return " ".join(str(exc).split())[:limit]

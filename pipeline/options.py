@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from model.engines.choice import ENGINES, PRECISIONS
 from transforms.input_spec import InputSpec
 from transforms.mask_files import MASK_FORMATS
 from transforms.ood import OodRule
@@ -191,10 +192,34 @@ class SegmentationOptions(PipelineOptions):
       "every image whole).",
     )
     parser.add_argument(
+      "--engine",
+      choices=ENGINES,
+      default="auto",
+      help="Inference engine: auto (default) runs OpenVINO on CPUs (TensorFlow where a GPU is visible or "
+      "OpenVINO is not installed); tensorflow or openvino force one. The engine used is logged when the "
+      "run starts and recorded in summary.json.",
+    )
+    parser.add_argument(
+      "--precision",
+      choices=PRECISIONS,
+      default="auto",
+      help="OpenVINO arithmetic: auto (default) is bf16 where the CPU has AMX or AVX-512 BF16 and fp32 "
+      "elsewhere; int8 needs the model's int8 IR (python -m model.quantize). TensorFlow runs fp32.",
+    )
+    parser.add_argument(
+      "--engine_threads",
+      type=int,
+      default=0,
+      metavar="N",
+      help="Threads each worker process gives the OpenVINO engine. 0 (default): the machine's cores "
+      "divided among --direct_num_workers processes locally, 1 per process on Dataflow (one process per vCPU).",
+    )
+    parser.add_argument(
       "--mixed_precision",
       action="store_true",
       default=False,
-      help="Use the model's serving_mixed_float16 signature (GPUs with tensor cores; slower on CPU).",
+      help="Use the model's serving_mixed_float16 signature on the TensorFlow engine (GPUs with tensor "
+      "cores; slower on CPU).",
     )
     parser.add_argument(
       "--skip_existing",
@@ -248,6 +273,9 @@ class RunConfig:
   overlays: bool = False
   max_image_pixels: int = 150_000_000
   windowed_read_mb: int = 256
+  engine: str = "auto"
+  precision: str = "auto"
+  engine_threads: int = 0
   mixed_precision: bool = False
   skip_existing: bool = False
   png_compress_level: int = 6
@@ -296,6 +324,9 @@ class RunConfig:
       "overlays": self.overlays,
       "max_image_pixels": self.max_image_pixels,
       "windowed_read_mb": self.windowed_read_mb,
+      "engine": self.engine,
+      "precision": self.precision,
+      "engine_threads": self.engine_threads,
       "mixed_precision": self.mixed_precision,
       "skip_existing": self.skip_existing,
       "png_compress_level": self.png_compress_level,

@@ -115,6 +115,35 @@ def _workers_in_this_process(runner: str, pipeline_options) -> bool:
   return runner.endswith(DEFAULT_RUNNER) and mode == "in_memory"
 
 
+def engine_threads(runner: str, pipeline_options) -> int:
+  """The engine's threads per worker process when --engine_threads is 0: the cores shared among the processes.
+
+  0 lets the engine take every core (one worker process, in this one);
+  local multi-process runs split the cores among ``--direct_num_workers``;
+  Dataflow runs one SDK process per vCPU, so each gets one thread.
+  """
+  if runner.endswith("DataflowRunner"):
+    return 1
+  direct = pipeline_options.view_as(DirectOptions)
+  if (direct.direct_running_mode or "in_memory") != "in_memory":
+    workers = direct.direct_num_workers or 1
+    if workers <= 0:
+      return 1  # Beam's 0 means one process per core
+    return max(1, (os.cpu_count() or 1) // workers)
+  return 0
+
+
+def describe_engine(description: dict) -> str:
+  """'openvino fp32 (OpenVINO 2026.4, 2 threads) on AMD EPYC [avx2]': the run's first log line names it."""
+  if not description:
+    return "an engine resolved by each worker"
+  cpu = description.get("cpu") or {}
+  threads = description.get("threads")
+  details = ", ".join(str(part) for part in (description.get("runtime"), threads and f"threads: {threads}") if part)
+  flags = " ".join(cpu.get("flags") or []) or "no AVX-512/AMX"
+  return f"{description['engine']} {description['precision']} ({details}) on {cpu.get('name')} [{flags}]"
+
+
 def run(argv=None, save_main_session=True, test_pipeline=None):
   """Builds and runs the pipeline; returns the PipelineResult.
 
@@ -135,7 +164,13 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   runner = str(pipeline_options.view_as(StandardOptions).runner or "")
   # The check's model serves the run when the workers are in this process; else each worker process loads its own.
   model = check_model(
-    config.model_dir, config.card, config.mixed_precision, hand_over=_workers_in_this_process(runner, pipeline_options)
+    config.model_dir,
+    config.card,
+    config.engine,
+    config.precision,
+    config.mixed_precision,
+    threads=config.engine_threads or engine_threads(runner, pipeline_options),
+    hand_over=_workers_in_this_process(runner, pipeline_options),
   )
   try:
     applied = expand_dataflow_options(pipeline_options)
@@ -149,7 +184,13 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   start_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
   pipeline = test_pipeline or beam.Pipeline(options=pipeline_options)
   _ = pipeline | "SegmentImages" >> SegmentImages(config, start_time, model_handler_kwargs(pipeline_options), model)
-  _LOG.info("Segmenting into %s with model %s %s", config.output, config.card.get("name"), config.card.get("version"))
+  _LOG.info(
+    "Segmenting into %s with model %s %s on %s",
+    config.output,
+    config.card.get("name"),
+    config.card.get("version"),
+    describe_engine(model.description),
+  )
   result = pipeline.run()
   result.wait_until_finish()
 

@@ -4,6 +4,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("NO_GCE_CHECK", "true")
+# OpenVINO IRs converted from test models go to a cache of this test session (and its child processes),
+# never to the user's ~/.cache.
+import tempfile as _tempfile
+
+os.environ["DECONVSEG_CACHE"] = _tempfile.mkdtemp(prefix="deconvseg-test-cache-")
 
 # The GCS emulator fixtures (tests/gcs_fixtures.py) and helpers are imported as
 # "tests.*", which needs the repository root on sys.path even when pytest is not

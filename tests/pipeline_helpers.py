@@ -12,6 +12,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_MODEL = os.path.join(REPO, "model", "default")
 
 
+def direct_segmenter(model_dir: str, engine: str = "auto", precision: str = "auto"):
+  """The model loaded on the engine a run with these flags gets on this machine: the oracle for its masks."""
+  from model import engines
+  from transforms.input_spec import InputSpec
+
+  with open(os.path.join(model_dir, "card.json")) as handle:
+    spec = InputSpec.from_card(json.load(handle))
+  return engines.load(model_dir, engines.choose_here(model_dir, engine, precision), spec)
+
+
 def real_model_available() -> bool:
   return os.path.isfile(os.path.join(REAL_MODEL, "card.json")) and os.path.isdir(
     os.path.join(REAL_MODEL, "saved_model")

@@ -4,8 +4,11 @@ The inputs are GeoTIFFs made here with rasterio; the fake model (tests/fake_mode
 by colour, so a scene of coloured blocks gives regions that cross tile seams.
 """
 
+import io
 import json
+import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ from skimage.measure import label
 from model.tiling import plan_tiles
 from pipeline.errors import OptionsError
 from pipeline.run import run
-from pipeline_helpers import check_accounting, read_outputs, scene
+from pipeline_helpers import REPO, check_accounting, read_outputs, scene
 from transforms import geo
 from transforms.geo import north_up
 from transforms.records import MASKS_DIR, POLYGONS_DIR
@@ -389,3 +392,36 @@ def test_paletted_and_corrupt_geotiffs(tmp_path, fake_model):
     ids = mask.read(1)
   assert np.all(ids[:, :56] == 1) and np.all(ids[:, 64:] == 3), "red left, blue right"
   assert records["paletted.tif"]["classes"][1]["area"] == pytest.approx(np.count_nonzero(ids == 1) * 4.0)
+
+
+def test_only_a_geotiff_tag_in_the_first_directory_makes_a_tiff_georeferenced(tmp_path, monkeypatch, caplog):
+  """The bundled plain TIFF (whose pixel data holds GeoTIFF tag ids by chance) is not taken for a GeoTIFF.
+
+  Without the geo extra a plain TIFF decodes with no warning; a real GeoTIFF warns once, in one line.
+  """
+  import tifffile
+
+  from transforms.image_decoder import decode_located
+
+  plain = (Path(REPO) / "samples" / "images" / "scan_0008.tif").read_bytes()
+  path = tmp_path / "scene.tif"
+  write_geotiff(path, blocks(32, 32), UTM_33N, north_up(*UTM_ORIGIN, 10.0, 10.0))
+  assert not geo.looks_georeferenced(plain) and geo.looks_georeferenced(path.read_bytes())
+  for bigtiff in (False, True):
+    for byteorder in ("<", ">"):
+      tagged, untagged = io.BytesIO(), io.BytesIO()
+      scale = [(33550, "d", 3, (2.0, 2.0, 0.0), True)]
+      tifffile.imwrite(tagged, np.zeros((4, 4), np.uint8), bigtiff=bigtiff, byteorder=byteorder, extratags=scale)
+      tifffile.imwrite(untagged, np.zeros((4, 4), np.uint8), bigtiff=bigtiff, byteorder=byteorder)
+      assert geo.looks_georeferenced(tagged.getvalue()) and not geo.looks_georeferenced(untagged.getvalue())
+  assert not geo.looks_georeferenced(b"II*\x00\xff\xff\xff\xff") and not geo.looks_georeferenced(b"II+\x00")
+
+  monkeypatch.setattr(geo, "available", lambda: False)
+  monkeypatch.setattr(geo, "_WARNED", [])
+  with caplog.at_level(logging.WARNING):
+    assert decode_located(plain, 10**9)[0].shape == (384, 384, 3)
+    assert caplog.records == []
+    for _ in range(2):
+      pixels, pixel_size, georef = decode_located(path.read_bytes(), 10**9)
+      assert pixels.shape == (32, 32, 3) and georef is None
+  assert [record.getMessage().split(":")[0] for record in caplog.records] == ["a GeoTIFF was read without its CRS"]

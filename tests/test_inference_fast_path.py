@@ -25,7 +25,10 @@ from PIL import Image
 from fake_model import CLASSES
 from pipeline.run import run
 from pipeline_helpers import scene
-from transforms.inference import Segmenter, SegmenterHandle
+from model import engines
+from model.engines import EngineChoice
+from transforms.inference import SegmenterHandle
+from transforms.input_spec import DEFAULT_SPEC
 from transforms.mask_files import STATS_CHUNK, encode_mask, palette_bytes
 from transforms.records import SUMMARY_FILE
 
@@ -40,8 +43,12 @@ def _numpy_stats(class_ids, confidence, owned, num_classes):
   )
 
 
-def test_on_device_statistics_equal_numpy_over_the_owned_rectangle(fake_model):
-  segmenter = Segmenter(fake_model)
+ENGINES = [EngineChoice("tensorflow", "fp32"), EngineChoice("openvino", "fp32")]
+
+
+@pytest.mark.parametrize("choice", ENGINES, ids=EngineChoice.describe)
+def test_engine_statistics_equal_numpy_over_the_owned_rectangle(fake_model, choice):
+  segmenter = engines.load(fake_model, choice, DEFAULT_SPEC)
   images = np.stack([scene(96, 80, seed=seed) for seed in range(3)])
   owned = np.array([[0, 96, 0, 80], [10, 50, 7, 61], [95, 96, 0, 1]], np.int32)
   class_ids, pixels, sums, top = segmenter.segment_with_stats(images, owned, len(CLASSES))
@@ -56,10 +63,11 @@ def test_on_device_statistics_equal_numpy_over_the_owned_rectangle(fake_model):
   assert top == int(raw_ids.max())
 
 
-def test_on_device_statistics_report_class_ids_beyond_the_card(fake_model):
+@pytest.mark.parametrize("choice", ENGINES, ids=EngineChoice.describe)
+def test_engine_statistics_report_class_ids_beyond_the_card(fake_model, choice):
   # With a card of two classes, the fake model's ids 2 and 3 are out of range:
   # they must show up in the returned maximum, not vanish into dropped bins.
-  segmenter = Segmenter(fake_model)
+  segmenter = engines.load(fake_model, choice, DEFAULT_SPEC)
   image = np.zeros((1, 8, 8, 3), np.uint8)
   image[..., 2] = 200  # blue: class 3
   _, pixels, _, top = segmenter.segment_with_stats(image, np.array([[0, 8, 0, 8]], np.int32), 2)
@@ -69,14 +77,15 @@ def test_on_device_statistics_report_class_ids_beyond_the_card(fake_model):
 def _count_loads(monkeypatch):
   """(model directories loaded, weak references to the loaded models), for this process."""
   loads, models = [], []
-  original = Segmenter.__init__
+  original = engines.load
 
-  def counting_init(self, *args, **kwargs):
-    loads.append(args[0] if args else kwargs.get("model_dir"))
-    models.append(weakref.ref(self))
-    original(self, *args, **kwargs)
+  def counting_load(model_dir, *args, **kwargs):
+    loads.append(model_dir)
+    model = original(model_dir, *args, **kwargs)
+    models.append(weakref.ref(model))
+    return model
 
-  monkeypatch.setattr(Segmenter, "__init__", counting_init)
+  monkeypatch.setattr(engines, "load", counting_load)
   return loads, models
 
 
@@ -148,7 +157,7 @@ def test_the_check_model_is_not_held_for_out_of_process_workers(fake_model, tmp_
 
 def test_the_handle_pickles_without_the_model_and_reuses_it_in_this_process(fake_model, monkeypatch):
   loads, _ = _count_loads(monkeypatch)
-  segmenter = Segmenter(fake_model)
+  segmenter = engines.load(fake_model, EngineChoice("openvino", "fp32"), DEFAULT_SPEC)
   handle = SegmenterHandle(fake_model, loaded=segmenter)
   copy = pickle.loads(pickle.dumps(handle))
   assert copy._loaded is None and copy.model_dir == fake_model

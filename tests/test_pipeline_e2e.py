@@ -16,6 +16,7 @@ from PIL import Image
 from pipeline_helpers import (
   REAL_MODEL,
   check_accounting,
+  direct_segmenter,
   encode,
   read_mask,
   read_outputs,
@@ -27,7 +28,6 @@ from pipeline_helpers import (
 )
 from pipeline.run import run
 from transforms.image_decoder import decode_image
-from transforms.inference import Segmenter
 from transforms.records import MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
 
 pytestmark = pytest.mark.slow
@@ -132,7 +132,7 @@ def _check_run(output, expected, failed_keys, model, max_mismatch):
   masks_dir = output / MASKS_DIR
   written = {str(p.relative_to(masks_dir))[:-4] for p in masks_dir.rglob("*.png")}
   assert written == set(expected), "exactly one mask per input"
-  segmenter = Segmenter(model)
+  segmenter = direct_segmenter(model)
   worst = 0.0
   for key, (uri, width, height) in expected.items():
     record = records[key]

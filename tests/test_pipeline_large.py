@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from fake_model import build_fake_model
-from pipeline_helpers import REPO, check_accounting, read_mask, read_outputs, scene
-from transforms.inference import Segmenter
+from pipeline_helpers import REPO, check_accounting, direct_segmenter, read_mask, read_outputs, scene
 
 pytestmark = pytest.mark.slow
 SIDE = 8192
@@ -63,7 +62,7 @@ def test_8192_square_image(tmp_path):
   assert counts == [c["pixels"] for c in records["huge.png"]["classes"]]
   # The fake model's receptive field is 2 pixels: a window segmented on its own with a
   # 2-pixel margin is exact, so windows across tile boundaries check the stitching.
-  segmenter = Segmenter(model)
+  segmenter = direct_segmenter(model)
   for top, left in ((0, 0), (940, 940), (4000, 7000), (SIDE - 300, SIDE - 300)):
     y0, x0 = max(top - 2, 0), max(left - 2, 0)
     window = pixels[y0 : top + 302, x0 : left + 302]

@@ -122,7 +122,27 @@ def test_max_image_pixels_limit(bad_corpus, models, tmp_path):
   assert all("max_image_pixels=1000" in f["message"] for f in failures)
 
 
-def test_inference_fault_fails_only_its_image(models, tmp_path):
+def _poison_openvino(monkeypatch):
+  """The OpenVINO engine fails a call holding an image that is entirely POISON, as the fake model's TF assertion does.
+
+  OpenVINO's converter drops TensorFlow assertions, so the fault is injected into the engine itself.
+  """
+  from model.engines.openvino_engine import OpenVinoSegmenter
+
+  original = OpenVinoSegmenter.predict
+
+  def predict(self, images):
+    if (images == POISON).all(axis=(1, 2, 3)).any():
+      raise RuntimeError("poisoned input")
+    return original(self, images)
+
+  monkeypatch.setattr(OpenVinoSegmenter, "predict", predict)
+
+
+@pytest.mark.parametrize("engine", ["tensorflow", "openvino"])
+def test_inference_fault_fails_only_its_image(models, tmp_path, engine, monkeypatch):
+  if engine == "openvino":
+    _poison_openvino(monkeypatch)
   folder = tmp_path / "in"
   folder.mkdir()
   for i in range(6):
@@ -132,8 +152,11 @@ def test_inference_fault_fails_only_its_image(models, tmp_path):
   big[:40, :40] = POISON  # the first 32x32 tile is entirely the poison value
   Image.fromarray(big).save(folder / "poison_tile.png")
   output = tmp_path / "out"
-  run_pipeline(folder / "*", output, models[1], "--batch_size=8", "--tile_size=32", "--tile_overlap=8")
+  run_pipeline(
+    folder / "*", output, models[1], "--batch_size=8", "--tile_size=32", "--tile_overlap=8", f"--engine={engine}"
+  )
   summary, records, failures = read_outputs(str(output))
+  assert summary["engine"]["engine"] == engine
   check_accounting(summary, records, failures, expected_read=8)
   assert set(records) == {f"good_{i}.png" for i in range(6)}
   assert {f["key"]: f["stage"] for f in failures} == {"poison_small.png": "inference", "poison_tile.png": "inference"}

@@ -21,6 +21,7 @@ before (pixel size from the scale tag, no CRS).
 
 import functools
 import logging
+import struct
 import warnings
 from typing import NamedTuple, Optional, Tuple
 
@@ -35,7 +36,7 @@ AREA_TRANSFORM = "geotransform"
 AREA_PIXEL_SIZE = "pixel_size"
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 # TIFF tags that make a file georeferenced: ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory.
-_GEOTIFF_TAGS = (b"\x0e\x83", b"\x83\x0e", b"\x82\x84", b"\x84\x82", b"\xd8\x85", b"\x85\xd8", b"\xaf\x87", b"\x87\xaf")
+_GEOTIFF_TAGS = frozenset((33550, 33922, 34264, 34735))
 
 
 class Georef(NamedTuple):
@@ -96,13 +97,34 @@ def available() -> bool:
   return True
 
 
-def looks_georeferenced(data: bytes) -> bool:
-  """Cheap test on a TIFF's bytes: does any GeoTIFF tag id appear in its first 64 KiB (its directory)?
+def _first_directory_tags(data: bytes) -> frozenset:
+  """Tag ids of a TIFF's first image directory (classic or BigTIFF); empty when its header is unreadable."""
+  order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
+  try:
+    version = struct.unpack_from(order + "H", data, 2)[0]
+    if version == 42:
+      offset = struct.unpack_from(order + "I", data, 4)[0]
+      count, entries, entry_size = struct.unpack_from(order + "H", data, offset)[0], offset + 2, 12
+    elif version == 43:
+      offset = struct.unpack_from(order + "Q", data, 8)[0]
+      count, entries, entry_size = struct.unpack_from(order + "Q", data, offset)[0], offset + 8, 20
+    else:
+      return frozenset()
+    count = min(count, (len(data) - entries) // entry_size)
+    return frozenset(struct.unpack_from(order + "H", data, entries + i * entry_size)[0] for i in range(count))
+  except (TypeError, struct.error):  # not a TIFF byte order, or a directory offset past the end
+    return frozenset()
 
-  A false positive only costs a rasterio open that finds no georeference.
+
+def looks_georeferenced(data: bytes) -> bool:
+  """Does the TIFF's first image directory hold a GeoTIFF tag?
+
+  Read from the directory itself: a search for the tags' bytes anywhere in
+  the file matched compressed pixel data of nearly every plain TIFF, which
+  cost a rasterio open and, without the geo extra, a warning about a CRS the
+  file never had.
   """
-  head = data[: 1 << 16]
-  return any(tag in head for tag in _GEOTIFF_TAGS)
+  return not _GEOTIFF_TAGS.isdisjoint(_first_directory_tags(data))
 
 
 _WARNED = []

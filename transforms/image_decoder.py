@@ -192,15 +192,27 @@ _PILLOW_CONVERT = {"1": "L", "PA": "RGBA", "La": "LA", "RGBa": "RGBA"}
 
 
 def _sixteen_bit_png(image: Image.Image, data: bytes):
-  """[H, W, K] uint16 for 16-bit colour or grey+alpha PNGs, which Pillow can only give as 8 bits; else None."""
+  """[H, W, K] uint16 for 16-bit colour or grey+alpha PNGs, which Pillow can only give as 8 bits; else None.
+
+  Decoded by pypng (pure Python, so no TensorFlow in the process) with its
+  plain ``read``: the file's own bands, a tRNS colour not turned into alpha
+  and sBIT not applied, which is what TensorFlow's ``decode_png`` gave.
+  """
   if image.format != "PNG" or len(data) < 26 or data[24] != 16 or data[25] not in (2, 4, 6):
     return None
-  import tensorflow as tf  # the only 16-bit colour PNG decoder at hand
+  import png
 
   try:
-    return tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
-  except Exception as exc:
+    width, height, rows, info = png.Reader(bytes=data).read()
+    values = bytearray().join(row.tobytes() for row in rows)  # writable, as a decoded image is elsewhere
+  except MemoryError:
+    raise
+  except Exception as exc:  # pypng raises its own errors, zlib.error, ValueError, ...
     raise DecodeError(f"image data is corrupt or truncated: {' '.join(str(exc).split())[:200]}") from None
+  planes = info["planes"]
+  if len(values) != width * height * planes * 2:
+    raise DecodeError(f"image data is corrupt or truncated: {len(values) // (width * planes * 2)} of {height} rows")
+  return np.frombuffer(values, np.uint16).reshape(height, width, planes)
 
 
 def decode_native(data: bytes, max_pixels: int) -> NativeImage:

@@ -2,13 +2,12 @@
 
 ``SegmentationModelHandler`` is a plain ``ModelHandler`` (not the TF handlers
 shipped with Beam: those need ``tensorflow_hub`` and cannot load a
-SavedModel directory under Keras 3). The SavedModel is loaded once per worker
-process by RunInference's shared-model machinery, and each batch is split by
-tile shape so every call into the compiled ``segment`` function has one fixed
-shape. The per-class pixel counts and confidence sums are reduced inside the
-same TensorFlow call (on the device), so results leave as uint8 class ids of
-the tile's owned region plus a few numbers per class: no float map leaves the
-model call, let alone crosses a process boundary.
+SavedModel directory under Keras 3). The model is loaded once per worker
+process on the engine chosen for that machine (``model.engines``: OpenVINO
+on CPUs, TensorFlow on GPUs), and each batch is split by tile shape so every
+engine call has one fixed shape. Results leave the engine as uint8 class ids
+of the tile's owned region plus a few numbers per class: no float map
+crosses a process boundary.
 """
 
 import logging
@@ -21,8 +20,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.utils import shared
 
+from model import engines
 from model.tiling import plan_tiles
-from transforms import progress
+from transforms import progress, quiet
 from transforms.display import to_display
 from transforms.geo_windows import WindowedRaster
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
@@ -30,147 +30,49 @@ from transforms.records import STAGE_DECODE, STAGE_INFERENCE, DecodedImage, Tile
 from transforms.staging import local_copy
 
 _LOG = logging.getLogger(__name__)
-MIXED_SIGNATURE = "serving_mixed_float16"
-DEFAULT_SIGNATURE = "serving_default"
+quiet.restore_beam_memory_probe()  # in every process that runs the handler, worker processes included
 
 
 def saved_model_path(model_dir: str) -> str:
   return model_dir.rstrip("/") + "/saved_model"
 
 
-def _configure_gpus(tf):
-  """Let TensorFlow grow GPU memory instead of grabbing it all up front."""
-  for gpu in tf.config.list_physical_devices("GPU"):
-    try:
-      tf.config.experimental.set_memory_growth(gpu, True)
-    except RuntimeError:  # already initialised in this process
-      pass
-
-
-class Segmenter:
-  """A loaded exported model: <spec.dtype> [N,H,W,spec.channels] -> (uint8 ids, float32 confidence).
-
-  Remote model directories (gs://) are first copied to local disk through
-  Beam's filesystems (``transforms.staging``), once per machine.
-  """
-
-  def __init__(self, model_dir: str, mixed_precision: bool = False, spec: InputSpec = DEFAULT_SPEC):
-    import tensorflow as tf
-
-    _configure_gpus(tf)
-    self._tf = tf
-    self.module = tf.saved_model.load(saved_model_path(local_copy(model_dir)))
-    signatures = self.module.signatures
-    if mixed_precision:
-      if MIXED_SIGNATURE not in signatures:
-        raise ValueError(
-          f"--mixed_precision needs the '{MIXED_SIGNATURE}' signature, which {model_dir} does not export"
-        )
-      signature = signatures[MIXED_SIGNATURE]
-      self._call = lambda images: signature(images=images)
-    elif hasattr(self.module, "segment"):
-      self._call = self.module.segment
-    else:
-      signature = signatures[DEFAULT_SIGNATURE]
-      self._call = lambda images: signature(images=images)
-    self.spec = spec
-    self._stats_functions = {}
-
-  def __call__(self, images: np.ndarray):
-    return self.predict(images)
-
-  def predict(self, images: np.ndarray):
-    """(class ids, confidence) maps: the raw contract, for checks and tests.
-
-    A plain method, so it also works through RunInference's cross-process model proxy.
-    """
-    return tuple(t.numpy() for t in _contract_outputs(self._call(self._tf.convert_to_tensor(images))))
-
-  def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int):
-    """[N,H,W,C] images + owned rectangles -> (class ids, pixels per class, confidence sums, max id).
-
-    ``owned`` is [N, 4] int32 (top, bottom, left, right) in tile coordinates.
-    The per-class reductions over each tile's owned rectangle run inside the
-    same TensorFlow call as the model (on the GPU when there is one), so the
-    float confidence map never leaves the device and the bundle thread does
-    no per-pixel work; counts are exact integers and confidence sums are
-    accumulated in float64. The highest class id anywhere in the batch comes
-    back too, so ids beyond the card are caught.
-    """
-    function = self._stats_functions.get(num_classes)
-    if function is None:
-      function = self._stats_functions[num_classes] = _stats_function(self._tf, self._call, num_classes, self.spec)
-    tf = self._tf
-    class_ids, pixels, confidence, top = function(tf.convert_to_tensor(images), tf.convert_to_tensor(owned, tf.int32))
-    return class_ids.numpy(), pixels.numpy().astype(np.int64), confidence.numpy(), int(top.numpy())
-
-
-def _contract_outputs(outputs):
-  """(class_ids, confidence) from a model's dict or pair of outputs."""
-  if isinstance(outputs, dict):
-    return outputs["class_ids"], outputs["confidence"]
-  return outputs
-
-
-def _stats_function(tf, call, num_classes: int, spec: InputSpec = DEFAULT_SPEC):
-  """The model call plus per-tile, per-class pixel counts and confidence sums, as one tf.function."""
-
-  @tf.function(
-    input_signature=[
-      tf.TensorSpec([None, None, None, spec.channels], tf.as_dtype(spec.dtype)),
-      tf.TensorSpec([None, 4], tf.int32),
-    ]
-  )
-  def segment_with_stats(images, owned):
-    class_ids, confidence = _contract_outputs(call(images))
-    shape = tf.shape(class_ids)
-    rows, cols = tf.range(shape[1])[None, :], tf.range(shape[2])[None, :]
-    in_rows = (rows >= owned[:, 0:1]) & (rows < owned[:, 1:2])
-    in_cols = (cols >= owned[:, 2:3]) & (cols < owned[:, 3:4])
-    ids = tf.cast(class_ids, tf.int32)
-    # Pixels outside the owned rectangle go to an extra bin that is dropped.
-    binned = tf.reshape(tf.where(in_rows[:, :, None] & in_cols[:, None, :], ids, num_classes), [shape[0], -1])
-    weights = tf.reshape(tf.cast(confidence, tf.float64), [shape[0], -1])
-    bins = num_classes + 1
-    pixels = tf.math.bincount(binned, minlength=bins, maxlength=bins, axis=-1)[:, :num_classes]
-    sums = tf.math.bincount(binned, weights=weights, minlength=bins, maxlength=bins, axis=-1)[:, :num_classes]
-    top = tf.reduce_max(ids)
-    return class_ids, pixels, sums, top
-
-  return segment_with_stats
-
-
 class SegmenterHandle:
   """The run's model as the workers get it: loaded at most once per process, handed over where already loaded.
 
   Why: a local run checks the model at start-up (``pipeline.model_check``) and
-  would otherwise load it again in its worker (0.4-3 s, most of it the first
-  load's imports and graph restore). The launcher passes the model it loaded
-  as ``loaded``: this handle holds it, for as long as the launcher holds the
-  handle (the graph it builds), and offers it through Beam's per-process
-  ``Shared`` cache under the handle's own key.
+  would otherwise load it again in its worker. The launcher passes the model
+  it loaded as ``loaded``: this handle holds it, for as long as the launcher
+  holds the handle (the graph it builds), and offers it through Beam's
+  per-process ``Shared`` cache under the handle's own key.
 
-  Pickled into the graph, the handle carries only that key and what to load
-  (model directory, precision, input spec). A copy unpickled in the
-  launcher's process (the in-process FnApiRunner) acquires the launcher's
-  model through the key; a copy in any other process (multi-process
-  FnApiRunner, portable and remote workers) finds nothing under it and loads
-  the model there, once for all of that process's threads. Nothing is held
-  beyond the handle: once the run's graph is gone, so is the model (except
-  for the one object Beam's ``Shared`` keeps alive until another is
-  acquired).
+  Pickled into the graph, the handle carries only that key and what to load:
+  the model directory, the *requested* engine and precision, the input spec
+  and the engine's thread count. A copy unpickled in the launcher's process
+  (the in-process FnApiRunner) acquires the launcher's model through the
+  key; a copy in any other process (multi-process FnApiRunner, portable and
+  remote workers) resolves ``auto`` for its own machine (a GPU worker gets
+  TensorFlow, a CPU worker OpenVINO at the precision its CPU supports) and
+  loads the model there, once for all of that process's threads.
   """
 
   def __init__(
     self,
     model_dir: str,
+    engine: str = "auto",
+    precision: str = "auto",
     mixed_precision: bool = False,
     spec: InputSpec = DEFAULT_SPEC,
-    loaded: Optional[Segmenter] = None,
+    threads: int = 0,
+    loaded=None,
   ):
     self.model_dir = model_dir
+    self.engine = engine
+    self.precision = precision
     self.mixed_precision = bool(mixed_precision)
     self.spec = spec
+    self.threads = int(threads or 0)
+    self.description = None  # what the start-up check loaded: engine, precision, CPU (summary.json)
     self._shared = shared.Shared()
     self._loaded = loaded
     if loaded is not None:
@@ -183,13 +85,19 @@ class SegmenterHandle:
     state["_loaded"] = None  # workers get the model through the shared key, or load their own
     return state
 
-  def acquire(self) -> Segmenter:
+  def acquire(self):
     """The model: the launcher's when this process has it, else loaded here (once per process)."""
     return self._shared.acquire(self._load)
 
-  def _load(self) -> Segmenter:
-    _LOG.info("Loading model %s (mixed precision: %s)", self.model_dir, self.mixed_precision)
-    return Segmenter(self.model_dir, self.mixed_precision, self.spec)
+  def choose(self, local_dir: str):
+    """The engine and precision for this machine (``model.engines.choice``)."""
+    return engines.choose_here(local_dir, self.engine, self.precision, self.mixed_precision)
+
+  def _load(self):
+    local_dir = local_copy(self.model_dir)
+    choice = self.choose(local_dir)
+    _LOG.info("Loading model %s on %s (%s)", self.model_dir, choice.describe(), choice.reason)
+    return engines.load(local_dir, choice, self.spec, self.threads)
 
 
 class TileImagesFn(beam.DoFn):
@@ -250,7 +158,7 @@ def blend_overlay(pixels: np.ndarray, class_ids: np.ndarray, palette: np.ndarray
   return ((pixels.astype(np.uint16) + palette[class_ids]) >> 1).astype(np.uint8)
 
 
-class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
+class SegmentationModelHandler(ModelHandler[Tile, TileResult, Any]):
   """RunInference handler for the exported deconvseg model.
 
   A batch that raises is retried tile by tile, so one poisonous tile fails
@@ -278,7 +186,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
     self._pixel_budget = pixel_budget
     self._palette = None if palette is None else np.asarray(palette, dtype=np.uint16)
 
-  def load_model(self) -> Segmenter:
+  def load_model(self):
     return self._model.acquire()
 
   def batch_elements_kwargs(self) -> Dict[str, Any]:
@@ -297,7 +205,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Segmenter]):
     return "deconvseg_inference"
 
   def run_inference(
-    self, batch: Sequence[Tile], model: Segmenter, inference_args: Optional[Dict[str, Any]] = None
+    self, batch: Sequence[Tile], model, inference_args: Optional[Dict[str, Any]] = None
   ) -> Iterable[TileResult]:
     if not batch:
       return []

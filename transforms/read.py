@@ -28,7 +28,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import accounting
 from transforms.records import FAILED, STAGE_READ, Failure, ImageRef
-from transforms.tfrecord import iter_tfrecords
+from transforms.tfrecord import Example, iter_tfrecords
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _GLOB_CHARS = "*?["
@@ -120,8 +120,6 @@ class ReadTFRecordShardFn(beam.DoFn):
     self._records = Metrics.counter("deconvseg", "tfrecord_records")
 
   def process(self, metadata):
-    from tensorflow.core.example import example_pb2  # TensorFlow is slow to import; only TFRecord inputs need it
-
     path = metadata.path
     shard = posixpath.basename(path)
     for suffix in (".gz", ".tfrecord", ".tfrecords"):
@@ -159,7 +157,7 @@ class ReadTFRecordShardFn(beam.DoFn):
           )
           continue
         try:
-          example = example_pb2.Example.FromString(payload)
+          example = Example.FromString(payload)
         except Exception as exc:
           yield beam.pvalue.TaggedOutput(
             FAILED, Failure(uri, fallback_key, STAGE_READ, type(exc).__name__, "record is not a tf.train.Example")

@@ -3,8 +3,8 @@
 Thumbnails are downscaled and inlined as ``data:`` URIs so the page opens
 offline and can be mailed around. Sources are read like the pipeline reads
 them: files through ``FileSystems``, TFRecord inputs (``<shard>#<index>``)
-out of their shard with ``transforms.read``'s reader, which needs no
-TensorFlow import.
+out of their shard with the TFRecord input's reader and Example class
+(``transforms.tfrecord``), which need no TensorFlow import.
 """
 
 import base64

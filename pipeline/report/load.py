@@ -64,6 +64,7 @@ class RunSummary:
   failure_files: list
   crs: list = dataclasses.field(default_factory=list)  # the images' distinct CRSs (georeferenced inputs)
   area_methods: dict = dataclasses.field(default_factory=dict)  # "projected" / "geodesic" / ... -> images
+  engine: dict = dataclasses.field(default_factory=dict)  # engine, precision, runtime, cpu (model.engines)
 
 
 @dataclasses.dataclass
@@ -129,6 +130,7 @@ def run_summary(summary):
     failure_files=[str(path) for path in outputs.get("failures") or []],
     crs=[str(crs) for crs in summary.get("crs") or [] if crs],
     area_methods={str(k): v for k, v in _dict(summary.get("area_methods")).items()},
+    engine=_dict(summary.get("engine")),
   )
 
 

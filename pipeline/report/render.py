@@ -135,6 +135,23 @@ def _model_rows(model, card):
   return rows
 
 
+def _engine_rows(engine):
+  """(label, value) rows naming the inference engine, its precision and the CPU it ran on."""
+  if not engine.get("engine"):
+    return []
+  details = ", ".join(str(engine[key]) for key in ("runtime", "device") if engine.get(key))
+  rows = [
+    ("Engine", f"{engine['engine']} {engine.get('precision', '')}".strip() + (f" ({details})" if details else ""))
+  ]
+  if engine.get("reason"):
+    rows.append(("Chosen because", engine["reason"]))
+  cpu = engine.get("cpu") if isinstance(engine.get("cpu"), dict) else {}
+  if cpu.get("name"):
+    flags = ", ".join(cpu.get("flags") or []) or "no AVX-512 or AMX"
+    rows.append(("CPU", f"{cpu['name']} ({cpu.get('cores', '?')} cores; {flags})"))
+  return rows
+
+
 def _summary(run, stats, failures, card, problems):
   figures = aggregate.run_figures(run, stats, failures)
   cards = [
@@ -151,7 +168,7 @@ def _summary(run, stats, failures, card, problems):
     "cards": cards,
     "problems": problems,
     "run": run,
-    "model_rows": _model_rows(run.model, card),
+    "model_rows": _model_rows(run.model, card) + _engine_rows(run.engine),
     "crs": run.crs,
     "area_methods": methods,
   }

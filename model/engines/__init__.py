@@ -1,0 +1,48 @@
+"""Inference engines for an exported model directory: TensorFlow (GPUs) and OpenVINO (CPUs).
+
+One interface, two runtimes. Every engine turns ``<dtype> [N, H, W, C]``
+images into uint8 class ids and float32 winning-class confidence
+(``predict``), and into the per-tile, per-class pixel counts and confidence
+sums the pipeline's statistics need (``segment_with_stats``). Which engine
+and precision a run gets is decided in ``model.engines.choice`` from the
+flags, the CPU's own feature flags (``model.engines.cpu``) and what the
+model directory carries (``model.engines.openvino_ir``).
+
+``load`` imports only the runtime it needs: an OpenVINO run never imports
+TensorFlow when the model directory carries its IR.
+"""
+
+import os
+
+from model.engines import cpu
+from model.engines.choice import EngineChoice, EngineError, choose, openvino_installed
+from model.engines.openvino_ir import ir_path
+
+__all__ = ["EngineChoice", "EngineError", "choose_here", "load"]
+
+
+def choose_here(
+  model_dir: str, engine: str = "auto", precision: str = "auto", mixed_precision: bool = False
+) -> EngineChoice:
+  """``choice.choose`` for this machine (its CPU flags and GPUs) and the local model directory."""
+  return choose(
+    engine,
+    precision,
+    features=cpu.probe(),
+    gpu=cpu.gpu_visible(),
+    has_openvino=openvino_installed(),
+    has_int8=os.path.exists(ir_path(model_dir, int8=True)),
+    mixed_precision=mixed_precision,
+    model_dir=model_dir,
+  )
+
+
+def load(model_dir: str, choice: EngineChoice, spec, threads: int = 0):
+  """The segmenter for a local exported model directory, on the chosen engine and precision."""
+  if choice.engine == "openvino":
+    from model.engines.openvino_engine import OpenVinoSegmenter
+
+    return OpenVinoSegmenter(model_dir, spec, choice.precision, threads)
+  from model.engines.tensorflow_engine import TensorFlowSegmenter
+
+  return TensorFlowSegmenter(model_dir, choice.precision == "mixed_float16", spec)
