@@ -6,12 +6,17 @@
 
 Where the numbers come from
 ---------------------------
-* **CPU cost of the model** per pixel: the bundled model's ceiling measured by
-  ``python -m bench`` on this machine (``docs/PERFORMANCE.json``, run
-  "ceiling[default]": images/s on 2 vCPUs at 512x512), so a Dataflow vCPU is
-  taken to be as fast as one of this machine's. Another model is scaled by its
-  FLOPs per pixel against the bundled model's (counted from the SavedModel's
-  convolutions, ``model_flops_per_pixel``).
+* **CPU cost of the model** per pixel, CPU workers: the rate per vCPU of the
+  engine ``--engine auto`` runs on the machine's family (OpenVINO bf16 on AMX
+  and AVX-512 BF16 families, OpenVINO fp32 elsewhere), measured per
+  instruction-set class at 512x512 on 2-vCPU machines (``bench.plan_cpu``;
+  "engine_ceiling" rows of ``docs/PERFORMANCE.json`` first) or given with
+  ``--cpu_rate FAMILY=IMAGES_PER_VCPU_S``; the table "CPU workers (estimate)"
+  compares every family by cost per million images. A family the table does
+  not know uses the TensorFlow ceiling of ``python -m bench``
+  (``docs/PERFORMANCE.json`` run "ceiling[default]"). Another model is scaled
+  by its FLOPs per pixel against the bundled model's (counted from the
+  SavedModel's convolutions, ``model_flops_per_pixel``).
 * **Decode and the rest of the pipeline** per pixel: PNG decode 8.1 ms per
   512x512 image (docs/PERFORMANCE.md), JPEG 0.1 x of that (measured side by
   side), and what the pipeline spends beyond model + decode on 2,000 images
@@ -54,6 +59,7 @@ from bench.plan_catalogue import (
   PRICE_SOURCE,
   PRICES,
   PlanError,
+  family_of,
   machine_shape,
   peak_for,
 )
@@ -73,6 +79,7 @@ from bench.plan_costs import (
   gpu_measurement,
   model_flops_per_pixel,
 )
+from bench.plan_cpu import cpu_table, parse_cpu_rates, render_cpu_table
 
 FORMATS = ("png", "jpeg", "tfrecord-png", "tfrecord-jpeg")
 
@@ -113,6 +120,7 @@ def plan(
   gpu_hour: Optional[float] = None,
   gpu_json: str = PERFORMANCE_GPU_JSON,
   bench_json: str = PERFORMANCE_JSON,
+  cpu_rate=None,
 ):
   """The plan as a dict (every figure an estimate); raises PlanError for impossible inputs."""
   if images < 1:
@@ -140,8 +148,19 @@ def plan(
   default_flops = DEFAULT_MODEL_FLOPS_PER_PIXEL
   if flops_per_pixel is None:
     flops_per_pixel = default_flops if model in (None, "", "default") else model_flops_per_pixel(model)
-  ceiling, ceiling_pixels, ceiling_vcpus, ceiling_source = ceiling_from_bench(bench_json)
-  model_cpu_s_per_px = ceiling_vcpus / (ceiling * ceiling_pixels) * flops_per_pixel / default_flops
+  user_rates = cpu_rate if isinstance(cpu_rate, dict) else parse_cpu_rates(cpu_rate)
+  cpus = cpu_table(prices, pixels, flops_per_pixel, user_rates, vcpus if vcpus in (4, 8) else 8, bench_json)
+  family = next((row for row in cpus["families"] if row["family"] == family_of(machine_type)), None)
+  if family:
+    model_cpu_s_per_px = 1 / (family["images_per_vcpu_s"] * pixels)
+    cpu_model_source = (
+      f"{family['engine']} (--engine auto on {family['family']}: {family['features']}), "
+      f"{family['images_per_vcpu_s']:.2f} images/s per vCPU at this size ({family['basis']})"
+    )
+  else:
+    ceiling, ceiling_pixels, ceiling_vcpus, ceiling_source = ceiling_from_bench(bench_json)
+    model_cpu_s_per_px = ceiling_vcpus / (ceiling * ceiling_pixels) * flops_per_pixel / default_flops
+    cpu_model_source = f"{ceiling} images/s at {ceiling_pixels} px on {ceiling_vcpus} vCPUs ({ceiling_source})"
   base_format = fmt.split("-")[-1]
   host_cpu_s_per_px = DECODE_S_PER_PIXEL[base_format] + OTHER_S_PER_PIXEL
   encoded = image_bytes if image_bytes else ENCODED_BYTES_PER_PIXEL[base_format] * pixels
@@ -245,7 +264,7 @@ def plan(
       "overlays": overlays,
     },
     "sources": {
-      "cpu_model_cost": f"{ceiling} images/s at {ceiling_pixels} px on {ceiling_vcpus} vCPUs ({ceiling_source})",
+      "cpu_model_cost": cpu_model_source,
       "model_flops_per_pixel": flops_per_pixel,
       "gpu": gpu_source,
       "prices": PRICE_SOURCE,
@@ -271,6 +290,7 @@ def plan(
     "prices": dict(prices, gpu_hour=gpu_price),
     "flags": flags,
     "notes": notes,
+    "cpu_workers": cpus,
   }
 
 
@@ -313,6 +333,7 @@ def render(result: dict) -> str:
     lines.append(f"               GPU rate: {result['sources']['gpu']}")
   lines.append(f"               prices: {result['sources']['prices']}")
   lines += [f"  note         {note}" for note in result["notes"]]
+  lines += ["", render_cpu_table(result["cpu_workers"], i["width"], i["height"])]
   return "\n".join(lines)
 
 
@@ -365,6 +386,14 @@ def main(argv=None):
   )
   parser.add_argument("--retention_months", type=float, default=1.0, help="how long a night's outputs are kept")
   parser.add_argument("--gpu_hour", type=float, default=None, help="GPU price per hour (default: list price)")
+  parser.add_argument(
+    "--cpu_rate",
+    action="append",
+    default=None,
+    metavar="FAMILY=IMAGES_PER_VCPU_S",
+    help="your measured model rate on a CPU family (images/s per vCPU of the planned images, the engine auto picks "
+    "there); replaces the estimate; repeatable",
+  )
   for name, value in PRICES.items():
     parser.add_argument(f"--price_{name}", type=float, default=value, help=f"default {value}")
   parser.add_argument("--json", action="store_true", help="print the plan as JSON")

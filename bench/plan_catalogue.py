@@ -69,7 +69,14 @@ _GB_PER_VCPU = {
   "e2-highmem": 8,
   "e2-highcpu": 1,
   "c2-standard": 4,
+  "c2d-standard": 4,
+  "t2d-standard": 4,
   "c3-standard": 4,
+  "c3d-standard": 4,
+  "n4-standard": 4,
+  "c4-standard": 3.75,
+  "c4d-standard": 3.875,
+  "n4d-standard": 4,
   "g2-standard": 4,
 }
 _WHOLE_MACHINES = {
@@ -80,6 +87,48 @@ _WHOLE_MACHINES = {
   "a3-highgpu-8g": (208, 1872),
   "a3-megagpu-8g": (208, 1872),
 }
+
+
+# CPU workers: which processor each x86 Compute Engine family runs on, and the instruction-set class that decides the
+# engine (model.engines.choice) and the measured rate that stands in for it (bench.plan_costs.CPU_RATES).
+CPU_PLATFORM_SOURCE = (
+  "processors per family: cloud.google.com/compute/docs/cpu-platforms as published, not re-checked from this offline "
+  "machine (C4 on Emerald or Granite Rapids confirmed in docs.cloud.google.com/compute/docs/instances/"
+  "specify-min-cpu-platform); Dataflow: any x86 or Arm machine type (docs.cloud.google.com/dataflow/docs/guides/"
+  "configure-worker-vm), n4-standard-2 and c4-standard-2 named as workers (.../guides/auto-vm-selection)"
+)
+# Instruction-set classes: a name for the table and the /proc/cpuinfo flags a CPU of the class reports.
+FEATURE_CLASSES = {
+  "amx": (
+    "AMX, AVX-512 BF16, VNNI",
+    ("amx_tile", "amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2"),
+  ),
+  "avx512_bf16": ("AVX-512 BF16, VNNI; no AMX", ("avx512_bf16", "avx512_vnni", "avx512f", "avx2")),
+  "vnni": ("AVX-512 VNNI; no bf16", ("avx512_vnni", "avx512f", "avx2")),
+  "avx2": ("AVX2 only", ("avx2",)),
+}
+# family: (processor, feature class, Dataflow workers). A family that runs on several processors is classed by its
+# weakest; Arm families (T2A, C4A) are left out: no measurement of the model on Arm.
+CPU_FAMILIES = {
+  "n1": ("Intel Skylake/Broadwell/Haswell", "avx2", "yes"),
+  "e2": ("Intel or AMD, Google's pick", "avx2", "yes"),
+  "n2": ("Intel Cascade Lake/Ice Lake", "vnni", "yes"),
+  "c2": ("Intel Cascade Lake", "vnni", "yes"),
+  "n2d": ("AMD EPYC Rome/Milan", "avx2", "yes"),
+  "c2d": ("AMD EPYC Milan", "avx2", "yes"),
+  "t2d": ("AMD EPYC Milan", "avx2", "yes"),
+  "c3": ("Intel Sapphire Rapids", "amx", "yes"),
+  "c3d": ("AMD EPYC Genoa", "avx512_bf16", "yes"),
+  "n4": ("Intel Emerald Rapids", "amx", "yes"),
+  "c4": ("Intel Emerald/Granite Rapids", "amx", "yes"),
+  "c4d": ("AMD EPYC Turin", "avx512_bf16", "unsure"),
+  "n4d": ("AMD EPYC Turin", "avx512_bf16", "unsure"),
+}
+
+
+def family_of(machine_type: str) -> str:
+  """'c3-standard-8' -> 'c3'."""
+  return (machine_type or "").split("-")[0]
 
 
 class PlanError(ValueError):

@@ -27,6 +27,32 @@ MASK_BYTES_PER_PIXEL = 0.0181
 RECORD_BYTES = 1160
 REF_OVERHEAD_BYTES = 70
 
+# CPU engines: the bundled model alone at 512x512 on two 2-vCPU machines, images/s for the whole machine (the best
+# batch measured). Keyed by feature class (bench.plan_catalogue.FEATURE_CLASSES), then (engine, precision).
+RATE_PIXELS = 512 * 512
+CPU_RATE_SOURCES = {
+  "epyc": (
+    "AMD EPYC, 2 vCPUs, AVX2 only (this repository's machine), model alone, openvino 2026.4.1 static shapes, "
+    "measured 2026-12-02: TensorFlow batch 8, OpenVINO best of batch 1-8 (12.3-12.7; 6.6 with 1 thread)"
+  ),
+  "xeon": (
+    "Intel Xeon, 2 vCPUs, AVX-512 + VNNI + AVX-512 BF16 + AMX, model alone, measured 2026-12-02: best of "
+    "batch 1/16 (TensorFlow fp32 26.2/30.0, OpenVINO fp32 34.6/36.3, bf16 59.1/62.7); int8 not measured there"
+  ),
+}
+CPU_RATES = {
+  "avx2": {
+    ("tensorflow", "fp32"): (9.4, 2, "epyc"),
+    ("openvino", "fp32"): (12.7, 2, "epyc"),
+    ("openvino", "int8"): (12.8, 2, "epyc"),
+  },
+  "amx": {
+    ("tensorflow", "fp32"): (30.0, 2, "xeon"),
+    ("openvino", "fp32"): (36.3, 2, "xeon"),
+    ("openvino", "bf16"): (62.7, 2, "xeon"),
+  },
+}
+
 
 def ceiling_from_bench(path: str = PERFORMANCE_JSON):
   """(images/s, pixels per image, vCPUs) of the bundled model's ceiling in ``python -m bench``'s JSON."""
@@ -39,6 +65,53 @@ def ceiling_from_bench(path: str = PERFORMANCE_JSON):
     return float(run["images_per_s"]), side * side, int(report["meta"]["cpus"]), source
   except Exception:  # a missing or reshaped report: use the recorded numbers
     return DEFAULT_CEILING_IMAGES_PER_S, DEFAULT_CEILING_PIXELS, DEFAULT_CEILING_VCPUS, "built-in (run 5)"
+
+
+def feature_class(flags) -> str:
+  """The instruction-set class of a CPU from its /proc/cpuinfo flags."""
+  flags = set(flags or ())
+  if flags & {"amx_bf16", "amx_int8"}:
+    return "amx"
+  if "avx512_bf16" in flags:
+    return "avx512_bf16"
+  if flags & {"avx512_vnni", "avx_vnni"}:
+    return "vnni"
+  return "avx2"
+
+
+def cpu_rates(path: str = PERFORMANCE_JSON):
+  """CPU_RATES and CPU_RATE_SOURCES, with any "engine_ceiling" rows of ``python -m bench``'s JSON taking precedence.
+
+  A row counts when it has ``mode`` "engine_ceiling", an ``engine``, a ``precision`` and ``images_per_s`` for the
+  bundled model, and names its CPU's flags (``cpu.flags``, as ``model.engines.cpu.CpuFeatures.describe`` writes
+  them, in the row or the report's ``meta``): without them the rate cannot be given a class. Its vCPUs are the row's
+  ``threads``, else ``meta.cpus``; its size is scaled to 512x512. The best row per class, engine and precision wins.
+  """
+  rates = {cls: dict(entries) for cls, entries in CPU_RATES.items()}
+  sources = dict(CPU_RATE_SOURCES)
+  try:
+    with open(path) as handle:
+      report = json.load(handle)
+    runs, meta = report.get("runs") or [], report.get("meta") or {}
+  except (OSError, ValueError, AttributeError):  # missing or unreadable: the recorded rates
+    return rates, sources
+  found = {}
+  for run in runs:
+    if not isinstance(run, dict) or run.get("mode") != "engine_ceiling" or "default" not in str(run.get("model", "")):
+      continue
+    cpu = run.get("cpu") if isinstance(run.get("cpu"), dict) else meta.get("cpu")
+    rate, vcpus = _number(run.get("images_per_s")), _number(run.get("threads")) or _number(meta.get("cpus"))
+    if not (isinstance(cpu, dict) and isinstance(cpu.get("flags"), list) and rate and vcpus):
+      continue
+    per_vcpu_512 = rate / vcpus * (_entry_pixels(run) or RATE_PIXELS) / RATE_PIXELS
+    key = (feature_class(cpu["flags"]), str(run.get("engine")), str(run.get("precision")))
+    if per_vcpu_512 > found.get(key, (0,))[0]:
+      found[key] = (per_vcpu_512, cpu.get("name") or "unknown CPU")
+  source = os.path.relpath(path, REPO) if path.startswith(REPO + os.sep) else path
+  for (cls, engine, precision), (per_vcpu, name) in found.items():
+    sources[f"bench:{name}"] = f"{name}, engine_ceiling rows of {source} (python -m bench)"
+    rates.setdefault(cls, {})[(engine, precision)] = (per_vcpu, 1, f"bench:{name}")
+  return rates, sources
 
 
 def _number(value):

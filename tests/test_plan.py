@@ -7,6 +7,10 @@ import pytest
 
 from bench import plan_costs
 from bench.plan import PRICES, main, plan
+from bench.plan_catalogue import CPU_FAMILIES, FEATURE_CLASSES
+from bench.plan_cpu import auto_choice, cpu_table
+from model.engines.choice import choose
+from model.engines.cpu import CpuFeatures
 
 NO_FILE = "/nonexistent/PERFORMANCE.json"
 
@@ -30,8 +34,8 @@ def _cpu_plan(**overrides):
 def test_cpu_arithmetic_from_the_measured_costs():
   result = _cpu_plan()
   pixels = 512 * 512
-  # Built-in ceiling (no bench JSON): 30.472 images/s of 512^2 on 2 vCPUs.
-  model_s = 2 / (30.472 * pixels)
+  # n1 is AVX2-only: --engine auto runs OpenVINO fp32, 12.7 images/s of 512^2 on 2 vCPUs (built-in, no bench JSON).
+  model_s = 2 / (12.7 * pixels)
   host_s = plan_costs.DECODE_S_PER_PIXEL["png"] + plan_costs.OTHER_S_PER_PIXEL
   rate = 4 / (model_s + host_s) / pixels
   assert result["per_worker"]["images_per_s"] == pytest.approx(rate)
@@ -145,3 +149,87 @@ def test_flops_of_the_bundled_model_match_the_recorded_constant():
   assert plan_costs.model_flops_per_pixel(os.path.join(plan_costs.REPO, "model", "default")) == pytest.approx(
     plan_costs.DEFAULT_MODEL_FLOPS_PER_PIXEL, rel=1e-4
   )
+
+
+def _table(**overrides):
+  kwargs = dict(prices=PRICES, pixels=512 * 512, bench_json=NO_FILE)
+  kwargs.update(overrides)
+  return cpu_table(**kwargs)
+
+
+def test_cpu_table_recommends_the_cheapest_dataflow_family():
+  table = _table()
+  eligible = [row for row in table["families"] if row["dataflow"] == "yes"]
+  cheapest = min(row["usd_per_million_images"] for row in eligible)
+  assert table["recommended"]["usd_per_million_images"] == cheapest
+  assert table["recommended"]["machine_type"] == f"{table['recommended']['family']}-standard-8"
+  for row in table["families"]:
+    gb_per_vcpu = {"n1": 3.75, "c4": 3.75, "c4d": 3.875}.get(row["family"], 4)
+    per_vcpu_hour = PRICES["vcpu_hour"] + gb_per_vcpu * PRICES["gb_hour"]
+    assert row["usd_per_million_images"] == pytest.approx(per_vcpu_hour / (row["images_per_vcpu_s"] * 3600) * 1e6)
+
+
+@pytest.mark.parametrize("family", sorted(CPU_FAMILIES))
+def test_a_familys_engine_is_what_choose_picks_for_its_features(family):
+  processor, cls, _ = CPU_FAMILIES[family]
+  features = CpuFeatures(processor, frozenset(FEATURE_CLASSES[cls][1]))
+  expected = choose("auto", "auto", features=features, gpu=False, has_openvino=True, has_int8=False)
+  assert auto_choice(family) == expected
+  row = next(row for row in _table()["families"] if row["family"] == family)
+  assert row["engine"] == expected.describe()
+
+
+def test_measured_rates_per_vcpu_and_what_is_not_measured():
+  classes = {row["class"]: row["images_per_vcpu_s"] for row in _table()["classes"]}
+  assert classes["avx2"]["tensorflow fp32"] == pytest.approx(9.4 / 2)
+  assert classes["avx2"]["openvino fp32"] == pytest.approx(12.7 / 2)
+  assert classes["avx2"]["openvino bf16"] is None  # no bf16 instructions
+  assert classes["amx"]["openvino bf16"] == pytest.approx(62.7 / 2)
+  assert classes["amx"]["openvino int8"] is None  # not measured on AMX
+  # The image size and the model's FLOPs scale every rate.
+  quarter = {row["class"]: row["images_per_vcpu_s"] for row in _table(pixels=1024 * 1024)["classes"]}
+  assert quarter["amx"]["openvino bf16"] == pytest.approx(62.7 / 2 / 4)
+
+
+def test_a_user_rate_overrides_the_estimate_and_the_worker_plan():
+  table = _table(user_rates={"n2d": 100.0})
+  row = next(row for row in table["families"] if row["family"] == "n2d")
+  assert row["images_per_vcpu_s"] == 100.0 and row["basis"] == "--cpu_rate"
+  assert table["recommended"]["family"] == "n2d"
+  result = _cpu_plan(machine_type="n2d-standard-4", cpu_rate=["n2d=100"])
+  assert "--cpu_rate" in result["sources"]["cpu_model_cost"]
+  host_s = plan_costs.DECODE_S_PER_PIXEL["png"] + plan_costs.OTHER_S_PER_PIXEL
+  assert result["per_worker"]["images_per_s"] == pytest.approx(4 / (1 / (100.0 * 512**2) + host_s) / 512**2)
+
+
+def test_engine_ceiling_rows_of_the_bench_replace_the_built_in_rates(tmp_path):
+  report = tmp_path / "PERFORMANCE.json"
+  cpu = {"name": "Intel Xeon Platinum", "flags": ["amx_tile", "amx_bf16", "amx_int8", "avx512_bf16", "avx2"]}
+  runs = [
+    {
+      "mode": "engine_ceiling",
+      "model": "default",
+      "engine": "openvino",
+      "precision": "int8",
+      "set": "64 x 512^2",
+      "images_per_s": 80.0,
+      "threads": 2,
+      "cpu": cpu,
+    },
+    {"mode": "engine_ceiling", "model": "default", "engine": "openvino", "precision": "fp32", "images_per_s": 9.0},
+  ]
+  report.write_text(json.dumps({"meta": {"cpus": 2}, "runs": runs}))
+  classes = {row["class"]: row for row in _table(bench_json=str(report))["classes"]}
+  assert classes["amx"]["images_per_vcpu_s"]["openvino int8"] == pytest.approx(40.0)
+  assert "Intel Xeon Platinum" in classes["amx"]["basis"]["openvino int8"]
+  # A row without its CPU's flags cannot be classed and is left out.
+  assert classes["avx2"]["images_per_vcpu_s"]["openvino fp32"] == pytest.approx(12.7 / 2)
+
+
+def test_cpu_table_is_labelled_estimate_and_rejects_bad_rates(capsys):
+  assert main(["--images", "1000", "--size", "512", "--flops_per_pixel", "15053", "--cpu_rate", "c3=20"]) == 0
+  out = capsys.readouterr().out
+  assert "CPU workers (estimate)" in out and "recommended" in out and "(estimate)" in out.split("recommended")[1]
+  with pytest.raises(SystemExit):
+    main(["--images", "10", "--flops_per_pixel", "15053", "--cpu_rate", "potato=3"])
+  assert "--cpu_rate 'potato=3'" in capsys.readouterr().err
