@@ -45,6 +45,7 @@ class OpenVinoSegmenter:
       self._config["INFERENCE_NUM_THREADS"] = self.threads
     self._compiled = OrderedDict()
     self._lock = threading.Lock()
+    self._arithmetic = None  # what the CPU plugin actually runs, read from the first compiled graph
 
   def describe(self) -> dict:
     return {
@@ -54,6 +55,7 @@ class OpenVinoSegmenter:
       "ir": self.ir,
       "ir_source": self.ir_source,
       "threads": self.threads or "all cores",
+      "arithmetic": self._arithmetic,
     }
 
   def input_signature(self) -> Tuple[str, Optional[int]]:
@@ -77,6 +79,8 @@ class OpenVinoSegmenter:
       model = self._model.clone()
       model.reshape({model.inputs[0]: list(shape)})
       compiled = self._core.compile_model(model, "CPU", self._config)
+      if self._arithmetic is None:
+        self._arithmetic = str(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
       entry = (compiled.create_infer_request(), [compiled.output(name) for name in OUTPUT_NAMES])
       self._compiled[shape] = entry
       if len(self._compiled) > COMPILED_SHAPES:
