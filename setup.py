@@ -83,7 +83,7 @@ setuptools.setup(
     "model.default": ["card.json"],
     "model.default.saved_model": ["*.pb"],
     "model.default.saved_model.variables": ["variables.*"],
-    "model.default.openvino": ["model.xml", "model.bin"],
+    "model.default.openvino": ["model.xml", "model.bin", "model_int8.xml", "model_int8.bin"],
   },
   install_requires=REQUIRED,
   extras_require=EXTRAS,

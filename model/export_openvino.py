@@ -27,12 +27,15 @@ def write_ir(model_dir: str, card: dict) -> dict:
 
   model = openvino_ir.convert_saved_model(model_dir)
   openvino_ir.save_ir(model, os.path.join(model_dir, openvino_ir.IR_FOLDER))
+  previous = card.get("openvino") if isinstance(card.get("openvino"), dict) else {}
   card["openvino"] = {
     "ir": f"{openvino_ir.IR_FOLDER}/{openvino_ir.IR_FILE}",
     "weights": "fp32",
     "source_saved_model_sha256": openvino_ir.saved_model_hash(model_dir),
     "converter": f"openvino.convert_model of serving_default, OpenVINO {openvino.get_version()}",
   }
+  if "int8" in previous:  # kept: its own SavedModel hash says whether it still applies
+    card["openvino"]["int8"] = previous["int8"]
   return card
 
 

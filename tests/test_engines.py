@@ -181,3 +181,17 @@ def test_int8_without_an_int8_model_stops_before_any_work(fake_model, tmp_path):
     "--input", "samples/images/*.png", "--output", str(tmp_path / "out"), "--model", fake_model, "--precision", "int8"
   )
   assert code == 2 and "python -m model.quantize --model" in err and err.count("\n") == 1, err
+
+
+def test_an_int8_ir_from_another_savedmodel_is_refused(fake_model, tmp_path):
+  model = shutil.copytree(fake_model, tmp_path / "model")
+  openvino_ir.save_ir(openvino_ir.convert_saved_model(str(model)), str(model / "openvino"), openvino_ir.INT8_FILE)
+  assert "not made from its current SavedModel" in openvino_ir.int8_problem(str(model))
+  with pytest.raises(EngineError, match="python -m model.quantize"):
+    engines.choose_here(str(model), precision="int8")
+  card = json.loads((model / "card.json").read_text())
+  card["openvino"] = {"int8": {"source_saved_model_sha256": openvino_ir.saved_model_hash(str(model))}}
+  (model / "card.json").write_text(json.dumps(card))
+  assert openvino_ir.int8_problem(str(model)) is None
+  choice = engines.choose_here(str(model), precision="int8")
+  assert (choice.engine, choice.precision) == ("openvino", "int8")

@@ -12,11 +12,9 @@ model directory carries (``model.engines.openvino_ir``).
 TensorFlow when the model directory carries its IR.
 """
 
-import os
-
 from model.engines import cpu
 from model.engines.choice import EngineChoice, EngineError, choose, openvino_installed
-from model.engines.openvino_ir import ir_path
+from model.engines.openvino_ir import int8_problem
 
 __all__ = ["EngineChoice", "EngineError", "choose_here", "load"]
 
@@ -31,7 +29,7 @@ def choose_here(
     features=cpu.probe(),
     gpu=cpu.gpu_visible(),
     has_openvino=openvino_installed(),
-    has_int8=os.path.exists(ir_path(model_dir, int8=True)),
+    has_int8=int8_problem(model_dir) is None,
     mixed_precision=mixed_precision,
     model_dir=model_dir,
   )

@@ -78,6 +78,24 @@ def _bundled_ir_current(model_dir: str, card: dict, source_hash: Optional[str]) 
   return recorded is not None and recorded == (source_hash or saved_model_hash(model_dir))
 
 
+def int8_problem(model_dir: str, card: Optional[dict] = None, source_hash: Optional[str] = None) -> Optional[str]:
+  """Why the directory's int8 IR cannot be used (missing, unrecorded, or made from another SavedModel), else None.
+
+  An int8 IR left behind by a re-export would segment with the old weights,
+  so it must carry the hash of the SavedModel it was quantised from.
+  """
+  if not os.path.exists(ir_path(model_dir, int8=True)):
+    return f"{model_dir} has no int8 IR ({IR_FOLDER}/{INT8_FILE})"
+  if not os.path.isdir(os.path.join(model_dir, "saved_model")):
+    return None  # an IR-only directory: nothing to be stale against
+  card = read_card(model_dir) if card is None else card
+  block = ((card.get("openvino") or {}).get("int8") or {}) if isinstance(card, dict) else {}
+  recorded = block.get("source_saved_model_sha256")
+  if recorded != (source_hash or saved_model_hash(model_dir)):
+    return f"{model_dir}'s int8 IR was not made from its current SavedModel (card.json openvino.int8)"
+  return None
+
+
 def locate_ir(model_dir: str, int8: bool = False) -> Tuple[str, str]:
   """(path of the IR to run, where it came from: 'model directory', 'cache' or 'converted').
 
@@ -87,10 +105,10 @@ def locate_ir(model_dir: str, int8: bool = False) -> Tuple[str, str]:
   card = read_card(model_dir)
   source_hash = saved_model_hash(model_dir) if os.path.isdir(os.path.join(model_dir, "saved_model")) else None
   if int8:
-    path = ir_path(model_dir, int8=True)
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"{model_dir} has no int8 IR ({IR_FOLDER}/{INT8_FILE}); run python -m model.quantize")
-    return path, "model directory"
+    problem = int8_problem(model_dir, card, source_hash)
+    if problem:
+      raise FileNotFoundError(f"{problem}; run python -m model.quantize --model {model_dir}")
+    return ir_path(model_dir, int8=True), "model directory"
   if source_hash is None:  # an IR-only directory
     if os.path.exists(ir_path(model_dir)):
       return ir_path(model_dir), "model directory"
