@@ -290,7 +290,10 @@ def quantize(args, argv) -> int:
     same_data = os.path.abspath(args.truth_data) == os.path.abspath(source[1])
     if same_data and args.truth_split == source[2]:
       raise QuantizeError("--truth_data/--truth_split is the calibration split itself; pass a held-out split")
-  import nncf
+  try:
+    import nncf
+  except ImportError:
+    raise QuantizeError("model.quantize needs NNCF: pip install -c requirements.lock -e '.[quantize]'") from None
   import openvino
 
   from model import engines
