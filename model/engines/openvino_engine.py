@@ -1,10 +1,13 @@
 """The CPU engine: an exported model run by OpenVINO, in fp32, bf16 (AMX / AVX-512 BF16) or int8.
 
-Each distinct input shape is compiled once per process into its own static
-graph (a few tenths of a second for the bundled model, and about 10 % faster
-than one dynamic-shape graph on the measured CPUs), and kept while it is
-among the most recently used ones. Calls are serialised per process: the
-engine already spreads one call over all the threads it was given.
+An input shape that comes back (the tile batches that make up nearly all of
+a large run) is compiled once per process into its own static graph, about
+10 % faster than the dynamic-shape graph and kept while it is among the most
+recently used ones; a shape seen for the first time runs on one shared
+dynamic-shape graph instead, because compiling a static graph (0.13 s for
+the bundled model) costs more than a one-off image gains from it. Calls are
+serialised per process: the engine already spreads one call over all the
+threads it was given.
 
 The per-class pixel counts and confidence sums over each tile's owned
 rectangle are two vectorised ``numpy.bincount`` calls; the float confidence
@@ -20,6 +23,7 @@ import numpy as np
 from model.engines.openvino_ir import OUTPUT_NAMES, declared_classes, locate_ir
 
 COMPILED_SHAPES = 16
+SEEN_SHAPES = 4096
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
@@ -44,6 +48,8 @@ class OpenVinoSegmenter:
     if self.threads:
       self._config["INFERENCE_NUM_THREADS"] = self.threads
     self._compiled = OrderedDict()
+    self._seen = set()
+    self._dynamic = None
     self._lock = threading.Lock()
     self._arithmetic = None  # what the CPU plugin actually runs, read from the first compiled graph
 
@@ -73,20 +79,30 @@ class OpenVinoSegmenter:
   def __call__(self, images: np.ndarray):
     return self.predict(images)
 
+  def _compile(self, model):
+    compiled = self._core.compile_model(model, "CPU", self._config)
+    if self._arithmetic is None:
+      self._arithmetic = str(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
+    return compiled.create_infer_request(), [compiled.output(name) for name in OUTPUT_NAMES]
+
   def _request(self, shape):
+    """The infer request for this shape: its static graph if the shape came before, else the dynamic one."""
     entry = self._compiled.get(shape)
-    if entry is None:
-      model = self._model.clone()
-      model.reshape({model.inputs[0]: list(shape)})
-      compiled = self._core.compile_model(model, "CPU", self._config)
-      if self._arithmetic is None:
-        self._arithmetic = str(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
-      entry = (compiled.create_infer_request(), [compiled.output(name) for name in OUTPUT_NAMES])
-      self._compiled[shape] = entry
-      if len(self._compiled) > COMPILED_SHAPES:
-        self._compiled.popitem(last=False)
-    else:
+    if entry is not None:
       self._compiled.move_to_end(shape)
+      return entry
+    if shape not in self._seen and self._model.inputs[0].get_partial_shape().is_dynamic:
+      if len(self._seen) >= SEEN_SHAPES:  # a run of ever-new sizes: forget, do not grow
+        self._seen.clear()
+      self._seen.add(shape)
+      if self._dynamic is None:
+        self._dynamic = self._compile(self._model)
+      return self._dynamic
+    model = self._model.clone()
+    model.reshape({model.inputs[0]: list(shape)})
+    entry = self._compiled[shape] = self._compile(model)
+    if len(self._compiled) > COMPILED_SHAPES:
+      self._compiled.popitem(last=False)
     return entry
 
   def predict(self, images: np.ndarray):
