@@ -4,8 +4,11 @@
 
 --model is an exported model directory (saved_model/ + card.json), evaluated
 through its `segment` serving function so the numbers describe what ships, or
-a `.keras` checkpoint from model.train. Prints a table, then one JSON object
-as the last line of stdout.
+a `.keras` checkpoint from model.train. With `--engine openvino
+--precision fp32|bf16|int8` an exported directory is evaluated on the CPU
+engine the pipeline runs instead (model/engines), so the metrics of each
+precision can be set side by side. Prints a table, then one JSON object as
+the last line of stdout.
 """
 
 import argparse
@@ -25,6 +28,26 @@ from model.tiled import predict_image
 def _read_json(path):
   with open(path) as handle:
     return json.load(handle)
+
+
+def load_engine_segmenter(model_path, engine, precision):
+  """``load_segmenter``'s tuple for an exported directory run on a pipeline engine (``model.engines``)."""
+  import types
+
+  from model import engines
+
+  card = _read_json(os.path.join(model_path, "card.json"))
+  classes = classes_module.classes_from_json(card["classes"], source=os.path.join(model_path, "card.json"))
+  block = card.get("input") or {}
+  channels, dtype = int(block.get("channels", 3)), block.get("dtype", "uint8")
+  choice = engines.choose_here(model_path, engine, precision)
+  segmenter = engines.load(model_path, choice, types.SimpleNamespace(channels=channels, dtype=dtype))
+
+  def segment(images):
+    class_ids, confidence = segmenter.predict(np.asarray(images))
+    return np.stack([class_ids.astype(np.float32), confidence], axis=-1)
+
+  return segment, classes, f"{choice.engine} {choice.precision}", (channels, dtype)
 
 
 def load_segmenter(model_path):
@@ -77,9 +100,12 @@ def confidence_quantiles(image_means):
   return {f"p{q:02d}": round(float(np.percentile(values, q)), 4) for q in (1, 5, 50)}
 
 
-def evaluate(model_path, data_dir, split="test"):
+def evaluate(model_path, data_dir, split="test", engine="tensorflow", precision="fp32"):
   """Accumulate one confusion matrix over the split and compute the metrics dict."""
-  segment, class_list, kind, (channels, dtype) = load_segmenter(model_path)
+  if engine == "tensorflow" and precision in ("fp32", "auto"):
+    segment, class_list, kind, (channels, dtype) = load_segmenter(model_path)
+  else:
+    segment, class_list, kind, (channels, dtype) = load_engine_segmenter(model_path, engine, precision)
   num_classes = len(class_list)
   class_names = [segmentation_class.name for segmentation_class in class_list]
   confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -143,12 +169,21 @@ def parse_args(argv=None):
   parser.add_argument("--model", required=True, help="exported model directory or .keras checkpoint")
   parser.add_argument("--data", required=True, help="dataset directory")
   parser.add_argument("--split", default="test")
+  parser.add_argument(
+    "--engine",
+    default="tensorflow",
+    choices=("tensorflow", "openvino", "auto"),
+    help="engine of an exported directory: tensorflow (default, the reference) or the pipeline's CPU engine",
+  )
+  parser.add_argument(
+    "--precision", default="fp32", choices=("auto", "fp32", "bf16", "int8"), help="OpenVINO precision (default fp32)"
+  )
   return parser.parse_args(argv)
 
 
 def main(argv=None):
   args = parse_args(argv)
-  result = evaluate(args.model, args.data, args.split)
+  result = evaluate(args.model, args.data, args.split, args.engine, args.precision)
   print(format_table(result))
   print(json.dumps(result), flush=True)
 

@@ -21,6 +21,11 @@ def test_default_model_quality_on_a_fresh_seed(tmp_path):
   assert result["images"] == 40
   assert result["mean_iou"] >= 0.90, result
   assert min(result["per_class_iou"].values()) >= 0.80, result["per_class_iou"]
+  # The CPU engine's precisions hold the quality: fp32 to the pixel, int8 within half a point of mean IoU.
+  for precision, tolerance in (("fp32", 1e-9), ("int8", 0.005)):
+    engine_result = evaluate(DEFAULT_MODEL, str(tmp_path), "test", "openvino", precision)
+    assert engine_result["model_format"] == f"openvino {precision}"
+    assert abs(engine_result["mean_iou"] - result["mean_iou"]) <= tolerance, (precision, engine_result["mean_iou"])
 
 
 def test_card_records_the_measured_metrics():
