@@ -46,6 +46,10 @@ EXTRAS = {
     "ruff>=0.17",
     "import-linter>=2.16",
     "nncf>=3.4,<3.5",
+    # tests/test_bench.py runs the quick bench, whose engine rows include ONNX Runtime.
+    "onnxruntime>=1.32",
+    "onnx>=1.23",
+    "tf2onnx>=1.17",
   ],
   # GeoTIFF inputs with their CRS, GeoTIFF masks, areas in m^2, --polygons (transforms/geo.py).
   # About 48 MB of wheels (150 MB installed; rasterio bundles GDAL and PROJ), so optional.

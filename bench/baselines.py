@@ -5,8 +5,9 @@
 For each image count (512² PNGs from ``bench.workload``), in fresh processes
 and in turn: the pipeline (``python -m pipeline.run``, its ``Time:`` line
 and its whole wall time), the careful per-image loop (``bench.modes loop``:
-``serving_default`` at batch 1, palette PNG and counts per image) and the
-``tf.data`` script (``bench.modes tfdata``). Wall time includes process
+``serving_default`` at batch 1, palette PNG and counts per image), the
+``tf.data`` script (``bench.modes tfdata``) and the same loop on OpenVINO
+(``bench.modes openvino_loop``). Wall time includes process
 start, imports and model load, because that is what a user waits for.
 Ratios are baseline wall time / pipeline wall time: above 1 the pipeline is
 faster. ``--repeats`` runs every program that many times, interleaved, and
@@ -34,6 +35,10 @@ def _pipeline(images_dir, output):
 
 def _mode(mode, images_dir, output):
   args = {"model": DEFAULT_MODEL, "images": images_dir, "output": output}
+  if mode == "openvino_loop":
+    from model.engines.openvino_ir import locate_ir
+
+    args["ir"] = locate_ir(DEFAULT_MODEL)[0]
   watched = run_watched([sys.executable, "-m", "bench.modes", mode, json.dumps(args)], env=child_env(), cwd=REPO)
   if watched["returncode"] != 0:
     raise RuntimeError(f"{mode} failed: {watched['stderr_tail']}")
@@ -53,6 +58,7 @@ def measure(counts, workdir, repeats):
         ("pipeline", lambda out: _pipeline(images_dir, out)),
         ("loop", lambda out: _mode("loop", images_dir, out)),
         ("tfdata", lambda out: _mode("tfdata", images_dir, out)),
+        ("openvino_loop", lambda out: _mode("openvino_loop", images_dir, out)),
       ):
         result = run(os.path.join(workdir, f"out-{name}-{count}-{attempt}"))
         if name not in best or result["wall_s"] < best[name]["wall_s"]:
@@ -61,6 +67,7 @@ def measure(counts, workdir, repeats):
     row = {"images": count, "load": [min(loads), max(loads)], **{name: best[name] for name in best}}
     row["pipeline_vs_loop"] = best["loop"]["wall_s"] / best["pipeline"]["wall_s"]
     row["pipeline_vs_tfdata"] = best["tfdata"]["wall_s"] / best["pipeline"]["wall_s"]
+    row["pipeline_vs_openvino_loop"] = best["openvino_loop"]["wall_s"] / best["pipeline"]["wall_s"]
     print(json.dumps(row), flush=True)
     rows.append(row)
   return rows
@@ -71,14 +78,15 @@ def markdown(rows, command):
     f"`{command}` on {time.strftime('%Y-%m-%d')} (best of the repeats; wall time includes process start)",
     "",
     "| images of 512² | pipeline wall s (`Time:` window) | careful loop wall s | tf.data wall s | "
-    "pipeline vs loop | pipeline vs tf.data | load avg |",
-    "|---:|---:|---:|---:|---:|---:|---|",
+    "OpenVINO loop wall s | pipeline vs loop | pipeline vs tf.data | pipeline vs OpenVINO loop | load avg |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
   ]
   for row in rows:
     lines.append(
       f"| {row['images']:,} | {row['pipeline']['wall_s']:.1f} ({row['pipeline']['time_window_s']:.1f}) | "
-      f"{row['loop']['wall_s']:.1f} | {row['tfdata']['wall_s']:.1f} | {row['pipeline_vs_loop']:.2f}× | "
-      f"{row['pipeline_vs_tfdata']:.2f}× | {row['load'][0]:.1f}-{row['load'][1]:.1f} |"
+      f"{row['loop']['wall_s']:.1f} | {row['tfdata']['wall_s']:.1f} | {row['openvino_loop']['wall_s']:.1f} | "
+      f"{row['pipeline_vs_loop']:.2f}× | {row['pipeline_vs_tfdata']:.2f}× | {row['pipeline_vs_openvino_loop']:.2f}× | "
+      f"{row['load'][0]:.1f}-{row['load'][1]:.1f} |"
     )
   return "\n".join(lines) + "\n"
 

@@ -19,7 +19,8 @@ from bench import spy as spy_module
 from bench.procs import REPO, child_env, load_average, run_watched
 
 PROFILES = {
-  # (count of 512^2 images in the main set, linearity base, big images, vgg16 images, settings images)
+  # Counts of 512^2 images: main set, linearity base, big images, vgg16 images, settings images; the engines
+  # alone on engine_count arrays at each of engine_batches; end to end on each e2e count of JPEGs; a short run.
   "full": {
     "main": 200,
     "linear_base": 20,
@@ -29,9 +30,26 @@ PROFILES = {
     "settings": 64,
     "pool": 24,
     "tile_size": 512,
+    "engine_count": 48,
+    "engine_batches": [1, 8, 16],
+    "e2e": [160, 1000],
+    "short": 8,
   },
   # Smoke test: every mode on a few small images; no sweep, large images, profile or settings.
-  "quick": {"main": 4, "linear_base": 0, "big": 0, "big_size": 0, "vgg": 0, "settings": 0, "pool": 2, "tile_size": 256},
+  "quick": {
+    "main": 4,
+    "linear_base": 0,
+    "big": 0,
+    "big_size": 0,
+    "vgg": 0,
+    "settings": 0,
+    "pool": 2,
+    "tile_size": 256,
+    "engine_count": 16,
+    "engine_batches": [1, 8, 16],
+    "e2e": [4],
+    "short": 8,
+  },
 }
 
 
@@ -77,9 +95,9 @@ class Bench:
       record["mpx_per_s"] = round(result["pixels"] / 1e6 / result["work_s"], 3)
       record["wall_images_per_s"] = round(result["images"] / watched["wall_s"], 3)
     if output:
-      record["masks"] = quality.count_masks(
-        output if name.startswith(("naive", "stock")) else os.path.join(output, "masks")
-      )
+      # The pipeline writes OUT/masks/; the hand-written programs write their masks into OUT itself.
+      masks = os.path.join(output, "masks")
+      record["masks"] = quality.count_masks(masks if os.path.isdir(masks) else output)
     self.runs.append(record)
     self.say(
       f"{name}: {record.get('images_per_s')} img/s (work {record['work_s']} s, wall {record['wall_s']} s), "
@@ -139,19 +157,18 @@ class Bench:
       "argv": " ".join(argv),
     }
 
-  def pipeline(self, name, images_dir, output, model_dir, workers=0, extra=(), env=None, **labels):
-    """``python -m pipeline.run`` on a folder of PNGs, in-memory or with ``workers`` processes."""
+  def pipeline(
+    self, name, images_dir, output, model_dir, workers=0, extra=(), env=None, pattern="*.png", defaults=False, **labels
+  ):
+    """``python -m pipeline.run`` on a folder of images, in-memory or with ``workers`` processes.
+
+    ``defaults`` runs it as a user would, with no flag beyond input, output and model.
+    """
     shutil.rmtree(output, ignore_errors=True)
-    argv = [
-      "--input",
-      os.path.join(images_dir, "*.png"),
-      "--output",
-      output,
-      "--model",
-      model_dir,
-      "--runner=FnApiRunner",
-      f"--tile_size={self.profile['tile_size']}",
-    ] + list(extra)
+    argv = ["--input", os.path.join(images_dir, pattern), "--output", output, "--model", model_dir]
+    if not defaults:
+      argv += ["--runner=FnApiRunner", f"--tile_size={self.profile['tile_size']}"]
+    argv += list(extra)
     if workers:
       argv += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
     self.say(f"{name} ...")
@@ -167,6 +184,7 @@ class Bench:
       "work_s": float(match.group(1)) if match else watched["wall_s"],
       "failed": summary["counts"]["failed"],
       "argv": " ".join(argv),
+      "engine": summary.get("engine"),
     }
     labels.setdefault("mode", "pipeline")
     return self._record(name, result, watched, output, workers=workers or 1, **labels)

@@ -17,6 +17,8 @@ measurement keeps peak-RSS figures and TensorFlow thread settings separate.
 * ``tfdata``: the same outputs from a ``tf.data`` pipeline: parallel
   read + decode, batches of 16, ``serving_default``, per-image bincount and
   ``encode_png`` in the graph, files written with ``tf.io.write_file``.
+* ``engine_ceiling``, ``openvino_loop``, ``onnx_export``: the CPU engines,
+  in ``bench.engine_modes``.
 """
 
 import json
@@ -26,6 +28,7 @@ import time
 
 import numpy as np
 
+from bench.engine_modes import engine_ceiling, onnx_export, openvino_loop
 from bench.models import read_card
 
 
@@ -303,7 +306,17 @@ def tfdata(args):
   return {"images": images, "pixels": pixels, "work_s": work_s, "load_s": load_s}
 
 
-MODES = {"ceiling": ceiling, "naive": naive, "stock": stock, "xla": xla, "loop": loop, "tfdata": tfdata}
+MODES = {
+  "ceiling": ceiling,
+  "naive": naive,
+  "stock": stock,
+  "xla": xla,
+  "loop": loop,
+  "tfdata": tfdata,
+  "engine_ceiling": engine_ceiling,
+  "openvino_loop": openvino_loop,
+  "onnx_export": onnx_export,
+}
 
 
 def main(argv):

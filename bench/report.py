@@ -15,7 +15,7 @@ def render_markdown(report) -> str:
     "|---|---|---|---:|---:|---:|---:|---:|---|---:|---|",
   ]
   for run in report["runs"]:
-    if run.get("mode") in ("profile", "settings"):
+    if run.get("mode") in ("profile", "settings", "engine_ceiling", "e2e", "short"):
       continue
     peaks = ", ".join(f"{p['peak_rss_mb']:.0f}" for p in run["processes"])
     lines.append(
@@ -89,11 +89,96 @@ def render_markdown(report) -> str:
         f"| {run['setting']} | {run.get('images_per_s')} | {run['detail'].get('first_call_s', '')} | "
         f"{run['load_before'][0]:.1f} |"
       )
-  lines += ["", "Targets:", "", "| target | value | met |", "|---|---|---|"]
+  lines += engine_lines(report) + end_to_end_lines(report)
+  lines += ["", "Targets:", "", "| target | value | result |", "|---|---|---|"]
   for name, target in report["targets"].items():
     value = target.get("value", target.get("value_mb"))
-    lines.append(f"| {name} | {value} | {'yes' if target['met'] else 'no'} |")
+    result = {True: "met", False: "missed", None: "not measured"}[target["met"]]
+    note = f" ({target['note']})" if target.get("note") else ""
+    lines.append(f"| {name} | {'' if value is None else value} | {result}{note} |")
   return "\n".join(lines) + "\n"
+
+
+def engine_lines(report):
+  """The model alone per CPU engine and precision: images/s by batch size, agreement, or why there is no row."""
+  rows = report.get("engines") or []
+  if not rows:
+    return []
+  sizes = [str(b) for b in report["profile"]["engine_batches"]]
+  reference = next((r for r in rows if r["engine"] == "tensorflow" and r.get("status") == "measured"), None)
+  top = sizes[-1]
+  meta = report["meta"]
+  cpu = meta.get("cpu") or {}
+  lines = [
+    "",
+    f"The model alone per CPU engine ({rows[0]['model']} model, {_engine_set(report)} pre-decoded "
+    "uint8 arrays; decode excluded, each batch shape "
+    f"compiled or traced by one untimed call first; OpenVINO through the pipeline's own engine code). "
+    f"CPU: {cpu.get('name', '?')}, flags {', '.join(cpu.get('flags', [])) or 'none relevant'}; "
+    f"`--precision auto` resolves to {meta.get('openvino_auto_precision')} here.",
+    "",
+    "| engine | precision | "
+    + " | ".join(f"images/s, batch {b}" for b in sizes)
+    + f" | × TensorFlow fp32 (batch {top}) | class ids = TF fp32 | first call s | peak RSS MB | note |",
+    "|---|---|" + "---:|" * len(sizes) + "---:|---:|---|---:|---|",
+  ]
+  for row in rows:
+    precision = row["precision"] + (" (auto)" if row.get("auto") else "")
+    if row.get("status") != "measured":
+      blanks = " | ".join("" for _ in sizes)
+      lines.append(f"| {row['engine']} | {precision} | {blanks} | | | | | {row.get('status')}: {row.get('reason')} |")
+      continue
+    rates = row["batch_images_per_s"]
+    speedup = ""
+    if reference and rates.get(top) and reference["batch_images_per_s"].get(top):
+      speedup = f"{rates[top] / reference['batch_images_per_s'][top]:.2f}×"
+    agreement = "" if row.get("agreement") is None else f"{row['agreement']:.4%}"
+    first = ", ".join(f"{v}" for v in (row.get("first_call_s") or {}).values())
+    note = "" if row["engine"] == "tensorflow" else ("imports TensorFlow" if row.get("tensorflow_imported") else "")
+    lines.append(
+      f"| {row['engine']} | {precision} | {' | '.join(str(rates.get(b, '')) for b in sizes)} | {speedup} | "
+      f"{agreement} | {first} | {row.get('peak_rss_mb') or ''} | {note} |"
+    )
+  return lines
+
+
+def _engine_set(report):
+  run = next((r for r in report["runs"] if r.get("mode") == "engine_ceiling"), None)
+  return run["set"] if run else "the main set"
+
+
+def end_to_end_lines(report):
+  """The pipeline with default flags against the hand-written programs on the same JPEGs, wall time from process start."""
+  rows = report.get("end_to_end") or []
+  if not rows:
+    return []
+  titles = list(rows[0]["baselines"])
+  lines = [
+    "",
+    "End to end on JPEGs, one program after another on the same files, each a fresh process: wall s from "
+    "process start to exit (timed part in brackets: the pipeline's `Time:` window, the programs' loop after the "
+    "model load); ratios are the program's wall time over the pipeline's (above 1: the pipeline is faster).",
+    "",
+    "| images | pipeline wall s | "
+    + " | ".join(f"{t} wall s" for t in titles)
+    + " | "
+    + " | ".join(f"pipeline vs {t}" for t in titles)
+    + " |",
+    "|---:|---:|" + "---:|" * (2 * len(titles)),
+  ]
+  for row in rows:
+    figures = [row["pipeline"]] + [row["baselines"][t] for t in titles]
+    walls = " | ".join(f"{f['wall_s']:.1f} ({f['work_s']:.1f})" for f in figures)
+    ratios = " | ".join(f"{row['wall_ratio'][t]:.2f}×" for t in titles)
+    lines.append(f"| {row['images']:,} | {walls} | {ratios} |")
+  short = next((r for r in report["runs"] if r["name"] == report.get("short_run")), None)
+  if short:
+    lines += [
+      "",
+      f"Short run: `python -m pipeline.run` on {short['set']} with default flags: {short['wall_s']} s wall "
+      f"(`Time:` window {short['work_s']} s), peak RSS {short['peak_rss_mb']} MB.",
+    ]
+  return lines
 
 
 RESULTS_BEGIN = "<!-- bench:results:begin -->"

@@ -1,14 +1,16 @@
 """Orchestrates the benchmark of issue 6 and writes the report.
 
-    python -m bench                              # full run (~10 min on 2 cores), prints JSON + table
+    python -m bench                              # full run (~25 min on 2 cores), prints JSON + table
     python -m bench --out docs/PERFORMANCE.md    # also writes the Markdown report (results section)
-    python -m bench --quick --out /tmp/b.json    # smoke test (tiny workload, a minute)
+    python -m bench --quick --out /tmp/b.json    # smoke test (tiny workload, about 2 minutes)
 
 Every figure comes from a fresh process (``bench.modes`` or ``python -m
 pipeline.run``) watched by ``bench.procs`` for wall time and per-process peak
 RSS. Ratios are images/s divided by the ceiling's images/s for the same
-model and image size. The load average before and after each measurement is
-recorded because the machine may be shared.
+model and image size; the CPU engines alone and the end-to-end comparison
+with the hand-written programs are ``bench.engine_runs``. The load average
+before and after each measurement is recorded because the machine may be
+shared.
 """
 
 # This module is the plan of the whole benchmark (run_bench) and the command. One measurement in a fresh process is
@@ -23,11 +25,12 @@ import shutil
 import sys
 import time
 
-from bench import fetch, models, quality, workload
+from bench import engine_runs, fetch, models, quality, workload
 from bench.findings import ratio, steady_state, targets
 from bench.harness import Bench
 from bench.procs import child_env, load_average
 from bench.report import render_markdown, write_report
+from model.engines import cpu
 
 
 def _stock(bench, tag, keras_path, images_dir, output, size, env, **labels):
@@ -58,10 +61,10 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
     "command": "python -m bench" + (" --quick" if quick else ""),
   }
   bench.say("generating workload")
-  largest = profile["linear_base"] * 16
+  largest = max(profile["linear_base"] * 16, profile["main"], *profile["e2e"], profile["short"])
   pool_dir = workload.make_set(
-    os.path.join(workdir, f"set512x{max(largest, profile['main'])}"),
-    max(largest, profile["main"]),
+    os.path.join(workdir, f"set512x{largest}"),
+    largest,
     512 if not quick else 128,
     pool_size=profile["pool"],
     tile=512 if not quick else 128,
@@ -119,6 +122,18 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
       **common,
     )
     _stock(bench, label, keras_path, images_dir, os.path.join(out, f"stock-{label}"), size, stock_env, **common)
+
+  # The model alone on each CPU engine and precision (default model, pre-decoded arrays of the main set).
+  engines = engine_runs.engine_ceilings(
+    bench,
+    "default",
+    models.DEFAULT_MODEL,
+    main_dir,
+    workdir,
+    profile["engine_count"],
+    profile["engine_batches"],
+    f"{profile['engine_count']} x {size}^2",
+  )
 
   # Linearity of the in-memory and multi-processing pipeline (default model).
   linearity = []
@@ -255,16 +270,24 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
         )
       )
 
+  # End to end on JPEGs: the pipeline with default flags against the three hand-written programs, then a short run.
+  jpeg_count = max(*profile["e2e"], profile["short"])
+  jpeg_dir = workload.jpeg_set(pool_dir, jpeg_count, os.path.join(workdir, f"jpeg{size}x{jpeg_count}"))
+  end_to_end = [
+    engine_runs.end_to_end(bench, jpeg_dir, count, models.DEFAULT_MODEL, workdir, size) for count in profile["e2e"]
+  ]
+  short = engine_runs.short_run(bench, jpeg_dir, profile["short"], models.DEFAULT_MODEL, workdir, size)
+
   for run in bench.runs:
-    run["ratio_to_ceiling"] = (
-      ratio(run, ceilings.get(run.get("model")))
-      if run.get("set", "").startswith(str(profile["main"] if run.get("model") == "default" else profile["vgg"]))
-      or run.get("scale")
-      else None
+    main_set = run.get("mode") not in ("engine_ceiling", "e2e", "short") and run.get("set", "").startswith(
+      str(profile["main"] if run.get("model") == "default" else profile["vgg"])
     )
+    run["ratio_to_ceiling"] = ratio(run, ceilings.get(run.get("model"))) if main_set or run.get("scale") else None
   meta["load_end"] = load_average()
   meta["seconds"] = round(time.time() - started, 1)
   meta["stock_handler_deps"] = hub
+  meta["cpu"] = cpu.probe().describe()
+  meta["openvino_auto_precision"] = engine_runs.auto_precision(models.DEFAULT_MODEL)
   report = {
     "meta": meta,
     "profile": profile,
@@ -272,6 +295,9 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
     "quality": quality_rows,
     "steady_state": steady_state(linearity),
     "profiles": profiles,
+    "engines": engines,
+    "end_to_end": end_to_end,
+    "short_run": short["name"],
   }
   report["targets"] = targets(report, ceilings.get("default"))
   return report

@@ -1,10 +1,11 @@
 """Smoke test of the benchmark (issue 6): ``run_bench(quick=True)`` end to end, no timing assertions.
 
 Runs every mode on a few 128x128 images (ceiling, in-memory and
-multi-processing pipeline, per-image loop, stock RunInference) in fresh
-processes, then checks the report's structure and that every mode that writes
-masks wrote one per input. The stock mode runs without fetching
-tensorflow_hub (the bench's stand-in handler) so the test needs no network.
+multi-processing pipeline, per-image loop, stock RunInference, the CPU
+engines alone, the end-to-end comparison on JPEGs) in fresh processes, then
+checks the report's structure and that every mode that writes masks wrote
+one per input. The stock mode runs without fetching tensorflow_hub (the
+bench's stand-in handler) so the test needs no network.
 """
 
 import json
@@ -13,7 +14,7 @@ import os
 import pytest
 
 from bench import quality, spy
-from bench.findings import steady_state
+from bench.findings import engine_targets, steady_state
 from bench.report import render_markdown, write_report
 from bench.run import run_bench
 from transforms.records import MASKS_DIR
@@ -30,11 +31,21 @@ def test_report_structure(report, tmp_path):
   assert set(report) >= {"meta", "runs", "quality", "steady_state", "profiles", "targets"}
   assert report["meta"]["quick"] is True and len(report["meta"]["load_start"]) == 3
   modes = {run["mode"] for run in report["runs"]}
-  assert modes == {"ceiling", "pipeline", "naive", "stock"}
+  assert modes == {"ceiling", "pipeline", "naive", "stock", "engine_ceiling", "e2e", "short"}
   for run in report["runs"]:
     assert run["images"] > 0 and run["work_s"] > 0 and run["images_per_s"] > 0
     assert run["processes"] and all(p["peak_rss_mb"] > 0 for p in run["processes"])
-    assert run["ratio_to_ceiling"] is not None
+    assert (run["ratio_to_ceiling"] is not None) == (run["mode"] in ("ceiling", "pipeline", "naive", "stock"))
+  engines = {(row["engine"], row["precision"]): row for row in report["engines"]}
+  assert engines[("tensorflow", "fp32")]["status"] == "measured"
+  assert engines[("openvino", "fp32")]["status"] == "measured"
+  assert engines[("openvino", "fp32")]["tensorflow_imported"] is False
+  for row in engines.values():
+    assert row["status"] in ("measured", "skipped", "failed")
+    assert (row["status"] == "measured") == ("batch_images_per_s" in row), row
+    assert row["status"] == "measured" or row["reason"], row
+  (end_to_end,) = report["end_to_end"]
+  assert set(end_to_end["wall_ratio"]) == {"TF loop", "tf.data", "OpenVINO loop"}
   multi = next(run for run in report["runs"] if run.get("workers") == 2)
   assert len(multi["processes"]) >= 3  # the pipeline process and its two SDK workers
   out = tmp_path / "PERFORMANCE.md"
@@ -43,14 +54,15 @@ def test_report_structure(report, tmp_path):
   text = out.read_text()
   assert "intro" in text and "tail" in text and "old" not in text and "| ceiling[default] |" in text
   assert json.loads((tmp_path / "PERFORMANCE.json").read_text())["meta"]["quick"] is True
-  assert "Targets:" in render_markdown(report)
+  markdown = render_markdown(report)
+  assert "Targets:" in markdown and "| openvino | fp32 (auto) |" in markdown and "pipeline vs OpenVINO loop" in markdown
 
 
 def test_every_mode_wrote_one_mask_per_image(report):
   images = next(run["images"] for run in report["runs"] if run["mode"] == "ceiling")
-  masks = {run["name"]: run["masks"] for run in report["runs"] if "masks" in run}
-  assert len(masks) == 4, masks
-  assert set(masks.values()) == {images}, masks
+  masks = {run["name"]: (run["masks"], run["images"]) for run in report["runs"] if "masks" in run}
+  assert len(masks) == 4 + 4 + 1, masks  # main set; the pipeline and three programs end to end; the short run
+  assert all(written == count for written, count in masks.values()), masks
   for row in report["quality"].values():
     assert row["images"] == images and 0 <= row["pixel_agreement"] <= 1
 
@@ -139,3 +151,91 @@ def test_baselines_write_the_pipelines_masks_and_counts(tmp_path):
         Image.open(os.path.join(pipeline_out, MASKS_DIR, key + ".png")) as expected,
       ):
         assert np.array_equal(np.asarray(got).squeeze(), np.asarray(expected)), (mode, key)
+
+
+def test_engine_targets_from_made_up_records():
+  """Each target is judged from the numbers; a row that could not run leaves its target unjudged, with the reason."""
+  engines = [
+    {"engine": "tensorflow", "precision": "fp32", "status": "measured", "batch_images_per_s": {"8": 10.0, "16": 10.0}},
+    {"engine": "openvino", "precision": "fp32", "status": "measured", "batch_images_per_s": {"8": 20.0, "16": 21.0}},
+    {"engine": "openvino", "precision": "int8", "status": "skipped", "reason": "no int8 IR"},
+  ]
+  pipeline = {"images": 1000, "work_s": 40.0, "wall_s": 50.0}
+  report = {
+    "meta": {"openvino_auto_precision": "fp32"},
+    "runs": [{"name": "short", "images": 8, "wall_s": 4.2, "mode": "short", "detail": {}}],
+    "short_run": "short",
+    "engines": engines,
+    "steady_state": {"in-memory": {"steady_images_per_s": 18.0}},
+    "end_to_end": [
+      {"images": 160, "pipeline": dict(pipeline, images=160), "wall_ratio": {"TF loop": 1.4}},
+      {"images": 1000, "pipeline": pipeline, "wall_ratio": {"TF loop": 2.0, "tf.data": 1.5, "OpenVINO loop": 1.1}},
+    ],
+  }
+  found = engine_targets(report)
+  assert found["model alone: OpenVINO auto (fp32) >= 2.0 x TensorFlow fp32, batch 16"] == {"value": 2.1, "met": True}
+  int8 = found["model alone: OpenVINO int8 >= 2.5 x TensorFlow fp32, batch 16 (stretch)"]
+  assert int8["met"] is None and "no int8 IR" in int8["note"]
+  assert found["pipeline >= 1.8 x TF loop, 1,000 JPEGs (wall, process start included)"]["met"] is True
+  assert found["pipeline >= 1.6 x tf.data, 1,000 JPEGs (wall, process start included)"]["met"] is False
+  assert found["pipeline >= 1.0 x OpenVINO loop, 1,000 JPEGs (wall, process start included)"]["met"] is True
+  assert found["pipeline >= 1.5 x TF loop, 160 JPEGs (wall, process start included)"]["met"] is False
+  steady = found["steady-state pipeline >= 0.85 x its engine's ceiling (openvino fp32, batch 8)"]
+  assert steady["value"] == 0.9 and steady["met"] is True
+  assert found["8-image run of the bundled model < 5 s wall (process start included)"]["met"] is True
+
+
+def test_engine_modes_match_the_pipeline_engine(tmp_path):
+  """openvino_loop writes the pipeline engine's masks and counts; engine_ceiling counts its images and agrees with TF."""
+  import subprocess
+  import sys
+
+  import numpy as np
+  from PIL import Image
+
+  from bench import workload
+  from bench.models import DEFAULT_MODEL
+  from bench.procs import REPO, child_env
+  from model import engines
+  from model.engines.choice import EngineChoice
+  from model.engines.openvino_ir import ir_path
+  from transforms.input_spec import InputSpec
+
+  images = workload.make_set(str(tmp_path / "set"), 4, 64, pool_size=2, tile=64)
+  names = sorted(os.listdir(images))
+  arrays = [np.asarray(Image.open(os.path.join(images, name)).convert("RGB")) for name in names]
+  spec = InputSpec.from_card(json.loads(open(os.path.join(DEFAULT_MODEL, "card.json")).read()))
+  reference = str(tmp_path / "reference.npz")
+  tensorflow = engines.load(DEFAULT_MODEL, EngineChoice("tensorflow", "fp32"), spec)
+  np.savez(reference, names=np.array(names), class_ids=tensorflow.predict(np.stack(arrays))[0])
+
+  def mode(name, args):
+    done = subprocess.run(
+      [sys.executable, "-m", "bench.modes", name, json.dumps(args)],
+      capture_output=True,
+      text=True,
+      env=child_env(),
+      cwd=REPO,
+      timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+  output = str(tmp_path / "loop")
+  looped = mode(
+    "openvino_loop", {"model": DEFAULT_MODEL, "images": images, "ir": ir_path(DEFAULT_MODEL), "output": output}
+  )
+  assert looped["images"] == 4 and looped["work_s"] > 0
+  segmenter = engines.load(DEFAULT_MODEL, engines.choose_here(DEFAULT_MODEL), spec)
+  counts = {json.loads(line)["key"]: json.loads(line)["pixels"] for line in open(os.path.join(output, "stats.jsonl"))}
+  for name, array in zip(names, arrays):
+    expected = segmenter.predict(array[None])[0][0]
+    with Image.open(os.path.join(output, name + ".png")) as mask:
+      assert mask.mode == "P" and np.array_equal(np.asarray(mask), expected), name
+    assert counts[name] == np.bincount(expected.ravel(), minlength=5).tolist()
+
+  args = {"model": DEFAULT_MODEL, "images": images, "engine": "openvino", "precision": "fp32", "count": 4}
+  ceiling = mode("engine_ceiling", dict(args, batch_sizes=[1, 2], reference=reference))
+  assert ceiling["images"] == 4 and set(ceiling["batch_images_per_s"]) == {"1", "2"}
+  assert ceiling["tensorflow_imported"] is False
+  assert 0.99 <= ceiling["agreement"] <= 1, ceiling
