@@ -32,22 +32,19 @@ def _read_json(path):
 
 def load_engine_segmenter(model_path, engine, precision):
   """``load_segmenter``'s tuple for an exported directory run on a pipeline engine (``model.engines``)."""
-  import types
-
   from model import engines
 
   card = _read_json(os.path.join(model_path, "card.json"))
   classes = classes_module.classes_from_json(card["classes"], source=os.path.join(model_path, "card.json"))
-  block = card.get("input") or {}
-  channels, dtype = int(block.get("channels", 3)), block.get("dtype", "uint8")
+  spec = engines.card_input(card)
   choice = engines.choose_here(model_path, engine, precision)
-  segmenter = engines.load(model_path, choice, types.SimpleNamespace(channels=channels, dtype=dtype))
+  segmenter = engines.load(model_path, choice, spec)
 
   def segment(images):
     class_ids, confidence = segmenter.predict(np.asarray(images))
     return np.stack([class_ids.astype(np.float32), confidence], axis=-1)
 
-  return segment, classes, f"{choice.engine} {choice.precision}", (channels, dtype)
+  return segment, classes, f"{choice.engine} {choice.precision}", (spec.channels, spec.dtype)
 
 
 def load_segmenter(model_path):

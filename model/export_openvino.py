@@ -14,9 +14,8 @@ import argparse
 import json
 import os
 import sys
-import types
 
-from model.engines import cpu, openvino_ir
+from model.engines import card_input, cpu, openvino_ir
 from model.engines.choice import EngineChoice
 from model.json_file import write_json_file
 
@@ -54,11 +53,6 @@ def add_ir(model_dir: str, card: dict, log=print) -> dict:
     return card
 
 
-def input_spec(card: dict):
-  block = card.get("input") or {}
-  return types.SimpleNamespace(channels=int(block.get("channels", 3)), dtype=block.get("dtype", "uint8"))
-
-
 def split_images(data_dir: str, split: str, spec):
   """The split's images as [H, W, C] arrays of the model's dtype (``model.data``'s reader)."""
   from model.data import load_split
@@ -75,19 +69,23 @@ def measure_agreement(model_dir: str, card: dict, data_dir: str, split: str) -> 
   candidates = [EngineChoice("openvino", "fp32")]
   if cpu.probe().bf16:
     candidates.append(EngineChoice("openvino", "bf16"))
-  spec = input_spec(card)
+  spec = card_input(card)
   result = class_id_agreement(model_dir, split_images(data_dir, split, spec), spec, candidates)
   result.update(data=data_dir, split=split, cpu=cpu.probe().name)
   result["command"] = f"python -m model.export_openvino --model DIR --data {data_dir} --split {split}"
   return result
 
 
-def main(argv=None):
+def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", required=True, help="exported model directory (saved_model/ + card.json)")
   parser.add_argument("--data", default=None, help="dataset (model.make_dataset layout) to measure the agreement on")
   parser.add_argument("--split", default="test")
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
   card_path = os.path.join(args.model, "card.json")
   with open(card_path, encoding="utf-8") as handle:
     card = json.load(handle)

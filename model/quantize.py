@@ -35,11 +35,11 @@ import shutil
 import sys
 import tempfile
 import time
-import types
+
 
 import numpy as np
 
-from model.engines import cpu, openvino_ir
+from model.engines import card_input, cpu, openvino_ir
 from model.engines.choice import EngineChoice
 from model.json_file import write_json_file
 
@@ -65,11 +65,6 @@ def read_card(model_dir: str) -> dict:
     raise QuantizeError(f"{model_dir} is not an exported model directory: it has no card.json") from None
   except ValueError as exc:
     raise QuantizeError(f"{path} is not valid JSON: {exc}") from None
-
-
-def input_spec(card: dict):
-  block = card.get("input") or {}
-  return types.SimpleNamespace(channels=int(block.get("channels", 3)), dtype=str(block.get("dtype", "uint8")))
 
 
 def training_data_dir(card: dict):
@@ -285,7 +280,7 @@ def quantize(args, argv) -> int:
   """Calibrate, measure, gate, then write (or not); returns the exit status."""
   card = read_card(args.model)
   source = calibration_source(args, card)
-  spec = input_spec(card)
+  spec = card_input(card)
   if args.truth_data and source[0] == "data":
     same_data = os.path.abspath(args.truth_data) == os.path.abspath(source[1])
     if same_data and args.truth_split == source[2]:

@@ -35,8 +35,13 @@ def local_run(tmp_path_factory):
   return {"in": str(inputs), "model": model, "out": str(output)}
 
 
+# Fields that differ between any two runs: times, and the run's identity (summary.json, run_state.json).
+# "ir" and "ir_source": where this process found the model's OpenVINO IR (converted now, or from the cache or a staged copy).
+RUN_SPECIFIC = ("start_time", "end_time", "run_id", "pid", "started", "finished", "ir", "ir_source")
+
+
 def _normalised(tree, roots):
-  """Outputs with run-specific paths replaced by IN/OUT/MODEL, lines sorted, times dropped.
+  """Outputs with run-specific paths replaced by IN/OUT/MODEL, lines sorted, times and run ids dropped.
 
   The summary's ``io`` byte counts depend on the paths' lengths (refs carry URIs, masks embed
   their record), so ``io`` keeps only what must agree: images read, bytes read, elements per shuffle.
@@ -55,7 +60,7 @@ def _normalised(tree, roots):
           "read_bytes": value["read_bytes"],
           "shuffle_elements": {k: v["elements"] for k, v in value["shuffle"].items() if isinstance(v, dict)},
         }
-      return {k: clean(v) for k, v in value.items() if k not in ("start_time", "end_time")}
+      return {k: clean(v) for k, v in value.items() if k not in RUN_SPECIFIC}
     if isinstance(value, list):
       return [clean(v) for v in value]
     return text(value) if isinstance(value, str) else value

@@ -30,6 +30,7 @@ ENVIRONMENT = {
   "WORKER_IMAGE": "us-central1-docker.pkg.dev/my-project/deconvseg/deconvseg-worker:0.1.0",
 }
 MODEL_COMMANDS = ("model.make_dataset", "model.train", "model.export", "model.evaluate")
+ENGINE_COMMANDS = ("model.quantize", "model.export_openvino")  # checked by their parsers
 WRAP_COMMANDS = ("model.wrap",)  # checked by their parsers too; not part of the training block run below
 QUICK_START = ("./run_pipeline.sh", "./run_tests.sh")  # run by test_run_pipeline_sh.py and by CI itself
 WALKTHROUGH = "Walkthrough: a real labelled image, from the package to the report"  # run by test_walkthrough_nuclei.py
@@ -93,6 +94,7 @@ def test_readme_has_the_commands_users_need():
     "Train a model on your own data",
     "Use your own trained model",
     "Check a run's quality",
+    "Engines: OpenVINO on CPUs, TensorFlow on GPUs",
     GEO,
     WALKTHROUGH,
   } <= sections
@@ -119,7 +121,7 @@ def test_readme_command_is_valid(section, argv):
   module = _module(argv)
   assert module is not None, f"README command not covered by tests/test_readme.py: {' '.join(argv)}"
   name, args = module
-  if name in MODEL_COMMANDS + WRAP_COMMANDS:
+  if name in MODEL_COMMANDS + WRAP_COMMANDS + ENGINE_COMMANDS:
     __import__(name, fromlist=["parse_args"]).parse_args(args)
   elif name == "pipeline.report":
     assert len(args) == 1 and args[0].startswith("gs://"), args

@@ -12,11 +12,19 @@ model directory carries (``model.engines.openvino_ir``).
 TensorFlow when the model directory carries its IR.
 """
 
+import types
+
 from model.engines import cpu
 from model.engines.choice import EngineChoice, EngineError, choose, openvino_installed
 from model.engines.openvino_ir import int8_problem
 
-__all__ = ["EngineChoice", "EngineError", "choose_here", "load"]
+__all__ = ["EngineChoice", "EngineError", "card_input", "choose_here", "load"]
+
+
+def card_input(card: dict):
+  """What the card says the model takes, as the engines read it (``.channels``, ``.dtype``; 8-bit RGB by default)."""
+  block = card.get("input") or {}
+  return types.SimpleNamespace(channels=int(block.get("channels", 3)), dtype=str(block.get("dtype", "uint8")))
 
 
 def choose_here(
