@@ -2,7 +2,7 @@
 
 ``py-spy record --idle --threads --format raw`` samples every thread's Python
 stack at a fixed rate, including time spent waiting in native code (the
-TensorFlow call, zlib, file I/O). The in-memory FnApiRunner runs every bundle
+engine call, zlib, file I/O). The in-memory FnApiRunner runs every bundle
 in the main thread, so each main-thread sample is attributed to the innermost
 stage frame on its stack; samples before the pipeline starts are start-up.
 Decode and mask writing run on the look-ahead threads (``deconvseg-decode``,
@@ -17,7 +17,8 @@ import re
 
 # (stage, regex on one frame) checked from the innermost frame outwards.
 STAGES = (
-  ("model call (TensorFlow)", r"^Segmenter\.(predict|segment_with_stats) \(transforms/inference\.py"),
+  ("model call (engine)", r"^\w+Segmenter\.(predict|segment_with_stats) \(model/engines/\w+\.py"),
+  ("per-class reductions (numpy)", r"^per_class_sums \(model/engines/openvino_engine\.py"),
   ("inference post-processing (stack, crop, overlay)", r"^SegmentationModelHandler\.\w+ \(transforms/inference\.py"),
   ("PNG encoding", r"^encode_mask \(transforms/sinks\.py"),
   ("writing (temp file + rename)", r"^atomic_write \(transforms/(sinks|out_files)\.py"),

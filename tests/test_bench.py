@@ -87,14 +87,24 @@ def test_pyspy_attribution():
     [
       "thread (1): MainThread;<module> (pipeline/run.py:139);run (pipeline/run.py:84);validate (pipeline/options.py:360) 50",
       "thread (1): MainThread;run (pipeline/run.py:99);Pipeline.run (apache_beam/pipeline.py:563);"
-      "SegmentationModelHandler.run_inference (transforms/inference.py:155);Segmenter.predict (transforms/inference.py:73) 100",
+      "SegmentationModelHandler.run_inference (transforms/inference.py:155);"
+      "OpenVinoSegmenter.segment_with_stats (model/engines/openvino_engine.py:140);"
+      "OpenVinoSegmenter.predict (model/engines/openvino_engine.py:128) 100",
+      "thread (1): MainThread;run (pipeline/run.py:99);Pipeline.run (apache_beam/pipeline.py:563);"
+      "OpenVinoSegmenter.segment_with_stats (model/engines/openvino_engine.py:140);"
+      "per_class_sums (model/engines/openvino_engine.py:160) 10",
       "thread (1): MainThread;run (pipeline/run.py:99);Pipeline.run (apache_beam/pipeline.py:563);"
       "WriteMasksFn.process (transforms/sinks.py:120);encode_mask (transforms/sinks.py:90) 25",
       "thread (2): Thread-3;something (x.py:1) 500",
     ]
   )
   stages = spy.attribute(raw, 50)
-  assert stages == {"model call (TensorFlow)": 2.0, "start-up: imports, options, model check": 1.0, "PNG encoding": 0.5}
+  assert stages == {
+    "model call (engine)": 2.0,
+    "per-class reductions (numpy)": 0.2,
+    "start-up: imports, options, model check": 1.0,
+    "PNG encoding": 0.5,
+  }
 
 
 def test_pyspy_background_threads():
