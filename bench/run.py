@@ -242,22 +242,24 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
           setting=f"threads intra {intra} inter {inter}",
         )
       )
-    # TensorFlow reads these at start-up: one intra-op thread per SDK worker process, set from outside.
-    env = dict(child_env(), TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
-    settings.append(
-      bench.pipeline(
-        "pipeline multi_processing x2, TF_NUM_INTRAOP_THREADS=1",
-        main_dir,
-        os.path.join(out, "pipemp-1thread"),
-        models.DEFAULT_MODEL,
-        workers=2,
-        env=env,
-        mode="settings",
-        model="default",
-        set=f"{profile['main']} x {size}^2",
-        setting="pipeline multi_processing x2, TF_NUM_INTRAOP/INTEROP_THREADS=1",
+    # The engine's threads: every core in one process (the default), or one per process with two processes
+    # (the default there) against two each, which oversubscribes the two cores.
+    for threads, workers in ((1, 0), (2, 2)):
+      settings.append(
+        bench.pipeline(
+          f"pipeline {'multi_processing x2' if workers else 'in-memory'}, --engine_threads={threads}",
+          main_dir,
+          os.path.join(out, f"pipe-threads{threads}-{workers}"),
+          models.DEFAULT_MODEL,
+          workers=workers,
+          extra=[f"--engine_threads={threads}"],
+          mode="settings",
+          model="default",
+          set=f"{profile['main']} x {size}^2",
+          setting=f"pipeline {'multi_processing x2' if workers else 'in-memory'} --engine_threads={threads} "
+          f"(default: {'1 per process' if workers else 'all cores'})",
+        )
       )
-    )
     for jit in (False, True):
       settings.append(
         bench.mode(
