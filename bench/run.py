@@ -46,8 +46,11 @@ def _stock(bench, tag, keras_path, images_dir, output, size, env, **labels):
   )
 
 
-def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
-  """Every measurement of the profile, in order; returns the report (meta, runs, quality, fits, targets)."""
+def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr, engines_only=False):
+  """Every measurement of the profile, in order; returns the report (meta, runs, quality, fits, targets).
+
+  ``engines_only`` measures just the CPU engines alone and the end-to-end comparison (about 15 minutes).
+  """
   bench = Bench(workdir, quick, log)
   profile = bench.profile
   started = time.time()
@@ -71,6 +74,9 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
   )
   size = 512 if not quick else 128
   main_dir = workload.subset(pool_dir, profile["main"], os.path.join(workdir, f"main{profile['main']}"))
+  if engines_only:
+    meta["command"] += " --engines_only"
+    return _engine_report(bench, meta, started, pool_dir, main_dir, workdir, size, {}, {}, {}, [], {})
   big_dir = (
     workload.make_set(
       os.path.join(workdir, f"set{profile['big_size']}x{profile['big']}"),
@@ -122,18 +128,6 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
       **common,
     )
     _stock(bench, label, keras_path, images_dir, os.path.join(out, f"stock-{label}"), size, stock_env, **common)
-
-  # The model alone on each CPU engine and precision (default model, pre-decoded arrays of the main set).
-  engines = engine_runs.engine_ceilings(
-    bench,
-    "default",
-    models.DEFAULT_MODEL,
-    main_dir,
-    workdir,
-    profile["engine_count"],
-    profile["engine_batches"],
-    f"{profile['engine_count']} x {size}^2",
-  )
 
   # Linearity of the in-memory and multi-processing pipeline (default model).
   linearity = []
@@ -272,6 +266,28 @@ def run_bench(workdir, quick=False, stock_deps=True, log=sys.stderr):
         )
       )
 
+  return _engine_report(
+    bench, meta, started, pool_dir, main_dir, workdir, size, ceilings, quality_rows, profiles, linearity, hub
+  )
+
+
+def _engine_report(
+  bench, meta, started, pool_dir, main_dir, workdir, size, ceilings, quality_rows, profiles, linearity, hub
+):
+  """The CPU engines alone, the end-to-end comparison and the short run; then the report of every run made."""
+  profile = bench.profile
+  # The model alone on each CPU engine and precision (default model, pre-decoded arrays of the main set).
+  engines = engine_runs.engine_ceilings(
+    bench,
+    "default",
+    models.DEFAULT_MODEL,
+    main_dir,
+    workdir,
+    profile["engine_count"],
+    profile["engine_batches"],
+    f"{profile['engine_count']} x {size}^2",
+  )
+
   # End to end on JPEGs: the pipeline with default flags against the three hand-written programs, then a short run.
   jpeg_count = max(*profile["e2e"], profile["short"])
   jpeg_dir = workload.jpeg_set(pool_dir, jpeg_count, os.path.join(workdir, f"jpeg{size}x{jpeg_count}"))
@@ -319,9 +335,14 @@ def main(argv=None):
     action="store_true",
     help="do not fetch tensorflow_hub/tf_keras into the workdir; measure the stock-equivalent handler",
   )
+  parser.add_argument(
+    "--engines_only",
+    action="store_true",
+    help="only the CPU engines alone and the end-to-end comparison with the TF, tf.data and OpenVINO loops",
+  )
   args = parser.parse_args(argv)
   workdir = args.workdir or ("/tmp/deconvseg-bench-quick" if args.quick else "/tmp/deconvseg-bench")
-  report = run_bench(workdir, args.quick, stock_deps=not args.no_stock_deps)
+  report = run_bench(workdir, args.quick, stock_deps=not args.no_stock_deps, engines_only=args.engines_only)
   if args.out:
     write_report(report, args.out)
   print(render_markdown(report))
