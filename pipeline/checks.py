@@ -87,6 +87,7 @@ def reject_unknown_flags(argv: Sequence[str]):
   # The project's other option groups register themselves on import; import them here so the
   # check does not depend on what the caller happened to import first.
   import pipeline.dataflow  # noqa: F401
+  import pipeline.run_state  # noqa: F401
   import pipeline.schedule  # noqa: F401
 
   _import_runner(argv)
@@ -291,6 +292,9 @@ def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
   schedule = options.view_as(ScheduleOptions)
   if schedule.max_failure_fraction is not None:
     _check_number("max_failure_fraction", schedule.max_failure_fraction, 0.0, 1.0)
+  from pipeline.run_state import RunStateOptions
+
+  _check_number("lock_max_age_hours", options.view_as(RunStateOptions).lock_max_age_hours, 0.0)
   from pipeline import drift
 
   fields["drift_threshold"] = drift.check_threshold(schedule.drift_threshold)

@@ -11,7 +11,9 @@ sections. Everything goes through Beam's FileSystems, so ``gs://`` works.
 
 Images that failed in the run have no mask and are not scored; a truth mask
 that cannot be compared with its mask is listed under ``failures`` (stage
-``truth``) and counted in ``images_failed``.
+``truth``) and counted in ``images_failed``. A folder whose run did not
+finish (``OUT/run_state.json``) is still scored, with a warning on stderr and
+the same sentence first in ``problems``.
 """
 
 import argparse
@@ -84,7 +86,8 @@ def evaluate(output: str, patterns: List[str]) -> dict:
   names = [str(entry.get("name")) for entry in summary.get("classes") or [] if isinstance(entry, dict)]
   if not names:
     raise EvaluateError(
-      f"{output} has no readable summary.json with its classes: it is not the --output of a finished deconvseg run"
+      load.incomplete_run(output, summary)
+      or f"{output} has no readable summary.json with its classes: it is not the --output of a finished deconvseg run"
     )
   run = load.run_summary(summary)
   # Files the summary lists outside OUT belong to where the run was written, not to this copy of it.
@@ -146,6 +149,9 @@ def main(argv=None) -> int:
   except EvaluateError as exc:
     print(f"evaluate: error: {exc}", file=sys.stderr)
     return 2
+  incomplete = load.incomplete_run(absolute(args.output).rstrip("/"))
+  if incomplete:  # the scores stand for the images the folder holds, which may not be all of them
+    print(f"evaluate: warning: {incomplete}", file=sys.stderr)
   if not args.no_report:
     report.write_report(args.output)
   block = document["truth"]

@@ -70,12 +70,20 @@ class CountEventsFn(beam.DoFn):
 class SegmentImages(beam.PTransform):
   """Composite: PBegin -> the summary dict (one element) after writing all outputs."""
 
-  def __init__(self, config: RunConfig, start_time: str = None, handler_kwargs=None, model: SegmenterHandle = None):
+  def __init__(
+    self,
+    config: RunConfig,
+    start_time: str = None,
+    handler_kwargs=None,
+    model: SegmenterHandle = None,
+    run_id: str = None,
+  ):
     super().__init__()
     self._config = config
     self._handler_kwargs = handler_kwargs
     self._model = model
     self._start_time = start_time or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    self._run_id = run_id  # the launcher's, as in OUT/run_state.json: ties summary.json to its run
 
   def expand(self, pbegin):
     config = self._config
@@ -160,6 +168,7 @@ class SegmentImages(beam.PTransform):
       "engine": self._model.description if self._model is not None else None,
       "options": config.options_record(),
       "start_time": self._start_time,
+      "run_id": self._run_id,
     }
     return (
       events

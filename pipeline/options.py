@@ -352,9 +352,11 @@ def help_parser(prog: str = "python -m pipeline.run") -> _BeamArgumentParser:
   )
   SegmentationOptions._add_argparse_args(parser)
   from pipeline.dataflow import DataflowGpuOptions
+  from pipeline.run_state import RunStateOptions
   from pipeline.schedule import ScheduleOptions
 
   ScheduleOptions._add_argparse_args(parser.add_argument_group("scheduling (nightly runs)"))
+  RunStateOptions._add_argparse_args(parser.add_argument_group("one run per output folder"))
   DataflowGpuOptions._add_argparse_args(
     parser.add_argument_group("Dataflow GPU workers (with --runner=DataflowRunner)")
   )

@@ -33,9 +33,24 @@ from pipeline.model_check import check_model
 from pipeline.checks import RUNNER_ALIASES, validate
 from pipeline.errors import OptionsError
 from pipeline.options import help_parser
+from pipeline.paths import matching_files
 from pipeline.report import write_report
+from pipeline.run_state import (
+  COMPLETE,
+  FAILED,
+  STOPPED,
+  SUBMITTED,
+  RunState,
+  RunStateOptions,
+  RunStopped,
+  deferred_signals,
+  install_signal_handlers,
+  restore_signal_handlers,
+  stop_signal,
+)
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
-from transforms.records import SUMMARY_FILE
+from transforms.out_files import join
+from transforms.records import MASKS_DIR, SUMMARY_FILE
 
 _LOG = logging.getLogger("deconvseg")
 DEFAULT_RUNNER = "FnApiRunner"
@@ -147,13 +162,16 @@ def describe_engine(description: dict) -> str:
 def run(argv=None, save_main_session=True, test_pipeline=None):
   """Builds and runs the pipeline; returns the PipelineResult.
 
-  Raises OptionsError (before any pipeline is built) for a bad invocation,
-  FailureBudgetExceeded (after every output is written) when more inputs failed
-  than ``--max_failure_fraction`` allows, and else DriftDetected when
-  ``--fail_on_drift`` and a class drifted from the ``--compare_to`` run: a run
-  with too many failures is the more urgent alarm, and its drift is suspect.
+  Raises OptionsError (before any pipeline is built) for a bad invocation or
+  an OUT another live run holds, FailureBudgetExceeded (after every output is
+  written) when more inputs failed than ``--max_failure_fraction`` allows, and
+  else DriftDetected when ``--fail_on_drift`` and a class drifted from the
+  ``--compare_to`` run: a run with too many failures is the more urgent alarm,
+  and its drift is suspect. RunStopped when a signal stopped it. Whatever the
+  outcome, OUT/run_state.json says it and OUT's lock is released.
   """
   argv = list(sys.argv[1:] if argv is None else argv)
+  command = list(argv)
   argv = _with_default_runner(argv)
   try:
     argv = fill_date_templates(argv)
@@ -180,10 +198,76 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     _LOG.info("Dataflow options: %s", applied)
   pipeline_options.view_as(SetupOptions).save_main_session = save_main_session
 
+  state = RunState(config.output, command, pipeline_options)
+  lock = pipeline_options.view_as(RunStateOptions)
+  with deferred_signals():  # a half-taken lock would outlive this process
+    state.begin(lock.force_unlock, lock.lock_max_age_hours)
+  try:
+    if stop_signal() is not None:
+      raise RunStopped(stop_signal())
+    result, finished = _segment(config, pipeline_options, runner, model, state.run_id, test_pipeline)
+  except FailureBudgetExceeded as exc:
+    state.finish(COMPLETE, exit_code=3, reason=str(exc))
+    raise
+  except DriftDetected as exc:
+    state.finish(COMPLETE, exit_code=4, reason=str(exc))
+    raise
+  except BaseException as exc:
+    signum = stop_signal()
+    if signum is None:
+      state.finish(FAILED, error=f"{type(exc).__name__}: {_first_line(exc)}")
+      raise
+    stopped = RunStopped(signum, _progress(config, state))
+    state.finish(STOPPED, signal=stopped.name, progress=stopped.progress)
+    raise stopped from None
+  if finished:
+    state.finish(COMPLETE)
+  else:
+    state.finish(SUBMITTED, runner=runner, job_state=str(result.state))
+  return result
+
+
+def _first_line(exc: BaseException) -> str:
+  lines = str(exc).strip().splitlines()
+  return lines[0] if lines else ""
+
+
+def _progress(config, state):
+  """'N of M images': masks this run wrote (newer than its start) of the files --input matches.
+
+  M is only known for --input globs (manifests and TFRecords would have to
+  be read again); the count is what OUT holds, not what a worker had in
+  memory. None when OUT cannot be listed.
+  """
+  since = state.started_at - 1.0
+  masks = join(config.output, MASKS_DIR)
+  try:
+    if "://" not in masks:
+      written = 0
+      for folder, _, names in os.walk(masks):
+        written += sum(1 for name in names if os.path.getmtime(os.path.join(folder, name)) >= since)
+    else:
+      found = FileSystems.match([masks + "/**"])[0].metadata_list
+      written = sum(1 for meta in found if (meta.last_updated_in_seconds or 0) >= since)
+  except Exception:
+    return None
+  if config.globs and not (config.manifests or config.tfrecords):
+    try:
+      inputs = sum(len(matching_files(pattern)) for pattern in config.globs)
+      return f"{written} of {inputs} images"
+    except Exception:
+      pass
+  return f"{written} images"
+
+
+def _segment(config, pipeline_options, runner, model, run_id, test_pipeline=None):
+  """Runs the graph and, for local runners, writes the report; returns (result, whether the run has ended)."""
   started = time.time()
   start_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
   pipeline = test_pipeline or beam.Pipeline(options=pipeline_options)
-  _ = pipeline | "SegmentImages" >> SegmentImages(config, start_time, model_handler_kwargs(pipeline_options), model)
+  _ = pipeline | "SegmentImages" >> SegmentImages(
+    config, start_time, model_handler_kwargs(pipeline_options), model, run_id=run_id
+  )
   _LOG.info(
     "Segmenting into %s with model %s %s on %s",
     config.output,
@@ -234,7 +318,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
       check_drift(summary.get("drift"), fail_on_drift=False)  # still log which classes moved
       raise
     check_drift(summary.get("drift"), config.fail_on_drift)
-  return result
+  return result, report_here or result.state == PipelineState.DONE
 
 
 def _with_drift(summary: dict, config) -> dict:
@@ -255,7 +339,12 @@ def _with_drift(summary: dict, config) -> dict:
 
 
 def main(argv=None):
-  """Console entry point: clean messages and exit codes instead of tracebacks."""
+  """Console entry point: clean messages and exit codes instead of tracebacks.
+
+  0 done; 2 a bad invocation or an OUT another run holds; 3 the failure
+  budget exceeded; 4 drift with --fail_on_drift; 130 / 143 stopped by SIGINT /
+  SIGTERM (128 + the signal, as shells report it).
+  """
   argv = list(sys.argv[1:] if argv is None else argv)
   if "-h" in argv or "--help" in argv:
     help_parser().print_help()
@@ -263,8 +352,25 @@ def main(argv=None):
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   for noisy in ("apache_beam", "absl", "tensorflow"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+  previous = install_signal_handlers()
+  try:
+    return _main(argv)
+  except BaseException as exc:
+    if stop_signal() is None:
+      raise
+    stopped = exc if isinstance(exc, RunStopped) else RunStopped(stop_signal())
+    after = f" after {stopped.progress}" if stopped.progress else " before any work"
+    print(f"deconvseg: stopped by {stopped.name}{after}; re-run with --skip_existing to resume", file=sys.stderr)
+    return stopped.exit_code
+  finally:
+    restore_signal_handlers(previous)
+
+
+def _main(argv) -> int:
   try:
     run(argv)
+  except RunStopped:
+    raise
   except OptionsError as exc:
     print(f"deconvseg: error: {exc}", file=sys.stderr)
     return 2

@@ -5,8 +5,9 @@
   schema are defined here and read back by ``pipeline.report.load``.
 * ``OUT/failures/failures.jsonl``: one record per input that failed.
 * ``OUT/summary.json``: the run, written last (after the other sinks
-  finish), and rewritten in place by the launcher (``store_summary``) when
-  it adds the byte counts and the drift check.
+  finish) with ``"status": "complete"`` and the launcher's ``run_id``, and
+  rewritten in place by the launcher (``store_summary``) when it adds the
+  byte counts and the drift check.
 
 File names are deterministic so re-running into the same OUT replaces
 rather than duplicates.
@@ -197,9 +198,16 @@ class WriteFailures(beam.PTransform):
 
 
 def write_summary(summary: dict, output: str, run_info: dict, stats_files, failure_files):
-  """Writes OUT/summary.json once every other sink has finished; removes OUT/.tmp."""
+  """Writes OUT/summary.json once every other sink has finished; removes OUT/.tmp.
+
+  ``status`` is "complete": being the last step, it only runs once every
+  output of the pipeline exists. Whether the folder as a whole is finished
+  (report written, launcher not stopped) is OUT/run_state.json's to say, and
+  ``run_id`` ties the two together.
+  """
   document = dict(summary)
   document.update(run_info)
+  document["status"] = "complete"
   document["end_time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
   document["outputs"] = {
     "masks": f"{MASKS_DIR}/",

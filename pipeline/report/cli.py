@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 
+from pipeline.report.load import incomplete_run
 from pipeline.report.render import DEFAULT_MAX_GALLERY, DEFAULT_THUMBNAIL_SIZE, write_report
 
 
@@ -37,7 +38,8 @@ def main(argv=None):
   try:
     path = write_report(args.output, args.out, args.max_gallery, args.thumbnail_size)
   except FileNotFoundError as error:
-    print(f"deconvseg report: error: {error}", file=sys.stderr)
+    # A run stopped before its summary and stats leaves only masks: say why rather than "not a run".
+    print(f"deconvseg report: error: {incomplete_run(args.output) or error}", file=sys.stderr)
     return 2
   print(path)
   return 0

@@ -22,6 +22,7 @@ import posixpath
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
+from pipeline import run_state
 from transforms import records
 
 SUMMARY_FILE = records.SUMMARY_FILE
@@ -329,7 +330,33 @@ def _json_lines(path, problems):
 
 
 def read_summary(output_dir, problems):
-  """The parsed ``summary.json`` of a run, or ``{}`` (with the reason in ``problems``)."""
+  """The parsed ``summary.json`` of a run, or ``{}`` (with the reason in ``problems``).
+
+  When ``run_state.json`` says the folder does not hold a finished run
+  (``incomplete_run``), that comes first in ``problems``: it qualifies every
+  figure after it.
+  """
+  summary = _read_summary(output_dir, problems)
+  reason = incomplete_run(output_dir, summary)
+  if reason:
+    problems.insert(0, Incomplete(reason))
+  return summary
+
+
+class Incomplete(str):
+  """The problem that says the folder's run did not finish; the page shows it as a banner."""
+
+  incomplete = True
+
+
+def incomplete_run(output_dir, summary=None):
+  """One sentence when OUT holds a run that is still going, stopped, failed or was killed; else None."""
+  if summary is None:
+    summary = _read_summary(output_dir, [])
+  return run_state.incomplete_reason(output_dir, summary)
+
+
+def _read_summary(output_dir, problems):
   path = join(output_dir, SUMMARY_FILE)
   if not exists(path):
     problems.append(
