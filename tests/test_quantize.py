@@ -21,7 +21,7 @@ from model import quantize as quantize_module
 from model.engines.choice import EngineChoice
 from model.export import SegmentationModule, build_card, save_module, write_card
 from model.engines import openvino_ir
-from model.export_openvino import input_spec
+from model.engines import card_input
 from model.fcn import build_fcn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,7 +121,7 @@ def test_passing_gate_writes_int8_ir_and_card_block_that_the_engine_loads(export
 
   # The pipeline's engine runs the written IR; its agreement with TensorFlow fp32 is what the card says.
   assert engines.choose_here(model_dir, "openvino", "int8").precision == "int8"
-  spec = input_spec(card)
+  spec = card_input(card)
   int8 = engines.load(model_dir, EngineChoice("openvino", "int8"), spec)
   assert int8.describe()["ir"] == xml
   same = pixels = 0
