@@ -39,6 +39,7 @@ _AS_PARSED = (
   "engine_threads",
   "mixed_precision",
   "skip_existing",
+  "no_report",
   "png_compress_level",
   "mask_format",
 )

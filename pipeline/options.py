@@ -230,6 +230,13 @@ class SegmentationOptions(PipelineOptions):
       "exist too); for resuming an interrupted run.",
     )
     parser.add_argument(
+      "--no_report",
+      action="store_true",
+      default=False,
+      help="Do not write OUT/report.html (python -m pipeline.report OUT writes it later). Without it, a "
+      "report that cannot be written fails the run.",
+    )
+    parser.add_argument(
       "--truth",
       nargs="+",
       action="extend",
@@ -278,6 +285,7 @@ class RunConfig:
   engine_threads: int = 0
   mixed_precision: bool = False
   skip_existing: bool = False
+  no_report: bool = False
   png_compress_level: int = 6
   mask_format: str = "auto"
   polygons: PolygonSettings = PolygonSettings()

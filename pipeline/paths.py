@@ -11,9 +11,8 @@ import shutil
 import tempfile
 from typing import List, Sequence
 
-from apache_beam.io.filesystems import FileSystems
-
 from pipeline.errors import OptionsError
+from transforms.read import match_entries
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -34,14 +33,16 @@ def as_glob(path: str) -> str:
 
 
 def matching_files(pattern: str) -> List[str]:
+  """The files ``pattern`` matches that a run would read, by the rule the run's reader uses (``transforms.read``).
+
+  Locally that leaves out directories, dangling links, link loops, special
+  and unreadable files (which a run records as ``read`` failures).
+  """
   try:
-    results = FileSystems.match([pattern])
+    entries = match_entries(pattern)
   except Exception as exc:  # the file systems raise many types (credentials, buckets, bad patterns)
     raise OptionsError(f"cannot list {pattern!r}: {exc}") from None
-  paths = [m.path for result in results for m in result.metadata_list]
-  if is_local(pattern):
-    paths = [p for p in paths if os.path.isfile(p)]
-  return paths
+  return [entry.path for entry in entries if entry.problem is None]
 
 
 def check_writable(output: str):

@@ -34,7 +34,7 @@ from pipeline.checks import RUNNER_ALIASES, validate
 from pipeline.errors import OptionsError
 from pipeline.options import help_parser
 from pipeline.paths import matching_files
-from pipeline.report import write_report
+from pipeline.report.render import write_run_report
 from pipeline.run_state import (
   COMPLETE,
   FAILED,
@@ -49,7 +49,8 @@ from pipeline.run_state import (
   stop_signal,
 )
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
-from transforms.out_files import join
+from transforms.leftovers import remove_leftovers
+from transforms.out_files import OutputFailed, QuietResourceErrors, describe_output_error, join
 from transforms.records import MASKS_DIR, SUMMARY_FILE
 
 _LOG = logging.getLogger("deconvseg")
@@ -93,7 +94,7 @@ def _counter(result, name):
     return None
 
 
-def format_summary(summary: dict, output: str, seconds: float = None) -> str:
+def format_summary(summary: dict, output: str, seconds: float = None, report: bool = True) -> str:
   """The per-class table printed at the end of local runs."""
   counts = summary["counts"]
   options = summary.get("options") or {}
@@ -101,7 +102,7 @@ def format_summary(summary: dict, output: str, seconds: float = None) -> str:
     ["masks/"] + [f"{name}/" for name in ("overlays", "polygons") if options.get(name)] + ["stats/", "failures/"]
   )
   lines = [
-    f"Results in {output}: {', '.join(folders)}, summary.json, report.html",
+    f"Results in {output}: {', '.join(folders)}, summary.json" + (", report.html" if report else ""),
     f"Images: {counts['read']} read, {counts['segmented']} segmented, {counts['failed']} failed"
     + (
       f" ({', '.join(f'{k}: {v}' for k, v in summary.get('failed_by_stage', {}).items())})" if counts["failed"] else ""
@@ -205,6 +206,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   try:
     if stop_signal() is not None:
       raise RunStopped(stop_signal())
+    leftovers = remove_leftovers(config.output)  # after the lock: a live run's temporaries look the same
+    if leftovers.total:
+      _LOG.info("%s", leftovers.describe(config.output))
     result, finished = _segment(config, pipeline_options, runner, model, state.run_id, test_pipeline)
   except FailureBudgetExceeded as exc:
     state.finish(COMPLETE, exit_code=3, reason=str(exc))
@@ -215,8 +219,12 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   except BaseException as exc:
     signum = stop_signal()
     if signum is None:
-      state.finish(FAILED, error=f"{type(exc).__name__}: {_first_line(exc)}")
-      raise
+      _remove_leftovers_quietly(config.output)
+      line = str(exc) if isinstance(exc, OutputFailed) else describe_output_error(exc, config.output)
+      state.finish(FAILED, error=line or f"{type(exc).__name__}: {_first_line(exc)}")
+      if line is None or isinstance(exc, OutputFailed):
+        raise
+      raise OutputFailed(line) from exc
     stopped = RunStopped(signum, _progress(config, state))
     state.finish(STOPPED, signal=stopped.name, progress=stopped.progress)
     raise stopped from None
@@ -225,6 +233,14 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   else:
     state.finish(SUBMITTED, runner=runner, job_state=str(result.state))
   return result
+
+
+def _remove_leftovers_quietly(output: str):
+  """A failed run's sink temp folders are no outputs; removing them must not hide why it failed."""
+  try:
+    remove_leftovers(output)
+  except Exception as exc:
+    _LOG.warning("could not remove the temporary files of this run in %s: %s", output, exc)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -287,11 +303,9 @@ def _segment(config, pipeline_options, runner, model, run_id, test_pipeline=None
     if tiles is not None:
       _LOG.info("Finished in %.1f s: %s tiles through the model", elapsed, tiles)
     summary = _with_drift(add_io(config.output, _read_summary(config.output), result), config)
-    try:
-      write_report(config.output)
-    except Exception as exc:  # the run itself succeeded
-      _LOG.warning("could not write the HTML report (python -m pipeline.report %s): %s", config.output, exc)
-    print(format_summary(summary, config.output, elapsed), flush=True)
+    if not config.no_report:
+      write_run_report(config.output)  # OutputFailed: a report asked for and not written fails the run
+    print(format_summary(summary, config.output, elapsed, report=not config.no_report), flush=True)
     if summary.get("drift"):
       print(format_drift(summary["drift"]), flush=True)
   elif (budget is not None or config.compare_to) and result.state == PipelineState.DONE:
@@ -341,7 +355,8 @@ def _with_drift(summary: dict, config) -> dict:
 def main(argv=None):
   """Console entry point: clean messages and exit codes instead of tracebacks.
 
-  0 done; 2 a bad invocation or an OUT another run holds; 3 the failure
+  0 done; 1 an output could not be written (one line naming the path and the
+  cause); 2 a bad invocation or an OUT another run holds; 3 the failure
   budget exceeded; 4 drift with --fail_on_drift; 130 / 143 stopped by SIGINT /
   SIGTERM (128 + the signal, as shells report it).
   """
@@ -350,6 +365,8 @@ def main(argv=None):
     help_parser().print_help()
     return 0
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(QuietResourceErrors())  # Beam logs each failed step's traceback; main prints one line
   for noisy in ("apache_beam", "absl", "tensorflow"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
   previous = install_signal_handlers()
@@ -382,6 +399,12 @@ def _main(argv) -> int:
     return 4
   except SystemExit as exc:  # argparse errors (bad number formats, bad choices) already printed usage
     return exc.code if isinstance(exc.code, int) else 2
+  except Exception as exc:  # disk full, quota, permissions: one line, not a traceback
+    line = str(exc) if isinstance(exc, OutputFailed) else describe_output_error(exc)
+    if line is None:
+      raise
+    print(f"deconvseg: error: {line}", file=sys.stderr)
+    return 1
   return 0
 
 

@@ -227,8 +227,14 @@ class RunState:
     atomic_write(self.output, join(self.output, STATE_FILE), self._data(), "application/json")
 
   def finish(self, status: str, **fields):
-    """Writes the final state and releases the lock; never raises (the run's own outcome matters more)."""
+    """Writes the final state and releases the lock.
+
+    Raises only when a finished run cannot record itself as complete: the
+    folder then says "running", and the run must not exit 0. Otherwise the
+    run's own outcome matters more, and a failed write is logged.
+    """
     self.record.update(status=status, finished=now_iso(), **{k: v for k, v in fields.items() if v is not None})
+    unrecorded = None
     with deferred_signals():
       try:
         if self._holds_lock():
@@ -237,8 +243,13 @@ class RunState:
         else:
           _LOG.warning("another run took over the lock of %s; its run_state.json is left as it is", self.output)
       except Exception as exc:
-        _LOG.warning("could not record the run as %s in %s: %s", status, join(self.output, STATE_FILE), exc)
+        if status == COMPLETE:
+          unrecorded = exc
+        else:
+          _LOG.warning("could not record the run as %s in %s: %s", status, join(self.output, STATE_FILE), exc)
       self.release()
+    if unrecorded is not None:
+      raise unrecorded
 
   def _holds_lock(self) -> bool:
     """False when a --force_unlock run took the lock: the folder's state is that run's to write now."""

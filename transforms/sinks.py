@@ -8,6 +8,9 @@
 * ``OUT/overlays/<key>.png`` (``--overlays``): image and class colours mixed.
 * ``OUT/polygons/<key>.geojson`` or ``.parquet`` (``--polygons``, ``transforms.polygons``).
 
+Overlays and polygons are encoded in memory and written with ``atomic_write``
+too, so no file under OUT is ever half-written.
+
 The records go on to ``transforms.record_files`` (stats, failures, summary).
 """
 
@@ -32,7 +35,7 @@ from transforms.mask_files import (
   mask_relpath,
   palette_bytes,
 )
-from transforms.out_files import atomic_write, join
+from transforms.out_files import OutputError, atomic_write, is_resource_error, join
 from transforms.polygons import MIME_TYPES, PolygonSettings, encode_image_polygons, polygons_relpath
 from transforms.records import DONE, FAILED, OVERLAYS_DIR, STAGE_TRUTH, STAGE_WRITE, ImageRef, failure_from_exception
 from transforms.statistics import image_record
@@ -69,6 +72,8 @@ class WriteMasksFn(LookaheadDoFn):
   the model's thread, so PNG compression would otherwise stall inference.
   Each mask still yields exactly one record or one failure, in input order,
   and every file is still written with the temp-and-rename of ``atomic_write``.
+  A write that fails for lack of space, quota or permission stops the run
+  (``OutputError``) instead of failing one image.
 
   With ``truth`` (``--truth``), ``process`` takes the {stem: truth URI} side
   input: the mask is compared with its truth mask here, while it is in hand,
@@ -111,6 +116,7 @@ class WriteMasksFn(LookaheadDoFn):
 
   def setup(self):
     self._palette = palette_bytes(self._classes)
+    self._stopped = None
     super().setup()
 
   def process(self, mask, truth_index=None, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
@@ -121,11 +127,16 @@ class WriteMasksFn(LookaheadDoFn):
     return item[0].width * item[0].height
 
   def _work(self, item):
-    """(record, pixels, None, written) or (None, 0, Failure, ()); never raises (runs on the write-behind thread).
+    """(record, pixels, None, written) or (None, 0, Failure, ()); runs on the write-behind thread.
 
-    ``written`` is (mask bytes, overlay bytes or None).
+    ``written`` is (mask bytes, overlay bytes or None). Raises only the
+    ``OutputError`` of a resource error (disk full, quota, permissions, I/O),
+    which stops the run: failing image after image would hide it, and end
+    in an exit status 0 with every image failed.
     """
     mask, truth_uri = item
+    if self._stopped is not None:  # an earlier write hit a resource error: write nothing more
+      raise self._stopped
     fmt = mask_format_for(self._mask_format, mask.georef)
     relpath = mask_relpath(mask.key, fmt)
     truth, failure = truth_outcome(mask.uri, mask.key, truth_uri, mask.class_ids, self._class_names)
@@ -162,7 +173,10 @@ class WriteMasksFn(LookaheadDoFn):
         data = encode_mask(mask.class_ids, self._palette, record, self._compress_level)
         mime_type = "image/png"
       atomic_write(self._output, join(self._output, relpath), data, mime_type)
-    except Exception as exc:  # whatever stops encoding or writing becomes a failure at stage write
+    except Exception as exc:  # whatever else stops encoding or writing becomes a failure at stage write
+      if isinstance(exc, OutputError) and is_resource_error(exc):  # every later image would fail the same way
+        self._stopped = exc
+        raise
       return (None, 0, failure_from_exception(mask.uri, mask.key, STAGE_WRITE, exc, f"cannot write outputs: {exc}"), ())
     if self._truth:
       record["truth"] = truth

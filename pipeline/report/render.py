@@ -16,10 +16,9 @@ import logging
 
 import jinja2
 import markupsafe
-from apache_beam.io.filesystems import FileSystems
 
 from pipeline.report import aggregate, charts, gallery, load
-from transforms import records
+from transforms import out_files, records
 
 LOGGER = logging.getLogger(__name__)
 
@@ -407,10 +406,40 @@ def build_report(output_dir, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEF
 
 
 def write_report(output_dir, report_path=None, max_gallery=DEFAULT_MAX_GALLERY, thumbnail_size=DEFAULT_THUMBNAIL_SIZE):
-  """Write ``report.html`` for a finished run (default ``OUT/report.html``) and return its path."""
+  """Write ``report.html`` for a finished run (default ``OUT/report.html``) and return its path.
+
+  Raises ``transforms.out_files.OutputError`` when the file cannot be written.
+  """
   report_path = report_path or load.join(output_dir, REPORT_NAME)
   document = build_report(output_dir, max_gallery=max_gallery, thumbnail_size=thumbnail_size)
-  with FileSystems.create(report_path, mime_type="text/html", compression_type="uncompressed") as handle:
-    handle.write(document.encode("utf-8"))
+  # Whole or not at all: a full disk must not leave a truncated report that looks like the run's.
+  if report_path.startswith(output_dir.rstrip("/") + "/"):
+    out_files.atomic_write(output_dir, report_path, document.encode("utf-8"), "text/html")
+    out_files.discard_empty_temp_dir(output_dir)
+  else:
+    out_files.write_atomically(report_path, document.encode("utf-8"), "text/html")
   LOGGER.info("Wrote run report %s (%d bytes)", report_path, len(document))
   return report_path
+
+
+def write_run_report(output_dir: str) -> str:
+  """``write_report`` for the launcher: the report's path, or ``OutputFailed`` with one line saying why.
+
+  A run asked for its report, so a report that cannot be written fails the
+  run (``--no_report`` skips it); the line says how to write it afterwards.
+  """
+  path = load.join(output_dir, REPORT_NAME)
+  try:
+    return write_report(output_dir)
+  except Exception as exc:
+    found = out_files.resource_cause(exc)
+    if found is not None:
+      _, _, cause, hint = found
+      why = f"{cause}; {hint}, then"
+    else:
+      lines = str(exc).strip().splitlines()
+      why = f"{type(exc).__name__}: {lines[0] if lines else ''};"
+    raise out_files.OutputFailed(
+      f"cannot write the HTML report {path}: {why} run python -m pipeline.report {output_dir} "
+      "(or re-run with --no_report)"
+    ) from exc
