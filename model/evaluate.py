@@ -4,7 +4,9 @@
 
 --model is an exported model directory (saved_model/ + card.json), evaluated
 through its `segment` serving function so the numbers describe what ships, or
-a `.keras` checkpoint from model.train. With `--engine openvino
+a `.keras` checkpoint from model.train. A directory wrapped from ONNX
+(`model.wrap --onnx`, no SavedModel) is evaluated on the engine the pipeline
+picks for it. With `--engine openvino
 --precision fp32|bf16|int8` an exported directory is evaluated on the CPU
 engine the pipeline runs instead (model/engines), so the metrics of each
 precision can be set side by side. Prints a table, then one JSON object as
@@ -97,8 +99,16 @@ def confidence_quantiles(image_means):
   return {f"p{q:02d}": round(float(np.percentile(values, q)), 4) for q in (1, 5, 50)}
 
 
+def _is_onnx_model(model_path):
+  from model.engines.openvino_ir import model_format
+
+  return os.path.isdir(model_path) and model_format(model_path) == "onnx"
+
+
 def evaluate(model_path, data_dir, split="test", engine="tensorflow", precision="fp32"):
   """Accumulate one confusion matrix over the split and compute the metrics dict."""
+  if engine == "tensorflow" and _is_onnx_model(model_path):
+    engine = "auto"  # no SavedModel: its reference is the served ONNX graph, on the CPU engine
   if engine == "tensorflow" and precision in ("fp32", "auto"):
     segment, class_list, kind, (channels, dtype) = load_segmenter(model_path)
   else:
@@ -169,8 +179,9 @@ def parse_args(argv=None):
   parser.add_argument(
     "--engine",
     default="tensorflow",
-    choices=("tensorflow", "openvino", "auto"),
-    help="engine of an exported directory: tensorflow (default, the reference) or the pipeline's CPU engine",
+    choices=("tensorflow", "openvino", "onnxruntime", "auto"),
+    help="engine of an exported directory: tensorflow (default, the reference; a model wrapped from ONNX runs "
+    "on auto instead) or a pipeline engine",
   )
   parser.add_argument(
     "--precision", default="fp32", choices=("auto", "fp32", "bf16", "int8"), help="OpenVINO precision (default fp32)"

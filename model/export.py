@@ -12,7 +12,6 @@ inside the graph, so the pipeline needs only TensorFlow to load and run it.
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
 import shutil
@@ -22,11 +21,11 @@ import keras
 import tensorflow as tf
 
 from model import classes as classes_module
+from model.card import CARD_FORMAT, color_name, created_now
 from model.export_openvino import add_ir, measure_agreement
 from model.fcn import NETWORK_STRIDE, NORMALIZATION, UPSAMPLING_DESCRIPTIONS
 from model.json_file import write_json_file
 
-CARD_FORMAT = "deconvseg-model/1"
 INPUT_DTYPES = ("uint8", "uint16")
 # What models trained before the card recorded its input (and the bundled default) take.
 DEFAULT_INPUT = {"dtype": "uint8", "channels": 3, "color": "RGB", "normalization": dict(NORMALIZATION)}
@@ -38,10 +37,6 @@ def images_spec(input_description):
   if dtype not in INPUT_DTYPES:
     raise ValueError(f"input dtype {dtype!r} is not one of {INPUT_DTYPES}")
   return tf.TensorSpec([None, None, None, int(input_description["channels"])], tf.as_dtype(dtype), name="images")
-
-
-def color_name(channels):
-  return {1: "grey", 3: "RGB"}.get(int(channels), "bands")
 
 
 def _compute_layers(model):
@@ -133,10 +128,6 @@ def signatures_block():
     "serving_default": {"input": "images", "outputs": ["class_ids", "confidence"]},
     "serving_mixed_float16": {"input": "images", "outputs": ["class_ids", "confidence"]},
   }
-
-
-def created_now():
-  return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
 def training_band_stats(run):

@@ -12,12 +12,10 @@ import math
 import keras
 import numpy as np
 
+from model.wrap_common import WrapError
+
 SIZE_MULTIPLES = (1, 2, 4, 8, 16, 32, 64, 128)
 PROBE_MIN_SIZE = 40  # probes smaller than this would fail deep models for the wrong reason
-
-
-class WrapError(ValueError):
-  """A model or flag combination that cannot be wrapped; the message says how to fix it."""
 
 
 def detect_output(model):

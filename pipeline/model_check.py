@@ -15,12 +15,14 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.errors import OptionsError
 from model import engines
-from model.engines import EngineError, cpu
-from transforms.inference import SegmenterHandle, saved_model_path
+from model.engines import EngineError, cpu, openvino_ir
+from transforms.inference import SegmenterHandle
 from transforms.input_spec import InputSpec
 from transforms.staging import local_copy
 
 _LOG = logging.getLogger(__name__)
+# What an engine can run: an exported or Keras-wrapped SavedModel, an ONNX-wrapped served graph, or an IR alone.
+MODEL_FILES = ("saved_model/saved_model.pb", openvino_ir.ONNX_FILE, f"{openvino_ir.IR_FOLDER}/{openvino_ir.IR_FILE}")
 
 
 def load_card(model_dir: str) -> dict:
@@ -34,7 +36,7 @@ def load_card(model_dir: str) -> dict:
   except Exception as exc:
     raise OptionsError(
       f"cannot read the model card {card_path} ({exc}). --model must name an exported "
-      "model directory containing saved_model/ and card.json."
+      "model directory containing card.json and its model (saved_model/, or onnx/ and openvino/)."
     ) from None
   classes = card.get("classes") if isinstance(card, dict) else None
   if not isinstance(classes, list) or not classes:
@@ -104,6 +106,11 @@ def _load(model_dir: str, spec: InputSpec, engine: str, precision: str, mixed_pr
         f"cannot load the SavedModel in {model_dir}: {one_line(exc, 300)}. "
         "Re-export the model or point --model at another one."
       ) from None
+    if openvino_ir.model_format(local_dir) == "onnx":  # no SavedModel to fall back to
+      raise OptionsError(
+        f"cannot run the ONNX model in {model_dir} on {choice.engine} ({reason}); wrap it again with "
+        "python -m model.wrap --onnx."
+      ) from None
     if engine != "auto":
       raise OptionsError(
         f"cannot run the model in {model_dir} on OpenVINO ({reason}); re-export it, or use --engine tensorflow."
@@ -136,10 +143,11 @@ def check_model(
   each worker process loads its own. The handle's ``description`` says which
   engine, precision and CPU the check ran on (summary.json records it).
   """
-  if not FileSystems.exists(saved_model_path(model_dir) + "/saved_model.pb"):
+  root = model_dir.rstrip("/")
+  if not any(FileSystems.exists(f"{root}/{path}") for path in MODEL_FILES):
     raise OptionsError(
-      f"{model_dir} has no saved_model/saved_model.pb; --model must name an exported model "
-      "directory (python -m model.export writes one)."
+      f"{model_dir} has no saved_model/saved_model.pb (nor onnx/model.onnx or openvino/model.xml); --model must "
+      "name an exported model directory (python -m model.export or python -m model.wrap writes one)."
     )
   spec = InputSpec.from_card(card)
   handle, choice, segmenter = _load(model_dir, spec, engine, precision, mixed_precision, threads)

@@ -196,7 +196,8 @@ class SegmentationOptions(PipelineOptions):
       choices=ENGINES,
       default="auto",
       help="Inference engine: auto (default) runs OpenVINO on CPUs (TensorFlow where a GPU is visible or "
-      "OpenVINO is not installed); tensorflow or openvino force one. The engine used is logged when the "
+      "OpenVINO is not installed; onnxruntime-gpu for a model wrapped from ONNX on a GPU); tensorflow, "
+      "openvino or onnxruntime (ONNX models only) force one. The engine used is logged when the "
       "run starts and recorded in summary.json.",
     )
     parser.add_argument(

@@ -4,8 +4,9 @@
 shipped with Beam: those need ``tensorflow_hub`` and cannot load a
 SavedModel directory under Keras 3). The model is loaded once per worker
 process on the engine chosen for that machine (``model.engines``: OpenVINO
-on CPUs, TensorFlow on GPUs), and each batch is split by tile shape so every
-engine call has one fixed shape. Results leave the engine as uint8 class ids
+on CPUs, TensorFlow on GPUs, onnxruntime-gpu for models wrapped from
+ONNX), and each batch is split by tile shape so every engine call has one
+fixed shape. Results leave the engine as uint8 class ids
 of the tile's owned region plus a few numbers per class: no float map
 crosses a process boundary.
 """
@@ -31,10 +32,6 @@ from transforms.staging import local_copy
 
 _LOG = logging.getLogger(__name__)
 quiet.restore_beam_memory_probe()  # in every process that runs the handler, worker processes included
-
-
-def saved_model_path(model_dir: str) -> str:
-  return model_dir.rstrip("/") + "/saved_model"
 
 
 class SegmenterHandle:

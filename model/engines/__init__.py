@@ -1,4 +1,4 @@
-"""Inference engines for an exported model directory: TensorFlow (GPUs) and OpenVINO (CPUs).
+"""Inference engines for an exported model directory: TensorFlow (GPUs), OpenVINO (CPUs), onnxruntime (ONNX models).
 
 One interface, two runtimes. Every engine turns ``<dtype> [N, H, W, C]``
 images into uint8 class ids and float32 winning-class confidence
@@ -9,14 +9,15 @@ flags, the CPU's own feature flags (``model.engines.cpu``) and what the
 model directory carries (``model.engines.openvino_ir``).
 
 ``load`` imports only the runtime it needs: an OpenVINO run never imports
-TensorFlow when the model directory carries its IR.
+TensorFlow when the model directory carries its IR, and a model wrapped
+from ONNX never needs it at all (OpenVINO on CPUs, onnxruntime on GPUs).
 """
 
 import types
 
 from model.engines import cpu
-from model.engines.choice import EngineChoice, EngineError, choose, openvino_installed
-from model.engines.openvino_ir import int8_problem
+from model.engines.choice import EngineChoice, EngineError, choose, onnxruntime_providers, openvino_installed
+from model.engines.openvino_ir import int8_problem, model_format
 
 __all__ = ["EngineChoice", "EngineError", "card_input", "choose_here", "load"]
 
@@ -31,6 +32,7 @@ def choose_here(
   model_dir: str, engine: str = "auto", precision: str = "auto", mixed_precision: bool = False
 ) -> EngineChoice:
   """``choice.choose`` for this machine (its CPU flags and GPUs) and the local model directory."""
+  kind = model_format(model_dir)
   return choose(
     engine,
     precision,
@@ -40,6 +42,8 @@ def choose_here(
     has_int8=int8_problem(model_dir) is None,
     mixed_precision=mixed_precision,
     model_dir=model_dir,
+    model_format=kind,
+    onnx_providers=onnxruntime_providers() if kind == "onnx" else (),
   )
 
 
@@ -49,6 +53,10 @@ def load(model_dir: str, choice: EngineChoice, spec, threads: int = 0):
     from model.engines.openvino_engine import OpenVinoSegmenter
 
     return OpenVinoSegmenter(model_dir, spec, choice.precision, threads)
+  if choice.engine == "onnxruntime":
+    from model.engines.onnxruntime_engine import OnnxRuntimeSegmenter
+
+    return OnnxRuntimeSegmenter(model_dir, spec, threads, gpu=cpu.gpu_visible())
   from model.engines.tensorflow_engine import TensorFlowSegmenter
 
   return TensorFlowSegmenter(model_dir, choice.precision == "mixed_float16", spec)

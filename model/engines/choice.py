@@ -1,6 +1,6 @@
 """Which engine and precision a run uses: the flags, resolved against the machine and the model.
 
-    --engine auto|tensorflow|openvino      --precision auto|fp32|bf16|int8
+    --engine auto|tensorflow|openvino|onnxruntime      --precision auto|fp32|bf16|int8
 
 ``auto`` picks TensorFlow where a GPU is visible (its CUDA kernels and
 mixed precision are the fast path there) and OpenVINO on CPUs when it is
@@ -9,12 +9,18 @@ and fp32 elsewhere. int8 is never chosen silently: it needs an int8 model
 that passed its accuracy gate (``python -m model.quantize``). A request the
 machine or the model cannot honour raises ``EngineError`` with one line that
 says what to do, before any work.
+
+A model wrapped from ONNX (``model.wrap --onnx``) has no SavedModel, so
+TensorFlow cannot run it: on a CPU it runs on OpenVINO (onnxruntime if
+OpenVINO is missing), and where a GPU is visible on onnxruntime-gpu, the
+``onnx-gpu`` extra; without it such a run is refused, naming the extra.
 """
 
 import importlib.util
 from dataclasses import dataclass
 
-ENGINES = ("auto", "tensorflow", "openvino")
+ENGINES = ("auto", "tensorflow", "openvino", "onnxruntime")
+ONNX_GPU_INSTALL = "pip install -c requirements.lock 'deconvseg[onnx-gpu]' (onnxruntime-gpu, in place of onnxruntime)"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
@@ -38,6 +44,15 @@ def openvino_installed() -> bool:
   return importlib.util.find_spec("openvino") is not None
 
 
+def onnxruntime_providers() -> tuple:
+  """onnxruntime's execution providers here, () when it is not installed (imported only for ONNX models)."""
+  if importlib.util.find_spec("onnxruntime") is None:
+    return ()
+  import onnxruntime
+
+  return tuple(onnxruntime.get_available_providers())
+
+
 def choose(
   engine: str,
   precision: str,
@@ -48,12 +63,27 @@ def choose(
   has_int8: bool,
   mixed_precision: bool = False,
   model_dir: str = "the model",
+  model_format: str = "saved_model",
+  onnx_providers: tuple = (),
 ) -> EngineChoice:
-  """Resolves ``--engine``/``--precision`` (and ``--mixed_precision``) for this machine and model."""
+  """Resolves ``--engine``/``--precision`` (and ``--mixed_precision``) for this machine and model.
+
+  ``model_format`` is ``openvino_ir.model_format`` of the directory; ``onnx_providers`` are onnxruntime's
+  execution providers here (read only for ONNX models).
+  """
   if engine not in ENGINES:
     raise EngineError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
   if precision not in PRECISIONS:
     raise EngineError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+  if model_format == "onnx":
+    return _choose_for_onnx(
+      engine, precision, features, gpu, has_openvino, has_int8, mixed_precision, model_dir, onnx_providers
+    )
+  if engine == "onnxruntime":
+    raise EngineError(
+      f"--engine onnxruntime runs models wrapped from ONNX (python -m model.wrap --onnx); {model_dir} is a "
+      "SavedModel: use --engine auto, openvino or tensorflow"
+    )
   if mixed_precision and precision not in ("auto", "fp32"):
     raise EngineError(
       f"--mixed_precision (TensorFlow float16 on GPUs) and --precision {precision} exclude each other; drop one"
@@ -81,6 +111,10 @@ def choose(
     )
   if mixed_precision:
     raise EngineError("--mixed_precision is TensorFlow's GPU float16; with --engine openvino use --precision bf16")
+  return _openvino(precision, features, has_int8, why, model_dir)
+
+
+def _openvino(precision, features, has_int8, why, model_dir) -> EngineChoice:
   if precision == "auto":
     if features.bf16:
       return EngineChoice("openvino", "bf16", f"{why}; the CPU has bf16 instructions")
@@ -96,3 +130,48 @@ def choose(
       f"python -m model.quantize --model {model_dir} (it checks the int8 masks against fp32 first)"
     )
   return EngineChoice("openvino", precision, why)
+
+
+def _choose_for_onnx(
+  engine, precision, features, gpu, has_openvino, has_int8, mixed_precision, model_dir, providers
+) -> EngineChoice:
+  """The rules for a model wrapped from ONNX: OpenVINO on CPUs, onnxruntime-gpu on GPUs, never TensorFlow."""
+  if engine == "tensorflow" or mixed_precision:
+    flag = "--engine tensorflow" if engine == "tensorflow" else "--mixed_precision (TensorFlow's float16)"
+    raise EngineError(
+      f"{flag} cannot run {model_dir}: it was wrapped from ONNX and has no SavedModel; use --engine auto "
+      "(OpenVINO on CPUs, onnxruntime-gpu on GPUs)"
+    )
+  cuda = "CUDAExecutionProvider" in providers
+  if engine == "auto":
+    if gpu and cuda:
+      engine, why = "onnxruntime", "a GPU is visible and onnxruntime-gpu is installed (ONNX model)"
+    elif gpu:
+      raise EngineError(
+        f"a GPU is visible but {model_dir} is an ONNX model, which runs on GPUs through onnxruntime-gpu: "
+        f"{ONNX_GPU_INSTALL}; or hide the GPU (CUDA_VISIBLE_DEVICES=) to run it on the CPU"
+      )
+    elif has_openvino:
+      engine, why = "openvino", "no GPU visible; OpenVINO is the fastest CPU engine (ONNX model)"
+    elif providers:
+      engine, why = "onnxruntime", "no GPU visible and OpenVINO is not installed (ONNX model)"
+    else:
+      raise EngineError(
+        f"{model_dir} is an ONNX model and neither OpenVINO nor onnxruntime is installed: "
+        "pip install -c requirements.lock openvino"
+      )
+  else:
+    why = "--engine " + engine
+  if engine == "onnxruntime":
+    if not providers:
+      raise EngineError(
+        "--engine onnxruntime needs onnxruntime: pip install -c requirements.lock onnxruntime (CPU) or "
+        + ONNX_GPU_INSTALL
+      )
+    if precision not in ("auto", "fp32"):
+      raise EngineError(f"--precision {precision} runs on the OpenVINO engine only; onnxruntime runs fp32")
+    device = "CUDA" if gpu and cuda else "CPU"
+    return EngineChoice("onnxruntime", "fp32", f"{why}; {device}")
+  if not has_openvino:
+    raise EngineError("--engine openvino needs the openvino package: pip install -c requirements.lock openvino")
+  return _openvino(precision, features, has_int8, why, model_dir)

@@ -4,6 +4,11 @@
     MODEL_DIR/openvino/model.xml    its IR, fp32 weights (written by model.export and model.wrap)
     MODEL_DIR/openvino/model_int8.xml  post-training int8 (written by model.quantize)
 
+A model wrapped from ONNX (``model.wrap --onnx``) has no SavedModel: its
+source of truth is the served graph ``MODEL_DIR/onnx/model.onnx``, and the
+card's ``openvino.source_onnx_sha256`` keys the IR to it in the same way.
+OpenVINO reads ONNX natively, so that conversion needs no TensorFlow.
+
 The card's ``openvino`` block records the SavedModel hash the IR was made
 from; an IR whose hash no longer matches, or a directory without one (older
 exports, ``gs://`` models), is converted once per machine into a cache keyed
@@ -33,6 +38,25 @@ IR_FILE = "model.xml"
 INT8_FILE = "model_int8.xml"
 OUTPUT_NAMES = ("class_ids", "confidence")
 NUM_CLASSES_KEY = ["deconvseg", "num_classes"]
+ONNX_FILE = "onnx/model.onnx"  # the served graph of a model wrapped from ONNX
+ONNX_NUM_CLASSES_PROP = "deconvseg.num_classes"  # its metadata_props entry
+
+
+def model_format(model_dir: str) -> str:
+  """'saved_model' (exported or wrapped from Keras), 'onnx' (wrapped from ONNX) or 'openvino' (an IR alone)."""
+  if os.path.isdir(os.path.join(model_dir, "saved_model")):
+    return "saved_model"
+  if os.path.exists(os.path.join(model_dir, ONNX_FILE)):
+    return "onnx"
+  return "openvino"
+
+
+def file_hash(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as handle:
+    for block in iter(lambda: handle.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 def ir_path(model_dir: str, int8: bool = False) -> str:
@@ -109,6 +133,8 @@ def locate_ir(model_dir: str, int8: bool = False) -> Tuple[str, str]:
     if problem:
       raise FileNotFoundError(f"{problem}; run python -m model.quantize --model {model_dir}")
     return ir_path(model_dir, int8=True), "model directory"
+  if source_hash is None and os.path.exists(os.path.join(model_dir, ONNX_FILE)):
+    return _locate_onnx_ir(model_dir, card)
   if source_hash is None:  # an IR-only directory
     if os.path.exists(ir_path(model_dir)):
       return ir_path(model_dir), "model directory"
@@ -124,6 +150,35 @@ def locate_ir(model_dir: str, int8: bool = False) -> Tuple[str, str]:
       return cached, "cache"
     save_ir(convert_saved_model(model_dir), os.path.dirname(cached))
   return cached, "converted"
+
+
+def _locate_onnx_ir(model_dir: str, card: dict) -> Tuple[str, str]:
+  """``locate_ir`` for a model wrapped from ONNX: its own IR when made from its served graph, else a cached one."""
+  onnx_hash = file_hash(os.path.join(model_dir, ONNX_FILE))
+  block = card.get("openvino") if isinstance(card, dict) else None
+  if isinstance(block, dict) and block.get("source_onnx_sha256") == onnx_hash and os.path.exists(ir_path(model_dir)):
+    return ir_path(model_dir), "model directory"
+  cached = os.path.join(cache_root(), "openvino", "onnx-" + onnx_hash[:24], IR_FILE)
+  if os.path.exists(cached):
+    return cached, "cache"
+  os.makedirs(os.path.dirname(os.path.dirname(cached)), exist_ok=True)
+  with _file_lock(os.path.dirname(cached) + ".lock"):
+    if os.path.exists(cached):
+      return cached, "cache"
+    save_ir(convert_onnx(os.path.join(model_dir, ONNX_FILE)), os.path.dirname(cached))
+  return cached, "converted"
+
+
+def convert_onnx(path: str):
+  """A served ONNX graph (``model.wrap --onnx``) as an ``openvino.Model`` with its class count in the runtime info."""
+  import openvino
+
+  model = openvino.Core().read_model(path)
+  framework = model.get_rt_info()["framework"] if model.has_rt_info(["framework"]) else {}
+  declared = framework.get(ONNX_NUM_CLASSES_PROP) if hasattr(framework, "get") else None
+  if declared is not None:
+    model.set_rt_info(int(declared.astype(int)), NUM_CLASSES_KEY)
+  return model
 
 
 @contextlib.contextmanager
