@@ -22,6 +22,8 @@ REQUIRED = [
   "openvino>=2026.4,<2026.5",
   # 16-bit colour PNG inputs (Pillow reads them as 8 bits).
   "pypng>=0.20220715",
+  # python -m model.wrap --onnx: reads the user's ONNX model and writes the served graph (the pipeline runs its IR).
+  "onnx>=1.23",
 ]
 
 EXTRAS = {
@@ -58,6 +60,9 @@ EXTRAS = {
   "dask": ["dask[distributed]>=2024.4.2"],
   # GPU workers: the CUDA build of the same TensorFlow release (see deploy/).
   "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+  # Models wrapped from ONNX on NVIDIA GPUs (--engine auto picks it where a GPU is visible). It provides the same
+  # onnxruntime module as the CPU package: install it in place of onnxruntime, not beside it.
+  "onnx-gpu": ["onnxruntime-gpu>=1.31"],
 }
 
 setuptools.setup(

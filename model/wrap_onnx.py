@@ -138,8 +138,10 @@ class Probe:
     value.type.tensor_type.shape.dim[0].dim_param = "batch"  # torch.onnx.export fixes it at 1 by default
     path = os.path.join(workdir, "probe.onnx")
     onnx.save(relaxed, path)
+    self._core = openvino.Core()
     try:
-      self._compiled = openvino.Core().compile_model(openvino.convert_model(path), "CPU")
+      self._model = openvino.convert_model(path)
+      self._compiled = self._core.compile_model(self._model, "CPU")
     except Exception as exc:
       message = " ".join(str(exc).split())
       unsupported = message.find("No conversion rule")
@@ -148,7 +150,15 @@ class Probe:
       raise WrapError(f"OpenVINO cannot run this model ({type(exc).__name__}: {message[:300]})") from None
 
   def __call__(self, inputs):
-    return np.asarray(self._compiled(inputs.astype(np.float32))[0])
+    if self._compiled is None:
+      self._compiled = self._core.compile_model(self._model, "CPU")
+    try:
+      return np.asarray(self._compiled(inputs.astype(np.float32))[0])
+    except Exception:
+      # OpenVINO 2026.4's dynamic-shape CPU graph can return wrong values after an inference that failed on
+      # a size the model cannot take (seen on a 4-level U-Net, in about one process in three): start afresh.
+      self._compiled = None
+      raise
 
 
 def probe_images(batch, height, width, channels, dtype, seed=0):

@@ -89,3 +89,13 @@ def fixed_256(classes=3, seed=1):
   x = g.conv(g.upsample(x, 2, mode="nearest"), 6, classes, kernel=3, relu=False, gain=3.0)
   out = g.op("Identity", [x], output="logits")
   return g.model("fixed256", [1, 3, 256, 256], [1, classes, 256, 256], out)
+
+
+def unet(classes=3, seed=4):
+  """The README walkthrough's U-Net: NCHW with dynamic batch, height and width, one pooling level, a skip, logits."""
+  g = _Graph(seed)
+  skip = g.conv("input", 3, 8)
+  down = g.conv(g.op("MaxPool", [skip], kernel_shape=[2, 2], strides=[2, 2]), 8, 8)
+  x = g.op("Concat", [g.upsample(down, 2), skip], axis=1)
+  out = g.op("Identity", [g.conv(x, 16, classes, kernel=1, relu=False, gain=3.0)], output="logits")
+  return g.model("unet", ["batch", 3, "height", "width"], ["batch", classes, "height", "width"], out)

@@ -75,3 +75,30 @@ result = {"same": bool((native.pixels == rgb16).all() and (pixels == rgb16).all(
   result, _ = _child(code, tmp_path)
   assert result["same"], result
   assert not result["tensorflow"] and not result["tf_modules"], result
+
+
+def test_onnx_model_wrapped_and_run_imports_no_tensorflow(tmp_path):
+  """model.wrap --onnx and a pipeline run of what it wrote: OpenVINO and onnx only, no TensorFlow in the process."""
+  import onnx
+
+  import onnx_models
+
+  source = str(tmp_path / "unet.onnx")
+  onnx.save(onnx_models.nchw_stride4_softmax(), source)
+  (tmp_path / "classes.json").write_text(json.dumps([{"id": i, "name": f"c{i}"} for i in range(3)]))
+  model_dir, out = str(tmp_path / "model"), str(tmp_path / "out")
+  code = f"""
+import json
+from model.wrap import main
+main(["--onnx", {source!r}, "--classes", {str(tmp_path / "classes.json")!r}, "--out", {model_dir!r},
+      "--normalization", "imagenet"])
+from pipeline.run import run
+run(["--input", "samples/images/strip_000*.png", "--output", {out!r}, "--model", {model_dir!r},
+     "--runner=FnApiRunner"], save_main_session=False)
+with open({str(tmp_path / "out" / "summary.json")!r}) as handle:
+  summary = json.load(handle)
+result = {{"counts": summary["counts"], "engine": summary["engine"]["engine"]}}
+"""
+  result, _ = _child(code, tmp_path)
+  assert result["counts"]["segmented"] == result["counts"]["read"] > 0 and result["engine"] == "openvino", result
+  assert not result["tensorflow"] and not result["tf_modules"], result

@@ -35,6 +35,7 @@ WRAP_COMMANDS = ("model.wrap",)  # checked by their parsers too; not part of the
 QUICK_START = ("./run_pipeline.sh", "./run_tests.sh")  # run by test_run_pipeline_sh.py and by CI itself
 WALKTHROUGH = "Walkthrough: a real labelled image, from the package to the report"  # run by test_walkthrough_nuclei.py
 GEO = "Segment GeoTIFFs (GIS outputs)"  # run for real below
+PYTORCH = "You trained a U-Net in PyTorch"  # run for real below, on an ONNX U-Net built with onnx.helper
 
 
 def _setup_extras():
@@ -97,6 +98,7 @@ def test_readme_has_the_commands_users_need():
     "Engines: OpenVINO on CPUs, TensorFlow on GPUs",
     GEO,
     WALKTHROUGH,
+    PYTORCH,
   } <= sections
 
 
@@ -112,6 +114,8 @@ def test_readme_command_is_valid(section, argv):
     return
   if section == WALKTHROUGH:
     return  # every command of the walkthrough runs for real in tests/test_walkthrough_nuclei.py
+  if section == PYTORCH:
+    return  # run for real by test_pytorch_walkthrough_runs
   if argv[0] == "./run_pipeline.sh":
     args = fill_date_templates(argv[1:])
     reject_unknown_flags(args)  # unknown flags and bad values raise OptionsError with the reason
@@ -204,3 +208,58 @@ def test_geotiff_block_runs(tmp_path):
       assert (mask.crs.to_epsg(), mask.transform, mask.shape) == (epsg, source.transform, source.shape)
     collection = json.load(open(tmp_path / "geo" / POLYGONS_DIR / f"{name}.geojson"))
     assert all(feature["properties"]["area"] >= 5 for feature in collection["features"])
+
+
+def test_pytorch_walkthrough_runs(tmp_path):
+  """The U-Net walkthrough, for real: wrap an ONNX U-Net (as torch.onnx.export writes it), run it with --truth.
+
+  The truth masks are the U-Net's own argmax, computed here by onnxruntime on the ImageNet-normalised
+  pixels, so the run's scores say the pipeline reproduces the model on every pixel.
+  """
+  import numpy as np
+  import onnx
+  import onnxruntime
+  from PIL import Image
+
+  import onnx_models
+  from model import wrap
+  from pipeline.run import run
+  from pipeline_helpers import scene
+
+  block = [argv for section, argv in readme_commands() if section == PYTORCH]
+  assert [(_module(argv) or (argv[0],))[0] for argv in block] == ["model.wrap", "./run_pipeline.sh"]
+  text = open(README, encoding="utf-8").read()
+  assert "torch.onnx.export(" in text[text.index("## " + PYTORCH) :]
+  onnx.save(onnx_models.unet(), str(tmp_path / "unet.onnx"))
+  (tmp_path / "classes.json").write_text(
+    json.dumps([{"id": 0, "name": "background"}, {"id": 1, "name": "field"}, {"id": 2, "name": "road"}])
+  )
+  session = onnxruntime.InferenceSession(str(tmp_path / "unet.onnx"), providers=["CPUExecutionProvider"])
+  mean, std = np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225])
+  os.makedirs(tmp_path / "photos")
+  os.makedirs(tmp_path / "truth")
+  for index, (height, width) in enumerate([(96, 128), (80, 110)]):
+    pixels = scene(height, width, seed=30 + index)
+    Image.fromarray(pixels).save(tmp_path / "photos" / f"field{index}.png")
+    padded = np.pad(pixels, [(0, height % 2), (0, width % 2), (0, 0)], mode="symmetric")
+    x = ((padded.astype(np.float32) / np.float32(255) - mean) / std).transpose(2, 0, 1)[None]
+    truth = session.run(None, {"input": np.ascontiguousarray(x)})[0][0].argmax(0)[:height, :width]
+    Image.fromarray(truth.astype(np.uint8)).save(tmp_path / "truth" / f"field{index}.png")
+
+  def here(args):
+    return [
+      str(tmp_path / arg)
+      if arg.split("/")[0] in {"unet.onnx", "classes.json", "models", "photos", "truth", "results"}
+      else arg
+      for arg in args
+    ]
+
+  wrap.main(here(_module(block[0])[1]))
+  run(here(block[1][1:]), save_main_session=False)
+  results = tmp_path / "results" / "unet"
+  summary = json.load(open(results / SUMMARY_FILE))
+  assert summary["counts"] == {"read": 2, "segmented": 2, "failed": 0, "reused_existing": 0}
+  assert summary["truth"]["pixel_accuracy"] == 1.0 and summary["truth"]["mean_iou"] == 1.0
+  assert summary["engine"]["engine"] == "openvino"
+  assert summary["model"]["card"]["wrapped_from"]["format"] == "onnx"
+  assert "Confusion" in open(results / "report.html", encoding="utf-8").read()

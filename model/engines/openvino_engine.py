@@ -111,8 +111,16 @@ class OpenVinoSegmenter:
     if images.shape[0] == 0:
       return np.zeros(images.shape[:3], np.uint8), np.zeros(images.shape[:3], np.float32)
     with self._lock:
-      request, outputs = self._request(tuple(int(v) for v in images.shape))
-      result = request.infer({0: images})
+      shape = tuple(int(v) for v in images.shape)
+      request, outputs = self._request(shape)
+      try:
+        result = request.infer({0: images})
+      except Exception:
+        # A dynamic-shape graph can return wrong values after a failed inference (OpenVINO 2026.4, seen while
+        # probing ONNX models in model.wrap): the next call compiles afresh.
+        self._dynamic = None
+        self._compiled.pop(shape, None)
+        raise
       return np.array(result[outputs[0]], np.uint8), np.array(result[outputs[1]], np.float32)
 
   def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int):
