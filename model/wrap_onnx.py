@@ -140,7 +140,7 @@ class Probe:
     onnx.save(relaxed, path)
     self._core = openvino.Core()
     try:
-      self._model = openvino.convert_model(path)
+      self._model = openvino_ir.convert_model(openvino, path)
       self._compiled = self._core.compile_model(self._model, "CPU")
     except Exception as exc:
       message = " ".join(str(exc).split())

@@ -195,3 +195,18 @@ def test_an_int8_ir_from_another_savedmodel_is_refused(fake_model, tmp_path):
   assert openvino_ir.int8_problem(str(model)) is None
   choice = engines.choose_here(str(model), precision="int8")
   assert (choice.engine, choice.precision) == ("openvino", "int8")
+
+
+def test_a_failed_conversion_leaves_the_root_logger_as_it_was(tmp_path):
+  """OpenVINO's converter sets the root logger to ERROR and restores it only on success."""
+  import logging
+
+  import openvino
+
+  garbage = tmp_path / "garbage.onnx"
+  garbage.write_bytes(b"not a model")
+  root = logging.getLogger()
+  before = root.level, list(root.handlers)
+  with pytest.raises(Exception):
+    openvino_ir.convert_model(openvino, str(garbage))
+  assert (root.level, list(root.handlers)) == before

@@ -27,6 +27,7 @@ post-training quantisation can work on.
 import contextlib
 import fcntl
 import hashlib
+import logging
 import json
 import os
 import shutil
@@ -217,9 +218,26 @@ def declared_classes(model):
     return None
 
 
+def convert_model(openvino, source):
+  """``openvino.convert_model`` that leaves the root logger as it found it.
+
+  The converter sets the root logger to ERROR while it works and restores it
+  only when it succeeds (OpenVINO 2026.4, ``tools/ovc/convert.py``), so one
+  failed conversion (a probe, the engine fallback) would silence every later
+  warning of the run.
+  """
+  root = logging.getLogger()
+  level, filters, handlers = root.level, list(root.filters), list(root.handlers)
+  try:
+    return openvino.convert_model(source)
+  finally:
+    root.setLevel(level)
+    root.filters, root.handlers = filters, handlers
+
+
 def convert_function(openvino, function):
   """A TensorFlow concrete function with the contract's outputs as a plain ``openvino.Model``."""
-  model = openvino.convert_model(function)
+  model = convert_model(openvino, function)
   model = _without_empty_batch_branch(model)
   for output, name in zip(_ordered_outputs(model), OUTPUT_NAMES):
     output.get_tensor().set_names({name})
