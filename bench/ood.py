@@ -115,10 +115,13 @@ def run_pipeline(root, out, model=DEFAULT_MODEL):
   from pipeline.run import run
 
   run([f"--input={root}/*/*", f"--output={out}", f"--model={model}"]).wait_until_finish()
-  with open(os.path.join(out, "stats", "stats.jsonl")) as handle:
-    records = [json.loads(line) for line in handle if line.strip()]
   with open(os.path.join(out, "summary.json")) as handle:
-    return records, json.load(handle)
+    summary = json.load(handle)
+  records = []
+  for path in summary["outputs"]["stats"]:  # the run's own record files
+    with open(path) as handle:
+      records += [json.loads(line) for line in handle if line.strip()]
+  return records, summary
 
 
 def format_table(result, summary):

@@ -46,8 +46,10 @@ def run_pipeline(images_dir: str, output: str, model: str, extra=(), log=sys.std
   match = re.search(r"Time: ([0-9.]+) s", watched["stdout"])
   with open(os.path.join(output, "summary.json")) as handle:
     summary = json.load(handle)
-  with open(os.path.join(output, "stats", "stats.jsonl")) as handle:
-    records = sum(1 for line in handle if line.strip())
+  records = 0
+  for path in summary["outputs"]["stats"]:  # the run's own record files
+    with open(path) as handle:
+      records += sum(1 for line in handle if line.strip())
   counts = summary["counts"]
   work_s = float(match.group(1)) if match else watched["wall_s"]
   return {

@@ -19,7 +19,7 @@ from pipeline.options import RunConfig
 from transforms.decode import DecodeImages, DecodeSettings
 from transforms.inference import SegmentationModelHandler, SegmenterHandle, TileAndSegment
 from transforms.read import ReadImages
-from transforms.records import DONE, FAILED
+from transforms.records import DONE, FAILED, new_run_id
 from transforms.record_files import WriteFailures, WriteStats, write_summary
 from transforms.sinks import SkipExistingFn, WriteMasksFn
 from transforms.statistics import (
@@ -83,7 +83,8 @@ class SegmentImages(beam.PTransform):
     self._handler_kwargs = handler_kwargs
     self._model = model
     self._start_time = start_time or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    self._run_id = run_id  # the launcher's, as in OUT/run_state.json: ties summary.json to its run
+    # the launcher's, as in OUT/run_state.json: ties summary.json and the record files to their run
+    self._run_id = run_id or new_run_id()
 
   def expand(self, pbegin):
     config = self._config
@@ -151,9 +152,9 @@ class SegmentImages(beam.PTransform):
     ] + skip_failures | "AllFailures" >> beam.Flatten()
 
     stats_files = records | "WriteStats" >> WriteStats(
-      config.output, config.stats_format, config.classes, truth=bool(config.truth_globs)
+      config.output, config.stats_format, config.classes, truth=bool(config.truth_globs), run_id=self._run_id
     )
-    failure_files = failures | "WriteFailures" >> WriteFailures(config.output)
+    failure_files = failures | "WriteFailures" >> WriteFailures(config.output, self._run_id)
 
     event_streams = [
       input_uris | "ReadEvents" >> beam.ParDo(CountEventsFn(EVENT_READ)),

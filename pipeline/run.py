@@ -206,9 +206,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   try:
     if stop_signal() is not None:
       raise RunStopped(stop_signal())
-    leftovers = remove_leftovers(config.output)  # after the lock: a live run's temporaries look the same
-    if leftovers.total:
-      _LOG.info("%s", leftovers.describe(config.output))
+    _clean_leftovers(config.output, state)
     result, finished = _segment(config, pipeline_options, runner, model, state.run_id, test_pipeline)
   except FailureBudgetExceeded as exc:
     state.finish(COMPLETE, exit_code=3, reason=str(exc))
@@ -219,7 +217,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   except BaseException as exc:
     signum = stop_signal()
     if signum is None:
-      _remove_leftovers_quietly(config.output)
+      if not state.shares_folder:
+        _remove_leftovers_quietly(config.output)
       line = str(exc) if isinstance(exc, OutputFailed) else describe_output_error(exc, config.output)
       state.finish(FAILED, error=line or f"{type(exc).__name__}: {_first_line(exc)}")
       if line is None or isinstance(exc, OutputFailed):
@@ -233,6 +232,18 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   else:
     state.finish(SUBMITTED, runner=runner, job_state=str(result.state))
   return result
+
+
+def _clean_leftovers(output: str, state: RunState):
+  """Removes what killed runs left in OUT; not when a forced take-over means another run may be writing there."""
+  if state.shares_folder:
+    _LOG.warning(
+      "left any temporaries in %s in place: the run this one took the lock from may still be writing them", output
+    )
+    return
+  leftovers = remove_leftovers(output)  # after the lock: a live run's temporaries look the same
+  if leftovers.total:
+    _LOG.info("%s", leftovers.describe(output))
 
 
 def _remove_leftovers_quietly(output: str):

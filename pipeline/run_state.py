@@ -41,7 +41,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.errors import OptionsError
 from transforms.out_files import atomic_write, join, remove_temp_dir
-from transforms.records import redact
+from transforms.records import new_run_id, redact
 
 _LOG = logging.getLogger("deconvseg")
 STATE_FILE = "run_state.json"
@@ -184,7 +184,7 @@ class RunState:
     self.output = output.rstrip("/")
     self.record = {
       "status": RUNNING,
-      "run_id": uuid.uuid4().hex,
+      "run_id": new_run_id(),
       "host": socket.gethostname(),
       "pid": os.getpid(),
       "started": now_iso(),
@@ -192,6 +192,8 @@ class RunState:
     }
     self._options = pipeline_options
     self._lock = None  # what release() needs: a local path or (blob, generation)
+    # --force_unlock over a run that still looked alive: its temporaries must not be cleaned away
+    self.shares_folder = False
 
   @property
   def run_id(self) -> str:
@@ -270,8 +272,10 @@ class RunState:
 
   def _take_over(self, other, path: str, force: bool, max_age_hours: float):
     """Refuses a live holder unless forced; logs the take-over of any other."""
-    if other is not None and is_live(other, max_age_hours) and not force:
-      self._refuse(other, path)
+    if other is not None and is_live(other, max_age_hours):
+      if not force:
+        self._refuse(other, path)
+      self.shares_folder = True
     why = "--force_unlock" if force else "its run is gone or older than --lock_max_age_hours"
     _LOG.warning(
       "taking over the lock %s of %s (%s)", path, describe(other) if other else "an unreadable lock file", why

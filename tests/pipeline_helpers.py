@@ -1,12 +1,13 @@
 """Shared helpers for the pipeline tests: input corpora, running, reading outputs."""
 
 import io
+import glob
 import json
 import os
 
 import numpy as np
 from PIL import Image, TiffImagePlugin
-from transforms.records import FAILURES_DIR, MASKS_DIR, STATS_DIR, SUMMARY_FILE
+from transforms.records import MASKS_DIR, STATS_DIR, SUMMARY_FILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_MODEL = os.path.join(REPO, "model", "default")
@@ -115,18 +116,28 @@ def run_pipeline(inputs, output, model, *flags):
 
 
 def read_outputs(output: str):
-  """(summary, {key: stats record}, [failure records])."""
+  """(summary, {key: stats record}, [failure records]) of the run that wrote summary.json: its own record files."""
   with open(os.path.join(output, SUMMARY_FILE)) as f:
     summary = json.load(f)
   records = {}
-  with open(os.path.join(output, STATS_DIR, "stats.jsonl")) as f:
-    for line in f:
-      record = json.loads(line)
-      assert record["key"] not in records, f"duplicate stats record for {record['key']}"
-      records[record["key"]] = record
-  with open(os.path.join(output, FAILURES_DIR, "failures.jsonl")) as f:
-    failures = [json.loads(line) for line in f]
-  return summary, records, failures
+  for record in read_jsonl(summary["outputs"]["stats"]):
+    assert record["key"] not in records, f"duplicate stats record for {record['key']}"
+    records[record["key"]] = record
+  return summary, records, read_jsonl(summary["outputs"]["failures"])
+
+
+def read_jsonl(paths) -> list:
+  """The records of JSON Lines files, in order."""
+  rows = []
+  for path in paths:
+    with open(path) as f:
+      rows += [json.loads(line) for line in f]
+  return rows
+
+
+def folder_records(output: str, folder: str = STATS_DIR) -> list:
+  """Every record of every run in OUT/<folder> (JSON Lines), as a reader of the whole folder sees them."""
+  return read_jsonl(sorted(glob.glob(os.path.join(output, folder, "*.jsonl"))))
 
 
 def read_mask(output: str, key: str) -> np.ndarray:
@@ -146,3 +157,36 @@ def check_accounting(summary, records, failures, expected_read=None):
   for i, entry in enumerate(summary["classes"]):
     assert entry["pixels"] == sum(r["classes"][i]["pixels"] for r in records.values())
   assert summary["pixels"] == sum(r["width"] * r["height"] for r in records.values())
+
+
+def output_problems(out, temporaries: bool = True) -> list:
+  """Files under OUT that are half-written, and (``temporaries``) temporary ones; Beam's ``beam-temp-*`` sink folders aside."""
+  found = []
+  for folder, dirs, names in os.walk(out):
+    dirs[:] = [d for d in dirs if not d.startswith("beam-temp-")]
+    for name in names:
+      path = os.path.join(folder, name)
+      relative = os.path.relpath(path, out)
+      try:
+        if relative.startswith(".tmp" + os.sep) or name.endswith(".tmp"):
+          if temporaries:
+            found.append(f"temporary file left: {relative}")
+        elif name.endswith(".png"):
+          with Image.open(path) as image:
+            image.verify()  # every chunk's CRC, up to IEND
+          with Image.open(path) as image:
+            image.load()
+        elif name.endswith((".json", ".geojson")):
+          with open(path) as handle:
+            json.load(handle)
+        elif name.endswith(".jsonl"):
+          with open(path) as handle:
+            text = handle.read()
+          assert not text or text.endswith("\n"), "last line cut"
+          [json.loads(line) for line in text.splitlines()]
+        elif name.endswith(".html"):
+          with open(path) as handle:
+            assert handle.read().rstrip().endswith("</html>"), "cut short"
+      except Exception as exc:
+        found.append(f"half-written: {relative}: {exc}")
+  return found

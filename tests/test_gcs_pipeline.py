@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import os
 
 import numpy as np
@@ -38,6 +39,7 @@ def local_run(tmp_path_factory):
 # Fields that differ between any two runs: times, and the run's identity (summary.json, run_state.json).
 # "ir" and "ir_source": where this process found the model's OpenVINO IR (converted now, or from the cache or a staged copy).
 RUN_SPECIFIC = ("start_time", "end_time", "run_id", "pid", "started", "finished", "ir", "ir_source")
+RUN_ID_IN_NAME = re.compile(r"-\d{8}T\d{6}Z-[0-9a-f]{8}-")  # record files are named by run
 
 
 def _normalised(tree, roots):
@@ -50,7 +52,7 @@ def _normalised(tree, roots):
   def text(value):
     for token, path in sorted(roots.items(), key=lambda item: -len(item[1])):
       value = value.replace(path.rstrip("/"), token)
-    return value
+    return RUN_ID_IN_NAME.sub("-RUN-", value)
 
   def clean(value):
     if isinstance(value, dict):
@@ -67,6 +69,7 @@ def _normalised(tree, roots):
 
   result = {}
   for name, data in tree.items():
+    name = RUN_ID_IN_NAME.sub("-RUN-", name)
     if name.endswith(".png"):
       image = Image.open(io.BytesIO(data))
       info = {k: clean(json.loads(v)) if k == "deconvseg:stats" else v for k, v in image.info.items()}

@@ -136,7 +136,7 @@ def test_windowed_geotiff_from_cloud_storage(gcs_emulator, gcs_bucket, tmp_path,
   with rasterio.io.MemoryFile(bucket.blob("out/masks/g.tif.tif").download_as_bytes()) as memory:
     with memory.open() as mask:
       np.testing.assert_array_equal(mask.read(1), _mask(tmp_path / "local_out", "g.tif")[0])
-  record = json.loads(bucket.blob("out/stats/stats.jsonl").download_as_bytes().decode().splitlines()[0])
+  record = json.loads(next(bucket.list_blobs(prefix="out/stats/stats-")).download_as_bytes().decode().splitlines()[0])
   assert record["area_method"] == "projected" and record["crs"] == UTM_33N
 
 

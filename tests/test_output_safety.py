@@ -27,7 +27,7 @@ from apache_beam.pvalue import TaggedOutput
 from PIL import Image
 
 from pipeline.paths import matching_files
-from pipeline_helpers import REPO, check_accounting, encode, read_outputs, run_pipeline, scene
+from pipeline_helpers import REPO, check_accounting, encode, output_problems, read_outputs, run_pipeline, scene
 from transforms import out_files
 from transforms.leftovers import Leftovers, remove_leftovers
 from transforms.out_files import (
@@ -129,35 +129,7 @@ def disk(monkeypatch):
 
 
 def _problems(out) -> list:
-  """Files under OUT that are half-written or temporary (Beam's own ``beam-temp-*`` folders are its sinks')."""
-  found = []
-  for folder, dirs, names in os.walk(out):
-    dirs[:] = [d for d in dirs if not d.startswith("beam-temp-")]
-    for name in names:
-      path = os.path.join(folder, name)
-      relative = os.path.relpath(path, out)
-      try:
-        if relative.startswith(out_files.TEMP_DIR + os.sep) or name.endswith(".tmp"):
-          found.append(f"temporary file left: {relative}")
-        elif name.endswith(".png"):
-          with Image.open(path) as image:
-            image.verify()  # every chunk's CRC, up to IEND
-          with Image.open(path) as image:
-            image.load()
-        elif name.endswith(".json"):
-          with open(path) as handle:
-            json.load(handle)
-        elif name.endswith(".jsonl"):
-          with open(path) as handle:
-            text = handle.read()
-          assert not text or text.endswith("\n"), "last line cut"
-          [json.loads(line) for line in text.splitlines()]
-        elif name.endswith(".html"):
-          with open(path) as handle:
-            assert handle.read().rstrip().endswith("</html>"), "cut short"
-      except Exception as exc:
-        found.append(f"half-written: {relative}: {exc}")
-  return found
+  return output_problems(out)
 
 
 def _claims_success(out) -> bool:

@@ -223,7 +223,8 @@ def test_csv_and_parquet_statistics(corpus, fake_model, tmp_path, stats_format):
   run_pipeline(root / "in" / "modes" / "*", output, fake_model, f"--stats_format={stats_format}", "--pixel_size=0.5")
   with open(output / SUMMARY_FILE) as f:
     summary = json.load(f)
-  path = output / STATS_DIR / f"stats.{stats_format}"
+  (path,) = summary["outputs"]["stats"]
+  assert path.startswith(str(output / STATS_DIR / f"stats-{summary['run_id']}-")) and path.endswith(stats_format)
   if stats_format == "csv":
     import csv
 

@@ -175,7 +175,7 @@ def test_rerun_after_interruption(bad_corpus, models, tmp_path, skip_existing):
   for key in sorted(first_records)[::2]:
     os.remove(output / MASKS_DIR / f"{key}.png")
   (output / ".tmp").mkdir()
-  (output / ".tmp" / "half-written").write_bytes(b"\x89PNG partial")
+  (output / ".tmp" / ("ab" * 16)).write_bytes(b"\x89PNG partial")  # an atomic write's temporary name
   os.remove(output / SUMMARY_FILE)
   shutil.rmtree(output / STATS_DIR)
   run(args + (["--skip_existing"] if skip_existing else []), save_main_session=False)

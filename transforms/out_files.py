@@ -22,7 +22,6 @@ wrapped it, into the one line the launcher prints.
 import errno
 import logging
 import os
-import shutil
 import uuid
 from typing import Iterator, Optional, Tuple
 
@@ -140,10 +139,15 @@ def atomic_write(output: str, path: str, data: bytes, mime_type: str = "applicat
 
 
 def remove_temp_dir(output: str):
-  """Drops OUT/.tmp (left-overs of interrupted writes are never valid outputs)."""
+  """Drops OUT/.tmp once this run's writes are done.
+
+  Locally only an empty one: a failed write removes its own temporary file,
+  a killed run's are removed by the next run's ``remove_leftovers``, and
+  whatever is still there belongs to a forced concurrent run mid-write.
+  """
   temp = join(output, TEMP_DIR)
   if is_local(temp):
-    shutil.rmtree(temp, ignore_errors=True)
+    discard_empty_temp_dir(output)
     return
   try:
     if FileSystems.match([temp + "/*"])[0].metadata_list:

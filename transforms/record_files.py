@@ -1,16 +1,20 @@
 """The run's record files under OUT: the statistics, the failures and ``summary.json``.
 
-* ``OUT/stats/stats.{jsonl,csv,parquet}``: one record per segmented image
-  (with ``--truth``, its ``truth`` block). The CSV columns and the Parquet
-  schema are defined here and read back by ``pipeline.report.load``.
-* ``OUT/failures/failures.jsonl``: one record per input that failed.
+* ``OUT/stats/stats-<run id>-00000-of-00001.{jsonl,csv,parquet}``: one
+  record per segmented image (with ``--truth``, its ``truth`` block). The
+  CSV columns and the Parquet schema are defined here and read back by
+  ``pipeline.report.load``.
+* ``OUT/failures/failures-<run id>-00000-of-00001.jsonl``: one record per
+  input that failed.
 * ``OUT/summary.json``: the run, written last (after the other sinks
   finish) with ``"status": "complete"`` and the launcher's ``run_id``, and
   rewritten in place by the launcher (``store_summary``) when it adds the
   byte counts and the drift check.
 
-File names are deterministic so re-running into the same OUT replaces
-rather than duplicates.
+Records files are named by run, so no run can overwrite another's; a
+finished run then removes the records it replaced from earlier runs' files
+(``transforms.record_folder.supersede``), so re-running into the same OUT
+replaces rather than duplicates.
 """
 
 import io
@@ -20,6 +24,7 @@ import time
 import apache_beam as beam
 
 from transforms.out_files import atomic_write, join, remove_temp_dir
+from transforms.record_folder import SHARD_TEMPLATE, file_prefix, supersede
 from transforms.records import FAILURES_DIR, MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
 
 STATS_FORMATS = ("jsonl", "csv", "parquet")
@@ -149,14 +154,14 @@ def _parquet_schema(classes=None, truth=False):
 
 
 class WriteStats(beam.PTransform):
-  """Composite: records -> OUT/stats/stats.<format>; returns the written file names."""
+  """Composite: records -> OUT/stats/stats-<run id>-<shard>.<format>; returns the written file names."""
 
-  def __init__(self, output: str, stats_format: str, classes, truth: bool = False):
+  def __init__(self, output: str, stats_format: str, classes, truth: bool = False, run_id: str = None):
     super().__init__()
     self._truth = truth
     if stats_format not in STATS_FORMATS:
       raise ValueError(f"unknown stats format {stats_format!r}; use one of {', '.join(STATS_FORMATS)}")
-    self._prefix = join(output, STATS_DIR, "stats")
+    self._prefix = file_prefix(output, STATS_DIR, run_id)
     self._format = stats_format
     self._classes = list(classes)
 
@@ -167,44 +172,45 @@ class WriteStats(beam.PTransform):
         _parquet_schema(self._classes, self._truth),
         file_name_suffix=".parquet",
         num_shards=1,
-        shard_name_template="",
+        shard_name_template=SHARD_TEMPLATE,
       )
     if self._format == "csv":
       header = _csv_header(self._classes, self._truth)
       lines = records | "ToCsv" >> beam.Map(_csv_line, len(header))
       return lines | "WriteCsv" >> beam.io.WriteToText(
-        self._prefix, file_name_suffix=".csv", num_shards=1, shard_name_template="", header=",".join(header)
+        self._prefix, file_name_suffix=".csv", num_shards=1, shard_name_template=SHARD_TEMPLATE, header=",".join(header)
       )
     lines = records | "ToJson" >> beam.Map(lambda r: json.dumps(r, ensure_ascii=False, sort_keys=True))
     return lines | "WriteJsonLines" >> beam.io.WriteToText(
-      self._prefix, file_name_suffix=".jsonl", num_shards=1, shard_name_template=""
+      self._prefix, file_name_suffix=".jsonl", num_shards=1, shard_name_template=SHARD_TEMPLATE
     )
 
 
 class WriteFailures(beam.PTransform):
-  """Composite: Failure records -> OUT/failures/failures.jsonl."""
+  """Composite: Failure records -> OUT/failures/failures-<run id>-<shard>.jsonl."""
 
-  def __init__(self, output: str):
+  def __init__(self, output: str, run_id: str = None):
     super().__init__()
-    self._prefix = join(output, FAILURES_DIR, "failures")
+    self._prefix = file_prefix(output, FAILURES_DIR, run_id)
 
   def expand(self, failures):
     return (
       failures
       | "ToJson" >> beam.Map(lambda f: json.dumps(f.to_dict(), ensure_ascii=False, sort_keys=True))
       | "WriteJsonLines"
-      >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl", num_shards=1, shard_name_template="")
+      >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl", num_shards=1, shard_name_template=SHARD_TEMPLATE)
     )
 
 
 def write_summary(summary: dict, output: str, run_info: dict, stats_files, failure_files):
-  """Writes OUT/summary.json once every other sink has finished; removes OUT/.tmp.
+  """Removes the records this run replaced from earlier runs' files, then writes OUT/summary.json; removes OUT/.tmp.
 
   ``status`` is "complete": being the last step, it only runs once every
   output of the pipeline exists. Whether the folder as a whole is finished
   (report written, launcher not stopped) is OUT/run_state.json's to say, and
   ``run_id`` ties the two together.
   """
+  supersede(output, stats_files, failure_files)
   document = dict(summary)
   document.update(run_info)
   document["status"] = "complete"

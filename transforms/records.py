@@ -15,6 +15,8 @@ before it, rather than copies of its fields; read-only properties (``mask.uri``,
 """
 
 import re
+import time
+import uuid
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -39,6 +41,11 @@ STATS_DIR = "stats"
 FAILURES_DIR = "failures"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
+
+
+def new_run_id() -> str:
+  """A run's id: its UTC start time, then 8 random hex digits, so record files named by it sort by run."""
+  return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
 class ImageRef(NamedTuple):

@@ -28,8 +28,8 @@ from transforms import records
 SUMMARY_FILE = records.SUMMARY_FILE
 EVALUATION_FILE = "evaluation.json"  # written by pipeline.evaluate
 CARD_FILE = "card.json"
-STATS_PATTERN = f"{records.STATS_DIR}/stats.*"
-FAILURES_PATTERN = "failures/failures.*"
+STATS_PATTERN = f"{records.STATS_DIR}/stats*"  # stats-<run id>-00000-of-00001.<format>; stats.<format> before
+FAILURES_PATTERN = f"{records.FAILURES_DIR}/failures*"
 ROW_FORMATS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet"}
 CSV_CLASS_COLUMNS = ("pixels", "fraction", "area", "mean_confidence")  # "<class>_<column>"
 
@@ -270,16 +270,16 @@ def row_format(path):
 
 
 def stats_files(output_dir, run):
-  """The stats file(s) this run wrote: as listed in the summary, else the one matching its format.
+  """The stats file(s) this run wrote: as listed in the summary, else the folder's in the run's format.
 
-  A re-run with another ``--stats_format`` leaves the old file beside the new
-  one, so globbing alone could read a stale run.
+  The folder holds one file per run (``transforms.record_folder``), so a
+  summary that names its own files is what ties the counts to the records.
   """
   if run.stats_files:
     return run.stats_files
   found = [path for path in match(join(output_dir, STATS_PATTERN)) if row_format(path)]
   preferred = [path for path in found if row_format(path) == run.stats_format]
-  return preferred or found[:1]
+  return preferred or found
 
 
 def failure_files(output_dir, run):

@@ -1,0 +1,26 @@
+"""The crash harness in the suite: 30 seeded kill points (SIGKILL and SIGTERM), each resumed and checked.
+
+``tests/crash_harness.py`` runs the same check from the command line with
+any seed and count, on the bundled model by default.
+"""
+
+import pytest
+
+from crash_harness import run_harness
+
+KILL_POINTS = 30
+
+
+@pytest.mark.slow
+def test_every_kill_point_resumes_to_the_clean_runs_folder(tmp_path, fake_model):
+  lines = []
+  points = run_harness(fake_model, str(tmp_path), kills=KILL_POINTS, seed=7, report=lines.append)
+  print("\n".join(lines))  # pytest -s shows the kill points
+  failed = [point.line() for point in points if point.problems]
+  assert not failed, "\n".join(lines)
+  assert len(points) == KILL_POINTS
+  # The kills landed in the middle of runs, at several stages (the drawn times scale with the machine).
+  interrupted = [point for point in points if point.exit_code != 0]
+  assert len(interrupted) >= KILL_POINTS // 2, "\n".join(lines)
+  assert len({point.stage.split(" ")[0] for point in interrupted}) >= 3, "\n".join(lines)
+  assert {point.signal for point in interrupted} == {"SIGKILL", "SIGTERM"}, "\n".join(lines)
