@@ -1,4 +1,4 @@
-"""Evaluate a model on one split: FCN's four metrics plus per-class IoU.
+"""Evaluate a model on one split: FCN's four metrics, per-class IoU and the boundary F-score.
 
     python -m model.evaluate --model model/default --data data/mosaic_test --split test
 
@@ -9,8 +9,11 @@ a `.keras` checkpoint from model.train. A directory wrapped from ONNX
 picks for it. With `--engine openvino
 --precision fp32|bf16|int8` an exported directory is evaluated on the CPU
 engine the pipeline runs instead (model/engines), so the metrics of each
-precision can be set side by side. Prints a table, then one JSON object as
-the last line of stdout.
+precision can be set side by side. Beside IoU it reports the boundary
+F-score (model/boundary.py: per class, the share of boundary pixels within
+--bf_tolerance pixels of the other mask's, averaged over images), which
+moves first when only the edges get sharper. Prints a table, then one JSON
+object as the last line of stdout.
 """
 
 import argparse
@@ -22,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from model import classes as classes_module
+from model.boundary import DEFAULT_TOLERANCE, BoundaryF1Mean, boundary_f1, check_tolerance
 from model.data import evaluation_dataset
 from model.metrics import confusion_matrix, segmentation_metrics
 from model.tiled import predict_image
@@ -105,8 +109,9 @@ def _is_onnx_model(model_path):
   return os.path.isdir(model_path) and model_format(model_path) == "onnx"
 
 
-def evaluate(model_path, data_dir, split="test", engine="tensorflow", precision="fp32"):
-  """Accumulate one confusion matrix over the split and compute the metrics dict."""
+def evaluate(model_path, data_dir, split="test", engine="tensorflow", precision="fp32", bf_tolerance=DEFAULT_TOLERANCE):
+  """Accumulate one confusion matrix and the per-image boundary F-scores over the split; the metrics dict."""
+  bf_tolerance = check_tolerance(bf_tolerance)
   if engine == "tensorflow" and _is_onnx_model(model_path):
     engine = "auto"  # no SavedModel: its reference is the served ONNX graph, on the CPU engine
   if engine == "tensorflow" and precision in ("fp32", "auto"):
@@ -116,6 +121,7 @@ def evaluate(model_path, data_dir, split="test", engine="tensorflow", precision=
   num_classes = len(class_list)
   class_names = [segmentation_class.name for segmentation_class in class_list]
   confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+  boundary = BoundaryF1Mean(num_classes)
   dataset, _ = evaluation_dataset(data_dir, split, channels=channels, dtype=dtype)
   started = time.monotonic()
   images, confidence_sum, confidence_pixels, image_means = 0, 0.0, 0, []
@@ -123,7 +129,9 @@ def evaluate(model_path, data_dir, split="test", engine="tensorflow", precision=
     # Native size, tiled like the pipeline when large, in the model's own dtype.
     output = predict_image(lambda batch: np.asarray(segment(tf.cast(batch, dtype))), image.numpy())
     class_ids, confidence = output[..., 0].astype(np.uint8), output[..., 1].astype(np.float64)
-    confusion += confusion_matrix(mask.numpy(), class_ids, num_classes)
+    labels = mask.numpy()
+    confusion += confusion_matrix(labels, class_ids, num_classes)
+    boundary.add(boundary_f1(labels, class_ids, num_classes, bf_tolerance))
     # Over every pixel of the image, as the pipeline's per-image mean_confidence.
     confidence_sum += float(confidence.sum())
     confidence_pixels += confidence.size
@@ -144,6 +152,7 @@ def evaluate(model_path, data_dir, split="test", engine="tensorflow", precision=
     "seconds": round(time.monotonic() - started, 2),
   }
   result.update(metrics)
+  result.update(boundary.result(class_names, bf_tolerance))
   result["mean_confidence"] = confidence_sum / confidence_pixels
   result["image_confidence"] = confidence_quantiles(image_means)
   result["confusion_matrix"] = confusion.tolist()
@@ -155,13 +164,19 @@ def _as_text(value):
 
 
 def format_table(result):
-  lines = [f"{'class':<16}{'IoU':>8}{'accuracy':>10}"]
+  lines = [f"{'class':<16}{'IoU':>8}{'accuracy':>10}{'BF':>8}"]
   for name, iou in result["per_class_iou"].items():
-    lines.append(f"{name:<16}{_as_text(iou):>8}{_as_text(result['per_class_accuracy'][name]):>10}")
+    lines.append(
+      f"{name:<16}{_as_text(iou):>8}{_as_text(result['per_class_accuracy'][name]):>10}"
+      f"{_as_text(result['per_class_boundary_f1'][name]):>8}"
+    )
   lines.append("")
   lines.append(f"{'pixel acc.':>12}{'mean acc.':>12}{'mean IoU':>12}{'f.w. IoU':>12}")
   lines.append(
     f"{result['pixel_accuracy']:>12.4f}{result['mean_accuracy']:>12.4f}{result['mean_iou']:>12.4f}{result['fw_iou']:>12.4f}"
+  )
+  lines.append(
+    f"mean boundary F-score {_as_text(result['mean_boundary_f1'])} (tolerance {result['boundary_tolerance']:g} px)"
   )
   lines.append(
     f"{result['images']} images, {result['pixels']} labelled pixels, split '{result['split']}' of {result['data']}"
@@ -171,8 +186,17 @@ def format_table(result):
   return "\n".join(lines)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+  """Usage errors as one line and exit 2, as model.wrap's."""
+
+  def error(self, message):
+    self.exit(2, f"model.evaluate: error: {message} (see --help)\n")
+
+
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = _OneLineParser(
+    prog="python -m model.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--model", required=True, help="exported model directory or .keras checkpoint")
   parser.add_argument("--data", required=True, help="dataset directory")
   parser.add_argument("--split", default="test")
@@ -186,12 +210,24 @@ def parse_args(argv=None):
   parser.add_argument(
     "--precision", default="fp32", choices=("auto", "fp32", "bf16", "int8"), help="OpenVINO precision (default fp32)"
   )
-  return parser.parse_args(argv)
+  parser.add_argument(
+    "--bf_tolerance",
+    type=float,
+    default=DEFAULT_TOLERANCE,
+    help=f"boundary F-score: how far (pixels, Euclidean) a boundary pixel may be from the other mask's and "
+    f"still match (default {DEFAULT_TOLERANCE:g})",
+  )
+  args = parser.parse_args(argv)
+  try:
+    check_tolerance(args.bf_tolerance)
+  except ValueError as exc:
+    parser.error(f"--bf_tolerance: {exc}")
+  return args
 
 
 def main(argv=None):
   args = parse_args(argv)
-  result = evaluate(args.model, args.data, args.split, args.engine, args.precision)
+  result = evaluate(args.model, args.data, args.split, args.engine, args.precision, args.bf_tolerance)
   print(format_table(result))
   print(json.dumps(result), flush=True)
 

@@ -6,8 +6,10 @@ them) and each image's ``OUT/masks/<key>.png``, matches truth masks to images
 by the same rule as ``--truth`` (``transforms.truth``), and writes
 ``OUT/evaluation.json``: per image the same ``truth`` block a ``--truth`` run
 puts in its stats record, and the same run-level ``truth`` block as its
-``summary.json``. Then it re-renders ``OUT/report.html`` with the truth
-sections. Everything goes through Beam's FileSystems, so ``gs://`` works.
+``summary.json``, both with the boundary F-score added (``model/boundary.py``:
+per class, per image, averaged over images; ``--bf_tolerance`` pixels). Then
+it re-renders ``OUT/report.html`` with the truth sections. Everything goes
+through Beam's FileSystems, so ``gs://`` works.
 
 Images that failed in the run have no mask and are not scored; a truth mask
 that cannot be compared with its mask is listed under ``failures`` (stage
@@ -26,6 +28,7 @@ from typing import List, Sequence
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from model.boundary import DEFAULT_TOLERANCE, BoundaryF1Mean, boundary_f1, check_tolerance, image_boundary_scores
 from pipeline import report
 from pipeline.report import load
 from pipeline.errors import OptionsError, command_parser
@@ -33,7 +36,7 @@ from pipeline.paths import absolute, as_glob, check_truth, matching_files
 from transforms.records import STAGE_TRUTH
 from transforms.mask_files import decode_mask, mask_relpath
 from transforms.out_files import atomic_write, join
-from transforms.truth import TruthError, evaluate_mask, run_truth, stem, truth_index
+from transforms.truth import TruthError, image_truth, read_truth, run_truth, stem, truth_index
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -54,7 +57,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     help="ground-truth masks, matched to images as with the pipeline's --truth",
   )
   parser.add_argument("--no_report", action="store_true", help="do not re-render OUT/report.html")
-  return parser.parse_args(list(argv))
+  parser.add_argument(
+    "--bf_tolerance",
+    type=float,
+    default=DEFAULT_TOLERANCE,
+    help=f"boundary F-score: how far (pixels, Euclidean) a boundary pixel may be from the other mask's and "
+    f"still match (default {DEFAULT_TOLERANCE:g})",
+  )
+  args = parser.parse_args(list(argv))
+  try:
+    check_tolerance(args.bf_tolerance)
+  except ValueError as exc:
+    raise EvaluateError(f"--bf_tolerance: {exc}") from None
+  return args
 
 
 def _read_mask(path: str) -> np.ndarray:
@@ -73,8 +88,22 @@ def _failure(row, truth_uri, exc):
   }
 
 
-def evaluate(output: str, patterns: List[str]) -> dict:
+def _score(truth_uri: str, predicted: np.ndarray, names: List[str], tolerance: float):
+  """One image's ``truth`` block (as a --truth run's, plus its boundary F-score) and its per-class BF."""
+  height, width = predicted.shape
+  labels = read_truth(truth_uri, width, height, len(names))
+  block = image_truth(truth_uri, labels, predicted, names)
+  scores = boundary_f1(labels, predicted, len(names), tolerance)
+  block.update(image_boundary_scores(scores, names))
+  return block, scores
+
+
+def evaluate(output: str, patterns: List[str], bf_tolerance: float = DEFAULT_TOLERANCE) -> dict:
   """Scores the run in ``output`` against the truth masks of ``patterns``; writes and returns evaluation.json."""
+  try:
+    bf_tolerance = check_tolerance(bf_tolerance)
+  except ValueError as exc:
+    raise EvaluateError(str(exc)) from None
   output = absolute(output).rstrip("/")
   patterns = [as_glob(absolute(pattern)) for pattern in patterns]
   try:
@@ -97,6 +126,7 @@ def evaluate(output: str, patterns: List[str]) -> dict:
 
   images, failures, keys = [], [], set()
   confusion = np.zeros((len(names), len(names)), np.int64)
+  boundary = BoundaryF1Mean(len(names))
   for row in load.iter_rows(load.stats_files(output, run), problems):
     key = str(row.get("key"))
     keys.add(stem(key))
@@ -112,20 +142,23 @@ def evaluate(output: str, patterns: List[str]) -> dict:
     }
     if truth_uri is not None:
       try:
-        entry["truth"] = evaluate_mask(truth_uri, _read_mask(entry["mask"]), names)
+        entry["truth"], scores = _score(truth_uri, _read_mask(entry["mask"]), names, bf_tolerance)
       except Exception as exc:  # one bad file must not stop the rest
         failures.append(_failure(row, truth_uri, exc))
         continue
       confusion += np.asarray(entry["truth"]["confusion"], np.int64)
+      boundary.add(scores)
     images.append(entry)
   for row in load.iter_rows(load.failure_files(output, run), problems):
     keys.add(stem(str(row.get("key"))))
   scored = sum(1 for entry in images if entry["truth"] is not None)
+  truth = run_truth(confusion, names, scored, len(images) - scored, len(set(index) - keys), len(failures), patterns)
+  truth.update(boundary.result(names, bf_tolerance))
   document = {
     "output": output,
     "run_end_time": summary.get("end_time"),
     "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    "truth": run_truth(confusion, names, scored, len(images) - scored, len(set(index) - keys), len(failures), patterns),
+    "truth": truth,
     "images": images,
     "failures": failures,
     "problems": problems,
@@ -139,13 +172,22 @@ def evaluate(output: str, patterns: List[str]) -> dict:
   return document
 
 
+def format_classes(block: dict) -> str:
+  """Per class: IoU and boundary F-score (BF) of the run-level ``truth`` block, as a table."""
+  score = lambda value: "-" if value is None else f"{value:.4f}"  # noqa: E731
+  lines = [f"{'class':<16}{'IoU':>8}{'BF':>8}"]
+  for name in block["classes"]:
+    lines.append(f"{name:<16}{score(block['per_class_iou'][name]):>8}{score(block['per_class_boundary_f1'][name]):>8}")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   logging.getLogger("apache_beam").setLevel(logging.WARNING)
   try:
     args = parse_args(argv)
-    document = evaluate(args.output, args.truth)
+    document = evaluate(args.output, args.truth, args.bf_tolerance)
   except EvaluateError as exc:
     print(f"evaluate: error: {exc}", file=sys.stderr)
     return 2
@@ -160,8 +202,10 @@ def main(argv=None) -> int:
     f"{join(absolute(args.output).rstrip('/'), EVALUATION_FILE)}: {block['images_with_truth']} images with "
     f"truth, {block['images_without_truth']} without, {block['truth_files_unmatched']} truth files matching "
     f"no image, {block['images_failed']} failed; pixel accuracy {score(block['pixel_accuracy'])}, mean IoU "
-    f"{score(block['mean_iou'])}"
+    f"{score(block['mean_iou'])}, mean boundary F-score {score(block['mean_boundary_f1'])} (tolerance "
+    f"{block['boundary_tolerance']:g} px)"
   )
+  print(format_classes(block))
   return 0
 
 

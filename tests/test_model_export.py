@@ -131,6 +131,15 @@ def test_export_serves_from_a_tensorflow_only_process(trained_run, tmp_path):
   np.testing.assert_allclose(served["mixed_confidence"], served["confidence"], atol=0.05)
 
 
+def test_evaluate_refuses_a_bad_tolerance_in_one_line(capsys):
+  for value in ("-1", "nan", "two"):
+    with pytest.raises(SystemExit) as exited:
+      evaluate_module.parse_args(["--model", "m", "--data", "d", "--bf_tolerance", value])
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("model.evaluate: error: ") and "--bf_tolerance" in lines[0], lines
+
+
 def test_evaluate_prints_table_then_json(trained_run, tmp_path, capsys):
   data_dir, out_dir, _ = trained_run
   checkpoint = os.path.join(out_dir, "best.keras")
@@ -144,6 +153,12 @@ def test_evaluate_prints_table_then_json(trained_run, tmp_path, capsys):
   assert result["images"] == 3 and result["seed"] == 11 and result["model_format"] == "saved_model"
   for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"):
     assert 0.0 <= result[key] <= 1.0
+  # The boundary F-score beside IoU: per class over the images where defined, and its tolerance.
+  assert "mean boundary F-score" in "\n".join(output[:-1]) and result["boundary_tolerance"] == 2.0
+  assert 0.0 <= result["mean_boundary_f1"] <= 1.0
+  assert set(result["per_class_boundary_f1"]) == set(result["per_class_iou"]) == set(result["boundary_f1_images"])
+  for name, value in result["per_class_boundary_f1"].items():
+    assert (value is None) == (result["boundary_f1_images"][name] == 0) and (value is None or 0.0 <= value <= 1.0)
   with open(os.path.join(model_dir, "card.json")) as handle:
     card = json.load(handle)
   assert card["metrics"]["test"]["mean_iou"] == pytest.approx(result["mean_iou"])

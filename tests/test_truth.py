@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from fake_model import CLASSES, reference_segment
+from model.boundary import boundary_f1
 from model.metrics import confusion_matrix as model_confusion
 from model.metrics import segmentation_metrics
 from pipeline.errors import OptionsError
@@ -205,6 +206,11 @@ def _without(block, *fields):
   return {k: v for k, v in block.items() if k not in fields}
 
 
+# What pipeline.evaluate adds to the run's truth blocks (the run itself does not score boundaries).
+IMAGE_BF_FIELDS = ("mean_boundary_f1", "per_class_boundary_f1")
+RUN_BF_FIELDS = IMAGE_BF_FIELDS + ("boundary_f1_images", "boundary_tolerance")
+
+
 def test_evaluate_after_the_run_gives_the_same_numbers(corpus, truth_run, tmp_path, capsys):
   from pipeline import evaluate
 
@@ -213,15 +219,49 @@ def test_evaluate_after_the_run_gives_the_same_numbers(corpus, truth_run, tmp_pa
   truth_run = shutil.copytree(truth_run, tmp_path / "moved")  # also: a run directory moved after the run
   patterns = [str(root / "truth" / "*.png"), str(root / "truth" / "**" / "*.png")]
   assert evaluate.main([str(truth_run), "--truth", *patterns]) == 0
-  assert "3 images with truth, 1 without, 1 truth files matching no image" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert "3 images with truth, 1 without, 1 truth files matching no image" in printed
   evaluation = json.loads((truth_run / "evaluation.json").read_text())
   # d.png failed in the run (stage truth): it has no mask, so only the run counts it as failed.
-  assert _without(evaluation["truth"], "images_failed") == _without(summary["truth"], "images_failed")
+  assert _without(evaluation["truth"], "images_failed", *RUN_BF_FIELDS) == _without(summary["truth"], "images_failed")
   assert evaluation["truth"]["images_failed"] == 0 and evaluation["failures"] == []
-  assert {entry["key"]: entry["truth"] for entry in evaluation["images"]} == {
-    key: record["truth"] for key, record in records.items()
-  }
+  assert {
+    entry["key"]: entry["truth"] and _without(entry["truth"], *IMAGE_BF_FIELDS) for entry in evaluation["images"]
+  } == {key: record["truth"] for key, record in records.items()}
   assert evaluation["run_end_time"] == summary["end_time"]
+
+  # The boundary F-score: per image as model/boundary.py computes it on the expected masks, per class
+  # the mean over the images where it is defined, and the mean over the classes that have one.
+  per_image = {}
+  for entry in evaluation["images"]:
+    if entry["truth"]:
+      prediction, labels, _ = expected[entry["key"]]
+      scores = boundary_f1(labels, prediction, len(NAMES))
+      per_image[entry["key"]] = scores
+      assert entry["truth"]["per_class_boundary_f1"] == pytest.approx(
+        {name: None if np.isnan(value) else value for name, value in zip(NAMES, scores)}
+      )
+      assert entry["truth"]["mean_boundary_f1"] == pytest.approx(np.nanmean(scores))
+  exact = next(entry for entry in evaluation["images"] if entry["key"] == "e.png")["truth"]  # truth = mask
+  assert exact["mean_boundary_f1"] == 1.0 and set(exact["per_class_boundary_f1"].values()) <= {1.0, None}
+  block = evaluation["truth"]
+  stacked = np.array(list(per_image.values()))
+  defined = ~np.isnan(stacked)
+  expected_means = [stacked[defined[:, i], i].mean() if defined[:, i].any() else None for i in range(len(NAMES))]
+  assert block["per_class_boundary_f1"] == pytest.approx(dict(zip(NAMES, expected_means)))
+  assert block["boundary_f1_images"] == dict(zip(NAMES, defined.sum(axis=0).tolist()))
+  assert block["mean_boundary_f1"] == pytest.approx(np.mean([v for v in expected_means if v is not None]))
+  assert block["boundary_tolerance"] == 2.0
+  assert 0.0 < block["mean_boundary_f1"] < 1.0
+  assert f"mean boundary F-score {block['mean_boundary_f1']:.4f} (tolerance 2 px)" in printed
+  assert re.search(rf"^{NAMES[0]}\s+\S+\s+\S+$", printed, re.M) and "BF" in printed
+  report = (truth_run / REPORT_FILE).read_text()
+  assert 'data-field="mean_boundary_f1"' in report and '<th class="num">boundary F-score</th>' in report
+
+  # A wider tolerance forgives more: never a lower score.
+  assert evaluate.main([str(truth_run), "--truth", *patterns, "--bf_tolerance", "5", "--no_report"]) == 0
+  wider = json.loads((truth_run / "evaluation.json").read_text())["truth"]
+  assert wider["boundary_tolerance"] == 5.0 and wider["mean_boundary_f1"] >= block["mean_boundary_f1"]
 
 
 def test_report_shows_the_heatmap_and_the_worst_images_first(corpus, truth_run):
@@ -290,6 +330,8 @@ def test_evaluate_bad_invocations_exit_2_with_one_line(truth_run, tmp_path, caps
     [str(truth_run)],
     [str(truth_run), "--truth", str(tmp_path / "none" / "*.png")],
     [str(tmp_path), "--truth", str(truth_run / MASKS_DIR / "*.png")],
+    [str(truth_run), "--truth", str(truth_run / MASKS_DIR / "*.png"), "--bf_tolerance", "-1"],
+    [str(truth_run), "--truth", str(truth_run / MASKS_DIR / "*.png"), "--bf_tolerance", "two"],
   ):
     assert evaluate.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
@@ -306,5 +348,7 @@ def test_evaluate_on_gcs(corpus, truth_run, gcs_emulator, gcs_bucket):
   assert evaluate.main([out, "--truth", f"{truth}/*.png", f"{truth}/**/*.png", "--no_report"]) == 0
   evaluation = json.loads(gcs_emulator.download_prefix(out)["evaluation.json"])
   local = json.loads((truth_run / SUMMARY_FILE).read_text())["truth"]
-  assert _without(evaluation["truth"], "patterns", "images_failed") == _without(local, "patterns", "images_failed")
+  assert _without(evaluation["truth"], "patterns", "images_failed", *RUN_BF_FIELDS) == _without(
+    local, "patterns", "images_failed"
+  )
   assert evaluation["truth"]["patterns"] == [f"{truth}/*.png", f"{truth}/**/*.png"]
