@@ -30,8 +30,8 @@ import time
 
 import numpy as np
 
+from model.variants import LAST_STRIDE
 from model.ablation_grid import (
-  LAST_STRIDE,
   NETWORK_STRIDE,
   UPSAMPLINGS,
   cell_settings,
@@ -80,7 +80,8 @@ def run(args):
           flush=True,
         )
         break
-      record, example = run_cell(cell, args, paths, val, test, class_names)
+      record, example, predicted = run_cell(cell, args, paths, val, test, class_names)
+      np.savez_compressed(os.path.join(cells_dir, cell["id"] + ".masks.npz"), masks=predicted)
       if example is not None and cell["seed"] == min(args.seeds):
         np.savez_compressed(
           os.path.join(cells_dir, cell["id"] + ".npz"),

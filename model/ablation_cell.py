@@ -14,15 +14,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from model.variants import LAST_STRIDE
 from model.ablation_grid import (
   EXAMPLE_INDEX,
-  LAST_STRIDE,
   NETWORK_STRIDE,
   cell_command,
   cell_settings,
   small_train_images,
 )
 from model.ablation_stats import checkerboard_energy
+from model.cost import macs_per_pixel
 from model.data import training_dataset
 from model.metrics import confusion_matrix, segmentation_metrics
 from model.train import build_model
@@ -102,7 +103,9 @@ def run_cell(cell, args, paths, val, test, class_names):
   periods = sorted({LAST_STRIDE[cell["variant"]], NETWORK_STRIDE})
   energy = {period: [0.0, 0.0] for period in periods}
   example = None
+  predicted = np.zeros(test[1].shape, np.uint8)  # kept for boundary scores, which the report computes
   for start, probabilities in scorer.batches(test[0]):
+    predicted[start : start + len(probabilities)] = probabilities.argmax(-1)
     confusion += confusion_matrix(test[1][start : start + len(probabilities)], probabilities.argmax(-1), num_classes)
     for map_ in probabilities:
       for period in periods:
@@ -130,6 +133,7 @@ def run_cell(cell, args, paths, val, test, class_names):
     "train_images": small_train_images(args) if cell["regime"] == "small" else args.train_images,
     "steps": steps_per_epoch * args.epochs,
     "parameters": int(model.count_params()),
+    "macs_per_pixel": round(macs_per_pixel(model, NETWORK_STRIDE * 16)),
     "command": cell_command(args, cell["id"]),
     "train_seconds": round(train_seconds, 1),
     "seconds": round(time.monotonic() - started, 1),
@@ -137,4 +141,4 @@ def run_cell(cell, args, paths, val, test, class_names):
   }
   keras.backend.clear_session()
   gc.collect()
-  return record, example
+  return record, example, predicted

@@ -20,8 +20,6 @@ REFERENCE = "bilinear"
 REGIMES = ("full", "small")
 TRAIN_SEED, TEST_SEED = 1, 2
 NETWORK_STRIDE = 32
-# Output stride of the last upsampling layer: the period of its checkerboard.
-LAST_STRIDE = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
 EXAMPLE_INDEX = 0  # the test image whose probability maps are kept for the figure
 # Settings that change what a cell computes: a cached cell is reused only if they match.
 CELL_SETTINGS = (

@@ -22,7 +22,7 @@ from model.ablation_grid import (
   small_train_images,
   write_json,
 )
-from model.ablation_stats import summarise, t_interval
+from model.ablation_stats import cell_boundary_f1, decoder_rows, summarise, t_interval
 from model.classes import CLASSES
 
 
@@ -67,6 +67,49 @@ def markdown_table(rows):
       f"{difference(scaled, 'checkerboard_share_period32_difference', 2)} |"
     )
   return "\n".join(lines)
+
+
+def decoder_table(rows):
+  """The decoder comparison: quality and its paired difference to FCN-8s, then cost."""
+
+  def paired(row, key, digits=4):
+    if row["variant"] == "fcn8s":
+      return "reference"
+    if key + "_difference" not in row:
+      return "–"
+    n = len(row[key + "_paired_seeds"])
+    return _interval(row[key + "_difference"], row[key + "_difference_ci"], digits, signed=True) + f" (n={n})"
+
+  def value(row, key):
+    return "–" if row.get(key) is None or math.isnan(row[key]) else _interval(row[key], row[key + "_ci"])
+
+  lines = [
+    "| decoder | seeds | test mean IoU (95 % CI) | vs FCN-8s, paired | test boundary F1, 2 px (95 % CI) | vs FCN-8s, paired | parameters | MACs per pixel | minutes per cell |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
+  for row in rows:
+    macs = f"{row['macs_per_pixel']:,}" if row.get("macs_per_pixel") else "–"
+    lines.append(
+      f"| {row['variant']} | {len(row['seeds'])} | {value(row, 'test_mean_iou')} | {paired(row, 'test_mean_iou')} | "
+      f"{value(row, 'test_boundary_f1')} | {paired(row, 'test_boundary_f1')} | {row['parameters']:,} | {macs} | "
+      f"{row['minutes_per_cell']:.2f} |"
+    )
+  return "\n".join(lines)
+
+
+def boundary_scores(records, cells_dir, test_dir):
+  """{cell id: mean BF of its test predictions} for the cells that kept them (``<id>.masks.npz``)."""
+  if not test_dir:
+    return {}
+  kept = [r for r in records if os.path.exists(os.path.join(cells_dir, r["id"] + ".masks.npz"))]
+  if not kept:
+    return {}
+  truth = load_arrays(test_dir, "test")[1]
+  scores = {}
+  for record in kept:
+    with np.load(os.path.join(cells_dir, record["id"] + ".masks.npz")) as saved:
+      scores[record["id"]] = cell_boundary_f1(saved["masks"], truth, len(CLASSES))
+  return scores
 
 
 def _panels(records):
@@ -235,6 +278,9 @@ def write_report(args, records, paths_test, figures=True):
   """OUT/ablation.md and OUT/ablation.json from the finished cells, and the figures unless told not to."""
   rows = summarise(records)
   table = markdown_table(rows)
+  decoders = decoder_rows(records, boundary_scores(records, os.path.join(args.out, "cells"), paths_test))
+  if len(decoders) > 1:
+    table += "\n\nDecoders (full data, learned bilinear deconvolutions):\n\n" + decoder_table(decoders)
   planned = len(plan_cells(args))
   header = (
     f"{len(records)} of {planned} planned cells finished"
@@ -246,7 +292,7 @@ def write_report(args, records, paths_test, figures=True):
     handle.write(header + table + "\n")
   write_json(
     os.path.join(args.out, "ablation.json"),
-    {"settings": cell_settings(args), "planned_cells": planned, "rows": rows, "cells": records},
+    {"settings": cell_settings(args), "planned_cells": planned, "rows": rows, "decoders": decoders, "cells": records},
   )
   written = []
   if figures and records:

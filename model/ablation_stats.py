@@ -107,3 +107,49 @@ def summarise(records):
       )
       rows.append(row)
   return rows
+
+
+DECODERS = ("fcn8s", "fcn4s", "fcn2s", "deconvnet")  # the decoder comparison, coarsest last fusion first
+DECODER_REFERENCE = "fcn8s"
+
+
+def cell_boundary_f1(predicted, truth, num_classes, tolerance=2.0):
+  """Mean BF of a cell's test predictions: per class over the images, then over the classes (``model.boundary``)."""
+  from model.boundary import BoundaryF1Mean, boundary_f1
+
+  mean = BoundaryF1Mean(num_classes)
+  for prediction, labels in zip(predicted, truth):
+    mean.add(boundary_f1(labels, prediction, num_classes, tolerance))
+  return mean.result([str(index) for index in range(num_classes)], tolerance)["mean_boundary_f1"]
+
+
+def decoder_rows(records, boundary=None):
+  """Per decoder (full data, learned bilinear upsampling): quality with intervals, paired by seed against
+  FCN-8s, and cost. ``boundary`` maps a cell id to its mean BF (cells whose masks were kept)."""
+  boundary = boundary or {}
+  by_variant = {}
+  for record in records:
+    if record["regime"] == "full" and record["upsampling"] == REFERENCE and record["variant"] in DECODERS:
+      by_variant.setdefault(record["variant"], {})[record["seed"]] = record
+  reference = by_variant.get(DECODER_REFERENCE, {})
+  rows = []
+  for variant in DECODERS:
+    seeds = by_variant.get(variant)
+    if not seeds:
+      continue
+    row = {"variant": variant, "seeds": sorted(seeds)}
+    metrics = {"test_mean_iou": lambda r: r["test_mean_iou"], "test_boundary_f1": lambda r: boundary.get(r["id"])}
+    for name, value_of in metrics.items():
+      values = {seed: value_of(record) for seed, record in seeds.items() if value_of(record) is not None}
+      row[name], row[name + "_ci"] = t_interval(list(values.values()))
+      base = {seed: value_of(record) for seed, record in reference.items() if value_of(record) is not None}
+      paired = sorted(set(values) & set(base))
+      if variant != DECODER_REFERENCE and paired:
+        row[name + "_difference"], row[name + "_difference_ci"] = t_interval([values[s] - base[s] for s in paired])
+        row[name + "_paired_seeds"] = paired
+    first = next(iter(seeds.values()))
+    row["parameters"] = first["parameters"]
+    row["macs_per_pixel"] = first.get("macs_per_pixel")
+    row["minutes_per_cell"] = float(np.mean([record["seconds"] for record in seeds.values()]) / 60)
+    rows.append(row)
+  return rows

@@ -1,7 +1,9 @@
-"""Encoders: functions from an image tensor to features at strides 8, 16 and 32.
+"""Encoders: functions from an image tensor to features at strides 2, 4, 8, 16 and 32.
 
-Each returns a dict {8: tensor, 16: tensor, 32: tensor} built on the given
-(already normalised) input, so the FCN heads do not care which backbone runs.
+Each returns a dict {2: tensor, 4: tensor, ..., 32: tensor} built on the given
+(already normalised) input, so the decoders do not care which backbone runs:
+FCN-32s/16s/8s read strides 32 to 8, the finer decoders (FCN-4s/2s and the
+full deconvolution decoder) read down to stride 2.
 """
 
 import os
@@ -9,6 +11,7 @@ import os
 import keras
 
 ENCODERS = ("compact", "vgg16", "mobilenetv2")
+FEATURE_STRIDES = (2, 4, 8, 16, 32)
 
 
 def _conv_block(inputs, filters, strides, name):
@@ -32,7 +35,7 @@ def compact_encoder(inputs, width=32):
     outputs = _conv_block(outputs, filters, 2, f"stage{stage}_a")
     outputs = _conv_block(outputs, filters, 1, f"stage{stage}_b")
     features[2**stage] = outputs
-  return {stride: features[stride] for stride in (8, 16, 32)}
+  return features
 
 
 def _load_local_weights(backbone, weights_path):
@@ -44,21 +47,22 @@ def _load_local_weights(backbone, weights_path):
 
 
 def _application_encoder(application, inputs, weights_path, layer_names):
-  """A keras.applications backbone without its top (local weights only), the named layers at strides 8, 16, 32."""
+  """A keras.applications backbone without its top (local weights only), the named layers at strides 2 to 32."""
   backbone = application(include_top=False, weights=None, input_tensor=inputs)
   _load_local_weights(backbone, weights_path)
-  return {stride: backbone.get_layer(name).output for stride, name in zip((8, 16, 32), layer_names)}
+  return {stride: backbone.get_layer(name).output for stride, name in zip(FEATURE_STRIDES, layer_names)}
 
 
 def vgg16_encoder(inputs, weights_path=None):
-  """keras.applications VGG16 (the FCN paper's backbone), pool3/pool4/pool5 as the stride-8/16/32 features."""
-  layers = ("block3_pool", "block4_pool", "block5_pool")
+  """keras.applications VGG16 (the FCN paper's backbone): pool1 to pool5 as the stride-2 to 32 features."""
+  layers = ("block1_pool", "block2_pool", "block3_pool", "block4_pool", "block5_pool")
   return _application_encoder(keras.applications.VGG16, inputs, weights_path, layers)
 
 
 def mobilenetv2_encoder(inputs, weights_path=None):
-  """keras.applications MobileNetV2: the last block at each of strides 8, 16 and 32."""
-  layers = ("block_5_add", "block_12_add", "out_relu")
+  """keras.applications MobileNetV2: the last block at each stride (the expansion before the next
+  stride-2 block at strides 2 and 4, where no residual add exists yet)."""
+  layers = ("block_1_expand_relu", "block_3_expand_relu", "block_5_add", "block_12_add", "out_relu")
   return _application_encoder(keras.applications.MobileNetV2, inputs, weights_path, layers)
 
 

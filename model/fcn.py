@@ -1,20 +1,32 @@
-"""FCN-32s / FCN-16s / FCN-8s (Long, Shelhamer, Darrell 2015) as functional Keras models.
+"""FCN-32s to FCN-2s (Long, Shelhamer, Darrell 2015) and a full deconvolution decoder, as functional Keras models.
 
-Score the deepest features with a 1x1 convolution, upsample 2x and fuse with
-scored skip features (16s, 8s), then upsample the rest of the way to full
-resolution. The model takes float images of any height and width with the
-data's own channel count and value range (8-bit RGB, 16-bit greyscale,
-N-band multispectral): it normalises them itself (a fixed scale/offset, or
-per-band mean and standard deviation measured on the training split), pads
-to the network stride, and crops the logits back.
+FCN: score the deepest features with a 1x1 convolution, upsample 2x with a
+bilinear-initialised deconvolution and fuse with scored skip features, one
+stride at a time (16s stops at stride 16, 8s at 8, and the finer 4s and 2s
+carry on to strides 4 and 2), then upsample the rest of the way in one
+deconvolution. The finer the last fusion, the less of the boundary a single
+bilinear kernel paints.
+
+``deconvnet``: a learned upsampling path to full resolution in the spirit
+of DeconvNet (Noh et al. 2015) and U-Net: at every stride from 16 to 1, a
+bilinear-initialised 2x deconvolution of the decoder features, concatenated
+with the matching encoder features (projected by a 1x1 convolution; at
+stride 1, the normalised image itself), then a 3x3 convolution block. Its
+widths taper with resolution so the stride-1 blocks stay cheap.
+
+The model takes float images of any height and width with the data's own
+channel count and value range (8-bit RGB, 16-bit greyscale, N-band
+multispectral): it normalises them itself (a fixed scale/offset, or per-band
+mean and standard deviation measured on the training split), pads to the
+network stride, and crops the logits back.
 """
 
 import keras
 
 from model.encoders import build_encoder
+from model.variants import DECODER_WIDTHS, FCN_STRIDES, VARIANTS
 from model.layers import BilinearDeconv2D, CropToReference, PadToMultiple, ResizeUpsample
 
-VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
 UPSAMPLING = ("bilinear", "bilinear_frozen", "random", "resize")
 UPSAMPLING_DESCRIPTIONS = {
   "bilinear": "bilinear-initialised learned deconvolution",
@@ -56,6 +68,35 @@ def _score(features, num_classes, name):
   return keras.layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=name)(features)
 
 
+def _fcn_decoder(features, num_classes, upsampling, strides):
+  """Scores fused at ``strides`` (coarsest first), then one upsampling by the last of them."""
+  score = keras.layers.Conv2D(num_classes, 1, name=f"score{strides[0]}")(features[strides[0]])
+  for coarse, fine in zip(strides, strides[1:]):
+    score = upsampling_layer(upsampling, 2, f"upsample{coarse}_to_{fine}")(score)
+    score = keras.layers.Add(name=f"fuse{fine}")([score, _score(features[fine], num_classes, f"score{fine}")])
+  return upsampling_layer(upsampling, strides[-1], f"upsample{strides[-1]}")(score)
+
+
+def _conv_block(inputs, filters, name):
+  outputs = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(inputs)
+  outputs = keras.layers.BatchNormalization(name=f"{name}_bn")(outputs)
+  return keras.layers.ReLU(name=f"{name}_relu")(outputs)
+
+
+def _deconvolution_decoder(features, image, num_classes, upsampling, width):
+  """Stride 32 to 1 by 2x deconvolutions, each followed by fusion with the encoder stage at its stride."""
+  scale = width / 32
+  widths = {stride: max(4, int(round(channels * scale))) for stride, channels in DECODER_WIDTHS.items()}
+  outputs = keras.layers.Conv2D(widths[16], 1, name="decoder32_project")(features[32])
+  for stride in (16, 8, 4, 2, 1):
+    outputs = upsampling_layer(upsampling, 2, f"decoder{stride}_upsample")(outputs)
+    skip = features.get(stride, image)
+    skip = keras.layers.Conv2D(widths[stride], 1, name=f"decoder{stride}_skip")(skip)
+    outputs = keras.layers.Concatenate(name=f"decoder{stride}_fuse")([outputs, skip])
+    outputs = _conv_block(outputs, widths[stride], f"decoder{stride}")
+  return keras.layers.Conv2D(num_classes, 1, name="score1")(outputs)
+
+
 def build_fcn(
   num_classes,
   variant="fcn8s",
@@ -83,18 +124,10 @@ def build_fcn(
   padded = PadToMultiple(NETWORK_STRIDE, name="pad_to_stride")(normalised)
   features = build_encoder(encoder, padded, weights_path=encoder_weights, width=width)
 
-  score = keras.layers.Conv2D(num_classes, 1, name="score32")(features[32])
-  if variant == "fcn32s":
-    logits = upsampling_layer(upsampling, 32, "upsample32")(score)
+  if variant == "deconvnet":
+    logits = _deconvolution_decoder(features, padded, num_classes, upsampling, width)
   else:
-    score = upsampling_layer(upsampling, 2, "upsample32_to_16")(score)
-    score = keras.layers.Add(name="fuse16")([score, _score(features[16], num_classes, "score16")])
-    if variant == "fcn16s":
-      logits = upsampling_layer(upsampling, 16, "upsample16")(score)
-    else:
-      score = upsampling_layer(upsampling, 2, "upsample16_to_8")(score)
-      score = keras.layers.Add(name="fuse8")([score, _score(features[8], num_classes, "score8")])
-      logits = upsampling_layer(upsampling, 8, "upsample8")(score)
+    logits = _fcn_decoder(features, num_classes, upsampling, FCN_STRIDES[variant])
   logits = CropToReference(name="crop_to_input")([logits, images])
   logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
   return keras.Model(images, logits, name=f"{variant}_{encoder}_{upsampling}")

@@ -91,3 +91,41 @@ def test_tiny_grid_writes_table_and_figures_then_resumes_without_rerunning(tmp_p
   second = ablation.main(["--out", out, "--figures", figures] + TINY)
   assert second["ran"] == [] and sorted(second["cached"]) == sorted(first["ran"])
   assert os.path.getmtime(cell_path) == stamp
+
+
+def test_the_decoder_table_pairs_seeds_against_fcn8s_and_scores_kept_masks():
+  from model.ablation_report import decoder_table
+  from model.ablation_stats import cell_boundary_f1, decoder_rows
+
+  def record(variant, seed, miou):
+    return {
+      "id": f"full_{variant}_bilinear_seed{seed}",
+      "regime": "full",
+      "variant": variant,
+      "upsampling": "bilinear",
+      "seed": seed,
+      "test_mean_iou": miou,
+      "parameters": 100,
+      "macs_per_pixel": 7000,
+      "seconds": 60,
+    }
+
+  records = [record("fcn8s", s, 0.70 + 0.01 * s) for s in range(3)]
+  records += [record("deconvnet", s, 0.72 + 0.01 * s + 0.001 * s * s) for s in range(3)]
+  records.append(record("fcn32s", 0, 0.4))  # not a decoder of the comparison
+  boundary = {r["id"]: 0.5 + (0.1 if r["variant"] == "deconvnet" else 0.0) for r in records}
+  rows = decoder_rows(records, boundary)
+  assert [row["variant"] for row in rows] == ["fcn8s", "deconvnet"]
+  deconv = rows[1]
+  assert deconv["test_mean_iou_difference"] == pytest.approx(np.mean([0.02, 0.021, 0.024]))
+  assert deconv["test_mean_iou_paired_seeds"] == [0, 1, 2]
+  assert deconv["test_boundary_f1_difference"] == pytest.approx(0.1)
+  table = decoder_table(rows)
+  assert "| fcn8s | 3 |" in table and "reference" in table and "+0.0217" in table
+
+  truth = np.zeros((2, 16, 16), np.uint8)
+  truth[:, 4:12, 4:12] = 1
+  assert cell_boundary_f1(truth.copy(), truth, 2) == 1.0
+  # within the 2 px tolerance a shift costs nothing; beyond it, the vertical edges miss
+  scores = [cell_boundary_f1(np.roll(truth, shift, axis=2), truth, 2) for shift in (1, 3)]
+  assert scores[0] == 1.0 and 0 < scores[1] < 1.0
