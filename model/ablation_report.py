@@ -97,6 +97,44 @@ def decoder_table(rows):
   return "\n".join(lines)
 
 
+def draw_decoder_figure(rows, figures_dir):
+  """decoders.png: test mean IoU and boundary F1 per decoder (mean, 95 % interval, the seeds as dots),
+  and each one's paired difference to FCN-8s."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  names = [row["variant"] for row in rows]
+  figure, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)
+  for column, (key, label) in enumerate(
+    (("test_mean_iou", "test mean IoU"), ("test_boundary_f1", "boundary F1 (2 px)"))
+  ):
+    for index, row in enumerate(rows):
+      values = list(row.get(key + "_by_seed", {}).values())
+      if not values:
+        continue
+      axes[0, column].errorbar(index, row[key], yerr=row[key + "_ci"], fmt="o", color="tab:blue", capsize=4)
+      axes[0, column].scatter([index + 0.15] * len(values), values, s=12, color="tab:blue", alpha=0.6)
+      if key + "_difference" in row:
+        axes[1, column].errorbar(
+          index, row[key + "_difference"], yerr=row[key + "_difference_ci"], fmt="o", color="tab:red", capsize=4
+        )
+    axes[0, column].set_ylabel(f"{label}\n(mean, 95 % CI; dots: seeds)")
+    axes[1, column].axhline(0, color="grey", linewidth=0.8)
+    axes[1, column].set_ylabel(f"{label}: paired\ndifference vs fcn8s")
+  for axis in axes.ravel():
+    axis.grid(axis="y", alpha=0.3)
+  for axis in axes[1]:
+    axis.set_xticks(range(len(names)), names)
+  figure.tight_layout()
+  path = os.path.join(figures_dir, "ablation_decoders.png")
+  os.makedirs(figures_dir, exist_ok=True)
+  figure.savefig(path, dpi=110)
+  plt.close(figure)
+  return path
+
+
 def boundary_scores(records, cells_dir, test_dir):
   """{cell id: mean BF of its test predictions} for the cells that kept them (``<id>.masks.npz``)."""
   if not test_dir:
@@ -298,4 +336,6 @@ def write_report(args, records, paths_test, figures=True):
   if figures and records:
     examples = load_examples(os.path.join(args.out, "cells"), min(args.seeds))
     written = draw_figures(records, rows, args.figures or args.out, paths_test, examples)
+    if len(decoders) > 1:
+      written.append(draw_decoder_figure(decoders, args.figures or args.out))
   return table, written

@@ -142,6 +142,7 @@ def decoder_rows(records, boundary=None):
     for name, value_of in metrics.items():
       values = {seed: value_of(record) for seed, record in seeds.items() if value_of(record) is not None}
       row[name], row[name + "_ci"] = t_interval(list(values.values()))
+      row[name + "_by_seed"] = values
       base = {seed: value_of(record) for seed, record in reference.items() if value_of(record) is not None}
       paired = sorted(set(values) & set(base))
       if variant != DECODER_REFERENCE and paired:
