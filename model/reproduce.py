@@ -14,8 +14,10 @@ import shlex
 import subprocess
 import sys
 
+from model.variants import VARIANTS
 
-def commands(out_dir, work_dir):
+
+def commands(out_dir, work_dir, variant="fcn8s", version="1.0.0"):
   data, test_data, run_dir = (os.path.join(work_dir, name) for name in ("mosaic", "mosaic_test", "default"))
   return [
     [
@@ -58,7 +60,7 @@ def commands(out_dir, work_dir):
       "--out",
       run_dir,
       "--variant",
-      "fcn8s",
+      variant,
       "--encoder",
       "compact",
       "--upsampling",
@@ -86,7 +88,7 @@ def commands(out_dir, work_dir):
       "--name",
       "deconvseg-default",
       "--version",
-      "1.0.0",
+      version,
       "--evaluate_data",
       test_data,
       "--evaluate_split",
@@ -99,8 +101,15 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", default="model/default", help="exported model directory to write")
   parser.add_argument("--work_dir", default="runs/reproduce", help="where datasets and checkpoints go")
+  parser.add_argument(
+    "--variant",
+    default="fcn8s",
+    choices=VARIANTS,
+    help="decoder (fcn8s: the bundled v1.0.0; see docs/MODEL.md, Decoders)",
+  )
+  parser.add_argument("--version", default="1.0.0", help="version written into the card")
   args = parser.parse_args(argv)
-  for command in commands(args.out, args.work_dir):
+  for command in commands(args.out, args.work_dir, args.variant, args.version):
     print("+ python " + " ".join(shlex.quote(part) for part in command), flush=True)
     subprocess.run([sys.executable] + command, check=True)
 
