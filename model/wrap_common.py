@@ -8,6 +8,7 @@ never pays for a TensorFlow import.
 
 import hashlib
 import json
+import math
 
 import numpy as np
 
@@ -75,3 +76,62 @@ def check_normalization(normalization, channels):
     )
   if min(std) <= 0:
     raise WrapError(f"the normalisation's std values must be positive, got {std}")
+
+
+# Probing a model's geometry and output, the same for every framework (no Keras or ONNX imports here).
+SIZE_MULTIPLES = (1, 2, 4, 8, 16, 32, 64, 128)
+PROBE_MIN_SIZE = 40  # probes smaller than this would fail deep models for the wrong reason
+
+
+def _odd_at_least(value):
+  value = max(1, math.ceil(value))
+  return value if value % 2 else value + 1
+
+
+def probe_sizes(multiple):
+  """Two sizes that are odd multiples of ``multiple``: they pass only if that multiple suffices."""
+  factor = _odd_at_least(PROBE_MIN_SIZE / multiple)
+  return multiple * factor, multiple * (factor + 2)
+
+
+def resolve_output(detected, requested, channels, num_classes, log=print, last="layer"):
+  """The ScoresToLogits kind for the model's output, after checking its channels against the class list.
+
+  ``detected`` is what the model's ``last`` layer (Keras) or node (ONNX) applies.
+  """
+  kind = detected if requested == "auto" else requested
+  if requested not in ("auto", detected) and detected != "logits":
+    log(f"warning: the model's last {last} applies {detected} but --output {requested} was given; using {requested}")
+  if kind == "sigmoid" and channels != 1:
+    raise WrapError(
+      f"--output sigmoid needs one output channel but the model has {channels}; use --output softmax or logits"
+    )
+  if channels == 1:
+    if kind == "softmax":
+      raise WrapError(
+        "a softmax over one output channel is always 1; a one-channel model needs --output sigmoid or logits"
+      )
+    if num_classes != 2:
+      raise WrapError(
+        f"a one-channel ({kind}) model has two classes (background and the class) but the classes file lists "
+        f"{num_classes}; list exactly 2"
+      )
+    return "sigmoid" if kind == "sigmoid" else "binary_logit"
+  if channels != num_classes:
+    raise WrapError(
+      f"the model has {channels} output channels but the classes file lists {num_classes} classes; they must match"
+    )
+  return kind
+
+
+def check_scores(outputs, kind):
+  """Refuse outputs that are not finite, or not probabilities when the output is declared as such."""
+  if not np.all(np.isfinite(outputs)):
+    raise WrapError(
+      "the model's outputs on a probe batch are not finite (NaN or inf); check the model and its --normalization"
+    )
+  if kind in ("softmax", "sigmoid") and (outputs.min() < -1e-6 or outputs.max() > 1 + 1e-6):
+    raise WrapError(
+      f"--output {kind} declares probabilities but the model returned values in [{outputs.min():.3g}, "
+      f"{outputs.max():.3g}]; use --output logits"
+    )

@@ -20,16 +20,8 @@ from model.export_openvino import add_ir
 from model.fcn import normalization_layer
 from model.layers import PAD_MODES
 from model.wrap_adapter import build_adapter, verify
-from model.wrap_common import WrapError, sha256_of
-from model.wrap_probe import (
-  check_scores,
-  find_geometry,
-  model_input,
-  probe_inputs,
-  probe_sizes,
-  resolve_output,
-  run_probe,
-)
+from model.wrap_common import WrapError, check_scores, probe_sizes, resolve_output, sha256_of
+from model.wrap_probe import detect_output, find_geometry, model_input, probe_inputs, run_probe
 
 
 def load_keras_model(path, custom_objects_module=None, unsafe=False):
@@ -97,7 +89,7 @@ def wrap_keras(
   probe_height, probe_width = fixed_size or probe_sizes(multiple)
   _, inputs = probe_inputs(2, probe_height, probe_width, channels, np.dtype(input_dtype), normalise, seed=3)
   outputs, _ = run_probe(model, inputs)
-  kind = resolve_output(model, output, outputs.shape[-1], len(classes), log)
+  kind = resolve_output(detect_output(model), output, outputs.shape[-1], len(classes), log)
   check_scores(outputs, kind)
   if fixed_size is not None and min(fixed_size) < 32:
     log(f"warning: the pipeline's start-up check probes 32x32 images, larger than this model's {fixed_size}")

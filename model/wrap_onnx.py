@@ -25,13 +25,19 @@ from model import classes as classes_module
 from model.card import CARD_FORMAT, color_name, created_now
 from model.engines import openvino_ir
 from model.json_file import write_json_file
-from model.wrap_common import WrapError, check_normalization, sha256_of
+from model.wrap_common import (
+  SIZE_MULTIPLES,
+  WrapError,
+  check_normalization,
+  check_scores,
+  probe_sizes,
+  resolve_output,
+  sha256_of,
+)
 from model.wrap_onnx_graph import FLOAT_TYPES, MIN_OPSET, PIXEL_TYPES, compose, opset_of
 
 LAYOUTS = ("auto", "NCHW", "NHWC")
 PAD_MODES = ("symmetric", "zero")  # model.layers.PAD_MODES, without importing Keras
-SIZE_MULTIPLES = (1, 2, 4, 8, 16, 32, 64, 128)
-PROBE_MIN_SIZE = 40
 ONNX_FOLDER, SERVED_FILE = os.path.split(openvino_ir.ONNX_FILE)
 SOURCE_FILE = "source.onnx"
 MAX_BANDS = 16  # a static dimension this small next to the batch axis is the channel axis
@@ -197,17 +203,6 @@ def run_probe(probe, inputs_nhwc, layout):
   return scores, height // out_height
 
 
-def _odd_at_least(value):
-  value = max(1, int(np.ceil(value)))
-  return value if value % 2 else value + 1
-
-
-def probe_sizes(multiple):
-  """Two sizes that are odd multiples of ``multiple``: they pass only if that multiple suffices."""
-  factor = _odd_at_least(PROBE_MIN_SIZE / multiple)
-  return multiple * factor, multiple * (factor + 2)
-
-
 def find_geometry(probe, layout, fixed_size, channels, dtype, normalization, size_multiple=None):
   """(size multiple, output stride), from probe batches of two images (so a batch-1-only model is found too)."""
   if fixed_size is not None:
@@ -238,43 +233,6 @@ def find_geometry(probe, layout, fixed_size, channels, dtype, normalization, siz
     f"the model ran at no size that is a multiple of {SIZE_MULTIPLES[-1]} or less (last: {reasons[-1]}); "
     "pass --size_multiple N if it needs another one"
   )
-
-
-def resolve_output(detected, requested, channels, num_classes, log=print):
-  """The ScoresToLogits kind for the model's output, after checking its channels against the class list."""
-  kind = detected if requested == "auto" else requested
-  if requested not in ("auto", detected) and detected != "logits":
-    log(f"warning: the model's last node applies {detected} but --output {requested} was given; using {requested}")
-  if kind == "sigmoid" and channels != 1:
-    raise WrapError(
-      f"--output sigmoid needs one output channel but the model has {channels}; use --output softmax or logits"
-    )
-  if channels == 1:
-    if kind == "softmax":
-      raise WrapError(
-        "a softmax over one output channel is always 1; a one-channel model needs --output sigmoid or logits"
-      )
-    if num_classes != 2:
-      raise WrapError(
-        f"a one-channel ({kind}) model has two classes (background and the class) but the classes file lists "
-        f"{num_classes}; list exactly 2"
-      )
-    return "sigmoid" if kind == "sigmoid" else "binary_logit"
-  if channels != num_classes:
-    raise WrapError(
-      f"the model has {channels} output channels but the classes file lists {num_classes} classes; they must match"
-    )
-  return kind
-
-
-def check_scores(scores, kind):
-  if not np.all(np.isfinite(scores)):
-    raise WrapError("the model's outputs on a probe batch are not finite (NaN or inf); check its --normalization")
-  if kind in ("softmax", "sigmoid") and (scores.min() < -1e-6 or scores.max() > 1 + 1e-6):
-    raise WrapError(
-      f"--output {kind} declares probabilities but the model returned values in [{scores.min():.3g}, "
-      f"{scores.max():.3g}]; use --output logits"
-    )
 
 
 def to_logits(scores, kind):
@@ -397,7 +355,9 @@ def wrap_onnx(
     probe_height, probe_width = fixed_size or probe_sizes(multiple)
     inputs = normalise(probe_images(2, probe_height, probe_width, channels, dtype, seed=3), normalization)
     scores, _ = run_probe(probe, inputs, layout)
-    kind = resolve_output(detect_output(model, output_value.name), output, scores.shape[-1], len(classes), log)
+    kind = resolve_output(
+      detect_output(model, output_value.name), output, scores.shape[-1], len(classes), log, last="node"
+    )
     check_scores(scores, kind)
     if fixed_size is not None and min(fixed_size) < 32:
       log(f"warning: the pipeline's start-up check probes 32x32 images, larger than this model's {fixed_size}")
