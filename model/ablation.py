@@ -17,6 +17,12 @@ rewritten; the figures are drawn at the end (or alone with --report_only).
 
 The data is generated under OUT/data/ if absent (model.make_dataset, seed 1
 for train/val, seed 2 for test), so the command needs nothing else.
+
+With --data DIR the grid is the decoder comparison on your own dataset
+instead, each cell trained by model.train at its defaults
+(model.ablation_own_data):
+
+    python -m model.ablation --data data/nuclei --variants fcn8s fcn2s --seeds 0 1 2 --out runs/nuclei_decoders
 """
 
 # This module is the command: its flags and the resumable loop over the cells (the docstring above is --help).
@@ -114,7 +120,13 @@ def parse_args(argv=None):
   parser.add_argument(
     "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="initialisation/shuffling seeds (default 0-4)"
   )
-  parser.add_argument("--variants", nargs="+", default=["fcn32s", "fcn8s"], choices=sorted(LAST_STRIDE))
+  parser.add_argument(
+    "--variants",
+    nargs="+",
+    default=None,
+    choices=sorted(LAST_STRIDE),
+    help="decoders (default fcn32s fcn8s; with --data, fcn8s fcn4s fcn2s)",
+  )
   parser.add_argument("--upsampling", nargs="+", default=list(UPSAMPLINGS), choices=UPSAMPLINGS)
   parser.add_argument(
     "--small_variants",
@@ -152,7 +164,25 @@ def parse_args(argv=None):
   parser.add_argument(
     "--report_only", action="store_true", help="train nothing: table and figures from the finished cells"
   )
+  own = parser.add_argument_group(
+    "your own dataset (model.ablation_own_data)",
+    "With --data, each cell is model.train at its defaults on DIR (one --variants entry, one seed), scored on "
+    "DIR's test split; the mosaic-only flags above (--upsampling, --image_size, ...) do not apply.",
+  )
+  own.add_argument("--data", default=None, help="a dataset directory (model.check_data's layout)")
+  own.add_argument("--split", default="test", help="split of --data the cells are scored on (default test)")
+  own.add_argument(
+    "--train_args",
+    default="",
+    help='extra model.train flags for every cell, e.g. "--epochs 10" (default: none, model.train\'s defaults)',
+  )
   args = parser.parse_args(argv)
+  if args.variants is None:
+    args.variants = ["fcn8s", "fcn4s", "fcn2s"] if args.data is not None else ["fcn32s", "fcn8s"]
+  if args.data is not None:
+    if not os.path.isdir(args.data):
+      parser.error(f"--data {args.data}: no such directory")
+    return args
   if args.image_size % NETWORK_STRIDE:
     parser.error(
       f"--image_size must be a multiple of {NETWORK_STRIDE} (the checkerboard is measured over whole periods)"
@@ -167,7 +197,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-  return run(parse_args(argv))
+  args = parse_args(argv)
+  if args.data is not None:
+    from model.ablation_own_data import run as run_own_data
+
+    return run_own_data(args)
+  return run(args)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from model.ablation_stats import cell_boundary_f1, decoder_rows, summarise, t_in
 from model.classes import CLASSES
 
 
-def _interval(mean, half, digits=4, signed=False):
+def interval_text(mean, half, digits=4, signed=False):
   sign = "+" if signed else ""
   if math.isnan(half):
     return f"{mean:{sign}.{digits}f} (1 seed)"
@@ -41,7 +41,7 @@ def markdown_table(rows):
       return "reference"
     if key not in row:
       return "–"
-    return _interval(row[key], row[key + "_ci"], digits, signed=True) + f" (n={len(row['paired_seeds'])})"
+    return interval_text(row[key], row[key + "_ci"], digits, signed=True) + f" (n={len(row['paired_seeds'])})"
 
   lines = [
     "| regime | variant | upsampling | train images | seeds | test mean IoU (95 % CI) | paired difference vs bilinear (95 % CI) | minutes per cell |",
@@ -50,7 +50,7 @@ def markdown_table(rows):
   for row in rows:
     lines.append(
       f"| {row['regime']} | {row['variant']} | {row['upsampling']} | {row['train_images']} | {len(row['seeds'])} | "
-      f"{_interval(row['test_mean_iou'], row['test_mean_iou_ci'])} | {difference(row, 'difference', 4)} | {row['minutes_per_cell']:.2f} |"
+      f"{interval_text(row['test_mean_iou'], row['test_mean_iou_ci'])} | {difference(row, 'difference', 4)} | {row['minutes_per_cell']:.2f} |"
     )
   lines += [
     "",
@@ -61,9 +61,9 @@ def markdown_table(rows):
     scaled = {key: value * 1000 if isinstance(value, float) else value for key, value in row.items()}
     lines.append(
       f"| {row['regime']} | {row['variant']} | {row['upsampling']} | "
-      f"{_interval(scaled['checkerboard_share'], scaled['checkerboard_share_ci'], 3)} (period {row['checkerboard_period']}) | "
+      f"{interval_text(scaled['checkerboard_share'], scaled['checkerboard_share_ci'], 3)} (period {row['checkerboard_period']}) | "
       f"{difference(scaled, 'checkerboard_share_difference', 3)} | "
-      f"{_interval(scaled['checkerboard_share_period32'], scaled['checkerboard_share_period32_ci'], 2)} | "
+      f"{interval_text(scaled['checkerboard_share_period32'], scaled['checkerboard_share_period32_ci'], 2)} | "
       f"{difference(scaled, 'checkerboard_share_period32_difference', 2)} |"
     )
   return "\n".join(lines)
@@ -78,10 +78,10 @@ def decoder_table(rows):
     if key + "_difference" not in row:
       return "–"
     n = len(row[key + "_paired_seeds"])
-    return _interval(row[key + "_difference"], row[key + "_difference_ci"], digits, signed=True) + f" (n={n})"
+    return interval_text(row[key + "_difference"], row[key + "_difference_ci"], digits, signed=True) + f" (n={n})"
 
   def value(row, key):
-    return "–" if row.get(key) is None or math.isnan(row[key]) else _interval(row[key], row[key + "_ci"])
+    return "–" if row.get(key) is None or math.isnan(row[key]) else interval_text(row[key], row[key + "_ci"])
 
   lines = [
     "| decoder | seeds | test mean IoU (95 % CI) | vs FCN-8s, paired | test boundary F1, 2 px (95 % CI) | vs FCN-8s, paired | parameters | MACs per pixel | minutes per cell |",

@@ -129,3 +129,60 @@ def test_the_decoder_table_pairs_seeds_against_fcn8s_and_scores_kept_masks():
   # within the 2 px tolerance a shift costs nothing; beyond it, the vertical edges miss
   scores = [cell_boundary_f1(np.roll(truth, shift, axis=2), truth, 2) for shift in (1, 3)]
   assert scores[0] == 1.0 and 0 < scores[1] < 1.0
+
+
+def _own_record(variant, seed, mean_iou, nucleus):
+  return {
+    "id": f"{variant}_seed{seed}",
+    "variant": variant,
+    "seed": seed,
+    "train_seconds": 60.0,
+    "mean_iou": mean_iou,
+    "mean_boundary_f1": mean_iou - 0.1,
+    "per_class_iou": {"background": 0.95, "nucleus": nucleus},
+    "per_class_boundary_f1": {"background": 0.9, "nucleus": nucleus - 0.1},
+  }
+
+
+def test_the_own_data_table_pairs_every_score_by_seed_against_fcn8s():
+  from model import ablation_own_data
+
+  records = [
+    _own_record("fcn8s", 0, 0.90, 0.85),
+    _own_record("fcn8s", 1, 0.91, 0.86),
+    _own_record("fcn2s", 0, 0.93, 0.90),
+    _own_record("fcn2s", 1, 0.95, 0.92),
+    _own_record("fcn2s", 2, 0.99, 0.99),  # no FCN-8s run with seed 2: not paired
+  ]
+  table = {(row["variant"], row["score"]): row for row in ablation_own_data.rows(records)}
+  nucleus = table[("fcn2s", "iou nucleus")]
+  assert nucleus["paired_seeds"] == [0, 1]
+  assert nucleus["difference"] == pytest.approx(0.055)
+  assert nucleus["mean"] == pytest.approx((0.90 + 0.92 + 0.99) / 3)
+  assert table[("fcn2s", "mean_iou")]["difference"] == pytest.approx(0.035)
+  assert "difference" not in table[("fcn8s", "mean_iou")]
+  text = ablation_own_data.markdown(ablation_own_data.rows(records))
+  assert "| fcn8s | iou nucleus | 2 | 0.8550 ±" in text and "reference" in text and "(n=2)" in text
+
+
+@pytest.mark.slow
+def test_the_own_data_grid_trains_with_model_train_and_resumes(tmp_path):
+  from model.make_dataset import make_dataset
+
+  data, out = str(tmp_path / "data"), str(tmp_path / "grid")
+  make_dataset(data, 5, {"train": 8, "val": 2, "test": 2}, 32)
+  argv = ["--data", data, "--variants", "fcn8s", "fcn2s", "--seeds", "0", "--out", out]
+  argv += ["--train_args", "--epochs 2 --warmup_epochs 1 --image_size 32 --batch_size 4"]
+  first = ablation.main(argv)
+  assert sorted(first["ran"]) == ["fcn2s_seed0", "fcn8s_seed0"]
+  cell = json.loads(_read(os.path.join(out, "cells", "fcn2s_seed0.json")))
+  assert "--variant fcn2s --seed 0" in cell["command"] and "--epochs 2" in cell["command"]
+  assert 0 <= cell["mean_iou"] <= 1 and cell["train_seconds"] > 0
+  assert len(cell["per_class_iou"]) == 5
+  assert os.path.exists(os.path.join(out, "runs", "fcn2s_seed0", "best.keras"))
+  table = _read(os.path.join(out, "decoders.md"))
+  assert "| fcn2s | mean_boundary_f1 | 1 |" in table and "(n=1)" in table
+  second = ablation.main(argv)
+  assert second["ran"] == [] and sorted(second["cached"]) == sorted(first["ran"])
+  with pytest.raises(SystemExit):
+    ablation.main(["--data", str(tmp_path / "missing"), "--out", out])
