@@ -11,13 +11,15 @@ import tempfile as _tempfile
 os.environ["DECONVSEG_CACHE"] = _tempfile.mkdtemp(prefix="deconvseg-test-cache-")
 
 # The GCS emulator fixtures (tests/gcs_fixtures.py) and helpers are imported as
-# "tests.*", which needs the repository root on sys.path even when pytest is not
-# started as "python -m pytest" from the root.
+# "tests.*", which needs the repository root (pipeline_helpers.REPO, the one definition)
+# on sys.path even when pytest is not started as "python -m pytest" from the root.
+# pytest has put tests/ itself on sys.path before loading this file.
 import sys as _sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in _sys.path:
-  _sys.path.insert(0, _ROOT)
+from pipeline_helpers import REPO as _REPO  # noqa: E402
+
+if _REPO not in _sys.path:
+  _sys.path.insert(0, _REPO)
 pytest_plugins = ["tests.gcs_fixtures"]
 
 import pytest  # noqa: E402  (after the environment set-up above)

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, TiffImagePlugin
 from transforms.records import MASKS_DIR, STATS_DIR, SUMMARY_FILE
 
+# The repository root: the one definition the tests use (tests/ sits directly under it).
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_MODEL = os.path.join(REPO, "model", "default")
 

@@ -17,6 +17,7 @@ from bench import quality, spy
 from bench.findings import engine_targets, steady_state
 from bench.report import render_markdown, write_report
 from bench.run import run_bench
+from pipeline_helpers import REPO
 from transforms.records import MASKS_DIR
 
 pytestmark = pytest.mark.slow
@@ -136,7 +137,7 @@ def test_baselines_write_the_pipelines_masks_and_counts(tmp_path):
 
   from bench import modes, workload
   from bench.models import DEFAULT_MODEL
-  from tests.pipeline_helpers import read_outputs
+  from pipeline_helpers import read_outputs
 
   images = workload.make_set(str(tmp_path / "set"), 3, 256)
   outputs = {}
@@ -149,7 +150,7 @@ def test_baselines_write_the_pipelines_masks_and_counts(tmp_path):
     [sys.executable, "-m", "pipeline.run", "--input", images + "/*.png", "--output", pipeline_out],
     check=True,
     capture_output=True,
-    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    cwd=REPO,
   )
   _, records, _ = read_outputs(pipeline_out)
   for mode, folder in outputs.items():
@@ -205,7 +206,7 @@ def test_engine_modes_match_the_pipeline_engine(tmp_path):
 
   from bench import workload
   from bench.models import DEFAULT_MODEL
-  from bench.procs import REPO, child_env
+  from bench.procs import child_env
   from model import engines
   from model.engines.choice import EngineChoice
   from model.engines.openvino_ir import ir_path

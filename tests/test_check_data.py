@@ -12,8 +12,8 @@ from PIL import Image
 
 from model.check_data import DataError, check_dataset, format_report, main
 from model.classes import classes_from_json, write_classes_file
+from pipeline_helpers import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = classes_from_json(
   [{"id": 0, "name": "background", "color": [0, 0, 0]}, {"id": 1, "name": "nucleus", "color": [230, 60, 60]}]
 )
@@ -258,7 +258,7 @@ def test_cli_exit_codes_and_output(tmp_path, capsys):
   os.remove(tmp_path / "train" / "masks" / "a.png")
   completed = subprocess.run(
     [sys.executable, "-m", "model.check_data", str(tmp_path), "--splits", "train"],
-    cwd=ROOT,
+    cwd=REPO,
     capture_output=True,
     text=True,
     timeout=60,

@@ -20,8 +20,8 @@ from PIL import Image
 
 from pipeline.dataflow import expand_dataflow_options
 from pipeline.schedule import fill_date_templates
+from pipeline_helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = "us-central1-docker.pkg.dev/my-project/deconvseg/deconvseg-worker:0.1.0"
 ACCELERATOR = "worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver"
 

@@ -5,7 +5,7 @@ import os
 import re
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from pipeline_helpers import REPO
 
 
 def _read(*parts):

@@ -21,10 +21,9 @@ from PIL import Image
 
 from pipeline.checks import reject_unknown_flags
 from pipeline.errors import OptionsError
-from tests.pipeline_helpers import check_accounting, read_outputs
+from pipeline_helpers import REPO, check_accounting, read_outputs
 from transforms.records import MASKS_DIR, REPORT_FILE
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, "samples")
 
 

@@ -3,14 +3,13 @@
 import io
 import json
 import re
-import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from fake_model import build_fake_model
-from pipeline_helpers import scene
+from pipeline_helpers import REPO, scene
 from tests.gcs import read_local_tree
 from transforms.records import REPORT_FILE, SUMMARY_FILE
 
@@ -136,7 +135,7 @@ def test_cli_subprocess_runs_on_gcs_without_credential_delay(local_run, gcs_emul
     capture_output=True,
     text=True,
     timeout=300,
-    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    cwd=REPO,
   )
   elapsed = time.monotonic() - started
   assert done.returncode == 0, done.stderr[-3000:]

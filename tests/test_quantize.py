@@ -23,8 +23,8 @@ from model.export import SegmentationModule, build_card, save_module, write_card
 from model.engines import openvino_ir
 from model.engines import card_input
 from model.fcn import build_fcn
+from pipeline_helpers import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = [{"id": 0, "name": "red"}, {"id": 1, "name": "green"}, {"id": 2, "name": "blue"}]
 
 
@@ -167,7 +167,7 @@ def test_failed_gate_prints_the_numbers_exits_1_and_writes_nothing_unless_forced
 def test_without_calibration_data_one_line_says_what_to_pass(exported, tmp_path, capsys):
   model_dir, _calibration, _truth, _module = exported
   result = subprocess.run(
-    [sys.executable, "-m", "model.quantize", "--model", model_dir], cwd=ROOT, capture_output=True, text=True
+    [sys.executable, "-m", "model.quantize", "--model", model_dir], cwd=REPO, capture_output=True, text=True
   )
   assert result.returncode == 2 and result.stdout == ""
   lines = result.stderr.strip().splitlines()

@@ -20,11 +20,9 @@ from PIL import Image
 
 from pipeline.run import main
 from pipeline.run_state import LOCK_FILE
-from pipeline_helpers import folder_records, read_outputs, scene
+from pipeline_helpers import REPO, folder_records, read_outputs, scene
 from transforms.record_folder import folder_files, supersede
 from transforms.records import FAILURES_DIR, MASKS_DIR, STATS_DIR, SUMMARY_FILE
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _images(folder, names, size=(40, 56)):

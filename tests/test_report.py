@@ -20,10 +20,10 @@ import pytest
 from PIL import Image
 
 from pipeline import report
+from pipeline_helpers import REPO
 from transforms import mask_files, record_files, statistics
 from transforms.records import FAILURES_DIR, REPORT_FILE, STATS_DIR, SUMMARY_FILE, Failure, ImageHeader, ImageMask
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [
   {"id": 0, "name": "water", "color": [40, 90, 200]},
   {"id": 1, "name": "vegetation", "color": [60, 160, 60]},
@@ -358,7 +358,7 @@ def test_a_card_of_another_model_version_is_not_shown(tmp_path):
 
 def test_tfrecord_sources_are_read_from_their_shard(tmp_path):
   """``<shard>#<index>`` URIs: the image comes out of the (TensorFlow-written) sample shard."""
-  shard = ROOT / "samples" / "shards" / "samples-00000-of-00001.tfrecord"
+  shard = Path(REPO) / "samples" / "shards" / "samples-00000-of-00001.tfrecord"
   gzipped = tmp_path / "shard.tfrecord.gz"
   gzipped.write_bytes(gzip.compress(shard.read_bytes()))
   for path in (shard, gzipped):
@@ -466,7 +466,7 @@ window.addEventListener('load', function () {
 @pytest.fixture(scope="session")
 def chromium():
   """Debian's chromium, installed by scripts/install_chromium.sh when missing (fails, never skips)."""
-  script = ROOT / "scripts" / "install_chromium.sh"
+  script = Path(REPO) / "scripts" / "install_chromium.sh"
   result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
   if result.returncode != 0:
     pytest.fail(
@@ -531,7 +531,7 @@ def test_report_renders_in_headless_chromium(tmp_path, chromium):
   # 2. A real screenshot of the unmodified report is not blank and shows the class colours.
   screenshot = tmp_path / "report.png"
   shot = subprocess.run(
-    ["bash", str(ROOT / "scripts" / "screenshot_report.sh"), str(path), str(screenshot)],
+    ["bash", str(Path(REPO) / "scripts" / "screenshot_report.sh"), str(path), str(screenshot)],
     capture_output=True,
     text=True,
     timeout=120,

@@ -19,10 +19,9 @@ from pipeline.errors import OptionsError
 from pipeline.report.cli import main as report_main
 from pipeline.run import main
 from pipeline.run_state import LOCK_FILE, STATE_FILE, RunState
-from pipeline_helpers import scene
+from pipeline_helpers import REPO, scene
 from transforms.records import MASKS_DIR, REPORT_FILE, SUMMARY_FILE
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIGNAL_IMAGES = 48  # 512² each: about 1.5 s of mask writing after the first mask, time to land a signal
 
 

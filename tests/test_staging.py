@@ -5,9 +5,9 @@ import os
 import pytest
 
 from transforms.staging import is_remote, local_copy
+from pipeline_helpers import REPO
 from tests.gcs import read_local_tree
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(REPO, "model", "default")
 
 
