@@ -18,6 +18,7 @@ import sys
 from model.engines import card_input, cpu, openvino_ir
 from model.engines.choice import EngineChoice
 from model.json_file import write_json_file
+from model.text import one_line
 
 
 def write_ir(model_dir: str, card: dict) -> dict:
@@ -48,7 +49,7 @@ def add_ir(model_dir: str, card: dict, log=print) -> dict:
     return write_ir(model_dir, card)
   except Exception as exc:
     card.pop("openvino", None)
-    reason = " ".join(str(exc).split())[:300]
+    reason = one_line(exc, 300)
     log(f"warning: no OpenVINO IR for {model_dir} ({type(exc).__name__}: {reason}); it will run on TensorFlow")
     return card
 

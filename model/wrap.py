@@ -32,6 +32,7 @@ import sys
 import time
 
 from model import classes as classes_module
+from model.text import one_line
 from model.wrap_common import IMAGENET_MEAN, IMAGENET_STD, WrapError, read_normalization, sha256_of
 
 __all__ = ["WrapError", "main", "parse_args", "read_normalization", "sha256_of", "wrap"]
@@ -166,7 +167,7 @@ def main(argv=None):
         **common,
       )
   except (WrapError, classes_module.ClassesError) as exc:
-    print(f"model.wrap: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    print(f"model.wrap: error: {one_line(exc)}", file=sys.stderr)
     sys.exit(2)
   if "input_size" in card:
     size = min(card["input_size"])

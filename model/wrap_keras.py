@@ -19,6 +19,7 @@ from model.export import INPUT_DTYPES, SegmentationModule, save_module, signatur
 from model.export_openvino import add_ir
 from model.fcn import normalization_layer
 from model.layers import PAD_MODES
+from model.text import one_line
 from model.wrap_adapter import build_adapter, verify
 from model.wrap_common import WrapError, check_scores, probe_sizes, resolve_output, sha256_of
 from model.wrap_probe import detect_output, find_geometry, model_input, probe_inputs, run_probe
@@ -39,7 +40,7 @@ def load_keras_model(path, custom_objects_module=None, unsafe=False):
   try:
     return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
   except Exception as exc:
-    message = " ".join(str(exc).split())
+    message = one_line(exc)
     if "safe_mode" in message or "unsafe_deserialization" in message:
       raise WrapError(
         f"{path} holds a Lambda layer (Python bytecode that would run on load) and is refused in safe "

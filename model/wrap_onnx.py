@@ -25,6 +25,7 @@ from model import classes as classes_module
 from model.card import CARD_FORMAT, color_name, created_now
 from model.engines import openvino_ir
 from model.json_file import write_json_file
+from model.text import one_line
 from model.wrap_common import (
   SIZE_MULTIPLES,
   WrapError,
@@ -48,7 +49,7 @@ def served_path(model_dir):
 
 
 def _short(exc, limit=240):
-  return f"{type(exc).__name__}: {' '.join(str(exc).split())[:limit]}"
+  return f"{type(exc).__name__}: {one_line(exc, limit)}"
 
 
 def _dims(value):
@@ -149,7 +150,7 @@ class Probe:
       self._model = openvino_ir.convert_model(openvino, path)
       self._compiled = self._core.compile_model(self._model, "CPU")
     except Exception as exc:
-      message = " ".join(str(exc).split())
+      message = one_line(exc)
       unsupported = message.find("No conversion rule")
       if unsupported >= 0:
         message = message[unsupported:]

@@ -10,6 +10,7 @@ Every refusal is a ``WrapError`` whose message says how to fix it.
 import keras
 import numpy as np
 
+from model.text import one_line
 from model.wrap_common import SIZE_MULTIPLES, WrapError, probe_sizes
 
 
@@ -100,4 +101,4 @@ def find_geometry(model, fixed_size, channels, dtype, normalise, size_multiple=N
 
 
 def _short(exc):
-  return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+  return f"{type(exc).__name__}: {one_line(exc, 200)}"

@@ -16,6 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.errors import OptionsError
 from model import engines
 from model.engines import EngineError, cpu, openvino_ir
+from model.text import one_line
 from transforms.inference import SegmenterHandle
 from transforms.input_spec import InputSpec
 from transforms.staging import local_copy
@@ -210,7 +211,3 @@ def check_model(
     cpu=cpu.probe().describe(),
   )
   return checked
-
-
-def one_line(exc: Exception, limit: int) -> str:
-  return " ".join(str(exc).split())[:limit]

@@ -24,6 +24,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from model.text import one_line
 from transforms import geo
 from transforms.bands import DecodeError, NativeImage, conform, kind_of_colours
 from transforms.input_spec import InputSpec
@@ -159,7 +160,7 @@ def _read_window(dataset, window=None, **read_kwargs) -> np.ndarray:
     with rasterio.Env(GDAL_CACHEMAX=WINDOW_CACHE_BYTES):
       return dataset.read(window=window, **read_kwargs)
   except RasterioError as exc:
-    cause = " ".join(str(exc.__cause__ or exc).split())[:200]
+    cause = one_line(exc.__cause__ or exc, 200)
     rows = f" (rows {window.row_off}-{window.row_off + window.height})" if window is not None else ""
     raise DecodeError(f"image data is corrupt or truncated{rows}: {cause}") from None
 

@@ -20,6 +20,7 @@ from functools import partial
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from model.text import one_line
 from transforms import geo
 from transforms.bands import (
   GREY,
@@ -208,7 +209,7 @@ def _sixteen_bit_png(image: Image.Image, data: bytes):
   except MemoryError:
     raise
   except Exception as exc:  # pypng raises its own errors, zlib.error, ValueError, ...
-    raise DecodeError(f"image data is corrupt or truncated: {' '.join(str(exc).split())[:200]}") from None
+    raise DecodeError(f"image data is corrupt or truncated: {one_line(exc, 200)}") from None
   planes = info["planes"]
   if len(values) != width * height * planes * 2:
     raise DecodeError(f"image data is corrupt or truncated: {len(values) // (width * planes * 2)} of {height} rows")

@@ -22,6 +22,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.utils import shared
 
 from model import engines
+from model.text import one_line
 from model.tiling import plan_tiles
 from transforms import progress, quiet
 from transforms.display import to_display
@@ -146,7 +147,7 @@ def _tile_pixels(image: DecodedImage, spec):
 
 def tile_error(exc: Exception, what: str, stage: str) -> Tuple[str, str, str]:
   """A tile's ``error``: (exception type, "<what>: <its message on one line>", the stage its image fails at)."""
-  message = " ".join(str(exc).split())[:300] or type(exc).__name__
+  message = one_line(exc, 300) or type(exc).__name__
   return type(exc).__name__, f"{what}: {message}", stage
 
 

@@ -23,6 +23,7 @@ import posixpath
 
 from apache_beam.io.filesystems import FileSystems
 
+from model.text import one_line
 from transforms.out_files import join, write_atomically
 from transforms.records import FAILURES_DIR, STATS_DIR
 
@@ -126,7 +127,7 @@ def _prune(path: str, replaced) -> int:
   except FileNotFoundError:  # another run's supersede got there first
     return 0
   except Exception as exc:
-    _LOG.warning("left %s as it is: cannot read it as records (%s)", path, " ".join(str(exc).split())[:200])
+    _LOG.warning("left %s as it is: cannot read it as records (%s)", path, one_line(exc, 200))
     return 0
   keep = [not replaced(row) for row in rows]
   removed = keep.count(False)
