@@ -3,8 +3,9 @@
 The pipeline writes ``summary.json`` from inside the job, where Beam's metrics
 are not readable; the launcher reads them from the finished run's result
 (``transforms.accounting.io_block``) and adds the sizes of the stats and
-failure files, then rewrites ``summary.json`` in place, as the drift check does.
-A runner that reports no metrics leaves the summary as it was.
+failure files. It composes the final summary (this block, then the drift
+check's) in memory and writes ``summary.json`` once (``pipeline.run``). A
+runner that reports no metrics leaves the summary as it was.
 """
 
 import logging
@@ -12,7 +13,6 @@ import logging
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.accounting import io_block
-from transforms.record_files import store_summary
 
 _LOG = logging.getLogger("deconvseg")
 
@@ -27,8 +27,8 @@ def _file_bytes(paths) -> int:
   return total
 
 
-def add_io(output: str, summary: dict, result) -> dict:
-  """``summary`` with ``io`` from ``result``'s metrics, written back to OUT/summary.json."""
+def with_io(summary: dict, result) -> dict:
+  """``summary`` with ``io`` from ``result``'s metrics (a new dict; nothing is written)."""
   outputs = summary.get("outputs") or {}
   try:
     block = io_block(
@@ -40,4 +40,4 @@ def add_io(output: str, summary: dict, result) -> dict:
   if block is None:
     _LOG.info("the runner reported no byte metrics; summary.json has no io block")
     return summary
-  return store_summary(output, dict(summary, io=block))
+  return dict(summary, io=block)

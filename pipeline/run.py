@@ -26,9 +26,9 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineState
 
 from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
-from pipeline.drift import DriftDetected, add_drift, check_drift, format_drift
+from pipeline.drift import DriftDetected, check_drift, compute_drift, format_drift
 from pipeline.graph import SegmentImages
-from pipeline.io_summary import add_io
+from pipeline.io_summary import with_io
 from pipeline.model_check import check_model
 from pipeline.checks import RUNNER_ALIASES, validate
 from pipeline.errors import OptionsError
@@ -51,6 +51,7 @@ from pipeline.run_state import (
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
 from transforms.leftovers import remove_leftovers
 from transforms.out_files import OutputFailed, QuietResourceErrors, describe_output_error, join
+from transforms.record_files import store_summary
 from transforms.records import MASKS_DIR, SUMMARY_FILE
 
 _LOG = logging.getLogger("deconvseg")
@@ -313,7 +314,7 @@ def _segment(config, pipeline_options, runner, model, run_id, test_pipeline=None
     tiles = _counter(result, "tiles")
     if tiles is not None:
       _LOG.info("Finished in %.1f s: %s tiles through the model", elapsed, tiles)
-    summary = _with_drift(add_io(config.output, _read_summary(config.output), result), config)
+    summary = _complete_summary(config, result)
     if not config.no_report:
       write_run_report(config.output)  # OutputFailed: a report asked for and not written fails the run
     print(format_summary(summary, config.output, elapsed, report=not config.no_report), flush=True)
@@ -321,7 +322,7 @@ def _segment(config, pipeline_options, runner, model, run_id, test_pipeline=None
       print(format_drift(summary["drift"]), flush=True)
   elif (budget is not None or config.compare_to) and result.state == PipelineState.DONE:
     # a blocking Dataflow launch: the job has finished
-    summary = _with_drift(add_io(config.output, _read_summary(config.output), result), config)
+    summary = _complete_summary(config, result)
   elif config.compare_to:
     _LOG.warning(
       "The launcher returned before the job finished (a template or a non-blocking launch), so no "
@@ -346,12 +347,19 @@ def _segment(config, pipeline_options, runner, model, run_id, test_pipeline=None
   return result, report_here or result.state == PipelineState.DONE
 
 
+def _complete_summary(config, result) -> dict:
+  """The job's summary.json read once, with the launcher's io and drift blocks added, written once (atomically)."""
+  job_summary = _read_summary(config.output)
+  summary = _with_drift(with_io(job_summary, result), config)
+  return summary if summary == job_summary else store_summary(config.output, summary)
+
+
 def _with_drift(summary: dict, config) -> dict:
-  """The summary with its drift block (``--compare_to``), written back to OUT/summary.json."""
+  """``summary`` with its drift block (``--compare_to``); a drift that cannot be computed is logged, not fatal."""
   if not config.compare_to:
     return summary
   try:
-    return add_drift(config.output, config.compare_to, config.drift_threshold)
+    return dict(summary, drift=compute_drift(config.output, config.compare_to, config.drift_threshold))
   except Exception as exc:  # the run itself succeeded
     _LOG.warning(
       "could not compute the drift against %s (python -m pipeline.drift %s --compare_to %s): %s",

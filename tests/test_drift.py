@@ -291,3 +291,19 @@ def test_psi_flags_a_reshaped_distribution_only_above_sampling_noise(tmp_path, r
   assert block["psi_noise_level"] == pytest.approx(drift.CHI2_95 * 2 / (10 * repeats))
   assert block["flagged"] == (["a", "b"] if psi_flags else [])
   assert entries["a"]["flagged_by"] == (["psi"] if psi_flags else [])
+
+
+def test_the_launcher_writes_the_summary_once_with_io_and_drift(nights, fake_model, tmp_path, monkeypatch):
+  import pipeline.run
+
+  writes = []
+  store = pipeline.run.store_summary
+  monkeypatch.setattr(pipeline.run, "store_summary", lambda output, doc: writes.append(doc) or store(output, doc))
+  root, _, _ = nights
+  output = tmp_path / "again"
+  previous = str(root / "masks" / "2024-05-30")
+  code = _segment(root / "drops" / "2024-05-31" / "*.png", output, fake_model, "--compare_to", previous)
+  assert code == 0
+  summary = json.loads((output / SUMMARY_FILE).read_text())
+  assert len(writes) == 1 and writes[0] == summary
+  assert summary["drift"]["compare_to"] == previous and summary["io"]["images_read"] == 12

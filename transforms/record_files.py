@@ -7,9 +7,9 @@
 * ``OUT/failures/failures-<run id>-00000-of-00001.jsonl``: one record per
   input that failed.
 * ``OUT/summary.json``: the run, written last (after the other sinks
-  finish) with ``"status": "complete"`` and the launcher's ``run_id``, and
-  rewritten in place by the launcher (``store_summary``) when it adds the
-  byte counts and the drift check.
+  finish) with ``"status": "complete"`` and the launcher's ``run_id``; a
+  launcher that saw the run end replaces it once, atomically
+  (``store_summary``), with the byte counts and the drift check added.
 
 Records files are named by run, so no run can overwrite another's; a
 finished run then removes the records it replaced from earlier runs' files
