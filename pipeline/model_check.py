@@ -17,7 +17,7 @@ from pipeline.errors import OptionsError
 from model import engines
 from model.engines import EngineError, cpu, openvino_ir
 from model.text import one_line
-from transforms.inference import SegmenterHandle
+from transforms.inference import SegmenterHandle, class_id_beyond
 from transforms.input_spec import InputSpec
 from transforms.staging import local_copy
 
@@ -183,9 +183,10 @@ def check_model(
       f"the model in {model_dir} returns {class_ids.dtype} class_ids and {confidence.dtype} "
       "confidence; the contract is uint8 and float32."
     )
-  if class_ids.size and int(class_ids.max()) >= num_classes:
+  beyond = class_id_beyond(class_ids, num_classes)
+  if beyond is not None:
     raise OptionsError(
-      f"the model in {model_dir} produced class id {int(class_ids.max())} but its card.json "
+      f"the model in {model_dir} produced class id {beyond} but its card.json "
       f"lists only {num_classes} classes; re-export the model so card and weights match."
     )
   try:  # the workers' entry point too; this also traces or compiles it before the run starts

@@ -27,7 +27,7 @@ from pipeline.run import run
 from pipeline_helpers import scene
 from model import engines
 from model.engines import EngineChoice
-from transforms.inference import SegmenterHandle
+from transforms.inference import SegmenterHandle, class_id_beyond
 from transforms.input_spec import DEFAULT_SPEC
 from transforms.mask_files import STATS_CHUNK, encode_mask, palette_bytes
 from transforms.records import SUMMARY_FILE
@@ -72,6 +72,13 @@ def test_engine_statistics_report_class_ids_beyond_the_card(fake_model, choice):
   image[..., 2] = 200  # blue: class 3
   _, pixels, _, top = segmenter.segment_with_stats(image, np.array([[0, 8, 0, 8]], np.int32), 2)
   assert top == 3 and pixels.sum() == 0
+
+
+def test_class_id_beyond_names_the_largest_id_the_card_does_not_list():
+  ids = np.array([[0, 1], [3, 2]], np.uint8)
+  assert class_id_beyond(ids, 4) is None and class_id_beyond(ids, 3) == 3 and class_id_beyond(ids, 1) == 3
+  assert class_id_beyond(3, 3) == 3 and class_id_beyond(2, 3) is None  # a maximum the engine already took
+  assert class_id_beyond(np.zeros((0, 4, 4), np.uint8), 1) is None
 
 
 def _count_loads(monkeypatch):

@@ -151,6 +151,17 @@ def tile_error(exc: Exception, what: str, stage: str) -> Tuple[str, str, str]:
   return type(exc).__name__, f"{what}: {message}", stage
 
 
+def class_id_beyond(class_ids, num_classes: int) -> Optional[int]:
+  """The largest of ``class_ids`` (an array, or its maximum) when it is ``num_classes`` or more, else None.
+
+  A model may only emit the ids its card lists; the model check at start-up and every inference batch ask this.
+  """
+  if not np.size(class_ids):
+    return None
+  top = int(np.max(class_ids))
+  return top if top >= num_classes else None
+
+
 def blend_overlay(pixels: np.ndarray, class_ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
   """Half-and-half mix of the image and the class colours (uint8 RGB; see ``transforms.display``)."""
   return ((pixels.astype(np.uint16) + palette[class_ids]) >> 1).astype(np.uint8)
@@ -248,8 +259,9 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Any]):
     class_ids, class_pixels, class_confidence, top = model.segment_with_stats(images, owned, self._num_classes)
     if class_ids.shape != images.shape[:3]:
       raise ValueError(f"model returned class ids of shape {class_ids.shape} for input {images.shape}")
-    if top >= self._num_classes:
-      raise ValueError(f"model produced class id {top} but its card lists {self._num_classes} classes")
+    beyond = class_id_beyond(top, self._num_classes)
+    if beyond is not None:
+      raise ValueError(f"model produced class id {beyond} but its card lists {self._num_classes} classes")
     for row, (position, tile) in enumerate(zip(positions, tiles)):
       results[position] = self._tile_result(tile, owned[row], class_ids[row], class_pixels[row], class_confidence[row])
     progress.INFERENCE.add(len(positions), int(np.prod(images.shape[:3])))
