@@ -16,6 +16,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline.options import RunConfig
+from transforms import accounting
 from transforms.decode import DecodeImages, DecodeSettings
 from transforms.inference import SegmentationModelHandler, SegmenterHandle, TileAndSegment
 from transforms.read import ReadImages
@@ -60,7 +61,7 @@ class CountEventsFn(beam.DoFn):
 
   def __init__(self, kind: str):
     self._kind = kind
-    self._counter = Metrics.counter("deconvseg", f"images_{kind}")
+    self._counter = Metrics.counter(accounting.NAMESPACE, f"images_{kind}")
 
   def process(self, element):
     self._counter.inc()

@@ -118,8 +118,10 @@ def _run(argv, output, model, extra=()):
 def _counters(result):
   from apache_beam.metrics import MetricsFilter
 
+  from transforms.accounting import NAMESPACE
+
   totals = {}  # a counter reported by several steps (e.g. both mask writers) adds up
-  for m in result.metrics().query(MetricsFilter().with_namespace("deconvseg"))["counters"]:
+  for m in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
     totals[m.key.metric.name] = totals.get(m.key.metric.name, 0) + m.committed
   return totals
 

@@ -160,8 +160,8 @@ class DecodeImagesFn(LookaheadDoFn):
   def __init__(self, settings: DecodeSettings):
     super().__init__(settings.prefetch, settings.prefetch_pixels, "deconvseg-decode")
     self._settings = settings
-    self._decoded = Metrics.counter("deconvseg", "images_decoded")
-    self._pixels = Metrics.counter("deconvseg", "pixels_decoded")
+    self._decoded = Metrics.counter(accounting.NAMESPACE, "images_decoded")
+    self._pixels = Metrics.counter(accounting.NAMESPACE, "pixels_decoded")
     self._read = accounting.distribution(accounting.READ)
 
   def setup(self):

@@ -24,7 +24,7 @@ from apache_beam.utils import shared
 from model import engines
 from model.text import one_line
 from model.tiling import plan_tiles
-from transforms import progress, quiet
+from transforms import accounting, progress, quiet
 from transforms.display import to_display
 from transforms.geo_windows import WindowedRaster
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
@@ -105,7 +105,7 @@ class TileImagesFn(beam.DoFn):
     self._tile_size = tile_size
     self._overlap = overlap
     self._whole_pixels = whole_pixels
-    self._tiles = Metrics.counter("deconvseg", "tiles")
+    self._tiles = Metrics.counter(accounting.NAMESPACE, "tiles")
 
   def process(self, image: DecodedImage):
     specs = plan_tiles(image.header.height, image.header.width, self._tile_size, self._overlap, self._whole_pixels)
@@ -139,7 +139,7 @@ def _tile_pixels(image: DecodedImage, spec):
   try:
     return image.pixels[spec.top : spec.top + spec.height, spec.left : spec.left + spec.width], None
   except Exception as exc:
-    Metrics.counter("deconvseg", "tiles_unreadable").inc()
+    Metrics.counter(accounting.NAMESPACE, "tiles_unreadable").inc()
     where = f"rows {spec.top}-{spec.top + spec.height}, columns {spec.left}-{spec.left + spec.width}"
     empty = np.zeros((0, 0, image.pixels.shape[2]), image.pixels.dtype)
     return empty, tile_error(exc, f"cannot read tile {spec.index} ({where})", STAGE_DECODE)
@@ -279,7 +279,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Any]):
 
   @staticmethod
   def _failed(tile: Tile, exc: Exception) -> TileResult:
-    Metrics.counter("deconvseg", "tiles_failed").inc()
+    Metrics.counter(accounting.NAMESPACE, "tiles_failed").inc()
     return _result(tile, *_EMPTY, error=tile_error(exc, f"inference failed for tile {tile.index}", STAGE_INFERENCE))
 
 

@@ -271,7 +271,7 @@ class MatchInputsFn(beam.DoFn):
   def __init__(self, root: str, shards: bool = False):
     self._root = root
     self._shards = shards
-    self._skipped = Metrics.counter("deconvseg", "directories_skipped")
+    self._skipped = Metrics.counter(accounting.NAMESPACE, "directories_skipped")
 
   def process(self, pattern):
     directories = []
@@ -306,7 +306,7 @@ class ManifestEntriesFn(beam.DoFn):
   def __init__(self, manifest: str, manifest_dir: str):
     self._manifest = manifest
     self._manifest_dir = manifest_dir
-    self._skipped = Metrics.counter("deconvseg", "directories_skipped")
+    self._skipped = Metrics.counter(accounting.NAMESPACE, "directories_skipped")
 
   def start_bundle(self):
     self._directories = []
@@ -364,7 +364,7 @@ class ReadTFRecordShardFn(beam.DoFn):
   def __init__(self, image_feature: str, key_feature: str):
     self._image_feature = image_feature
     self._key_feature = key_feature
-    self._records = Metrics.counter("deconvseg", "tfrecord_records")
+    self._records = Metrics.counter(accounting.NAMESPACE, "tfrecord_records")
 
   def process(self, metadata):
     path = metadata.path

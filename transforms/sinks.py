@@ -109,8 +109,8 @@ class WriteMasksFn(LookaheadDoFn):
     self._pixel_unit = pixel_unit
     self._compress_level = compress_level
     self._truth = truth
-    self._segmented = Metrics.counter("deconvseg", "masks_written")
-    self._pixels = Metrics.counter("deconvseg", "pixels_segmented")
+    self._segmented = Metrics.counter(accounting.NAMESPACE, "masks_written")
+    self._pixels = Metrics.counter(accounting.NAMESPACE, "pixels_segmented")
     self._mask_bytes = accounting.distribution(accounting.WRITTEN_MASKS)
     self._overlay_bytes = accounting.distribution(accounting.WRITTEN_OVERLAYS)
 

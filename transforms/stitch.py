@@ -62,7 +62,7 @@ class AssembleMaskFn(beam.DoFn):
   """(key, tile results) -> one ImageMask, or a failure if any tile failed."""
 
   def __init__(self):
-    self._stitched = Metrics.counter("deconvseg", "images_stitched")
+    self._stitched = Metrics.counter(accounting.NAMESPACE, "images_stitched")
 
   def process(self, keyed):
     _, results = keyed
