@@ -77,12 +77,6 @@ def make_set(folder: str, count: int, size: int, pool_size: int = 24, tile: int 
   return os.path.join(folder, "images")
 
 
-def load_batch(folder: str, limit: int = None):
-  """Decoded uint8 images of a set, in name order (for the ceiling)."""
-  names = sorted(os.listdir(folder))[:limit]
-  return [np.asarray(Image.open(os.path.join(folder, name)).convert("RGB")) for name in names]
-
-
 def jpeg_set(png_dir: str, count: int, folder: str, quality: int = 90) -> str:
   """The first ``count`` PNGs of ``png_dir`` as JPEGs in ``folder/images`` (what cameras and users mostly hand in); cached."""
   spec = {"source": os.path.abspath(png_dir), "count": count, "quality": quality, "format": 1}

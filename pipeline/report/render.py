@@ -250,11 +250,6 @@ def _ood(rule, flagged, items):
   }
 
 
-def ood_section(rule, flagged, items):
-  """The out-of-distribution section alone, as HTML (for checks of what a card's rule says)."""
-  return ENVIRONMENT.get_template("ood.html.j2").render(ood=_ood(rule, flagged, items))
-
-
 def _mask_href(output_dir, record):
   """The mask relative to the report (which sits in OUT), else its full path."""
   prefix = output_dir.rstrip("/") + "/"
