@@ -1,4 +1,4 @@
-"""Benchmarks of the segmentation pipeline against the model's ceiling and the alternatives (issue 6).
+"""Benchmarks of the segmentation pipeline against the model's ceiling and the alternatives.
 
     python -m bench [--quick] [--out docs/PERFORMANCE.md | results.json]
 

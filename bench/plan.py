@@ -1,4 +1,4 @@
-"""Capacity plan for a nightly batch (issue 17): workers, wall time, shuffle, storage and cost. An estimate.
+"""Capacity plan for a nightly batch: workers, wall time, shuffle, storage and cost. An estimate.
 
     python -m bench.plan --images 1000000 --size 1024 --gpu_type nvidia-tesla-t4
     python -m bench.plan --images 1000000 --size 1024 --machine_type n1-standard-8

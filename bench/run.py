@@ -1,4 +1,4 @@
-"""Orchestrates the benchmark of issue 6 and writes the report.
+"""Orchestrates the benchmark (the pipeline against the model's ceiling and the alternatives) and writes the report.
 
     python -m bench                              # full run (~25 min on 2 cores), prints JSON + table
     python -m bench --out docs/PERFORMANCE.md    # also writes the Markdown report (results section)

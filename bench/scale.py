@@ -1,4 +1,4 @@
-"""Scale run (issue 17): the same pipeline on N and on a baseline of M images; memory flat, time linear.
+"""Scale run: the same pipeline on N and on a baseline of M images; memory flat, time linear.
 
     python -m bench.scale                                  # 10,000 vs 2,000 images of 512x512 (about 15 min on 2 cores)
     python -m bench.scale --images 400 --baseline 80 --size 128 --out /tmp/scale.json

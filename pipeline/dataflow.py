@@ -26,7 +26,7 @@ copy of the model into the GPU's memory. Two remedies, mutually exclusive:
   tiling, and have RunInference load exactly N models per VM, shared by all
   processes (``ModelHandler(model_copies=N)``, see :func:`model_handler_kwargs`).
 
-Threads and workers (issue 17, ``python -m bench.plan``)
+Threads and workers (sized by ``python -m bench.plan``)
 -------------------------------------------------------
 With one SDK process per GPU VM, the process's harness threads are what run
 bundles side by side: the GPU is shared by all of them, and decoding and mask

@@ -1,4 +1,4 @@
-"""Byte accounting (issue 17): summary.json's io block matches the files and records it describes."""
+"""Byte accounting: summary.json's io block matches the files and records it describes."""
 
 import glob
 import os

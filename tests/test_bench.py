@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark (issue 6): ``run_bench(quick=True)`` end to end, no timing assertions.
+"""Smoke test of the benchmark (``python -m bench``): ``run_bench(quick=True)`` end to end, no timing assertions.
 
 Runs every mode on a few 128x128 images (ceiling, in-memory and
 multi-processing pipeline, per-image loop, stock RunInference, the CPU

@@ -93,7 +93,7 @@ def test_job_carries_gpu_service_option_image_and_machine(job):
 
 
 def test_job_carries_autoscaling_cap_and_harness_threads(job):
-  """Issue 17's settings (README "Run on Dataflow"): a worker cap from bench.plan, one harness thread per vCPU."""
+  """The capacity plan's settings (README "Run on Dataflow"): a worker cap from bench.plan, one harness thread per vCPU."""
   description, _ = job
   (pool,) = description["environment"]["workerPools"]
   assert pool["autoscalingSettings"]["maxNumWorkers"] == 4

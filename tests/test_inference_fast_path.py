@@ -1,4 +1,4 @@
-"""The speed-ups around the model call keep results exact (issue 6).
+"""The speed-ups around the model call keep results exact.
 
 * per-class counts and confidence sums reduced inside the TensorFlow call
   equal numpy's over each tile's owned rectangle, and bad class ids are caught;

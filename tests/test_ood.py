@@ -1,4 +1,4 @@
-"""The out-of-distribution flag (issue 12): the rule on synthetic features, the default model's card
+"""The out-of-distribution flag: the rule on synthetic features, the default model's card
 reference, and a real run in which real photographs are flagged and bundled samples are not."""
 
 import json

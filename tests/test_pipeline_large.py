@@ -78,7 +78,7 @@ def test_8192_square_image(tmp_path):
 
 
 def test_scale_run_memory_flat_and_outputs_complete(tmp_path):
-  """The scaled-down `python -m bench.scale` (issue 17): 200 vs 40 images, same process memory, every output.
+  """The scaled-down `python -m bench.scale`: 200 vs 40 images, same process memory, every output.
 
   The full run (10,000 vs 2,000 images of 512x512, docs/PERFORMANCE.md) also checks that images/s
   stays the same; at this size the pipeline's ~1-2 s of fixed cost dominates, so only

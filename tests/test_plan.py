@@ -1,4 +1,4 @@
-"""bench.plan (issue 17): the capacity plan's arithmetic on known inputs, its errors and its labels."""
+"""bench.plan: the capacity plan's arithmetic on known inputs, its errors and its labels."""
 
 import json
 import os
