@@ -45,6 +45,28 @@ def check_tolerance(tolerance):
   return value
 
 
+def add_bf_tolerance_argument(parser):
+  """``--bf_tolerance`` on an argparse parser; ``check_bf_tolerance_argument`` checks the parsed value."""
+  parser.add_argument(
+    "--bf_tolerance",
+    type=float,
+    default=DEFAULT_TOLERANCE,
+    help=f"boundary F-score: how far (pixels, Euclidean) a boundary pixel may be from the other mask's and "
+    f"still match (default {DEFAULT_TOLERANCE:g})",
+  )
+
+
+def check_bf_tolerance_argument(parser, args):
+  """``parser.error("--bf_tolerance: ...")`` when the parsed tolerance is negative or not finite."""
+  problem = None
+  try:
+    check_tolerance(args.bf_tolerance)
+  except ValueError as exc:
+    problem = exc
+  if problem is not None:  # outside the except: the one-line error carries no chained traceback
+    parser.error(f"--bf_tolerance: {problem}")
+
+
 def _edges(labels, ignore_label=None):
   """Pixels with a 4-neighbour of another label; pairs with an ignore_label pixel do not count."""
   edges = np.zeros(labels.shape, bool)

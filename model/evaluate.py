@@ -25,7 +25,14 @@ import numpy as np
 import tensorflow as tf
 
 from model import classes as classes_module
-from model.boundary import DEFAULT_TOLERANCE, BoundaryF1Mean, boundary_f1, check_tolerance
+from model.boundary import (
+  DEFAULT_TOLERANCE,
+  BoundaryF1Mean,
+  add_bf_tolerance_argument,
+  boundary_f1,
+  check_bf_tolerance_argument,
+  check_tolerance,
+)
 from model.data import evaluation_dataset
 from model.metrics import confusion_matrix, segmentation_metrics
 from model.tiled import predict_image
@@ -210,18 +217,9 @@ def parse_args(argv=None):
   parser.add_argument(
     "--precision", default="fp32", choices=("auto", "fp32", "bf16", "int8"), help="OpenVINO precision (default fp32)"
   )
-  parser.add_argument(
-    "--bf_tolerance",
-    type=float,
-    default=DEFAULT_TOLERANCE,
-    help=f"boundary F-score: how far (pixels, Euclidean) a boundary pixel may be from the other mask's and "
-    f"still match (default {DEFAULT_TOLERANCE:g})",
-  )
+  add_bf_tolerance_argument(parser)
   args = parser.parse_args(argv)
-  try:
-    check_tolerance(args.bf_tolerance)
-  except ValueError as exc:
-    parser.error(f"--bf_tolerance: {exc}")
+  check_bf_tolerance_argument(parser, args)
   return args
 
 

@@ -28,7 +28,15 @@ from typing import List, Sequence
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from model.boundary import DEFAULT_TOLERANCE, BoundaryF1Mean, boundary_f1, check_tolerance, image_boundary_scores
+from model.boundary import (
+  DEFAULT_TOLERANCE,
+  BoundaryF1Mean,
+  add_bf_tolerance_argument,
+  boundary_f1,
+  check_bf_tolerance_argument,
+  check_tolerance,
+  image_boundary_scores,
+)
 from pipeline import report
 from pipeline.report import load
 from pipeline.errors import OptionsError, command_parser
@@ -57,18 +65,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     help="ground-truth masks, matched to images as with the pipeline's --truth",
   )
   parser.add_argument("--no_report", action="store_true", help="do not re-render OUT/report.html")
-  parser.add_argument(
-    "--bf_tolerance",
-    type=float,
-    default=DEFAULT_TOLERANCE,
-    help=f"boundary F-score: how far (pixels, Euclidean) a boundary pixel may be from the other mask's and "
-    f"still match (default {DEFAULT_TOLERANCE:g})",
-  )
+  add_bf_tolerance_argument(parser)
   args = parser.parse_args(list(argv))
-  try:
-    check_tolerance(args.bf_tolerance)
-  except ValueError as exc:
-    raise EvaluateError(f"--bf_tolerance: {exc}") from None
+  check_bf_tolerance_argument(parser, args)
   return args
 
 
