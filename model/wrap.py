@@ -33,14 +33,20 @@ import time
 
 from model import classes as classes_module
 from model.text import one_line
-from model.wrap_common import IMAGENET_MEAN, IMAGENET_STD, WrapError, read_normalization, sha256_of
+from model.wrap_common import (
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  INPUT_DTYPES,
+  LAYOUTS,
+  PAD_MODES,
+  WrapError,
+  read_normalization,
+  sha256_of,
+)
 
 __all__ = ["WrapError", "main", "parse_args", "read_normalization", "sha256_of", "wrap"]
 
-INPUT_DTYPES = ("uint8", "uint16")
 OUTPUTS = ("auto", "logits", "softmax", "sigmoid")
-LAYOUTS = ("auto", "NCHW", "NHWC")
-PAD_MODES = ("symmetric", "zero")
 # Flags passed to both wraps as the parameter of the same name.
 WRAP_FLAGS = ("output", "input_dtype", "size_multiple", "padding", "name", "version")
 UNSAFE_HELP = (

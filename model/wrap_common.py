@@ -12,6 +12,11 @@ import math
 
 import numpy as np
 
+# The flags both wraps take, spelled here once so that model.wrap's parser and either wrap never need a framework.
+INPUT_DTYPES = ("uint8", "uint16")  # model.export.INPUT_DTYPES and model.wrap_onnx_graph.PIXEL_TYPES
+PAD_MODES = ("symmetric", "zero")  # model.layers.PAD_MODES, without importing Keras
+LAYOUTS = ("auto", "NCHW", "NHWC")  # of an ONNX model's input
+
 # torchvision's ImageNet statistics, for pixels scaled to 0-1.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -20,6 +25,16 @@ PRESETS = ("imagenet",)
 
 class WrapError(ValueError):
   """A model or flag combination that cannot be wrapped; the message says how to fix it."""
+
+
+def check_wrap_arguments(input_dtype, padding, size_multiple):
+  """Refuses an --input_dtype, --padding or --size_multiple that neither wrap can take."""
+  if input_dtype not in INPUT_DTYPES:
+    raise WrapError(f"--input_dtype {input_dtype} is not one of {INPUT_DTYPES}")
+  if padding not in PAD_MODES:
+    raise WrapError(f"--padding {padding} is not one of {PAD_MODES}")
+  if size_multiple is not None and size_multiple < 1:
+    raise WrapError(f"--size_multiple {size_multiple} must be a positive integer")
 
 
 def sha256_of(path):

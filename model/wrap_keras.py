@@ -15,13 +15,12 @@ import numpy as np
 
 from model import classes as classes_module
 from model.card import CARD_FORMAT, color_name, created_now
-from model.export import INPUT_DTYPES, SegmentationModule, save_module, signatures_block, write_card
+from model.export import SegmentationModule, save_module, signatures_block, write_card
 from model.export_openvino import add_ir
 from model.fcn import normalization_layer
-from model.layers import PAD_MODES
 from model.text import one_line
 from model.wrap_adapter import build_adapter, verify
-from model.wrap_common import WrapError, check_scores, probe_sizes, resolve_output, sha256_of
+from model.wrap_common import WrapError, check_scores, check_wrap_arguments, probe_sizes, resolve_output, sha256_of
 from model.wrap_probe import detect_output, find_geometry, model_input, probe_inputs, run_probe
 
 
@@ -72,12 +71,7 @@ def wrap_keras(
   log=print,
 ):
   """Write OUT/saved_model and OUT/card.json around the model in ``keras_path``; returns the card."""
-  if input_dtype not in INPUT_DTYPES:
-    raise WrapError(f"--input_dtype {input_dtype} is not one of {INPUT_DTYPES}")
-  if padding not in PAD_MODES:
-    raise WrapError(f"--padding {padding} is not one of {PAD_MODES}")
-  if size_multiple is not None and size_multiple < 1:
-    raise WrapError(f"--size_multiple {size_multiple} must be a positive integer")
+  check_wrap_arguments(input_dtype, padding, size_multiple)
   classes = [c.to_json() for c in classes_module.read_classes_file(classes_path)]
   model = load_keras_model(keras_path, custom_objects_module, unsafe)
   fixed_size, channels = model_input(model)

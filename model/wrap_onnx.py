@@ -27,18 +27,18 @@ from model.engines import openvino_ir
 from model.json_file import write_json_file
 from model.text import one_line
 from model.wrap_common import (
+  LAYOUTS,
   SIZE_MULTIPLES,
   WrapError,
   check_normalization,
   check_scores,
+  check_wrap_arguments,
   probe_sizes,
   resolve_output,
   sha256_of,
 )
-from model.wrap_onnx_graph import FLOAT_TYPES, MIN_OPSET, PIXEL_TYPES, compose, opset_of
+from model.wrap_onnx_graph import FLOAT_TYPES, MIN_OPSET, compose, opset_of
 
-LAYOUTS = ("auto", "NCHW", "NHWC")
-PAD_MODES = ("symmetric", "zero")  # model.layers.PAD_MODES, without importing Keras
 ONNX_FOLDER, SERVED_FILE = os.path.split(openvino_ir.ONNX_FILE)
 SOURCE_FILE = "source.onnx"
 MAX_BANDS = 16  # a static dimension this small next to the batch axis is the channel axis
@@ -333,12 +333,7 @@ def wrap_onnx(
 ):
   """Writes OUT/onnx/, OUT/openvino/ and OUT/card.json around the model in ``onnx_path``; returns the card."""
 
-  if input_dtype not in PIXEL_TYPES:
-    raise WrapError(f"--input_dtype {input_dtype} is not one of {tuple(PIXEL_TYPES)}")
-  if padding not in PAD_MODES:
-    raise WrapError(f"--padding {padding} is not one of {PAD_MODES}")
-  if size_multiple is not None and size_multiple < 1:
-    raise WrapError(f"--size_multiple {size_multiple} must be a positive integer")
+  check_wrap_arguments(input_dtype, padding, size_multiple)
   if layout not in LAYOUTS:
     raise WrapError(f"--layout {layout} is not one of {LAYOUTS}")
   classes = [c.to_json() for c in classes_module.read_classes_file(classes_path)]

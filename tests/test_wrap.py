@@ -449,3 +449,30 @@ def test_zero_and_fixed_size_padding_layers():
   np.testing.assert_array_equal(mirrored[0, :, :, 0], np.pad(image[0, :, :, 0], [(0, 2), (0, 3)], mode="symmetric"))
   with pytest.raises(ValueError, match="padding mode must be one of"):
     PadToMultiple(4, mode="reflect101")
+
+
+@pytest.mark.parametrize(
+  "flags, message",
+  [
+    ({"input_dtype": "float32"}, "--input_dtype float32 is not one of ('uint8', 'uint16')"),
+    ({"padding": "reflect"}, "--padding reflect is not one of ('symmetric', 'zero')"),
+    ({"size_multiple": 0}, "--size_multiple 0 must be a positive integer"),
+  ],
+)
+def test_both_wraps_refuse_the_same_flags_before_reading_anything(tmp_path, flags, message):
+  from model.wrap_onnx import wrap_onnx
+
+  missing = str(tmp_path / "missing")
+  for wrap_function in (wrap_module.wrap, wrap_onnx):
+    with pytest.raises(WrapError) as refused:
+      wrap_function(missing, missing, str(tmp_path / "out"), **flags)
+    assert str(refused.value) == message
+  assert not (tmp_path / "out").exists()
+
+
+def test_the_wrap_flags_match_what_each_framework_implements():
+  from model import export, layers, wrap_common
+  from model.wrap_onnx_graph import PIXEL_TYPES
+
+  assert wrap_common.INPUT_DTYPES == export.INPUT_DTYPES == tuple(PIXEL_TYPES)
+  assert wrap_common.PAD_MODES == layers.PAD_MODES
