@@ -17,7 +17,9 @@ PERFORMANCE_GPU_JSON = os.path.join(REPO, "docs", "PERFORMANCE_GPU.json")
 DEFAULT_CEILING_IMAGES_PER_S = 30.472  # bundled model, 512x512, 2 vCPUs (docs/PERFORMANCE.json run 5)
 DEFAULT_CEILING_PIXELS = 512 * 512
 DEFAULT_CEILING_VCPUS = 2
-DEFAULT_MODEL_FLOPS_PER_PIXEL = 15053.4  # bundled model, convolutions + transposed convolutions
+DEFAULT_MODEL_FLOPS_PER_PIXEL = (
+  15225.9  # bundled model v1.1.0 (FCN-2s; v1.0.0 FCN-8s: 15,053), convolutions + transposed convolutions
+)
 DECODE_S_PER_PIXEL = {"png": 8.1e-3 / 512**2, "jpeg": 0.1 * 8.1e-3 / 512**2}
 OTHER_S_PER_PIXEL = 32e-9  # the pipeline beyond model and decode, per pixel, one vCPU
 ENCODED_BYTES_PER_PIXEL = {"png": 2.25, "jpeg": 0.39}  # bench workload PNGs; the same as JPEG quality 90

@@ -1,6 +1,6 @@
 """Build docs/img/example.png (input | mask | overlay) from a finished run.
 
-./run_pipeline.sh --overlays && .venv/bin/python scripts/make_readme_figure.py output farm_0001.png
+./run_pipeline.sh --input 'samples/images/*' --output output --overlays && .venv/bin/python scripts/make_readme_figure.py output farm_0001.png
 """
 
 import sys
