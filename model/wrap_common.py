@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from model.text import one_line
+
 # The flags both wraps take, spelled here once so that model.wrap's parser and either wrap never need a framework.
 INPUT_DTYPES = ("uint8", "uint16")  # model.export.INPUT_DTYPES and model.wrap_onnx_graph.PIXEL_TYPES
 PAD_MODES = ("symmetric", "zero")  # model.layers.PAD_MODES, without importing Keras
@@ -107,6 +109,37 @@ def probe_sizes(multiple):
   """Two sizes that are odd multiples of ``multiple``: they pass only if that multiple suffices."""
   factor = _odd_at_least(PROBE_MIN_SIZE / multiple)
   return multiple * factor, multiple * (factor + 2)
+
+
+def probe_images(batch, height, width, channels, dtype, seed=0):
+  """Random pixels over the whole range of ``dtype``: a probe batch [batch, height, width, channels]."""
+  top = np.iinfo(dtype).max
+  return np.random.default_rng(seed).integers(0, top + 1, size=(batch, height, width, channels), dtype=dtype)
+
+
+def search_multiple(stride_at, size_multiple=None, reason_limit=200):
+  """(size multiple, output stride): the first multiple at which the model runs, checked by probing.
+
+  ``stride_at(height, width, seed)`` runs one probe batch and returns the output stride, raising on failure;
+  each multiple is tried at probe_sizes and with the sides swapped, which must give the same stride. Tries
+  SIZE_MULTIPLES in order, or only ``size_multiple`` when given.
+  """
+  reasons = []
+  for multiple in (size_multiple,) if size_multiple else SIZE_MULTIPLES:
+    height, width = probe_sizes(multiple)
+    try:
+      stride = stride_at(height, width, 0)
+      if stride_at(width, height, 1) != stride:
+        raise WrapError("the output stride depends on the input size")
+      return multiple, stride
+    except Exception as exc:
+      reasons.append(f"{height}x{width}: {type(exc).__name__}: {one_line(exc, reason_limit)}")
+  if size_multiple:
+    raise WrapError(f"the model does not run at multiples of --size_multiple {size_multiple} ({reasons[0]})")
+  raise WrapError(
+    f"the model ran at no size that is a multiple of {SIZE_MULTIPLES[-1]} or less (last: {reasons[-1]}); "
+    "pass --size_multiple N if it needs another one"
+  )
 
 
 def resolve_output(detected, requested, channels, num_classes, log=print, last="layer"):

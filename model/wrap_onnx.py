@@ -28,13 +28,14 @@ from model.json_file import write_json_file
 from model.text import one_line
 from model.wrap_common import (
   LAYOUTS,
-  SIZE_MULTIPLES,
   WrapError,
   check_normalization,
   check_scores,
   check_wrap_arguments,
+  probe_images,
   probe_sizes,
   resolve_output,
+  search_multiple,
   sha256_of,
 )
 from model.wrap_onnx_graph import FLOAT_TYPES, MIN_OPSET, compose, opset_of
@@ -168,11 +169,6 @@ class Probe:
       raise
 
 
-def probe_images(batch, height, width, channels, dtype, seed=0):
-  top = np.iinfo(dtype).max
-  return np.random.default_rng(seed).integers(0, top + 1, size=(batch, height, width, channels), dtype=dtype)
-
-
 def normalise(images, normalization):
   x = images.astype(np.float32)
   if "mean" in normalization:
@@ -217,23 +213,11 @@ def find_geometry(probe, layout, fixed_size, channels, dtype, normalization, siz
         f"the model fails on a batch of 2 at its own input size {fixed_size} ({_short(exc, 160)}); "
         "export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}))"
       ) from None
-  reasons = []
-  for multiple in (size_multiple,) if size_multiple else SIZE_MULTIPLES:
-    height, width = probe_sizes(multiple)
-    try:
-      _, stride = run_probe(probe, normalise(probe_images(2, height, width, channels, dtype), normalization), layout)
-      swapped = normalise(probe_images(2, width, height, channels, dtype, seed=1), normalization)
-      if run_probe(probe, swapped, layout)[1] != stride:
-        raise WrapError("the output stride depends on the input size")
-      return multiple, stride
-    except Exception as exc:
-      reasons.append(f"{height}x{width}: {_short(exc, 160)}")
-  if size_multiple:
-    raise WrapError(f"the model does not run at multiples of --size_multiple {size_multiple} ({reasons[0]})")
-  raise WrapError(
-    f"the model ran at no size that is a multiple of {SIZE_MULTIPLES[-1]} or less (last: {reasons[-1]}); "
-    "pass --size_multiple N if it needs another one"
-  )
+
+  def stride_at(height, width, seed):
+    return run_probe(probe, normalise(probe_images(2, height, width, channels, dtype, seed), normalization), layout)[1]
+
+  return search_multiple(stride_at, size_multiple, reason_limit=160)
 
 
 def to_logits(scores, kind):

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from model.text import one_line
-from model.wrap_common import SIZE_MULTIPLES, WrapError, probe_sizes
+from model.wrap_common import WrapError, probe_images, search_multiple
 
 
 def detect_output(model):
@@ -44,8 +44,7 @@ def model_input(model):
 
 
 def probe_inputs(batch, height, width, channels, dtype, normalise, seed=0):
-  top = np.iinfo(dtype).max
-  images = np.random.default_rng(seed).integers(0, top + 1, size=(batch, height, width, channels), dtype=dtype)
+  images = probe_images(batch, height, width, channels, dtype, seed)
   return images, keras.ops.convert_to_numpy(normalise(images.astype(np.float32)))
 
 
@@ -79,25 +78,11 @@ def find_geometry(model, fixed_size, channels, dtype, normalise, size_multiple=N
       raise
     except Exception as exc:
       raise WrapError(f"the model fails on its own fixed input size {fixed_size}: {_short(exc)}") from None
-  candidates = (size_multiple,) if size_multiple else SIZE_MULTIPLES
-  reasons = []
-  for multiple in candidates:
-    height, width = probe_sizes(multiple)
-    _, inputs = probe_inputs(1, height, width, channels, dtype, normalise)
-    try:
-      _, stride = run_probe(model, inputs)
-      _, inputs = probe_inputs(1, width, height, channels, dtype, normalise, seed=1)
-      if run_probe(model, inputs)[1] != stride:
-        raise WrapError("the output stride depends on the input size")
-      return multiple, stride
-    except Exception as exc:
-      reasons.append(f"{height}x{width}: {_short(exc)}")
-  if size_multiple:
-    raise WrapError(f"the model does not run at multiples of --size_multiple {size_multiple} ({reasons[0]})")
-  raise WrapError(
-    f"the model ran at no size that is a multiple of {SIZE_MULTIPLES[-1]} or less (last: {reasons[-1]}); "
-    "pass --size_multiple N if it needs another one"
-  )
+
+  def stride_at(height, width, seed):
+    return run_probe(model, probe_inputs(1, height, width, channels, dtype, normalise, seed)[1])[1]
+
+  return search_multiple(stride_at, size_multiple)
 
 
 def _short(exc):
