@@ -29,7 +29,8 @@ import numpy as np
 from bench.models import read_card
 
 
-def _names(folder, limit=None):
+def image_names(folder, limit=None):
+  """The folder's file names in order, the first ``limit`` of them when given."""
   names = sorted(os.listdir(folder))
   return names[:limit] if limit else names
 
@@ -38,7 +39,7 @@ def _arrays(folder, count):
   """``count`` decoded RGB arrays from the folder's images in name order, cycling when it has fewer."""
   from PIL import Image
 
-  names = _names(folder)[:count]
+  names = image_names(folder)[:count]
   decoded = [np.asarray(Image.open(os.path.join(folder, name)).convert("RGB")) for name in names]
   return [decoded[i % len(decoded)] for i in range(count)], [names[i % len(names)] for i in range(count)]
 
@@ -149,7 +150,6 @@ def _agreement(reference, engine, names, class_ids):
 def openvino_loop(args):
   """Per image: Pillow decode, the IR compiled once with CPU defaults, batch 1, palette PNG + counts."""
   import openvino
-  from PIL import Image
 
   started = time.perf_counter()
   core = openvino.Core()
@@ -157,24 +157,7 @@ def openvino_loop(args):
   request = compiled.create_infer_request()
   class_output = compiled.output("class_ids")
   load_s = time.perf_counter() - started
-  classes = read_card(args["model"])["classes"]
-  palette = [value for entry in classes for value in entry["color"]]
-  os.makedirs(args["output"], exist_ok=True)
-  names = _names(args["images"], args.get("limit"))
-  images = pixels = 0
-  started = time.perf_counter()
-  with open(os.path.join(args["output"], "stats.jsonl"), "w") as stats:
-    for name in names:
-      rgb = np.asarray(Image.open(os.path.join(args["images"], name)).convert("RGB"))
-      class_ids = request.infer({0: rgb[None]})[class_output][0]
-      mask = Image.fromarray(class_ids, "P")
-      mask.putpalette(palette)
-      mask.save(os.path.join(args["output"], name + ".png"))
-      counts = np.bincount(class_ids.ravel(), minlength=len(classes))
-      stats.write(json.dumps({"key": name, "pixels": counts.tolist()}) + "\n")
-      images += 1
-      pixels += class_ids.size
-  work_s = time.perf_counter() - started
+  images, pixels, work_s = mask_loop(args, lambda rgb: request.infer({0: rgb[None]})[class_output][0])
   return {
     "images": images,
     "pixels": pixels,
@@ -183,6 +166,33 @@ def openvino_loop(args):
     "runtime": f"OpenVINO {openvino.get_version()}",
     "execution_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
   }
+
+
+def mask_loop(args, infer):
+  """The timed part of both per-image loops: Pillow decode, ``infer(rgb)`` -> [H, W] class ids, palette PNG + counts.
+
+  Returns (images, pixels, work_s); the card, the output folder and the image list are read before the clock starts.
+  """
+  from PIL import Image
+
+  classes = read_card(args["model"])["classes"]
+  palette = [value for entry in classes for value in entry["color"]]
+  os.makedirs(args["output"], exist_ok=True)
+  names = image_names(args["images"], args.get("limit"))
+  images = pixels = 0
+  started = time.perf_counter()
+  with open(os.path.join(args["output"], "stats.jsonl"), "w") as stats:
+    for name in names:
+      rgb = np.asarray(Image.open(os.path.join(args["images"], name)).convert("RGB"))
+      class_ids = infer(rgb)
+      mask = Image.fromarray(class_ids, "P")
+      mask.putpalette(palette)
+      mask.save(os.path.join(args["output"], name + ".png"))
+      counts = np.bincount(class_ids.ravel(), minlength=len(classes))
+      stats.write(json.dumps({"key": name, "pixels": counts.tolist()}) + "\n")
+      images += 1
+      pixels += class_ids.size
+  return images, pixels, time.perf_counter() - started
 
 
 def onnx_export(args):

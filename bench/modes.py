@@ -28,13 +28,8 @@ import time
 
 import numpy as np
 
-from bench.engine_modes import engine_ceiling, onnx_export, openvino_loop
+from bench.engine_modes import engine_ceiling, image_names, mask_loop, onnx_export, openvino_loop
 from bench.models import read_card
-
-
-def _images(folder, limit=None):
-  names = sorted(os.listdir(folder))
-  return names[:limit] if limit else names
 
 
 def _batches(arrays, batch_size):
@@ -78,7 +73,7 @@ def ceiling(args):
   started = time.perf_counter()
   module = tf.saved_model.load(os.path.join(args["model"], "saved_model"))
   load_s = time.perf_counter() - started
-  names = _images(args["images"], args.get("limit"))
+  names = image_names(args["images"], args.get("limit"))
   arrays = [np.asarray(Image.open(os.path.join(args["images"], name)).convert("RGB")) for name in names]
   sizes = [int(b) for b in args.get("batch_sizes", [args.get("batch_size", 8)])]
   sweep = {}
@@ -143,7 +138,7 @@ def naive(args):
   network = keras.models.load_model(args["keras"], compile=False)
   load_s = time.perf_counter() - started
   os.makedirs(args["output"], exist_ok=True)
-  names = _images(args["images"], args.get("limit"))
+  names = image_names(args["images"], args.get("limit"))
   images = pixels = 0
   started = time.perf_counter()
   for name in names:
@@ -198,7 +193,7 @@ def stock(args):
 
   size = int(args.get("size", 512))
   folder, output = args["images"], args["output"]
-  names = _images(folder, args.get("limit"))
+  names = image_names(folder, args.get("limit"))
   handler, handler_name = _stock_handler(args)
 
   def preprocess(name):
@@ -238,30 +233,12 @@ def stock(args):
 
 def loop(args):
   """Per image: decode, serving_default (batch 1), palette PNG + counts; the model loaded once."""
-  from PIL import Image
 
   tf = _configure_threads(args)
   started = time.perf_counter()
   serve = tf.saved_model.load(os.path.join(args["model"], "saved_model")).signatures["serving_default"]
   load_s = time.perf_counter() - started
-  classes = read_card(args["model"])["classes"]
-  palette = [value for entry in classes for value in entry["color"]]
-  os.makedirs(args["output"], exist_ok=True)
-  names = _images(args["images"], args.get("limit"))
-  images = pixels = 0
-  started = time.perf_counter()
-  with open(os.path.join(args["output"], "stats.jsonl"), "w") as stats:
-    for name in names:
-      rgb = np.asarray(Image.open(os.path.join(args["images"], name)).convert("RGB"))
-      class_ids = serve(images=tf.constant(rgb[None]))["class_ids"].numpy()[0]
-      mask = Image.fromarray(class_ids, "P")
-      mask.putpalette(palette)
-      mask.save(os.path.join(args["output"], name + ".png"))
-      counts = np.bincount(class_ids.ravel(), minlength=len(classes))
-      stats.write(json.dumps({"key": name, "pixels": counts.tolist()}) + "\n")
-      images += 1
-      pixels += class_ids.size
-  work_s = time.perf_counter() - started
+  images, pixels, work_s = mask_loop(args, lambda rgb: serve(images=tf.constant(rgb[None]))["class_ids"].numpy()[0])
   return {"images": images, "pixels": pixels, "work_s": work_s, "load_s": load_s}
 
 
@@ -273,7 +250,7 @@ def tfdata(args):
   load_s = time.perf_counter() - started
   num_classes = len(read_card(args["model"])["classes"])
   os.makedirs(args["output"], exist_ok=True)
-  names = _images(args["images"], args.get("limit"))
+  names = image_names(args["images"], args.get("limit"))
   paths = [os.path.join(args["images"], name) for name in names]
   autotune = tf.data.AUTOTUNE
 
