@@ -28,15 +28,8 @@ from typing import List, Sequence
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from model.boundary import (
-  DEFAULT_TOLERANCE,
-  BoundaryF1Mean,
-  add_bf_tolerance_argument,
-  boundary_f1,
-  check_bf_tolerance_argument,
-  check_tolerance,
-  image_boundary_scores,
-)
+from model.boundary import DEFAULT_TOLERANCE, BoundaryF1Mean, boundary_f1, check_tolerance, image_boundary_scores
+from model.boundary import add_bf_tolerance_argument, check_bf_tolerance_argument
 from pipeline import report
 from pipeline.report import load
 from pipeline.errors import OptionsError, command_parser
