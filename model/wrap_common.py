@@ -117,6 +117,21 @@ def probe_images(batch, height, width, channels, dtype, seed=0):
   return np.random.default_rng(seed).integers(0, top + 1, size=(batch, height, width, channels), dtype=dtype)
 
 
+def output_stride(inputs, scores, why=""):
+  """The one integer stride from a probe batch's height and width (NHWC) to its scores'; else a WrapError.
+
+  ``why`` ends the message with what usually causes a mismatch in that framework.
+  """
+  height, width = inputs.shape[1:3]
+  out_height, out_width = scores.shape[1:3]
+  if out_height < 1 or height % out_height or width % out_width or height // out_height != width // out_width:
+    raise WrapError(
+      f"the model returns {out_height}x{out_width} for a {height}x{width} input; the output must be the input "
+      f"size divided by one integer stride{why}"
+    )
+  return height // out_height
+
+
 def search_multiple(stride_at, size_multiple=None, reason_limit=200):
   """(size multiple, output stride): the first multiple at which the model runs, checked by probing.
 

@@ -32,6 +32,7 @@ from model.wrap_common import (
   check_normalization,
   check_scores,
   check_wrap_arguments,
+  output_stride,
   probe_images,
   probe_sizes,
   resolve_output,
@@ -190,14 +191,7 @@ def run_probe(probe, inputs_nhwc, layout):
   if outputs.ndim != 4 or outputs.shape[0] != inputs_nhwc.shape[0]:
     raise WrapError(f"the model returns shape {list(outputs.shape)}; expected [N, classes, H/s, W/s] ({layout})")
   scores = scores_nhwc(outputs, layout)
-  height, width = inputs_nhwc.shape[1:3]
-  out_height, out_width = scores.shape[1:3]
-  if out_height < 1 or height % out_height or width % out_width or height // out_height != width // out_width:
-    raise WrapError(
-      f"the model returns {out_height}x{out_width} for a {height}x{width} input; the output must be the input "
-      "size divided by one integer stride"
-    )
-  return scores, height // out_height
+  return scores, output_stride(inputs_nhwc, scores)
 
 
 def find_geometry(probe, layout, fixed_size, channels, dtype, normalization, size_multiple=None):

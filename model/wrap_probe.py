@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from model.text import one_line
-from model.wrap_common import WrapError, probe_images, search_multiple
+from model.wrap_common import WrapError, output_stride, probe_images, search_multiple
 
 
 def detect_output(model):
@@ -54,18 +54,11 @@ def run_probe(model, inputs):
   if isinstance(outputs, (list, tuple, dict)):
     raise WrapError("the model returns several outputs; wrap a model with one per-pixel score output")
   outputs = keras.ops.convert_to_numpy(outputs)
-  height, width = inputs.shape[1:3]
   if outputs.ndim != 4 or outputs.shape[0] != inputs.shape[0]:
     raise WrapError(
       f"the model returns shape {outputs.shape} for input {inputs.shape}; expected [N, H/s, W/s, classes]"
     )
-  out_height, out_width = outputs.shape[1:3]
-  if out_height < 1 or height % out_height or width % out_width or height // out_height != width // out_width:
-    raise WrapError(
-      f"the model returns {out_height}x{out_width} for a {height}x{width} input; the output must be the input "
-      "size divided by one integer stride ('same'-padded convolutions)"
-    )
-  return outputs, height // out_height
+  return outputs, output_stride(inputs, outputs, " ('same'-padded convolutions)")
 
 
 def find_geometry(model, fixed_size, channels, dtype, normalise, size_multiple=None):
