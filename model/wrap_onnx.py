@@ -44,6 +44,9 @@ from model.wrap_onnx_graph import FLOAT_TYPES, MIN_OPSET, compose, opset_of
 ONNX_FOLDER, SERVED_FILE = os.path.split(openvino_ir.ONNX_FILE)
 SOURCE_FILE = "source.onnx"
 MAX_BANDS = 16  # a static dimension this small next to the batch axis is the channel axis
+# The probes compare with onnxruntime in fp32: OpenVINO would otherwise run bf16 on CPUs that have it (AVX-512 BF16,
+# AMX), which moves confidences by about 1e-3.
+EXACT = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
 def served_path(model_dir):
@@ -150,7 +153,7 @@ class Probe:
     self._core = openvino.Core()
     try:
       self._model = openvino_ir.convert_model(openvino, path)
-      self._compiled = self._core.compile_model(self._model, "CPU")
+      self._compiled = self._core.compile_model(self._model, "CPU", EXACT)
     except Exception as exc:
       message = one_line(exc)
       unsupported = message.find("No conversion rule")
@@ -160,7 +163,7 @@ class Probe:
 
   def __call__(self, inputs):
     if self._compiled is None:
-      self._compiled = self._core.compile_model(self._model, "CPU")
+      self._compiled = self._core.compile_model(self._model, "CPU", EXACT)
     try:
       return np.asarray(self._compiled(inputs.astype(np.float32))[0])
     except Exception:
@@ -280,7 +283,7 @@ def verify(ir_file, probe, settings, channels, dtype, num_classes):
   declared = openvino_ir.declared_classes(written)
   if declared != num_classes:
     raise WrapError(f"the written model reports {declared} classes, expected {num_classes}")
-  result = openvino.Core().compile_model(written, "CPU")(images)
+  result = openvino.Core().compile_model(written, "CPU", EXACT)(images)
   class_ids, confidence = (np.asarray(result[name]) for name in openvino_ir.OUTPUT_NAMES)
   probabilities = reference(probe, images, settings)
   if class_ids.shape != images.shape[:3] or confidence.shape != images.shape[:3]:
