@@ -109,9 +109,15 @@ def encode(pixels: np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:
 
 
 def run_pipeline(inputs, output, model, *flags):
-  """Runs the pipeline in this process: --input inputs --output output --model model, then any further flags."""
+  """Runs the pipeline in this process: --input inputs --output output --model model, then any further flags.
+
+  Without a ``--precision`` flag it runs at fp32, so a test's pixels do not depend on the CPU: ``auto`` picks
+  bf16 where the CPU has bf16 instructions (tests/test_engines.py covers that choice).
+  """
   from pipeline.run import run
 
+  if not any(str(flag).startswith("--precision") for flag in flags):
+    flags = (*flags, "--precision=fp32")
   argv = ["--input", str(inputs), "--output", str(output), "--model", str(model), *flags]
   return run(argv, save_main_session=False)
 

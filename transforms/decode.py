@@ -10,7 +10,7 @@ ref itself.
 import logging
 from dataclasses import dataclass
 from functools import partial
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -25,7 +25,15 @@ from transforms.image_decoder import check_size, decode_located
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.lookahead import LookaheadDoFn
 from transforms.ood import image_features
-from transforms.records import FAILED, STAGE_DECODE, STAGE_READ, DecodedImage, ImageHeader, failure_from_exception
+from transforms.records import (
+  FAILED,
+  STAGE_DECODE,
+  STAGE_READ,
+  DecodedImage,
+  Failure,
+  ImageHeader,
+  failure_from_exception,
+)
 from transforms.staging import open_for_reading
 
 _LOG = logging.getLogger(__name__)
@@ -64,9 +72,17 @@ def _header(ref, pixels, pixel_size, georef, settings: "DecodeSettings") -> Imag
   )
 
 
-def _windowed(ref, settings: "DecodeSettings"):
-  """(DecodedImage, None, 0) when the ref is a GeoTIFF file to read by windows, (None, Failure, 0) when it is
-  refused, else None (read it whole)."""
+class Decoded(NamedTuple):
+  """What decoding one ref gives the bundle thread: the image or the failure, and the bytes read for it."""
+
+  image: Optional[DecodedImage]
+  failure: Optional[Failure]
+  bytes_read: int
+
+
+def _windowed(ref, settings: "DecodeSettings") -> Optional[Decoded]:
+  """The image when the ref is a GeoTIFF file to read by windows, the failure when it is refused, else None
+  (read it whole)."""
   if not settings.windowed_bytes or ref.data is not None or ref.offset is not None:
     return None
   if not ref.uri.lower().endswith(WINDOWED_SUFFIXES):
@@ -83,15 +99,15 @@ def _windowed(ref, settings: "DecodeSettings"):
     finally:
       pixels.close()  # on the thread that opened it (GDAL's Python file handles are per thread); tiling reopens
   except DecodeError as exc:
-    return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc), 0
+    return Decoded(None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc), 0)
   except Exception as exc:
     _LOG.warning("Unexpected windowed read error for %s: %r", ref.uri, exc)
-    return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, f"cannot read GeoTIFF: {exc}"), 0
-  return DecodedImage(header=header, pixels=pixels), None, 0
+    return Decoded(None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, f"cannot read GeoTIFF: {exc}"), 0)
+  return Decoded(DecodedImage(header=header, pixels=pixels), None, 0)
 
 
-def _decode_ref(ref, settings: "DecodeSettings"):
-  """(DecodedImage, None, bytes read) or (None, Failure, bytes read) for one ref; never raises (pool thread)."""
+def _decode_ref(ref, settings: "DecodeSettings") -> Decoded:
+  """The decoded image or the failure of one ref, with the bytes read; never raises (pool thread)."""
   windowed = _windowed(ref, settings)
   if windowed is not None:
     return windowed
@@ -103,24 +119,20 @@ def _decode_ref(ref, settings: "DecodeSettings"):
     else:
       data = read_bytes(ref.uri)
   except Exception as exc:
-    return None, failure_from_exception(ref.uri, ref.key, STAGE_READ, exc, f"cannot read file: {exc}"), 0
+    return Decoded(None, failure_from_exception(ref.uri, ref.key, STAGE_READ, exc, f"cannot read file: {exc}"), 0)
   size = len(data)
   try:
     pixels, pixel_size, georef = decode_located(data, settings.max_image_pixels, settings.spec)
   except DecodeError as exc:
-    return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc), size
+    return Decoded(None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc), size)
   except MemoryError as exc:
-    return (
-      None,
-      failure_from_exception(
-        ref.uri, ref.key, STAGE_DECODE, exc, "out of memory while decoding; lower --max_image_pixels"
-      ),
-      size,
-    )
+    message = "out of memory while decoding; lower --max_image_pixels"
+    return Decoded(None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, message), size)
   except Exception as exc:
     _LOG.warning("Unexpected decode error for %s: %r", ref.uri, exc)
-    return None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, f"cannot decode image: {exc}"), size
-  return DecodedImage(header=_header(ref, pixels, pixel_size, georef, settings), pixels=pixels), None, size
+    message = f"cannot decode image: {exc}"
+    return Decoded(None, failure_from_exception(ref.uri, ref.key, STAGE_DECODE, exc, message), size)
+  return Decoded(DecodedImage(header=_header(ref, pixels, pixel_size, georef, settings), pixels=pixels), None, size)
 
 
 @dataclass(frozen=True)
@@ -174,13 +186,13 @@ class DecodeImagesFn(LookaheadDoFn):
   def _work(self, ref):
     return _decode_ref(ref, self._settings)
 
-  def _outputs(self, outcome):
-    image, failure, size = outcome
-    if size:
-      self._read.update(size)
-    if failure is not None:
-      yield beam.pvalue.TaggedOutput(FAILED, failure)
+  def _outputs(self, outcome: Decoded):
+    if outcome.bytes_read:
+      self._read.update(outcome.bytes_read)
+    if outcome.failure is not None:
+      yield beam.pvalue.TaggedOutput(FAILED, outcome.failure)
       return
+    image = outcome.image
     height, width = image.pixels.shape[:2]
     self._decoded.inc()
     self._pixels.inc(int(height) * int(width))

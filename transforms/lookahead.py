@@ -10,11 +10,19 @@ large (``pixel_budget`` over the last item's pixels), so memory stays bounded.
 
 import collections
 import concurrent.futures
-from typing import Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
+
+
+class Finished(NamedTuple):
+  """A finished item drained at the end of a bundle, with the window and timestamp of its input."""
+
+  outcome: Any
+  window: Any
+  timestamp: Any
 
 
 class Lookahead:
@@ -42,10 +50,10 @@ class Lookahead:
       yield self._pending.popleft()[0].result()
 
   def drain(self):
-    """(result, window, timestamp) for everything outstanding, oldest first (finish_bundle)."""
+    """A ``Finished`` for everything outstanding, oldest first (finish_bundle)."""
     while self._pending:
       future, window, timestamp = self._pending.popleft()
-      yield future.result(), window, timestamp
+      yield Finished(future.result(), window, timestamp)
 
   def sized(self, pixels: int):
     """Shrinks the look-ahead to what ``pixel_budget`` allows for items of this many pixels."""
@@ -102,9 +110,9 @@ class LookaheadDoFn(beam.DoFn):
   def finish_bundle(self):
     if self._ahead is None:
       return
-    for outcome, window, timestamp in self._ahead.drain():
-      for output in self._outputs(outcome):
-        yield windowed(output, window, timestamp)
+    for finished in self._ahead.drain():
+      for output in self._outputs(finished.outcome):
+        yield windowed(output, finished.window, finished.timestamp)
 
   def teardown(self):
     if self._ahead is not None:

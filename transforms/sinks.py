@@ -15,7 +15,7 @@ The records go on to ``transforms.record_files`` (stats, failures, summary).
 """
 
 import io
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -37,7 +37,16 @@ from transforms.mask_files import (
 )
 from transforms.out_files import OutputError, atomic_write, is_resource_error, join
 from transforms.polygons import MIME_TYPES, PolygonSettings, encode_image_polygons, polygons_relpath
-from transforms.records import DONE, FAILED, OVERLAYS_DIR, STAGE_TRUTH, STAGE_WRITE, ImageRef, failure_from_exception
+from transforms.records import (
+  DONE,
+  FAILED,
+  OVERLAYS_DIR,
+  STAGE_TRUTH,
+  STAGE_WRITE,
+  Failure,
+  ImageRef,
+  failure_from_exception,
+)
 from transforms.statistics import image_record
 from transforms.truth import TruthError, evaluate_mask, stem
 
@@ -61,6 +70,16 @@ def truth_outcome(mask_uri, key, truth_uri, class_ids, names):
     return None, failure_from_exception(
       mask_uri, key, STAGE_TRUTH, exc, f"cannot read the truth mask {truth_uri}: {exc}"
     )
+
+
+class WriteOutcome(NamedTuple):
+  """One mask through the sink: its stats record and pixels, or the failure; the bytes written for it."""
+
+  record: Optional[dict] = None
+  pixels: int = 0
+  failure: Optional[Failure] = None
+  mask_bytes: Optional[int] = None
+  overlay_bytes: Optional[int] = None
 
 
 class WriteMasksFn(LookaheadDoFn):
@@ -126,10 +145,10 @@ class WriteMasksFn(LookaheadDoFn):
   def _pixels_of(self, item):
     return item[0].width * item[0].height
 
-  def _work(self, item):
-    """(record, pixels, None, written) or (None, 0, Failure, ()); runs on the write-behind thread.
+  def _work(self, item) -> "WriteOutcome":
+    """One mask's stats record and the bytes written, or its failure; runs on the write-behind thread.
 
-    ``written`` is (mask bytes, overlay bytes or None). Raises only the
+    Raises only the
     ``OutputError`` of a resource error (disk full, quota, permissions, I/O),
     which stops the run: failing image after image would hide it, and end
     in an exit status 0 with every image failed.
@@ -141,7 +160,7 @@ class WriteMasksFn(LookaheadDoFn):
     relpath = mask_relpath(mask.key, fmt)
     truth, failure = truth_outcome(mask.uri, mask.key, truth_uri, mask.class_ids, self._class_names)
     if failure is not None:
-      return None, 0, failure, ()
+      return WriteOutcome(failure=failure)
     overlay_size = None
     try:
       record = image_record(
@@ -177,24 +196,24 @@ class WriteMasksFn(LookaheadDoFn):
       if isinstance(exc, OutputError) and is_resource_error(exc):  # every later image would fail the same way
         self._stopped = exc
         raise
-      return (None, 0, failure_from_exception(mask.uri, mask.key, STAGE_WRITE, exc, f"cannot write outputs: {exc}"), ())
+      message = f"cannot write outputs: {exc}"
+      return WriteOutcome(failure=failure_from_exception(mask.uri, mask.key, STAGE_WRITE, exc, message))
     if self._truth:
       record["truth"] = truth
-    return record, mask.width * mask.height, None, (len(data), overlay_size)
+    return WriteOutcome(record, mask.width * mask.height, mask_bytes=len(data), overlay_bytes=overlay_size)
 
-  def _outputs(self, outcome):
-    record, pixels, failure, written = outcome
-    if written:
-      self._mask_bytes.update(written[0])
-      if written[1] is not None:
-        self._overlay_bytes.update(written[1])
-    if failure is not None:
-      yield beam.pvalue.TaggedOutput(FAILED, failure)
+  def _outputs(self, outcome: "WriteOutcome"):
+    if outcome.mask_bytes is not None:
+      self._mask_bytes.update(outcome.mask_bytes)
+    if outcome.overlay_bytes is not None:
+      self._overlay_bytes.update(outcome.overlay_bytes)
+    if outcome.failure is not None:
+      yield beam.pvalue.TaggedOutput(FAILED, outcome.failure)
       return
     self._segmented.inc()
-    self._pixels.inc(pixels)
-    progress.WRITTEN.add(1, pixels)
-    yield record
+    self._pixels.inc(outcome.pixels)
+    progress.WRITTEN.add(1, outcome.pixels)
+    yield outcome.record
 
 
 class SkipExistingFn(beam.DoFn):
