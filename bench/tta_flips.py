@@ -12,6 +12,7 @@ the gain beats the seed-to-seed noise of the decoder table.
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -41,7 +42,10 @@ def score(checkpoint: str, data: str, split: str = "test", batch: int = 16) -> d
 
   model = keras.models.load_model(checkpoint)
   classes = int(model.output_shape[-1])
-  dataset, _ = evaluation_dataset(data, split, channels=int(model.input_shape[-1]))
+  run_json = os.path.join(os.path.dirname(checkpoint), "run.json")
+  with open(run_json) as handle:  # the checkpoint's own run says how its images are stored (uint8 or uint16)
+    dtype = (json.load(handle).get("input") or {}).get("dtype", "uint8")
+  dataset, _ = evaluation_dataset(data, split, channels=int(model.input_shape[-1]), dtype=dtype)
 
   @tf.function(reduce_retracing=True)
   def plain(images):
