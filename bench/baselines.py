@@ -55,10 +55,10 @@ def measure(counts, workdir, repeats):
     for attempt in range(repeats):
       loads.append(load_average()[0])
       for name, run in (
-        ("pipeline", lambda out: _pipeline(images_dir, out)),
-        ("loop", lambda out: _mode("loop", images_dir, out)),
-        ("tfdata", lambda out: _mode("tfdata", images_dir, out)),
-        ("openvino_loop", lambda out: _mode("openvino_loop", images_dir, out)),
+        ("pipeline", lambda out, images=images_dir: _pipeline(images, out)),
+        ("loop", lambda out, images=images_dir: _mode("loop", images, out)),
+        ("tfdata", lambda out, images=images_dir: _mode("tfdata", images, out)),
+        ("openvino_loop", lambda out, images=images_dir: _mode("openvino_loop", images, out)),
       ):
         result = run(os.path.join(workdir, f"out-{name}-{count}-{attempt}"))
         if name not in best or result["wall_s"] < best[name]["wall_s"]:

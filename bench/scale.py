@@ -27,7 +27,7 @@ from bench.procs import REPO, child_env, load_average, peak_rss_mb, run_watched
 
 def _count_files(folder: str, suffix: str) -> int:
   count = 0
-  for root, _, names in os.walk(folder):
+  for _, _, names in os.walk(folder):
     count += sum(1 for name in names if name.endswith(suffix))
   return count
 

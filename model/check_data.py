@@ -16,6 +16,7 @@ import argparse
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -228,8 +229,8 @@ def check_dataset(data_dir, classes, splits=None, workers=None):
       continue
     totals = np.zeros(256, dtype=np.int64)
     heights, widths = [], []
-    sample = split == REQUIRED_SPLIT
-    examine = lambda item: _examine(item, class_list, classes_source, sampler.per_image if sample else 0)
+    per_image = sampler.per_image if split == REQUIRED_SPLIT else 0
+    examine = functools.partial(_examine, classes=class_list, classes_source=classes_source, sample_pixels=per_image)
     for examined in _ordered_map(examine, items, workers):
       problems.extend(examined.problems)
       if examined.height is not None:

@@ -162,7 +162,7 @@ def fill_date_templates(argv: Sequence[str], now: Optional[datetime.datetime] = 
 
   filled = []
   skip_next = False
-  for index, arg in enumerate(args):
+  for arg in args:
     if skip_next:
       skip_next = False
       continue

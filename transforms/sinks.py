@@ -72,6 +72,9 @@ def truth_outcome(mask_uri, key, truth_uri, class_ids, names):
     )
 
 
+NO_POLYGONS = PolygonSettings()
+
+
 class WriteOutcome(NamedTuple):
   """One mask through the sink: its stats record and pixels, or the failure; the bytes written for it."""
 
@@ -114,7 +117,7 @@ class WriteMasksFn(LookaheadDoFn):
     truth: bool = False,
     ood_rule=None,
     mask_format: str = "png",
-    polygons: PolygonSettings = PolygonSettings(),
+    polygons: PolygonSettings = NO_POLYGONS,
   ):
     super().__init__(write_ahead, write_ahead_pixels, "deconvseg-write")
     self._ood_rule = ood_rule
@@ -238,7 +241,7 @@ class SkipExistingFn(beam.DoFn):
     overlays: bool = False,
     class_names=None,
     mask_format="png",
-    polygons: PolygonSettings = PolygonSettings(),
+    polygons: PolygonSettings = NO_POLYGONS,
   ):
     self._output = output
     self._model = {"name": model.get("name"), "version": model.get("version")}
