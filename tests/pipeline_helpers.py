@@ -24,12 +24,6 @@ def direct_segmenter(model_dir: str, engine: str = "auto", precision: str = "aut
   return engines.load(model_dir, engines.choose_here(model_dir, engine, precision), spec)
 
 
-def real_model_available() -> bool:
-  return os.path.isfile(os.path.join(REAL_MODEL, "card.json")) and os.path.isdir(
-    os.path.join(REAL_MODEL, "saved_model")
-  )
-
-
 def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
   """RGB uint8 picture with large colour regions, dark areas and some noise."""
   rng = np.random.default_rng(seed)

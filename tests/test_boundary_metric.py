@@ -124,7 +124,8 @@ def test_refuses_what_it_cannot_score():
 
 def _reference_counts(truth, predicted, num_classes, tolerance):
   """The definition written out per class with scipy's exact Euclidean distance transform."""
-  ndimage = pytest.importorskip("scipy.ndimage")
+  from scipy import ndimage
+
   height, width = truth.shape
 
   def edges(labels, with_ignore):

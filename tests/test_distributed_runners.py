@@ -154,7 +154,8 @@ def test_portable_runner_with_an_external_worker_pool(inputs, reference, tmp_pat
 
 
 def test_dask_cluster_with_two_worker_processes(inputs, reference, tmp_path):
-  distributed = pytest.importorskip("distributed")
+  import distributed
+
   with distributed.LocalCluster(
     n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env={"PYTHONPATH": REPO}
   ) as cluster:

@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from pipeline_helpers import REPO
 
 # Top-level modules that are TensorFlow or load it.
@@ -37,10 +35,6 @@ def _child(code, tmp_path):
   return json.loads(lines[-1][len("RESULT ") :]), proc.stderr
 
 
-@pytest.mark.skipif(
-  not os.path.isfile(os.path.join(REPO, "model", "default", "openvino", "model.xml")),
-  reason="the bundled model has no OpenVINO IR yet",
-)
 def test_openvino_run_of_the_samples_imports_no_tensorflow(tmp_path):
   out = tmp_path / "out"
   code = f"""

@@ -13,14 +13,6 @@ from model.check_data import check_dataset
 from model.image_io import read_image, read_mask
 from model.make_splits import main as make_splits_main
 
-try:
-  importlib.metadata.distribution("stardist")
-except importlib.metadata.PackageNotFoundError:
-  pytest.skip(
-    "stardist 0.9.2 is not installed; scripts/bootstrap.sh installs it (pip install --no-deps stardist==0.9.2)",
-    allow_module_level=True,
-  )
-
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):

@@ -225,7 +225,8 @@ def test_truth_metrics_and_report(wrapped, tmp_path):
 
 
 def test_geotiff_masks_keep_the_georeference(wrapped, tmp_path):
-  rasterio = pytest.importorskip("rasterio")
+  import rasterio
+
   from pipeline_helpers import REPO
 
   _, model_dir, _ = wrapped["nchw_softmax_stride4"]

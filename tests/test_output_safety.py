@@ -232,7 +232,8 @@ def test_resource_errors_become_one_line_naming_path_and_cause():
 
 
 def test_cloud_storage_refusals_are_resource_errors():
-  exceptions = pytest.importorskip("google.api_core.exceptions")
+  from google.api_core import exceptions
+
   line = describe_output_error(_wrapped(exceptions.Forbidden("no storage.objects.create access")), "gs://b/out")
   assert "permission denied by Cloud Storage (HTTP 403)" in line
   line = describe_output_error(_wrapped(exceptions.Forbidden("Quota exceeded for bucket")), "gs://b/out")

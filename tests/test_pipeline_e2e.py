@@ -20,7 +20,6 @@ from pipeline_helpers import (
   encode,
   read_mask,
   read_outputs,
-  real_model_available,
   run_pipeline,
   scene,
   write_mode_images,
@@ -204,7 +203,6 @@ def test_multi_processing_matches(corpus, fake_model, tmp_path):
   _check_run(output, expected, failed_keys, fake_model, max_mismatch=0.0)
 
 
-@pytest.mark.skipif(not real_model_available(), reason="model/default has not been exported yet")
 def test_mixed_corpus_real_model(corpus, tmp_path):
   root, argv, expected, failed_keys = corpus
   output = tmp_path / "out"

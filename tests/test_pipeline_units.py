@@ -141,7 +141,7 @@ def test_tfrecord_reader_skips_a_corrupt_record(tmp_path):
 
 def test_example_class_is_tensorflows_schema(tmp_path):
   """transforms.tfrecord.Example has TensorFlow's schema and parses (and refuses) records as example_pb2 does."""
-  tf_example = pytest.importorskip("tensorflow.core.example.example_pb2")
+  from tensorflow.core.example import example_pb2 as tf_example
   from google.protobuf import descriptor_pb2
   from tensorflow.core.example import feature_pb2
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline_helpers import REPO, read_outputs, check_accounting, real_model_available
+from pipeline_helpers import REPO, read_outputs, check_accounting
 from transforms.records import MASKS_DIR
 
 pytestmark = pytest.mark.slow
@@ -26,10 +26,6 @@ def _clean_copy(target):
     shutil.copy2(os.path.join(REPO, name), destination)
 
 
-@pytest.mark.skipif(
-  not (real_model_available() and os.path.isdir(os.path.join(REPO, "samples", "images"))),
-  reason="needs the bundled model and samples",
-)
 def test_run_pipeline_sh_without_arguments(tmp_path):
   checkout = tmp_path / "checkout"
   _clean_copy(str(checkout))

@@ -13,17 +13,10 @@ import os
 
 import pytest
 
-from model import nuclei_data
 from pipeline.run import run
 from pipeline_helpers import check_accounting, read_mask, read_outputs
 from test_readme import WALKTHROUGH, readme_commands
 from transforms.records import REPORT_FILE
-
-try:
-  nuclei_data.source_files()
-  HAVE_STARDIST = True
-except nuclei_data.NucleiDataError:
-  HAVE_STARDIST = False
 
 SHORT_TRAINING = [
   "--width",
@@ -40,10 +33,6 @@ SHORT_TRAINING = [
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-  not HAVE_STARDIST,
-  reason="stardist 0.9.2 (the real data's package) is not installed: pip install --no-deps stardist==0.9.2",
-)
 def test_readme_walkthrough_from_package_data_to_report(tmp_path):
   block = [argv for section, argv in readme_commands() if section == WALKTHROUGH]
   assert [argv[0] for argv in block] == [".venv/bin/pip"] + [".venv/bin/python"] * 5 + ["./run_pipeline.sh"]
