@@ -70,6 +70,7 @@ def test_t_interval_matches_the_textbook_value():
   assert np.isnan(ablation_stats.t_interval([0.5])[1])
 
 
+@pytest.mark.slow
 def test_tiny_grid_writes_table_and_figures_then_resumes_without_rerunning(tmp_path):
   out, figures = str(tmp_path / "ablation"), str(tmp_path / "img")
   first = ablation.main(["--out", out, "--figures", figures] + TINY)

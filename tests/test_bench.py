@@ -20,14 +20,13 @@ from bench.run import run_bench
 from pipeline_helpers import REPO
 from transforms.records import MASKS_DIR
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
   return run_bench(str(tmp_path_factory.mktemp("bench")), quick=True, stock_deps=False)
 
 
+@pytest.mark.slow
 def test_report_structure(report, tmp_path):
   assert set(report) >= {"meta", "runs", "quality", "steady_state", "profiles", "targets"}
   assert report["meta"]["quick"] is True and len(report["meta"]["load_start"]) == 3
@@ -59,6 +58,7 @@ def test_report_structure(report, tmp_path):
   assert "Targets:" in markdown and "| openvino | fp32 (auto) |" in markdown and "pipeline vs OpenVINO loop" in markdown
 
 
+@pytest.mark.slow
 def test_every_mode_wrote_one_mask_per_image(report):
   images = next(run["images"] for run in report["runs"] if run["mode"] == "ceiling")
   masks = {run["name"]: (run["masks"], run["images"]) for run in report["runs"] if "masks" in run}
@@ -127,6 +127,7 @@ def test_pyspy_background_threads():
   }
 
 
+@pytest.mark.slow
 def test_baselines_write_the_pipelines_masks_and_counts(tmp_path):
   """The careful loop and the tf.data script produce what the pipeline produces, so their timings compare."""
   import subprocess
@@ -196,6 +197,7 @@ def test_engine_targets_from_made_up_records():
   assert found["8-image run of the bundled model < 5 s wall (process start included)"]["met"] is True
 
 
+@pytest.mark.slow
 def test_engine_modes_match_the_pipeline_engine(tmp_path):
   """openvino_loop writes the pipeline engine's masks and counts; engine_ceiling counts its images and agrees with TF."""
   import subprocess

@@ -119,6 +119,7 @@ def _stop_group(process):
     process.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_portable_runner_with_an_external_worker_pool(inputs, reference, tmp_path):
   port = _free_port()
   pool = subprocess.Popen(
@@ -153,6 +154,7 @@ def test_portable_runner_with_an_external_worker_pool(inputs, reference, tmp_pat
   _assert_same_outputs(output, reference)
 
 
+@pytest.mark.slow
 def test_dask_cluster_with_two_worker_processes(inputs, reference, tmp_path):
   import distributed
 

@@ -98,6 +98,7 @@ def test_openvino_matches_tensorflow_and_the_oracle_on_every_pixel(fake_model):
   assert segmenter.declared_classes() == 4  # kept in the IR from the export's num_classes
 
 
+@pytest.mark.slow
 def test_a_model_without_ir_is_converted_once_into_the_cache(fake_model, tmp_path, monkeypatch):
   monkeypatch.setenv("DECONVSEG_CACHE", str(tmp_path / "cache"))
   model = shutil.copytree(fake_model, tmp_path / "model")

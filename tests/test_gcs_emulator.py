@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 
 import apache_beam as beam
+import pytest
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -87,6 +88,7 @@ def test_subprocess_matches_gs_without_credential_delay(gcs_emulator, gcs_bucket
   assert "Unable to find default credentials" not in done.stderr
 
 
+@pytest.mark.slow
 def test_multi_processing_workers_read_and_write_gs(gcs_emulator, gcs_bucket):
   """FnApiRunner worker processes inherit the emulator environment and skip the lookup."""
   base = "gs://%s/mp" % gcs_bucket

@@ -165,6 +165,7 @@ def test_geographic_crs_gets_geodesic_areas(tmp_path, fake_model):
       assert entry["area"] > 1000 * entry["pixels"] * step * step, "not pixels times square degrees"
 
 
+@pytest.mark.slow
 def test_tiled_scene_keeps_its_georeference_and_polygons_cross_the_seams(tmp_path, fake_model):
   """3000x2000 in 512-pixel tiles: the stitched mask is exact, and no polygon edge runs along a seam."""
   transform = north_up(*UTM_ORIGIN, 0.5, 0.5)
@@ -237,6 +238,7 @@ def test_simplify_keeps_a_coverage(tmp_path, fake_model):
   assert sum(s.area for s in shapes) == pytest.approx(150.0 * 100.0, rel=1e-6), "no overlaps"
 
 
+@pytest.mark.slow
 def test_multiband_geotiff_reaches_a_four_band_model(tmp_path):
   from fake_model import build_fake_model
 

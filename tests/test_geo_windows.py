@@ -75,6 +75,7 @@ def _records_without_paths(output):
   return {key: {k: v for k, v in record.items() if k not in ("mask", "overlay")} for key, record in records.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bands", [3, 4], ids=["rgb-uint8", "4-band-uint16"])
 def test_windowed_run_gives_the_whole_runs_outputs(tmp_path, fake_model, windowed_reads, bands):
   if bands == 3:
@@ -101,6 +102,7 @@ def test_windowed_run_gives_the_whole_runs_outputs(tmp_path, fake_model, windowe
   assert (tmp_path / "windowed" / overlay).read_bytes() == (tmp_path / "whole" / overlay).read_bytes()
 
 
+@pytest.mark.slow
 def test_windowed_decode_holds_tiles_not_the_scene(tmp_path):
   """Decoding and tiling a 4000x3000 4-band uint16 scene (96 MB): numpy's peak stays a fraction of it."""
   path = write_geotiff(tmp_path / "scene.tif", multiband(3000, 4000, seed=1), block=512)
@@ -125,6 +127,7 @@ def test_windowed_decode_holds_tiles_not_the_scene(tmp_path):
   assert peaks["windowed"] < scene_mb / 4, peaks
 
 
+@pytest.mark.slow
 def test_windowed_geotiff_from_cloud_storage(gcs_emulator, gcs_bucket, tmp_path, fake_model, windowed_reads):
   path = write_geotiff(tmp_path / "local" / "g.tif", scene(700, 900, seed=4))
   bucket = gcs_emulator.client().bucket(gcs_bucket)
@@ -183,6 +186,7 @@ def test_a_window_unreadable_at_tiling_fails_its_image_at_decode(tmp_path, fake_
   assert "corrupt or truncated" in failed.message
 
 
+@pytest.mark.slow
 def test_windowed_bench_runs(tmp_path):
   """``python -m bench.windowed`` (docs/GEO.md) at a small size: both runs finish with the same mask."""
   from bench.windowed import measure

@@ -132,6 +132,7 @@ def test_a_local_run_loads_the_model_once(fake_model, tmp_path, monkeypatch):
     assert json.load(handle)["counts"]["segmented"] == 3
 
 
+@pytest.mark.slow
 def test_the_check_model_is_not_held_for_out_of_process_workers(fake_model, tmp_path, monkeypatch):
   loads, models = _count_loads(monkeypatch)
   held_while_running = []

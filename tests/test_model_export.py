@@ -53,6 +53,7 @@ def trained_run(tmp_path_factory):
   return data_dir, out_dir, state
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoints_and_logs(trained_run):
   _, out_dir, state = trained_run
   assert state["epoch"] == 2
@@ -64,6 +65,7 @@ def test_training_writes_checkpoints_and_logs(trained_run):
   assert state["best_val_mean_iou"] == pytest.approx(max(row["val_mean_iou"] for row in rows))
 
 
+@pytest.mark.slow
 def test_resume_continues_from_last_epoch(trained_run, tmp_path):
   data_dir, out_dir, _ = trained_run
   resumed_dir = tmp_path / "resumed"
@@ -88,6 +90,7 @@ def test_resume_continues_from_last_epoch(trained_run, tmp_path):
   assert run["resumed_commands"] == ["python -m model.train --resume (test)"]
 
 
+@pytest.mark.slow
 def test_export_serves_from_a_tensorflow_only_process(trained_run, tmp_path):
   _, out_dir, _ = trained_run
   checkpoint = os.path.join(out_dir, "best.keras")
@@ -140,6 +143,7 @@ def test_evaluate_refuses_a_bad_tolerance_in_one_line(capsys):
     assert len(lines) == 1 and lines[0].startswith("model.evaluate: error: ") and "--bf_tolerance" in lines[0], lines
 
 
+@pytest.mark.slow
 def test_evaluate_prints_table_then_json(trained_run, tmp_path, capsys):
   data_dir, out_dir, _ = trained_run
   checkpoint = os.path.join(out_dir, "best.keras")

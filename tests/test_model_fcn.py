@@ -90,6 +90,7 @@ def _generated_batch(count=8, size=64):
   )
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_lower_the_loss():
   keras.utils.set_random_seed(0)
   images, masks = _generated_batch()

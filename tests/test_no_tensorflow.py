@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from pipeline_helpers import REPO
 
 # Top-level modules that are TensorFlow or load it.
@@ -35,6 +37,7 @@ def _child(code, tmp_path):
   return json.loads(lines[-1][len("RESULT ") :]), proc.stderr
 
 
+@pytest.mark.slow
 def test_openvino_run_of_the_samples_imports_no_tensorflow(tmp_path):
   out = tmp_path / "out"
   code = f"""

@@ -25,6 +25,9 @@ from transforms.records import MASKS_DIR, REPORT_FILE
 
 CLASSES = [{"id": 0, "name": "background"}, {"id": 1, "name": "object", "color": [250, 200, 0]}]
 
+# Every test uses the module fixture that trains and exports one model per kind of data.
+pytestmark = pytest.mark.slow
+
 
 def _scene(rng, size, kind):
   """(image [H, W, C] in its own dtype, mask [H, W]) with 1-3 bright discs."""

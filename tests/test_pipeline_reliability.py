@@ -23,7 +23,6 @@ from pipeline_helpers import (
 )
 from transforms.records import MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
 
-pytestmark = pytest.mark.slow
 POISON = 13
 
 
@@ -88,6 +87,7 @@ def bad_corpus(tmp_path_factory):
   return root, ["--input", str(folder / "**"), "--tfrecord", str(shard)], good, failing_keys
 
 
+@pytest.mark.slow
 def test_bad_input_corpus(bad_corpus, models, tmp_path):
   root, argv, good, failing = bad_corpus
   output = tmp_path / "out"
@@ -139,7 +139,8 @@ def _poison_openvino(monkeypatch):
   monkeypatch.setattr(OpenVinoSegmenter, "predict", predict)
 
 
-@pytest.mark.parametrize("engine", ["tensorflow", "openvino"])
+# The OpenVINO case converts the poisoned model to an IR first.
+@pytest.mark.parametrize("engine", ["tensorflow", pytest.param("openvino", marks=pytest.mark.slow)])
 def test_inference_fault_fails_only_its_image(models, tmp_path, engine, monkeypatch):
   if engine == "openvino":
     _poison_openvino(monkeypatch)
@@ -163,6 +164,7 @@ def test_inference_fault_fails_only_its_image(models, tmp_path, engine, monkeypa
   assert "poisoned input" in {f["key"]: f for f in failures}["poison_small.png"]["message"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("skip_existing", [True, False])
 def test_rerun_after_interruption(bad_corpus, models, tmp_path, skip_existing):
   root, argv, good, failing = bad_corpus
@@ -192,6 +194,7 @@ def test_rerun_after_interruption(bad_corpus, models, tmp_path, skip_existing):
   assert not (output / ".tmp").exists()
 
 
+@pytest.mark.slow
 def test_skip_existing_with_overlays_fills_in_missing_overlays(fake_model, tmp_path):
   """Re-running with --overlays --skip_existing over a run made without overlays redoes only what lacks one."""
   inputs = tmp_path / "in"

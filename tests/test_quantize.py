@@ -27,6 +27,9 @@ from pipeline_helpers import REPO
 
 CLASSES = [{"id": 0, "name": "red"}, {"id": 1, "name": "green"}, {"id": 2, "name": "blue"}]
 
+# Every test uses the module fixture that trains and exports a model.
+pytestmark = pytest.mark.slow
+
 
 def _scene(rng, height, width):
   """Rectangles, each dominated by one of R, G, B over a noisy background; the label is that channel."""

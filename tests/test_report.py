@@ -494,6 +494,7 @@ def _chromium_args(chromium, profile):
   ]
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(tmp_path, chromium):
   out = tmp_path / "out"
   totals = make_run(out, images=8, failures=2, image_size=(160, 120))

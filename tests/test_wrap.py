@@ -146,6 +146,7 @@ def _bilinear(array, factor):
   return array
 
 
+@pytest.mark.slow
 def test_card_describes_the_wrapped_model(saved, wrapped_unet):
   card = load_card(wrapped_unet)
   assert card["format"] == "deconvseg-model/1" and card["name"] == "their-unet" and card["version"] == "2.1.0"
@@ -170,6 +171,7 @@ def test_card_describes_the_wrapped_model(saved, wrapped_unet):
   check_model(wrapped_unet, card, mixed_precision=True)
 
 
+@pytest.mark.slow
 def test_pipeline_segments_with_the_wrapped_unet(saved, wrapped_unet, tmp_path):
 
   images = {
@@ -217,6 +219,7 @@ def test_pipeline_segments_with_the_wrapped_unet(saved, wrapped_unet, tmp_path):
       np.testing.assert_array_equal(mask, expected)
 
 
+@pytest.mark.slow
 def test_coarse_output_is_upsampled_as_logits(saved, tmp_path):
   out = str(tmp_path / "stride4")
   card = wrap_module.wrap(
@@ -242,6 +245,7 @@ def test_coarse_output_is_upsampled_as_logits(saved, tmp_path):
   check_model(out, load_card(out), mixed_precision=False)
 
 
+@pytest.mark.slow
 def test_sigmoid_channel_becomes_two_classes(saved, tmp_path):
   out = str(tmp_path / "sigmoid")
   card = wrap_module.wrap(saved["sigmoid"], saved["classes2"], out, normalization={"scale": SCALE, "offset": 0.0})
@@ -259,6 +263,7 @@ def test_sigmoid_channel_becomes_two_classes(saved, tmp_path):
   check_model(out, load_card(out), mixed_precision=False)
 
 
+@pytest.mark.slow
 def test_fixed_input_size_is_padded_and_larger_images_refused(tmp_path):
   images = keras.Input((48, 48, 3))
   model = keras.Model(images, keras.layers.Conv2D(3, 3, padding="same")(_block(images, 4)), name="fixed48")
@@ -290,6 +295,7 @@ def test_fixed_input_size_is_padded_and_larger_images_refused(tmp_path):
     run_pipeline(tmp_path / "in" / "*.png", output, out, "--tile_size=128")
 
 
+@pytest.mark.slow
 def test_one_logit_channel_and_per_band_normalization_file(saved, tmp_path):
   images = keras.Input((None, None, 3))
   model = keras.Model(images, keras.layers.Conv2D(1, 3, padding="same")(_block(images, 4)), name="one_logit")
@@ -353,6 +359,7 @@ assert not user, user
 """
 
 
+@pytest.mark.slow
 def test_custom_layers_and_lambda_layers(tmp_path):
   package = f"wrap_test_layers_{os.getpid()}"
   layers_dir = tmp_path / "user_code"
@@ -406,6 +413,7 @@ def test_custom_layers_and_lambda_layers(tmp_path):
   )
 
 
+@pytest.mark.slow
 def test_mismatches_are_refused_with_the_reason(saved, tmp_path, capsys):
   images = keras.Input((None, None, 3))
   two = keras.Model(images, keras.layers.Conv2D(2, 1)(images), name="two_channels")
