@@ -108,8 +108,10 @@ def run_watched(cmd: List[str], env=None, cwd=None, timeout: float = 1800, inter
     time.sleep(interval)
   proc.wait()
   wall_s = time.perf_counter() - started
-  for reader in readers:
+  for reader, stream in zip(readers, (proc.stdout, proc.stderr)):
     reader.join(timeout=10)
+    if not reader.is_alive():  # a reader still blocked on its pipe (a grandchild holds it) would block the close
+      stream.close()
   after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
   processes = [
     {"pid": pid, "peak_rss_mb": round(peaks[pid], 1), "cmd": names.get(pid, "")[:160]}

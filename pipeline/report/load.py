@@ -301,8 +301,9 @@ def iter_rows(paths, problems):
           for batch in parquet_file.iter_batches(batch_size=1024):
             yield from batch.to_pylist()
       elif file_format == "csv":
-        with FileSystems.open(path) as handle:
-          yield from csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
+        # The text wrapper is closed here too: dropped open, it would close the file itself (ResourceWarning).
+        with FileSystems.open(path) as handle, io.TextIOWrapper(handle, encoding="utf-8", newline="") as text:
+          yield from csv.DictReader(text)
       elif file_format == "jsonl":
         yield from _json_lines(path, problems)
       else:
@@ -313,8 +314,8 @@ def iter_rows(paths, problems):
 
 def _json_lines(path, problems):
   bad = 0
-  with FileSystems.open(path) as handle:
-    for line in io.TextIOWrapper(handle, encoding="utf-8"):
+  with FileSystems.open(path) as handle, io.TextIOWrapper(handle, encoding="utf-8") as text:
+    for line in text:
       if not line.strip():
         continue
       try:
