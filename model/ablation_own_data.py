@@ -111,13 +111,14 @@ def rows(records: list) -> list:
 def markdown(table: list) -> str:
   lines = ["| decoder | score | seeds | mean (95 % CI) | vs FCN-8s, paired by seed |", "|---|---|---|---|---|"]
   for row in table:
+    digits = 1 if row["score"] == "train_minutes" else 4
     if row["variant"] == DECODER_REFERENCE:
       versus = "reference"
     elif "difference" in row:
-      versus = interval_text(row["difference"], row["difference_ci"], signed=True) + f" (n={len(row['paired_seeds'])})"
+      paired = f" (n={len(row['paired_seeds'])})"
+      versus = interval_text(row["difference"], row["difference_ci"], digits, signed=True) + paired
     else:
       versus = "–"
-    digits = 1 if row["score"] == "train_minutes" else 4
     lines.append(
       f"| {row['variant']} | {row['score']} | {len(row['seeds'])} | {interval_text(row['mean'], row['ci'], digits)} | "
       f"{versus} |"
