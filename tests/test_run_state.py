@@ -184,6 +184,8 @@ def test_a_second_signal_exits_at_once(monkeypatch):
 
   monkeypatch.setattr(run_state, "_silence_beam", lambda: None)
   monkeypatch.setattr(run_state.os, "_exit", fake_exit)
+  # The recorded signal is this process's state: left set, every later run() in the session would stop at once.
+  monkeypatch.setattr(run_state, "_stop", dict(run_state._stop))
   previous = run_state.install_signal_handlers()
   try:
     with pytest.raises(run_state.RunStopped) as stopped:
