@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from model.engines.choice import ENGINES, PRECISIONS
+from pipeline.errors import OptionsError
 from transforms.input_spec import InputSpec
 from transforms.mask_files import MASK_FORMATS
 from transforms.ood import OodRule
@@ -23,6 +24,18 @@ from transforms.record_files import STATS_FORMATS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL_DIR = os.path.join(REPO_ROOT, "model", "default")
+
+
+PRECISION_ENV = "DECONVSEG_PRECISION"
+
+
+def default_precision() -> str:
+  """``--precision``'s default: $DECONVSEG_PRECISION where set (a fleet pinning fp32 for masks that are the same
+  on every CPU, bf16 or not), else auto."""
+  value = os.environ.get(PRECISION_ENV, "auto")
+  if value not in PRECISIONS:
+    raise OptionsError(f"{PRECISION_ENV}={value!r} is not a precision: set one of {', '.join(PRECISIONS)} or unset it.")
+  return value
 
 
 class SegmentationOptions(PipelineOptions):
@@ -203,9 +216,10 @@ class SegmentationOptions(PipelineOptions):
     parser.add_argument(
       "--precision",
       choices=PRECISIONS,
-      default="auto",
+      default=default_precision(),
       help="OpenVINO arithmetic: auto (default) is bf16 where the CPU has AMX or AVX-512 BF16 and fp32 "
-      "elsewhere; int8 needs the model's int8 IR (python -m model.quantize). TensorFlow runs fp32.",
+      "elsewhere; int8 needs the model's int8 IR (python -m model.quantize). TensorFlow runs fp32. "
+      f"${PRECISION_ENV} sets the default (fp32: the same masks on every CPU).",
     )
     parser.add_argument(
       "--engine_threads",

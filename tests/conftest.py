@@ -4,6 +4,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("NO_GCE_CHECK", "true")
+# Every pipeline run of the tests, in this process or a child, defaults to fp32 (pipeline.options.default_precision),
+# so pixels compared with a reference do not depend on whether this CPU has bf16; tests of the automatic choice
+# pass --precision=auto.
+os.environ["DECONVSEG_PRECISION"] = "fp32"
 # OpenVINO IRs converted from test models go to a cache of this test session (and its child processes),
 # never to the user's ~/.cache.
 import tempfile as _tempfile

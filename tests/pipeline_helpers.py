@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_MODEL = os.path.join(REPO, "model", "default")
 
 
-def direct_segmenter(model_dir: str, engine: str = "auto", precision: str = "auto"):
+def direct_segmenter(model_dir: str, engine: str = "auto", precision: str = "fp32"):
   """The model loaded on the engine a run with these flags gets on this machine: the oracle for its masks."""
   from model import engines
   from transforms.input_spec import InputSpec
@@ -103,15 +103,9 @@ def encode(pixels: np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:
 
 
 def run_pipeline(inputs, output, model, *flags):
-  """Runs the pipeline in this process: --input inputs --output output --model model, then any further flags.
-
-  Without a ``--precision`` flag it runs at fp32, so a test's pixels do not depend on the CPU: ``auto`` picks
-  bf16 where the CPU has bf16 instructions (tests/test_engines.py covers that choice).
-  """
+  """Runs the pipeline in this process: --input inputs --output output --model model, then any further flags."""
   from pipeline.run import run
 
-  if not any(str(flag).startswith("--precision") for flag in flags):
-    flags = (*flags, "--precision=fp32")
   argv = ["--input", str(inputs), "--output", str(output), "--model", str(model), *flags]
   return run(argv, save_main_session=False)
 

