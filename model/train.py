@@ -239,7 +239,13 @@ def parse_args(argv=None):
     help="loss weight per class: none (default), median_frequency (SegNet balancing) or one number per class, e.g. 1,4",
   )
   parser.add_argument("--out", required=True, help="run directory for checkpoints and logs")
-  parser.add_argument("--variant", choices=VARIANTS, default="fcn8s")
+  parser.add_argument(
+    "--variant",
+    choices=VARIANTS,
+    default="fcn2s",
+    help="decoder (default fcn2s: score fusion down to stride 2, the best quality per cost on the mosaics and the "
+    "nuclei walkthrough; docs/MODEL.md, Decoders)",
+  )
   parser.add_argument("--encoder", choices=ENCODERS, default="compact")
   parser.add_argument("--encoder_weights", default=None, help="local weights file for a keras.applications encoder")
   parser.add_argument("--width", type=int, default=32, help="channel width of the compact encoder's first stage")

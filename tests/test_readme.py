@@ -152,7 +152,7 @@ def test_train_your_own_model_block_runs(tmp_path):
   assert [(_module(argv) or (argv[0],))[0] for argv in block] == list(MODEL_COMMANDS) + ["./run_pipeline.sh"]
   paths = {
     "data/mosaic": str(tmp_path / "data"),
-    "runs/fcn8s": str(tmp_path / "run"),
+    "runs/mine": str(tmp_path / "run"),
     "models/mine": str(tmp_path / "model"),
     "results": str(tmp_path / "results"),
     "photos/*.png": os.path.join(REPO, "samples", "images", "strip_0003.png"),
@@ -178,6 +178,7 @@ def test_train_your_own_model_block_runs(tmp_path):
     __import__(name, fromlist=["main"]).main(args)
   card = json.load(open(os.path.join(paths["models/mine"], "card.json")))
   assert set(card["metrics"]["test"]) >= {"pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"}
+  assert card["architecture"]["variant"] == "fcn2s"  # model.train's default decoder
   run(adapt(block[-1][1:]), save_main_session=False)
   summary = json.load(open(os.path.join(paths["results"], SUMMARY_FILE)))
   assert summary["counts"] == {"read": 1, "segmented": 1, "failed": 0, "reused_existing": 0}
