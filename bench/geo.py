@@ -17,7 +17,6 @@ from model.make_dataset import generate_example
 from transforms import geo, mask_files, polygons
 from transforms.geo import north_up
 
-
 CLASSES = [
   {"id": i, "name": name, "color": [40 * i, 120, 60]}
   for i, name in enumerate(("water", "vegetation", "bare_ground", "building", "road"))

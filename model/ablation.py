@@ -36,7 +36,6 @@ import time
 
 import numpy as np
 
-from model.variants import LAST_STRIDE
 from model.ablation_grid import (
   NETWORK_STRIDE,
   UPSAMPLINGS,
@@ -49,6 +48,7 @@ from model.ablation_grid import (
 )
 from model.ablation_report import write_report
 from model.classes import CLASSES
+from model.variants import LAST_STRIDE
 
 
 def run(args):

@@ -14,7 +14,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model.variants import LAST_STRIDE
 from model.ablation_grid import (
   EXAMPLE_INDEX,
   NETWORK_STRIDE,
@@ -27,6 +26,7 @@ from model.cost import macs_per_pixel
 from model.data import training_dataset
 from model.metrics import confusion_matrix, segmentation_metrics
 from model.train import build_model
+from model.variants import LAST_STRIDE
 
 # model.train's flags that every cell takes from the ablation's own flags.
 RECIPE_FLAGS = ("encoder", "width", "learning_rate", "epochs", "warmup_epochs", "weight_decay")

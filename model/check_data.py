@@ -23,8 +23,8 @@ import sys
 
 import numpy as np
 
-from model.classes import CLASSES_FILE, IGNORE_LABEL, ClassesError, SegmentationClass, dataset_classes
 from model.check_data_pairs import folder_split, split_shards, tfrecord_items
+from model.classes import CLASSES_FILE, IGNORE_LABEL, ClassesError, SegmentationClass, dataset_classes
 from model.image_io import read_image, read_mask
 
 SPLITS = ("train", "val", "test")

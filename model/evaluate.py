@@ -25,8 +25,14 @@ import numpy as np
 import tensorflow as tf
 
 from model import classes as classes_module
-from model.boundary import DEFAULT_TOLERANCE, BoundaryF1Mean, boundary_f1, check_tolerance
-from model.boundary import add_bf_tolerance_argument, check_bf_tolerance_argument
+from model.boundary import (
+  DEFAULT_TOLERANCE,
+  BoundaryF1Mean,
+  add_bf_tolerance_argument,
+  boundary_f1,
+  check_bf_tolerance_argument,
+  check_tolerance,
+)
 from model.data import evaluation_dataset
 from model.metrics import confusion_matrix, segmentation_metrics
 from model.tiled import predict_image

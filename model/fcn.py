@@ -24,8 +24,8 @@ network stride, and crops the logits back.
 import keras
 
 from model.encoders import build_encoder
-from model.variants import DECODER_WIDTHS, FCN_STRIDES, VARIANTS
 from model.layers import BilinearDeconv2D, CropToReference, PadToMultiple, ResizeUpsample
+from model.variants import DECODER_WIDTHS, FCN_STRIDES, VARIANTS
 
 UPSAMPLING = ("bilinear", "bilinear_frozen", "random", "resize")
 UPSAMPLING_DESCRIPTIONS = {

@@ -9,8 +9,8 @@ TensorFlow's under that backend: ``PadToSize``'s graph-side size check, and
 the bilinear resize, because ``keras.ops.image.resize`` needs static sizes.
 """
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 if keras.backend.backend() == "tensorflow":

@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 
-
 import numpy as np
 
 from model.engines import card_input, cpu, openvino_ir

@@ -47,9 +47,9 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import report
-from pipeline.report import load
 from pipeline.errors import OptionsError, command_parser
 from pipeline.paths import absolute, is_local
+from pipeline.report import load
 from transforms.record_files import store_summary
 
 _LOG = logging.getLogger("deconvseg")

@@ -28,15 +28,22 @@ from typing import List, Sequence
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from model.boundary import DEFAULT_TOLERANCE, BoundaryF1Mean, boundary_f1, check_tolerance, image_boundary_scores
-from model.boundary import add_bf_tolerance_argument, check_bf_tolerance_argument
+from model.boundary import (
+  DEFAULT_TOLERANCE,
+  BoundaryF1Mean,
+  add_bf_tolerance_argument,
+  boundary_f1,
+  check_bf_tolerance_argument,
+  check_tolerance,
+  image_boundary_scores,
+)
 from pipeline import report
-from pipeline.report import load
 from pipeline.errors import OptionsError, command_parser
 from pipeline.paths import absolute, as_glob, check_truth, matching_files
-from transforms.records import STAGE_TRUTH
+from pipeline.report import load
 from transforms.mask_files import decode_mask, mask_relpath
 from transforms.out_files import atomic_write, join
+from transforms.records import STAGE_TRUTH
 from transforms.truth import TruthError, image_truth, read_truth, run_truth, stem, truth_index
 
 EVALUATION_FILE = "evaluation.json"

@@ -20,8 +20,8 @@ from transforms import accounting
 from transforms.decode import DecodeImages, DecodeSettings
 from transforms.inference import SegmentationModelHandler, SegmenterHandle, TileAndSegment
 from transforms.read import ReadImages
-from transforms.records import DONE, FAILED, new_run_id
 from transforms.record_files import WriteFailures, WriteStats, write_summary
+from transforms.records import DONE, FAILED, new_run_id
 from transforms.sinks import SkipExistingFn, WriteMasksFn
 from transforms.statistics import (
   EVENT_FAILED,

@@ -13,10 +13,10 @@ import logging
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.errors import OptionsError
 from model import engines
 from model.engines import EngineError, cpu, openvino_ir
 from model.text import one_line
+from pipeline.errors import OptionsError
 from transforms.inference import SegmenterHandle, class_id_beyond
 from transforms.input_spec import InputSpec
 from transforms.staging import local_copy

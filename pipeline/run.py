@@ -25,13 +25,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
+from pipeline.checks import RUNNER_ALIASES, validate
 from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
 from pipeline.drift import DriftDetected, check_drift, compute_drift, format_drift
+from pipeline.errors import OptionsError
 from pipeline.graph import SegmentImages
 from pipeline.io_summary import with_io
 from pipeline.model_check import check_model
-from pipeline.checks import RUNNER_ALIASES, validate
-from pipeline.errors import OptionsError
 from pipeline.options import help_parser
 from pipeline.paths import matching_files
 from pipeline.report.render import write_run_report

@@ -22,7 +22,6 @@ import rasterio
 from model.make_dataset import generate_example
 from transforms.geo import north_up
 
-
 SEED = 20261127
 HERE = os.path.dirname(os.path.abspath(__file__))
 # name, height, width, CRS, geotransform

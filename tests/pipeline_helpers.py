@@ -1,12 +1,13 @@
 """Shared helpers for the pipeline tests: input corpora, running, reading outputs."""
 
-import io
 import glob
+import io
 import json
 import os
 
 import numpy as np
 from PIL import Image, TiffImagePlugin
+
 from transforms.records import MASKS_DIR, STATS_DIR, SUMMARY_FILE
 
 # The repository root: the one definition the tests use (tests/ sits directly under it).

@@ -5,10 +5,10 @@ import os
 
 import apache_beam as beam
 import numpy as np
+from pipeline_helpers import check_accounting, encode, read_outputs, scene, write_tfrecord
 
 from pipeline.run import run
-from pipeline_helpers import check_accounting, encode, read_outputs, scene, write_tfrecord
-from transforms.records import ImageRef, MASKS_DIR, OVERLAYS_DIR, REPORT_FILE, STATS_DIR
+from transforms.records import MASKS_DIR, OVERLAYS_DIR, REPORT_FILE, STATS_DIR, ImageRef
 
 
 def _sizes(pattern):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+from pipeline_helpers import REPO
 
 from model.check_data import DataError, check_dataset, format_report, main
 from model.classes import classes_from_json, write_classes_file
-from pipeline_helpers import REPO
 
 CLASSES = classes_from_json(
   [{"id": 0, "name": "background", "color": [0, 0, 0]}, {"id": 1, "name": "nucleus", "color": [230, 60, 60]}]

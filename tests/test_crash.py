@@ -5,7 +5,6 @@ any seed and count, on the bundled model by default.
 """
 
 import pytest
-
 from crash_harness import run_harness
 
 KILL_POINTS = 30

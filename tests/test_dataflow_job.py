@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
+from pipeline_helpers import REPO
 
 from pipeline.dataflow import expand_dataflow_options
 from pipeline.schedule import fill_date_templates
-from pipeline_helpers import REPO
 
 IMAGE = "us-central1-docker.pkg.dev/my-project/deconvseg/deconvseg-worker:0.1.0"
 ACCELERATOR = "worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver"

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image, TiffImagePlugin
-
 from pipeline_helpers import encode, scene, write_mode_images
+
 from transforms.bands import DecodeError, NativeImage, conform
-from transforms.image_decoder import decode_image, decode_native
 from transforms.display import display_stretch, to_display
+from transforms.image_decoder import decode_image, decode_native
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
 
 MAX = 10_000_000

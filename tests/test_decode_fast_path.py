@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf  # noqa: F401  (the fast path is used only when TensorFlow is loaded)
 from PIL import Image, PngImagePlugin
-
 from pipeline_helpers import encode, scene
+
 from transforms.image_decoder import _png_fast_path, decode_image
 
 

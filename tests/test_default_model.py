@@ -8,9 +8,10 @@ default was trained on seed 1 and reported on seed 2), measured by the same
 import json
 import os
 
+from pipeline_helpers import REPO
+
 from model.evaluate import evaluate
 from model.make_dataset import make_dataset
-from pipeline_helpers import REPO
 
 DEFAULT_MODEL = os.path.join(REPO, "model", "default")
 

@@ -18,10 +18,10 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from pipeline_helpers import REPO, check_accounting, read_outputs
 
 from pipeline.checks import reject_unknown_flags
 from pipeline.errors import OptionsError
-from pipeline_helpers import REPO, check_accounting, read_outputs
 from transforms.records import MASKS_DIR, REPORT_FILE
 
 SAMPLES = os.path.join(REPO, "samples")

@@ -14,10 +14,10 @@ import os
 
 import numpy as np
 import pytest
+from fake_model import CLASSES, reference_segment
 from PIL import Image
 from scipy import stats as scipy_stats
 
-from fake_model import CLASSES, reference_segment
 from pipeline import drift
 from pipeline.run import main
 from pipeline.schedule import fill_template
@@ -50,8 +50,8 @@ def _psi_by_hand(previous, current, bins=10, epsilon=1e-4):
   for index in range(bins):
     low, high = index / bins, (index + 1) / bins
 
-    def share(values):
-      inside = [v for v in values if low <= v < high or (index == bins - 1 and v == 1.0)]
+    def share(values, low=low, high=high, last=index == bins - 1):
+      inside = [v for v in values if low <= v < high or (last and v == 1.0)]
       return max(len(inside) / len(values), epsilon)
 
     expected, actual = share(previous), share(current)

@@ -2,10 +2,10 @@
 
 import pytest
 from PIL import Image
+from pipeline_helpers import check_accounting, read_outputs, scene
 
 from pipeline.run import main
 from pipeline.schedule import FailureBudgetExceeded, check_failure_budget
-from pipeline_helpers import check_accounting, read_outputs, scene
 from transforms.records import REPORT_FILE
 
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+from pipeline_helpers import REPO
 
 from pipeline import flex_metadata
-from pipeline_helpers import REPO
 
 METADATA = os.path.join(REPO, "deploy", "flex_template", "metadata.json")
 

@@ -6,10 +6,10 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fake_model import build_fake_model
+from PIL import Image
 from pipeline_helpers import REPO, scene
+
 from tests.gcs import read_local_tree
 from transforms.records import REPORT_FILE, SUMMARY_FILE
 

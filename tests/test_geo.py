@@ -15,6 +15,7 @@ import pytest
 import rasterio
 import shapely
 from PIL import Image
+from pipeline_helpers import REPO, check_accounting, read_outputs, scene
 from rasterio.io import MemoryFile
 from shapely.geometry import shape
 from skimage.measure import label
@@ -22,11 +23,9 @@ from skimage.measure import label
 from model.tiling import plan_tiles
 from pipeline.errors import OptionsError
 from pipeline.run import run
-from pipeline_helpers import REPO, check_accounting, read_outputs, scene
 from transforms import geo
 from transforms.geo import north_up
 from transforms.records import MASKS_DIR, POLYGONS_DIR
-
 
 UTM_33N = "EPSG:32633"
 UTM_ORIGIN = (500_000.0, 6_650_000.0)

@@ -11,10 +11,10 @@ import tracemalloc
 import numpy as np
 import pytest
 import rasterio
-
 from fake_model import build_fake_model
-from model.tiling import plan_tiles
 from pipeline_helpers import check_accounting, read_outputs, run_pipeline, scene
+
+from model.tiling import plan_tiles
 from transforms import decode, geo_windows
 from transforms.decode import DecodeSettings
 from transforms.geo import north_up

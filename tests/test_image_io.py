@@ -97,8 +97,8 @@ def test_read_mask_rules():
 
 def test_sixteen_bit_colour_png_is_refused_not_truncated():
   # Pillow would silently read this 48-bit PNG as 8-bit RGB.
-  import zlib
   import struct
+  import zlib
 
   def chunk(kind, body):
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))

@@ -20,13 +20,13 @@ import apache_beam as beam
 import numpy as np
 import pytest
 from apache_beam.utils import shared
-from PIL import Image
-
 from fake_model import CLASSES
-from pipeline.run import run
+from PIL import Image
 from pipeline_helpers import scene
+
 from model import engines
 from model.engines import EngineChoice
+from pipeline.run import run
 from transforms.inference import SegmenterHandle, class_id_beyond
 from transforms.input_spec import DEFAULT_SPEC
 from transforms.mask_files import STATS_CHUNK, encode_mask, palette_bytes

@@ -8,8 +8,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 from PIL import Image
-
 from pipeline_helpers import encode, scene
+
 from transforms.decode import DecodeImagesFn, DecodeSettings
 from transforms.mask_files import STATS_CHUNK
 from transforms.records import (

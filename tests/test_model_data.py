@@ -10,7 +10,8 @@ from PIL import Image
 
 from model.classes import CLASS_NAMES, NUM_CLASSES, dataset_classes
 from model.data import augment, evaluation_dataset, find_split, training_dataset
-from model.make_dataset import example_rng, generate_example, main as make_dataset_main
+from model.make_dataset import example_rng, generate_example
+from model.make_dataset import main as make_dataset_main
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-
 from pipeline_helpers import REPO
 
 # Top-level modules that are TensorFlow or load it.
@@ -77,7 +76,6 @@ result = {"same": bool((native.pixels == rgb16).all() and (pixels == rgb16).all(
 def test_onnx_model_wrapped_and_run_imports_no_tensorflow(tmp_path):
   """model.wrap --onnx and a pipeline run of what it wrote: OpenVINO and onnx only, no TensorFlow in the process."""
   import onnx
-
   import onnx_models
 
   source = str(tmp_path / "unet.onnx")

@@ -15,19 +15,19 @@ import time
 
 import numpy as np
 import onnx
+import onnx_models
 import onnxruntime
 import pytest
 from onnx import TensorProto, helper
 from PIL import Image
+from pipeline_helpers import read_mask, read_outputs, run_pipeline, scene
 
-import onnx_models
 from model import wrap as wrap_module
 from model.engines import EngineError, choice
 from model.engines.cpu import CpuFeatures
 from model.tiling import owned_crop, plan_tiles
 from pipeline.errors import OptionsError
 from pipeline.model_check import check_model, load_card
-from pipeline_helpers import read_mask, read_outputs, run_pipeline, scene
 
 IMAGENET = (np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225]))
 # name: (builder, classes, wrap flags, layout, fixed size, size multiple, output stride, output kind)
@@ -226,7 +226,6 @@ def test_truth_metrics_and_report(wrapped, tmp_path):
 
 def test_geotiff_masks_keep_the_georeference(wrapped, tmp_path):
   import rasterio
-
   from pipeline_helpers import REPO
 
   _, model_dir, _ = wrapped["nchw_softmax_stride4"]

@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from pipeline_helpers import REAL_MODEL, REPO, read_outputs
 
 from pipeline import report
-from pipeline_helpers import REAL_MODEL, REPO, read_outputs
 from transforms import ood, record_files, statistics
 
 BAND_STATS = {"mean": [100.0] * 3, "std": [40.0] * 3, "p01": [30.0, 40.0, 20.0], "p99": [230.0, 210.0, 190.0]}

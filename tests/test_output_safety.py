@@ -25,9 +25,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.pvalue import TaggedOutput
 from PIL import Image
+from pipeline_helpers import REPO, check_accounting, encode, output_problems, read_outputs, run_pipeline, scene
 
 from pipeline.paths import matching_files
-from pipeline_helpers import REPO, check_accounting, encode, output_problems, read_outputs, run_pipeline, scene
 from transforms import out_files
 from transforms.leftovers import Leftovers, remove_leftovers
 from transforms.out_files import (

@@ -15,12 +15,12 @@ import pytest
 import tensorflow as tf
 import tifffile
 from PIL import Image
+from pipeline_helpers import check_accounting, read_mask, read_outputs
 
 from model import export as export_module
 from model import train as train_module
 from model.evaluate import evaluate
 from pipeline.run import run
-from pipeline_helpers import check_accounting, read_mask, read_outputs
 from transforms.records import MASKS_DIR, REPORT_FILE
 
 CLASSES = [{"id": 0, "name": "background"}, {"id": 1, "name": "object", "color": [250, 200, 0]}]

@@ -16,11 +16,11 @@ import re
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
-
 from fake_model import build_fake_model, reference_segment
-from pipeline.run import run
+from PIL import Image
 from pipeline_helpers import check_accounting, read_mask, read_outputs, scene
+
+from pipeline.run import run
 from transforms.display import display_stretch, to_display
 from transforms.inference import blend_overlay
 from transforms.records import OVERLAYS_DIR, REPORT_FILE

@@ -12,7 +12,6 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-
 from pipeline_helpers import (
   REAL_MODEL,
   check_accounting,
@@ -25,6 +24,7 @@ from pipeline_helpers import (
   write_mode_images,
   write_tfrecord,
 )
+
 from pipeline.run import run
 from transforms.image_decoder import decode_image
 from transforms.records import MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE

@@ -6,9 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fake_model import build_fake_model
+from PIL import Image
 from pipeline_helpers import REPO, check_accounting, direct_segmenter, read_mask, read_outputs, scene
 
 pytestmark = pytest.mark.slow

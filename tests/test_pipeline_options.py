@@ -8,13 +8,13 @@ import sys
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from PIL import Image
-
 from fake_model import build_fake_model, card
+from PIL import Image
+from pipeline_helpers import REPO, scene
+
 from pipeline.checks import validate
 from pipeline.options import SegmentationOptions, help_parser
 from pipeline.run import main
-from pipeline_helpers import REPO, scene
 from transforms.records import MASKS_DIR, SUMMARY_FILE
 
 

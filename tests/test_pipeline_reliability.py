@@ -7,10 +7,8 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fake_model import build_fake_model
-from pipeline.run import run
+from PIL import Image
 from pipeline_helpers import (
   check_accounting,
   encode,
@@ -21,6 +19,8 @@ from pipeline_helpers import (
   write_mode_images,
   write_tfrecord,
 )
+
+from pipeline.run import run
 from transforms.records import MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
 
 POISON = 13

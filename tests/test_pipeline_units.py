@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 from PIL import Image
-
 from pipeline_helpers import encode, scene, write_mode_images, write_tfrecord
+
 from transforms.bands import DecodeError, to_rgb
 from transforms.image_decoder import decode_image
 from transforms.read import glob_root, key_for, sanitize_key
@@ -141,8 +141,8 @@ def test_tfrecord_reader_skips_a_corrupt_record(tmp_path):
 
 def test_example_class_is_tensorflows_schema(tmp_path):
   """transforms.tfrecord.Example has TensorFlow's schema and parses (and refuses) records as example_pb2 does."""
-  from tensorflow.core.example import example_pb2 as tf_example
   from google.protobuf import descriptor_pb2
+  from tensorflow.core.example import example_pb2 as tf_example
   from tensorflow.core.example import feature_pb2
 
   from transforms.tfrecord import Example, _example_schema

@@ -15,15 +15,14 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
+from pipeline_helpers import REPO
 
 from model import engines
 from model import quantize as quantize_module
+from model.engines import card_input, openvino_ir
 from model.engines.choice import EngineChoice
 from model.export import SegmentationModule, build_card, save_module, write_card
-from model.engines import openvino_ir
-from model.engines import card_input
 from model.fcn import build_fcn
-from pipeline_helpers import REPO
 
 CLASSES = [{"id": 0, "name": "red"}, {"id": 1, "name": "green"}, {"id": 2, "name": "blue"}]
 

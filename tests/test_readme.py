@@ -15,10 +15,10 @@ import shlex
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from pipeline_helpers import REPO
 
 from pipeline.checks import reject_unknown_flags
 from pipeline.schedule import fill_date_templates
-from pipeline_helpers import REPO
 from transforms.records import MASKS_DIR, POLYGONS_DIR, SUMMARY_FILE
 
 README = os.path.join(REPO, "README.md")
@@ -219,13 +219,13 @@ def test_pytorch_walkthrough_runs(tmp_path):
   """
   import numpy as np
   import onnx
+  import onnx_models
   import onnxruntime
   from PIL import Image
+  from pipeline_helpers import scene
 
-  import onnx_models
   from model import wrap
   from pipeline.run import run
-  from pipeline_helpers import scene
 
   block = [argv for section, argv in readme_commands() if section == PYTORCH]
   assert [(_module(argv) or (argv[0],))[0] for argv in block] == ["model.wrap", "./run_pipeline.sh"]

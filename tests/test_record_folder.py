@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from pipeline_helpers import REPO, folder_records, read_outputs, scene
 
 from pipeline.run import main
 from pipeline.run_state import LOCK_FILE
-from pipeline_helpers import REPO, folder_records, read_outputs, scene
 from transforms.record_folder import folder_files, supersede
 from transforms.records import FAILURES_DIR, MASKS_DIR, STATS_DIR, SUMMARY_FILE
 

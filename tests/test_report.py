@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from pipeline_helpers import REPO
 
 from pipeline import report
-from pipeline_helpers import REPO
 from transforms import mask_files, record_files, statistics
 from transforms.records import FAILURES_DIR, REPORT_FILE, STATS_DIR, SUMMARY_FILE, Failure, ImageHeader, ImageMask
 

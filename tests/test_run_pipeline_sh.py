@@ -8,8 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 from PIL import Image
+from pipeline_helpers import REPO, check_accounting, read_outputs
 
-from pipeline_helpers import REPO, read_outputs, check_accounting
 from transforms.records import MASKS_DIR
 
 pytestmark = pytest.mark.slow

@@ -13,13 +13,13 @@ import time
 
 import pytest
 from PIL import Image
+from pipeline_helpers import REPO, scene
 
 from pipeline import run_state
 from pipeline.errors import OptionsError
 from pipeline.report.cli import main as report_main
 from pipeline.run import main
 from pipeline.run_state import LOCK_FILE, STATE_FILE, RunState
-from pipeline_helpers import REPO, scene
 from transforms.records import MASKS_DIR, REPORT_FILE, SUMMARY_FILE
 
 SIGNAL_IMAGES = 48  # 512² each: about 1.5 s of mask writing after the first mask, time to land a signal

@@ -3,10 +3,10 @@
 import os
 
 import pytest
-
-from transforms.staging import is_remote, local_copy
 from pipeline_helpers import REPO
+
 from tests.gcs import read_local_tree
+from transforms.staging import is_remote, local_copy
 
 MODEL = os.path.join(REPO, "model", "default")
 

@@ -7,20 +7,20 @@ computation and against ``model/metrics.py`` (the model half's metrics).
 """
 
 import json
+import os
 import re
 import shutil
-import os
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fake_model import CLASSES, reference_segment
+from PIL import Image
+from pipeline_helpers import check_accounting, read_outputs, run_pipeline, scene
+
 from model.boundary import boundary_f1
 from model.metrics import confusion_matrix as model_confusion
 from model.metrics import segmentation_metrics
 from pipeline.errors import OptionsError
-from pipeline_helpers import check_accounting, read_outputs, run_pipeline, scene
 from transforms import truth as truth_lib
 from transforms.records import MASKS_DIR, REPORT_FILE, SUMMARY_FILE
 

@@ -9,11 +9,11 @@ import pickle
 import shutil
 
 import pytest
-from PIL import Image
-
 from fake_model import build_fake_model
-from pipeline.run import main
+from PIL import Image
 from pipeline_helpers import scene
+
+from pipeline.run import main
 
 
 class _Payload:

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from pipeline_helpers import read_mask, read_outputs, run_pipeline, scene
 
 from model import wrap as wrap_module
-from model.wrap import WrapError
-from pipeline.model_check import check_model, load_card
-from pipeline.errors import OptionsError
-from pipeline_helpers import read_mask, read_outputs, run_pipeline, scene
 from model.tiling import owned_crop, plan_tiles
+from model.wrap import WrapError
+from pipeline.errors import OptionsError
+from pipeline.model_check import check_model, load_card
 
 SCALE = 1 / 255
 CLASSES = [{"id": 0, "name": "red"}, {"id": 1, "name": "green"}, {"id": 2, "name": "blue"}]

@@ -17,6 +17,7 @@ large scene without inventing classes when zoomed out.
 import io
 import json
 import zlib
+
 import numpy as np
 from PIL import Image, PngImagePlugin
 

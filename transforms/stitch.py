@@ -15,9 +15,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from model.tiling import stitch
 from transforms import accounting
 from transforms.records import FAILED, STAGE_INFERENCE, Failure, ImageMask
-from model.tiling import stitch
 
 MULTI_TILE = "multi_tile"
 

@@ -27,8 +27,8 @@ post-training quantisation can work on.
 import contextlib
 import fcntl
 import hashlib
-import logging
 import json
+import logging
 import os
 import shutil
 import tempfile

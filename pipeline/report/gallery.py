@@ -21,11 +21,11 @@ from pipeline.report import load
 from transforms.bands import to_rgb
 from transforms.display import display_stretch, to_display
 from transforms.geo_windows import WINDOWED_SUFFIXES, overview
-from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.image_decoder import decode_image
+from transforms.input_spec import DEFAULT_SPEC, InputSpec
 from transforms.mask_files import decode_mask
-from transforms.tiff import is_tiff
 from transforms.tfrecord import example_bytes_feature, iter_tfrecords
+from transforms.tiff import is_tiff
 
 OVERLAY_ALPHA = 0.5
 
