@@ -22,7 +22,8 @@ from pipeline.run import main
 from pipeline.run_state import LOCK_FILE, STATE_FILE, RunState
 from transforms.records import MASKS_DIR, REPORT_FILE, SUMMARY_FILE
 
-SIGNAL_IMAGES = 48  # 512² each: about 1.5 s of mask writing after the first mask, time to land a signal
+SIGNAL_IMAGES = 96  # 512² each: about 3 s of mask writing after the first mask, time to land a signal (48 was too few
+# once: on a CPU with AVX-512 a SIGINT landed after the last mask and the run ended 0)
 
 
 @pytest.fixture(scope="module")
