@@ -47,6 +47,8 @@ EXTRAS = {
     # The test command's style and layering checks (run_tests.sh).
     "ruff>=0.17",
     "import-linter>=2.16",
+    # The type checker of model/, transforms/ and pipeline/ (mypy.ini).
+    "mypy>=2.4",
     "nncf>=3.4,<3.5",
     # tests/test_bench.py runs the quick bench, whose engine rows include ONNX Runtime.
     "onnxruntime>=1.32",
