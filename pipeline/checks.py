@@ -38,6 +38,7 @@ _AS_PARSED = (
   "precision",
   "engine_threads",
   "mixed_precision",
+  "tta",
   "skip_existing",
   "no_report",
   "png_compress_level",
@@ -288,6 +289,13 @@ def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
   _check_number("png_compress_level", opts.png_compress_level, 0, 9)
   _check_number("engine_threads", opts.engine_threads, 0, 1024)
   fields.update((name, getattr(opts, name)) for name in _AS_PARSED)
+  from pipeline.dataflow import DataflowGpuOptions
+
+  if opts.tta == "flips" and options.view_as(DataflowGpuOptions).gpu_type:
+    raise OptionsError(
+      "--tta flips runs on the OpenVINO engine, on the workers' CPUs, so --gpu_type would pay for GPUs that stay "
+      "idle: drop --gpu_type (CPU workers), or drop --tta."
+    )
   from pipeline.schedule import ScheduleOptions
 
   schedule = options.view_as(ScheduleOptions)

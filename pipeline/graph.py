@@ -36,7 +36,10 @@ from transforms.truth import MatchTruth, UnmatchedTruth
 
 
 def model_handler(config: RunConfig, handler_kwargs=None, model: SegmenterHandle = None) -> SegmentationModelHandler:
-  """The inference handler; ``model`` is the start-up check's handle (``pipeline.model_check``), else a fresh one."""
+  """The inference handler; ``model`` is the start-up check's handle (``pipeline.model_check``), else a fresh one.
+
+  Under ``--tta flips`` each engine call stacks four views of its tiles, so the pixel budget per call is quartered.
+  """
   palette = [entry["color"] for entry in config.classes] if config.overlays else None
   return SegmentationModelHandler(
     model
@@ -47,11 +50,12 @@ def model_handler(config: RunConfig, handler_kwargs=None, model: SegmenterHandle
       config.mixed_precision,
       config.input_spec,
       config.engine_threads,
+      tta=config.tta,
     ),
     num_classes=len(config.classes),
     max_batch_size=config.batch_size,
     palette=palette,
-    pixel_budget=config.batch_size * config.tile_size**2,
+    pixel_budget=config.batch_size * config.tile_size**2 // (4 if config.tta == "flips" else 1),
     **(handler_kwargs or {}),
   )
 

@@ -83,21 +83,23 @@ def _check_signature(segmenter, model_dir: str, spec: InputSpec):
     )
 
 
-def _load(model_dir: str, spec: InputSpec, engine: str, precision: str, mixed_precision: bool, threads: int):
+def _load(
+  model_dir: str, spec: InputSpec, engine: str, precision: str, mixed_precision: bool, threads: int, tta: str = "none"
+):
   """(handle, choice, loaded segmenter) on the requested engine.
 
   With ``--engine auto``, a model OpenVINO cannot convert or run falls back
   to TensorFlow with one warning, as long as TensorFlow can load it; a
   SavedModel neither engine can load is refused with TensorFlow's reason.
   """
-  handle = SegmenterHandle(model_dir, engine, precision, mixed_precision, spec, threads)
+  handle = SegmenterHandle(model_dir, engine, precision, mixed_precision, spec, threads, tta=tta)
   local_dir = local_copy(model_dir)
   try:
     choice = handle.choose(local_dir)
   except EngineError as exc:
     raise OptionsError(str(exc)) from None
   try:
-    return handle, choice, engines.load(local_dir, choice, spec, threads)
+    return handle, choice, engines.load(local_dir, choice, spec, threads, tta)
   except Exception as exc:
     reason = f"{type(exc).__name__}: {one_line(exc, 300)}"
     if choice.engine == "tensorflow":
@@ -112,7 +114,7 @@ def _load(model_dir: str, spec: InputSpec, engine: str, precision: str, mixed_pr
         f"cannot run the ONNX model in {model_dir} on {choice.engine} ({reason}); wrap it again with "
         "python -m model.wrap --onnx."
       ) from None
-    if engine != "auto":
+    if engine != "auto" or tta != "none":
       raise OptionsError(
         f"cannot run the model in {model_dir} on OpenVINO ({reason}); re-export it, or use --engine tensorflow."
       ) from None
@@ -129,6 +131,7 @@ def check_model(
   mixed_precision: bool = False,
   threads: int = 0,
   hand_over: bool = False,
+  tta: str = "none",
 ) -> SegmenterHandle:
   """Loads the model once on its engine, checks it against its card and returns the handle the workers load it through.
 
@@ -151,7 +154,7 @@ def check_model(
       "name an exported model directory (python -m model.export or python -m model.wrap writes one)."
     )
   spec = InputSpec.from_card(card)
-  handle, choice, segmenter = _load(model_dir, spec, engine, precision, mixed_precision, threads)
+  handle, choice, segmenter = _load(model_dir, spec, engine, precision, mixed_precision, threads, tta)
   _check_signature(segmenter, model_dir, spec)
   num_classes = len(card["classes"])
   declared = segmenter.declared_classes()
@@ -204,6 +207,7 @@ def check_model(
     spec,
     threads,
     loaded=segmenter if hand_over else None,
+    tta=tta,
   )
   checked.description = dict(
     segmenter.describe(),

@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from model.engines.choice import ENGINES, PRECISIONS
+from model.engines.choice import ENGINES, PRECISIONS, TTA_MODES
 from pipeline.errors import OptionsError
 from transforms.input_spec import InputSpec
 from transforms.mask_files import MASK_FORMATS
@@ -237,6 +237,15 @@ class SegmentationOptions(PipelineOptions):
       "cores; slower on CPU).",
     )
     parser.add_argument(
+      "--tta",
+      choices=TTA_MODES,
+      default="none",
+      help="Test-time augmentation: none (default), or flips: each tile's class probabilities averaged over "
+      "its four flips (left-right, up-down, both) in one engine call, for cleaner boundaries at about four "
+      "times the model time (docs/MODEL.md, Test-time flips). Runs on the OpenVINO engine; recorded in "
+      "summary.json.",
+    )
+    parser.add_argument(
       "--skip_existing",
       action="store_true",
       default=False,
@@ -299,6 +308,7 @@ class RunConfig:
   precision: str = "auto"
   engine_threads: int = 0
   mixed_precision: bool = False
+  tta: str = "none"
   skip_existing: bool = False
   no_report: bool = False
   png_compress_level: int = 6
@@ -351,6 +361,7 @@ class RunConfig:
       "precision": self.precision,
       "engine_threads": self.engine_threads,
       "mixed_precision": self.mixed_precision,
+      "tta": self.tta,
       "skip_existing": self.skip_existing,
       "png_compress_level": self.png_compress_level,
       "mask_format": self.mask_format,

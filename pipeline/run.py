@@ -191,6 +191,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     config.mixed_precision,
     threads=config.engine_threads or engine_threads(runner, pipeline_options),
     hand_over=_workers_in_this_process(runner, pipeline_options),
+    tta=config.tta,
   )
   try:
     applied = expand_dataflow_options(pipeline_options)

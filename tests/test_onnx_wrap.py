@@ -22,6 +22,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 from pipeline_helpers import read_mask, read_outputs, run_pipeline, scene
 
+from model import engines
 from model import wrap as wrap_module
 from model.engines import EngineError, choice
 from model.engines.cpu import CpuFeatures
@@ -352,3 +353,20 @@ def test_bad_inputs_give_one_line_and_exit_2(wrapped, tmp_path, capsys):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("model.wrap: error: ") and words in lines[0], (case, err)
     assert not os.path.exists(out), case
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_flips_find_the_class_probabilities_of_every_wrapped_graph(wrapped, name):
+  """--tta flips reads the tensor the served graph's confidence is the maximum of, softmax or logits alike."""
+  _, model_dir, _ = wrapped[name]
+  chosen = engines.choose_here(model_dir, "auto", "fp32", tta="flips")
+  segmenter = engines.load(model_dir, chosen, engines.card_input(load_card(model_dir)), tta="flips")
+  fixed = CASES[name][4]
+  images = np.random.default_rng(5).integers(0, 255, (2,) + (fixed or (64, 96)) + (3,), dtype=np.uint8)
+  plain_ids, plain_confidence = segmenter.segmenter.predict(images)
+  probabilities = segmenter.segmenter.predict_probabilities(images)
+  assert probabilities.shape == images.shape[:3] + (CASES[name][1],)
+  np.testing.assert_allclose(probabilities.max(-1), plain_confidence, atol=1e-6)
+  np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+  class_ids, confidence = segmenter.predict(images)
+  assert class_ids.shape == images.shape[:3] and (confidence >= 1.0 / CASES[name][1] - 1e-6).all()

@@ -45,8 +45,8 @@ class SegmenterHandle:
   per-process ``Shared`` cache under the handle's own key.
 
   Pickled into the graph, the handle carries only that key and what to load:
-  the model directory, the *requested* engine and precision, the input spec
-  and the engine's thread count. A copy unpickled in the launcher's process
+  the model directory, the *requested* engine and precision, the input spec,
+  the engine's thread count and the test-time augmentation (``--tta``). A copy unpickled in the launcher's process
   (the in-process FnApiRunner) acquires the launcher's model through the
   key; a copy in any other process (multi-process FnApiRunner, portable and
   remote workers) resolves ``auto`` for its own machine (a GPU worker gets
@@ -63,6 +63,7 @@ class SegmenterHandle:
     spec: InputSpec = DEFAULT_SPEC,
     threads: int = 0,
     loaded=None,
+    tta: str = "none",
   ):
     self.model_dir = model_dir
     self.engine = engine
@@ -70,6 +71,7 @@ class SegmenterHandle:
     self.mixed_precision = bool(mixed_precision)
     self.spec = spec
     self.threads = int(threads or 0)
+    self.tta = tta
     self.description = None  # what the start-up check loaded: engine, precision, CPU (summary.json)
     self._shared = shared.Shared()
     self._loaded = loaded
@@ -89,13 +91,13 @@ class SegmenterHandle:
 
   def choose(self, local_dir: str):
     """The engine and precision for this machine (``model.engines.choice``)."""
-    return engines.choose_here(local_dir, self.engine, self.precision, self.mixed_precision)
+    return engines.choose_here(local_dir, self.engine, self.precision, self.mixed_precision, self.tta)
 
   def _load(self):
     local_dir = local_copy(self.model_dir)
     choice = self.choose(local_dir)
     _LOG.info("Loading model %s on %s (%s)", self.model_dir, choice.describe(), choice.reason)
-    return engines.load(local_dir, choice, self.spec, self.threads)
+    return engines.load(local_dir, choice, self.spec, self.threads, self.tta)
 
 
 class TileImagesFn(beam.DoFn):

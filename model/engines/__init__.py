@@ -16,10 +16,17 @@ from ONNX never needs it at all (OpenVINO on CPUs, onnxruntime on GPUs).
 import types
 
 from model.engines import cpu
-from model.engines.choice import EngineChoice, EngineError, choose, onnxruntime_providers, openvino_installed
+from model.engines.choice import (
+  TTA_MODES,
+  EngineChoice,
+  EngineError,
+  choose,
+  onnxruntime_providers,
+  openvino_installed,
+)
 from model.engines.openvino_ir import int8_problem, model_format
 
-__all__ = ["EngineChoice", "EngineError", "card_input", "choose_here", "load"]
+__all__ = ["TTA_MODES", "EngineChoice", "EngineError", "card_input", "choose_here", "load"]
 
 
 def card_input(card: dict):
@@ -29,7 +36,7 @@ def card_input(card: dict):
 
 
 def choose_here(
-  model_dir: str, engine: str = "auto", precision: str = "auto", mixed_precision: bool = False
+  model_dir: str, engine: str = "auto", precision: str = "auto", mixed_precision: bool = False, tta: str = "none"
 ) -> EngineChoice:
   """``choice.choose`` for this machine (its CPU flags and GPUs) and the local model directory."""
   kind = model_format(model_dir)
@@ -44,15 +51,25 @@ def choose_here(
     model_dir=model_dir,
     model_format=kind,
     onnx_providers=onnxruntime_providers() if kind == "onnx" else (),
+    tta=tta,
   )
 
 
-def load(model_dir: str, choice: EngineChoice, spec, threads: int = 0):
-  """The segmenter for a local exported model directory, on the chosen engine and precision."""
+def load(model_dir: str, choice: EngineChoice, spec, threads: int = 0, tta: str = "none"):
+  """The segmenter for a local exported model directory, on the chosen engine and precision.
+
+  ``tta="flips"`` (OpenVINO only, as ``choose`` guarantees) wraps it in ``flips.FlipAveragedSegmenter``.
+  """
   if choice.engine == "openvino":
     from model.engines.openvino_engine import OpenVinoSegmenter
 
+    if tta == "flips":
+      from model.engines.flips import FlipAveragedSegmenter
+
+      return FlipAveragedSegmenter(OpenVinoSegmenter(model_dir, spec, choice.precision, threads, probabilities=True))
     return OpenVinoSegmenter(model_dir, spec, choice.precision, threads)
+  if tta != "none":
+    raise EngineError(f"--tta {tta} runs on the OpenVINO engine, not {choice.engine}")
   if choice.engine == "onnxruntime":
     from model.engines.onnxruntime_engine import OnnxRuntimeSegmenter
 

@@ -14,6 +14,10 @@ A model wrapped from ONNX (``model.wrap --onnx``) has no SavedModel, so
 TensorFlow cannot run it: on a CPU it runs on OpenVINO (onnxruntime if
 OpenVINO is missing), and where a GPU is visible on onnxruntime-gpu, the
 ``onnx-gpu`` extra; without it such a run is refused, naming the extra.
+
+``--tta flips`` needs the class probabilities inside the served graph, which
+only the OpenVINO engine exposes (``model.engines.flips``): with it ``auto``
+means OpenVINO on every machine, and an explicit other engine is refused.
 """
 
 import importlib.util
@@ -22,6 +26,8 @@ from dataclasses import dataclass
 ENGINES = ("auto", "tensorflow", "openvino", "onnxruntime")
 ONNX_GPU_INSTALL = "pip install -c requirements.lock 'deconvseg[onnx-gpu]' (onnxruntime-gpu, in place of onnxruntime)"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
+# Test-time augmentation: none, or the class probabilities averaged over the four flips (model.engines.flips).
+TTA_MODES = ("none", "flips")
 
 
 class EngineError(ValueError):
@@ -65,8 +71,9 @@ def choose(
   model_dir: str = "the model",
   model_format: str = "saved_model",
   onnx_providers: tuple = (),
+  tta: str = "none",
 ) -> EngineChoice:
-  """Resolves ``--engine``/``--precision`` (and ``--mixed_precision``) for this machine and model.
+  """Resolves ``--engine``/``--precision`` (and ``--mixed_precision``, ``--tta``) for this machine and model.
 
   ``model_format`` is ``openvino_ir.model_format`` of the directory; ``onnx_providers`` are onnxruntime's
   execution providers here (read only for ONNX models).
@@ -75,6 +82,10 @@ def choose(
     raise EngineError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
   if precision not in PRECISIONS:
     raise EngineError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+  if tta not in TTA_MODES:
+    raise EngineError(f"--tta {tta!r} is not one of {', '.join(TTA_MODES)}")
+  if tta == "flips":
+    return _choose_for_flips(engine, precision, features, has_openvino, has_int8, mixed_precision, model_dir)
   if model_format == "onnx":
     return _choose_for_onnx(
       engine, precision, features, gpu, has_openvino, has_int8, mixed_precision, model_dir, onnx_providers
@@ -111,6 +122,20 @@ def choose(
     )
   if mixed_precision:
     raise EngineError("--mixed_precision is TensorFlow's GPU float16; with --engine openvino use --precision bf16")
+  return _openvino(precision, features, has_int8, why, model_dir)
+
+
+def _choose_for_flips(engine, precision, features, has_openvino, has_int8, mixed_precision, model_dir) -> EngineChoice:
+  """``--tta flips``: OpenVINO on every machine (GPU workers included), since only its graph exposes probabilities."""
+  if engine not in ("auto", "openvino") or mixed_precision:
+    flag = f"--engine {engine}" if engine not in ("auto", "openvino") else "--mixed_precision (TensorFlow's float16)"
+    raise EngineError(
+      f"--tta flips averages the class probabilities inside the OpenVINO engine's graph, so {flag} cannot run it; "
+      "use --engine auto or openvino, or drop --tta"
+    )
+  if not has_openvino:
+    raise EngineError("--tta flips runs on the OpenVINO engine: pip install -c requirements.lock openvino")
+  why = "--engine openvino" if engine == "openvino" else "--tta flips runs on the OpenVINO engine"
   return _openvino(precision, features, has_int8, why, model_dir)
 
 

@@ -12,6 +12,12 @@ threads it was given.
 The per-class pixel counts and confidence sums over each tile's owned
 rectangle are two vectorised ``numpy.bincount`` calls; the float confidence
 map is read once, there, and never leaves this function.
+
+With ``probabilities=True`` (``--tta flips``) the graph also returns the
+class probabilities that its ``confidence`` is the maximum of, found by
+walking up from that output to its ReduceMax; ``predict_probabilities``
+reads them. Any graph that follows docs/CONTRACTS.md has them, whether
+exported here or wrapped from Keras or ONNX.
 """
 
 import threading
@@ -25,6 +31,7 @@ from model.engines.openvino_ir import OUTPUT_NAMES, declared_classes, locate_ir
 COMPILED_SHAPES = 16
 SEEN_SHAPES = 4096
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+PROBABILITIES = "probabilities"
 
 
 class OpenVinoSegmenter:
@@ -32,7 +39,7 @@ class OpenVinoSegmenter:
 
   engine = "openvino"
 
-  def __init__(self, model_dir: str, spec, precision: str = "fp32", threads: int = 0):
+  def __init__(self, model_dir: str, spec, precision: str = "fp32", threads: int = 0, probabilities: bool = False):
     import openvino
 
     self.spec = spec
@@ -42,6 +49,12 @@ class OpenVinoSegmenter:
     self._version = openvino.get_version()
     self._core = openvino.Core()
     self._model = self._core.read_model(self.ir)
+    self._output_names = list(OUTPUT_NAMES)
+    self._class_axis = -1
+    if probabilities:
+      port, self._class_axis = probability_output(self._model)
+      self._model.add_outputs([port])
+      self._output_names.append(PROBABILITIES)
     self._config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
     if precision in PRECISION_HINTS:
       self._config["INFERENCE_PRECISION_HINT"] = PRECISION_HINTS[precision]
@@ -83,7 +96,10 @@ class OpenVinoSegmenter:
     compiled = self._core.compile_model(model, "CPU", self._config)
     if self._arithmetic is None:
       self._arithmetic = str(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
-    return compiled.create_infer_request(), [compiled.output(name) for name in OUTPUT_NAMES]
+    outputs = [compiled.output(name) for name in OUTPUT_NAMES]
+    if len(self._output_names) > len(OUTPUT_NAMES):
+      outputs.append(compiled.outputs[-1])  # add_outputs appends the probabilities last
+    return compiled.create_infer_request(), outputs
 
   def _request(self, shape):
     """The infer request for this shape: its static graph if the shape came before, else the dynamic one."""
@@ -110,6 +126,21 @@ class OpenVinoSegmenter:
     images = np.ascontiguousarray(images)
     if images.shape[0] == 0:
       return np.zeros(images.shape[:3], np.uint8), np.zeros(images.shape[:3], np.float32)
+    results = self._infer(images)
+    return np.array(results[0], np.uint8), np.array(results[1], np.float32)
+
+  def predict_probabilities(self, images: np.ndarray) -> np.ndarray:
+    """float32 [N, H, W, classes]: the probabilities ``confidence`` is the maximum of (``probabilities=True``).
+
+    Graphs that keep classes on axis 1 (ONNX wraps of NCHW models) are moved to the contract's layout here.
+    """
+    if PROBABILITIES not in self._output_names:
+      raise ValueError("this OpenVinoSegmenter was loaded without probabilities=True")
+    probabilities = np.asarray(self._infer(np.ascontiguousarray(images))[2], np.float32)
+    return np.ascontiguousarray(np.moveaxis(probabilities, self._class_axis, -1))
+
+  def _infer(self, images: np.ndarray) -> list:
+    """The graph's outputs for one batch, in ``_output_names`` order."""
     with self._lock:
       shape = tuple(int(v) for v in images.shape)
       request, outputs = self._request(shape)
@@ -121,12 +152,43 @@ class OpenVinoSegmenter:
         self._dynamic = None
         self._compiled.pop(shape, None)
         raise
-      return np.array(result[outputs[0]], np.uint8), np.array(result[outputs[1]], np.float32)
+      return [result[output] for output in outputs]
 
   def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int):
     """Same contract as the TensorFlow engine's: (class ids, pixels per class, confidence sums, max id)."""
     class_ids, confidence = self.predict(images)
     return (class_ids,) + per_class_sums(class_ids, confidence, owned, num_classes)
+
+
+# Ops between the probabilities' maximum and the confidence output that change neither values nor their order.
+_PASS_THROUGH = ("Convert", "Squeeze", "Reshape", "Unsqueeze")
+
+
+def probability_output(model):
+  """(port, class axis) of ``model``'s class probabilities: what its ``confidence`` output is the maximum of.
+
+  That is the input of a ReduceMax (graphs exported here, Keras wraps) or of the GatherElements that picks the
+  winner's probability (ONNX wraps), walking up through shape and precision changes. A graph whose confidence is
+  neither cannot be averaged over flips, and says so.
+  """
+  source = model.output(OUTPUT_NAMES[1]).get_node().input_value(0)
+  while source.get_node().get_type_name() in _PASS_THROUGH:
+    source = source.get_node().input_value(0)
+  node = source.get_node()
+  kind = node.get_type_name()
+  if kind == "ReduceMax":
+    axes = np.atleast_1d(node.input_value(1).get_node().get_data())
+  elif kind == "GatherElements":
+    axes = np.atleast_1d(node.get_attributes()["axis"])
+  else:
+    axes = ()
+  if len(axes) != 1:
+    raise ValueError(
+      f"the model's '{OUTPUT_NAMES[1]}' output comes from a {kind}, not the maximum over class probabilities "
+      "(docs/CONTRACTS.md), so --tta flips cannot average them; re-export or wrap the model again"
+    )
+  probabilities = node.input_value(0)
+  return probabilities, int(axes[0]) % probabilities.get_partial_shape().rank.get_length()
 
 
 def per_class_sums(class_ids: np.ndarray, confidence: np.ndarray, owned: np.ndarray, num_classes: int):

@@ -142,6 +142,8 @@ def _engine_rows(engine):
   rows = [
     ("Engine", f"{engine['engine']} {engine.get('precision', '')}".strip() + (f" ({details})" if details else ""))
   ]
+  if engine.get("tta") == "flips":
+    rows.append(("Test-time flips", "on: class probabilities averaged over 4 flips (about 4x the model time)"))
   if engine.get("reason"):
     rows.append(("Chosen because", engine["reason"]))
   cpu = engine.get("cpu") if isinstance(engine.get("cpu"), dict) else {}
