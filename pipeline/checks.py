@@ -11,7 +11,7 @@ import argparse
 import logging
 import math
 import os
-from typing import Sequence
+from typing import Any, NoReturn, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
@@ -49,7 +49,7 @@ _AS_PARSED = (
 class _StrictParser(_BeamArgumentParser):
   """Raises OptionsError instead of printing Beam's very long usage and exiting."""
 
-  def error(self, message):
+  def error(self, message: str) -> NoReturn:
     raise OptionsError(f"{message}. Run with --help for this pipeline's flags.")
 
 
@@ -58,7 +58,7 @@ class _StrictParser(_BeamArgumentParser):
 RUNNER_ALIASES = {"DaskRunner": "pipeline.dask_runner.DaskRunner"}
 
 
-def _import_runner(argv: Sequence[str]):
+def _import_runner(argv: Sequence[str]) -> None:
   """Imports the module of the ``--runner`` named, so its option group (e.g. ``DaskOptions``) registers.
 
   Beam defines a runner's options next to the runner, so ``--dask_client_address``
@@ -81,7 +81,7 @@ def _import_runner(argv: Sequence[str]):
     raise OptionsError(f"--runner={name}: {error}") from error
 
 
-def reject_unknown_flags(argv: Sequence[str]):
+def reject_unknown_flags(argv: Sequence[str]) -> None:
   """Bad values and unknown flags are errors (Beam itself only warns and drops unknown ones)."""
   own = _StrictParser(allow_abbrev=False, add_help=False)
   SegmentationOptions._add_argparse_args(own)
@@ -94,7 +94,7 @@ def reject_unknown_flags(argv: Sequence[str]):
 
   _import_runner(argv)
   parser = _StrictParser(allow_abbrev=False, add_help=False)
-  seen = {}
+  seen: dict[str, Any] = {}
   pending = list(PipelineOptions.__subclasses__())
   while pending:
     cls = pending.pop()
@@ -115,7 +115,7 @@ def reject_unknown_flags(argv: Sequence[str]):
     )
 
 
-def _check_number(name, value, low, high=None):
+def _check_number(name: str, value: float | None, low: float, high: float | None = None) -> None:
   if (
     value is None
     or (isinstance(value, float) and not math.isfinite(value))
@@ -126,7 +126,7 @@ def _check_number(name, value, low, high=None):
     raise OptionsError(f"--{name}={value} is out of range: it must be {bound}.")
 
 
-def _check_geo_outputs(opts) -> PolygonSettings:
+def _check_geo_outputs(opts: SegmentationOptions) -> PolygonSettings:
   """--mask_format geotiff and --polygons need the geo extra; the polygon knobs need --polygons."""
   for name in ("min_polygon_area", "simplify"):
     value = getattr(opts, name)
@@ -155,7 +155,9 @@ def _given(argv: Sequence[str], flag: str) -> bool:
   return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
 
 
-def fixed_size_tiling(card: dict, argv: Sequence[str], tile_size: int, overlap: int, whole_pixels: int):
+def fixed_size_tiling(
+  card: dict[str, Any], argv: Sequence[str], tile_size: int, overlap: int, whole_pixels: int
+) -> tuple[int, int, int]:
   """(tile_size, overlap, whole_image_pixels) for a model that takes one fixed input size.
 
   A wrapped model with ``input_size`` [H, W] in its card cannot run a larger
@@ -196,7 +198,7 @@ def fixed_size_tiling(card: dict, argv: Sequence[str], tile_size: int, overlap: 
   return tile_size, overlap, whole_pixels
 
 
-def _sources(opts) -> dict:
+def _sources(opts: SegmentationOptions) -> dict[str, Any]:
   """The RunConfig's input fields, made absolute; at least one input must be given."""
   globs = tuple(as_glob(absolute(p)) for p in (opts.input or []))
   manifests = tuple(absolute(p) for p in (opts.manifest or []))
@@ -215,7 +217,7 @@ def _sources(opts) -> dict:
   }
 
 
-def _check_sources_exist(sources: dict, output: str):
+def _check_sources_exist(sources: dict[str, Any], output: str) -> None:
   """Every --input and --tfrecord pattern matches files, every --manifest exists, and OUT is outside the inputs."""
   from transforms.read import glob_root
 
@@ -238,7 +240,7 @@ def _check_sources_exist(sources: dict, output: str):
       raise OptionsError(f"--tfrecord {pattern!r} matches no files; check the path (and quote the pattern).")
 
 
-def _check_model(argv: Sequence[str], opts, whole_image_pixels: int) -> dict:
+def _check_model(argv: Sequence[str], opts: SegmentationOptions, whole_image_pixels: int) -> dict[str, Any]:
   """The RunConfig's model fields: its directory, its card, and the tiling the card allows."""
   model_dir = absolute(opts.model).rstrip("/")
   if is_local(model_dir) and not os.path.isdir(model_dir):

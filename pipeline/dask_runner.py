@@ -30,6 +30,8 @@ a model is loaded once per worker, not once per partition.
 import collections
 import threading
 import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import dask
 from apache_beam import DoFn, ParDo, pvalue
@@ -41,7 +43,7 @@ from apache_beam.runners.dask.transform_evaluator import TRANSLATIONS, Flatten, 
 from apache_beam.transforms.sideinputs import SideInputMap
 
 
-def _concat(partitions):
+def _concat(partitions: Iterable[Iterable[Any]]) -> list[Any]:
   return [element for partition in partitions for element in partition]
 
 
@@ -49,12 +51,12 @@ def _concat(partitions):
 # own workers reuse a DoFn across bundles, so setup() (a model load) runs once per instance, not per
 # partition. A bundle takes an idle instance or sets up the one it was sent; one at a time, so threads
 # of a worker never share an instance. A new run's first bundle tears the previous run's down.
-_IDLE = collections.defaultdict(list)
-_IDLE_RUN = [None]
+_IDLE: collections.defaultdict[tuple[str, str], list[Any]] = collections.defaultdict(list)
+_IDLE_RUN: list[str | None] = [None]
 _IDLE_LOCK = threading.Lock()
 
 
-def _take_dofn(run_id, label, fn):
+def _take_dofn(run_id: str, label: str, fn: Any) -> tuple[Any, bool]:
   """(DoFn, needs_setup)."""
   with _IDLE_LOCK:
     if _IDLE_RUN[0] != run_id:
@@ -73,7 +75,7 @@ def _take_dofn(run_id, label, fn):
   return taken
 
 
-def _give_back_dofn(run_id, label, fn):
+def _give_back_dofn(run_id: str, label: str, fn: Any) -> None:
   with _IDLE_LOCK:
     if _IDLE_RUN[0] == run_id:
       _IDLE[(run_id, label)].append(fn)
@@ -81,7 +83,17 @@ def _give_back_dofn(run_id, label, fn):
   fn.teardown()
 
 
-def _run_bundle(elements, fn, label, run_id, window_fn, args, kwargs, side_specs, *side_values):
+def _run_bundle(
+  elements: Iterable[Any],
+  fn: Any,
+  label: str,
+  run_id: str,
+  window_fn: Any,
+  args: Sequence[Any],
+  kwargs: dict[str, Any],
+  side_specs: Sequence[tuple[Any, Any, Any]],
+  *side_values: Iterable[Any],
+) -> list[Any]:
   """One dask partition through a DoFn: main outputs as values, tagged ones as ``TaggedOutput(tag, value)``."""
   fn, needs_setup = _take_dofn(run_id, label, fn)
   receivers = OneReceiver()
@@ -131,29 +143,29 @@ def _run_bundle(elements, fn, label, run_id, window_fn, args, kwargs, side_specs
 class _OfTag:
   """Keeps the elements a multi-output ParDo sent to one tag (``None`` is the main output)."""
 
-  def __init__(self, tag):
+  def __init__(self, tag: str | None) -> None:
     self.tag = tag
 
-  def __call__(self, element):
+  def __call__(self, element: Any) -> bool:
     if isinstance(element, pvalue.TaggedOutput):
       return element.tag == self.tag
     return self.tag is None
 
 
-def _untag(element):
+def _untag(element: Any) -> Any:
   return element.value if isinstance(element, pvalue.TaggedOutput) else element
 
 
 class _TagRoutingVisitor(PipelineVisitor):
   """Translates each primitive transform to a dask bag; inputs are looked up per PCollection."""
 
-  def __init__(self, bag_kwargs):
+  def __init__(self, bag_kwargs: dict[str, Any]) -> None:
     self.bag_kwargs = bag_kwargs
     self.run_id = uuid.uuid4().hex
-    self.bags = collections.OrderedDict()
-    self.consumed = set()
+    self.bags: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+    self.consumed: set[Any] = set()
 
-  def _bag(self, pcoll):
+  def _bag(self, pcoll: Any) -> Any:
     producer = pcoll.producer
     self.consumed.add(producer)
     bag = self.bags.get(producer)
@@ -161,7 +173,7 @@ class _TagRoutingVisitor(PipelineVisitor):
       bag = bag.filter(_OfTag(pcoll.tag)).map(_untag)
     return bag
 
-  def _par_do(self, node, input_bag):
+  def _par_do(self, node: Any, input_bag: Any) -> Any:
     transform = node.transform
     args, kwargs = transform.raw_side_inputs
     main_input = next(iter(node.main_inputs.values()))
@@ -176,7 +188,7 @@ class _TagRoutingVisitor(PipelineVisitor):
       _run_bundle, transform.fn, node.full_label, self.run_id, window_fn, args, kwargs, specs, *values
     )
 
-  def visit_transform(self, transform_node):
+  def visit_transform(self, transform_node: Any) -> None:
     pcolls = [value for value in transform_node.inputs if not isinstance(value, pvalue.PBegin)]
     inputs = [bag for bag in map(self._bag, pcolls) if bag is not None]
     # Exact class, as Beam's translation table: the GroupAlsoByWindow ParDo of its GroupByKey expansion
@@ -193,14 +205,14 @@ class _TagRoutingVisitor(PipelineVisitor):
       input_bag = inputs[0]
     self.bags[transform_node] = op.apply(input_bag=input_bag, side_inputs=None)
 
-  def leaves(self):
+  def leaves(self) -> list[Any]:
     return [bag for node, bag in self.bags.items() if node not in self.consumed]
 
 
 class DaskRunner(beam_dask.DaskRunner):
   """Runs the pipeline on a dask.distributed cluster (``--dask_client_address``), every sink included."""
 
-  def run_pipeline(self, pipeline, options):
+  def run_pipeline(self, pipeline: Any, options: Any) -> Any:
     import dask.distributed  # only a Dask run needs the client
 
     dask_options = options.view_as(beam_dask.DaskOptions).get_all_options(drop_default=True, current_only=True)

@@ -41,7 +41,7 @@ import logging
 import math
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -67,7 +67,7 @@ class DriftDetected(RuntimeError):
   """``--fail_on_drift`` and a class moved more than the threshold (every output is written)."""
 
 
-def bin_shares(fractions: Sequence[float], bins: int = PSI_BINS) -> np.ndarray:
+def bin_shares(fractions: Sequence[float] | np.ndarray, bins: int = PSI_BINS) -> np.ndarray:
   """Share of the values in each of ``bins`` bins [i/bins, (i+1)/bins) of [0, 1] (1.0 in the last bin).
 
   Edges are ``i / bins`` (correctly rounded), not ``np.linspace``'s: a fraction
@@ -81,7 +81,10 @@ def bin_shares(fractions: Sequence[float], bins: int = PSI_BINS) -> np.ndarray:
 
 
 def population_stability_index(
-  previous: Sequence[float], current: Sequence[float], bins: int = PSI_BINS, epsilon: float = PSI_EPSILON
+  previous: Sequence[float] | np.ndarray,
+  current: Sequence[float] | np.ndarray,
+  bins: int = PSI_BINS,
+  epsilon: float = PSI_EPSILON,
 ) -> Optional[float]:
   """PSI of ``current`` against ``previous`` over fixed bins of [0, 1]; None when either is empty."""
   if not len(previous) or not len(current):
@@ -91,7 +94,7 @@ def population_stability_index(
   return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
-def ks_statistic(previous: Sequence[float], current: Sequence[float]) -> Optional[float]:
+def ks_statistic(previous: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> Optional[float]:
   """Two-sample Kolmogorov-Smirnov statistic sup |F_prev - F_cur|; None when either sample is empty."""
   first, second = np.sort(np.asarray(previous, np.float64)), np.sort(np.asarray(current, np.float64))
   if not len(first) or not len(second):
@@ -138,7 +141,7 @@ def check_compare_to(compare_to: str, output: str) -> Optional[str]:
       previous,
     )
     return None
-  problems = []
+  problems: List[str] = []
   summary = load.read_summary(previous, problems)
   if not isinstance(summary.get("classes"), list) or not summary.get("classes"):
     reason = problems[0] if problems else f"{load.SUMMARY_FILE} has no per-class totals"
@@ -166,14 +169,14 @@ def check_threshold(threshold: Optional[float]) -> float:
   return float(value)
 
 
-def _local_files(run, output):
+def _local_files(run: load.RunSummary, output: str) -> load.RunSummary:
   """Files the summary lists outside ``output`` belong to where the run was written, not to this copy."""
   run.stats_files = [path for path in run.stats_files if path.startswith(output + "/")]
   run.failure_files = [path for path in run.failure_files if path.startswith(output + "/")]
   return run
 
 
-def read_run(output: str, problems: List[str]) -> Tuple[dict, Dict[str, float], Dict[str, np.ndarray], int]:
+def read_run(output: str, problems: List[str]) -> Tuple[Dict[str, Any], Dict[str, float], Dict[str, np.ndarray], int]:
   """(summary, {class: share of pixels}, {class: per-image fractions}, images) of a finished run."""
   summary = load.read_summary(output, problems)
   entries = [entry for entry in summary.get("classes") or [] if isinstance(entry, dict)]
@@ -192,7 +195,7 @@ def read_run(output: str, problems: List[str]) -> Tuple[dict, Dict[str, float], 
   return summary, shares, {name: np.asarray(values, np.float64) for name, values in columns.items()}, images
 
 
-def compute_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRESHOLD) -> dict:
+def compute_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRESHOLD) -> Dict[str, Any]:
   """The ``drift`` block of ``output`` against the earlier run in ``compare_to`` (both finished runs)."""
   problems: List[str] = []
   summary, shares, fractions, images = read_run(output, problems)
@@ -200,16 +203,17 @@ def compute_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRES
   names = list(dict.fromkeys(list(shares) + list(fractions) + list(prev_shares) + list(prev_fractions)))
   comparable = bool(load.number(summary.get("pixels"), 0)) and bool(load.number(prev_summary.get("pixels"), 0))
   noise = psi_noise_level(prev_images, images)
-  classes, flagged = [], []
+  classes: List[Dict[str, Any]] = []
+  flagged: List[str] = []
   for name in names:
     previous, current = prev_shares.get(name, 0.0), shares.get(name, 0.0)
     psi = population_stability_index(
       prev_fractions.get(name, np.zeros(prev_images)), fractions.get(name, np.zeros(images))
     )
-    reasons = []
+    reasons: List[str] = []
     if comparable and abs(current - previous) > threshold:
       reasons.append("share")
-    if psi is not None and psi > PSI_THRESHOLD and psi > noise:
+    if psi is not None and psi > PSI_THRESHOLD and noise is not None and psi > noise:
       reasons.append("psi")
     classes.append(
       {
@@ -241,12 +245,14 @@ def compute_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRES
   }
 
 
-def _model(summary):
-  model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
+def _model(summary: Dict[str, Any]) -> Dict[str, Any]:
+  model = summary.get("model")
+  if not isinstance(model, dict):
+    model = {}
   return {"name": model.get("name"), "version": model.get("version")}
 
 
-def add_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRESHOLD) -> dict:
+def add_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRESHOLD) -> Dict[str, Any]:
   """Computes the drift block and rewrites ``OUT/summary.json`` with it; returns the new summary."""
   summary = load.read_summary(output, [])
   if not summary:
@@ -255,7 +261,7 @@ def add_drift(output: str, compare_to: str, threshold: float = DEFAULT_THRESHOLD
   return store_summary(output, summary)
 
 
-def check_drift(drift: Optional[dict], fail_on_drift: bool):
+def check_drift(drift: Optional[Dict[str, Any]], fail_on_drift: bool) -> None:
   """Logs flagged classes; raises DriftDetected with ``fail_on_drift`` when any class is flagged."""
   if not drift or not drift.get("flagged"):
     return
@@ -269,13 +275,13 @@ def check_drift(drift: Optional[dict], fail_on_drift: bool):
   _LOG.warning("%s", message)
 
 
-def _describe(entry):
+def _describe(entry: Dict[str, Any]) -> str:
   change = "" if entry["change_pp"] is None else f"{entry['change_pp']:+.1f} pp"
   psi = "" if entry["psi"] is None else f"PSI {entry['psi']:.2f}"
   return f"{entry['name']} ({', '.join(part for part in (change, psi) if part)})"
 
 
-def format_drift(drift: dict) -> str:
+def format_drift(drift: Dict[str, Any]) -> str:
   """Lines for the end-of-run table."""
   images = drift["images"]
   lines = [
@@ -318,7 +324,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   return parser.parse_args(list(argv))
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
   """After the fact (e.g. after a Dataflow job): the same drift block the launcher would have written."""
   from pipeline.schedule import fill_date_templates
 

@@ -9,6 +9,8 @@ runner that reports no metrics leaves the summary as it was.
 """
 
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -17,7 +19,7 @@ from transforms.accounting import io_block
 _LOG = logging.getLogger("deconvseg")
 
 
-def _file_bytes(paths) -> int:
+def _file_bytes(paths: Iterable[str] | None) -> int:
   total = 0
   for path in paths or []:
     try:
@@ -27,7 +29,7 @@ def _file_bytes(paths) -> int:
   return total
 
 
-def with_io(summary: dict, result) -> dict:
+def with_io(summary: dict[str, Any], result: Any) -> dict[str, Any]:
   """``summary`` with ``io`` from ``result``'s metrics (a new dict; nothing is written)."""
   outputs = summary.get("outputs") or {}
   try:

@@ -45,7 +45,7 @@ def matching_files(pattern: str) -> List[str]:
   return [entry.path for entry in entries if entry.problem is None]
 
 
-def check_writable(output: str):
+def check_writable(output: str) -> None:
   """A local --output must be creatable and writable, or the run would fail after start-up with a traceback.
 
   Tries a temporary directory in the output (or its nearest existing parent)
@@ -62,11 +62,11 @@ def check_writable(output: str):
     ) from None
 
 
-def check_truth(patterns: Sequence[str]):
+def check_truth(patterns: Sequence[str]) -> None:
   """Every --truth pattern matches files, and no two truth files claim the same image."""
   from transforms.truth import truth_stem
 
-  seen = {}
+  seen: dict[str, str] = {}
   for pattern in patterns:
     paths = matching_files(pattern)
     if not paths:

@@ -16,9 +16,10 @@ validation sees real paths.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import re
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -33,7 +34,7 @@ class ScheduleOptions(PipelineOptions):
   """The run's date partition."""
 
   @classmethod
-  def _add_argparse_args(cls, parser):
+  def _add_argparse_args(cls, parser: argparse._ActionsContainer) -> None:
     parser.add_argument(
       "--date",
       default=None,
@@ -80,7 +81,7 @@ class FailureBudgetExceeded(RuntimeError):
   """More inputs failed than ``--max_failure_fraction`` allows (all outputs are written)."""
 
 
-def check_failure_budget(counts: dict, max_failure_fraction: Optional[float], output: str):
+def check_failure_budget(counts: dict[str, Any], max_failure_fraction: Optional[float], output: str) -> None:
   """Raises FailureBudgetExceeded when ``failed / read`` is above the budget."""
   if max_failure_fraction is None:
     return
@@ -128,7 +129,7 @@ def fill_template(template: str, date: datetime.date) -> str:
       }
     )
 
-  def replace(match):
+  def replace(match: re.Match[str]) -> str:
     name = match.group(1)
     if name in values:
       return values[name]

@@ -8,6 +8,7 @@ so a report of a million-image run costs what one of a hundred does.
 import datetime
 import hashlib
 import heapq
+from typing import Any
 
 from pipeline.report import load
 
@@ -30,7 +31,7 @@ FALLBACK_PALETTE = (
 class FractionDistribution:
   """Histogram, mean, min and max of one class's per-image fraction, in constant memory."""
 
-  def __init__(self):
+  def __init__(self) -> None:
     self.counts = [0] * FRACTION_BINS
     self.n = 0
     self.present = 0
@@ -38,7 +39,7 @@ class FractionDistribution:
     self.low = 1.0
     self.high = 0.0
 
-  def add(self, fraction):
+  def add(self, fraction: float) -> None:
     fraction = min(max(fraction, 0.0), 1.0)
     self.counts[min(int(fraction * FRACTION_BINS), FRACTION_BINS - 1)] += 1
     self.n += 1
@@ -48,10 +49,10 @@ class FractionDistribution:
     self.high = max(self.high, fraction)
 
   @property
-  def mean(self):
+  def mean(self) -> float:
     return self.total / self.n if self.n else 0.0
 
-  def quantile(self, q):
+  def quantile(self, q: float) -> float:
     """Quantile interpolated inside the histogram bin (accurate to 1/FRACTION_BINS), clamped to min/max."""
     if not self.n:
       return 0.0
@@ -68,18 +69,20 @@ class FractionDistribution:
 class RunStatistics:
   """Everything the report needs from the stats records, gathered in one pass."""
 
-  def __init__(self, max_gallery):
+  def __init__(self, max_gallery: int) -> None:
     self.max_gallery = max_gallery
     self.images = 0
-    self.pixels = {}
-    self.areas = {}
-    self.distributions = {}
+    self.pixels: dict[str, float] = {}
+    self.areas: dict[str, float] = {}
+    self.distributions: dict[str, FractionDistribution] = {}
     self.confidence_total = 0.0
     self.confidence_images = 0
-    self.first_mask = None
-    self._sample = []  # max-heap (negated hash) of the smallest-hash records; ties never compare records
+    self.first_mask: str | None = None
+    self._sample: list[
+      tuple[int, str, int, load.ImageRecord]
+    ] = []  # max-heap (negated hash) of the smallest-hash records; ties never compare records
 
-  def add(self, record):
+  def add(self, record: load.ImageRecord) -> None:
     self.images += 1
     self.first_mask = self.first_mask or record.mask_path
     for name, pixels in record.pixels.items():
@@ -103,7 +106,7 @@ class RunStatistics:
       elif -rank > self._sample[0][0]:
         heapq.heapreplace(self._sample, entry)
 
-  def finish_distributions(self):
+  def finish_distributions(self) -> None:
     """Back-fill zeros for classes first seen after some images (so every class has n == images)."""
     for distribution in self.distributions.values():
       missing = self.images - distribution.n
@@ -112,19 +115,21 @@ class RunStatistics:
         distribution.n += missing
         distribution.low = 0.0
 
-  def gallery(self):
+  def gallery(self) -> list[load.ImageRecord]:
     return [entry[-1] for entry in sorted(self._sample, key=lambda entry: entry[1:3])]
 
 
 class WorstImages:
   """The images with the lowest mean IoU (then pixel accuracy), in constant memory."""
 
-  def __init__(self, limit):
+  def __init__(self, limit: int) -> None:
     self.limit = limit
-    self._heap = []  # max-heap by score (negated): the best of the kept images is on top
+    self._heap: list[
+      tuple[float, float, int, load.ImageRecord]
+    ] = []  # max-heap by score (negated): the best of the kept images is on top
     self._seen = 0
 
-  def add(self, record):
+  def add(self, record: load.ImageRecord) -> None:
     truth = record.truth or {}
     mean_iou, accuracy = load.number(truth.get("mean_iou")), load.number(truth.get("pixel_accuracy"))
     if mean_iou is None or accuracy is None or self.limit <= 0:
@@ -136,20 +141,20 @@ class WorstImages:
     elif entry[:3] > self._heap[0][:3]:
       heapq.heapreplace(self._heap, entry)
 
-  def worst_first(self):
+  def worst_first(self) -> list[load.ImageRecord]:
     return [entry[-1] for entry in sorted(self._heap, key=lambda entry: (-entry[0], -entry[1], -entry[2]))]
 
 
 class FlaggedImages:
   """Counts checked and flagged images; keeps the flagged ones with the smallest keys, as summary.json lists them."""
 
-  def __init__(self, limit):
+  def __init__(self, limit: int) -> None:
     self.limit = limit
     self.checked = 0
     self.flagged = 0
-    self._kept = []
+    self._kept: list[load.ImageRecord] = []
 
-  def add(self, record):
+  def add(self, record: load.ImageRecord) -> None:
     if not isinstance(record.ood, dict):
       return
     self.checked += 1
@@ -157,32 +162,32 @@ class FlaggedImages:
       self.flagged += 1
       self._kept = sorted(self._kept + [record], key=lambda kept: kept.key)[: self.limit]
 
-  def first(self):
+  def first(self) -> list[load.ImageRecord]:
     return list(self._kept)
 
 
 class FailureSummary:
   """Failure counts by stage and error type, plus the first rows for the table."""
 
-  def __init__(self, max_rows):
+  def __init__(self, max_rows: int) -> None:
     self.max_rows = max_rows
     self.total = 0
-    self.by_kind = {}
-    self.rows = []
+    self.by_kind: dict[tuple[str, str], int] = {}
+    self.rows: list[load.FailureRecord] = []
 
-  def add(self, failure):
+  def add(self, failure: load.FailureRecord) -> None:
     self.total += 1
     kind = (failure.stage, failure.error_type)
     self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
     if len(self.rows) < self.max_rows:
       self.rows.append(failure)
 
-  def kinds(self):
+  def kinds(self) -> list[tuple[tuple[str, str], int]]:
     """((stage, error type), count), the most frequent first."""
     return sorted(self.by_kind.items(), key=lambda kv: -kv[1])
 
 
-def report_classes(card, run, stats):
+def report_classes(card: dict[str, Any], run: load.RunSummary, stats: RunStatistics) -> list[load.ClassInfo]:
   """Classes in id order with colours: the card's, else the masks' palette, else a fixed palette."""
   classes = load.card_classes(card)
   if not classes:
@@ -202,7 +207,7 @@ def report_classes(card, run, stats):
   return classes
 
 
-def parse_time(value):
+def parse_time(value: Any) -> datetime.datetime | None:
   if not value:
     return None
   try:
@@ -212,13 +217,13 @@ def parse_time(value):
   return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
 
 
-def run_figures(run, stats, failures):
+def run_figures(run: load.RunSummary, stats: RunStatistics, failures: FailureSummary) -> dict[str, Any]:
   """Counts, duration, throughput and mean confidence for the summary cards.
 
   A run that died before summary.json (written last) still gets counts from
   what it wrote.
   """
-  counts = dict(run.counts)
+  counts: dict[str, Any] = dict(run.counts)
   if counts["segmented"] is None:
     counts["segmented"] = stats.images
   if counts["failed"] is None:
@@ -235,6 +240,6 @@ def run_figures(run, stats, failures):
   )
 
 
-def pixels_of(totals, name):
+def pixels_of(totals: dict[str, load.ClassTotal], name: str) -> float:
   total = totals.get(name)
   return total.pixels if total else 0.0

@@ -7,13 +7,15 @@ through the template's escaping. Bars carry their exact value in
 """
 
 import dataclasses
+from collections.abc import Sequence
 
-from pipeline.report.aggregate import FRACTION_BINS, pixels_of
+from pipeline.report import load
+from pipeline.report.aggregate import FRACTION_BINS, FractionDistribution, pixels_of
 
 
 @dataclasses.dataclass
 class Bar:
-  info: object  # load.ClassInfo
+  info: load.ClassInfo
   pixels: float
   share: float  # of all pixels
   y: int  # top of the row
@@ -24,17 +26,17 @@ class Bar:
 class BarChart:
   """Horizontal bars of total pixels per class."""
 
-  bars: list
+  bars: list[Bar]
   width: int = 900
   label_width: int = 150
   row: int = 30
 
   @property
-  def height(self):
+  def height(self) -> int:
     return self.row * len(self.bars) + 10
 
 
-def bar_chart(classes, totals):
+def bar_chart(classes: Sequence[load.ClassInfo], totals: dict[str, load.ClassTotal]) -> BarChart:
   chart = BarChart([])
   plot_width = chart.width - chart.label_width - 190  # 190 px right of the longest bar for its label
   largest = max([pixels_of(totals, info.name) for info in classes] + [0.0])
@@ -57,11 +59,11 @@ def bar_chart(classes, totals):
 class Box:
   """One class's row: histogram bins (x, height) and a box plot (quartiles, whiskers = min/max, mean dot)."""
 
-  info: object
+  info: load.ClassInfo
   y: int
   middle: float
-  distribution: object = None  # aggregate.FractionDistribution, None when the class has no images
-  bins: list = dataclasses.field(default_factory=list)  # (x, top, height)
+  distribution: FractionDistribution | None = None  # None when the class has no images
+  bins: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)  # (x, top, height)
   q1: float = 0.0
   median: float = 0.0
   q3: float = 0.0
@@ -71,7 +73,7 @@ class Box:
 class DistributionChart:
   """Per class: histogram of per-image fractions as a density strip, with a box plot on top."""
 
-  boxes: list
+  boxes: list[Box]
   width: int = 900
   label_width: int = 150
   right: int = 150
@@ -79,26 +81,28 @@ class DistributionChart:
   top: int = 24
 
   @property
-  def plot_width(self):
+  def plot_width(self) -> int:
     return self.width - self.label_width - self.right
 
   @property
-  def height(self):
+  def height(self) -> int:
     return self.top + self.row * len(self.boxes) + 24
 
   @property
-  def bin_width(self):
+  def bin_width(self) -> float:
     return self.plot_width / FRACTION_BINS
 
-  def x(self, fraction):
+  def x(self, fraction: float) -> float:
     return self.label_width + self.plot_width * fraction
 
-  def ticks(self):
+  def ticks(self) -> list[tuple[float, int]]:
     """(x, percent) of the vertical grid lines."""
     return [(self.x(tick / 100), tick) for tick in range(0, 101, 10)]
 
 
-def distribution_chart(classes, distributions):
+def distribution_chart(
+  classes: Sequence[load.ClassInfo], distributions: dict[str, FractionDistribution]
+) -> DistributionChart:
   chart = DistributionChart([])
   for index, info in enumerate(classes):
     y = chart.top + index * chart.row
@@ -121,16 +125,16 @@ def distribution_chart(classes, distributions):
 class HeatmapRow:
   name: str
   total: float
-  cells: list  # (count, share of the row, text colour, on the diagonal)
+  cells: list[tuple[float, float, str, bool]]  # (count, share of the row, text colour, on the diagonal)
 
 
-def confusion_rows(confusion, classes):
+def confusion_rows(confusion: Sequence[Sequence[float]], classes: Sequence[load.ClassInfo]) -> list[HeatmapRow]:
   """Rows = truth, columns = predicted; each cell shaded by its share of the row."""
   names = [info.name for info in classes]
-  rows = []
+  rows: list[HeatmapRow] = []
   for index, counts in enumerate(confusion):
     total = sum(counts)
-    cells = []
+    cells: list[tuple[float, float, str, bool]] = []
     for column, count in enumerate(counts):
       share = count / total if total else 0.0
       cells.append((count, share, "#fff" if share > 0.55 else "#222", column == index))

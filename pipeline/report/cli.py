@@ -7,12 +7,13 @@ e.g. after a Dataflow job or with another gallery size.
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 
 from pipeline.report.load import incomplete_run
 from pipeline.report.render import DEFAULT_MAX_GALLERY, DEFAULT_THUMBNAIL_SIZE, write_report
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
   """Exit status 0 with the report's path on stdout; 2 when OUTPUT is not a run's output directory."""
   parser = argparse.ArgumentParser(
     prog="python -m pipeline.report", description="One self-contained HTML page that shows what a segmentation run did."

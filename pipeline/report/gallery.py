@@ -12,6 +12,8 @@ import dataclasses
 import io
 import re
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -38,7 +40,7 @@ class GalleryItem:
   note: str
 
 
-def palette(classes):
+def palette(classes: Sequence[load.ClassInfo]) -> np.ndarray:
   """A 256-entry lookup table class id -> RGB."""
   table = np.zeros((256, 3), dtype=np.uint8)
   for info in classes:
@@ -47,7 +49,7 @@ def palette(classes):
   return table
 
 
-def data_uri(image, fmt):
+def data_uri(image: Image.Image, fmt: str) -> str:
   buffer = io.BytesIO()
   if fmt == "JPEG":
     image.convert("RGB").save(buffer, "JPEG", quality=82, optimize=True)
@@ -58,7 +60,7 @@ def data_uri(image, fmt):
   return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def load_mask(path, table, size):
+def load_mask(path: str, table: np.ndarray, size: int) -> Image.Image:
   """The mask downscaled (nearest: no invented classes), then coloured with the class palette."""
   data = load.read_bytes(path, "uncompressed")
   if is_tiff(data):  # a GeoTIFF mask (transforms.mask_files)
@@ -67,14 +69,14 @@ def load_mask(path, table, size):
     with Image.open(io.BytesIO(data)) as mask:
       if mask.mode not in ("P", "L"):  # not a class-id image; show it as it is
         coloured = mask.convert("RGB")
-        coloured.thumbnail((size, size), Image.NEAREST)
+        coloured.thumbnail((size, size), Image.Resampling.NEAREST)
         return coloured
       small = mask.copy()
-  small.thumbnail((size, size), Image.NEAREST)
+  small.thumbnail((size, size), Image.Resampling.NEAREST)
   return Image.fromarray(table[np.asarray(small)], "RGB")
 
 
-def read_tfrecord_image(uri, image_feature):
+def read_tfrecord_image(uri: str, image_feature: str) -> bytes:
   """Encoded image bytes of ``<shard>#<index>``, the URI the pipeline gives TFRecord inputs."""
   path, _, index = uri.rpartition("#")
   with FileSystems.open(path) as stream:  # .gz shards are decompressed by extension
@@ -86,13 +88,13 @@ def read_tfrecord_image(uri, image_feature):
   raise ValueError(f"{path} has no record {index}")
 
 
-def _source_bytes(uri, image_feature):
+def _source_bytes(uri: str, image_feature: str) -> bytes:
   if re.fullmatch(r".+#\d+", uri) and not load.exists(uri):
     return read_tfrecord_image(uri, image_feature)
   return load.read_bytes(uri, "uncompressed")
 
 
-def input_spec(run, card):
+def input_spec(run: load.RunSummary, card: dict[str, Any]) -> InputSpec:
   """What the run's model takes (card["input"]), so thumbnails show what it saw; RGB uint8 when unknown."""
   for source in (run.model.get("card"), card):
     if isinstance(source, dict) and isinstance(source.get("input"), dict):
@@ -103,7 +105,7 @@ def input_spec(run, card):
   return DEFAULT_SPEC
 
 
-def load_source(uri, size, image_feature, spec=DEFAULT_SPEC):
+def load_source(uri: str, size: int, image_feature: str, spec: InputSpec = DEFAULT_SPEC) -> Image.Image:
   """The input as the pipeline saw it (EXIF orientation applied, same mode rule), downscaled.
 
   A GeoTIFF of 8- or 16-bit samples is read decimated through rasterio, so a
@@ -117,7 +119,7 @@ def load_source(uri, size, image_feature, spec=DEFAULT_SPEC):
   small = overview(uri, spec, size) if uri.lower().endswith(WINDOWED_SUFFIXES) else None
   if small is not None:  # a GeoTIFF: read decimated, never whole (transforms.geo_windows)
     image = Image.fromarray(to_display(small, display_stretch(small)), "RGB")
-    image.thumbnail((size, size), Image.BILINEAR)
+    image.thumbnail((size, size), Image.Resampling.BILINEAR)
     return image
   data = _source_bytes(uri, image_feature)
   if spec != DEFAULT_SPEC:
@@ -128,11 +130,13 @@ def load_source(uri, size, image_feature, spec=DEFAULT_SPEC):
       image.draft("RGB", (size, size))  # JPEG decodes at reduced scale: cheap for big tiles.
       image = ImageOps.exif_transpose(image)
       image = Image.fromarray(to_rgb(image), "RGB")
-  image.thumbnail((size, size), Image.BILINEAR)
+  image.thumbnail((size, size), Image.Resampling.BILINEAR)
   return image
 
 
-def gallery_item(record, table, size, image_feature, spec=DEFAULT_SPEC):
+def gallery_item(
+  record: load.ImageRecord, table: np.ndarray, size: int, image_feature: str, spec: InputSpec = DEFAULT_SPEC
+) -> GalleryItem:
   """Source and overlay thumbnails of one record; what could not be read becomes a note, not an error."""
   try:
     mask = load_mask(record.mask_path, table, size)
@@ -146,6 +150,6 @@ def gallery_item(record, table, size, image_feature, spec=DEFAULT_SPEC):
     return GalleryItem(
       record, "", data_uri(mask, "PNG"), f"source unreadable ({type(error).__name__}: {error}); showing the mask only"
     )
-  mask = mask.resize(source.size, Image.NEAREST)
+  mask = mask.resize(source.size, Image.Resampling.NEAREST)
   overlay = Image.blend(source, mask, OVERLAY_ALPHA)
   return GalleryItem(record, data_uri(source, "JPEG"), data_uri(overlay, "JPEG"), "")
