@@ -18,7 +18,7 @@ import io
 import json
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Literal, Optional, Tuple, overload
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -133,6 +133,14 @@ def encode_geotiff(
           overview_resampling="nearest",
         )
       return cog.read()
+
+
+@overload
+def decode_mask(data: bytes, with_pixels: Literal[True] = True) -> Tuple[np.ndarray, Optional[dict[str, Any]]]: ...
+
+
+@overload
+def decode_mask(data: bytes, with_pixels: bool) -> Tuple[Optional[np.ndarray], Optional[dict[str, Any]]]: ...
 
 
 def decode_mask(data: bytes, with_pixels: bool = True) -> Tuple[Optional[np.ndarray], Optional[dict[str, Any]]]:
