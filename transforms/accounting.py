@@ -14,10 +14,12 @@ which matters only for the ref shuffle of file inputs, where the payload
 itself is a path.
 """
 
-from typing import Optional
+from typing import Any, Optional
 
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
+
+from transforms.records import ImageRef, TileResult
 
 NAMESPACE = "deconvseg"
 # GroupByOutputKey (transforms.read): every ImageRef, and the TFRecord image bytes they carry.
@@ -40,15 +42,15 @@ SHUFFLES = (
 ALL = tuple(name for _, name in SHUFFLES) + (READ, WRITTEN_MASKS, WRITTEN_OVERLAYS)
 
 
-def distribution(name: str):
+def distribution(name: str) -> Any:
   return Metrics.distribution(NAMESPACE, name)
 
 
-def _text_bytes(text) -> int:
+def _text_bytes(text: object) -> int:
   return len(text.encode("utf-8")) if isinstance(text, str) else 0
 
 
-def ref_bytes(ref) -> int:
+def ref_bytes(ref: ImageRef) -> int:
   """Payload bytes of an ImageRef in the de-duplicating shuffle (its key travels twice: as key and field)."""
   return (
     2 * _text_bytes(ref.key)
@@ -58,23 +60,23 @@ def ref_bytes(ref) -> int:
   )
 
 
-def packed_bytes(packed) -> int:
+def packed_bytes(packed: object) -> int:
   """Bytes of a ``transforms.stitch.pack`` triple (or of a plain array)."""
   if isinstance(packed, tuple) and len(packed) == 3:
     return len(packed[2])
   return int(getattr(packed, "nbytes", 0) or 0)
 
 
-def _bytes_of(value) -> int:
+def _bytes_of(value: object) -> int:
   return int(getattr(value, "nbytes", 0) or 0) if value is not None else 0
 
 
-def tile_result_bytes(result) -> tuple:
+def tile_result_bytes(result: TileResult) -> tuple[int, int]:
   """(class-id bytes, overlay bytes) of a TileResult entering the stitch shuffle."""
   return packed_bytes(result.class_ids), _bytes_of(result.overlay)
 
 
-def _distribution_results(result, name):
+def _distribution_results(result: Any, name: str) -> Optional[dict[str, int]]:
   try:
     query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE).with_name(name))
   except Exception:  # a runner without metrics
@@ -93,7 +95,7 @@ def _distribution_results(result, name):
   return total
 
 
-def io_block(result, extra_written: Optional[dict] = None) -> Optional[dict]:
+def io_block(result: Any, extra_written: Optional[dict[str, int]] = None) -> Optional[dict[str, Any]]:
   """The ``io`` block of summary.json from a finished run's metrics; None if the runner reports none.
 
   ``extra_written`` adds files the launcher measured itself (stats, failures).

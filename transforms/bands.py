@@ -64,8 +64,8 @@ def _grey_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
   if mode in SIXTEEN_BIT_MODES:
     return _scale_sixteen_bit(values)
   if mode == "I":
-    low, high = int(values.min()), int(values.max())
-    if low >= 0 and high <= 255:
+    smallest, largest = int(values.min()), int(values.max())
+    if smallest >= 0 and largest <= 255:
       return values.astype(np.uint8)
     return _scale_sixteen_bit(np.clip(values, 0, 65535))
   values = np.where(np.isfinite(values), values, 0).astype(np.float32)

@@ -24,7 +24,7 @@ STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLES = 65536
 
 
-def shown_bands(channels: int):
+def shown_bands(channels: int) -> list[int]:
   """Indices of the bands shown as R, G, B."""
   return [0, 0, 0] if channels < 3 else [0, 1, 2]
 

@@ -23,9 +23,13 @@ import functools
 import logging
 import struct
 import warnings
-from typing import NamedTuple, Optional, Tuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+  from affine import Affine
 
 _LOG = logging.getLogger(__name__)
 GEO_EXTRA = "pip install -c requirements.lock -e '.[geo]'"
@@ -61,13 +65,13 @@ class Georef(NamedTuple):
     a, b, _, d, e, _ = self.transform
     return (float(np.hypot(a, d)), float(np.hypot(b, e)))
 
-  def affine(self):
+  def affine(self) -> "Affine":
     from affine import Affine
 
     return Affine(*self.transform)
 
 
-def north_up(west: float, north: float, xsize: float, ysize: float):
+def north_up(west: float, north: float, xsize: float, ysize: float) -> "Affine":
   """The ``affine.Affine`` geotransform of a north-up grid whose top-left corner is (west, north).
 
   rasterio's ``from_origin`` gives the same, through an operator ``affine`` 3 deprecates.
@@ -97,9 +101,11 @@ def available() -> bool:
   return True
 
 
-def _first_directory_tags(data: bytes) -> frozenset:
+def _first_directory_tags(data: bytes) -> frozenset[int]:
   """Tag ids of a TIFF's first image directory (classic or BigTIFF); empty when its header is unreadable."""
   order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
+  if order is None:  # not a TIFF byte order
+    return frozenset()
   try:
     version = struct.unpack_from(order + "H", data, 2)[0]
     if version == 42:
@@ -112,7 +118,7 @@ def _first_directory_tags(data: bytes) -> frozenset:
       return frozenset()
     count = min(count, (len(data) - entries) // entry_size)
     return frozenset(struct.unpack_from(order + "H", data, entries + i * entry_size)[0] for i in range(count))
-  except (TypeError, struct.error):  # not a TIFF byte order, or a directory offset past the end
+  except (TypeError, struct.error):  # not a byte buffer, or a directory offset past the end
     return frozenset()
 
 
@@ -127,10 +133,10 @@ def looks_georeferenced(data: bytes) -> bool:
   return not _GEOTIFF_TAGS.isdisjoint(_first_directory_tags(data))
 
 
-_WARNED = []
+_WARNED: list[bool] = []
 
 
-def read_georeferenced(data: bytes, check_size) -> Optional[GeoImage]:
+def read_georeferenced(data: bytes, check_size: Callable[[int, int], object]) -> Optional[GeoImage]:
   """All bands and the georeference of a GeoTIFF, or None when it has none (or the geo extra is missing).
 
   ``check_size(width, height)`` runs on the header, before any pixel is read.
@@ -160,16 +166,17 @@ def read_georeferenced(data: bytes, check_size) -> Optional[GeoImage]:
   return GeoImage(pixels=np.ascontiguousarray(pixels), bands=bands, georef=georef)
 
 
-def georef_of(dataset) -> Optional[Georef]:
+def georef_of(dataset: Any) -> Optional[Georef]:
   """A rasterio dataset's CRS and geotransform, or None when it has neither (a plain TIFF)."""
-  transform = tuple(float(v) for v in tuple(dataset.transform)[:6])
+  a, b, c, d, e, f = (float(v) for v in tuple(dataset.transform)[:6])
+  transform = (a, b, c, d, e, f)
   crs = dataset.crs
   if crs is None and transform == _IDENTITY:
     return None
   return Georef(crs=crs.to_wkt() if crs else None, transform=transform, epsg=crs.to_epsg() if crs else None)
 
 
-def band_colours(dataset, pixels: np.ndarray):
+def band_colours(dataset: Any, pixels: np.ndarray) -> Tuple[np.ndarray, Tuple[str, ...]]:
   """(pixels, band colour names) of [H, W, K] read from ``dataset``: a paletted scene becomes its colours.
 
   As Pillow gives a palette PNG; a window of the scene maps the same way, pixel by pixel.
@@ -189,13 +196,13 @@ def _apply_colour_table(indices: np.ndarray, colour_table: dict) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _crs_from_wkt(wkt: str):
+def _crs_from_wkt(wkt: str) -> Any:
   from pyproj import CRS
 
   return CRS.from_wkt(wkt)
 
 
-def crs_of(georef: Georef):
+def crs_of(georef: Georef) -> Any:
   """The pyproj CRS of a georeference that has one (parsed once per distinct WKT)."""
   return _crs_from_wkt(georef.crs)
 
@@ -230,7 +237,9 @@ def is_geographic(georef: Georef) -> bool:
   return georef.crs is not None and crs_of(georef).is_geographic
 
 
-def class_areas(georef: Georef, class_ids: np.ndarray, class_pixels: np.ndarray):
+def class_areas(
+  georef: Optional[Georef], class_ids: np.ndarray, class_pixels: np.ndarray
+) -> Optional[Tuple[np.ndarray, str]]:
   """(per-class areas in m², method) for an image with a CRS, or None without one.
 
   ``class_ids`` is the full-size mask and ``class_pixels`` its per-class

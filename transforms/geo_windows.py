@@ -20,7 +20,8 @@ the same strided sample as a whole read, so they are the same numbers.
 
 import threading
 import warnings
-from typing import Optional, Tuple
+from collections.abc import Callable
+from typing import IO, Any, Optional, Tuple
 
 import numpy as np
 
@@ -44,12 +45,12 @@ WINDOW_CACHE_BYTES = 64 << 20
 _GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}  # no sidecar (.ovr, .aux.xml) probes per open
 
 
-def _open_file(path: str, mode: str = "rb"):
+def _open_file(path: str, mode: str = "rb") -> IO[bytes]:
   """rasterio's opener for ``gs://`` datasets: a seekable file through Beam's GcsIO, fetching ranges."""
   return open_for_reading(path, GCS_READ_BUFFER)
 
 
-def _open_dataset(uri: str):
+def _open_dataset(uri: str) -> Any:
   import rasterio
   from rasterio.errors import NotGeoreferencedWarning
 
@@ -81,20 +82,20 @@ class WindowedRaster:
 
   ndim = 3
 
-  def __init__(self, uri: str, height: int, width: int, spec: InputSpec):
+  def __init__(self, uri: str, height: int, width: int, spec: InputSpec) -> None:
     self.uri = uri
     self.height, self.width = int(height), int(width)
     self.spec = spec
-    self._dataset = None
+    self._dataset: Any = None  # the open rasterio dataset, from the first read until close
     self._lock = threading.Lock()
 
-  def __getstate__(self):
+  def __getstate__(self) -> dict[str, Any]:
     return {key: value for key, value in self.__dict__.items() if key not in ("_dataset", "_lock")}
 
-  def __setstate__(self, state):
+  def __setstate__(self, state: dict[str, Any]) -> None:
     self.__dict__.update(state, _dataset=None, _lock=threading.Lock())
 
-  def close(self):
+  def close(self) -> None:
     dataset, self._dataset = getattr(self, "_dataset", None), None
     if dataset is not None:
       dataset.close()
@@ -114,11 +115,11 @@ class WindowedRaster:
   def __len__(self) -> int:
     return self.height
 
-  def __array__(self, dtype=None, copy=None):
+  def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray:
     pixels = self[:, :]
     return pixels if dtype is None else pixels.astype(dtype)
 
-  def __getitem__(self, key):
+  def __getitem__(self, key: Any) -> np.ndarray:
     key = key if isinstance(key, tuple) else (key,)
     rows, cols, rest = (tuple(key) + (slice(None), slice(None)))[:2] + (key[2:],)
     native = self._read(_bounds(rows, self.height), _bounds(cols, self.width))
@@ -148,7 +149,7 @@ class WindowedRaster:
     return NativeImage(pixels=pixels, kind=kind_of_colours(colours))
 
 
-def _read_window(dataset, window=None, **read_kwargs) -> np.ndarray:
+def _read_window(dataset: Any, window: Any = None, **read_kwargs: Any) -> np.ndarray:
   """[K, h, w] of one window (or, with ``out_shape``, the whole scene decimated), GDAL's block cache bounded.
 
   Data GDAL cannot decode fails as a whole read words it: a DecodeError with GDAL's reason.
@@ -165,13 +166,13 @@ def _read_window(dataset, window=None, **read_kwargs) -> np.ndarray:
     raise DecodeError(f"image data is corrupt or truncated{rows}: {cause}") from None
 
 
-def _read_strided(dataset, window, row_step: int, col_step: int) -> np.ndarray:
+def _read_strided(dataset: Any, window: Any, row_step: int, col_step: int) -> np.ndarray:
   """[h, w, K] of every row_step-th row and col_step-th column of a window (a copy: a view would keep the strip)."""
   part = np.moveaxis(_read_window(dataset, window), 0, -1)
   return part if row_step == col_step == 1 else part[::row_step, ::col_step].copy()
 
 
-def _open_windowable(uri: str):
+def _open_windowable(uri: str) -> Optional[Tuple[Any, geo.Georef]]:
   """(open dataset, Georef) of a georeferenced GeoTIFF whose bands all have 8 or 16 bits, else None (nothing open).
 
   A file GDAL cannot open is left to the whole read, which words its error.
@@ -193,8 +194,8 @@ def _open_windowable(uri: str):
 
 
 def open_windowed(
-  uri: str, spec: InputSpec, check_size, min_bytes: int
-) -> Optional[Tuple[WindowedRaster, "geo.Georef"]]:
+  uri: str, spec: InputSpec, check_size: Callable[[int, int], object], min_bytes: int
+) -> Optional[Tuple[WindowedRaster, geo.Georef]]:
   """(WindowedRaster, Georef) for a GeoTIFF worth reading by windows, else None (read it whole).
 
   Worth it: georeferenced, all bands of 8 or 16 bits, and more than

@@ -16,9 +16,10 @@ declaring a huge canvas) costs nothing.
 import io
 import sys
 from functools import partial
+from typing import Optional, Tuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from model.text import one_line
 from transforms import geo
@@ -40,7 +41,7 @@ from transforms.tiff import GEOTIFF_PIXEL_SCALE, is_tiff, orient, tiff_native
 _EXIF_ORIENTATION = 0x0112
 
 
-def _pixel_scale(image: Image.Image):
+def _pixel_scale(image: Image.Image) -> Optional[Tuple[float, float]]:
   """(x, y) size of a pixel from the GeoTIFF ModelPixelScale tag, if present."""
   tags = getattr(image, "tag_v2", None)
   if not tags or GEOTIFF_PIXEL_SCALE not in tags:
@@ -53,7 +54,7 @@ def _pixel_scale(image: Image.Image):
   return (sx, sy) if sx > 0 and sy > 0 else None
 
 
-def _png_fast_path(image: Image.Image, data: bytes):
+def _png_fast_path(image: ImageFile.ImageFile, data: bytes) -> Optional[np.ndarray]:
   """RGB pixels via TensorFlow's PNG decoder for plain 8-bit RGB PNGs, else None.
 
   Why: PNG inflate is the pipeline's largest cost after the model (about
@@ -83,7 +84,7 @@ def _png_fast_path(image: Image.Image, data: bytes):
   return pixels if pixels.shape == (image.size[1], image.size[0], 3) else None
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes) -> ImageFile.ImageFile:
   """Pillow's lazy open (header only), with its errors worded for people."""
   try:
     return Image.open(io.BytesIO(data))
@@ -99,7 +100,7 @@ def _open(data: bytes) -> Image.Image:
     raise DecodeError(f"image header is corrupt or truncated: {exc}") from None
 
 
-def check_size(width: int, height: int, max_pixels: int):
+def check_size(width: int, height: int, max_pixels: int) -> None:
   if width < 1 or height < 1:
     raise DecodeError(f"image has no pixels ({width}x{height})")
   if width * height > max_pixels:
@@ -109,7 +110,7 @@ def check_size(width: int, height: int, max_pixels: int):
     )
 
 
-def _load_first_frame(image: Image.Image):
+def _load_first_frame(image: Image.Image) -> None:
   try:
     if getattr(image, "n_frames", 1) > 1:
       image.seek(0)
@@ -120,7 +121,9 @@ def _load_first_frame(image: Image.Image):
     raise DecodeError(f"image data is corrupt or truncated: {exc}") from None
 
 
-def decode_image(data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC):
+def decode_image(
+  data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC
+) -> Tuple[np.ndarray, Optional[Tuple[float, float]]]:
   """Returns (pixels [H, W, spec.channels] of spec.dtype, pixel size or None); raises DecodeError.
 
   The default spec keeps the RGB uint8 path (and its PNG fast path) as it
@@ -131,8 +134,8 @@ def decode_image(data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC):
   if not data:
     raise DecodeError("file is empty (0 bytes)")
   if spec != DEFAULT_SPEC:
-    native = decode_native(data, max_pixels)
-    return conform(native, spec), native.pixel_size
+    whole = decode_native(data, max_pixels)
+    return conform(whole, spec), whole.pixel_size
   try:
     image = _open(data)
   except DecodeError:
@@ -165,7 +168,9 @@ def decode_image(data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC):
   return pixels, pixel_size
 
 
-def decode_located(data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC):
+def decode_located(
+  data: bytes, max_pixels: int, spec: InputSpec = DEFAULT_SPEC
+) -> Tuple[np.ndarray, Optional[Tuple[float, float]], Optional[geo.Georef]]:
   """(pixels, pixel size or None, ``geo.Georef`` or None); raises DecodeError.
 
   A GeoTIFF is read through rasterio with its CRS and geotransform (all its
@@ -192,7 +197,7 @@ _PILLOW_KINDS = {"L": GREY, "LA": GREY_ALPHA, "RGB": RGB, "RGBA": RGBA}
 _PILLOW_CONVERT = {"1": "L", "PA": "RGBA", "La": "LA", "RGBa": "RGBA"}
 
 
-def _sixteen_bit_png(image: Image.Image, data: bytes):
+def _sixteen_bit_png(image: Image.Image, data: bytes) -> Optional[np.ndarray]:
   """[H, W, K] uint16 for 16-bit colour or grey+alpha PNGs, which Pillow can only give as 8 bits; else None.
 
   Decoded by pypng (pure Python, so no TensorFlow in the process) with its
@@ -224,7 +229,7 @@ def decode_native(data: bytes, max_pixels: int) -> NativeImage:
     native = tiff_native(data, partial(check_size, max_pixels=max_pixels))
     if native is not None:
       return native
-  image = _open(data)
+  image: Image.Image = _open(data)  # converted below to the mode it is read in
   with image:
     width, height = image.size
     check_size(width, height, max_pixels)

@@ -13,17 +13,20 @@ crosses a process boundary.
 
 import logging
 from collections import defaultdict
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from collections.abc import Iterator
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, cast
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.utils import shared
+from numpy.typing import ArrayLike
 
 from model import engines
+from model.engines.choice import EngineChoice
 from model.text import one_line
-from model.tiling import plan_tiles
+from model.tiling import TileSpec, plan_tiles
 from transforms import accounting, progress, quiet
 from transforms.display import to_display
 from transforms.geo_windows import WindowedRaster
@@ -62,9 +65,9 @@ class SegmenterHandle:
     mixed_precision: bool = False,
     spec: InputSpec = DEFAULT_SPEC,
     threads: int = 0,
-    loaded=None,
+    loaded: Any = None,
     tta: str = "none",
-  ):
+  ) -> None:
     self.model_dir = model_dir
     self.engine = engine
     self.precision = precision
@@ -72,7 +75,8 @@ class SegmenterHandle:
     self.spec = spec
     self.threads = int(threads or 0)
     self.tta = tta
-    self.description = None  # what the start-up check loaded: engine, precision, CPU (summary.json)
+    # What the start-up check loaded: engine, precision, CPU (summary.json).
+    self.description: Optional[Dict[str, Any]] = None
     self._shared = shared.Shared()
     self._loaded = loaded
     if loaded is not None:
@@ -80,20 +84,20 @@ class SegmenterHandle:
         raise ValueError(f"the loaded model takes {loaded.spec}, not {spec}")
       self._shared.acquire(lambda: loaded)
 
-  def __getstate__(self):
+  def __getstate__(self) -> Dict[str, Any]:
     state = dict(self.__dict__)
     state["_loaded"] = None  # workers get the model through the shared key, or load their own
     return state
 
-  def acquire(self):
+  def acquire(self) -> Any:
     """The model: the launcher's when this process has it, else loaded here (once per process)."""
     return self._shared.acquire(self._load)
 
-  def choose(self, local_dir: str):
+  def choose(self, local_dir: str) -> EngineChoice:
     """The engine and precision for this machine (``model.engines.choice``)."""
     return engines.choose_here(local_dir, self.engine, self.precision, self.mixed_precision, self.tta)
 
-  def _load(self):
+  def _load(self) -> Any:
     local_dir = local_copy(self.model_dir)
     choice = self.choose(local_dir)
     _LOG.info("Loading model %s on %s (%s)", self.model_dir, choice.describe(), choice.reason)
@@ -103,13 +107,13 @@ class SegmenterHandle:
 class TileImagesFn(beam.DoFn):
   """DecodedImage -> fixed-shape Tiles (views, no copy) with owned rectangles."""
 
-  def __init__(self, tile_size: int, overlap: int, whole_pixels: Optional[int] = None):
+  def __init__(self, tile_size: int, overlap: int, whole_pixels: Optional[int] = None) -> None:
     self._tile_size = tile_size
     self._overlap = overlap
     self._whole_pixels = whole_pixels
     self._tiles = Metrics.counter(accounting.NAMESPACE, "tiles")
 
-  def process(self, image: DecodedImage):
+  def process(self, image: Any) -> Iterator[Any]:
     specs = plan_tiles(image.header.height, image.header.width, self._tile_size, self._overlap, self._whole_pixels)
     self._tiles.inc(len(specs))
     for spec in specs:
@@ -131,7 +135,7 @@ class TileImagesFn(beam.DoFn):
       image.pixels.close()  # every window is read: close the file on the thread that opened it
 
 
-def _tile_pixels(image: DecodedImage, spec):
+def _tile_pixels(image: DecodedImage, spec: TileSpec) -> Tuple[np.ndarray, Optional[Tuple[str, str, str]]]:
   """(pixels, None): a view of a decoded image, or a window read from a GeoTIFF (``transforms.geo_windows``).
 
   A window that cannot be read (a truncated file, a lost connection) gives
@@ -153,7 +157,7 @@ def tile_error(exc: Exception, what: str, stage: str) -> Tuple[str, str, str]:
   return type(exc).__name__, f"{what}: {message}", stage
 
 
-def class_id_beyond(class_ids, num_classes: int) -> Optional[int]:
+def class_id_beyond(class_ids: ArrayLike, num_classes: int) -> Optional[int]:
   """The largest of ``class_ids`` (an array, or its maximum) when it is ``num_classes`` or more, else None.
 
   A model may only emit the ids its card lists; the model check at start-up and every inference batch ask this.
@@ -187,8 +191,8 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Any]):
     max_batch_size: int,
     palette: Optional[Sequence[Sequence[int]]] = None,
     pixel_budget: Optional[int] = None,
-    **handler_kwargs,
-  ):
+    **handler_kwargs: Any,
+  ) -> None:
     # handler_kwargs: e.g. model_copies=N to share N models across a worker's processes.
     super().__init__(**handler_kwargs)
     self._model = model
@@ -197,7 +201,7 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Any]):
     self._pixel_budget = pixel_budget
     self._palette = None if palette is None else np.asarray(palette, dtype=np.uint16)
 
-  def load_model(self):
+  def load_model(self) -> Any:
     return self._model.acquire()
 
   def batch_elements_kwargs(self) -> Dict[str, Any]:
@@ -216,12 +220,12 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Any]):
     return "deconvseg_inference"
 
   def run_inference(
-    self, batch: Sequence[Tile], model, inference_args: Optional[Dict[str, Any]] = None
+    self, batch: Sequence[Tile], model: Any, inference_args: Optional[Dict[str, Any]] = None
   ) -> Iterable[TileResult]:
     if not batch:
       return []
-    results = [None] * len(batch)
-    by_shape = defaultdict(list)
+    results: list[Optional[TileResult]] = [None] * len(batch)
+    by_shape: defaultdict[Tuple[int, ...], list[int]] = defaultdict(list)
     for position, tile in enumerate(batch):
       if tile.error:
         results[position] = _result(tile, *_EMPTY, error=tile.error)
@@ -240,9 +244,9 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Any]):
             self._segment_group(batch, [position], model, results)
           except Exception as single_exc:
             results[position] = self._failed(batch[position], single_exc)
-    return results
+    return cast("list[TileResult]", results)  # every position is filled above
 
-  def _calls(self, by_shape):
+  def _calls(self, by_shape: Dict[Tuple[int, ...], list[int]]) -> Iterator[list[int]]:
     """Splits each same-shape group into calls within the pixel budget."""
     for shape, positions in by_shape.items():
       per_call = len(positions)
@@ -251,7 +255,9 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Any]):
       for start in range(0, len(positions), per_call):
         yield positions[start : start + per_call]
 
-  def _segment_group(self, batch, positions, model, results):
+  def _segment_group(
+    self, batch: Sequence[Tile], positions: list[int], model: Any, results: list[Optional[TileResult]]
+  ) -> None:
     tiles = [batch[p] for p in positions]
     images = np.stack([tile.pixels for tile in tiles])
     owned = np.array(
@@ -289,7 +295,14 @@ class SegmentationModelHandler(ModelHandler[Tile, TileResult, Any]):
 _EMPTY = (np.zeros((0, 0), dtype=np.uint8), np.zeros((0,), dtype=np.int64), np.zeros((0,), dtype=np.float64))
 
 
-def _result(tile: Tile, class_ids, class_pixels, class_confidence, overlay=None, error=None) -> TileResult:
+def _result(
+  tile: Tile,
+  class_ids: np.ndarray,
+  class_pixels: np.ndarray,
+  class_confidence: np.ndarray,
+  overlay: Optional[np.ndarray] = None,
+  error: Optional[Tuple[str, str, str]] = None,
+) -> TileResult:
   """A tile's result: its image's header and its place in the image, then what the model made of it."""
   place = (tile.index, tile.count, tile.own_top, tile.own_left)
   return TileResult(tile.header, *place, class_ids, class_pixels, class_confidence, overlay, error)
@@ -300,14 +313,14 @@ class TileAndSegment(beam.PTransform):
 
   def __init__(
     self, handler: SegmentationModelHandler, tile_size: int, overlap: int, whole_pixels: Optional[int] = None
-  ):
+  ) -> None:
     super().__init__()
     self._handler = handler
     self._tile_size = tile_size
     self._overlap = overlap
     self._whole_pixels = whole_pixels
 
-  def expand(self, images):
+  def expand(self, images: Any) -> Any:
     return (
       images
       | "CutTiles" >> beam.ParDo(TileImagesFn(self._tile_size, self._overlap, self._whole_pixels))

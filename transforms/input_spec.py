@@ -42,7 +42,7 @@ class InputSpec:
     return cls(channels=channels, dtype=dtype, color=color)
 
   @property
-  def numpy_dtype(self):
+  def numpy_dtype(self) -> np.dtype:
     return np.dtype(self.dtype)
 
   @property

@@ -84,11 +84,12 @@ def _relative_names(base: str, paths: List[str]) -> List[str]:
 
 def _object_store(output: str) -> Leftovers:
   """Object stores list objects, not folders: a temp folder is the objects under its name."""
-  folders, doomed = 0, []
+  folders = 0
+  doomed: list[str] = []
   for sub in SINK_FOLDERS:
     base = join(output, sub) + "/" if sub else output.rstrip("/") + "/"
     found = FileSystems.match([base + "beam-temp-**"])[0].metadata_list
-    names = {}
+    names: dict[str, list[str]] = {}
     for relative, meta in zip(_relative_names(base, [m.path for m in found]), found):
       name = relative.split("/", 1)[0]
       if "/" in relative and BEAM_TEMP.match(name):

@@ -10,6 +10,7 @@ large (``pixel_budget`` over the last item's pixels), so memory stays bounded.
 
 import collections
 import concurrent.futures
+from collections.abc import Iterator
 from typing import Any, Callable, NamedTuple, Optional
 
 import apache_beam as beam
@@ -28,43 +29,44 @@ class Finished(NamedTuple):
 class Lookahead:
   """A bounded, order-preserving queue of futures on one worker thread."""
 
-  def __init__(self, limit: int, pixel_budget: Optional[int] = None, name: str = "deconvseg"):
+  def __init__(self, limit: int, pixel_budget: Optional[int] = None, name: str = "deconvseg") -> None:
     self._limit = max(1, int(limit))
     self._pixel_budget = pixel_budget
     self._name = name
     self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
-    self._pending = collections.deque()
+    # (future of the outcome, window, timestamp) per submitted item, oldest first
+    self._pending: collections.deque[tuple[concurrent.futures.Future[Any], Any, Any]] = collections.deque()
     self._ahead = self._limit
 
-  def reset(self):
+  def reset(self) -> None:
     """A new bundle: nothing outstanding (a failed bundle's leftovers are dropped)."""
     self._pending.clear()
     self._ahead = self._limit
 
-  def submit(self, fn: Callable, item, window=None, timestamp=None):
+  def submit(self, fn: Callable[[Any], Any], item: Any, window: Any = None, timestamp: Any = None) -> None:
     self._pending.append((self._pool.submit(fn, item), window, timestamp))
 
-  def over_limit(self):
+  def over_limit(self) -> Iterator[Any]:
     """Results that must be taken now to get back within the look-ahead, oldest first."""
     while len(self._pending) > self._ahead:
       yield self._pending.popleft()[0].result()
 
-  def drain(self):
+  def drain(self) -> Iterator[Finished]:
     """A ``Finished`` for everything outstanding, oldest first (finish_bundle)."""
     while self._pending:
       future, window, timestamp = self._pending.popleft()
       yield Finished(future.result(), window, timestamp)
 
-  def sized(self, pixels: int):
+  def sized(self, pixels: int) -> None:
     """Shrinks the look-ahead to what ``pixel_budget`` allows for items of this many pixels."""
     if self._pixel_budget:
       self._ahead = max(1, min(self._limit, self._pixel_budget // max(1, int(pixels))))
 
-  def close(self):
+  def close(self) -> None:
     self._pool.shutdown(wait=True)
 
 
-def windowed(output, window, timestamp):
+def windowed(output: Any, window: Any, timestamp: Any) -> TaggedOutput | WindowedValue:
   """An output from finish_bundle, which must carry its window explicitly."""
   if isinstance(output, TaggedOutput):
     return TaggedOutput(output.tag, WindowedValue(output.value, timestamp, [window]))
@@ -82,21 +84,23 @@ class LookaheadDoFn(beam.DoFn):
   ``finish_bundle`` with their input's window.
   """
 
-  def __init__(self, limit: int = 0, pixel_budget: Optional[int] = None, name: str = "deconvseg"):
+  def __init__(self, limit: int = 0, pixel_budget: Optional[int] = None, name: str = "deconvseg") -> None:
     self._lookahead_limit = max(0, int(limit))
     self._lookahead_pixels = pixel_budget
     self._lookahead_name = name
-    self._ahead = None
+    self._ahead: Lookahead | None = None
 
-  def setup(self):
+  def setup(self) -> None:
     if self._lookahead_limit:
       self._ahead = Lookahead(self._lookahead_limit, self._lookahead_pixels, self._lookahead_name)
 
-  def start_bundle(self):
+  def start_bundle(self) -> None:
     if self._ahead is not None:
       self._ahead.reset()
 
-  def process(self, item, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+  def process(
+    self, item: Any, window: Any = beam.DoFn.WindowParam, timestamp: Any = beam.DoFn.TimestampParam
+  ) -> Iterator[Any]:
     if self._ahead is None:
       yield from self._outputs(self._work(item))
       return
@@ -107,23 +111,23 @@ class LookaheadDoFn(beam.DoFn):
     for outcome in self._ahead.over_limit():
       yield from self._outputs(outcome)
 
-  def finish_bundle(self):
+  def finish_bundle(self) -> Iterator[Any]:
     if self._ahead is None:
       return
     for finished in self._ahead.drain():
       for output in self._outputs(finished.outcome):
         yield windowed(output, finished.window, finished.timestamp)
 
-  def teardown(self):
+  def teardown(self) -> None:
     if self._ahead is not None:
       self._ahead.close()
       self._ahead = None
 
-  def _work(self, item):
+  def _work(self, item: Any) -> Any:
     raise NotImplementedError
 
-  def _outputs(self, outcome):
+  def _outputs(self, outcome: Any) -> Iterator[Any]:
     raise NotImplementedError
 
-  def _pixels_of(self, item) -> Optional[int]:
+  def _pixels_of(self, item: Any) -> Optional[int]:
     return None

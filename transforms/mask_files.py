@@ -17,12 +17,17 @@ large scene without inventing classes when zoomed out.
 import io
 import json
 import zlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Optional, Tuple, overload
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
 from transforms.records import MASKS_DIR
 from transforms.tiff import is_tiff
+
+if TYPE_CHECKING:
+  from transforms.geo import Georef
 
 MASK_FORMATS = ("auto", "png", "geotiff")
 PNG, GEOTIFF = "png", "geotiff"
@@ -42,7 +47,7 @@ MASK_ZLIB_STRATEGY = zlib.Z_RLE
 GEOTIFF_BLOCK = 512
 
 
-def mask_format_for(mask_format: str, georef) -> str:
+def mask_format_for(mask_format: str, georef: Optional["Georef"]) -> str:
   """The format one image's mask is written in: ``auto`` is GeoTIFF exactly when the image has a CRS.
 
   A geotransform alone (a TIFF with just a ModelPixelScale tag, say) places
@@ -57,26 +62,26 @@ def mask_relpath(key: str, fmt: str = PNG) -> str:
   return f"{MASKS_DIR}/{key}{EXTENSIONS[fmt]}"
 
 
-def candidate_relpaths(key: str, mask_format: str):
+def candidate_relpaths(key: str, mask_format: str) -> list[str]:
   """Where a finished mask of ``key`` can be for ``--mask_format`` (``auto``: either)."""
   formats = (GEOTIFF, PNG) if mask_format == "auto" else (mask_format,)
   return [mask_relpath(key, fmt) for fmt in formats]
 
 
-def palette_bytes(classes) -> list:
+def palette_bytes(classes: Sequence[Mapping[str, Any]]) -> list[int]:
   """The classes' colours as a flat RGB list, one entry per class.
 
   Only as many entries as classes: Pillow then packs the PNG to 1, 2 or 4
   bits per pixel when the classes fit (readers still get one class id per
   pixel). Class ids are checked against the class list before encoding.
   """
-  palette = []
+  palette: list[int] = []
   for entry in classes:
     palette.extend(int(v) for v in entry.get("color", [0, 0, 0])[:3])
   return palette or [0, 0, 0]
 
 
-def encode_mask(class_ids: np.ndarray, palette: list, record: dict, compress_level: int) -> bytes:
+def encode_mask(class_ids: np.ndarray, palette: list[int], record: dict[str, Any], compress_level: int) -> bytes:
   """The palette PNG of a mask, its statistics record in an iTXt chunk."""
   image = Image.fromarray(class_ids)
   image.putpalette(palette)
@@ -87,7 +92,13 @@ def encode_mask(class_ids: np.ndarray, palette: list, record: dict, compress_lev
   return buffer.getvalue()
 
 
-def encode_geotiff(class_ids: np.ndarray, georef, classes, record: dict, compress_level: int) -> bytes:
+def encode_geotiff(
+  class_ids: np.ndarray,
+  georef: Optional["Georef"],
+  classes: Sequence[Mapping[str, Any]],
+  record: dict[str, Any],
+  compress_level: int,
+) -> bytes:
   """The Cloud-Optimized GeoTIFF of a mask: the input's CRS and transform, colour table, names, record.
 
   GDAL's COG driver only copies from another dataset, so the mask is first
@@ -124,7 +135,15 @@ def encode_geotiff(class_ids: np.ndarray, georef, classes, record: dict, compres
       return cog.read()
 
 
-def decode_mask(data: bytes, with_pixels: bool = True):
+@overload
+def decode_mask(data: bytes, with_pixels: Literal[True] = True) -> Tuple[np.ndarray, Optional[dict[str, Any]]]: ...
+
+
+@overload
+def decode_mask(data: bytes, with_pixels: bool) -> Tuple[Optional[np.ndarray], Optional[dict[str, Any]]]: ...
+
+
+def decode_mask(data: bytes, with_pixels: bool = True) -> Tuple[Optional[np.ndarray], Optional[dict[str, Any]]]:
   """(class ids or None, statistics record or None) of a mask file in either format.
 
   A GeoTIFF mask is read with rasterio (it was written with it); without the
@@ -138,7 +157,7 @@ def decode_mask(data: bytes, with_pixels: bool = True):
   return class_ids, json.loads(record) if record else None
 
 
-def _decode_geotiff(data: bytes, with_pixels: bool):
+def _decode_geotiff(data: bytes, with_pixels: bool) -> Tuple[Optional[np.ndarray], Optional[dict[str, Any]]]:
   from transforms import geo
 
   if not geo.available():

@@ -21,7 +21,7 @@ which were skipped.
 """
 
 import math
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def image_features(
   # Bands as contiguous rows: numpy reduces along rows several times faster than down [N, C] columns.
   bands = np.ascontiguousarray(pixels[::stride, ::stride].reshape(-1, pixels.shape[-1]).T, dtype=np.float32)
   outside = None
-  if low is not None and len(low) == len(bands):
+  if low is not None and high is not None and len(low) == len(bands):
     beyond = (bands < np.reshape(low, (-1, 1))) | (bands > np.reshape(high, (-1, 1)))
     outside = round(np.count_nonzero(beyond.max(axis=0)) / bands.shape[1], 4)
   return OodFeatures(
@@ -67,7 +67,7 @@ class OodRule:
     band_stats: Optional[dict] = None,
     min_confidence: Optional[float] = None,
     outside_limit: float = OUTSIDE_LIMIT,
-  ):
+  ) -> None:
     self.band_stats = band_stats if band_stats and band_stats.get("p01") and band_stats.get("p99") else None
     self.min_confidence = min_confidence
     self.outside_limit = outside_limit
@@ -80,7 +80,7 @@ class OodRule:
     return cls(trained_on.get("band_stats"), quantiles.get(CONFIDENCE_QUANTILE))
 
   @property
-  def range(self):
+  def range(self) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """(low, high) arrays of the training split's per-band p01 and p99, or (None, None)."""
     if not self.band_stats:
       return None, None

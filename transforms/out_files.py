@@ -75,7 +75,7 @@ def is_local(path: str) -> bool:
   return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
 
 
-def _write_local(path: str, data: bytes, temp: str):
+def _write_local(path: str, data: bytes, temp: str) -> None:
   """Temp file on the same file system, then ``os.replace``; a failed write removes its temp file."""
   folder = os.path.dirname(temp) or "."
   try:
@@ -100,7 +100,9 @@ def _write_local(path: str, data: bytes, temp: str):
     raise OutputError(exc.errno, exc.strerror, path) from exc
 
 
-def write_atomically(path: str, data: bytes, mime_type: str = "application/octet-stream", temp_dir: str = None):
+def write_atomically(
+  path: str, data: bytes, mime_type: str = "application/octet-stream", temp_dir: str | None = None
+) -> None:
   """Writes ``data`` to ``path`` whole or not at all.
 
   Local: through a temporary file in ``temp_dir`` (default: beside ``path``,
@@ -133,12 +135,12 @@ def write_atomically(path: str, data: bytes, mime_type: str = "application/octet
     raise
 
 
-def atomic_write(output: str, path: str, data: bytes, mime_type: str = "application/octet-stream"):
+def atomic_write(output: str, path: str, data: bytes, mime_type: str = "application/octet-stream") -> None:
   """Writes ``data`` to ``path`` under ``output`` whole or not at all; local temporary files go to OUT/.tmp/."""
   write_atomically(path, data, mime_type, temp_dir=join(output, TEMP_DIR))
 
 
-def remove_temp_dir(output: str):
+def remove_temp_dir(output: str) -> None:
   """Drops OUT/.tmp once this run's writes are done.
 
   Locally only an empty one: a failed write removes its own temporary file,
@@ -156,7 +158,7 @@ def remove_temp_dir(output: str):
     _LOG.warning("could not remove %s: %s", temp, exc)
 
 
-def discard_empty_temp_dir(output: str):
+def discard_empty_temp_dir(output: str) -> None:
   """Removes OUT/.tmp if it is empty (a write after ``remove_temp_dir`` recreates it locally)."""
   temp = join(output, TEMP_DIR)
   if is_local(temp):
@@ -168,7 +170,8 @@ def discard_empty_temp_dir(output: str):
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
   """``exc``, its causes and contexts, and the per-file errors of a Beam ``BeamIOError``, each once."""
-  seen, stack = set(), [exc]
+  seen: set[int] = set()
+  stack: list[BaseException | None] = [exc]
   while stack:
     current = stack.pop()
     if current is None or id(current) in seen:
@@ -189,7 +192,7 @@ def _http_code(exc: BaseException) -> Optional[int]:
   return code if isinstance(code, int) else None
 
 
-def _resource_error(exc: BaseException):
+def _resource_error(exc: BaseException) -> Optional[Tuple[BaseException, int, Optional[str], str, str]]:
   """(the error, errno, path or None, cause, what to do) for the first resource error in ``exc``'s chain, or None."""
   for error in _chain(exc):
     if isinstance(error, OSError) and error.errno in RESOURCE_ERRNOS:
@@ -214,7 +217,7 @@ def is_resource_error(exc: BaseException) -> bool:
   return _resource_error(exc) is not None
 
 
-def describe_output_error(exc: BaseException, output: str = None) -> Optional[str]:
+def describe_output_error(exc: BaseException, output: str | None = None) -> Optional[str]:
   """The launcher's one line for a run stopped by a resource error while writing, or None for any other error.
 
   Names the file being written, or, for Beam's stats and failures sinks,

@@ -24,7 +24,8 @@ rather than opening gaps. Needs the geo extra (``transforms.geo``).
 
 import io
 import json
-from typing import List, NamedTuple, Optional
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -55,7 +56,9 @@ def polygons_relpath(key: str, fmt: str = GEOJSON) -> str:
   return f"{POLYGONS_DIR}/{key}{EXTENSIONS[fmt]}"
 
 
-def _area_function(georef: Optional[geo.Georef], flag_pixel_size: Optional[float], pixel_unit: str):
+def _area_function(
+  georef: Optional[geo.Georef], flag_pixel_size: Optional[float], pixel_unit: str
+) -> Tuple[Callable[[Any], float], str]:
   """(area of a shapely geometry, unit) in the image's terms (module docstring)."""
   if georef is not None and georef.crs is not None:
     if geo.is_geographic(georef):
@@ -71,13 +74,13 @@ def _area_function(georef: Optional[geo.Georef], flag_pixel_size: Optional[float
   return (lambda shape: shape.area), "pixel"
 
 
-def _crs_members(georef: Optional[geo.Georef]) -> dict:
+def _crs_members(georef: Optional[geo.Georef]) -> dict[str, Any]:
   if georef is None:
     return {"coordinates": "pixel: x = column, y = row from the image's top-left corner (not georeferenced)"}
   if georef.crs is None:
     return {"coordinates": "the image's geotransform, without a CRS"}
   name = _CRS84 if georef.epsg == 4326 else f"urn:ogc:def:crs:EPSG::{georef.epsg}" if georef.epsg else None
-  members = {"coordinates": georef.crs_label if georef.epsg else "crs_wkt"}
+  members: dict[str, Any] = {"coordinates": georef.crs_label if georef.epsg else "crs_wkt"}
   if name:
     members["crs"] = {"type": "name", "properties": {"name": name}}
   else:
@@ -123,7 +126,9 @@ def trace_regions(
   return TracedRegions(regions, ids, areas, unit)
 
 
-def polygon_collection(key: str, traced: TracedRegions, classes, georef: Optional[geo.Georef]) -> dict:
+def polygon_collection(
+  key: str, traced: TracedRegions, classes: Sequence[Mapping[str, Any]], georef: Optional[geo.Georef]
+) -> dict[str, Any]:
   """The regions as a GeoJSON FeatureCollection (JSON-ready dict), its CRS named as the module says."""
   from shapely.geometry import mapping
 
@@ -146,11 +151,13 @@ def polygon_collection(key: str, traced: TracedRegions, classes, georef: Optiona
   }
 
 
-def _class_names(classes) -> dict:
+def _class_names(classes: Sequence[Mapping[str, Any]]) -> dict[int, str]:
   return {int(entry["id"]): entry["name"] for entry in classes}
 
 
-def geoparquet_table(key: str, traced: TracedRegions, classes, georef: Optional[geo.Georef]):
+def geoparquet_table(
+  key: str, traced: TracedRegions, classes: Sequence[Mapping[str, Any]], georef: Optional[geo.Georef]
+) -> Any:
   """The regions as a GeoParquet 1.1 table: WKB ``geometry`` plus the GeoJSON properties, CRS as PROJJSON.
 
   The ``geo`` metadata is what GeoParquet readers (geopandas, GDAL, QGIS,
@@ -161,7 +168,10 @@ def geoparquet_table(key: str, traced: TracedRegions, classes, georef: Optional[
   import shapely
 
   names = _class_names(classes)
-  column = {"encoding": "WKB", "geometry_types": sorted({region.geom_type for region in traced.regions})}
+  column: dict[str, Any] = {
+    "encoding": "WKB",
+    "geometry_types": sorted({region.geom_type for region in traced.regions}),
+  }
   column["crs"] = geo.crs_of(georef).to_json_dict() if georef is not None and georef.crs is not None else None
   metadata = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
   table = pa.table(
@@ -186,12 +196,12 @@ def geoparquet_table(key: str, traced: TracedRegions, classes, georef: Optional[
 def encode_image_polygons(
   key: str,
   class_ids: np.ndarray,
-  classes,
+  classes: Sequence[Mapping[str, Any]],
   georef: Optional[geo.Georef],
   settings: PolygonSettings,
   flag_pixel_size: Optional[float] = None,
   pixel_unit: str = "m",
-):
+) -> Tuple[bytes, int]:
   """(file bytes, number of polygons) of one mask in ``settings.format``; the regions are traced once."""
   traced = trace_regions(class_ids, georef, settings, flag_pixel_size, pixel_unit)
   if settings.format == GEOPARQUET:

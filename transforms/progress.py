@@ -10,16 +10,16 @@ _LOG = logging.getLogger("deconvseg.progress")
 class Progress:
   """Process-wide counter that logs at most one line per interval."""
 
-  def __init__(self, what: str, interval: float = 10.0):
+  def __init__(self, what: str, interval: float = 10.0) -> None:
     self._what = what
     self._lock = threading.Lock()
     self._interval = interval
-    self._start = None
+    self._start: float | None = None
     self._last = 0.0
     self._items = 0
     self._pixels = 0
 
-  def add(self, items: int, pixels: int):
+  def add(self, items: int, pixels: int) -> None:
     with self._lock:
       now = time.monotonic()
       if self._start is None:

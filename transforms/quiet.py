@@ -11,7 +11,7 @@ imported, so that worker processes get it too.
 """
 
 
-def restore_beam_memory_probe():
+def restore_beam_memory_probe() -> None:
   try:
     import resource
   except ImportError:  # Windows: Beam's warning is then true

@@ -20,6 +20,8 @@ import io
 import json
 import logging
 import posixpath
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, Optional, Tuple, cast
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -39,12 +41,12 @@ def file_prefix(output: str, folder: str, run_id: str) -> str:
   return join(output, folder, f"{noun}-{run_id}" if run_id else noun)
 
 
-def file_format(path: str):
+def file_format(path: str) -> Optional[str]:
   """ "jsonl", "csv" or "parquet" by the name's suffix; None for anything else (temporaries, other files)."""
   return FORMATS.get(posixpath.splitext(path)[1])
 
 
-def folder_files(output: str, folder: str = STATS_DIR) -> list:
+def folder_files(output: str, folder: str = STATS_DIR) -> list[str]:
   """Every finished record file of every run in ``OUT/<folder>``, sorted (run ids start with their time)."""
   noun = "stats" if folder == STATS_DIR else "failures"
   try:
@@ -59,7 +61,7 @@ def _read_bytes(path: str) -> bytes:
     return handle.read()
 
 
-def read_rows(path: str):
+def read_rows(path: str) -> Tuple[list[dict[str, Any]], Callable[[list[bool]], bytes]]:
   """(rows, write) for one record file: its rows as dicts, and how to write a subset of them back."""
   kind = file_format(path)
   data = _read_bytes(path)
@@ -69,12 +71,14 @@ def read_rows(path: str):
 
     table = pq.read_table(io.BytesIO(data))
 
-    def write_parquet(keep):
+    def write_parquet(keep: list[bool]) -> bytes:
       buffer = io.BytesIO()
       pq.write_table(table.filter(pa.array(keep, type=pa.bool_())), buffer)
       return buffer.getvalue()
 
-    rows = [{"uri": uri, "key": key} for uri, key in zip(table.column("uri").to_pylist(), _keys(table))]
+    rows: list[dict[str, Any]] = [
+      {"uri": uri, "key": key} for uri, key in zip(table.column("uri").to_pylist(), _keys(table))
+    ]
     return rows, write_parquet
   text = data.decode("utf-8")
   if kind == "csv":
@@ -82,7 +86,7 @@ def read_rows(path: str):
     header, body = (parsed[0], parsed[1:]) if parsed else ([], [])
     rows = [dict(zip(header, row)) for row in body]
 
-    def write_csv(keep):
+    def write_csv(keep: list[bool]) -> bytes:
       buffer = io.StringIO()
       writer = csv.writer(buffer, lineterminator="\n")
       writer.writerows([header] + [row for row, kept in zip(body, keep) if kept])
@@ -98,18 +102,19 @@ def read_rows(path: str):
       row = None
     rows.append(row if isinstance(row, dict) else {})  # an unreadable line is kept: it is no one's to drop
 
-  def write_jsonl(keep):
+  def write_jsonl(keep: list[bool]) -> bytes:
     return "".join(line + "\n" for line, kept in zip(lines, keep) if kept).encode("utf-8")
 
   return rows, write_jsonl
 
 
-def _keys(table):
+def _keys(table: Any) -> list[Any]:
   return table.column("key").to_pylist() if "key" in table.column_names else [None] * table.num_rows
 
 
-def _identities(paths):
-  uris, keys = set(), set()
+def _identities(paths: Iterable[str]) -> Tuple[set[str], set[str]]:
+  uris: set[str] = set()
+  keys: set[str] = set()
   for path in paths:
     rows, _ = read_rows(path)
     for row in rows:
@@ -120,7 +125,7 @@ def _identities(paths):
   return uris, keys
 
 
-def _prune(path: str, replaced) -> int:
+def _prune(path: str, replaced: Callable[[dict[str, Any]], bool]) -> int:
   """Removes the rows ``replaced(row)`` names from ``path`` (whole rewrite, or delete); returns how many."""
   try:
     rows, write = read_rows(path)
@@ -134,13 +139,13 @@ def _prune(path: str, replaced) -> int:
   if not removed:
     return 0
   if any(keep):
-    write_atomically(path, write(keep), _MIME[file_format(path)])
+    write_atomically(path, write(keep), _MIME[cast(str, file_format(path))])  # folder_files lists record files only
   else:
     FileSystems.delete([path])
   return removed
 
 
-def supersede(output: str, own_stats, own_failures) -> int:
+def supersede(output: str, own_stats: Collection[str], own_failures: Collection[str]) -> int:
   """Drops from other runs' files every record this run replaced; returns how many were dropped.
 
   A stats record is replaced when this run wrote (or reused) a record with

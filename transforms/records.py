@@ -17,9 +17,12 @@ before it, rather than copies of its fields; read-only properties (``mask.uri``,
 import re
 import time
 import uuid
-from typing import NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Protocol, Tuple
 
 import numpy as np
+
+from transforms.geo import Georef
+from transforms.ood import OodFeatures
 
 # Stages named in failure records, in pipeline order.
 STAGE_READ = "read"
@@ -87,36 +90,63 @@ class ImageHeader(NamedTuple):
   width: int
   pixel_size: Optional[Tuple[float, float]] = None
   display: Optional[np.ndarray] = None
-  ood: Optional[tuple] = None
-  # the image's georeference (transforms.geo.Georef) when the input carries one, else None
-  georef: Optional[object] = None
+  ood: Optional[OodFeatures] = None
+  # the image's georeference when the input carries one, else None
+  georef: Optional[Georef] = None
 
 
-def _reads_header(*names):
-  """Class decorator: read-only properties ``name`` -> ``self.header.name``, so the facts live once."""
+class PixelSource(Protocol):
+  """What an image's pixels are read from: a numpy array [H, W, C], or a ``transforms.geo_windows.WindowedRaster``
+  that reads the window it is sliced with."""
 
-  def decorate(cls):
-    for name in names:
-      setattr(cls, name, property(lambda self, name=name: getattr(self.header, name), doc=f"``header.{name}``"))
-    return cls
+  @property
+  def shape(self) -> Tuple[int, ...]: ...
 
-  return decorate
+  @property
+  def dtype(self) -> np.dtype: ...
 
-
-# What every element of one image answers for its header; ``height``/``width`` only where they cannot
-# be mistaken for a tile's own size.
-_IDENTITY = ("uri", "key", "pixel_size", "display", "ood", "georef")
+  def __getitem__(self, key: Any) -> np.ndarray: ...
 
 
-@_reads_header(*_IDENTITY, "height", "width")
 class DecodedImage(NamedTuple):
   """An image as the model takes it: [H, W, C] of the card's dtype, orientation applied."""
 
   header: ImageHeader
-  pixels: np.ndarray
+  pixels: PixelSource
+
+  @property
+  def uri(self) -> str:
+    return self.header.uri
+
+  @property
+  def key(self) -> str:
+    return self.header.key
+
+  @property
+  def pixel_size(self) -> Optional[Tuple[float, float]]:
+    return self.header.pixel_size
+
+  @property
+  def display(self) -> Optional[np.ndarray]:
+    return self.header.display
+
+  @property
+  def ood(self) -> Optional[OodFeatures]:
+    return self.header.ood
+
+  @property
+  def georef(self) -> Optional[Georef]:
+    return self.header.georef
+
+  @property
+  def height(self) -> int:
+    return self.header.height
+
+  @property
+  def width(self) -> int:
+    return self.header.width
 
 
-@_reads_header(*_IDENTITY)
 class Tile(NamedTuple):
   """A window of a decoded image plus where its owned region sits.
 
@@ -126,8 +156,8 @@ class Tile(NamedTuple):
   """
 
   header: ImageHeader
-  index: int
-  count: int
+  index: int  # type: ignore[assignment]  # the field shadows tuple.index, which no one calls
+  count: int  # type: ignore[assignment]  # the field shadows tuple.count, which no one calls
   top: int
   left: int
   own_top: int
@@ -139,8 +169,31 @@ class Tile(NamedTuple):
   # ``transforms.geo_windows``): it skips the model and fails its image at that stage.
   error: Optional[Tuple[str, str, str]] = None
 
+  @property
+  def uri(self) -> str:
+    return self.header.uri
 
-@_reads_header(*_IDENTITY)
+  @property
+  def key(self) -> str:
+    return self.header.key
+
+  @property
+  def pixel_size(self) -> Optional[Tuple[float, float]]:
+    return self.header.pixel_size
+
+  @property
+  def display(self) -> Optional[np.ndarray]:
+    return self.header.display
+
+  @property
+  def ood(self) -> Optional[OodFeatures]:
+    return self.header.ood
+
+  @property
+  def georef(self) -> Optional[Georef]:
+    return self.header.georef
+
+
 class TileResult(NamedTuple):
   """Model output for the owned region of one tile.
 
@@ -152,8 +205,8 @@ class TileResult(NamedTuple):
   """
 
   header: ImageHeader
-  index: int
-  count: int
+  index: int  # type: ignore[assignment]  # the field shadows tuple.index, which no one calls
+  count: int  # type: ignore[assignment]  # the field shadows tuple.count, which no one calls
   own_top: int
   own_left: int
   class_ids: np.ndarray
@@ -162,8 +215,31 @@ class TileResult(NamedTuple):
   overlay: Optional[np.ndarray] = None
   error: Optional[Tuple[str, str, str]] = None
 
+  @property
+  def uri(self) -> str:
+    return self.header.uri
 
-@_reads_header(*_IDENTITY, "height", "width")
+  @property
+  def key(self) -> str:
+    return self.header.key
+
+  @property
+  def pixel_size(self) -> Optional[Tuple[float, float]]:
+    return self.header.pixel_size
+
+  @property
+  def display(self) -> Optional[np.ndarray]:
+    return self.header.display
+
+  @property
+  def ood(self) -> Optional[OodFeatures]:
+    return self.header.ood
+
+  @property
+  def georef(self) -> Optional[Georef]:
+    return self.header.georef
+
+
 class ImageMask(NamedTuple):
   """The full-size segmentation of one image, ready for the sinks."""
 
@@ -172,6 +248,38 @@ class ImageMask(NamedTuple):
   class_pixels: np.ndarray
   class_confidence: np.ndarray
   overlay: Optional[np.ndarray] = None
+
+  @property
+  def uri(self) -> str:
+    return self.header.uri
+
+  @property
+  def key(self) -> str:
+    return self.header.key
+
+  @property
+  def pixel_size(self) -> Optional[Tuple[float, float]]:
+    return self.header.pixel_size
+
+  @property
+  def display(self) -> Optional[np.ndarray]:
+    return self.header.display
+
+  @property
+  def ood(self) -> Optional[OodFeatures]:
+    return self.header.ood
+
+  @property
+  def georef(self) -> Optional[Georef]:
+    return self.header.georef
+
+  @property
+  def height(self) -> int:
+    return self.header.height
+
+  @property
+  def width(self) -> int:
+    return self.header.width
 
 
 class Failure(NamedTuple):
@@ -183,7 +291,7 @@ class Failure(NamedTuple):
   error_type: str
   message: str
 
-  def to_dict(self):
+  def to_dict(self) -> dict[str, str]:
     """The JSON record, with credentials stripped from the URI and message."""
     record = self._asdict()
     record["uri"] = redact(record["uri"])
@@ -205,7 +313,9 @@ def redact(text: str) -> str:
   return _BEARER.sub(lambda m: m.group(1) + " ***", text)
 
 
-def failure_from_exception(uri, key, stage, exc, message=None):
+def failure_from_exception(
+  uri: str, key: str, stage: str, exc: BaseException | str, message: str | None = None
+) -> Failure:
   """Builds a failure record with a one-line, person-readable, credential-free message."""
   text = message or str(exc) or exc.__class__.__name__
   text = redact(" ".join(text.split()))

@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import threading
+from typing import IO, Any
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -28,10 +29,10 @@ def is_remote(path: str) -> bool:
   return bool(_SCHEME.match(path)) and not path.startswith("file://")
 
 
-_GCS = []
+_GCS: list[Any] = []  # the process's one gcsio.GcsIO client, made on the first gs:// read
 
 
-def open_for_reading(path: str, read_ahead: int):
+def open_for_reading(path: str, read_ahead: int) -> IO[bytes]:
   """A seekable binary reader of ``path``; on Cloud Storage with ``read_ahead`` bytes of read-ahead.
 
   Beam's default buffer downloads 16 MiB at every seek, where a reader of one
@@ -47,7 +48,7 @@ def open_for_reading(path: str, read_ahead: int):
   return FileSystems.open(path, compression_type="uncompressed")
 
 
-def local_copy(directory: str, cache_root: str = None) -> str:
+def local_copy(directory: str, cache_root: str | None = None) -> str:
   """A local directory with the same files as ``directory``; local paths come back unchanged.
 
   The copy lives under ``cache_root`` (default: the system temp dir) in a folder

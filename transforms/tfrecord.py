@@ -11,6 +11,8 @@ TensorFlow (3-5 s) in the pipeline's workers or the report. Used by
 """
 
 import struct
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
@@ -30,7 +32,9 @@ class RecordCorruption(Exception):
   """One record's payload failed its CRC; the reader skips it."""
 
 
-def iter_tfrecords(stream, offsets=None):
+def iter_tfrecords(
+  stream: IO[bytes], offsets: list[int] | None = None
+) -> Iterator[tuple[int, bytes | RecordCorruption | ShardCorruption]]:
   """Yields (index, payload or RecordCorruption/ShardCorruption) per record.
 
   With a list ``offsets``, the byte offset of each yielded payload in the
@@ -74,7 +78,11 @@ def _example_schema() -> descriptor_pb2.FileDescriptorProto:
   optional, repeated = field.LABEL_OPTIONAL, field.LABEL_REPEATED
   schema = descriptor_pb2.FileDescriptorProto(name="deconvseg/tf_example.proto", package="tensorflow", syntax="proto3")
 
-  def message(name, *fields, nested=()):
+  def message(
+    name: str,
+    *fields: tuple[str, int, int, str | None, str | None],
+    nested: Sequence[descriptor_pb2.DescriptorProto] = (),
+  ) -> Any:
     proto = schema.message_type.add(name=name)
     proto.nested_type.extend(nested)
     for number, (field_name, label, kind, type_name, oneof) in enumerate(fields, 1):
@@ -85,7 +93,7 @@ def _example_schema() -> descriptor_pb2.FileDescriptorProto:
         proto.field[-1].oneof_index = 0
     return proto
 
-  def map_entry(name, value_type):
+  def map_entry(name: str, value_type: str) -> descriptor_pb2.DescriptorProto:
     entry = descriptor_pb2.DescriptorProto(name=name)
     entry.options.map_entry = True
     entry.field.add(name="key", number=1, label=optional, type=field.TYPE_STRING)

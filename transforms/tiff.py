@@ -8,7 +8,8 @@ decoder that reads pixels without Pillow.
 """
 
 import io
-from typing import Optional
+from collections.abc import Callable
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -33,7 +34,9 @@ _ORIENT = {
 }
 
 
-def orient(pixels: np.ndarray, orientation, pixel_size):
+def orient(
+  pixels: np.ndarray, orientation: Any, pixel_size: Optional[Tuple[float, float]]
+) -> Tuple[np.ndarray, Optional[Tuple[float, float]]]:
   """EXIF/TIFF orientation 1-8 applied to [H, W, K] (as Pillow's exif_transpose); swaps the pixel size on 5-8."""
   try:
     orientation = int(orientation)
@@ -46,7 +49,7 @@ def orient(pixels: np.ndarray, orientation, pixel_size):
   return np.ascontiguousarray(_ORIENT[orientation](pixels)), pixel_size
 
 
-def tiff_native(data: bytes, check_size) -> Optional[NativeImage]:
+def tiff_native(data: bytes, check_size: Callable[[int, int], object]) -> Optional[NativeImage]:
   """First page of a TIFF through tifffile, or None to leave the file to Pillow.
 
   tifffile reads any number of samples at any depth, contiguous or planar
