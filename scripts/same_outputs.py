@@ -1,6 +1,11 @@
 """Do two runs' output folders hold the same results? The proof a behaviour-preserving change owes.
 
     python scripts/same_outputs.py BEFORE_OUT AFTER_OUT [--allow_new_keys tta]
+    scripts/same_outputs.sh BEFORE_COMMIT [AFTER_COMMIT]   (runs the samples at both commits, then this)
+
+Masks embed their input's and their own path, so the two runs must read the
+same input paths and write to the same output path (``same_outputs.sh``
+moves each run's folder away before the next).
 
 Masks, overlays, polygons and every other file but the run's own bookkeeping
 must be equal byte for byte. Stats and failure records are compared record by
