@@ -41,13 +41,14 @@ two decoded ahead, one in the model, one being written).
 warning: the batch autoscaler would otherwise grow towards its own limit,
 paying for GPUs the night's window does not need; ``python -m bench.plan``
 prints the number for a given window.
+
+The combinations refused, and why, are ``pipeline.dataflow_checks``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from typing import Dict, List, Optional
+from typing import Any
 
 from apache_beam.options.pipeline_options import (
   DebugOptions,
@@ -57,21 +58,14 @@ from apache_beam.options.pipeline_options import (
   WorkerOptions,
 )
 
-from pipeline.gpu_machines import (
-  EXAMPLE_MACHINE,
-  GPU_MACHINE_PREFIXES,
-  GPU_TYPES,
-  N1_GPU_COUNTS,
-  gpu_count_for,
-  machine_vcpus,
-)
+from pipeline import dataflow_checks
+from pipeline.dataflow_checks import SINGLE_PROCESS_EXPERIMENT
+from pipeline.gpu_machines import GPU_TYPES, machine_vcpus
 
 _LOG = logging.getLogger(__name__)
 
-SINGLE_PROCESS_EXPERIMENT = "no_use_multiple_sdk_containers"
 
-
-def parse_bool(value) -> bool:
+def parse_bool(value: Any) -> bool:
   """argparse type for flags that take an optional true/false value.
 
   Flex Templates pass every parameter as ``--name=value``, so booleans must
@@ -92,7 +86,7 @@ class DataflowGpuOptions(PipelineOptions):
   """GPU workers on Dataflow. Machine type is Beam's own ``--machine_type``."""
 
   @classmethod
-  def _add_argparse_args(cls, parser):
+  def _add_argparse_args(cls, parser: Any) -> None:
     parser.add_argument(
       "--gpu_type",
       choices=GPU_TYPES,
@@ -150,43 +144,9 @@ class DataflowGpuOptions(PipelineOptions):
     )
 
 
-def _is_dataflow(runner) -> bool:
+def _is_dataflow(runner: Any) -> bool:
   name = runner if isinstance(runner, str) else getattr(runner, "__name__", type(runner).__name__)
   return str(name or "").rsplit(".", 1)[-1].lower() in ("dataflowrunner", "dataflow")
-
-
-# The pipeline's path flags (pipeline.options.SegmentationOptions).
-_DATA_PATH_OPTIONS = ("input", "manifest", "tfrecord", "output")
-
-
-def _local_path_errors(options: PipelineOptions, image: Optional[str]) -> List[str]:
-  """Dataflow workers cannot see the launching machine's disk: paths must be on gs://.
-
-  The model is the one exception: a launcher running inside the worker image
-  (the Flex Template launcher sets DECONVSEG_WORKER_IMAGE) sees the bundled
-  model at the same path the workers will.
-  """
-  values = options.get_all_options()
-  errors = []
-  local = []
-  for name in _DATA_PATH_OPTIONS:
-    value = values.get(name)
-    for path in value if isinstance(value, (list, tuple)) else [value]:
-      if path and not str(path).startswith("gs://"):
-        local.append(f"--{name} {path}")
-  if local:
-    errors.append(
-      "Dataflow workers cannot read or write this machine's files: use gs:// paths for " + ", ".join(local) + "."
-    )
-  model = values.get("model")
-  same_image = image and os.environ.get("DECONVSEG_WORKER_IMAGE") == image
-  if model and not str(model).startswith("gs://") and not same_image:
-    errors.append(
-      f"--model {model} is on this machine, which Dataflow workers cannot read: copy it "
-      f"to Cloud Storage (gcloud storage cp -r {model} gs://BUCKET/models/) and pass "
-      "--model gs://BUCKET/models/..."
-    )
-  return errors
 
 
 def worker_accelerator(gpu_type: str, gpu_count: int, install_driver: bool) -> str:
@@ -195,122 +155,28 @@ def worker_accelerator(gpu_type: str, gpu_count: int, install_driver: bool) -> s
   return value + (";install-nvidia-driver" if install_driver else "")
 
 
-def validate_dataflow_options(options: PipelineOptions) -> List[str]:
+def validate_dataflow_options(options: PipelineOptions) -> list[str]:
   """Every problem with the Dataflow/GPU flags, as messages saying how to fix them."""
   gpu = options.view_as(DataflowGpuOptions)
   cloud = options.view_as(GoogleCloudOptions)
   worker = options.view_as(WorkerOptions)
-  debug = options.view_as(DebugOptions)
   runner = options.view_as(StandardOptions).runner
-  errors = []
-
-  dataflow_only = [
-    flag
-    for flag, value in (
-      ("--gpu_type", gpu.gpu_type),
-      ("--worker_image", gpu.worker_image),
-      ("--model_copies_per_worker", gpu.model_copies_per_worker),
-      ("--one_process_per_gpu", gpu.one_process_per_gpu),
-    )
-    if value is not None
-  ]
   if not _is_dataflow(runner):
-    if dataflow_only:
-      errors.append(
-        f"{', '.join(dataflow_only)} only apply to Dataflow workers: add "
-        f"--runner=DataflowRunner (got --runner={runner or 'unset'}). Local runs use "
-        "whatever GPU TensorFlow sees."
-      )
-    return errors
-
-  temp = cloud.temp_location or cloud.staging_location
-  if not temp or not str(temp).startswith("gs://"):
-    errors.append(
-      f"Dataflow needs a Cloud Storage --temp_location, e.g. --temp_location=gs://BUCKET/tmp (got {temp or 'none'})."
-    )
-  if cloud.staging_location and not str(cloud.staging_location).startswith("gs://"):
-    errors.append(f"--staging_location must be on Cloud Storage (gs://...), got {cloud.staging_location}.")
-
-  errors.extend(_local_path_errors(options, gpu.worker_image or worker.sdk_container_image))
-  if gpu.worker_image and worker.sdk_container_image and gpu.worker_image != worker.sdk_container_image:
-    errors.append(
-      f"--worker_image={gpu.worker_image} and --sdk_container_image="
-      f"{worker.sdk_container_image} disagree; pass only --worker_image."
-    )
-  if gpu.model_copies_per_worker is not None and gpu.model_copies_per_worker < 1:
-    errors.append(f"--model_copies_per_worker={gpu.model_copies_per_worker} must be at least 1.")
-  if gpu.one_process_per_gpu and gpu.model_copies_per_worker is not None:
-    errors.append(
-      "--one_process_per_gpu and --model_copies_per_worker exclude each other: one "
-      "process already holds one model. Pick one."
-    )
-
+    return dataflow_checks.outside_dataflow_errors(gpu, runner)
+  errors = dataflow_checks.location_errors(cloud)
+  errors.extend(dataflow_checks.local_path_errors(options, gpu.worker_image or worker.sdk_container_image))
+  errors.extend(dataflow_checks.process_errors(gpu, worker))
   if gpu.gpu_type is None:
     if gpu.gpu_count != 1:
       errors.append(f"--gpu_count={gpu.gpu_count} needs --gpu_type (one of {', '.join(GPU_TYPES)}).")
     return errors
-
-  service_options = cloud.dataflow_service_options or []
-  if any(str(o).startswith("worker_accelerator") for o in service_options):
-    errors.append(
-      "--gpu_type and a worker_accelerator in --dataflow_service_options both set the "
-      "GPUs; keep only --gpu_type/--gpu_count."
-    )
-  if any(str(h).startswith("accelerator") for h in (options.view_as(StandardOptions).resource_hints or [])):
-    errors.append(
-      "--gpu_type attaches GPUs to every worker; do not also pass an accelerator "
-      "--resource_hints (Dataflow forbids combining them)."
-    )
-  if gpu.gpu_count < 1:
-    errors.append(f"--gpu_count={gpu.gpu_count} must be at least 1.")
-  if not (gpu.worker_image or worker.sdk_container_image):
-    errors.append(
-      "--gpu_type needs the CUDA worker image: build deploy/Dockerfile and pass "
-      "--worker_image=REGION-docker.pkg.dev/PROJECT/REPO/deconvseg-worker:TAG "
-      "(Dataflow's default image has CPU-only TensorFlow)."
-    )
-
-  machine = worker.machine_type
-  prefixes = GPU_MACHINE_PREFIXES[gpu.gpu_type]
-  if not machine:
-    if prefixes != ("n1-",) and not cloud.template_location:
-      # A template gets its machine type at launch (gcloud --worker-machine-type).
-      errors.append(
-        f"{gpu.gpu_type} only attaches to {'/'.join(p + '*' for p in prefixes)} machines: "
-        f"pass --machine_type, e.g. --machine_type={EXAMPLE_MACHINE[gpu.gpu_type]}."
-      )
-  elif not machine.startswith(prefixes):
-    hint = EXAMPLE_MACHINE.get(gpu.gpu_type, "n1-standard-8")
-    errors.append(
-      f"--machine_type={machine} cannot take {gpu.gpu_type} GPUs: it needs a "
-      f"{'/'.join(p + '*' for p in prefixes)} machine, e.g. --machine_type={hint}."
-    )
-  elif gpu.gpu_count >= 1:
-    fixed = gpu_count_for(machine)
-    if fixed is not None and fixed != gpu.gpu_count:
-      errors.append(
-        f"--machine_type={machine} comes with {fixed} {gpu.gpu_type} GPU(s); "
-        f"set --gpu_count={fixed} or choose another machine type."
-      )
-    allowed = N1_GPU_COUNTS.get(gpu.gpu_type)
-    if fixed is None and allowed and gpu.gpu_count not in allowed:
-      errors.append(f"--gpu_count={gpu.gpu_count}: an N1 VM takes {', '.join(map(str, allowed))} {gpu.gpu_type} GPUs.")
-
-  if gpu.one_process_per_gpu and gpu.gpu_count > 1:
-    errors.append(
-      f"--one_process_per_gpu with --gpu_count={gpu.gpu_count}: a single process drives "
-      "only the first GPU. Use single-GPU workers (scale with --max_num_workers)."
-    )
-  experiments = debug.experiments or []
-  if gpu.model_copies_per_worker is not None and SINGLE_PROCESS_EXPERIMENT in experiments:
-    errors.append(
-      f"--model_copies_per_worker shares models between processes, but the "
-      f"{SINGLE_PROCESS_EXPERIMENT} experiment leaves only one; drop one of them."
-    )
+  errors.extend(dataflow_checks.accelerator_errors(options, gpu, worker))
+  errors.extend(dataflow_checks.machine_errors(gpu, worker, cloud))
+  errors.extend(dataflow_checks.single_process_errors(gpu, options.view_as(DebugOptions)))
   return errors
 
 
-def expand_dataflow_options(options: PipelineOptions) -> Dict[str, object]:
+def expand_dataflow_options(options: PipelineOptions) -> dict[str, object]:
   """Check the Dataflow/GPU flags and write them into Beam's own options, in place.
 
   Call after ``PipelineOptions(argv)`` and before building the pipeline. Raises
@@ -324,7 +190,7 @@ def expand_dataflow_options(options: PipelineOptions) -> Dict[str, object]:
   cloud = options.view_as(GoogleCloudOptions)
   worker = options.view_as(WorkerOptions)
   debug = options.view_as(DebugOptions)
-  applied: Dict[str, object] = {}
+  applied: dict[str, object] = {}
   if not _is_dataflow(options.view_as(StandardOptions).runner):
     return applied
 
@@ -366,7 +232,7 @@ def single_process(options: PipelineOptions) -> bool:
   return gpu.gpu_type is not None and gpu.gpu_count == 1 and gpu.model_copies_per_worker is None
 
 
-def model_handler_kwargs(options: PipelineOptions) -> Dict[str, int]:
+def model_handler_kwargs(options: PipelineOptions) -> dict[str, int]:
   """Keyword arguments for the RunInference ``ModelHandler`` constructor.
 
   ``{"model_copies": N}`` with ``--model_copies_per_worker=N`` (RunInference then

@@ -150,7 +150,7 @@ def check_compare_to(compare_to: str, output: str) -> Optional[str]:
       "(re-run it with --skip_existing) or point --compare_to at another run's output."
     )
   run = _local_files(load.run_summary(summary), previous)
-  counts = summary.get("counts") if isinstance(summary.get("counts"), dict) else {}
+  counts = load.as_dict(summary.get("counts"))
   if counts.get("segmented") and not load.stats_files(previous, run):
     raise OptionsError(
       f"--compare_to {previous} has a summary.json but no stats/ files to compare per-image class fractions with."

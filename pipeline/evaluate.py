@@ -23,7 +23,8 @@ import datetime
 import json
 import logging
 import sys
-from typing import List, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -76,7 +77,7 @@ def _read_mask(path: str) -> np.ndarray:
     return decode_mask(handle.read())[0]
 
 
-def _failure(row, truth_uri, exc):
+def _failure(row: dict[str, Any], truth_uri: str, exc: Exception) -> dict[str, Any]:
   message = str(exc) if isinstance(exc, TruthError) else f"cannot compare {truth_uri} with the mask: {exc}"
   return {
     "uri": str(row.get("uri") or ""),
@@ -87,7 +88,7 @@ def _failure(row, truth_uri, exc):
   }
 
 
-def _score(truth_uri: str, predicted: np.ndarray, names: List[str], tolerance: float):
+def _score(truth_uri: str, predicted: np.ndarray, names: list[str], tolerance: float) -> tuple[dict[str, Any], Any]:
   """One image's ``truth`` block (as a --truth run's, plus its boundary F-score) and its per-class BF."""
   height, width = predicted.shape
   labels = read_truth(truth_uri, width, height, len(names))
@@ -97,7 +98,7 @@ def _score(truth_uri: str, predicted: np.ndarray, names: List[str], tolerance: f
   return block, scores
 
 
-def evaluate(output: str, patterns: List[str], bf_tolerance: float = DEFAULT_TOLERANCE) -> dict:
+def evaluate(output: str, patterns: list[str], bf_tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
   """Scores the run in ``output`` against the truth masks of ``patterns``; writes and returns evaluation.json."""
   try:
     bf_tolerance = check_tolerance(bf_tolerance)
@@ -109,7 +110,7 @@ def evaluate(output: str, patterns: List[str], bf_tolerance: float = DEFAULT_TOL
     check_truth(patterns)
   except OptionsError as exc:
     raise EvaluateError(str(exc)) from None
-  problems = []
+  problems: list[str] = []
   summary = load.read_summary(output, problems)
   names = [str(entry.get("name")) for entry in summary.get("classes") or [] if isinstance(entry, dict)]
   if not names:
@@ -123,36 +124,18 @@ def evaluate(output: str, patterns: List[str], bf_tolerance: float = DEFAULT_TOL
   run.failure_files = [path for path in run.failure_files if path.startswith(output + "/")]
   index = truth_index({pattern: matching_files(pattern) for pattern in patterns})
 
-  images, failures, keys = [], [], set()
-  confusion = np.zeros((len(names), len(names)), np.int64)
-  boundary = BoundaryF1Mean(len(names))
-  for row in load.iter_rows(load.stats_files(output, run), problems):
-    key = str(row.get("key"))
-    keys.add(stem(key))
-    truth_uri = index.get(stem(key))
-    entry = {
-      "key": key,
-      "uri": row.get("uri"),
-      # The record names its mask (PNG or GeoTIFF); records of older runs did not.
-      "mask": str(row.get("mask") or join(output, mask_relpath(key))),
-      "width": int(float(row.get("width") or 0)),
-      "height": int(float(row.get("height") or 0)),
-      "truth": None,
-    }
-    if truth_uri is not None:
-      try:
-        entry["truth"], scores = _score(truth_uri, _read_mask(entry["mask"]), names, bf_tolerance)
-      except Exception as exc:  # one bad file must not stop the rest
-        failures.append(_failure(row, truth_uri, exc))
-        continue
-      confusion += np.asarray(entry["truth"]["confusion"], np.int64)
-      boundary.add(scores)
-    images.append(entry)
+  keys: set[str] = set()
+  scored = _score_images(
+    load.iter_rows(load.stats_files(output, run), problems), output, index, names, bf_tolerance, keys
+  )
   for row in load.iter_rows(load.failure_files(output, run), problems):
     keys.add(stem(str(row.get("key"))))
-  scored = sum(1 for entry in images if entry["truth"] is not None)
-  truth = run_truth(confusion, names, scored, len(images) - scored, len(set(index) - keys), len(failures), patterns)
-  truth.update(boundary.result(names, bf_tolerance))
+  images, failures = scored.images, scored.failures
+  with_truth = sum(1 for entry in images if entry["truth"] is not None)
+  truth = run_truth(
+    scored.confusion, names, with_truth, len(images) - with_truth, len(set(index) - keys), len(failures), patterns
+  )
+  truth.update(scored.boundary.result(names, bf_tolerance))
   document = {
     "output": output,
     "run_end_time": summary.get("end_time"),
@@ -171,7 +154,53 @@ def evaluate(output: str, patterns: List[str], bf_tolerance: float = DEFAULT_TOL
   return document
 
 
-def format_classes(block: dict) -> str:
+class _Scored(NamedTuple):
+  """What ``_score_images`` found: per image an entry, the truth failures, and the run's sums."""
+
+  images: list[dict[str, Any]]
+  failures: list[dict[str, Any]]
+  confusion: np.ndarray
+  boundary: BoundaryF1Mean
+
+
+def _score_images(
+  rows: Iterable[dict[str, Any]],
+  output: str,
+  index: dict[str, str],
+  names: list[str],
+  tolerance: float,
+  keys: set[str],
+) -> _Scored:
+  """Scores each stats record's mask against its truth mask (``index``: by stem); adds each record's stem to ``keys``."""
+  images, failures = [], []
+  confusion = np.zeros((len(names), len(names)), np.int64)
+  boundary = BoundaryF1Mean(len(names))
+  for row in rows:
+    key = str(row.get("key"))
+    keys.add(stem(key))
+    truth_uri = index.get(stem(key))
+    entry: dict[str, Any] = {
+      "key": key,
+      "uri": row.get("uri"),
+      # The record names its mask (PNG or GeoTIFF); records of older runs did not.
+      "mask": str(row.get("mask") or join(output, mask_relpath(key))),
+      "width": int(float(row.get("width") or 0)),
+      "height": int(float(row.get("height") or 0)),
+      "truth": None,
+    }
+    if truth_uri is not None:
+      try:
+        entry["truth"], scores = _score(truth_uri, _read_mask(entry["mask"]), names, tolerance)
+      except Exception as exc:  # one bad file must not stop the rest
+        failures.append(_failure(row, truth_uri, exc))
+        continue
+      confusion += np.asarray(entry["truth"]["confusion"], np.int64)
+      boundary.add(scores)
+    images.append(entry)
+  return _Scored(images, failures, confusion, boundary)
+
+
+def format_classes(block: dict[str, Any]) -> str:
   """Per class: IoU and boundary F-score (BF) of the run-level ``truth`` block, as a table."""
   score = lambda value: "-" if value is None else f"{value:.4f}"  # noqa: E731
   lines = [f"{'class':<16}{'IoU':>8}{'BF':>8}"]
@@ -180,7 +209,7 @@ def format_classes(block: dict) -> str:
   return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   logging.getLogger("apache_beam").setLevel(logging.WARNING)

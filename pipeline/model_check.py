@@ -9,12 +9,14 @@ launcher's process, so a local run loads it once.
 
 import json
 import logging
+from typing import Any
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from model import engines
 from model.engines import EngineError, cpu, openvino_ir
+from model.engines.choice import EngineChoice
 from model.text import one_line
 from pipeline.errors import OptionsError
 from transforms.inference import SegmenterHandle, class_id_beyond
@@ -26,7 +28,7 @@ _LOG = logging.getLogger(__name__)
 MODEL_FILES = ("saved_model/saved_model.pb", openvino_ir.ONNX_FILE, f"{openvino_ir.IR_FOLDER}/{openvino_ir.IR_FILE}")
 
 
-def load_card(model_dir: str) -> dict:
+def load_card(model_dir: str) -> dict[str, Any]:
   """Reads and checks card.json (structure only; the model is checked separately)."""
   card_path = model_dir.rstrip("/") + "/card.json"
   try:
@@ -60,7 +62,7 @@ def load_card(model_dir: str) -> dict:
   return card
 
 
-def _check_signature(segmenter, model_dir: str, spec: InputSpec):
+def _check_signature(segmenter: Any, model_dir: str, spec: InputSpec) -> None:
   """Refuses a model whose input disagrees with its card's dtype or channel count.
 
   Read from the engine's graph (the SavedModel's serving_default, or the
@@ -84,8 +86,14 @@ def _check_signature(segmenter, model_dir: str, spec: InputSpec):
 
 
 def _load(
-  model_dir: str, spec: InputSpec, engine: str, precision: str, mixed_precision: bool, threads: int, tta: str = "none"
-):
+  model_dir: str,
+  spec: InputSpec,
+  engine: str,
+  precision: str,
+  mixed_precision: bool,
+  threads: int,
+  tta: str = "none",
+) -> tuple[SegmenterHandle, EngineChoice, Any]:
   """(handle, choice, loaded segmenter) on the requested engine.
 
   With ``--engine auto``, a model OpenVINO cannot convert or run falls back
@@ -125,7 +133,7 @@ def _load(
 
 def check_model(
   model_dir: str,
-  card: dict,
+  card: dict[str, Any],
   engine: str = "auto",
   precision: str = "auto",
   mixed_precision: bool = False,
@@ -147,12 +155,7 @@ def check_model(
   each worker process loads its own. The handle's ``description`` says which
   engine, precision and CPU the check ran on (summary.json records it).
   """
-  root = model_dir.rstrip("/")
-  if not any(FileSystems.exists(f"{root}/{path}") for path in MODEL_FILES):
-    raise OptionsError(
-      f"{model_dir} has no saved_model/saved_model.pb (nor onnx/model.onnx or openvino/model.xml); --model must "
-      "name an exported model directory (python -m model.export or python -m model.wrap writes one)."
-    )
+  _check_files(model_dir)
   spec = InputSpec.from_card(card)
   handle, choice, segmenter = _load(model_dir, spec, engine, precision, mixed_precision, threads, tta)
   _check_signature(segmenter, model_dir, spec)
@@ -163,6 +166,42 @@ def check_model(
       f"the model in {model_dir} has {declared} classes but its card.json lists "
       f"{num_classes}; re-export the model so card and weights match."
     )
+  _probe(segmenter, model_dir, card, spec, num_classes)
+  checked = SegmenterHandle(
+    handle.model_dir,
+    handle.engine,
+    handle.precision,
+    mixed_precision,
+    spec,
+    threads,
+    loaded=segmenter if hand_over else None,
+    tta=tta,
+  )
+  checked.description = dict(
+    segmenter.describe(),
+    requested={"engine": engine, "precision": precision},
+    reason=choice.reason,
+    cpu=cpu.probe().describe(),
+  )
+  return checked
+
+
+def _check_files(model_dir: str) -> None:
+  """Refuses a directory that holds nothing an engine can run."""
+  root = model_dir.rstrip("/")
+  if not any(FileSystems.exists(f"{root}/{path}") for path in MODEL_FILES):
+    raise OptionsError(
+      f"{model_dir} has no saved_model/saved_model.pb (nor onnx/model.onnx or openvino/model.xml); --model must "
+      "name an exported model directory (python -m model.export or python -m model.wrap writes one)."
+    )
+
+
+def _probe(segmenter: Any, model_dir: str, card: dict[str, Any], spec: InputSpec, num_classes: int) -> None:
+  """Runs a probe batch through both entry points; refuses wrong shapes, dtypes or class ids.
+
+  The workers' entry point (``segment_with_stats``) is traced or compiled here
+  too, before the run starts.
+  """
   size = max(32, int(card.get("stride", 1) or 1) * 2)
   if card.get("input_size"):  # a fixed-size model takes nothing larger
     size = min([size] + [int(v) for v in card["input_size"]])
@@ -199,20 +238,3 @@ def check_model(
       f"the model in {model_dir} fails when its per-class statistics are reduced "
       f"({type(exc).__name__}: {one_line(exc, 200)})."
     ) from None
-  checked = SegmenterHandle(
-    handle.model_dir,
-    handle.engine,
-    handle.precision,
-    mixed_precision,
-    spec,
-    threads,
-    loaded=segmenter if hand_over else None,
-    tta=tta,
-  )
-  checked.description = dict(
-    segmenter.describe(),
-    requested={"engine": engine, "precision": precision},
-    reason=choice.reason,
-    cpu=cpu.probe().describe(),
-  )
-  return checked

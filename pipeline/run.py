@@ -19,20 +19,23 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
-from pipeline.checks import RUNNER_ALIASES, validate
+from pipeline.checks import validate
+from pipeline.console_text import describe_engine, format_summary
 from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
 from pipeline.drift import DriftDetected, check_drift, compute_drift, format_drift
 from pipeline.errors import OptionsError
 from pipeline.graph import SegmentImages
 from pipeline.io_summary import with_io
 from pipeline.model_check import check_model
-from pipeline.options import help_parser
+from pipeline.options import RunConfig, help_parser
 from pipeline.paths import matching_files
 from pipeline.report.render import write_run_report
 from pipeline.run_state import (
@@ -48,46 +51,23 @@ from pipeline.run_state import (
   restore_signal_handlers,
   stop_signal,
 )
+from pipeline.runners import ends_here, engine_threads, with_default_runner, workers_in_this_process
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
+from transforms.inference import SegmenterHandle
 from transforms.leftovers import remove_leftovers
 from transforms.out_files import OutputFailed, QuietResourceErrors, describe_output_error, join
 from transforms.record_files import store_summary
 from transforms.records import MASKS_DIR, SUMMARY_FILE
 
 _LOG = logging.getLogger("deconvseg")
-DEFAULT_RUNNER = "FnApiRunner"
-# Runners whose run ends inside this launcher, so it reads the summary and writes the report itself.
-LOCAL_RUNNERS = (
-  "FnApiRunner",
-  "DirectRunner",
-  "SwitchingDirectRunner",
-  "BundleBasedDirectRunner",
-  "PrismRunner",
-  "DaskRunner",
-  "PortableRunner",
-)
 
 
-def _with_default_runner(argv):
-  """FnApiRunner unless ``--runner`` is given; short names Beam does not register are spelled out."""
-  argv = list(argv)
-  for index, arg in enumerate(argv):
-    if arg.startswith("--runner="):
-      name = arg.split("=", 1)[1]
-      argv[index] = f"--runner={RUNNER_ALIASES.get(name, name)}"
-      return argv
-    if arg == "--runner" and index + 1 < len(argv):
-      argv[index + 1] = RUNNER_ALIASES.get(argv[index + 1], argv[index + 1])
-      return argv
-  return argv + [f"--runner={DEFAULT_RUNNER}"]
-
-
-def _read_summary(output):
+def _read_summary(output: str) -> dict[str, Any]:
   with FileSystems.open(FileSystems.join(output, SUMMARY_FILE), compression_type="uncompressed") as handle:
     return json.loads(handle.read().decode("utf-8"))
 
 
-def _counter(result, name):
+def _counter(result: Any, name: str) -> int | None:
   try:
     metrics = result.metrics().query(beam.metrics.MetricsFilter().with_name(name))["counters"]
     return sum(m.committed or m.attempted or 0 for m in metrics)
@@ -95,73 +75,7 @@ def _counter(result, name):
     return None
 
 
-def format_summary(summary: dict, output: str, seconds: float = None, report: bool = True) -> str:
-  """The per-class table printed at the end of local runs."""
-  counts = summary["counts"]
-  options = summary.get("options") or {}
-  folders = (
-    ["masks/"] + [f"{name}/" for name in ("overlays", "polygons") if options.get(name)] + ["stats/", "failures/"]
-  )
-  lines = [
-    f"Results in {output}: {', '.join(folders)}, summary.json" + (", report.html" if report else ""),
-    f"Images: {counts['read']} read, {counts['segmented']} segmented, {counts['failed']} failed"
-    + (
-      f" ({', '.join(f'{k}: {v}' for k, v in summary.get('failed_by_stage', {}).items())})" if counts["failed"] else ""
-    ),
-  ]
-  if seconds:
-    lines.append(
-      f"Time: {seconds:.2f} s, {counts['segmented'] / seconds:.2f} images/s, "
-      f"{summary['pixels'] / 1e6 / seconds:.2f} Mpx/s"
-    )
-  unit = summary.get("area_unit")
-  show_area = summary.get("images_with_area") and isinstance(unit, str)
-  header = f"{'class':<16}{'pixels':>14}{'share':>9}" + (f"{'area (' + unit + ')':>18}" if show_area else "")
-  lines += ["", header, "-" * len(header)]
-  for entry in summary["classes"]:
-    row = f"{entry['name'][:15]:<16}{entry['pixels']:>14,}{entry['fraction'] * 100:>8.2f}%"
-    if show_area:
-      row += f"{entry['area']:>18,.1f}"
-    lines.append(row)
-  return "\n".join(lines)
-
-
-def _workers_in_this_process(runner: str, pipeline_options) -> bool:
-  """True when the model check's loaded model can serve the run (in-process FnApiRunner)."""
-  mode = pipeline_options.view_as(DirectOptions).direct_running_mode or "in_memory"
-  return runner.endswith(DEFAULT_RUNNER) and mode == "in_memory"
-
-
-def engine_threads(runner: str, pipeline_options) -> int:
-  """The engine's threads per worker process when --engine_threads is 0: the cores shared among the processes.
-
-  0 lets the engine take every core (one worker process, in this one);
-  local multi-process runs split the cores among ``--direct_num_workers``;
-  Dataflow runs one SDK process per vCPU, so each gets one thread.
-  """
-  if runner.endswith("DataflowRunner"):
-    return 1
-  direct = pipeline_options.view_as(DirectOptions)
-  if (direct.direct_running_mode or "in_memory") != "in_memory":
-    workers = direct.direct_num_workers or 1
-    if workers <= 0:
-      return 1  # Beam's 0 means one process per core
-    return max(1, (os.cpu_count() or 1) // workers)
-  return 0
-
-
-def describe_engine(description: dict) -> str:
-  """'openvino fp32 (OpenVINO 2026.4, 2 threads) on AMD EPYC [avx2]': the run's first log line names it."""
-  if not description:
-    return "an engine resolved by each worker"
-  cpu = description.get("cpu") or {}
-  threads = description.get("threads")
-  details = ", ".join(str(part) for part in (description.get("runtime"), threads and f"threads: {threads}") if part)
-  flags = " ".join(cpu.get("flags") or []) or "no AVX-512/AMX"
-  return f"{description['engine']} {description['precision']} ({details}) on {cpu.get('name')} [{flags}]"
-
-
-def run(argv=None, save_main_session=True, test_pipeline=None):
+def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_pipeline: Any = None) -> Any:
   """Builds and runs the pipeline; returns the PipelineResult.
 
   Raises OptionsError (before any pipeline is built) for a bad invocation or
@@ -172,9 +86,39 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   and its drift is suspect. RunStopped when a signal stopped it. Whatever the
   outcome, OUT/run_state.json says it and OUT's lock is released.
   """
-  argv = list(sys.argv[1:] if argv is None else argv)
-  command = list(argv)
-  argv = _with_default_runner(argv)
+  command = list(sys.argv[1:] if argv is None else argv)
+  config, pipeline_options, runner, model = _prepare(command, save_main_session)
+  state = RunState(config.output, command, pipeline_options)
+  lock = pipeline_options.view_as(RunStateOptions)
+  with deferred_signals():  # a half-taken lock would outlive this process
+    state.begin(lock.force_unlock, lock.lock_max_age_hours)
+  try:
+    signum = stop_signal()
+    if signum is not None:
+      raise RunStopped(signum)
+    _clean_leftovers(config.output, state)
+    result, finished = _segment(config, pipeline_options, runner, model, state.run_id, test_pipeline)
+  except FailureBudgetExceeded as exc:
+    state.finish(COMPLETE, exit_code=3, reason=str(exc))
+    raise
+  except DriftDetected as exc:
+    state.finish(COMPLETE, exit_code=4, reason=str(exc))
+    raise
+  except BaseException as exc:
+    instead = _record_end(exc, config, state)
+    if instead is None:
+      raise
+    raise instead from (exc if isinstance(instead, OutputFailed) else None)
+  if finished:
+    state.finish(COMPLETE)
+  else:
+    state.finish(SUBMITTED, runner=runner, job_state=str(result.state))
+  return result
+
+
+def _prepare(command: list[str], save_main_session: bool) -> tuple[RunConfig, Any, str, SegmenterHandle]:
+  """(config, Beam's options, runner, checked model) of a command line; OptionsError before any work."""
+  argv = with_default_runner(command)
   try:
     argv = fill_date_templates(argv)
   except ValueError as exc:
@@ -190,7 +134,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     config.precision,
     config.mixed_precision,
     threads=config.engine_threads or engine_threads(runner, pipeline_options),
-    hand_over=_workers_in_this_process(runner, pipeline_options),
+    hand_over=workers_in_this_process(runner, pipeline_options),
     tta=config.tta,
   )
   try:
@@ -200,43 +144,26 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
   if applied:
     _LOG.info("Dataflow options: %s", applied)
   pipeline_options.view_as(SetupOptions).save_main_session = save_main_session
-
-  state = RunState(config.output, command, pipeline_options)
-  lock = pipeline_options.view_as(RunStateOptions)
-  with deferred_signals():  # a half-taken lock would outlive this process
-    state.begin(lock.force_unlock, lock.lock_max_age_hours)
-  try:
-    if stop_signal() is not None:
-      raise RunStopped(stop_signal())
-    _clean_leftovers(config.output, state)
-    result, finished = _segment(config, pipeline_options, runner, model, state.run_id, test_pipeline)
-  except FailureBudgetExceeded as exc:
-    state.finish(COMPLETE, exit_code=3, reason=str(exc))
-    raise
-  except DriftDetected as exc:
-    state.finish(COMPLETE, exit_code=4, reason=str(exc))
-    raise
-  except BaseException as exc:
-    signum = stop_signal()
-    if signum is None:
-      if not state.shares_folder:
-        _remove_leftovers_quietly(config.output)
-      line = str(exc) if isinstance(exc, OutputFailed) else describe_output_error(exc, config.output)
-      state.finish(FAILED, error=line or f"{type(exc).__name__}: {_first_line(exc)}")
-      if line is None or isinstance(exc, OutputFailed):
-        raise
-      raise OutputFailed(line) from exc
-    stopped = RunStopped(signum, _progress(config, state))
-    state.finish(STOPPED, signal=stopped.name, progress=stopped.progress)
-    raise stopped from None
-  if finished:
-    state.finish(COMPLETE)
-  else:
-    state.finish(SUBMITTED, runner=runner, job_state=str(result.state))
-  return result
+  return config, pipeline_options, runner, model
 
 
-def _clean_leftovers(output: str, state: RunState):
+def _record_end(exc: BaseException, config: RunConfig, state: RunState) -> BaseException | None:
+  """Records a run that raised ``exc`` as failed or stopped; returns what to raise instead (None: ``exc`` itself)."""
+  signum = stop_signal()
+  if signum is None:
+    if not state.shares_folder:
+      _remove_leftovers_quietly(config.output)
+    line = str(exc) if isinstance(exc, OutputFailed) else describe_output_error(exc, config.output)
+    state.finish(FAILED, error=line or f"{type(exc).__name__}: {_first_line(exc)}")
+    if line is None or isinstance(exc, OutputFailed):
+      return None
+    return OutputFailed(line)
+  stopped = RunStopped(signum, _progress(config, state))
+  state.finish(STOPPED, signal=stopped.name, progress=stopped.progress)
+  return stopped
+
+
+def _clean_leftovers(output: str, state: RunState) -> None:
   """Removes what killed runs left in OUT; not when a forced take-over means another run may be writing there."""
   if state.shares_folder:
     _LOG.warning(
@@ -248,7 +175,7 @@ def _clean_leftovers(output: str, state: RunState):
     _LOG.info("%s", leftovers.describe(output))
 
 
-def _remove_leftovers_quietly(output: str):
+def _remove_leftovers_quietly(output: str) -> None:
   """A failed run's sink temp folders are no outputs; removing them must not hide why it failed."""
   try:
     remove_leftovers(output)
@@ -261,7 +188,7 @@ def _first_line(exc: BaseException) -> str:
   return lines[0] if lines else ""
 
 
-def _progress(config, state):
+def _progress(config: RunConfig, state: RunState) -> str | None:
   """'N of M images': masks this run wrote (newer than its start) of the files --input matches.
 
   M is only known for --input globs (manifests and TFRecords would have to
@@ -289,7 +216,14 @@ def _progress(config, state):
   return f"{written} images"
 
 
-def _segment(config, pipeline_options, runner, model, run_id, test_pipeline=None):
+def _segment(
+  config: RunConfig,
+  pipeline_options: Any,
+  runner: str,
+  model: SegmenterHandle,
+  run_id: str,
+  test_pipeline: Any = None,
+) -> tuple[Any, bool]:
   """Runs the graph and, for local runners, writes the report; returns (result, whether the run has ended)."""
   started = time.time()
   start_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
@@ -309,18 +243,9 @@ def _segment(config, pipeline_options, runner, model, run_id, test_pipeline=None
 
   budget = pipeline_options.view_as(ScheduleOptions).max_failure_fraction
   summary = None
-  report_here = any(runner.endswith(name) for name in LOCAL_RUNNERS)
+  report_here = ends_here(runner)
   if report_here:
-    elapsed = time.time() - started
-    tiles = _counter(result, "tiles")
-    if tiles is not None:
-      _LOG.info("Finished in %.1f s: %s tiles through the model", elapsed, tiles)
-    summary = _complete_summary(config, result)
-    if not config.no_report:
-      write_run_report(config.output)  # OutputFailed: a report asked for and not written fails the run
-    print(format_summary(summary, config.output, elapsed, report=not config.no_report), flush=True)
-    if summary.get("drift"):
-      print(format_drift(summary["drift"]), flush=True)
+    summary = _finish_here(config, result, time.time() - started)
   elif (budget is not None or config.compare_to) and result.state == PipelineState.DONE:
     # a blocking Dataflow launch: the job has finished
     summary = _complete_summary(config, result)
@@ -339,23 +264,42 @@ def _segment(config, pipeline_options, runner, model, run_id, test_pipeline=None
       config.output,
     )
   if summary is not None:
-    try:
-      check_failure_budget(summary["counts"], budget, config.output)
-    except FailureBudgetExceeded:
-      check_drift(summary.get("drift"), fail_on_drift=False)  # still log which classes moved
-      raise
-    check_drift(summary.get("drift"), config.fail_on_drift)
+    _check_outcome(summary, budget, config)
   return result, report_here or result.state == PipelineState.DONE
 
 
-def _complete_summary(config, result) -> dict:
+def _finish_here(config: RunConfig, result: Any, elapsed: float) -> dict[str, Any]:
+  """A run that ended in this launcher: its summary completed, its report written, its table printed."""
+  tiles = _counter(result, "tiles")
+  if tiles is not None:
+    _LOG.info("Finished in %.1f s: %s tiles through the model", elapsed, tiles)
+  summary = _complete_summary(config, result)
+  if not config.no_report:
+    write_run_report(config.output)  # OutputFailed: a report asked for and not written fails the run
+  print(format_summary(summary, config.output, elapsed, report=not config.no_report), flush=True)
+  if summary.get("drift"):
+    print(format_drift(summary["drift"]), flush=True)
+  return summary
+
+
+def _check_outcome(summary: dict[str, Any], budget: float | None, config: RunConfig) -> None:
+  """FailureBudgetExceeded, else DriftDetected (``--fail_on_drift``); drifted classes are logged either way."""
+  try:
+    check_failure_budget(summary["counts"], budget, config.output)
+  except FailureBudgetExceeded:
+    check_drift(summary.get("drift"), fail_on_drift=False)  # still log which classes moved
+    raise
+  check_drift(summary.get("drift"), config.fail_on_drift)
+
+
+def _complete_summary(config: RunConfig, result: Any) -> dict[str, Any]:
   """The job's summary.json read once, with the launcher's io and drift blocks added, written once (atomically)."""
   job_summary = _read_summary(config.output)
   summary = _with_drift(with_io(job_summary, result), config)
   return summary if summary == job_summary else store_summary(config.output, summary)
 
 
-def _with_drift(summary: dict, config) -> dict:
+def _with_drift(summary: dict[str, Any], config: RunConfig) -> dict[str, Any]:
   """``summary`` with its drift block (``--compare_to``); a drift that cannot be computed is logged, not fatal."""
   if not config.compare_to:
     return summary
@@ -372,7 +316,7 @@ def _with_drift(summary: dict, config) -> dict:
     return summary
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
   """Console entry point: clean messages and exit codes instead of tracebacks.
 
   0 done; 1 an output could not be written (one line naming the path and the
@@ -393,9 +337,10 @@ def main(argv=None):
   try:
     return _main(argv)
   except BaseException as exc:
-    if stop_signal() is None:
+    signum = stop_signal()
+    if signum is None:
       raise
-    stopped = exc if isinstance(exc, RunStopped) else RunStopped(stop_signal())
+    stopped = exc if isinstance(exc, RunStopped) else RunStopped(signum)
     after = f" after {stopped.progress}" if stopped.progress else " before any work"
     print(f"deconvseg: stopped by {stopped.name}{after}; re-run with --skip_existing to resume", file=sys.stderr)
     return stopped.exit_code
@@ -403,7 +348,7 @@ def main(argv=None):
     restore_signal_handlers(previous)
 
 
-def _main(argv) -> int:
+def _main(argv: list[str]) -> int:
   try:
     run(argv)
   except RunStopped:
@@ -428,7 +373,7 @@ def _main(argv) -> int:
   return 0
 
 
-def exit_now(code: int):
+def exit_now(code: int) -> NoReturn:
   """Ends the process without the interpreter's teardown of TensorFlow and Beam (~1.5 s measured).
 
   Every output is written and closed before ``main`` returns; only the

@@ -10,12 +10,10 @@ host, pid, start time and command, and rewrites it as ``complete``,
 finished folder flips it back to ``running`` first, so a kill half-way
 never leaves a stale ``complete`` beside half-rewritten masks.
 
-The lock holds the same record. Locally it is created with ``O_CREAT |
-O_EXCL``; on ``gs://`` it is one object written with the precondition
-``if_generation_match=0`` (or the generation of the stale lock it replaces),
-so of two runs starting together exactly one gets it. A lock whose run is
-gone (a dead pid on this host) or older than ``--lock_max_age_hours`` is taken
-over with a log line; ``--force_unlock`` takes over any lock.
+The lock holds the same record; ``pipeline.folder_lock`` takes it (locally
+with ``O_CREAT | O_EXCL``, on ``gs://`` with a generation precondition), takes
+over stale ones and releases it. ``RunState`` ties the two together: lock
+first, then state.
 
 SIGINT and SIGTERM (``install_signal_handlers``) stop the run by raising
 ``RunStopped`` in the main thread, where the in-process runner works; Beam
@@ -34,31 +32,61 @@ import socket
 import sys
 import threading
 import time
-import uuid
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import Any
 
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.errors import OptionsError
+from pipeline.folder_lock import (
+  DEFAULT_LOCK_MAX_AGE_HOURS,
+  LOCK_FILE,
+  FolderLock,
+  describe,
+  is_live,
+  pid_alive,
+  read_record,
+)
 from transforms.out_files import atomic_write, join, remove_temp_dir
 from transforms.records import new_run_id, redact
 
+__all__ = [
+  "COMPLETE",
+  "DEFAULT_LOCK_MAX_AGE_HOURS",
+  "FAILED",
+  "LOCK_FILE",
+  "RUNNING",
+  "STATE_FILE",
+  "STOPPED",
+  "SUBMITTED",
+  "RunState",
+  "RunStateOptions",
+  "RunStopped",
+  "deferred_signals",
+  "describe",
+  "incomplete_reason",
+  "install_signal_handlers",
+  "is_live",
+  "now_iso",
+  "pid_alive",
+  "read_state",
+  "restore_signal_handlers",
+  "stop_signal",
+]
+
 _LOG = logging.getLogger("deconvseg")
 STATE_FILE = "run_state.json"
-LOCK_FILE = ".deconvseg.lock"
 RUNNING, COMPLETE, FAILED, STOPPED = "running", "complete", "failed", "stopped"
 # A launcher that returned before its remote job ended (a template, a non-blocking launch): the job's
 # last step writes summary.json with this run's id, which is then the mark of a finished run.
 SUBMITTED = "submitted"
-DEFAULT_LOCK_MAX_AGE_HOURS = 24.0
-_UNREADABLE_LOCK_GRACE_S = 30.0  # a lock file still being written by the run that created it
 
 
 class RunStateOptions(PipelineOptions):
   """The output folder's lock."""
 
   @classmethod
-  def _add_argparse_args(cls, parser):
+  def _add_argparse_args(cls, parser: Any) -> None:
     parser.add_argument(
       "--force_unlock",
       action="store_true",
@@ -76,68 +104,16 @@ class RunStateOptions(PipelineOptions):
     )
 
 
-def now_iso(seconds: float = None) -> str:
+def now_iso(seconds: float | None = None) -> str:
   return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if seconds is None else seconds))
 
 
-def _age_hours(record: dict) -> float:
-  try:
-    started = datetime.datetime.strptime(str(record.get("started")), "%Y-%m-%dT%H:%M:%SZ")
-  except ValueError:
-    return float("inf")
-  started = started.replace(tzinfo=datetime.timezone.utc)
-  return (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() / 3600
-
-
-def pid_alive(pid) -> bool:
-  """Whether a process with this id exists on this machine (one owned by another user counts)."""
-  try:
-    pid = int(pid)
-  except (TypeError, ValueError):
-    return False
-  if pid <= 0:
-    return False
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def is_live(record: dict, max_age_hours: float = DEFAULT_LOCK_MAX_AGE_HOURS) -> bool:
-  """Whether the run a lock or state record names may still be running.
-
-  A process on another host cannot be probed, so only age retires it.
-  """
-  if _age_hours(record) > max_age_hours:
-    return False
-  if record.get("host") == socket.gethostname():
-    return pid_alive(record.get("pid"))
-  return True
-
-
-def describe(record: dict) -> str:
-  return f"pid {record.get('pid')} on {record.get('host')}, started {record.get('started')}"
-
-
-def _read_json(path: str):
-  """The parsed object at ``path``; None when it does not exist or holds no JSON object."""
-  try:
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
-      value = json.loads(handle.read().decode("utf-8"))
-  except Exception:
-    return None
-  return value if isinstance(value, dict) else None
-
-
-def read_state(output: str):
+def read_state(output: str) -> dict[str, Any] | None:
   """OUT/run_state.json as a dict, or None (an older run's folder, or not a run's folder)."""
-  return _read_json(join(output, STATE_FILE))
+  return read_record(join(output, STATE_FILE))
 
 
-def incomplete_reason(output: str, summary: dict = None):
+def incomplete_reason(output: str, summary: dict[str, Any] | None = None) -> str | None:
   """One sentence when OUT does not hold a finished run (per run_state.json), else None.
 
   ``running`` written by this very process is the launcher writing its own
@@ -154,7 +130,7 @@ def incomplete_reason(output: str, summary: dict = None):
     return None
   older = ""
   if summary_run and summary_run != state.get("run_id"):
-    older = f"; summary.json is from an earlier run (ended {summary.get('end_time')})"
+    older = f"; summary.json is from an earlier run (ended {(summary or {}).get('end_time')})"
   if status == SUBMITTED:
     return (
       f"this folder's run was submitted to {state.get('runner')} at {state.get('started')} and has not written "
@@ -178,11 +154,11 @@ def incomplete_reason(output: str, summary: dict = None):
 
 
 class RunState:
-  """One run's record in OUT: the lock it holds and the state it writes."""
+  """One run's record in OUT: the lock it holds (``pipeline.folder_lock``) and the state it writes."""
 
-  def __init__(self, output: str, argv, pipeline_options=None):
+  def __init__(self, output: str, argv: Sequence[Any], pipeline_options: Any = None) -> None:
     self.output = output.rstrip("/")
-    self.record = {
+    self.record: dict[str, Any] = {
       "status": RUNNING,
       "run_id": new_run_id(),
       "host": socket.gethostname(),
@@ -190,14 +166,16 @@ class RunState:
       "started": now_iso(),
       "command": ["python", "-m", "pipeline.run"] + [redact(str(arg)) for arg in argv],
     }
-    self._options = pipeline_options
-    self._lock = None  # what release() needs: a local path or (blob, generation)
-    # --force_unlock over a run that still looked alive: its temporaries must not be cleaned away
-    self.shares_folder = False
+    self._lock = FolderLock(self.output, pipeline_options)
 
   @property
   def run_id(self) -> str:
     return self.record["run_id"]
+
+  @property
+  def shares_folder(self) -> bool:
+    """--force_unlock over a run that still looked alive: its temporaries must not be cleaned away."""
+    return self._lock.shares_folder
 
   @property
   def started_at(self) -> float:
@@ -210,25 +188,19 @@ class RunState:
   def _data(self) -> bytes:
     return json.dumps(self.record, indent=2, ensure_ascii=False).encode("utf-8")
 
-  def begin(self, force: bool = False, max_age_hours: float = DEFAULT_LOCK_MAX_AGE_HOURS):
+  def begin(self, force: bool = False, max_age_hours: float = DEFAULT_LOCK_MAX_AGE_HOURS) -> None:
     """Takes OUT's lock (OptionsError when another live run holds it), then writes the state ``running``."""
-    path = join(self.output, LOCK_FILE)
-    if self.output.startswith("gs://"):
-      self._lock_gcs(path, force, max_age_hours)
-    elif "://" not in self.output:
-      self._lock_local(path, force, max_age_hours)
-    else:
-      _LOG.warning("no lock for %s (only local folders and gs:// are locked); two runs into it would collide", path)
+    self._lock.take(self._data(), force, max_age_hours)
     try:
       self.write()
     except BaseException:
       self.release()
       raise
 
-  def write(self):
+  def write(self) -> None:
     atomic_write(self.output, join(self.output, STATE_FILE), self._data(), "application/json")
 
-  def finish(self, status: str, **fields):
+  def finish(self, status: str, **fields: Any) -> None:
     """Writes the final state and releases the lock.
 
     Raises only when a finished run cannot record itself as complete: the
@@ -239,7 +211,7 @@ class RunState:
     unrecorded = None
     with deferred_signals():
       try:
-        if self._holds_lock():
+        if self._lock.holds(self.run_id):
           self.write()
           remove_temp_dir(self.output)
         else:
@@ -253,125 +225,15 @@ class RunState:
     if unrecorded is not None:
       raise unrecorded
 
-  def _holds_lock(self) -> bool:
-    """False when a --force_unlock run took the lock: the folder's state is that run's to write now."""
-    lock = self._lock
-    if lock is None:  # a scheme without locks
-      return True
-    if isinstance(lock, str):
-      return (_read_json(lock) or {}).get("run_id") == self.run_id
-    blob, generation = lock
-    current = blob.bucket.get_blob(blob.name)
-    return current is not None and current.generation == generation
-
-  def _refuse(self, other: dict, path: str):
-    raise OptionsError(
-      f"another run is writing to {self.output} ({describe(other)}; lock {path}); wait for it to finish, "
-      "or pass --force_unlock if that run is gone"
-    )
-
-  def _take_over(self, other, path: str, force: bool, max_age_hours: float):
-    """Refuses a live holder unless forced; logs the take-over of any other."""
-    if other is not None and is_live(other, max_age_hours):
-      if not force:
-        self._refuse(other, path)
-      self.shares_folder = True
-    why = "--force_unlock" if force else "its run is gone or older than --lock_max_age_hours"
-    _LOG.warning(
-      "taking over the lock %s of %s (%s)", path, describe(other) if other else "an unreadable lock file", why
-    )
-
-  def _lock_local(self, path: str, force: bool, max_age_hours: float):
-    os.makedirs(self.output, exist_ok=True)
-    for _ in range(3):
-      try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
-        other = _read_json(path)
-        if other is None:
-          try:
-            young = time.time() - os.path.getmtime(path) < _UNREADABLE_LOCK_GRACE_S
-          except OSError:
-            continue  # gone meanwhile: try again
-          if young and not force:
-            self._refuse({"pid": "?", "host": "?", "started": "just now"}, path)
-        self._take_over(other, path, force, max_age_hours)
-        self._remove_stale_local(path, other)
-        continue
-      with os.fdopen(fd, "wb") as handle:
-        handle.write(self._data())
-        handle.flush()
-        os.fsync(handle.fileno())
-      self._lock = path
-      return
-    raise OptionsError(f"could not take the lock {path}: other runs keep taking it; try again")
-
-  @staticmethod
-  def _remove_stale_local(path: str, other):
-    """Moves the stale lock aside and deletes it, unless another run replaced it meanwhile (then puts it back)."""
-    aside = f"{path}.{uuid.uuid4().hex}.stale"
-    try:
-      os.rename(path, aside)
-    except FileNotFoundError:
-      return
-    moved = _read_json(aside)
-    if other is not None and (moved or {}).get("run_id") != other.get("run_id"):
-      try:
-        os.link(aside, path)  # a fresh lock another starter just took: give it back
-      except OSError:
-        pass
-    os.remove(aside)
-
-  def _lock_gcs(self, path: str, force: bool, max_age_hours: float):
-    from apache_beam.io.gcp.gcsio import GcsIO, parse_gcs_path
-    from google.api_core.exceptions import NotFound, PreconditionFailed
-
-    bucket_name, name = parse_gcs_path(path)
-    bucket = GcsIO(pipeline_options=self._options).client.bucket(bucket_name)
-    for _ in range(3):
-      blob, other = bucket.get_blob(name), None
-      generation = 0
-      if blob is not None:
-        generation = blob.generation
-        try:
-          other = json.loads(blob.download_as_bytes(if_generation_match=generation).decode("utf-8"))
-        except (NotFound, PreconditionFailed):
-          continue  # replaced or removed meanwhile: look again
-        except ValueError:
-          other = None
-        young = blob.updated is not None and time.time() - blob.updated.timestamp() < _UNREADABLE_LOCK_GRACE_S
-        if other is None and young and not force:
-          self._refuse({"pid": "?", "host": "?", "started": "just now"}, path)
-        self._take_over(other if isinstance(other, dict) else None, path, force, max_age_hours)
-      target = bucket.blob(name)
-      try:
-        target.upload_from_string(self._data(), content_type="application/json", if_generation_match=generation)
-      except PreconditionFailed:
-        continue  # another run wrote the lock between our read and our write: judge it
-      self._lock = (target, target.generation)
-      return
-    raise OptionsError(f"could not take the lock {path}: other runs keep taking it; try again")
-
-  def release(self):
+  def release(self) -> None:
     """Removes the lock if it is still this run's (a --force_unlock run may have taken it)."""
-    lock, self._lock = self._lock, None
-    if lock is None:
-      return
-    try:
-      if isinstance(lock, str):
-        if (_read_json(lock) or {}).get("run_id") == self.run_id:
-          os.remove(lock)
-      else:
-        blob, generation = lock
-        blob.delete(if_generation_match=generation)
-    except Exception as exc:  # a lock left behind is taken over as stale by the next run
-      _LOG.warning("could not remove the lock %s: %s", join(self.output, LOCK_FILE), exc)
+    self._lock.release(self.run_id)
 
 
 class RunStopped(BaseException):
   """Raised in the main thread by the first SIGINT/SIGTERM; a BaseException so ``except Exception`` cannot hide it."""
 
-  def __init__(self, signum: int, progress: str = None):
+  def __init__(self, signum: int, progress: str | None = None) -> None:
     super().__init__(signal.Signals(signum).name)
     self.signum = signum
     self.progress = progress  # "N of M images", as far as OUT tells
@@ -385,22 +247,22 @@ class RunStopped(BaseException):
     return 128 + self.signum
 
 
-_stop = {"signum": None, "deferred": False}
+_stop: dict[str, Any] = {"signum": None, "deferred": False}
 
 
-def stop_signal():
+def stop_signal() -> int | None:
   """The signal that stopped this run, or None."""
   return _stop["signum"]
 
 
-def _silence_beam():
+def _silence_beam() -> None:
   """Beam logs each bundle the stop unwinds through with its traceback; none of that is news to the user.
 
   Only a stopping process calls this: it exits right after the stop is recorded.
   """
 
   class _DropBeam(logging.Filter):
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
       return not record.name.startswith("apache_beam")
 
   for handler in logging.getLogger().handlers:
@@ -410,7 +272,7 @@ def _silence_beam():
   threading.excepthook = lambda args: None
 
 
-def _on_signal(signum, frame):
+def _on_signal(signum: int, frame: FrameType | None) -> None:
   if _stop["signum"] is not None:
     sys.stderr.write(f"\ndeconvseg: {signal.Signals(signum).name} again: exiting now\n")
     sys.stderr.flush()
@@ -422,7 +284,7 @@ def _on_signal(signum, frame):
 
 
 @contextlib.contextmanager
-def deferred_signals():
+def deferred_signals() -> Iterator[None]:
   """A first signal during the block is only recorded (``stop_signal``): lock and state writes finish whole."""
   outer, _stop["deferred"] = _stop["deferred"], True
   try:
@@ -431,10 +293,10 @@ def deferred_signals():
     _stop["deferred"] = outer
 
 
-def install_signal_handlers():
+def install_signal_handlers() -> dict[int, Any]:
   """SIGINT and SIGTERM stop the run (``RunStopped``); returns what ``restore_signal_handlers`` needs."""
   _stop["signum"], _stop["deferred"] = None, False
-  previous = {}
+  previous: dict[int, Any] = {}
   try:
     for signum in (signal.SIGINT, signal.SIGTERM):
       if signal.getsignal(signum) is signal.SIG_IGN:
@@ -445,6 +307,6 @@ def install_signal_handlers():
   return previous
 
 
-def restore_signal_handlers(previous: dict):
+def restore_signal_handlers(previous: dict[int, Any]) -> None:
   for signum, handler in previous.items():
     signal.signal(signum, handler)

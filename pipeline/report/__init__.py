@@ -14,10 +14,12 @@ the bytes the run moved, get a table each.
 
 The work is split the way data flows through it:
 
-- ``load``: reading the output directory (files, records, their fields);
+- ``load``: reading the output directory (files and their rows);
+- ``run_records``: the records read from them and their fields;
 - ``aggregate``: the numbers, in one constant-memory pass over the records;
 - ``gallery``: thumbnails and overlays as ``data:`` URIs;
 - ``charts``: chart geometry;
+- ``sections`` and ``formats``: what each section of the page shows, and how a number looks;
 - ``render``: the Jinja2 templates in ``templates/`` filled in;
 - ``cli``: ``python -m pipeline.report OUT [--out PATH] [--max_gallery N] [--thumbnail_size PX]``.
 """

@@ -1,9 +1,7 @@
-"""Reading a run's output directory: the file layout, the records and their fields.
+"""Reading a run's output directory: the file layout, and the files read into the records of ``run_records``.
 
-Every field name the report depends on lives here, as written by
-``transforms/statistics.py`` (records, summary) and ``transforms/record_files.py``
-(file layout, CSV columns); the model card as in ``docs/CONTRACTS.md``.
-Everything goes through Beam's ``FileSystems``, so ``gs://`` outputs read like
+The file layout is as written by ``transforms/record_files.py``; the records
+and their fields are ``pipeline.report.run_records``. Everything goes through Beam's ``FileSystems``, so ``gs://`` outputs read like
 local ones, and JSON Lines / CSV stats are streamed record by record (Parquet,
 being compact, is fetched whole). ``pipeline.drift`` and ``pipeline.evaluate``
 read runs with these same functions.
@@ -13,17 +11,74 @@ A damaged input never stops the report: readers append a sentence to a
 """
 
 import csv
-import dataclasses
 import io
 import json
-import math
 import posixpath
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from pipeline import run_state
+from pipeline.report.run_records import (
+  ClassInfo,
+  ClassTotal,
+  FailureRecord,
+  ImageRecord,
+  RunSummary,
+  as_dict,
+  card_classes,
+  card_test_metrics,
+  failure_record,
+  image_record,
+  number,
+  record_ood,
+  record_truth,
+  resolve,
+  run_summary,
+)
 from transforms import records
+
+# The data model lives in pipeline.report.run_records; its names stay importable from here, where readers look.
+__all__ = [
+  "CARD_FILE",
+  "EVALUATION_FILE",
+  "FAILURES_PATTERN",
+  "ROW_FORMATS",
+  "STATS_PATTERN",
+  "SUMMARY_FILE",
+  "ClassInfo",
+  "ClassTotal",
+  "FailureRecord",
+  "ImageRecord",
+  "Incomplete",
+  "RunSummary",
+  "as_dict",
+  "card_classes",
+  "card_test_metrics",
+  "exists",
+  "failure_files",
+  "failure_record",
+  "image_record",
+  "incomplete_run",
+  "iter_rows",
+  "join",
+  "mask_palette",
+  "match",
+  "number",
+  "read_bytes",
+  "read_card",
+  "read_evaluation",
+  "read_json",
+  "read_summary",
+  "record_ood",
+  "record_truth",
+  "resolve",
+  "row_format",
+  "run_summary",
+  "stats_files",
+]
 
 SUMMARY_FILE = records.SUMMARY_FILE
 EVALUATION_FILE = "evaluation.json"  # written by pipeline.evaluate
@@ -31,213 +86,13 @@ CARD_FILE = "card.json"
 STATS_PATTERN = f"{records.STATS_DIR}/stats*"  # stats-<run id>-00000-of-00001.<format>; stats.<format> before
 FAILURES_PATTERN = f"{records.FAILURES_DIR}/failures*"
 ROW_FORMATS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet"}
-CSV_CLASS_COLUMNS = ("pixels", "fraction", "area", "mean_confidence")  # "<class>_<column>"
 
 
-@dataclasses.dataclass
-class ClassInfo:
-  id: int
-  name: str
-  color: tuple
-
-
-@dataclasses.dataclass
-class ClassTotal:
-  pixels: float
-  area: float = None
-  mean_confidence: float = None
-
-
-@dataclasses.dataclass
-class RunSummary:
-  """The parts of ``summary.json`` the report shows."""
-
-  counts: dict  # "read" / "segmented" / "failed" -> int or None
-  start_time: str
-  end_time: str
-  totals: dict  # class name -> ClassTotal, in class order
-  class_ids: dict  # class name -> id
-  area_unit: str
-  model: dict  # {"name", "version", "path"}
-  stats_format: str
-  tfrecord_image_feature: str
-  stats_files: list
-  failure_files: list
-  crs: list = dataclasses.field(default_factory=list)  # the images' distinct CRSs (georeferenced inputs)
-  area_methods: dict = dataclasses.field(default_factory=dict)  # "projected" / "geodesic" / ... -> images
-  engine: dict = dataclasses.field(default_factory=dict)  # engine, precision, runtime, cpu (model.engines)
-
-
-@dataclasses.dataclass
-class ImageRecord:
-  """The part of one stats record the report uses."""
-
-  key: str
-  uri: str
-  width: int
-  height: int
-  pixels: dict  # class name -> pixel count
-  fractions: dict  # class name -> fraction of the image
-  areas: dict  # class name -> area in physical units (only when a pixel size was known)
-  mean_confidence: float
-  mask_path: str
-  truth: dict = None  # the record's ``truth`` block (--truth): pixel_accuracy, mean_iou, ...
-  ood: dict = None  # the record's ``ood`` block: flagged, reasons, band_mean, band_std
-  crs: str = None  # the image's CRS (EPSG:<code> or WKT) when it was georeferenced
-
-
-@dataclasses.dataclass
-class FailureRecord:
-  uri: str
-  stage: str
-  error_type: str
-  message: str
-
-
-def number(value, default=None):
-  """``value`` as a finite float, else ``default``: user files hold strings, nulls and NaN alike."""
-  try:
-    result = float(value)
-  except (TypeError, ValueError):
-    return default
-  return result if math.isfinite(result) else default
-
-
-def _dict(value):
-  return value if isinstance(value, dict) else {}
-
-
-def run_summary(summary):
-  """The fields of a parsed ``summary.json`` the report and its readers need, tolerant of missing ones."""
-  counts, outputs, options = _dict(summary.get("counts")), _dict(summary.get("outputs")), _dict(summary.get("options"))
-  entries = [entry for entry in summary.get("classes") or [] if isinstance(entry, dict)]
-  unit = summary.get("area_unit")
-  return RunSummary(
-    counts={name: number(counts.get(name)) for name in ("read", "segmented", "failed")},
-    start_time=summary.get("start_time"),
-    end_time=summary.get("end_time"),
-    totals={
-      str(entry.get("name")): ClassTotal(
-        number(entry.get("pixels"), 0.0), number(entry.get("area")), number(entry.get("mean_confidence"))
-      )
-      for entry in entries
-    },
-    class_ids={str(entry.get("name")): int(number(entry.get("id"), index)) for index, entry in enumerate(entries)},
-    area_unit=unit if isinstance(unit, str) else (", ".join(map(str, unit)) if unit else None),
-    model=_dict(summary.get("model")),
-    stats_format=options.get("stats_format"),
-    tfrecord_image_feature=options.get("tfrecord_image_feature") or "image/encoded",
-    stats_files=[str(path) for path in outputs.get("stats") or []],
-    failure_files=[str(path) for path in outputs.get("failures") or []],
-    crs=[str(crs) for crs in summary.get("crs") or [] if crs],
-    area_methods={str(k): v for k, v in _dict(summary.get("area_methods")).items()},
-    engine=_dict(summary.get("engine")),
-  )
-
-
-def card_classes(card):
-  classes = []
-  for index, entry in enumerate(card.get("classes") or []):
-    if isinstance(entry, dict) and isinstance(entry.get("color"), (list, tuple)):
-      classes.append(
-        ClassInfo(int(entry.get("id", index)), str(entry.get("name", index)), tuple(int(c) for c in entry["color"][:3]))
-      )
-  return classes
-
-
-def card_test_metrics(card):
-  return _dict(_dict(card.get("metrics")).get("test"))
-
-
-def resolve(output_dir, path):
-  """Paths in records are relative to OUT (``masks/<key>.png``); absolute ones and URLs are kept."""
-  if "://" in path or path.startswith("/"):
-    return path
-  return join(output_dir, path)
-
-
-def image_record(raw, output_dir):
-  """One stats row (JSON, Parquet or CSV) as an ImageRecord."""
-  key = str(raw.get("key", ""))
-  width, height = int(number(raw.get("width"), 0)), int(number(raw.get("height"), 0))
-  classes = raw.get("classes")
-  if isinstance(classes, list):
-    per_class = {str(entry.get("name")): entry for entry in classes if isinstance(entry, dict)}
-  else:  # CSV: one "<class>_<column>" group of columns per class.
-    suffix = "_fraction"
-    per_class = {
-      column[: -len(suffix)]: {name: raw.get(f"{column[: -len(suffix)]}_{name}") for name in CSV_CLASS_COLUMNS}
-      for column in raw
-      if column.endswith(suffix)
-    }
-  total = width * height
-  pixels, fractions, areas = {}, {}, {}
-  for name, entry in per_class.items():
-    pixels[name] = number(entry.get("pixels"), 0.0)
-    fraction = number(entry.get("fraction"))
-    fractions[name] = fraction if fraction is not None else (pixels[name] / total if total else 0.0)
-    if number(entry.get("area")) is not None:
-      areas[name] = number(entry.get("area"))
-  return ImageRecord(
-    key=key,
-    uri=str(raw.get("uri") or ""),
-    width=width,
-    height=height,
-    pixels=pixels,
-    fractions=fractions,
-    areas=areas,
-    mean_confidence=number(raw.get("mean_confidence")),
-    mask_path=resolve(output_dir, str(raw.get("mask") or f"masks/{key}.png")),
-    truth=record_truth(raw),
-    ood=record_ood(raw),
-    crs=str(raw["crs"]) if raw.get("crs") else None,
-  )
-
-
-def record_ood(raw):
-  """The ``ood`` block of a JSON/Parquet record, or rebuilt from CSV's ``ood.*`` columns; None if unchecked."""
-  ood = raw.get("ood")
-  if isinstance(ood, dict):
-    return ood
-  flagged = raw.get("ood.flagged")
-  if flagged in (None, ""):
-    return None
-  reasons = [reason for reason in str(raw.get("ood.reasons") or "").split("; ") if reason]
-  return {"flagged": str(flagged).lower() == "true", "reasons": reasons}
-
-
-def record_truth(raw):
-  """The ``truth`` block of a JSON/Parquet record, or rebuilt from CSV's ``truth.*`` columns."""
-  truth = raw.get("truth")
-  if isinstance(truth, dict):
-    return truth
-  if raw.get("truth.uri"):
-    prefix = "truth.iou."
-    return {
-      "uri": raw["truth.uri"],
-      "pixel_accuracy": number(raw.get("truth.pixel_accuracy")),
-      "mean_iou": number(raw.get("truth.mean_iou")),
-      "per_class_iou": {
-        column[len(prefix) :]: number(value) for column, value in raw.items() if column.startswith(prefix)
-      },
-    }
-  return None
-
-
-def failure_record(raw):
-  return FailureRecord(
-    uri=str(raw.get("uri", "")),
-    stage=str(raw.get("stage", "")),
-    error_type=str(raw.get("error_type", "")),
-    message=str(raw.get("message", "")),
-  )
-
-
-def join(base, *parts):
+def join(base: str, *parts: str) -> str:
   return FileSystems.join(base, *parts)
 
 
-def match(pattern):
+def match(pattern: str) -> list[str]:
   try:
     results = FileSystems.match([pattern])
   except Exception:  # Beam raises BeamIOError for no match on some filesystems.
@@ -245,23 +100,23 @@ def match(pattern):
   return sorted(metadata.path for result in results for metadata in result.metadata_list)
 
 
-def exists(path):
+def exists(path: str) -> bool:
   try:
     return FileSystems.exists(path)
   except Exception:
     return False
 
 
-def read_bytes(path, compression_type="auto"):
+def read_bytes(path: str, compression_type: str = "auto") -> bytes:
   with FileSystems.open(path, compression_type=compression_type) as handle:
     return handle.read()
 
 
-def read_json(path):
+def read_json(path: str) -> Any:
   return json.loads(read_bytes(path, "uncompressed").decode("utf-8"))
 
 
-def row_format(path):
+def row_format(path: str) -> str | None:
   name = posixpath.basename(path)
   for suffix, file_format in ROW_FORMATS.items():
     if name.endswith(suffix):
@@ -269,7 +124,7 @@ def row_format(path):
   return None
 
 
-def stats_files(output_dir, run):
+def stats_files(output_dir: str, run: RunSummary) -> list[str]:
   """The stats file(s) this run wrote: as listed in the summary, else the folder's in the run's format.
 
   The folder holds one file per run (``transforms.record_folder``), so a
@@ -282,13 +137,13 @@ def stats_files(output_dir, run):
   return preferred or found
 
 
-def failure_files(output_dir, run):
+def failure_files(output_dir: str, run: RunSummary) -> list[str]:
   if run.failure_files:
     return run.failure_files
   return [path for path in match(join(output_dir, FAILURES_PATTERN)) if row_format(path)]
 
 
-def iter_rows(paths, problems):
+def iter_rows(paths: Iterable[str], problems: list[str]) -> Iterator[dict[str, Any]]:
   """Stream dict rows from JSON Lines / CSV / Parquet files; a bad line is noted, not fatal."""
   for path in paths:
     file_format = row_format(path)
@@ -312,7 +167,7 @@ def iter_rows(paths, problems):
       problems.append(f"could not read {path}: {type(error).__name__}: {error}")
 
 
-def _json_lines(path, problems):
+def _json_lines(path: str, problems: list[str]) -> Iterator[dict[str, Any]]:
   bad = 0
   with FileSystems.open(path) as handle, io.TextIOWrapper(handle, encoding="utf-8") as text:
     for line in text:
@@ -330,7 +185,7 @@ def _json_lines(path, problems):
     problems.append(f"{bad} unreadable line(s) in {path} were skipped")
 
 
-def read_summary(output_dir, problems):
+def read_summary(output_dir: str, problems: list[str]) -> dict[str, Any]:
   """The parsed ``summary.json`` of a run, or ``{}`` (with the reason in ``problems``).
 
   When ``run_state.json`` says the folder does not hold a finished run
@@ -350,14 +205,14 @@ class Incomplete(str):
   incomplete = True
 
 
-def incomplete_run(output_dir, summary=None):
+def incomplete_run(output_dir: str, summary: dict[str, Any] | None = None) -> str | None:
   """One sentence when OUT holds a run that is still going, stopped, failed or was killed; else None."""
   if summary is None:
     summary = _read_summary(output_dir, [])
   return run_state.incomplete_reason(output_dir, summary)
 
 
-def _read_summary(output_dir, problems):
+def _read_summary(output_dir: str, problems: list[str]) -> dict[str, Any]:
   path = join(output_dir, SUMMARY_FILE)
   if not exists(path):
     problems.append(
@@ -373,7 +228,7 @@ def _read_summary(output_dir, problems):
   return summary if isinstance(summary, dict) else {}
 
 
-def read_card(run, problems):
+def read_card(run: RunSummary, problems: list[str]) -> dict[str, Any]:
   """The model card: embedded in the summary's model entry, else ``<model path>/card.json``.
 
   summary.json records the model by name, version and path; the card (class
@@ -406,7 +261,7 @@ def read_card(run, problems):
   return card
 
 
-def read_evaluation(output_dir, summary, problems):
+def read_evaluation(output_dir: str, summary: dict[str, Any], problems: list[str]) -> dict[str, Any] | None:
   """evaluation.json of this run (pipeline.evaluate), or None; one of an earlier run is ignored."""
   path = join(output_dir, EVALUATION_FILE)
   if not exists(path):
@@ -427,7 +282,7 @@ def read_evaluation(output_dir, summary, problems):
   return evaluation
 
 
-def mask_palette(path):
+def mask_palette(path: str) -> list[tuple[int, ...]] | None:
   """Class colours from a mask's PNG palette: the sinks write the card's colours into every mask."""
   try:
     with Image.open(io.BytesIO(read_bytes(path, "uncompressed"))) as mask:
