@@ -5,9 +5,9 @@ import datetime
 CARD_FORMAT = "deconvseg-model/1"
 
 
-def color_name(channels):
+def color_name(channels: int) -> str:
   return {1: "grey", 3: "RGB"}.get(int(channels), "bands")
 
 
-def created_now():
+def created_now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()

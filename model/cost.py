@@ -8,16 +8,18 @@ depthwise convolutions and transposed convolutions); normalisation,
 activations and additions are a rounding error beside them.
 """
 
+from typing import Any
+
 import keras
 
 from model.layers import BilinearDeconv2D
 
 
-def _spatial(shape):
+def _spatial(shape: tuple[Any, ...]) -> int:
   return int(shape[1]) * int(shape[2])
 
 
-def _layer_macs(layer, input_shape, output_shape) -> int:
+def _layer_macs(layer: Any, input_shape: tuple[Any, ...], output_shape: tuple[Any, ...]) -> int:
   if isinstance(layer, BilinearDeconv2D):
     # every input pixel scatters a k x k kernel over C_in x C_out channels
     channels = int(input_shape[-1])

@@ -4,29 +4,35 @@ The matrix is accumulated over a whole split, then the metrics are computed
 once, exactly as in Long et al. 2015 section 5 (not averaged per image).
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from model.classes import IGNORE_LABEL
 
 
-def confusion_matrix(labels, predictions, num_classes, ignore_label=IGNORE_LABEL):
+def confusion_matrix(
+  labels: npt.ArrayLike, predictions: npt.ArrayLike, num_classes: int, ignore_label: int = IGNORE_LABEL
+) -> np.ndarray:
   """counts[true, predicted] over all pixels whose label is not ignore_label."""
-  labels = np.asarray(labels).ravel().astype(np.int64)
-  predictions = np.asarray(predictions).ravel().astype(np.int64)
-  if labels.shape != predictions.shape:
-    raise ValueError(f"labels and predictions differ in size: {labels.shape} vs {predictions.shape}")
-  keep = labels != ignore_label
-  labels, predictions = labels[keep], predictions[keep]
-  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+  truth = np.asarray(labels).ravel().astype(np.int64)
+  predicted = np.asarray(predictions).ravel().astype(np.int64)
+  if truth.shape != predicted.shape:
+    raise ValueError(f"labels and predictions differ in size: {truth.shape} vs {predicted.shape}")
+  keep = truth != ignore_label
+  truth, predicted = truth[keep], predicted[keep]
+  if truth.size and (truth.min() < 0 or truth.max() >= num_classes):
     raise ValueError(f"label values must be in [0, {num_classes}) or {ignore_label}")
-  if predictions.size and (predictions.min() < 0 or predictions.max() >= num_classes):
+  if predicted.size and (predicted.min() < 0 or predicted.max() >= num_classes):
     raise ValueError(f"prediction values must be in [0, {num_classes})")
-  return np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes).reshape(
+  return np.bincount(truth * num_classes + predicted, minlength=num_classes * num_classes).reshape(
     num_classes, num_classes
   )
 
 
-def _safe_divide(numerator, denominator):
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
   """Elementwise division that gives NaN where the denominator is zero (class absent)."""
   numerator = numerator.astype(np.float64)
   denominator = denominator.astype(np.float64)
@@ -35,7 +41,7 @@ def _safe_divide(numerator, denominator):
   return result
 
 
-def segmentation_metrics(confusion, class_names=None):
+def segmentation_metrics(confusion: npt.ArrayLike, class_names: Sequence[str] | None = None) -> dict[str, Any]:
   """pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU and per-class IoU.
 
   Classes that never occur in the labels nor the predictions have no IoU and

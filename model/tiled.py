@@ -7,6 +7,9 @@ tiles, same owned rectangles), so the numbers describe what a run produces
 and memory stays bounded however large the image.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from model.tiling import owned_crop, plan_tiles, stitch
@@ -16,7 +19,13 @@ TILE_OVERLAP = 64
 WHOLE_PIXELS = 4 * TILE_SIZE * TILE_SIZE
 
 
-def predict_image(predict, image, tile_size=TILE_SIZE, overlap=TILE_OVERLAP, whole_pixels=WHOLE_PIXELS):
+def predict_image(
+  predict: Callable[[np.ndarray], Any],
+  image: np.ndarray,
+  tile_size: int = TILE_SIZE,
+  overlap: int = TILE_OVERLAP,
+  whole_pixels: int = WHOLE_PIXELS,
+) -> np.ndarray:
   """Class ids [H, W] of one image [H, W, C]; ``predict`` maps a batch [N, h, w, C] to ids [N, h, w].
 
   ``predict`` may return [N, h, w, K] (per-pixel values beside the ids); the result is then [H, W, K].
@@ -25,7 +34,7 @@ def predict_image(predict, image, tile_size=TILE_SIZE, overlap=TILE_OVERLAP, who
   specs = plan_tiles(height, width, tile_size, overlap, whole_pixels)
   if len(specs) == 1:
     return np.asarray(predict(image[None]))[0]
-  crops = []
+  crops: list[tuple[int, int, np.ndarray]] = []
   for spec in specs:
     window = image[spec.top : spec.top + spec.height, spec.left : spec.left + spec.width]
     crops.append((spec.own_top, spec.own_left, owned_crop(spec, np.asarray(predict(window[None]))[0])))

@@ -31,12 +31,13 @@ a wider one differs only through the context it misses beyond that margin
 from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 
 class TileSpec(NamedTuple):
   """Where a tile sits in the image and which rectangle of it is owned."""
 
-  index: int
+  index: int  # type: ignore[assignment]  # shadows tuple.index; the field name is what every caller reads
   top: int
   left: int
   height: int
@@ -111,7 +112,11 @@ def owned_crop(spec: TileSpec, tile_output: np.ndarray) -> np.ndarray:
 
 
 def stitch(
-  height: int, width: int, crops: Iterable[Tuple[int, int, np.ndarray]], dtype=np.uint8, channels: int = 0
+  height: int,
+  width: int,
+  crops: Iterable[Tuple[int, int, np.ndarray]],
+  dtype: npt.DTypeLike = np.uint8,
+  channels: int = 0,
 ) -> np.ndarray:
   """Places owned crops ``(top, left, array)`` into one full-size array.
 

@@ -14,6 +14,7 @@ from ONNX never needs it at all (OpenVINO on CPUs, onnxruntime on GPUs).
 """
 
 import types
+from typing import Any
 
 from model.engines import cpu
 from model.engines.choice import (
@@ -24,12 +25,13 @@ from model.engines.choice import (
   onnxruntime_providers,
   openvino_installed,
 )
+from model.engines.engine import Engine, InputShape
 from model.engines.openvino_ir import int8_problem, model_format
 
 __all__ = ["TTA_MODES", "EngineChoice", "EngineError", "card_input", "choose_here", "load"]
 
 
-def card_input(card: dict):
+def card_input(card: dict[str, Any]) -> types.SimpleNamespace:
   """What the card says the model takes, as the engines read it (``.channels``, ``.dtype``; 8-bit RGB by default)."""
   block = card.get("input") or {}
   return types.SimpleNamespace(channels=int(block.get("channels", 3)), dtype=str(block.get("dtype", "uint8")))
@@ -55,7 +57,7 @@ def choose_here(
   )
 
 
-def load(model_dir: str, choice: EngineChoice, spec, threads: int = 0, tta: str = "none"):
+def load(model_dir: str, choice: EngineChoice, spec: InputShape, threads: int = 0, tta: str = "none") -> Engine:
   """The segmenter for a local exported model directory, on the chosen engine and precision.
 
   ``tta="flips"`` (OpenVINO only, as ``choose`` guarantees) wraps it in ``flips.FlipAveragedSegmenter``.

@@ -11,13 +11,14 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from model.engines.choice import EngineChoice
+from model.engines.engine import Engine, InputShape
 from model.metrics import confusion_matrix, segmentation_metrics
 
 REFERENCE = "tensorflow fp32"
 
 
 def class_id_agreement(
-  model_dir: str, images: Iterable[np.ndarray], spec, candidates: Sequence[EngineChoice]
+  model_dir: str, images: Iterable[np.ndarray], spec: InputShape, candidates: Sequence[EngineChoice]
 ) -> Dict[str, object]:
   """{"reference", "images", "pixels", "agreement": {"openvino bf16": fraction, ...}} over ``images`` ([H, W, C])."""
   from model import engines
@@ -30,8 +31,8 @@ def class_id_agreement(
 
 
 def compare_segmenters(
-  reference,
-  runs: Mapping[str, object],
+  reference: Engine,
+  runs: Mapping[str, Engine],
   examples: Iterable[Tuple[np.ndarray, Optional[np.ndarray]]],
   num_classes: Optional[int] = None,
 ) -> Dict[str, object]:
@@ -42,7 +43,7 @@ def compare_segmenters(
   needs a mask with every image and ``num_classes``, else it is None.
   """
   same = {name: 0 for name in runs}
-  confusions = {name: None for name in [REFERENCE, *runs]}
+  confusions: Dict[str, np.ndarray] = {}  # filled in prediction order (the reference, then the runs)
   scored = num_classes is not None
   count, pixels = 0, 0
   for image, mask in examples:
@@ -54,14 +55,16 @@ def compare_segmenters(
       same[name] += int(np.count_nonzero(predictions[name] == expected))
     scored = scored and mask is not None
     if scored:
+      assert mask is not None and num_classes is not None  # scored: both came with every image so far
       for name, ids in predictions.items():
         confusion = confusion_matrix(mask, ids, num_classes)
-        confusions[name] = confusion if confusions[name] is None else confusions[name] + confusion
+        previous = confusions.get(name)
+        confusions[name] = confusion if previous is None else previous + confusion
     count += 1
     pixels += expected.size
   if not count:
     raise ValueError("no images to measure the agreement on")
-  mean_iou = None
+  mean_iou: Optional[Dict[str, float]] = None
   if scored:
     mean_iou = {name: round(segmentation_metrics(confusion)["mean_iou"], 6) for name, confusion in confusions.items()}
   return {

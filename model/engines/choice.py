@@ -23,6 +23,8 @@ means OpenVINO on every machine, and an explicit other engine is refused.
 import importlib.util
 from dataclasses import dataclass
 
+from model.engines.cpu import CpuFeatures
+
 ENGINES = ("auto", "tensorflow", "openvino", "onnxruntime")
 ONNX_GPU_INSTALL = "pip install -c requirements.lock 'deconvseg[onnx-gpu]' (onnxruntime-gpu, in place of onnxruntime)"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -50,7 +52,7 @@ def openvino_installed() -> bool:
   return importlib.util.find_spec("openvino") is not None
 
 
-def onnxruntime_providers() -> tuple:
+def onnxruntime_providers() -> tuple[str, ...]:
   """onnxruntime's execution providers here, () when it is not installed (imported only for ONNX models)."""
   if importlib.util.find_spec("onnxruntime") is None:
     return ()
@@ -63,14 +65,14 @@ def choose(
   engine: str,
   precision: str,
   *,
-  features,
+  features: CpuFeatures,
   gpu: bool,
   has_openvino: bool,
   has_int8: bool,
   mixed_precision: bool = False,
   model_dir: str = "the model",
   model_format: str = "saved_model",
-  onnx_providers: tuple = (),
+  onnx_providers: tuple[str, ...] = (),
   tta: str = "none",
 ) -> EngineChoice:
   """Resolves ``--engine``/``--precision`` (and ``--mixed_precision``, ``--tta``) for this machine and model.
@@ -125,7 +127,15 @@ def choose(
   return _openvino(precision, features, has_int8, why, model_dir)
 
 
-def _choose_for_flips(engine, precision, features, has_openvino, has_int8, mixed_precision, model_dir) -> EngineChoice:
+def _choose_for_flips(
+  engine: str,
+  precision: str,
+  features: CpuFeatures,
+  has_openvino: bool,
+  has_int8: bool,
+  mixed_precision: bool,
+  model_dir: str,
+) -> EngineChoice:
   """``--tta flips``: OpenVINO on every machine (GPU workers included), since only its graph exposes probabilities."""
   if engine not in ("auto", "openvino") or mixed_precision:
     flag = f"--engine {engine}" if engine not in ("auto", "openvino") else "--mixed_precision (TensorFlow's float16)"
@@ -139,7 +149,7 @@ def _choose_for_flips(engine, precision, features, has_openvino, has_int8, mixed
   return _openvino(precision, features, has_int8, why, model_dir)
 
 
-def _openvino(precision, features, has_int8, why, model_dir) -> EngineChoice:
+def _openvino(precision: str, features: CpuFeatures, has_int8: bool, why: str, model_dir: str) -> EngineChoice:
   if precision == "auto":
     if features.bf16:
       return EngineChoice("openvino", "bf16", f"{why}; the CPU has bf16 instructions")
@@ -158,7 +168,15 @@ def _openvino(precision, features, has_int8, why, model_dir) -> EngineChoice:
 
 
 def _choose_for_onnx(
-  engine, precision, features, gpu, has_openvino, has_int8, mixed_precision, model_dir, providers
+  engine: str,
+  precision: str,
+  features: CpuFeatures,
+  gpu: bool,
+  has_openvino: bool,
+  has_int8: bool,
+  mixed_precision: bool,
+  model_dir: str,
+  providers: tuple[str, ...],
 ) -> EngineChoice:
   """The rules for a model wrapped from ONNX: OpenVINO on CPUs, onnxruntime-gpu on GPUs, never TensorFlow."""
   if engine == "tensorflow" or mixed_precision:

@@ -12,7 +12,7 @@ import functools
 import glob
 import os
 from dataclasses import dataclass
-from typing import FrozenSet
+from typing import Any, FrozenSet
 
 # Flags that matter for the engines, in the order they are reported.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -41,7 +41,7 @@ class CpuFeatures:
     """int8 dot products in hardware (VNNI or AMX int8)."""
     return any(flag in self.flags for flag in INT8_FLAGS)
 
-  def describe(self) -> dict:
+  def describe(self) -> dict[str, Any]:
     """The block recorded in summary.json and the report."""
     return {
       "name": self.name,
@@ -54,7 +54,8 @@ class CpuFeatures:
 
 
 def _from_cpuinfo(text: str) -> CpuFeatures:
-  name, flags = "unknown CPU", frozenset()
+  name = "unknown CPU"
+  flags: frozenset[str] = frozenset()
   for line in text.splitlines():
     key, _, value = line.partition(":")
     key = key.strip()
@@ -75,7 +76,7 @@ def _from_openvino() -> CpuFeatures:
     name = str(core.get_property("CPU", "FULL_DEVICE_NAME"))
   except Exception:
     return CpuFeatures("unknown CPU", frozenset())
-  flags = set()
+  flags: set[str] = set()
   if "BF16" in capabilities:
     flags.add("avx512_bf16")
   return CpuFeatures(name, frozenset(flags))

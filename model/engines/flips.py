@@ -9,9 +9,12 @@ times the model time. The pipeline quarters its pixel budget per engine call
 under this option, so one call holds no more pixels than without it.
 """
 
+from typing import Any
+
 import numpy as np
 
-from model.engines.openvino_engine import per_class_sums
+from model.engines.engine import Stats
+from model.engines.openvino_engine import OpenVinoSegmenter, per_class_sums
 
 # (rows reversed, columns reversed) of each view, in the order they are stacked.
 VIEWS = ((False, False), (False, True), (True, False), (True, True))
@@ -31,22 +34,22 @@ class FlipAveragedSegmenter:
 
   tta = "flips"
 
-  def __init__(self, segmenter):
+  def __init__(self, segmenter: OpenVinoSegmenter) -> None:
     self.segmenter = segmenter
     self.engine = segmenter.engine
     self.precision = segmenter.precision
     self.spec = segmenter.spec
 
-  def describe(self) -> dict:
+  def describe(self) -> dict[str, Any]:
     return dict(self.segmenter.describe(), tta=self.tta)
 
-  def input_signature(self):
+  def input_signature(self) -> tuple[str | None, int | None]:
     return self.segmenter.input_signature()
 
-  def declared_classes(self):
+  def declared_classes(self) -> int | None:
     return self.segmenter.declared_classes()
 
-  def __call__(self, images: np.ndarray):
+  def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return self.predict(images)
 
   def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -59,7 +62,7 @@ class FlipAveragedSegmenter:
       total += flip(stacked[index * count : (index + 1) * count], rows, columns)
     return total / np.float32(len(VIEWS))
 
-  def predict(self, images: np.ndarray):
+  def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 class ids, float32 confidence) of the averaged probabilities; an empty batch gives empty maps."""
     images = np.ascontiguousarray(images)
     if images.shape[0] == 0:
@@ -67,7 +70,7 @@ class FlipAveragedSegmenter:
     mean = self.probabilities(images)
     return mean.argmax(axis=-1).astype(np.uint8), mean.max(axis=-1)
 
-  def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int):
+  def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int) -> Stats:
     """Same contract as the other engines': (class ids, pixels per class, confidence sums, max id)."""
     class_ids, confidence = self.predict(images)
     return (class_ids,) + per_class_sums(class_ids, confidence, owned, num_classes)

@@ -9,10 +9,11 @@ it is tested on machines without a GPU.
 
 import os
 import threading
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from model.engines.engine import InputShape, Stats
 from model.engines.openvino_engine import per_class_sums
 from model.engines.openvino_ir import ONNX_FILE, ONNX_NUM_CLASSES_PROP, OUTPUT_NAMES
 
@@ -24,7 +25,7 @@ class OnnxRuntimeSegmenter:
 
   engine = "onnxruntime"
 
-  def __init__(self, model_dir: str, spec, threads: int = 0, gpu: bool = False):
+  def __init__(self, model_dir: str, spec: InputShape, threads: int = 0, gpu: bool = False) -> None:
     import onnxruntime
 
     self.spec = spec
@@ -42,7 +43,7 @@ class OnnxRuntimeSegmenter:
     self._version = onnxruntime.__version__
     self._lock = threading.Lock()
 
-  def describe(self) -> dict:
+  def describe(self) -> dict[str, Any]:
     return {
       "engine": self.engine,
       "precision": self.precision,
@@ -62,10 +63,10 @@ class OnnxRuntimeSegmenter:
     value = self._session.get_modelmeta().custom_metadata_map.get(ONNX_NUM_CLASSES_PROP)
     return int(value) if value is not None else None
 
-  def __call__(self, images: np.ndarray):
+  def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return self.predict(images)
 
-  def predict(self, images: np.ndarray):
+  def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(class ids, confidence) for a batch; an empty batch gives empty maps."""
     images = np.ascontiguousarray(images)
     if images.shape[0] == 0:
@@ -74,7 +75,7 @@ class OnnxRuntimeSegmenter:
       class_ids, confidence = self._session.run(list(OUTPUT_NAMES), {"images": images})
     return np.asarray(class_ids, np.uint8), np.asarray(confidence, np.float32)
 
-  def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int):
+  def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int) -> Stats:
     """Same contract as the other engines': (class ids, pixels per class, confidence sums, max id)."""
     class_ids, confidence = self.predict(images)
     return (class_ids,) + per_class_sums(class_ids, confidence, owned, num_classes)

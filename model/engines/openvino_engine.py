@@ -22,10 +22,11 @@ exported here or wrapped from Keras or ONNX.
 
 import threading
 from collections import OrderedDict
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from model.engines.engine import InputShape, Stats
 from model.engines.openvino_ir import OUTPUT_NAMES, declared_classes, locate_ir
 
 COMPILED_SHAPES = 16
@@ -33,13 +34,18 @@ SEEN_SHAPES = 4096
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 PROBABILITIES = "probabilities"
 
+# A compiled graph's infer request and its output ports, in ``_output_names`` order (OpenVINO objects).
+Request = tuple[Any, list[Any]]
+
 
 class OpenVinoSegmenter:
   """``<spec.dtype> [N, H, W, C]`` -> (uint8 class ids, float32 confidence), on the CPU through OpenVINO."""
 
   engine = "openvino"
 
-  def __init__(self, model_dir: str, spec, precision: str = "fp32", threads: int = 0, probabilities: bool = False):
+  def __init__(
+    self, model_dir: str, spec: InputShape, precision: str = "fp32", threads: int = 0, probabilities: bool = False
+  ) -> None:
     import openvino
 
     self.spec = spec
@@ -55,18 +61,18 @@ class OpenVinoSegmenter:
       port, self._class_axis = probability_output(self._model)
       self._model.add_outputs([port])
       self._output_names.append(PROBABILITIES)
-    self._config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    self._config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
     if precision in PRECISION_HINTS:
       self._config["INFERENCE_PRECISION_HINT"] = PRECISION_HINTS[precision]
     if self.threads:
       self._config["INFERENCE_NUM_THREADS"] = self.threads
-    self._compiled = OrderedDict()
-    self._seen = set()
-    self._dynamic = None
+    self._compiled: OrderedDict[tuple[int, ...], Request] = OrderedDict()
+    self._seen: set[tuple[int, ...]] = set()
+    self._dynamic: Request | None = None
     self._lock = threading.Lock()
-    self._arithmetic = None  # what the CPU plugin actually runs, read from the first compiled graph
+    self._arithmetic: str | None = None  # what the CPU plugin actually runs, read from the first compiled graph
 
-  def describe(self) -> dict:
+  def describe(self) -> dict[str, Any]:
     return {
       "engine": self.engine,
       "precision": self.precision,
@@ -89,10 +95,10 @@ class OpenVinoSegmenter:
   def declared_classes(self) -> Optional[int]:
     return declared_classes(self._model)
 
-  def __call__(self, images: np.ndarray):
+  def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return self.predict(images)
 
-  def _compile(self, model):
+  def _compile(self, model: Any) -> Request:
     compiled = self._core.compile_model(model, "CPU", self._config)
     if self._arithmetic is None:
       self._arithmetic = str(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
@@ -101,7 +107,7 @@ class OpenVinoSegmenter:
       outputs.append(compiled.outputs[-1])  # add_outputs appends the probabilities last
     return compiled.create_infer_request(), outputs
 
-  def _request(self, shape):
+  def _request(self, shape: tuple[int, ...]) -> Request:
     """The infer request for this shape: its static graph if the shape came before, else the dynamic one."""
     entry = self._compiled.get(shape)
     if entry is not None:
@@ -121,7 +127,7 @@ class OpenVinoSegmenter:
       self._compiled.popitem(last=False)
     return entry
 
-  def predict(self, images: np.ndarray):
+  def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(class ids, confidence) for a batch; an empty batch gives empty maps."""
     images = np.ascontiguousarray(images)
     if images.shape[0] == 0:
@@ -139,7 +145,7 @@ class OpenVinoSegmenter:
     probabilities = np.asarray(self._infer(np.ascontiguousarray(images))[2], np.float32)
     return np.ascontiguousarray(np.moveaxis(probabilities, self._class_axis, -1))
 
-  def _infer(self, images: np.ndarray) -> list:
+  def _infer(self, images: np.ndarray) -> list[Any]:
     """The graph's outputs for one batch, in ``_output_names`` order."""
     with self._lock:
       shape = tuple(int(v) for v in images.shape)
@@ -154,7 +160,7 @@ class OpenVinoSegmenter:
         raise
       return [result[output] for output in outputs]
 
-  def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int):
+  def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int) -> Stats:
     """Same contract as the TensorFlow engine's: (class ids, pixels per class, confidence sums, max id)."""
     class_ids, confidence = self.predict(images)
     return (class_ids,) + per_class_sums(class_ids, confidence, owned, num_classes)
@@ -164,7 +170,7 @@ class OpenVinoSegmenter:
 _PASS_THROUGH = ("Convert", "Squeeze", "Reshape", "Unsqueeze")
 
 
-def probability_output(model):
+def probability_output(model: Any) -> tuple[Any, int]:
   """(port, class axis) of ``model``'s class probabilities: what its ``confidence`` output is the maximum of.
 
   That is the input of a ReduceMax (graphs exported here, Keras wraps) or of the GatherElements that picks the
@@ -181,7 +187,7 @@ def probability_output(model):
   elif kind == "GatherElements":
     axes = np.atleast_1d(node.get_attributes()["axis"])
   else:
-    axes = ()
+    axes = np.zeros(0, np.int64)  # neither: no class axis
   if len(axes) != 1:
     raise ValueError(
       f"the model's '{OUTPUT_NAMES[1]}' output comes from a {kind}, not the maximum over class probabilities "
@@ -191,7 +197,9 @@ def probability_output(model):
   return probabilities, int(axes[0]) % probabilities.get_partial_shape().rank.get_length()
 
 
-def per_class_sums(class_ids: np.ndarray, confidence: np.ndarray, owned: np.ndarray, num_classes: int):
+def per_class_sums(
+  class_ids: np.ndarray, confidence: np.ndarray, owned: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray, int]:
   """Per tile: pixels of each class and their summed confidence (float64) inside its owned rectangle, and the top id.
 
   Ids at or past ``num_classes`` are not counted; the top id reports them so the caller can refuse the batch.

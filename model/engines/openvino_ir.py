@@ -32,7 +32,8 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Optional, Tuple
+from collections.abc import Iterator
+from typing import Any, Optional, Tuple
 
 IR_FOLDER = "openvino"
 IR_FILE = "model.xml"
@@ -87,7 +88,7 @@ def cache_root() -> str:
   return os.path.join(base, "deconvseg")
 
 
-def read_card(model_dir: str) -> dict:
+def read_card(model_dir: str) -> dict[str, Any]:
   try:
     with open(os.path.join(model_dir, "card.json"), encoding="utf-8") as handle:
       return json.load(handle)
@@ -170,7 +171,7 @@ def _locate_onnx_ir(model_dir: str, card: dict) -> Tuple[str, str]:
   return cached, "converted"
 
 
-def convert_onnx(path: str):
+def convert_onnx(path: str) -> Any:
   """A served ONNX graph (``model.wrap --onnx``) as an ``openvino.Model`` with its class count in the runtime info."""
   import openvino
 
@@ -183,7 +184,7 @@ def convert_onnx(path: str):
 
 
 @contextlib.contextmanager
-def _file_lock(path: str):
+def _file_lock(path: str) -> Iterator[None]:
   with open(path, "a+") as handle:
     fcntl.flock(handle, fcntl.LOCK_EX)
     try:
@@ -192,7 +193,7 @@ def _file_lock(path: str):
       fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def convert_saved_model(model_dir: str):
+def convert_saved_model(model_dir: str) -> Any:
   """The model's ``serving_default`` as an ``openvino.Model`` (needs TensorFlow; seconds)."""
   import openvino
   import tensorflow as tf
@@ -208,7 +209,7 @@ def convert_saved_model(model_dir: str):
   return model
 
 
-def declared_classes(model):
+def declared_classes(model: Any) -> int | None:
   """The class count the export recorded (its ``num_classes`` variable), kept in the IR's runtime info."""
   if not model.has_rt_info(NUM_CLASSES_KEY):
     return None
@@ -218,7 +219,7 @@ def declared_classes(model):
     return None
 
 
-def convert_model(openvino, source):
+def convert_model(openvino: Any, source: Any) -> Any:
   """``openvino.convert_model`` that leaves the root logger as it found it.
 
   The converter sets the root logger to ERROR while it works and restores it
@@ -235,7 +236,7 @@ def convert_model(openvino, source):
     root.filters, root.handlers = filters, handlers
 
 
-def convert_function(openvino, function):
+def convert_function(openvino: Any, function: Any) -> Any:
   """A TensorFlow concrete function with the contract's outputs as a plain ``openvino.Model``."""
   model = convert_model(openvino, function)
   model = _without_empty_batch_branch(model)
@@ -245,7 +246,7 @@ def convert_function(openvino, function):
   return model
 
 
-def _ordered_outputs(model):
+def _ordered_outputs(model: Any) -> list[Any]:
   """The model's outputs in contract order (class_ids, then confidence), found by name or element type."""
   outputs = list(model.outputs)
   by_name = {}
@@ -257,7 +258,7 @@ def _ordered_outputs(model):
   return sorted(outputs, key=lambda output: 0 if output.get_element_type().to_dtype().name == "uint8" else 1)
 
 
-def _without_empty_batch_branch(model):
+def _without_empty_batch_branch(model: Any) -> Any:
   """The non-empty branch of a top-level ``If`` that produces every output; the model itself otherwise."""
   results = model.get_results()
   sources = {result.input_value(0).get_node().get_friendly_name() for result in results}
@@ -281,7 +282,7 @@ def _without_empty_batch_branch(model):
   return branch
 
 
-def save_ir(model, folder: str, file_name: str = IR_FILE) -> str:
+def save_ir(model: Any, folder: str, file_name: str = IR_FILE) -> str:
   """Writes ``folder/file_name`` (+ .bin) with fp32 weights, atomically (a reader never sees half an IR)."""
   import openvino
 

@@ -7,15 +7,17 @@ device, so the float confidence map never leaves the GPU. On a GPU,
 """
 
 import os
-from typing import Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
+
+from model.engines.engine import InputShape, Stats
 
 MIXED_SIGNATURE = "serving_mixed_float16"
 DEFAULT_SIGNATURE = "serving_default"
 
 
-def _configure_gpus(tf):
+def _configure_gpus(tf: Any) -> None:
   """Let TensorFlow grow GPU memory instead of grabbing it all up front."""
   for gpu in tf.config.list_physical_devices("GPU"):
     try:
@@ -29,7 +31,7 @@ class TensorFlowSegmenter:
 
   engine = "tensorflow"
 
-  def __init__(self, model_dir: str, mixed_precision: bool, spec):
+  def __init__(self, model_dir: str, mixed_precision: bool, spec: InputShape) -> None:
     import tensorflow as tf
 
     _configure_gpus(tf)
@@ -44,15 +46,15 @@ class TensorFlowSegmenter:
           f"--mixed_precision needs the '{MIXED_SIGNATURE}' signature, which {model_dir} does not export"
         )
       signature = signatures[MIXED_SIGNATURE]
-      self._call = lambda images: signature(images=images)
+      self._call: Callable[[Any], Any] = lambda images: signature(images=images)
     elif hasattr(self.module, "segment"):
       self._call = self.module.segment
     else:
       signature = signatures[DEFAULT_SIGNATURE]
       self._call = lambda images: signature(images=images)
-    self._stats_functions = {}
+    self._stats_functions: dict[int, Any] = {}
 
-  def describe(self) -> dict:
+  def describe(self) -> dict[str, Any]:
     gpus = self._tf.config.list_physical_devices("GPU")
     return {
       "engine": self.engine,
@@ -84,14 +86,14 @@ class TensorFlowSegmenter:
     except (TypeError, ValueError):
       return None
 
-  def __call__(self, images: np.ndarray):
+  def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return self.predict(images)
 
-  def predict(self, images: np.ndarray):
+  def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(class ids, confidence) maps: the raw contract, for checks and tests."""
     return tuple(t.numpy() for t in _contract_outputs(self._call(self._tf.convert_to_tensor(images))))
 
-  def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int):
+  def segment_with_stats(self, images: np.ndarray, owned: np.ndarray, num_classes: int) -> Stats:
     """[N,H,W,C] images + owned rectangles -> (class ids, pixels per class, confidence sums, max id).
 
     ``owned`` is [N, 4] int32 (top, bottom, left, right) in tile coordinates.
@@ -107,14 +109,14 @@ class TensorFlowSegmenter:
     return class_ids.numpy(), pixels.numpy().astype(np.int64), confidence.numpy(), int(top.numpy())
 
 
-def _contract_outputs(outputs):
+def _contract_outputs(outputs: Any) -> tuple[Any, Any]:
   """(class_ids, confidence) from a model's dict or pair of outputs."""
   if isinstance(outputs, dict):
     return outputs["class_ids"], outputs["confidence"]
   return outputs
 
 
-def _stats_function(tf, call, num_classes: int, spec):
+def _stats_function(tf: Any, call: Callable[[Any], Any], num_classes: int, spec: InputShape) -> Any:
   """The model call plus per-tile, per-class pixel counts and confidence sums, as one tf.function."""
 
   @tf.function(
@@ -123,7 +125,7 @@ def _stats_function(tf, call, num_classes: int, spec):
       tf.TensorSpec([None, 4], tf.int32),
     ]
   )
-  def segment_with_stats(images, owned):
+  def segment_with_stats(images: Any, owned: Any) -> tuple[Any, Any, Any, Any]:
     class_ids, confidence = _contract_outputs(call(images))
     shape = tf.shape(class_ids)
     rows, cols = tf.range(shape[1])[None, :], tf.range(shape[2])[None, :]
