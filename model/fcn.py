@@ -21,6 +21,9 @@ mean and standard deviation measured on the training split), pads to the
 network stride, and crops the logits back.
 """
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import keras
 
 from model.encoders import build_encoder
@@ -38,7 +41,7 @@ NETWORK_STRIDE = 32
 NORMALIZATION = {"scale": 1.0 / 127.5, "offset": -1.0}
 
 
-def normalization_layer(normalization, channels):
+def normalization_layer(normalization: Mapping[str, Any], channels: int) -> Any:
   """``{"scale", "offset"}`` (the same for every band) or per-band ``{"mean", "std"}`` as one Keras layer."""
   if set(normalization) >= {"mean", "std"}:
     mean, std = list(normalization["mean"]), list(normalization["std"])
@@ -50,7 +53,7 @@ def normalization_layer(normalization, channels):
   return keras.layers.Rescaling(normalization["scale"], normalization["offset"], name="normalise")
 
 
-def upsampling_layer(kind, factor, name):
+def upsampling_layer(kind: str, factor: int, name: str) -> Any:
   """One of the four upsampling choices compared in the ablation."""
   if kind == "bilinear":
     return BilinearDeconv2D(factor, initialization="bilinear", name=name)
@@ -63,12 +66,12 @@ def upsampling_layer(kind, factor, name):
   raise ValueError(f"unknown upsampling {kind!r}; choose one of {UPSAMPLING}")
 
 
-def _score(features, num_classes, name):
+def _score(features: Any, num_classes: int, name: str) -> Any:
   # Zero-initialised skip scores make the fused net start as the coarser one (FCN training recipe).
   return keras.layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=name)(features)
 
 
-def _fcn_decoder(features, num_classes, upsampling, strides):
+def _fcn_decoder(features: dict[int, Any], num_classes: int, upsampling: str, strides: Sequence[int]) -> Any:
   """Scores fused at ``strides`` (coarsest first), then one upsampling by the last of them."""
   score = keras.layers.Conv2D(num_classes, 1, name=f"score{strides[0]}")(features[strides[0]])
   for coarse, fine in zip(strides, strides[1:]):
@@ -77,13 +80,13 @@ def _fcn_decoder(features, num_classes, upsampling, strides):
   return upsampling_layer(upsampling, strides[-1], f"upsample{strides[-1]}")(score)
 
 
-def _conv_block(inputs, filters, name):
+def _conv_block(inputs: Any, filters: int, name: str) -> Any:
   outputs = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(inputs)
   outputs = keras.layers.BatchNormalization(name=f"{name}_bn")(outputs)
   return keras.layers.ReLU(name=f"{name}_relu")(outputs)
 
 
-def _deconvolution_decoder(features, image, num_classes, upsampling, width):
+def _deconvolution_decoder(features: dict[int, Any], image: Any, num_classes: int, upsampling: str, width: int) -> Any:
   """Stride 32 to 1 by 2x deconvolutions, each followed by fusion with the encoder stage at its stride."""
   scale = width / 32
   widths = {stride: max(4, int(round(channels * scale))) for stride, channels in DECODER_WIDTHS.items()}
@@ -98,15 +101,15 @@ def _deconvolution_decoder(features, image, num_classes, upsampling, width):
 
 
 def build_fcn(
-  num_classes,
-  variant="fcn8s",
-  encoder="compact",
-  upsampling="bilinear",
-  encoder_weights=None,
-  width=32,
-  channels=3,
-  normalization=None,
-):
+  num_classes: int,
+  variant: str = "fcn8s",
+  encoder: str = "compact",
+  upsampling: str = "bilinear",
+  encoder_weights: str | None = None,
+  width: int = 32,
+  channels: int = 3,
+  normalization: Mapping[str, Any] | None = None,
+) -> Any:
   """Build an FCN; the output is float32 logits [N, H, W, num_classes] for any input H, W.
 
   ``normalization`` defaults to the fixed 8-bit mapping x / 127.5 - 1.

@@ -5,6 +5,9 @@ model (``build_adapter``); ``verify`` reloads the written SavedModel with
 TensorFlow alone and compares it with the in-memory adapter on a probe batch.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -14,7 +17,16 @@ from model.layers import CropToReference, PadToMultiple, PadToSize, ResizeUpsamp
 from model.wrap_probe import WrapError, probe_inputs
 
 
-def build_adapter(model, normalization, channels, fixed_size, multiple, stride, kind, padding):
+def build_adapter(
+  model: Any,
+  normalization: Mapping[str, Any],
+  channels: int,
+  fixed_size: tuple[int, int] | None,
+  multiple: int,
+  stride: int,
+  kind: str,
+  padding: str,
+) -> Any:
   """normalise -> pad -> the user's model -> logits -> resize to the padded size -> crop, as one Keras model."""
   images = keras.Input(shape=(None, None, channels), name="images")
   normalised = normalization_layer(normalization, channels)(images)
@@ -30,7 +42,14 @@ def build_adapter(model, normalization, channels, fixed_size, multiple, stride, 
   return keras.Model(images, logits, name=f"wrapped_{model.name}")
 
 
-def verify(saved_model_dir, adapter, input_block, fixed_size, multiple, num_classes):
+def verify(
+  saved_model_dir: str,
+  adapter: Any,
+  input_block: Mapping[str, Any],
+  fixed_size: tuple[int, int] | None,
+  multiple: int,
+  num_classes: int,
+) -> None:
   """Reload the SavedModel with TensorFlow alone and compare it with the in-memory adapter on a probe."""
   loaded = tf.saved_model.load(saved_model_dir)
   if int(loaded.num_classes.numpy()) != num_classes:

@@ -9,8 +9,11 @@ never pays for a TensorFlow import.
 import hashlib
 import json
 import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from model.text import one_line
 
@@ -29,7 +32,7 @@ class WrapError(ValueError):
   """A model or flag combination that cannot be wrapped; the message says how to fix it."""
 
 
-def check_wrap_arguments(input_dtype, padding, size_multiple):
+def check_wrap_arguments(input_dtype: str, padding: str, size_multiple: int | None) -> None:
   """Refuses an --input_dtype, --padding or --size_multiple that neither wrap can take."""
   if input_dtype not in INPUT_DTYPES:
     raise WrapError(f"--input_dtype {input_dtype} is not one of {INPUT_DTYPES}")
@@ -39,7 +42,7 @@ def check_wrap_arguments(input_dtype, padding, size_multiple):
     raise WrapError(f"--size_multiple {size_multiple} must be a positive integer")
 
 
-def sha256_of(path):
+def sha256_of(path: str) -> str:
   digest = hashlib.sha256()
   with open(path, "rb") as handle:
     for block in iter(lambda: handle.read(1 << 20), b""):
@@ -47,7 +50,7 @@ def sha256_of(path):
   return digest.hexdigest()
 
 
-def imagenet_normalization(input_dtype="uint8"):
+def imagenet_normalization(input_dtype: str = "uint8") -> dict[str, list[float]]:
   """The ImageNet preset in the card's pixel units: x/max then (x - mean)/std is (x - mean*max)/(std*max)."""
   top = float(np.iinfo(np.dtype(input_dtype)).max)
   return {
@@ -56,7 +59,7 @@ def imagenet_normalization(input_dtype="uint8"):
   }
 
 
-def read_normalization(value, input_dtype="uint8"):
+def read_normalization(value: str, input_dtype: str = "uint8") -> dict[str, Any]:
   """A normalisation block from a preset name or a JSON file (the block, {"normalization": ...}, or a card's input)."""
   if value in PRESETS:
     return imagenet_normalization(input_dtype)
@@ -81,7 +84,7 @@ def read_normalization(value, input_dtype="uint8"):
   )
 
 
-def check_normalization(normalization, channels):
+def check_normalization(normalization: Mapping[str, Any], channels: int) -> None:
   """Refuses a per-band normalisation whose length is not the model's band count, or a std that is not positive."""
   if "mean" not in normalization:
     return
@@ -100,24 +103,24 @@ SIZE_MULTIPLES = (1, 2, 4, 8, 16, 32, 64, 128)
 PROBE_MIN_SIZE = 40  # probes smaller than this would fail deep models for the wrong reason
 
 
-def _odd_at_least(value):
+def _odd_at_least(value: float) -> int:
   value = max(1, math.ceil(value))
   return value if value % 2 else value + 1
 
 
-def probe_sizes(multiple):
+def probe_sizes(multiple: int) -> tuple[int, int]:
   """Two sizes that are odd multiples of ``multiple``: they pass only if that multiple suffices."""
   factor = _odd_at_least(PROBE_MIN_SIZE / multiple)
   return multiple * factor, multiple * (factor + 2)
 
 
-def probe_images(batch, height, width, channels, dtype, seed=0):
+def probe_images(batch: int, height: int, width: int, channels: int, dtype: npt.DTypeLike, seed: int = 0) -> np.ndarray:
   """Random pixels over the whole range of ``dtype``: a probe batch [batch, height, width, channels]."""
   top = np.iinfo(dtype).max
   return np.random.default_rng(seed).integers(0, top + 1, size=(batch, height, width, channels), dtype=dtype)
 
 
-def output_stride(inputs, scores, why=""):
+def output_stride(inputs: np.ndarray, scores: np.ndarray, why: str = "") -> int:
   """The one integer stride from a probe batch's height and width (NHWC) to its scores'; else a WrapError.
 
   ``why`` ends the message with what usually causes a mismatch in that framework.
@@ -132,14 +135,16 @@ def output_stride(inputs, scores, why=""):
   return height // out_height
 
 
-def search_multiple(stride_at, size_multiple=None, reason_limit=200):
+def search_multiple(
+  stride_at: Callable[[int, int, int], int], size_multiple: int | None = None, reason_limit: int = 200
+) -> tuple[int, int]:
   """(size multiple, output stride): the first multiple at which the model runs, checked by probing.
 
   ``stride_at(height, width, seed)`` runs one probe batch and returns the output stride, raising on failure;
   each multiple is tried at probe_sizes and with the sides swapped, which must give the same stride. Tries
   SIZE_MULTIPLES in order, or only ``size_multiple`` when given.
   """
-  reasons = []
+  reasons: list[str] = []
   for multiple in (size_multiple,) if size_multiple else SIZE_MULTIPLES:
     height, width = probe_sizes(multiple)
     try:
@@ -157,7 +162,14 @@ def search_multiple(stride_at, size_multiple=None, reason_limit=200):
   )
 
 
-def resolve_output(detected, requested, channels, num_classes, log=print, last="layer"):
+def resolve_output(
+  detected: str,
+  requested: str,
+  channels: int,
+  num_classes: int,
+  log: Callable[[str], object] = print,
+  last: str = "layer",
+) -> str:
   """The ScoresToLogits kind for the model's output, after checking its channels against the class list.
 
   ``detected`` is what the model's ``last`` layer (Keras) or node (ONNX) applies.
@@ -187,7 +199,7 @@ def resolve_output(detected, requested, channels, num_classes, log=print, last="
   return kind
 
 
-def check_scores(outputs, kind):
+def check_scores(outputs: np.ndarray, kind: str) -> None:
   """Refuse outputs that are not finite, or not probabilities when the output is declared as such."""
   if not np.all(np.isfinite(outputs)):
     raise WrapError(

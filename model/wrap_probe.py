@@ -7,14 +7,18 @@ pixels), and whether its scores are finite probabilities when declared so.
 Every refusal is a ``WrapError`` whose message says how to fix it.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 import numpy as np
+import numpy.typing as npt
 
 from model.text import one_line
 from model.wrap_common import WrapError, output_stride, probe_images, search_multiple
 
 
-def detect_output(model):
+def detect_output(model: Any) -> str:
   """'softmax' or 'sigmoid' when the model's last layer applies one, else 'logits'."""
   layer = model.outputs[0]._keras_history.operation
   if isinstance(layer, keras.layers.Softmax):
@@ -23,7 +27,7 @@ def detect_output(model):
   return name if name in ("softmax", "sigmoid") else "logits"
 
 
-def model_input(model):
+def model_input(model: Any) -> tuple[tuple[int, int] | None, int]:
   """(fixed (H, W) or None, channels) from the model's single image input."""
   if len(model.inputs) != 1 or len(model.outputs) != 1:
     raise WrapError(
@@ -43,12 +47,20 @@ def model_input(model):
   return (None if height is None else (int(height), int(width))), int(shape[-1])
 
 
-def probe_inputs(batch, height, width, channels, dtype, normalise, seed=0):
+def probe_inputs(
+  batch: int,
+  height: int,
+  width: int,
+  channels: int,
+  dtype: npt.DTypeLike,
+  normalise: Callable[[np.ndarray], Any],
+  seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
   images = probe_images(batch, height, width, channels, dtype, seed)
   return images, keras.ops.convert_to_numpy(normalise(images.astype(np.float32)))
 
 
-def run_probe(model, inputs):
+def run_probe(model: Any, inputs: np.ndarray) -> tuple[np.ndarray, int]:
   """Output array and its stride for one probe; raises WrapError describing why the output does not fit."""
   outputs = model(inputs, training=False)
   if isinstance(outputs, (list, tuple, dict)):
@@ -61,7 +73,14 @@ def run_probe(model, inputs):
   return outputs, output_stride(inputs, outputs, " ('same'-padded convolutions)")
 
 
-def find_geometry(model, fixed_size, channels, dtype, normalise, size_multiple=None):
+def find_geometry(
+  model: Any,
+  fixed_size: tuple[int, int] | None,
+  channels: int,
+  dtype: npt.DTypeLike,
+  normalise: Callable[[np.ndarray], Any],
+  size_multiple: int | None = None,
+) -> tuple[int, int]:
   """(size multiple, output stride): the smallest multiple at which the model runs, checked by probing."""
   if fixed_size is not None:
     _, inputs = probe_inputs(1, *fixed_size, channels, dtype, normalise)
@@ -72,11 +91,11 @@ def find_geometry(model, fixed_size, channels, dtype, normalise, size_multiple=N
     except Exception as exc:
       raise WrapError(f"the model fails on its own fixed input size {fixed_size}: {_short(exc)}") from None
 
-  def stride_at(height, width, seed):
+  def stride_at(height: int, width: int, seed: int) -> int:
     return run_probe(model, probe_inputs(1, height, width, channels, dtype, normalise, seed)[1])[1]
 
   return search_multiple(stride_at, size_multiple)
 
 
-def _short(exc):
+def _short(exc: BaseException) -> str:
   return f"{type(exc).__name__}: {one_line(exc, 200)}"

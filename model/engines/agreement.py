@@ -6,7 +6,7 @@ run uses it. The reference is the SavedModel's own ``serving_default`` on
 TensorFlow fp32; each image runs whole, at its native size.
 """
 
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,7 +19,7 @@ REFERENCE = "tensorflow fp32"
 
 def class_id_agreement(
   model_dir: str, images: Iterable[np.ndarray], spec: InputShape, candidates: Sequence[EngineChoice]
-) -> Dict[str, object]:
+) -> Dict[str, Any]:
   """{"reference", "images", "pixels", "agreement": {"openvino bf16": fraction, ...}} over ``images`` ([H, W, C])."""
   from model import engines
 
@@ -35,7 +35,7 @@ def compare_segmenters(
   runs: Mapping[str, Engine],
   examples: Iterable[Tuple[np.ndarray, Optional[np.ndarray]]],
   num_classes: Optional[int] = None,
-) -> Dict[str, object]:
+) -> Dict[str, Any]:
   """Each run's class-id agreement with ``reference`` and, where truth masks come along, everyone's mean IoU.
 
   ``examples`` are (image [H, W, C], truth mask [H, W] or None) pairs; the
