@@ -10,27 +10,29 @@ examined in ``model.check_data``.
 import dataclasses
 import glob
 import os
+from collections.abc import Iterator, MutableMapping, Sequence
 
-from model.image_io import IMAGE_EXTENSIONS, MASK_EXTENSION
+from model.image_io import IMAGE_EXTENSIONS, MASK_EXTENSION, Source
 
 
 @dataclasses.dataclass
 class Item:
   """One image/mask pair to examine; sources are paths or encoded bytes, labels name them in messages."""
 
-  image_source: object
-  mask_source: object
+  image_source: Source
+  mask_source: Source
   image_label: str
   mask_label: str
 
 
-def folder_split(data_dir, split, problems):
+def folder_split(data_dir: str, split: str, problems: list[str]) -> tuple[list[Item], int, int, list[str]]:
   """(items, image count, mask count, ignored file names) of DIR/<split>/images + masks, pairing by stem."""
   image_dir, mask_dir = os.path.join(data_dir, split, "images"), os.path.join(data_dir, split, "masks")
   listing = lambda folder: (
     sorted(f for f in os.listdir(folder) if not f.startswith(".")) if os.path.isdir(folder) else []
   )
-  images, ignored = {}, {}
+  images: dict[str, str] = {}
+  ignored: dict[str, str] = {}
   for filename in listing(image_dir):
     stem, extension = os.path.splitext(filename)
     if extension.lower() not in IMAGE_EXTENSIONS:
@@ -42,7 +44,7 @@ def folder_split(data_dir, split, problems):
       )
     else:
       images[stem] = filename
-  masks = {}
+  masks: dict[str, str] = {}
   for filename in listing(mask_dir):
     stem, extension = os.path.splitext(filename)
     if extension != MASK_EXTENSION:
@@ -51,7 +53,7 @@ def folder_split(data_dir, split, problems):
       )
     else:
       masks[stem] = filename
-  items = []
+  items: list[Item] = []
   for stem, filename in images.items():
     if stem not in masks:
       problems.append(f"{split}/images/{filename} has no mask {split}/masks/{stem}{MASK_EXTENSION}")
@@ -80,12 +82,14 @@ def folder_split(data_dir, split, problems):
   return items, len(images), len(masks), unpaired_ignored
 
 
-def split_shards(data_dir, split):
+def split_shards(data_dir: str, split: str) -> list[str]:
   shards = sorted(glob.glob(os.path.join(data_dir, split, "shards", "*.tfrecord")))
   return shards or sorted(glob.glob(os.path.join(data_dir, f"{split}*.tfrecord")))
 
 
-def tfrecord_items(data_dir, shards, problems, counter):
+def tfrecord_items(
+  data_dir: str, shards: Sequence[str], problems: list[str], counter: MutableMapping[str, int]
+) -> Iterator[Item]:
   """Items of every Example in the shards (TensorFlow imported only here: folder datasets never pay for it)."""
   import tensorflow as tf
 

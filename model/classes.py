@@ -17,6 +17,8 @@ import colorsys
 import dataclasses
 import json
 import os
+from collections.abc import Iterable
+from typing import Any
 
 from model.json_file import write_json_file
 
@@ -35,9 +37,9 @@ class SegmentationClass:
 
   id: int
   name: str
-  color: tuple
+  color: tuple[int, ...]
 
-  def to_json(self):
+  def to_json(self) -> dict[str, Any]:
     return {"id": self.id, "name": self.name, "color": list(self.color)}
 
 
@@ -55,13 +57,13 @@ NUM_CLASSES = len(CLASSES)
 EXAMPLE_CLASSES_JSON = '[{"id": 0, "name": "background"}, {"id": 1, "name": "nucleus", "color": [230, 60, 60]}]'
 
 
-def classes_to_json(classes=CLASSES):
+def classes_to_json(classes: Iterable[SegmentationClass] = CLASSES) -> list[dict[str, Any]]:
   return [segmentation_class.to_json() for segmentation_class in classes]
 
 
-def distinct_colors(count):
+def distinct_colors(count: int) -> list[tuple[int, int, int]]:
   """``count`` well-separated RGB colours: black for id 0 (usually background), then golden-ratio hues."""
-  colors = [(0, 0, 0)]
+  colors: list[tuple[int, int, int]] = [(0, 0, 0)]
   hue = 0.0
   for index in range(1, count):
     hue = (hue + 0.618033988749895) % 1.0
@@ -71,7 +73,7 @@ def distinct_colors(count):
   return colors[:count]
 
 
-def _check_color(color, where):
+def _check_color(color: Any, where: str) -> tuple[int, ...]:
   if not (
     isinstance(color, (list, tuple)) and len(color) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in color)
   ):
@@ -79,7 +81,7 @@ def _check_color(color, where):
   return tuple(color)
 
 
-def classes_from_json(entries, source="class list"):
+def classes_from_json(entries: Any, source: str = "class list") -> tuple[SegmentationClass, ...]:
   """Rebuild the class list from classes.json, a card or run.json; ids must be 0..n-1, colours optional."""
   if not isinstance(entries, list) or not entries:
     raise ClassesError(f"{source} must be a non-empty JSON list like {EXAMPLE_CLASSES_JSON}")
@@ -92,7 +94,8 @@ def classes_from_json(entries, source="class list"):
       f"{source} lists {len(entries)} classes; masks hold at most {MAX_CLASSES} (255 is the ignore label)"
     )
   palette = distinct_colors(len(entries))
-  classes, names = [], set()
+  classes: list[SegmentationClass] = []
+  names: set[str] = set()
   for index, entry in enumerate(entries):
     where = f"{source}, entry {index}"
     if not isinstance(entry, dict) or "name" not in entry:
@@ -110,7 +113,7 @@ def classes_from_json(entries, source="class list"):
   return tuple(classes)
 
 
-def classes_from_names(names, source="--classes"):
+def classes_from_names(names: str, source: str = "--classes") -> tuple[SegmentationClass, ...]:
   """``background,nucleus`` -> class list with generated colours."""
   parts = [part.strip() for part in str(names).split(",")]
   if any(not part for part in parts):
@@ -118,7 +121,7 @@ def classes_from_names(names, source="--classes"):
   return classes_from_json([{"id": index, "name": name} for index, name in enumerate(parts)], source)
 
 
-def read_classes_file(path):
+def read_classes_file(path: str) -> tuple[SegmentationClass, ...]:
   """The class list in a classes.json file (ClassesError naming the file if it is malformed)."""
   try:
     with open(path) as handle:
@@ -128,13 +131,13 @@ def read_classes_file(path):
   return classes_from_json(entries, source=path)
 
 
-def write_classes_file(data_dir, classes):
+def write_classes_file(data_dir: str, classes: Iterable[SegmentationClass]) -> str:
   path = os.path.join(data_dir, CLASSES_FILE)
   write_json_file(path, classes_to_json(classes))
   return path
 
 
-def dataset_classes(data_dir, names=None):
+def dataset_classes(data_dir: str, names: str | None = None) -> tuple[SegmentationClass, ...]:
   """The classes of a data folder: ``names`` (the --classes flag) if given, else DIR/classes.json.
 
   With neither, a ClassesError shows the file to write. When both are

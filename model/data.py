@@ -15,19 +15,21 @@ multi-band data kept as it is) through ``model.image_io``.
 import glob
 import math
 import os
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from model.classes import IGNORE_LABEL
-from model.image_io import IMAGE_EXTENSIONS, image_info, read_image, read_mask
+from model.image_io import IMAGE_EXTENSIONS, Source, image_info, read_image, read_mask
 
 _TF_DECODABLE = (".png", ".jpg", ".jpeg")
 
 
-def _folder_pairs(split_dir):
+def _folder_pairs(split_dir: str) -> list[tuple[str, str]]:
   image_dir, mask_dir = os.path.join(split_dir, "images"), os.path.join(split_dir, "masks")
-  images = {}
+  images: dict[str, str] = {}
   for path in sorted(os.listdir(image_dir)):
     stem, extension = os.path.splitext(path)
     if extension.lower() in IMAGE_EXTENSIONS:
@@ -41,7 +43,7 @@ def _folder_pairs(split_dir):
   return pairs
 
 
-def find_split(data_dir, split):
+def find_split(data_dir: str, split: str) -> tuple[str, list[Any]]:
   """Return ("folders", [(image, mask), ...]) or ("tfrecord", [shard, ...]) for one split."""
   split_dir = os.path.join(data_dir, split)
   if os.path.isdir(os.path.join(split_dir, "images")):
@@ -58,13 +60,13 @@ def find_split(data_dir, split):
   )
 
 
-def _uses_tf_decoders(channels, dtype, image_paths=()):
+def _uses_tf_decoders(channels: int, dtype: str, image_paths: Sequence[str] = ()) -> bool:
   return (
     channels == 3 and dtype == "uint8" and all(os.path.splitext(p)[1].lower() in _TF_DECODABLE for p in image_paths)
   )
 
 
-def _numpy_image(source, channels, dtype):
+def _numpy_image(source: Source, channels: int, dtype: str) -> np.ndarray:
   """One image through model.image_io, checked against the dataset's bands and depth."""
   image = read_image(source)
   if image.shape[2] != channels or image.dtype != np.dtype(dtype):
@@ -73,10 +75,10 @@ def _numpy_image(source, channels, dtype):
   return image
 
 
-def _decoder(channels, dtype, tf_images):
+def _decoder(channels: int, dtype: str, tf_images: bool) -> Callable[[Any, Any, bool], tuple[Any, Any]]:
   """(image bytes or path, mask bytes or path, from_files) -> (image in its dtype, int32 mask)."""
 
-  def decode(image_source, mask_source, from_files):
+  def decode(image_source: Any, mask_source: Any, from_files: bool) -> tuple[Any, Any]:
     if tf_images:
       image_bytes = tf.io.read_file(image_source) if from_files else image_source
       image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
@@ -105,7 +107,14 @@ _EXAMPLE_FEATURES = {
 }
 
 
-def load_split(data_dir, split, shuffle=False, seed=None, channels=3, dtype="uint8"):
+def load_split(
+  data_dir: str,
+  split: str,
+  shuffle: bool = False,
+  seed: int | None = None,
+  channels: int = 3,
+  dtype: str = "uint8",
+) -> tuple[Any, int]:
   """Decoded (image, int32 mask) pairs of one split, decoded in parallel, in file order unless shuffled.
 
   Images keep their dtype here (uint8 or uint16) so a cached split costs
@@ -124,7 +133,7 @@ def load_split(data_dir, split, shuffle=False, seed=None, channels=3, dtype="uin
     return dataset, len(items)
   decode = _decoder(channels, dtype, _uses_tf_decoders(channels, dtype))
 
-  def parse(serialized):
+  def parse(serialized: Any) -> tuple[Any, Any]:
     features = tf.io.parse_single_example(serialized, _EXAMPLE_FEATURES)
     return decode(features["image/encoded"], features["image/segmentation/class/encoded"], False)
 
@@ -136,7 +145,7 @@ def load_split(data_dir, split, shuffle=False, seed=None, channels=3, dtype="uin
   return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle), count
 
 
-def augment(image, mask, crop_size, scale_range=(0.75, 1.25)):
+def augment(image: Any, mask: Any, crop_size: int, scale_range: tuple[float, float] = (0.75, 1.25)) -> tuple[Any, Any]:
   """Random scale, pad (mask with ignore), crop to crop_size, flips and 90-degree turns.
 
   Aerial tiles and microscope slides have no up direction, so vertical flips
@@ -163,18 +172,18 @@ def augment(image, mask, crop_size, scale_range=(0.75, 1.25)):
 CACHE_LIMIT_IMAGES = 20000
 
 
-def count_fits_in_cache(data_dir, split):
+def count_fits_in_cache(data_dir: str, split: str) -> bool:
   """Small splits are decoded once and kept in memory; large ones stream from disk."""
   layout, items = find_split(data_dir, split)
   return layout == "folders" and len(items) <= CACHE_LIMIT_IMAGES
 
 
-def crops_per_image(height, width, crop_size):
+def crops_per_image(height: int, width: int, crop_size: int) -> int:
   """Random crops an image gives per epoch: about one per crop-sized area, so an epoch sees each pixel about once."""
   return max(1, math.floor(height * width / (crop_size * crop_size) + 0.5))
 
 
-def crops_per_epoch(data_dir, split, crop_size):
+def crops_per_epoch(data_dir: str, split: str, crop_size: int) -> int | None:
   """Total random crops of one epoch, from the image headers; None for TFRecord splits (one crop per record)."""
   layout, items = find_split(data_dir, split)
   if layout != "folders":
@@ -182,7 +191,7 @@ def crops_per_epoch(data_dir, split, crop_size):
   return sum(crops_per_image(*image_info(image_path)[:2], crop_size) for image_path, _ in items)
 
 
-def pixel_weights(class_weights):
+def pixel_weights(class_weights: Sequence[float]) -> Any:
   """A 256-entry lookup from mask value to loss weight: the class weights, 0 for ignore (255) and unknown ids."""
   table = np.zeros(256, np.float32)
   table[: len(class_weights)] = np.asarray(class_weights, np.float32)
@@ -190,17 +199,17 @@ def pixel_weights(class_weights):
 
 
 def training_dataset(
-  data_dir,
-  split="train",
-  batch_size=16,
-  crop_size=128,
-  scale_range=(0.75, 1.25),
-  seed=None,
-  channels=3,
-  dtype="uint8",
-  class_weights=None,
-  min_steps=1,
-):
+  data_dir: str,
+  split: str = "train",
+  batch_size: int = 16,
+  crop_size: int = 128,
+  scale_range: tuple[float, float] = (0.75, 1.25),
+  seed: int | None = None,
+  channels: int = 3,
+  dtype: str = "uint8",
+  class_weights: Sequence[float] | None = None,
+  min_steps: int = 1,
+) -> tuple[Any, int]:
   """Endless shuffled, augmented, batched crops; returns (dataset, steps per epoch).
 
   Each image gives ``crops_per_image`` random crops per epoch (new positions
@@ -240,7 +249,7 @@ def training_dataset(
   return dataset, max(1, min_steps, crops // batch_size)
 
 
-def evaluation_dataset(data_dir, split, channels=3, dtype="uint8"):
+def evaluation_dataset(data_dir: str, split: str, channels: int = 3, dtype: str = "uint8") -> tuple[Any, int]:
   """Un-augmented (float32 image, mask) pairs one at a time (images may differ in size); returns (dataset, count)."""
   dataset, count = load_split(data_dir, split, channels=channels, dtype=dtype)
   return dataset.map(lambda image, mask: (tf.cast(image, tf.float32), mask)).prefetch(tf.data.AUTOTUNE), count

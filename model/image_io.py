@@ -15,12 +15,17 @@ one as ids would train on nonsense, so it is rejected with how to convert it.
 
 import io
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tifffile
 from PIL import Image, ImageOps
 
-from model.classes import IGNORE_LABEL
+from model.classes import IGNORE_LABEL, SegmentationClass
+
+# An image or mask: a path, or its encoded bytes.
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MASK_EXTENSION = ".png"
@@ -42,36 +47,36 @@ class MaskFormatError(ValueError):
   """A mask that is not one channel of class ids; the message says how to convert it."""
 
 
-def _name(source, name):
+def _name(source: Source, name: str | None) -> str:
   if name is not None:
     return name
   return "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
 
 
-def _head(source, size=32):
+def _head(source: Source, size: int = 32) -> bytes:
   if isinstance(source, (bytes, bytearray, memoryview)):
     return bytes(source[:size])
   with open(source, "rb") as handle:
     return handle.read(size)
 
 
-def _file(source):
+def _file(source: Source) -> str | io.BytesIO:
   """A path or a binary file object over bytes, for Pillow and tifffile alike."""
   return io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
 
 
-def _is_tiff(source):
+def _is_tiff(source: Source) -> bool:
   return _head(source, 4) in _TIFF_MAGIC
 
 
-def _png_bit_depth(head):
+def _png_bit_depth(head: bytes) -> tuple[int, int] | None:
   """(bit depth, colour type) from a PNG's IHDR, or None for other formats."""
   if not head.startswith(_PNG_MAGIC) or head[12:16] != b"IHDR":
     return None
   return head[24], head[25]
 
 
-def _reject_deep_colour_png(source, name):
+def _reject_deep_colour_png(source: Source, name: str) -> None:
   # Pillow reads 16-bit RGB, RGBA and grey+alpha PNGs reduced to 8 bits without a word.
   header = _png_bit_depth(_head(source))
   if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
@@ -81,7 +86,7 @@ def _reject_deep_colour_png(source, name):
     )
 
 
-def _native_integer(array, name, what="image"):
+def _native_integer(array: np.ndarray, name: str, what: str = "image") -> np.ndarray:
   """uint8/uint16 as is; wider integers only when their values fit 16 bits; anything else is an error."""
   if array.dtype == np.uint8 or array.dtype == np.uint16:
     return array.astype(array.dtype.newbyteorder("="), copy=False)
@@ -101,13 +106,13 @@ def _native_integer(array, name, what="image"):
   )
 
 
-def _tiff_page(tiff, name):
+def _tiff_page(tiff: Any, name: str) -> Any:
   if not len(tiff.pages):
     raise ImageFormatError(f"{name} is a TIFF with no image pages")
   return tiff.pages[0]
 
 
-def _tiff_layout(page, name):
+def _tiff_layout(page: Any, name: str) -> str:
   """The page's sample axis position and its [H, W] axes, for contiguous and planar configurations alike."""
   axes = page.axes
   spatial = [axis for axis in axes if axis not in "YXS"]
@@ -118,7 +123,7 @@ def _tiff_layout(page, name):
   return axes
 
 
-def _tiff_to_hwc(array, axes):
+def _tiff_to_hwc(array: np.ndarray, axes: str) -> np.ndarray:
   """Move the sample axis last (it comes first in planar TIFFs) and drop singleton extras."""
   keep = [axis for axis in axes if axis in "YXS"]
   array = array.reshape([size for axis, size in zip(axes, array.shape) if axis in keep])
@@ -128,7 +133,7 @@ def _tiff_to_hwc(array, axes):
   return np.transpose(array, order)
 
 
-def _read_tiff(source, name, as_mask=False):
+def _read_tiff(source: Source, name: str, as_mask: bool = False) -> np.ndarray | None:
   with tifffile.TiffFile(_file(source)) as tiff:
     page = _tiff_page(tiff, name)
     axes = _tiff_layout(page, name)
@@ -147,7 +152,7 @@ def _read_tiff(source, name, as_mask=False):
   return array
 
 
-def _open_pillow(source, name):
+def _open_pillow(source: Source, name: str) -> Image.Image:
   try:
     image = Image.open(_file(source))
     if getattr(image, "n_frames", 1) > 1:
@@ -163,7 +168,7 @@ def _open_pillow(source, name):
   return ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
 
 
-def _open_tiff_with_pillow(source, name):
+def _open_tiff_with_pillow(source: Source, name: str) -> Image.Image:
   """Pillow's libtiff for the compressions tifffile decodes only with imagecodecs (LZW, JPEG), where Pillow's modes suffice."""
   try:
     image = _open_pillow(source, name)
@@ -177,7 +182,7 @@ def _open_tiff_with_pillow(source, name):
   return image
 
 
-def _pillow_to_hwc(image, name):
+def _pillow_to_hwc(image: Image.Image, name: str) -> np.ndarray:
   mode = image.mode
   if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F", "1"):
     return _native_integer(np.asarray(image), name)[:, :, None]
@@ -195,7 +200,7 @@ def _pillow_to_hwc(image, name):
     raise ImageFormatError(f"{name} has Pillow mode {mode}, which cannot be converted to RGB: {exc}") from None
 
 
-def read_image(source, name=None):
+def read_image(source: Source, name: str | None = None) -> np.ndarray:
   """[H, W, C] uint8 or uint16 pixels of a path or encoded bytes, at native depth (never rescaled).
 
   Greyscale gives C=1, RGB C=3, multi-sample TIFF C=N (first page; the
@@ -215,7 +220,7 @@ def read_image(source, name=None):
   return _pillow_to_hwc(_open_pillow(source, name), name)
 
 
-def _mask_ids(array, name):
+def _mask_ids(array: np.ndarray, name: str) -> np.ndarray:
   """uint8 ids from an integer array, accepting 16-bit storage when every value fits 0..255."""
   if array.dtype == np.uint8:
     return array
@@ -229,7 +234,7 @@ def _mask_ids(array, name):
   return array.astype(np.uint8)
 
 
-def _check_palette(image, ids, classes, name):
+def _check_palette(image: Image.Image, ids: np.ndarray, classes: Sequence[SegmentationClass], name: str) -> None:
   """A palette mask whose colours (not indices) match the class colours was drawn by colour: reject it."""
   palette = image.getpalette() or []
   color_to_class = {tuple(c.color): c for c in classes}
@@ -248,7 +253,9 @@ def _check_palette(image, ids, classes, name):
       )
 
 
-def read_mask(source, name=None, classes=None):
+def read_mask(
+  source: Source, name: str | None = None, classes: Sequence[SegmentationClass] | None = None
+) -> np.ndarray:
   """[H, W] uint8 class ids (255 = ignore) of a path or encoded bytes.
 
   Accepted: 8-bit greyscale; a palette PNG, whose *indices* are the ids
@@ -307,7 +314,7 @@ _PILLOW_MODES = {
 }
 
 
-def image_info(source, name=None):
+def image_info(source: Source, name: str | None = None) -> tuple[int, int, int, str]:
   """(height, width, channels, dtype_name) as read_image would return them, from the header where possible."""
   name = _name(source, name)
   if _is_tiff(source):

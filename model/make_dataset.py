@@ -15,6 +15,8 @@ import io
 import json
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -36,22 +38,24 @@ BASE_TINTS = {
 
 
 @functools.lru_cache(maxsize=1)
-def load_textures():
+def load_textures() -> dict[str, np.ndarray]:
   """The scikit-image photographs as float32 in [0, 1], normalised to zero mean, unit std."""
   import skimage.data
 
-  textures = {}
+  textures: dict[str, np.ndarray] = {}
   for name in ("brick", "grass", "gravel"):
     grey = getattr(skimage.data, name)().astype(np.float32)
     textures[name] = (grey - grey.mean()) / grey.std()
   return textures
 
 
-def _standardise(field):
+def _standardise(field: np.ndarray) -> np.ndarray:
   return (field - field.mean()) / (field.std() + 1e-6)
 
 
-def _photo_patch(rng, source, size, scale_range):
+def _photo_patch(
+  rng: np.random.Generator, source: np.ndarray, size: int, scale_range: tuple[float, float]
+) -> np.ndarray:
   """A randomly rotated, scaled and shifted view of a texture photograph (mirror-tiled).
 
   scale_range is in source pixels per output pixel: it sets how many bricks or
@@ -66,7 +70,7 @@ def _photo_patch(rng, source, size, scale_range):
   return ndimage.affine_transform(source, rotation, offset=offset, output_shape=(size, size), order=1, mode="mirror")
 
 
-def _water(rng, size):
+def _water(rng: np.random.Generator, size: int) -> np.ndarray:
   """Water: smooth filtered noise with directional ripples."""
   smooth = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=rng.uniform(4, 8))
   angle = rng.uniform(0, np.pi)
@@ -77,14 +81,14 @@ def _water(rng, size):
   return 0.5 * _standardise(smooth) + 0.5 * ripples
 
 
-def _asphalt(rng, size):
+def _asphalt(rng: np.random.Generator, size: int) -> np.ndarray:
   """Asphalt: fine-grained low-contrast noise with a few dark stains."""
   grain = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=0.6)
   stains = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=10)
   return 0.8 * _standardise(grain) + 0.5 * _standardise(stains)
 
 
-def class_texture(rng, class_id, size):
+def class_texture(rng: np.random.Generator, class_id: int, size: int) -> np.ndarray:
   """Zero-mean grey texture for one class, about unit contrast."""
   textures = load_textures()
   if class_id == WATER:
@@ -102,21 +106,21 @@ def class_texture(rng, class_id, size):
   return _standardise(field).astype(np.float32)
 
 
-def _blob(rng, size):
+def _blob(rng: np.random.Generator, size: int) -> np.ndarray:
   """An irregular blob: a smooth random field thresholded at a random quantile."""
   field = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=size * rng.uniform(0.08, 0.16), mode="wrap")
   return field > np.quantile(field, rng.uniform(0.6, 0.85))
 
 
-def _edge_point(rng, size):
+def _edge_point(rng: np.random.Generator, size: int) -> tuple[float, float]:
   side = rng.integers(4)
   position = rng.uniform(0, size)
   return [(0.0, position), (size - 1.0, position), (position, 0.0), (position, size - 1.0)][side]
 
 
-def _road(rng, size):
+def _road(rng: np.random.Generator, size: int) -> np.ndarray:
   """A thick polyline from one image edge to another through one or two interior bends."""
-  points = [_edge_point(rng, size)]
+  points: list[tuple[float, ...]] = [_edge_point(rng, size)]
   points += [tuple(rng.uniform(0.15 * size, 0.85 * size, size=2)) for _ in range(rng.integers(1, 3))]
   points.append(_edge_point(rng, size))
   half_width = size * rng.uniform(0.045, 0.075)
@@ -131,7 +135,7 @@ def _road(rng, size):
   return mask
 
 
-def _building(rng, size):
+def _building(rng: np.random.Generator, size: int) -> np.ndarray:
   """A rotated rectangle, sometimes with a second wing (an L shape)."""
   from skimage.draw import polygon
 
@@ -149,7 +153,7 @@ def _building(rng, size):
   return mask
 
 
-def generate_layout(rng, size):
+def generate_layout(rng: np.random.Generator, size: int) -> np.ndarray:
   """Label map: a background land cover, blobs, then roads, then buildings on top."""
   labels = np.full((size, size), rng.choice([VEGETATION, BARE_GROUND], p=[0.6, 0.4]), dtype=np.uint8)
   for _ in range(rng.integers(1, 4)):
@@ -161,10 +165,10 @@ def generate_layout(rng, size):
   return labels
 
 
-def render(rng, labels):
+def render(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
   """Paint each class's texture, with a random tint, contrast and brightness per image."""
   size = labels.shape[0]
-  image = np.zeros((size, size, 3), dtype=np.float32)
+  image: np.ndarray = np.zeros((size, size, 3), dtype=np.float32)
   brightness = rng.uniform(0.75, 1.25)
   for class_id in np.unique(labels):
     tint = np.array(BASE_TINTS[int(class_id)]) * rng.uniform(0.75, 1.25, size=3)
@@ -176,7 +180,7 @@ def render(rng, labels):
   return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def generate_example(rng, size=128):
+def generate_example(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
   """One (image uint8 [size, size, 3], mask uint8 [size, size]) pair from a numpy Generator.
 
   Reusable for sample images and benchmarks: pass np.random.default_rng(seed).
@@ -187,24 +191,24 @@ def generate_example(rng, size=128):
   return render(rng, labels), labels
 
 
-def example_rng(seed, split, index):
+def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
   """The generator for one image: independent of how many other images are made."""
   return np.random.default_rng([seed, SPLITS.index(split), index])
 
 
-def _png_bytes(array):
+def _png_bytes(array: np.ndarray) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, format="PNG")
   return buffer.getvalue()
 
 
-def _tfrecord_example(image_png, mask_png, key, size):
+def _tfrecord_example(image_png: bytes, mask_png: bytes, key: str, size: int) -> bytes:
   import tensorflow as tf
 
-  def _bytes(value):
+  def _bytes(value: bytes) -> Any:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
-  def _int(value):
+  def _int(value: int) -> Any:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
   features = {
@@ -219,7 +223,16 @@ def _tfrecord_example(image_png, mask_png, key, size):
   return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
-def write_split(out_dir, split, count, seed, size, write_png=True, write_tfrecord=False, shard_size=256):
+def write_split(
+  out_dir: str,
+  split: str,
+  count: int,
+  seed: int,
+  size: int,
+  write_png: bool = True,
+  write_tfrecord: bool = False,
+  shard_size: int = 256,
+) -> np.ndarray:
   """Write one split; returns the per-class pixel counts."""
   pixel_counts = np.zeros(len(CLASSES), dtype=np.int64)
   if count == 0:
@@ -228,7 +241,7 @@ def write_split(out_dir, split, count, seed, size, write_png=True, write_tfrecor
   if write_png:
     os.makedirs(os.path.join(split_dir, "images"), exist_ok=True)
     os.makedirs(os.path.join(split_dir, "masks"), exist_ok=True)
-  writer = None
+  writer: Any = None  # a tf.io.TFRecordWriter from the first example on
   num_shards = (count + shard_size - 1) // shard_size
   if write_tfrecord:
     import tensorflow as tf
@@ -258,12 +271,20 @@ def write_split(out_dir, split, count, seed, size, write_png=True, write_tfrecor
   return pixel_counts
 
 
-def make_dataset(out_dir, seed, counts, size, write_png=True, write_tfrecord=False, shard_size=256):
+def make_dataset(
+  out_dir: str,
+  seed: int,
+  counts: Mapping[str, int],
+  size: int,
+  write_png: bool = True,
+  write_tfrecord: bool = False,
+  shard_size: int = 256,
+) -> dict[str, Any]:
   """Write all splits, DIR/classes.json and DIR/dataset.json; returns the description written."""
   if not write_png and not write_tfrecord:
     raise ValueError("nothing to write: enable PNG folders, TFRecord shards or both")
   os.makedirs(out_dir, exist_ok=True)
-  description = {
+  description: dict[str, Any] = {
     "name": "texture-mosaic",
     "generator": "python -m model.make_dataset",
     "seed": seed,
@@ -285,7 +306,7 @@ def make_dataset(out_dir, seed, counts, size, write_png=True, write_tfrecord=Fal
   return description
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", required=True, help="output directory")
   parser.add_argument("--seed", type=int, required=True, help="dataset seed; use a different one for a fresh test set")
@@ -303,7 +324,7 @@ def parse_args(argv=None):
   return args
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   description = make_dataset(
     args.out,

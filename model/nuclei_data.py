@@ -23,6 +23,7 @@ import hashlib
 import importlib.metadata
 import os
 import sys
+from typing import Any, cast
 
 import numpy as np
 import tifffile
@@ -45,7 +46,7 @@ class NucleiDataError(RuntimeError):
   """The stardist files are not available; the message says how to install them."""
 
 
-def source_files():
+def source_files() -> tuple[importlib.metadata.Distribution, str, str]:
   """(distribution, image path, labels path) inside the installed stardist wheel."""
   try:
     distribution = importlib.metadata.distribution(PACKAGE)
@@ -53,7 +54,11 @@ def source_files():
     raise NucleiDataError(
       f"the {PACKAGE} package, which ships the nuclei image, is not installed: run {INSTALL_HINT}"
     ) from None
-  paths = [os.fspath(distribution.locate_file(relative)) for relative in (IMAGE_IN_WHEEL, LABELS_IN_WHEEL)]
+  # locate_file is typed as a SimplePath; for an installed wheel it is a pathlib.Path
+  paths = [
+    os.fspath(cast("os.PathLike[str]", distribution.locate_file(relative)))
+    for relative in (IMAGE_IN_WHEEL, LABELS_IN_WHEEL)
+  ]
   missing = [path for path in paths if not os.path.isfile(path)]
   if missing:
     raise NucleiDataError(
@@ -62,12 +67,12 @@ def source_files():
   return distribution, paths[0], paths[1]
 
 
-def _sha256(path):
+def _sha256(path: str) -> str:
   with open(path, "rb") as handle:
     return hashlib.sha256(handle.read()).hexdigest()
 
 
-def write_nuclei_scene(out_dir):
+def write_nuclei_scene(out_dir: str) -> dict[str, Any]:
   """Convert the stardist image and instance labels into a one-scene dataset folder; returns SOURCE.json's record."""
   distribution, image_path, labels_path = source_files()
   image = tifffile.imread(image_path)
@@ -85,10 +90,11 @@ def write_nuclei_scene(out_dir):
   mask.putpalette([value for c in CLASSES for value in c.color])
   mask.save(os.path.join(out_dir, "masks", "nuclei.png"))
   write_classes_file(out_dir, CLASSES)
-  record = {
+  record: dict[str, Any] = {
     "package": PACKAGE,
     "version": distribution.version,
-    "license": distribution.metadata.get("License") or "BSD-3-Clause",
+    # PackageMetadata is typed without get (Python 3.10 stubs); it is an email.message.Message, which has it.
+    "license": distribution.metadata.get("License") or "BSD-3-Clause",  # type: ignore[attr-defined]
     "homepage": "https://github.com/stardist/stardist",
     "files": {
       "image": {"path_in_wheel": IMAGE_IN_WHEEL, "sha256": _sha256(image_path)},
@@ -107,7 +113,7 @@ def write_nuclei_scene(out_dir):
   return record
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument(
     "--out", default="data/nuclei_scene", help="folder to write images/, masks/, classes.json, SOURCE.json"
