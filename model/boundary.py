@@ -28,16 +28,20 @@ bits, eight to a byte, so one dilation by a disk (shifted ORs, O(tolerance)
 passes) serves eight classes at once.
 """
 
+import argparse
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from model.classes import IGNORE_LABEL
 
 DEFAULT_TOLERANCE = 2.0
 
 
-def check_tolerance(tolerance):
+def check_tolerance(tolerance: float) -> float:
   """The tolerance as a float; a ValueError for a negative or non-finite one."""
   value = float(tolerance)
   if not math.isfinite(value) or value < 0:
@@ -45,7 +49,7 @@ def check_tolerance(tolerance):
   return value
 
 
-def add_bf_tolerance_argument(parser):
+def add_bf_tolerance_argument(parser: argparse.ArgumentParser) -> None:
   """``--bf_tolerance`` on an argparse parser; ``check_bf_tolerance_argument`` checks the parsed value."""
   parser.add_argument(
     "--bf_tolerance",
@@ -56,7 +60,7 @@ def add_bf_tolerance_argument(parser):
   )
 
 
-def check_bf_tolerance_argument(parser, args):
+def check_bf_tolerance_argument(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
   """``parser.error("--bf_tolerance: ...")`` when the parsed tolerance is negative or not finite."""
   problem = None
   try:
@@ -67,7 +71,7 @@ def check_bf_tolerance_argument(parser, args):
     parser.error(f"--bf_tolerance: {problem}")
 
 
-def _edges(labels, ignore_label=None):
+def _edges(labels: np.ndarray, ignore_label: int | None = None) -> np.ndarray:
   """Pixels with a 4-neighbour of another label; pairs with an ignore_label pixel do not count."""
   edges = np.zeros(labels.shape, bool)
   for first, second, into_first, into_second in (
@@ -83,7 +87,7 @@ def _edges(labels, ignore_label=None):
   return edges
 
 
-def _dilate(bits, tolerance):
+def _dilate(bits: np.ndarray, tolerance: float) -> np.ndarray:
   """OR of ``bits`` over a disk of radius ``tolerance`` (offsets dy^2 + dx^2 <= tolerance^2)."""
   reach = int(math.floor(tolerance))
   if reach == 0 or not bits.any():
@@ -110,33 +114,41 @@ def _dilate(bits, tolerance):
   return out
 
 
-def boundary_counts(truth, predicted, num_classes, tolerance=DEFAULT_TOLERANCE, ignore_label=IGNORE_LABEL):
+def boundary_counts(
+  truth: npt.ArrayLike,
+  predicted: npt.ArrayLike,
+  num_classes: int,
+  tolerance: float = DEFAULT_TOLERANCE,
+  ignore_label: int = IGNORE_LABEL,
+) -> np.ndarray:
   """[4, num_classes] int64: predicted boundary pixels, those matched, truth boundary pixels, those matched.
 
   ``truth`` holds class ids or ``ignore_label``, ``predicted`` class ids, both
   [H, W]. Counts (rather than scores) so that callers can check or pool them.
   """
-  truth, predicted = np.asarray(truth), np.asarray(predicted)
-  if truth.ndim != 2 or truth.shape != predicted.shape:
-    raise ValueError(f"truth and prediction must be [H, W] arrays of one size: {truth.shape} vs {predicted.shape}")
+  truth_ids, predicted_ids = np.asarray(truth), np.asarray(predicted)
+  if truth_ids.ndim != 2 or truth_ids.shape != predicted_ids.shape:
+    raise ValueError(
+      f"truth and prediction must be [H, W] arrays of one size: {truth_ids.shape} vs {predicted_ids.shape}"
+    )
   if not 0 < num_classes <= ignore_label <= 255:
     raise ValueError(f"need 0 < num_classes <= ignore_label <= 255, not {num_classes} and {ignore_label}")
   tolerance = check_tolerance(tolerance)
   counts = np.zeros((4, num_classes), np.int64)
-  if truth.size == 0:
+  if truth_ids.size == 0:
     return counts
-  if predicted.min() < 0 or predicted.max() >= num_classes:
+  if predicted_ids.min() < 0 or predicted_ids.max() >= num_classes:
     raise ValueError(f"prediction values must be in [0, {num_classes})")
-  if truth.min() < 0 or truth.max() > 255 or ((truth >= num_classes) & (truth != ignore_label)).any():
+  if truth_ids.min() < 0 or truth_ids.max() > 255 or ((truth_ids >= num_classes) & (truth_ids != ignore_label)).any():
     raise ValueError(f"truth values must be in [0, {num_classes}) or {ignore_label}")
-  truth, predicted = truth.astype(np.uint8, copy=False), predicted.astype(np.uint8, copy=False)
-  known = truth != ignore_label
-  truth_edges = _edges(truth, ignore_label)
-  predicted_edges = _edges(predicted)
+  truth_ids, predicted_ids = truth_ids.astype(np.uint8, copy=False), predicted_ids.astype(np.uint8, copy=False)
+  known = truth_ids != ignore_label
+  truth_edges = _edges(truth_ids, ignore_label)
+  predicted_edges = _edges(predicted_ids)
   predicted_edges &= known
   # Boundary pixels are a few percent of the image: count them from their flat indices.
   truth_index, predicted_index = np.flatnonzero(truth_edges), np.flatnonzero(predicted_edges)
-  truth_class, predicted_class = truth.ravel()[truth_index], predicted.ravel()[predicted_index]
+  truth_class, predicted_class = truth_ids.ravel()[truth_index], predicted_ids.ravel()[predicted_index]
   counts[0] = np.bincount(predicted_class, minlength=num_classes)
   counts[2] = np.bincount(truth_class, minlength=num_classes)
   present = (counts[0] > 0) | (counts[2] > 0)
@@ -146,11 +158,11 @@ def boundary_counts(truth, predicted, num_classes, tolerance=DEFAULT_TOLERANCE, 
     lookup = np.zeros(256, np.uint8)  # class id -> its bit within this group of eight
     group = np.arange(first, min(first + 8, num_classes))
     lookup[group] = (1 << (group - first)).astype(np.uint8)
-    truth_bits, predicted_bits = np.zeros(truth.size, np.uint8), np.zeros(truth.size, np.uint8)
+    truth_bits, predicted_bits = np.zeros(truth_ids.size, np.uint8), np.zeros(truth_ids.size, np.uint8)
     truth_bits[truth_index] = lookup[truth_class]
     predicted_bits[predicted_index] = lookup[predicted_class]
-    near_truth = _dilate(truth_bits.reshape(truth.shape), tolerance).ravel()[predicted_index]
-    near_predicted = _dilate(predicted_bits.reshape(truth.shape), tolerance).ravel()[truth_index]
+    near_truth = _dilate(truth_bits.reshape(truth_ids.shape), tolerance).ravel()[predicted_index]
+    near_predicted = _dilate(predicted_bits.reshape(truth_ids.shape), tolerance).ravel()[truth_index]
     matched = (near_truth & predicted_bits[predicted_index]) != 0
     counts[1, group] = np.bincount(predicted_class[matched], minlength=num_classes)[group]
     matched = (near_predicted & truth_bits[truth_index]) != 0
@@ -158,7 +170,7 @@ def boundary_counts(truth, predicted, num_classes, tolerance=DEFAULT_TOLERANCE, 
   return counts
 
 
-def boundary_f1_from_counts(counts):
+def boundary_f1_from_counts(counts: npt.ArrayLike) -> np.ndarray:
   """[num_classes] BF from ``boundary_counts``; NaN where neither mask has a boundary of the class."""
   predicted, predicted_matched, truth, truth_matched = np.asarray(counts, np.float64)
   precision = np.divide(predicted_matched, predicted, out=np.zeros_like(predicted), where=predicted > 0)
@@ -169,40 +181,46 @@ def boundary_f1_from_counts(counts):
   return score
 
 
-def boundary_f1(truth, predicted, num_classes, tolerance=DEFAULT_TOLERANCE, ignore_label=IGNORE_LABEL):
+def boundary_f1(
+  truth: npt.ArrayLike,
+  predicted: npt.ArrayLike,
+  num_classes: int,
+  tolerance: float = DEFAULT_TOLERANCE,
+  ignore_label: int = IGNORE_LABEL,
+) -> np.ndarray:
   """[num_classes] per-class BF of one image (NaN where undefined); see the module docstring."""
   return boundary_f1_from_counts(boundary_counts(truth, predicted, num_classes, tolerance, ignore_label))
 
 
-def _or_none(value):
+def _or_none(value: float | None) -> float | None:
   return None if value is None or np.isnan(value) else float(value)
 
 
-def image_boundary_scores(scores, names):
+def image_boundary_scores(scores: npt.ArrayLike, names: Sequence[str]) -> dict[str, Any]:
   """One image's JSON fields: ``per_class_boundary_f1`` ({class: value or null}) and ``mean_boundary_f1``."""
-  scores = np.asarray(scores, np.float64)
-  defined = ~np.isnan(scores)
+  values = np.asarray(scores, np.float64)
+  defined = ~np.isnan(values)
   return {
-    "mean_boundary_f1": float(scores[defined].mean()) if defined.any() else None,
-    "per_class_boundary_f1": {name: _or_none(value) for name, value in zip(names, scores)},
+    "mean_boundary_f1": float(values[defined].mean()) if defined.any() else None,
+    "per_class_boundary_f1": {name: _or_none(value) for name, value in zip(names, values)},
   }
 
 
 class BoundaryF1Mean:
   """Per-class BF averaged over the images where it is defined (Csurka et al.'s per-image mean)."""
 
-  def __init__(self, num_classes):
+  def __init__(self, num_classes: int) -> None:
     self.sums = np.zeros(num_classes, np.float64)
     self.images = np.zeros(num_classes, np.int64)
 
-  def add(self, scores):
+  def add(self, scores: npt.ArrayLike) -> None:
     """Adds one image's per-class BF (NaN where undefined)."""
-    scores = np.asarray(scores, np.float64)
-    defined = ~np.isnan(scores)
-    self.sums[defined] += scores[defined]
+    values = np.asarray(scores, np.float64)
+    defined = ~np.isnan(values)
+    self.sums[defined] += values[defined]
     self.images += defined
 
-  def result(self, names, tolerance):
+  def result(self, names: Sequence[str], tolerance: float) -> dict[str, Any]:
     """``mean_boundary_f1``, ``per_class_boundary_f1``, ``boundary_f1_images`` ({class: images scored}) and
     ``boundary_tolerance`` (pixels)."""
     means = np.full(self.sums.shape, np.nan)

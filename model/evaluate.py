@@ -20,8 +20,11 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from model import classes as classes_module
@@ -37,13 +40,17 @@ from model.data import evaluation_dataset
 from model.metrics import confusion_matrix, segmentation_metrics
 from model.tiled import predict_image
 
+# (segment function, class list, model kind, (channels, dtype)), as load_segmenter returns it: the function maps
+# images [N, H, W, C] to float32 [N, H, W, 2] (class id, then the winning class's probability).
+Loaded = tuple[Callable[[Any], Any], tuple[classes_module.SegmentationClass, ...], str, tuple[int, str]]
 
-def _read_json(path):
+
+def _read_json(path: str) -> Any:
   with open(path) as handle:
     return json.load(handle)
 
 
-def load_engine_segmenter(model_path, engine, precision):
+def load_engine_segmenter(model_path: str, engine: str, precision: str) -> Loaded:
   """``load_segmenter``'s tuple for an exported directory run on a pipeline engine (``model.engines``)."""
   from model import engines
 
@@ -53,14 +60,14 @@ def load_engine_segmenter(model_path, engine, precision):
   choice = engines.choose_here(model_path, engine, precision)
   segmenter = engines.load(model_path, choice, spec)
 
-  def segment(images):
+  def segment(images: npt.ArrayLike) -> np.ndarray:
     class_ids, confidence = segmenter.predict(np.asarray(images))
     return np.stack([class_ids.astype(np.float32), confidence], axis=-1)
 
   return segment, classes, f"{choice.engine} {choice.precision}", (spec.channels, spec.dtype)
 
 
-def load_segmenter(model_path):
+def load_segmenter(model_path: str) -> Loaded:
   """Return (segment function, class list, kind, (channels, dtype)).
 
   The function takes images [N,H,W,C] in the model's own dtype (uint8 or
@@ -93,30 +100,37 @@ def load_segmenter(model_path):
   classes = classes_module.classes_from_json(card["classes"], source=card_path)
   channels, dtype = int(card["input"].get("channels", 3)), card["input"].get("dtype", "uint8")
 
-  def segment(images):
+  def segment(images: Any) -> Any:
     outputs = loaded.segment(images)
     return _stacked(outputs["class_ids"], outputs["confidence"])
 
   return segment, classes, "saved_model", (channels, dtype)
 
 
-def _stacked(class_ids, confidence):
+def _stacked(class_ids: Any, confidence: Any) -> Any:
   return tf.stack([tf.cast(class_ids, tf.float32), tf.cast(confidence, tf.float32)], axis=-1)
 
 
-def confidence_quantiles(image_means):
+def confidence_quantiles(image_means: Iterable[float]) -> dict[str, float]:
   """Quantiles of the per-image mean confidence: the reference the pipeline's OOD check compares with."""
   values = np.asarray(image_means, dtype=np.float64)
   return {f"p{q:02d}": round(float(np.percentile(values, q)), 4) for q in (1, 5, 50)}
 
 
-def _is_onnx_model(model_path):
+def _is_onnx_model(model_path: str) -> bool:
   from model.engines.openvino_ir import model_format
 
   return os.path.isdir(model_path) and model_format(model_path) == "onnx"
 
 
-def evaluate(model_path, data_dir, split="test", engine="tensorflow", precision="fp32", bf_tolerance=DEFAULT_TOLERANCE):
+def evaluate(
+  model_path: str,
+  data_dir: str,
+  split: str = "test",
+  engine: str = "tensorflow",
+  precision: str = "fp32",
+  bf_tolerance: float = DEFAULT_TOLERANCE,
+) -> dict[str, Any]:
   """Accumulate one confusion matrix and the per-image boundary F-scores over the split; the metrics dict."""
   bf_tolerance = check_tolerance(bf_tolerance)
   if engine == "tensorflow" and _is_onnx_model(model_path):
@@ -131,7 +145,8 @@ def evaluate(model_path, data_dir, split="test", engine="tensorflow", precision=
   boundary = BoundaryF1Mean(num_classes)
   dataset, _ = evaluation_dataset(data_dir, split, channels=channels, dtype=dtype)
   started = time.monotonic()
-  images, confidence_sum, confidence_pixels, image_means = 0, 0.0, 0, []
+  images, confidence_sum, confidence_pixels = 0, 0.0, 0
+  image_means: list[float] = []
   for image, mask in dataset:
     # Native size, tiled like the pipeline when large, in the model's own dtype.
     output = predict_image(lambda batch: np.asarray(segment(tf.cast(batch, dtype))), image.numpy())
@@ -148,7 +163,7 @@ def evaluate(model_path, data_dir, split="test", engine="tensorflow", precision=
     raise ValueError(f"no images in split '{split}' of {data_dir}")
   metrics = segmentation_metrics(confusion, class_names)
   dataset_json = os.path.join(data_dir, "dataset.json")
-  result = {
+  result: dict[str, Any] = {
     "model": model_path,
     "model_format": kind,
     "data": data_dir,
@@ -166,11 +181,11 @@ def evaluate(model_path, data_dir, split="test", engine="tensorflow", precision=
   return result
 
 
-def _as_text(value):
+def _as_text(value: float | None) -> str:
   return "n/a" if value is None else f"{value:.4f}"
 
 
-def format_table(result):
+def format_table(result: dict[str, Any]) -> str:
   lines = [f"{'class':<16}{'IoU':>8}{'accuracy':>10}{'BF':>8}"]
   for name, iou in result["per_class_iou"].items():
     lines.append(
@@ -196,11 +211,11 @@ def format_table(result):
 class _OneLineParser(argparse.ArgumentParser):
   """Usage errors as one line and exit 2, as model.wrap's."""
 
-  def error(self, message):
+  def error(self, message: str) -> NoReturn:
     self.exit(2, f"model.evaluate: error: {message} (see --help)\n")
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = _OneLineParser(
     prog="python -m model.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
@@ -223,7 +238,7 @@ def parse_args(argv=None):
   return args
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   result = evaluate(args.model, args.data, args.split, args.engine, args.precision, args.bf_tolerance)
   print(format_table(result))

@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -31,7 +33,7 @@ INPUT_DTYPES = ("uint8", "uint16")
 DEFAULT_INPUT = {"dtype": "uint8", "channels": 3, "color": "RGB", "normalization": dict(NORMALIZATION)}
 
 
-def images_spec(input_description):
+def images_spec(input_description: Mapping[str, Any]) -> Any:
   """The serving signature's input: the card's dtype and channel count, any batch, height and width."""
   dtype = input_description["dtype"]
   if dtype not in INPUT_DTYPES:
@@ -39,7 +41,7 @@ def images_spec(input_description):
   return tf.TensorSpec([None, None, None, int(input_description["channels"])], tf.as_dtype(dtype), name="images")
 
 
-def _compute_layers(model):
+def _compute_layers(model: Any) -> Iterator[Any]:
   """Every layer that computes, nested models included: a wrapped user model is one layer of its adapter."""
   for layer in model.layers:
     if isinstance(layer, keras.Model):
@@ -49,14 +51,14 @@ def _compute_layers(model):
 
 
 @contextlib.contextmanager
-def mixed_precision_policies(model):
+def mixed_precision_policies(model: Any) -> Iterator[Any]:
   """Temporarily compute every layer but the final logits in float16, sharing the same variables.
 
   Tracing the mixed-precision serving function inside this context gives a
   second graph over the *same* weights, so the export is not twice the size.
   Layers named "logits" or "normalise", or marked ``keep_float32``, stay in float32.
   """
-  original = {}
+  original: dict[int, tuple[Any, Any]] = {}
   for layer in _compute_layers(model):
     # Normalising in float16 would overflow 16-bit inputs (65535 > float16's 65504).
     if layer.name in ("logits", "normalise") or getattr(layer, "keep_float32", False):
@@ -73,7 +75,7 @@ def mixed_precision_policies(model):
 class SegmentationModule(tf.Module):
   """Images in the card's dtype and bands in, per-pixel class ids (uint8) and winning-class probability (float32) out."""
 
-  def __init__(self, model, input_description=None):
+  def __init__(self, model: Any, input_description: Mapping[str, Any] | None = None) -> None:
     super().__init__()
     self.model = model
     # Read by the pipeline's start-up check against the card's class list.
@@ -86,7 +88,7 @@ class SegmentationModule(tf.Module):
     with mixed_precision_policies(model):
       self.segment_mixed_float16.get_concrete_function()
 
-  def _segment(self, images):
+  def _segment(self, images: Any) -> Any:
     # An empty batch (Beam can send one) must give empty outputs; convolutions reject N = 0.
     shape = tf.shape(images)
     return tf.cond(
@@ -95,7 +97,7 @@ class SegmentationModule(tf.Module):
       lambda: {"class_ids": tf.zeros(shape[:3], tf.uint8), "confidence": tf.zeros(shape[:3], tf.float32)},
     )
 
-  def _run_network(self, images):
+  def _run_network(self, images: Any) -> dict[str, Any]:
     logits = self.model(tf.cast(images, tf.float32), training=False)
     probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
     return {
@@ -104,7 +106,7 @@ class SegmentationModule(tf.Module):
     }
 
 
-def _architecture(model, run):
+def _architecture(model: Any, run: Mapping[str, Any]) -> dict[str, Any]:
   settings = run.get("settings", {})
   upsampling = settings.get("upsampling", "bilinear")
   return {
@@ -115,7 +117,7 @@ def _architecture(model, run):
   }
 
 
-def input_description(model, run):
+def input_description(model: Any, run: Mapping[str, Any]) -> dict[str, Any]:
   """The card's input block: run.json's (dtype, channels, normalisation) or the 8-bit RGB default."""
   description = dict(run.get("input") or DEFAULT_INPUT)
   description["channels"] = int(model.input_shape[-1])
@@ -123,14 +125,14 @@ def input_description(model, run):
   return description
 
 
-def signatures_block():
+def signatures_block() -> dict[str, Any]:
   return {
     "serving_default": {"input": "images", "outputs": ["class_ids", "confidence"]},
     "serving_mixed_float16": {"input": "images", "outputs": ["class_ids", "confidence"]},
   }
 
 
-def training_band_stats(run):
+def training_band_stats(run: Mapping[str, Any]) -> dict[str, Any] | None:
   """The training split's per-band mean, std, p01, p99 (input units) from run.json, for the pipeline's OOD check."""
   stats = (run.get("data_check") or {}).get("band_stats")
   if not stats:
@@ -139,10 +141,12 @@ def training_band_stats(run):
   return dict(stats, command=f"python -m model.check_data {path} --splits train --json")
 
 
-def build_card(model, run, name, version, metrics=None):
+def build_card(
+  model: Any, run: Mapping[str, Any], name: str, version: str, metrics: dict[str, Any] | None = None
+) -> dict[str, Any]:
   settings = run.get("settings", {})
   dataset = run.get("dataset", {})
-  card = {
+  card: dict[str, Any] = {
     "name": name,
     "version": version,
     "format": CARD_FORMAT,
@@ -175,11 +179,17 @@ def build_card(model, run, name, version, metrics=None):
   return card
 
 
-def export(checkpoint, out_dir, name="deconvseg-default", version="1.0.0", run_json=None):
+def export(
+  checkpoint: str,
+  out_dir: str,
+  name: str = "deconvseg-default",
+  version: str = "1.0.0",
+  run_json: str | None = None,
+) -> dict[str, Any]:
   """Write OUT/saved_model and OUT/card.json (without test metrics); returns the card."""
   model = keras.models.load_model(checkpoint, compile=False)  # no optimizer state in the export
   run_json = run_json or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "run.json")
-  run = {}
+  run: dict[str, Any] = {}
   if os.path.exists(run_json):
     with open(run_json) as handle:
       run = json.load(handle)
@@ -201,7 +211,7 @@ def export(checkpoint, out_dir, name="deconvseg-default", version="1.0.0", run_j
   return card
 
 
-def save_module(module, out_dir):
+def save_module(module: Any, out_dir: str) -> str:
   """Write OUT/saved_model (replacing an old one) with both serving signatures; returns its path."""
   saved_model_dir = os.path.join(out_dir, "saved_model")
   if os.path.exists(saved_model_dir):
@@ -218,11 +228,11 @@ def save_module(module, out_dir):
   return saved_model_dir
 
 
-def write_card(out_dir, card):
+def write_card(out_dir: str, card: Mapping[str, Any]) -> None:
   write_json_file(os.path.join(out_dir, "card.json"), card)
 
 
-def card_metrics(result):
+def card_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
   """The card's metrics.test block from a model.evaluate result."""
   keys = (
     "pixel_accuracy",
@@ -241,7 +251,7 @@ def card_metrics(result):
   return metrics
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--checkpoint", required=True, help=".keras checkpoint from model.train")
   parser.add_argument("--out", required=True, help="model directory to write (saved_model/ + card.json)")
@@ -253,7 +263,7 @@ def parse_args(argv=None):
   return parser.parse_args(argv)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   card = export(args.checkpoint, args.out, args.name, args.version, args.run_json)
   if args.evaluate_data:

@@ -14,20 +14,26 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
 
 from model.engines import card_input, cpu, openvino_ir
 from model.engines.choice import EngineChoice
+from model.engines.engine import InputShape
 from model.json_file import write_json_file
 from model.text import one_line
 
 
-def write_ir(model_dir: str, card: dict) -> dict:
+def write_ir(model_dir: str, card: dict[str, Any]) -> dict[str, Any]:
   """Converts the SavedModel, writes MODEL_DIR/openvino/model.xml and puts the ``openvino`` block in ``card``."""
   import openvino
 
   model = openvino_ir.convert_saved_model(model_dir)
   openvino_ir.save_ir(model, os.path.join(model_dir, openvino_ir.IR_FOLDER))
-  previous = card.get("openvino") if isinstance(card.get("openvino"), dict) else {}
+  block = card.get("openvino")
+  previous = block if isinstance(block, dict) else {}
   card["openvino"] = {
     "ir": f"{openvino_ir.IR_FOLDER}/{openvino_ir.IR_FILE}",
     "weights": "fp32",
@@ -39,7 +45,7 @@ def write_ir(model_dir: str, card: dict) -> dict:
   return card
 
 
-def add_ir(model_dir: str, card: dict, log=print) -> dict:
+def add_ir(model_dir: str, card: dict[str, Any], log: Callable[[str], object] = print) -> dict[str, Any]:
   """``write_ir`` for a fresh export; a graph OpenVINO cannot convert leaves the model TensorFlow-only, with a warning.
 
   The pipeline's ``--engine auto`` then runs such a model on TensorFlow, so an
@@ -54,7 +60,7 @@ def add_ir(model_dir: str, card: dict, log=print) -> dict:
     return card
 
 
-def split_images(data_dir: str, split: str, spec):
+def split_images(data_dir: str, split: str, spec: InputShape) -> Iterator[np.ndarray]:
   """The split's images as [H, W, C] arrays of the model's dtype (``model.data``'s reader)."""
   from model.data import load_split
 
@@ -63,7 +69,7 @@ def split_images(data_dir: str, split: str, spec):
     yield image.numpy()
 
 
-def measure_agreement(model_dir: str, card: dict, data_dir: str, split: str) -> dict:
+def measure_agreement(model_dir: str, card: dict[str, Any], data_dir: str, split: str) -> dict[str, Any]:
   """The card's ``openvino.agreement``: OpenVINO fp32 (and bf16 where available) against TensorFlow fp32."""
   from model.engines.agreement import class_id_agreement
 
@@ -77,7 +83,7 @@ def measure_agreement(model_dir: str, card: dict, data_dir: str, split: str) -> 
   return result
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", required=True, help="exported model directory (saved_model/ + card.json)")
   parser.add_argument("--data", default=None, help="dataset (model.make_dataset layout) to measure the agreement on")
@@ -85,7 +91,7 @@ def parse_args(argv=None):
   return parser.parse_args(argv)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   card_path = os.path.join(args.model, "card.json")
   with open(card_path, encoding="utf-8") as handle:
