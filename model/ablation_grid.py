@@ -5,10 +5,13 @@ Kept apart from the training (``model.ablation_cell``) and the report
 need neither TensorFlow nor matplotlib.
 """
 
+import argparse
 import json
 import os
 import shlex
 import shutil
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -38,13 +41,13 @@ CELL_SETTINGS = (
 )
 
 
-def cell_id(regime, variant, upsampling, seed):
+def cell_id(regime: str, variant: str, upsampling: str, seed: int) -> str:
   return f"{regime}_{variant}_{upsampling}_seed{seed}"
 
 
-def plan_cells(args):
+def plan_cells(args: argparse.Namespace) -> list[dict[str, Any]]:
   """Every cell in run order: seeds outermost, so a run cut short still holds complete, paired seeds."""
-  cells = []
+  cells: list[dict[str, Any]] = []
   for seed in args.seeds:
     for regime in REGIMES:
       variants = args.variants if regime == "full" else ([] if args.small_fraction <= 0 else args.small_variants)
@@ -58,15 +61,15 @@ def plan_cells(args):
   return cells
 
 
-def cell_settings(args):
+def cell_settings(args: argparse.Namespace) -> dict[str, Any]:
   return {name: getattr(args, name) for name in CELL_SETTINGS}
 
 
-def small_train_images(args):
+def small_train_images(args: argparse.Namespace) -> int:
   return max(1, round(args.train_images * args.small_fraction))
 
 
-def cell_command(args, identifier):
+def cell_command(args: argparse.Namespace, identifier: str) -> str:
   """The command that recomputes exactly this cell (into the same --out, after deleting its JSON)."""
   parts = ["python", "-m", "model.ablation", "--out", args.out]
   for name in CELL_SETTINGS:
@@ -75,7 +78,7 @@ def cell_command(args, identifier):
   return " ".join(shlex.quote(part) for part in parts)
 
 
-def _dataset_matches(path, seed, counts, size):
+def _dataset_matches(path: str, seed: int, counts: Mapping[str, int], size: int) -> bool:
   try:
     with open(os.path.join(path, "dataset.json")) as handle:
       description = json.load(handle)
@@ -88,7 +91,7 @@ def _dataset_matches(path, seed, counts, size):
   )
 
 
-def ensure_dataset(path, seed, counts, size):
+def ensure_dataset(path: str, seed: int, counts: Mapping[str, int], size: int) -> str:
   """Generate a mosaic set unless the same one (seed, counts, size) is already there; deterministic either way."""
   if _dataset_matches(path, seed, counts, size):
     return path
@@ -98,7 +101,7 @@ def ensure_dataset(path, seed, counts, size):
   return path
 
 
-def prepare_data(args):
+def prepare_data(args: argparse.Namespace) -> dict[str, str]:
   """OUT/data/{mosaic, mosaic_small, mosaic_test}. The small set's images are the first ones of the full set."""
   root = os.path.join(args.out, "data")
   size = args.image_size
@@ -117,7 +120,7 @@ def prepare_data(args):
   return paths
 
 
-def load_arrays(data_dir, split):
+def load_arrays(data_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   """All images (float32 [N, H, W, 3]) and masks (int32 [N, H, W]) of a split of same-sized images."""
   # model.data imports TensorFlow: only when arrays are loaded, so planning and the table start without it.
   from model.data import find_split
@@ -128,7 +131,7 @@ def load_arrays(data_dir, split):
   return images, masks
 
 
-def write_json(path, value):
+def write_json(path: str, value: Any) -> None:
   """Write through a temporary file and rename, so an interrupted run leaves no half-written cell or table."""
   temporary = path + ".tmp"
   with open(temporary, "w") as handle:
@@ -136,7 +139,7 @@ def write_json(path, value):
   os.replace(temporary, path)
 
 
-def load_cached(path, settings):
+def load_cached(path: str, settings: Mapping[str, Any]) -> dict[str, Any] | None:
   """A finished cell's record if it exists and was computed with these settings, else None."""
   try:
     with open(path) as handle:

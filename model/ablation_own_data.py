@@ -14,11 +14,13 @@ under OUT/cells/; the table pairs each variant with FCN-8s by seed, with 95 %
 t-intervals, for the mean IoU, the mean boundary F1 and every class's IoU.
 """
 
+import argparse
 import os
 import shlex
 import subprocess
 import sys
 import time
+from typing import Any
 
 from model.ablation_grid import load_cached, write_json
 from model.ablation_report import interval_text
@@ -31,12 +33,12 @@ def cell_id(variant: str, seed: int) -> str:
   return f"{variant}_seed{seed}"
 
 
-def cell_settings(args) -> dict:
+def cell_settings(args: argparse.Namespace) -> dict[str, Any]:
   """What a cached cell must have been computed with to be reused."""
   return {"data": os.path.abspath(args.data), "split": args.split, "train_args": args.train_args}
 
 
-def train_command(args, variant: str, seed: int, run_dir: str) -> list:
+def train_command(args: argparse.Namespace, variant: str, seed: int, run_dir: str) -> list[str]:
   return [
     sys.executable,
     "-m",
@@ -54,7 +56,7 @@ def train_command(args, variant: str, seed: int, run_dir: str) -> list:
   ] + shlex.split(args.train_args)
 
 
-def run_cell(args, variant: str, seed: int) -> dict:
+def run_cell(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
   """Train one cell with model.train (a child process, as a user runs it) and score its best checkpoint."""
   from model.evaluate import evaluate
 
@@ -79,25 +81,26 @@ def run_cell(args, variant: str, seed: int) -> dict:
   }
 
 
-def _scores(record: dict) -> dict:
+def _scores(record: dict[str, Any]) -> dict[str, Any]:
   values = {name: record[name] for name in SCORES}
   values.update({f"iou {name}": value for name, value in record["per_class_iou"].items()})
   return values
 
 
-def rows(records: list) -> list:
+def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """Per variant and score: mean with its 95 % interval over seeds, and the difference to FCN-8s paired by seed."""
-  by_variant = {}
+  # variant -> seed -> score name -> value
+  by_variant: dict[str, dict[int, dict[str, Any]]] = {}
   for record in records:
     by_variant.setdefault(record["variant"], {})[record["seed"]] = _scores(record) | {
       "train_minutes": record["train_seconds"] / 60
     }
   reference = by_variant.get(DECODER_REFERENCE, {})
-  table = []
+  table: list[dict[str, Any]] = []
   for variant, seeds in by_variant.items():
     for score in next(iter(seeds.values())):
       values = {seed: scores[score] for seed, scores in seeds.items() if scores.get(score) is not None}
-      row = {"variant": variant, "score": score, "seeds": sorted(values)}
+      row: dict[str, Any] = {"variant": variant, "score": score, "seeds": sorted(values)}
       row["mean"], row["ci"] = t_interval(list(values.values()))
       paired = sorted(set(values) & {seed for seed, scores in reference.items() if scores.get(score) is not None})
       if variant != DECODER_REFERENCE and paired:
@@ -108,7 +111,7 @@ def rows(records: list) -> list:
   return table
 
 
-def markdown(table: list) -> str:
+def markdown(table: list[dict[str, Any]]) -> str:
   lines = ["| decoder | score | seeds | mean (95 % CI) | vs FCN-8s, paired by seed |", "|---|---|---|---|---|"]
   for row in table:
     digits = 1 if row["score"] == "train_minutes" else 4
@@ -126,13 +129,16 @@ def markdown(table: list) -> str:
   return "\n".join(lines)
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict[str, Any]:
   """Run (or resume) the grid over --variants x --seeds; writes OUT/decoders.{md,json} after every cell."""
   started = time.monotonic()
   cells_dir = os.path.join(args.out, "cells")
   os.makedirs(cells_dir, exist_ok=True)
   settings = cell_settings(args)
-  records, ran, cached, skipped = [], [], [], []
+  records: list[dict[str, Any]] = []
+  ran: list[str] = []
+  cached: list[str] = []
+  skipped: list[str] = []
   plan = [(variant, seed) for seed in args.seeds for variant in args.variants]
   for number, (variant, seed) in enumerate(plan, start=1):
     path = os.path.join(cells_dir, cell_id(variant, seed) + ".json")

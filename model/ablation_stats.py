@@ -5,14 +5,17 @@ Pure numpy and scipy, so the measures are tested on synthetic maps without train
 """
 
 import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 
 from model.ablation_grid import REFERENCE, REGIMES, UPSAMPLINGS
 
 
-def checkerboard_energy(probabilities, period):
+def checkerboard_energy(probabilities: npt.ArrayLike, period: int) -> tuple[float, float]:
   """(periodic energy, total energy) of a map [H, W] or [H, W, C] at one period.
 
   The periodic part is the map's projection onto images that repeat every
@@ -37,7 +40,7 @@ def checkerboard_energy(probabilities, period):
   return float(blocks_count * np.sum(pattern**2)), float(np.sum(centred**2))
 
 
-def checkerboard_share(probabilities, period):
+def checkerboard_share(probabilities: npt.ArrayLike, period: int) -> float:
   """Share of a map's variance that repeats with the given period: 0 for a constant map, 1 for a pure checkerboard.
 
   A smooth ramp across N pixels gives (period^2 - 1) / (N^2 - 1).
@@ -47,26 +50,27 @@ def checkerboard_share(probabilities, period):
   return periodic / total if total > 1e-20 * np.size(probabilities) else 0.0
 
 
-def t_interval(values, confidence=0.95):
+def t_interval(values: npt.ArrayLike, confidence: float = 0.95) -> tuple[float, float]:
   """(mean, half-width) of the Student-t interval over seeds; half-width NaN for fewer than two values."""
-  values = np.asarray(values, np.float64)
-  if values.size == 0:
+  array = np.asarray(values, np.float64)
+  if array.size == 0:
     return float("nan"), float("nan")
-  mean = float(values.mean())
-  if values.size < 2:
+  mean = float(array.mean())
+  if array.size < 2:
     return mean, float("nan")
-  half = stats.t.ppf(0.5 + confidence / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+  half = stats.t.ppf(0.5 + confidence / 2, array.size - 1) * array.std(ddof=1) / math.sqrt(array.size)
   return mean, float(half)
 
 
-def summarise(records):
+def summarise(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
   """Per (regime, variant, upsampling): mean +/- 95 % t-interval of test mean IoU, paired difference vs bilinear, checkerboard."""
-  groups = {}
+  # (regime, variant) -> upsampling -> seed -> the cell's record
+  groups: dict[tuple[str, str], dict[str, dict[int, Mapping[str, Any]]]] = {}
   for record in records:
     groups.setdefault((record["regime"], record["variant"]), {}).setdefault(record["upsampling"], {})[
       record["seed"]
     ] = record
-  rows = []
+  rows: list[dict[str, Any]] = []
   for (regime, variant), by_upsampling in sorted(
     groups.items(), key=lambda item: (REGIMES.index(item[0][0]), item[0][1])
   ):
@@ -77,7 +81,7 @@ def summarise(records):
         continue
       values = [seeds[seed]["test_mean_iou"] for seed in sorted(seeds)]
       mean, half = t_interval(values)
-      row = {
+      row: dict[str, Any] = {
         "regime": regime,
         "variant": variant,
         "upsampling": upsampling,
@@ -113,7 +117,9 @@ DECODERS = ("fcn8s", "fcn4s", "fcn2s", "deconvnet")  # the decoder comparison, c
 DECODER_REFERENCE = "fcn8s"
 
 
-def cell_boundary_f1(predicted, truth, num_classes, tolerance=2.0):
+def cell_boundary_f1(
+  predicted: Iterable[np.ndarray], truth: Iterable[np.ndarray], num_classes: int, tolerance: float = 2.0
+) -> float | None:
   """Mean BF of a cell's test predictions: per class over the images, then over the classes (``model.boundary``)."""
   from model.boundary import BoundaryF1Mean, boundary_f1
 
@@ -123,22 +129,27 @@ def cell_boundary_f1(predicted, truth, num_classes, tolerance=2.0):
   return mean.result([str(index) for index in range(num_classes)], tolerance)["mean_boundary_f1"]
 
 
-def decoder_rows(records, boundary=None):
+def decoder_rows(
+  records: Iterable[Mapping[str, Any]], boundary: Mapping[str, float | None] | None = None
+) -> list[dict[str, Any]]:
   """Per decoder (full data, learned bilinear upsampling): quality with intervals, paired by seed against
   FCN-8s, and cost. ``boundary`` maps a cell id to its mean BF (cells whose masks were kept)."""
   boundary = boundary or {}
-  by_variant = {}
+  by_variant: dict[str, dict[int, Mapping[str, Any]]] = {}
   for record in records:
     if record["regime"] == "full" and record["upsampling"] == REFERENCE and record["variant"] in DECODERS:
       by_variant.setdefault(record["variant"], {})[record["seed"]] = record
   reference = by_variant.get(DECODER_REFERENCE, {})
-  rows = []
+  rows: list[dict[str, Any]] = []
   for variant in DECODERS:
     seeds = by_variant.get(variant)
     if not seeds:
       continue
-    row = {"variant": variant, "seeds": sorted(seeds)}
-    metrics = {"test_mean_iou": lambda r: r["test_mean_iou"], "test_boundary_f1": lambda r: boundary.get(r["id"])}
+    row: dict[str, Any] = {"variant": variant, "seeds": sorted(seeds)}
+    metrics: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+      "test_mean_iou": lambda r: r["test_mean_iou"],
+      "test_boundary_f1": lambda r: boundary.get(r["id"]),
+    }
     for name, value_of in metrics.items():
       values = {seed: value_of(record) for seed, record in seeds.items() if value_of(record) is not None}
       row[name], row[name + "_ci"] = t_interval(list(values.values()))
