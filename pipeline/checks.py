@@ -17,33 +17,15 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 from apache_beam.runners.runner import create_runner
 
+from pipeline.config import RunConfig, parsed_fields
 from pipeline.errors import OptionsError
 from pipeline.model_check import load_card
-from pipeline.options import RunConfig, SegmentationOptions
+from pipeline.options import SegmentationOptions
 from pipeline.paths import absolute, as_glob, check_truth, check_writable, is_local, matching_files
 from transforms import geo
 from transforms.polygons import PolygonSettings
 
 _LOG = logging.getLogger(__name__)
-# RunConfig fields that are the flag of the same name as parsed (checked in ``validate``, not changed).
-_AS_PARSED = (
-  "batch_size",
-  "stats_format",
-  "pixel_size",
-  "pixel_unit",
-  "overlays",
-  "max_image_pixels",
-  "windowed_read_mb",
-  "engine",
-  "precision",
-  "engine_threads",
-  "mixed_precision",
-  "tta",
-  "skip_existing",
-  "no_report",
-  "png_compress_level",
-  "mask_format",
-)
 
 
 class _StrictParser(_BeamArgumentParser):
@@ -212,8 +194,6 @@ def _sources(opts: SegmentationOptions) -> dict[str, Any]:
     "globs": globs,
     "manifests": manifests,
     "tfrecords": tfrecords,
-    "image_feature": opts.tfrecord_image_feature,
-    "key_feature": opts.tfrecord_key_feature,
   }
 
 
@@ -290,7 +270,7 @@ def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
   _check_number("whole_image_pixels", whole_image_pixels, 0, 64 * opts.tile_size**2)
   _check_number("png_compress_level", opts.png_compress_level, 0, 9)
   _check_number("engine_threads", opts.engine_threads, 0, 1024)
-  fields.update((name, getattr(opts, name)) for name in _AS_PARSED)
+  fields.update(parsed_fields(opts))  # the fields that are a flag's value as parsed (pipeline.options.OPTIONS)
   from pipeline.dataflow import DataflowGpuOptions
 
   if opts.tta == "flips" and options.view_as(DataflowGpuOptions).gpu_type:

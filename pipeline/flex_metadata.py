@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import pkgutil
 import sys
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
@@ -36,7 +38,7 @@ _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 
 
-def project_options_classes(package: str = PACKAGE) -> List[type]:
+def project_options_classes(package: str = PACKAGE) -> list[type[PipelineOptions]]:
   """``PipelineOptions`` subclasses defined in ``package`` (importing its modules that define any).
 
   Modules are imported only when their source mentions ``PipelineOptions``, so
@@ -60,7 +62,7 @@ def project_options_classes(package: str = PACKAGE) -> List[type]:
   return sorted(found.values(), key=lambda c: (c.__module__ != f"{package}.options", c.__module__, c.__qualname__))
 
 
-def _actions(cls) -> List[argparse.Action]:
+def _actions(cls: type[PipelineOptions]) -> list[argparse.Action]:
   parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
   cls._add_argparse_args(parser)
   return [a for a in parser._actions if a.option_strings]
@@ -74,7 +76,7 @@ def _is_boolean(actions: Sequence[argparse.Action]) -> bool:
   return all(not _takes_value(a) or getattr(a.type, "__name__", "") == "true/false" for a in actions)
 
 
-def _regex(actions: Sequence[argparse.Action]) -> List[str]:
+def _regex(actions: Sequence[argparse.Action]) -> list[str]:
   if _is_boolean(actions):
     return ["^(true|false)$"]
   action = next(a for a in actions if _takes_value(a))
@@ -93,11 +95,11 @@ def _flag_name(actions: Sequence[argparse.Action]) -> str:
   return preferred[0].option_strings[-1].lstrip("-")
 
 
-def parameters(classes: Sequence[type]) -> List[Dict]:
+def parameters(classes: Sequence[type[PipelineOptions]]) -> list[dict[str, Any]]:
   """One Flex Template parameter per option ``dest`` of ``classes``, in definition order."""
   params, seen = [], set()
   for cls in classes:
-    by_dest: Dict[str, List[argparse.Action]] = {}
+    by_dest: dict[str, list[argparse.Action]] = {}
     for action in _actions(cls):
       by_dest.setdefault(action.dest, []).append(action)
     for dest, actions in by_dest.items():
@@ -124,13 +126,13 @@ def parameters(classes: Sequence[type]) -> List[Dict]:
   return params
 
 
-def metadata(classes: Sequence[type] = None) -> Dict:
+def metadata(classes: Sequence[type[PipelineOptions]] | None = None) -> dict[str, Any]:
   """The whole ``metadata.json`` document."""
   classes = project_options_classes() if classes is None else classes
   return {"name": TEMPLATE_NAME, "description": TEMPLATE_DESCRIPTION, "parameters": parameters(classes)}
 
 
-def flex_argv(argv: Sequence[str], classes: Sequence[type] = None) -> List[str]:
+def flex_argv(argv: Sequence[str], classes: Sequence[type[PipelineOptions]] | None = None) -> list[str]:
   """Turn ``--flag=true`` into ``--flag`` and drop ``--flag=false`` for value-less flags."""
   classes = project_options_classes() if classes is None else classes
   switches = {

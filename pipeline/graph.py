@@ -15,7 +15,7 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.options import RunConfig
+from pipeline.config import RunConfig
 from transforms import accounting
 from transforms.decode import DecodeImages, DecodeSettings
 from transforms.inference import SegmentationModelHandler, SegmenterHandle, TileAndSegment

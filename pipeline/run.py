@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from apache_beam.runners.runner import PipelineState
 
 from pipeline.checks import validate
+from pipeline.config import RunConfig
 from pipeline.console_text import describe_engine, format_summary
 from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
 from pipeline.drift import DriftDetected, check_drift, compute_drift, format_drift
@@ -35,7 +36,7 @@ from pipeline.errors import OptionsError
 from pipeline.graph import SegmentImages
 from pipeline.io_summary import with_io
 from pipeline.model_check import check_model
-from pipeline.options import RunConfig, help_parser
+from pipeline.options import help_parser
 from pipeline.paths import matching_files
 from pipeline.report.render import write_run_report
 from pipeline.run_state import (
