@@ -4,6 +4,11 @@ Which flag fills which field is the table's to say (``pipeline.options.OPTIONS``
 ``parsed_fields`` takes the fields that are a flag's value as parsed, and
 ``RunConfig.options_record`` turns the fields back into the options that
 summary.json records, under their flags' names.
+
+The steps do not take the ``RunConfig`` (``transforms`` may not import
+``pipeline``): each takes its own small frozen settings object, defined
+beside it in ``transforms`` and built here (``decode_settings``,
+``sink_settings``).
 """
 
 from dataclasses import dataclass, field
@@ -13,9 +18,11 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import OPTION, OPTIONS
+from transforms.decode import DecodeSettings
 from transforms.input_spec import InputSpec
 from transforms.ood import OodRule
 from transforms.polygons import PolygonSettings
+from transforms.sinks import SinkSettings
 
 # The flags summary.json's "options" records, in its order (--no_report is not recorded).
 SUMMARY_OPTIONS = (
@@ -124,3 +131,32 @@ class RunConfig:
       value = attrgetter(OPTION[flag].fills)(self)
       record[flag] = list(value) if isinstance(value, tuple) else value
     return record
+
+  def decode_settings(self) -> DecodeSettings:
+    """What the Decode step takes: two batches of images decoded ahead (at most two batches' pixels)."""
+    return DecodeSettings(
+      self.max_image_pixels,
+      prefetch=2 * self.batch_size,
+      prefetch_pixels=2 * self.pixel_budget,
+      spec=self.input_spec,
+      ood_range=self.ood_rule.range,
+      windowed_bytes=self.windowed_read_mb << 20,
+    )
+
+  def sink_settings(self) -> SinkSettings:
+    """What the per-image sinks take: masks written up to one batch (one batch's pixels) behind."""
+    return SinkSettings(
+      self.output,
+      self.classes,
+      self.model_info,
+      pixel_size=self.pixel_size,
+      pixel_unit=self.pixel_unit,
+      compress_level=self.png_compress_level,
+      mask_format=self.mask_format,
+      polygons=self.polygons,
+      overlays=self.overlays,
+      truth=bool(self.truth_globs),
+      ood_rule=self.ood_rule,
+      write_ahead=self.batch_size,
+      write_ahead_pixels=self.pixel_budget,
+    )

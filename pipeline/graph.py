@@ -17,7 +17,7 @@ from apache_beam.metrics import Metrics
 
 from pipeline.config import RunConfig
 from transforms import accounting
-from transforms.decode import DecodeImages, DecodeSettings
+from transforms.decode import DecodeImages
 from transforms.inference import SegmentationModelHandler, SegmenterHandle, TileAndSegment
 from transforms.read import ReadImages
 from transforms.record_files import WriteFailures, WriteStats, write_summary
@@ -55,7 +55,7 @@ def model_handler(config: RunConfig, handler_kwargs=None, model: SegmenterHandle
     num_classes=len(config.classes),
     max_batch_size=config.batch_size,
     palette=palette,
-    pixel_budget=config.batch_size * config.tile_size**2 // (4 if config.tta == "flips" else 1),
+    pixel_budget=config.pixel_budget // (4 if config.tta == "flips" else 1),
     **(handler_kwargs or {}),
   )
 
@@ -105,26 +105,14 @@ class SegmentImages(beam.PTransform):
       truth_side = beam.pvalue.AsDict(truth)
       unmatched = refs | "UnmatchedTruth" >> UnmatchedTruth(truth)
       truth_streams.append(unmatched | "UnmatchedTruthEvents" >> beam.ParDo(CountEventsFn(EVENT_TRUTH_UNMATCHED)))
-    names = [entry["name"] for entry in config.classes] if config.truth_globs else None
 
     skipped_records, skip_failures = [], []
     if config.skip_existing:
-      skip = SkipExistingFn(
-        config.output, config.model_info, config.overlays, names, config.mask_format, config.polygons
-      )
+      skip = SkipExistingFn(config.sink_settings())
       checked = refs | "SkipExisting" >> beam.ParDo(skip, truth_side).with_outputs(DONE, FAILED, main="todo")
       refs, skipped_records, skip_failures = checked.todo, [checked[DONE]], [checked[FAILED]]
 
-    images, decode_failures = refs | "Decode" >> DecodeImages(
-      DecodeSettings(
-        config.max_image_pixels,
-        prefetch=2 * config.batch_size,
-        prefetch_pixels=2 * config.batch_size * config.tile_size**2,
-        spec=config.input_spec,
-        ood_range=config.ood_rule.range,
-        windowed_bytes=config.windowed_read_mb << 20,
-      )
-    )
+    images, decode_failures = refs | "Decode" >> DecodeImages(config.decode_settings())
     tile_results = images | "TileAndInfer" >> TileAndSegment(
       model_handler(config, self._handler_kwargs, self._model),
       config.tile_size,
@@ -132,20 +120,7 @@ class SegmentImages(beam.PTransform):
       config.whole_image_pixels,
     )
     mask_streams, inference_failures = tile_results | "Stitch" >> StitchTiles()
-    write_masks = WriteMasksFn(
-      config.output,
-      config.classes,
-      config.model_info,
-      config.pixel_size,
-      config.pixel_unit,
-      config.png_compress_level,
-      write_ahead=config.batch_size,
-      write_ahead_pixels=config.batch_size * config.tile_size**2,
-      truth=bool(config.truth_globs),
-      ood_rule=config.ood_rule,
-      mask_format=config.mask_format,
-      polygons=config.polygons,
-    )
+    write_masks = WriteMasksFn(config.sink_settings())
     written = [
       masks | f"WriteMasks{kind}" >> beam.ParDo(write_masks, truth_side).with_outputs(FAILED, main="records")
       for kind, masks in zip(("Whole", "Stitched"), mask_streams)

@@ -22,7 +22,7 @@ from transforms.records import (
   ImageMask,
   ImageRef,
 )
-from transforms.sinks import WriteMasksFn
+from transforms.sinks import SinkSettings, WriteMasksFn
 
 CLASSES = [{"id": 0, "name": "a", "color": [0, 0, 0]}, {"id": 1, "name": "b", "color": [255, 0, 0]}]
 MODEL = {"name": "m", "version": "1"}
@@ -89,8 +89,8 @@ def _mask(key, seed, height=20, width=30):
 def test_background_writes_keep_one_record_or_failure_per_mask(tmp_path):
   masks = [_mask(f"m{i}", i) for i in range(5)]
   masks.insert(3, _mask("bad", 9)._replace(class_ids=np.zeros((2, 2, 2, 2), np.uint8)))  # cannot encode
-  inline, _ = _run(WriteMasksFn(str(tmp_path / "a"), CLASSES, MODEL), masks)
-  ahead, from_finish = _run(WriteMasksFn(str(tmp_path / "b"), CLASSES, MODEL, write_ahead=2), masks)
+  inline, _ = _run(WriteMasksFn(SinkSettings(str(tmp_path / "a"), CLASSES, MODEL)), masks)
+  ahead, from_finish = _run(WriteMasksFn(SinkSettings(str(tmp_path / "b"), CLASSES, MODEL, write_ahead=2)), masks)
   assert from_finish == 2
   assert [o.tag if isinstance(o, TaggedOutput) else o["key"] for o in ahead] == [
     o.tag if isinstance(o, TaggedOutput) else o["key"] for o in inline

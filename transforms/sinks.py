@@ -15,7 +15,9 @@ The records go on to ``transforms.record_files`` (stats, failures, summary).
 """
 
 import io
-from typing import NamedTuple, Optional
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -35,6 +37,7 @@ from transforms.mask_files import (
   mask_relpath,
   palette_bytes,
 )
+from transforms.ood import OodRule
 from transforms.out_files import OutputError, atomic_write, is_resource_error, join
 from transforms.polygons import MIME_TYPES, PolygonSettings, encode_image_polygons, polygons_relpath
 from transforms.records import (
@@ -44,7 +47,7 @@ from transforms.records import (
   STAGE_TRUTH,
   STAGE_WRITE,
   Failure,
-  ImageRef,
+  ImageMask,
   failure_from_exception,
 )
 from transforms.statistics import image_record
@@ -58,7 +61,9 @@ def overlay_path(output: str, key: str) -> str:
   return join(output, OVERLAYS_DIR, f"{key}.png")
 
 
-def truth_outcome(mask_uri, key, truth_uri, class_ids, names):
+def truth_outcome(
+  mask_uri: str, key: str, truth_uri: str | None, class_ids: Any, names: Sequence[str]
+) -> tuple[dict[str, Any] | None, Failure | None]:
   """(truth block, None) or (None, Failure at stage ``truth``); (None, None) when the image has no truth."""
   if truth_uri is None:
     return None, None
@@ -75,14 +80,46 @@ def truth_outcome(mask_uri, key, truth_uri, class_ids, names):
 NO_POLYGONS = PolygonSettings()
 
 
+@dataclass(frozen=True)
+class SinkSettings:
+  """What the per-image sinks (``WriteMasksFn``, ``SkipExistingFn``) take from the run.
+
+  ``model`` is the model's name, version (and path); ``pixel_size`` and
+  ``pixel_unit`` are --pixel_size and --pixel_unit (areas), ``compress_level``
+  the masks' zlib level, ``overlays`` whether overlays are written (the
+  handler blends them; ``SkipExistingFn`` checks they exist), ``truth``
+  whether --truth is given, ``ood_rule`` the card's out-of-distribution
+  check. ``write_ahead`` masks (at most ``write_ahead_pixels`` pixels) are
+  encoded and written behind the bundle thread; 0 writes inline.
+  """
+
+  output: str
+  classes: Sequence[dict[str, Any]] = field(hash=False)
+  model: dict[str, Any] = field(hash=False)
+  pixel_size: float | None = None
+  pixel_unit: str = "m"
+  compress_level: int = DEFAULT_MASK_COMPRESS_LEVEL
+  mask_format: str = "png"
+  polygons: PolygonSettings = NO_POLYGONS
+  overlays: bool = False
+  truth: bool = False
+  ood_rule: OodRule | None = None
+  write_ahead: int = 0
+  write_ahead_pixels: int | None = None
+
+  @property
+  def class_names(self) -> list[str]:
+    return [entry["name"] for entry in self.classes]
+
+
 class WriteOutcome(NamedTuple):
   """One mask through the sink: its stats record and pixels, or the failure; the bytes written for it."""
 
-  record: Optional[dict] = None
+  record: dict[str, Any] | None = None
   pixels: int = 0
-  failure: Optional[Failure] = None
-  mask_bytes: Optional[int] = None
-  overlay_bytes: Optional[int] = None
+  failure: Failure | None = None
+  mask_bytes: int | None = None
+  overlay_bytes: int | None = None
 
 
 class WriteMasksFn(LookaheadDoFn):
@@ -104,51 +141,36 @@ class WriteMasksFn(LookaheadDoFn):
   (``null`` for an image without a truth mask).
   """
 
-  def __init__(
-    self,
-    output: str,
-    classes,
-    model: dict,
-    pixel_size=None,
-    pixel_unit="m",
-    compress_level: int = DEFAULT_MASK_COMPRESS_LEVEL,
-    write_ahead: int = 0,
-    write_ahead_pixels: Optional[int] = None,
-    truth: bool = False,
-    ood_rule=None,
-    mask_format: str = "png",
-    polygons: PolygonSettings = NO_POLYGONS,
-  ):
-    super().__init__(write_ahead, write_ahead_pixels, "deconvseg-write")
-    self._ood_rule = ood_rule
-    self._mask_format = mask_format
-    self._polygons = polygons
-    self._output = output
-    self._classes = list(classes)
-    self._class_names = [entry["name"] for entry in self._classes]
-    self._model = dict(model)
-    self._pixel_size = pixel_size
-    self._pixel_unit = pixel_unit
-    self._compress_level = compress_level
-    self._truth = truth
+  def __init__(self, settings: SinkSettings):
+    super().__init__(settings.write_ahead, settings.write_ahead_pixels, "deconvseg-write")
+    self._settings = settings
+    self._classes = list(settings.classes)
+    self._class_names = settings.class_names
     self._segmented = Metrics.counter(accounting.NAMESPACE, "masks_written")
     self._pixels = Metrics.counter(accounting.NAMESPACE, "pixels_segmented")
     self._mask_bytes = accounting.distribution(accounting.WRITTEN_MASKS)
     self._overlay_bytes = accounting.distribution(accounting.WRITTEN_OVERLAYS)
 
-  def setup(self):
+  def setup(self) -> None:
     self._palette = palette_bytes(self._classes)
-    self._stopped = None
+    self._stopped: OutputError | None = None
     super().setup()
 
-  def process(self, mask, truth_index=None, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+  # The {stem: truth URI} side input comes before Beam's window and timestamp parameters.
+  def process(  # type: ignore[override]
+    self,
+    mask: Any,
+    truth_index: dict[str, str] | None = None,
+    window: Any = beam.DoFn.WindowParam,
+    timestamp: Any = beam.DoFn.TimestampParam,
+  ) -> Iterator[Any]:
     truth_uri = truth_index.get(stem(mask.key)) if truth_index else None
     yield from super().process((mask, truth_uri), window, timestamp)
 
-  def _pixels_of(self, item):
+  def _pixels_of(self, item: tuple[ImageMask, str | None]) -> int:
     return item[0].width * item[0].height
 
-  def _work(self, item) -> "WriteOutcome":
+  def _work(self, item: tuple[ImageMask, str | None]) -> WriteOutcome:
     """One mask's stats record and the bytes written, or its failure; runs on the write-behind thread.
 
     Raises only the
@@ -159,53 +181,65 @@ class WriteMasksFn(LookaheadDoFn):
     mask, truth_uri = item
     if self._stopped is not None:  # an earlier write hit a resource error: write nothing more
       raise self._stopped
-    fmt = mask_format_for(self._mask_format, mask.georef)
-    relpath = mask_relpath(mask.key, fmt)
+    fmt = mask_format_for(self._settings.mask_format, mask.georef)
     truth, failure = truth_outcome(mask.uri, mask.key, truth_uri, mask.class_ids, self._class_names)
     if failure is not None:
       return WriteOutcome(failure=failure)
-    overlay_size = None
     try:
-      record = image_record(
-        mask,
-        self._classes,
-        self._model,
-        join(self._output, relpath),
-        self._pixel_size,
-        self._pixel_unit,
-        self._ood_rule,
-      )
-      if self._polygons.enabled:
-        # Before the mask: a mask is the mark of a finished image (--skip_existing), so it is written last.
-        encoded, count = encode_image_polygons(
-          mask.key, mask.class_ids, self._classes, mask.georef, self._polygons, self._pixel_size, self._pixel_unit
-        )
-        record["polygons"] = join(self._output, polygons_relpath(mask.key, self._polygons.format))
-        record["polygon_count"] = count
-        atomic_write(self._output, record["polygons"], encoded, MIME_TYPES[self._polygons.format])
-      if mask.overlay is not None:
-        buffer = io.BytesIO()
-        Image.fromarray(mask.overlay).save(buffer, format="PNG", compress_level=OVERLAY_COMPRESS_LEVEL)
-        overlay_size = buffer.getbuffer().nbytes
-        atomic_write(self._output, overlay_path(self._output, mask.key), buffer.getvalue(), "image/png")
-      if fmt == GEOTIFF:
-        data = encode_geotiff(mask.class_ids, mask.georef, self._classes, record, self._compress_level)
-        mime_type = "image/tiff"
-      else:
-        data = encode_mask(mask.class_ids, self._palette, record, self._compress_level)
-        mime_type = "image/png"
-      atomic_write(self._output, join(self._output, relpath), data, mime_type)
+      record, mask_bytes, overlay_bytes = self._write_files(mask, fmt)
     except Exception as exc:  # whatever else stops encoding or writing becomes a failure at stage write
       if isinstance(exc, OutputError) and is_resource_error(exc):  # every later image would fail the same way
         self._stopped = exc
         raise
       message = f"cannot write outputs: {exc}"
       return WriteOutcome(failure=failure_from_exception(mask.uri, mask.key, STAGE_WRITE, exc, message))
-    if self._truth:
+    if self._settings.truth:
       record["truth"] = truth
-    return WriteOutcome(record, mask.width * mask.height, mask_bytes=len(data), overlay_bytes=overlay_size)
+    return WriteOutcome(record, mask.width * mask.height, mask_bytes=mask_bytes, overlay_bytes=overlay_bytes)
 
-  def _outputs(self, outcome: "WriteOutcome"):
+  def _write_files(self, mask: ImageMask, fmt: str) -> tuple[dict[str, Any], int, int | None]:
+    """Writes the polygons, the overlay, then the mask (the mark of a finished image, --skip_existing: last).
+
+    Returns the stats record (inside the mask too) and the mask's and overlay's bytes.
+    """
+    settings, output = self._settings, self._settings.output
+    mask_path = join(output, mask_relpath(mask.key, fmt))
+    record = image_record(
+      mask, self._classes, settings.model, mask_path, settings.pixel_size, settings.pixel_unit, settings.ood_rule
+    )
+    if settings.polygons.enabled:
+      self._write_polygons(mask, record)
+    overlay_bytes = self._write_overlay(mask)
+    if fmt == GEOTIFF:
+      data = encode_geotiff(mask.class_ids, mask.georef, self._classes, record, settings.compress_level)
+      mime_type = "image/tiff"
+    else:
+      data = encode_mask(mask.class_ids, self._palette, record, settings.compress_level)
+      mime_type = "image/png"
+    atomic_write(output, mask_path, data, mime_type)
+    return record, len(data), overlay_bytes
+
+  def _write_polygons(self, mask: ImageMask, record: dict[str, Any]) -> None:
+    """OUT/polygons/<key>.geojson or .parquet; the record gains ``polygons`` and ``polygon_count``."""
+    settings = self._settings
+    encoded, count = encode_image_polygons(
+      mask.key, mask.class_ids, self._classes, mask.georef, settings.polygons, settings.pixel_size, settings.pixel_unit
+    )
+    record["polygons"] = join(settings.output, polygons_relpath(mask.key, settings.polygons.format))
+    record["polygon_count"] = count
+    atomic_write(settings.output, record["polygons"], encoded, MIME_TYPES[settings.polygons.format])
+
+  def _write_overlay(self, mask: ImageMask) -> int | None:
+    """OUT/overlays/<key>.png when the mask carries an overlay; its size in bytes, else None."""
+    if mask.overlay is None:
+      return None
+    buffer = io.BytesIO()
+    Image.fromarray(mask.overlay).save(buffer, format="PNG", compress_level=OVERLAY_COMPRESS_LEVEL)
+    output = self._settings.output
+    atomic_write(output, overlay_path(output, mask.key), buffer.getvalue(), "image/png")
+    return buffer.getbuffer().nbytes
+
+  def _outputs(self, outcome: WriteOutcome) -> Iterator[Any]:
     if outcome.mask_bytes is not None:
       self._mask_bytes.update(outcome.mask_bytes)
     if outcome.overlay_bytes is not None:
@@ -228,27 +262,19 @@ class SkipExistingFn(beam.DoFn):
   overlay is missing (say, the earlier run was made without ``--overlays``)
   is processed again too.
 
-  With ``class_names`` (``--truth``), ``process`` takes the {stem: truth URI}
+  With ``truth`` (``--truth``), ``process`` takes the {stem: truth URI}
   side input and a reused image gets its ``truth`` from the stored mask's
   pixels, exactly as a new one would; a truth mask that does not fit it is a
   failure at stage ``truth`` (tagged ``FAILED``).
   """
 
-  def __init__(
-    self,
-    output: str,
-    model: dict,
-    overlays: bool = False,
-    class_names=None,
-    mask_format="png",
-    polygons: PolygonSettings = NO_POLYGONS,
-  ):
-    self._output = output
-    self._model = {"name": model.get("name"), "version": model.get("version")}
-    self._overlays = overlays
-    self._class_names = list(class_names) if class_names else None
-    self._mask_format = mask_format
-    self._polygons = polygons
+  def __init__(self, settings: SinkSettings):
+    self._output = settings.output
+    self._model = {"name": settings.model.get("name"), "version": settings.model.get("version")}
+    self._overlays = settings.overlays
+    self._class_names = settings.class_names if settings.truth else None
+    self._mask_format = settings.mask_format
+    self._polygons = settings.polygons
 
   def _companions_missing(self, key: str) -> bool:
     """Whether an output this run asks for besides the mask (overlay, polygons) is missing."""
@@ -257,7 +283,7 @@ class SkipExistingFn(beam.DoFn):
     polygons = self._polygons
     return polygons.enabled and not FileSystems.exists(join(self._output, polygons_relpath(key, polygons.format)))
 
-  def process(self, ref: ImageRef, truth_index=None):
+  def process(self, ref: Any, truth_index: dict[str, str] | None = None) -> Iterator[Any]:
     record, class_ids = None, None
     try:
       if not self._companions_missing(ref.key):

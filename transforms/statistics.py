@@ -5,7 +5,10 @@ float confidence still exists), so the record and the written mask are two
 independent views of the same result that tests can compare.
 """
 
-from typing import List, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from operator import add
+from typing import Any
 
 import apache_beam as beam
 
@@ -23,7 +26,11 @@ EVENT_TRUTH_UNMATCHED = "truth_unmatched"
 MAX_CRS_LISTED = 20
 
 
-def resolve_areas(mask: ImageMask, flag_pixel_size: Optional[float], pixel_unit: str):
+# (per-class areas, pixel size, its source, area unit, area method); all None without areas.
+Areas = tuple[list[float] | None, tuple[float, float] | None, str | None, str | None, str | None]
+
+
+def resolve_areas(mask: ImageMask, flag_pixel_size: float | None, pixel_unit: str) -> Areas:
   """(per-class areas or None, pixel size, its source, area unit, area method) of one mask.
 
   A CRS decides (``transforms.geo``: m², projected or geodesic); without one
@@ -31,8 +38,9 @@ def resolve_areas(mask: ImageMask, flag_pixel_size: Optional[float], pixel_unit:
   scale tag (areas in ``pixel_unit``²); without either there are no areas.
   """
   georef = mask.georef
-  if georef is not None and georef.crs is not None:
-    areas, method = geo.class_areas(georef, mask.class_ids, mask.class_pixels)
+  measured = geo.class_areas(georef, mask.class_ids, mask.class_pixels)  # None without a CRS
+  if georef is not None and measured is not None:
+    areas, method = measured
     return [float(area) for area in areas], georef.pixel_size, "geotiff", "m^2", method
   if flag_pixel_size:
     size, source, method = (float(flag_pixel_size), float(flag_pixel_size)), "flag", geo.AREA_PIXEL_SIZE
@@ -46,20 +54,20 @@ def resolve_areas(mask: ImageMask, flag_pixel_size: Optional[float], pixel_unit:
 
 def image_record(
   mask: ImageMask,
-  classes: Sequence[dict],
-  model: dict,
+  classes: Sequence[dict[str, Any]],
+  model: dict[str, Any],
   mask_path: str,
-  flag_pixel_size: Optional[float] = None,
+  flag_pixel_size: float | None = None,
   pixel_unit: str = "m",
-  ood_rule: Optional[ood.OodRule] = None,
-) -> dict:
+  ood_rule: ood.OodRule | None = None,
+) -> dict[str, Any]:
   """The statistics record of one image (JSON-ready; the schema of stats/).
 
   With ``ood_rule`` the record gains ``ood`` (``transforms.ood``).
   """
   total = mask.width * mask.height
   areas, pixel_size, source, area_unit, area_method = resolve_areas(mask, flag_pixel_size, pixel_unit)
-  per_class = []
+  per_class: list[dict[str, Any]] = []
   for entry in classes:
     count = int(mask.class_pixels[entry["id"]])
     conf_sum = float(mask.class_confidence[entry["id"]])
@@ -95,8 +103,114 @@ def image_record(
   return record
 
 
+def _sum_by_key(mine: dict[str, int], theirs: dict[str, int]) -> dict[str, int]:
+  merged = dict(mine)
+  for key, count in theirs.items():
+    merged[key] = merged.get(key, 0) + count
+  return merged
+
+
+def _sum_each(mine: list[Any], theirs: list[Any]) -> list[Any]:
+  return [a + b for a, b in zip(mine, theirs)]
+
+
+def _sum_rows(mine: list[list[int]], theirs: list[list[int]]) -> list[list[int]]:
+  return [_sum_each(a, b) for a, b in zip(mine, theirs)]
+
+
+def _first_seen(mine: list[str], theirs: list[str]) -> list[str]:
+  return mine + [value for value in theirs if value not in mine]
+
+
+def _first_crs(mine: list[str], theirs: list[str]) -> list[str]:
+  return mine + [crs for crs in theirs if crs not in mine][: MAX_CRS_LISTED - len(mine)]
+
+
+def _smallest_keys(mine: list[str], theirs: list[str]) -> list[str]:
+  return sorted(mine + theirs)[: ood.MAX_LISTED]
+
+
+def _total(merge: Callable[[Any, Any], Any], start: Callable[[], Any] = int) -> Any:
+  """A ``SummaryTotals`` field: how it starts (zero, an empty list or dict) and how two accumulators' merge."""
+  return field(default_factory=start, metadata={"merge": merge})
+
+
+@dataclass
+class SummaryTotals:
+  """``RunSummaryFn``'s accumulator: the run's events added up (each field says how two of them merge).
+
+  The per-class lists (and the n x n truth confusion) start empty here; ``empty`` sizes them.
+  """
+
+  read: int = _total(add)
+  segmented: int = _total(add)
+  failed: int = _total(add)
+  reused_existing: int = _total(add)
+  failed_by_stage: dict[str, int] = _total(_sum_by_key, dict)
+  pixels: int = _total(add)
+  class_pixels: list[int] = _total(_sum_each, list)
+  class_area: list[float] = _total(_sum_each, list)
+  class_confidence: list[float] = _total(_sum_each, list)
+  images_with_area: int = _total(add)
+  area_units: list[str] = _total(_first_seen, list)
+  area_methods: dict[str, int] = _total(_sum_by_key, dict)
+  crs: list[str] = _total(_first_crs, list)
+  truth_images: int = _total(add)
+  truth_unmatched: int = _total(add)
+  truth_confusion: list[list[int]] = _total(_sum_rows, list)
+  ood_checked: int = _total(add)
+  ood_flagged: int = _total(add)
+  ood_keys: list[str] = _total(_smallest_keys, list)
+
+  @classmethod
+  def empty(cls, classes: int) -> "SummaryTotals":
+    return cls(
+      class_pixels=[0] * classes,
+      class_area=[0.0] * classes,
+      class_confidence=[0.0] * classes,
+      truth_confusion=[[0] * classes for _ in range(classes)],
+    )
+
+  def merge(self, other: "SummaryTotals") -> None:
+    for item in fields(self):
+      setattr(self, item.name, item.metadata["merge"](getattr(self, item.name), getattr(other, item.name)))
+
+  def add_failure(self, failure: Any) -> None:
+    self.failed += 1
+    self.failed_by_stage[failure.stage] = self.failed_by_stage.get(failure.stage, 0) + 1
+
+  def add_record(self, record: dict[str, Any]) -> None:
+    """One segmented image's statistics record (``image_record``, with ``truth`` under --truth)."""
+    self.segmented += 1
+    self.pixels += record["pixels"]
+    if record["area_unit"]:
+      self.images_with_area += 1
+      if record["area_unit"] not in self.area_units:
+        self.area_units.append(record["area_unit"])
+      method = record.get("area_method") or "unknown"
+      self.area_methods[method] = self.area_methods.get(method, 0) + 1
+    if record.get("crs") and record["crs"] not in self.crs and len(self.crs) < MAX_CRS_LISTED:
+      self.crs.append(record["crs"])
+    for i, entry in enumerate(record["classes"]):
+      self.class_pixels[i] += entry["pixels"]
+      if entry["area"] is not None:
+        self.class_area[i] += entry["area"]
+      if entry["mean_confidence"] is not None:
+        self.class_confidence[i] += entry["mean_confidence"] * entry["pixels"]
+    if record.get("ood"):
+      self.ood_checked += 1
+      if record["ood"].get("flagged"):
+        self.ood_flagged += 1
+        self.ood_keys = sorted(self.ood_keys + [record["key"]])[: ood.MAX_LISTED]
+    if record.get("truth"):
+      self.truth_images += 1
+      for row, counts in zip(self.truth_confusion, record["truth"]["confusion"]):
+        for j, count in enumerate(counts):
+          row[j] += count
+
+
 class RunSummaryFn(beam.CombineFn):
-  """Folds (kind, payload) events into the run's counts and per-class totals.
+  """Folds (kind, payload) events into the run's counts and per-class totals (``SummaryTotals``).
 
   ``read`` events are the inputs found, ``segmented`` events are statistics
   records, ``failed`` events are failure records; the output is checked by
@@ -113,146 +227,83 @@ class RunSummaryFn(beam.CombineFn):
   ``ood``.
   """
 
-  def __init__(self, classes: Sequence[dict], truth_patterns: Sequence[str] = (), ood_rule: Optional[dict] = None):
+  def __init__(
+    self,
+    classes: Sequence[dict[str, Any]],
+    truth_patterns: Sequence[str] = (),
+    ood_rule: dict[str, Any] | None = None,
+  ):
     self._classes = [dict(id=c["id"], name=c["name"]) for c in classes]
     self._truth_patterns = list(truth_patterns)
     self._ood_rule = ood_rule
 
-  def create_accumulator(self):
-    n = len(self._classes)
-    return {
-      "read": 0,
-      "segmented": 0,
-      "failed": 0,
-      EVENT_REUSED: 0,
-      "failed_by_stage": {},
-      "pixels": 0,
-      "class_pixels": [0] * n,
-      "class_area": [0.0] * n,
-      "class_confidence": [0.0] * n,
-      "images_with_area": 0,
-      "area_units": [],
-      "area_methods": {},
-      "crs": [],
-      "truth_images": 0,
-      EVENT_TRUTH_UNMATCHED: 0,
-      "truth_confusion": [[0] * n for _ in range(n)],
-      "ood_checked": 0,
-      "ood_flagged": 0,
-      "ood_keys": [],
-    }
+  def create_accumulator(self) -> SummaryTotals:
+    return SummaryTotals.empty(len(self._classes))
 
-  def add_input(self, acc, event):
+  def add_input(self, acc: SummaryTotals, event: Any) -> SummaryTotals:
     kind, payload = event
     if kind == EVENT_READ:
-      acc["read"] += 1
+      acc.read += 1
     elif kind == EVENT_REUSED:
-      acc[EVENT_REUSED] += 1
+      acc.reused_existing += 1
     elif kind == EVENT_TRUTH_UNMATCHED:
-      acc[EVENT_TRUTH_UNMATCHED] += 1
+      acc.truth_unmatched += 1
     elif kind == EVENT_FAILED:
-      acc["failed"] += 1
-      acc["failed_by_stage"][payload.stage] = acc["failed_by_stage"].get(payload.stage, 0) + 1
+      acc.add_failure(payload)
     else:
-      acc["segmented"] += 1
-      acc["pixels"] += payload["pixels"]
-      if payload["area_unit"]:
-        acc["images_with_area"] += 1
-        if payload["area_unit"] not in acc["area_units"]:
-          acc["area_units"].append(payload["area_unit"])
-        method = payload.get("area_method") or "unknown"
-        acc["area_methods"][method] = acc["area_methods"].get(method, 0) + 1
-      if payload.get("crs") and payload["crs"] not in acc["crs"] and len(acc["crs"]) < MAX_CRS_LISTED:
-        acc["crs"].append(payload["crs"])
-      for i, entry in enumerate(payload["classes"]):
-        acc["class_pixels"][i] += entry["pixels"]
-        if entry["area"] is not None:
-          acc["class_area"][i] += entry["area"]
-        if entry["mean_confidence"] is not None:
-          acc["class_confidence"][i] += entry["mean_confidence"] * entry["pixels"]
-      if payload.get("ood"):
-        acc["ood_checked"] += 1
-        if payload["ood"].get("flagged"):
-          acc["ood_flagged"] += 1
-          acc["ood_keys"] = sorted(acc["ood_keys"] + [payload["key"]])[: ood.MAX_LISTED]
-      if payload.get("truth"):
-        acc["truth_images"] += 1
-        for row, counts in zip(acc["truth_confusion"], payload["truth"]["confusion"]):
-          for j, count in enumerate(counts):
-            row[j] += count
+      acc.add_record(payload)
     return acc
 
-  def merge_accumulators(self, accumulators):
-    accumulators = list(accumulators)
+  def merge_accumulators(self, accumulators: Iterable[SummaryTotals]) -> SummaryTotals:
     merged = self.create_accumulator()
     for acc in accumulators:
-      for field in (
-        "read",
-        "segmented",
-        "failed",
-        EVENT_REUSED,
-        "pixels",
-        "images_with_area",
-        "truth_images",
-        EVENT_TRUTH_UNMATCHED,
-        "ood_checked",
-        "ood_flagged",
-      ):
-        merged[field] += acc[field]
-      for stage, count in acc["failed_by_stage"].items():
-        merged["failed_by_stage"][stage] = merged["failed_by_stage"].get(stage, 0) + count
-      for field in ("class_pixels", "class_area", "class_confidence"):
-        merged[field] = [a + b for a, b in zip(merged[field], acc[field])]
-      merged["area_units"] += [u for u in acc["area_units"] if u not in merged["area_units"]]
-      for method, count in acc["area_methods"].items():
-        merged["area_methods"][method] = merged["area_methods"].get(method, 0) + count
-      merged["crs"] += [c for c in acc["crs"] if c not in merged["crs"]][: MAX_CRS_LISTED - len(merged["crs"])]
-      merged["ood_keys"] = sorted(merged["ood_keys"] + acc["ood_keys"])[: ood.MAX_LISTED]
-      merged["truth_confusion"] = [
-        [a + b for a, b in zip(mine, theirs)] for mine, theirs in zip(merged["truth_confusion"], acc["truth_confusion"])
-      ]
+      merged.merge(acc)
     return merged
 
-  def extract_output(self, acc):
-    total = acc["pixels"]
-    classes: List[dict] = []
+  def extract_output(self, acc: SummaryTotals) -> Any:
+    summary = {
+      "counts": {
+        EVENT_READ: acc.read,
+        EVENT_SEGMENTED: acc.segmented,
+        EVENT_FAILED: acc.failed,
+        EVENT_REUSED: acc.reused_existing,
+      },
+      "failed_by_stage": dict(sorted(acc.failed_by_stage.items())),
+      "pixels": acc.pixels,
+      "images_with_area": acc.images_with_area,
+      "area_unit": acc.area_units[0] if len(acc.area_units) == 1 else (acc.area_units or None),
+      "area_methods": dict(sorted(acc.area_methods.items())),
+      "crs": sorted(acc.crs),
+      "classes": self._class_totals(acc),
+    }
+    if self._ood_rule is not None:
+      summary["ood"] = ood.summarise(acc.ood_checked, acc.ood_flagged, acc.ood_keys, self._ood_rule)
+    if self._truth_patterns:
+      summary["truth"] = run_truth(
+        acc.truth_confusion,
+        [entry["name"] for entry in self._classes],
+        acc.truth_images,
+        acc.segmented - acc.truth_images,
+        acc.truth_unmatched,
+        acc.failed_by_stage.get(STAGE_TRUTH, 0),
+        self._truth_patterns,
+      )
+    return summary
+
+  def _class_totals(self, acc: SummaryTotals) -> list[dict[str, Any]]:
+    """summary.json's ``classes``: each class's pixels, share, area and mean confidence over the run."""
+    total = acc.pixels
+    classes = []
     for i, entry in enumerate(self._classes):
-      pixels = acc["class_pixels"][i]
+      pixels = acc.class_pixels[i]
       classes.append(
         {
           "id": entry["id"],
           "name": entry["name"],
           "pixels": pixels,
           "fraction": pixels / total if total else 0.0,
-          "area": acc["class_area"][i] if acc["images_with_area"] else None,
-          "mean_confidence": acc["class_confidence"][i] / pixels if pixels else None,
+          "area": acc.class_area[i] if acc.images_with_area else None,
+          "mean_confidence": acc.class_confidence[i] / pixels if pixels else None,
         }
       )
-    summary = {
-      "counts": {
-        "read": acc["read"],
-        "segmented": acc["segmented"],
-        "failed": acc["failed"],
-        EVENT_REUSED: acc[EVENT_REUSED],
-      },
-      "failed_by_stage": dict(sorted(acc["failed_by_stage"].items())),
-      "pixels": total,
-      "images_with_area": acc["images_with_area"],
-      "area_unit": acc["area_units"][0] if len(acc["area_units"]) == 1 else (acc["area_units"] or None),
-      "area_methods": dict(sorted(acc["area_methods"].items())),
-      "crs": sorted(acc["crs"]),
-      "classes": classes,
-    }
-    if self._ood_rule is not None:
-      summary["ood"] = ood.summarise(acc["ood_checked"], acc["ood_flagged"], acc["ood_keys"], self._ood_rule)
-    if self._truth_patterns:
-      summary["truth"] = run_truth(
-        acc["truth_confusion"],
-        [entry["name"] for entry in self._classes],
-        acc["truth_images"],
-        acc["segmented"] - acc["truth_images"],
-        acc[EVENT_TRUTH_UNMATCHED],
-        acc["failed_by_stage"].get(STAGE_TRUTH, 0),
-        self._truth_patterns,
-      )
-    return summary
+    return classes
