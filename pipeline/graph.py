@@ -11,6 +11,8 @@ outputs, so its presence marks a finished run.
 """
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -22,7 +24,7 @@ from transforms.inference import SegmentationModelHandler, SegmenterHandle, Tile
 from transforms.read import ReadImages
 from transforms.record_files import WriteFailures, WriteStats, write_summary
 from transforms.records import DONE, FAILED, new_run_id
-from transforms.sinks import SkipExistingFn, WriteMasksFn
+from transforms.sinks import SinkSettings, SkipExistingFn, WriteMasksFn
 from transforms.statistics import (
   EVENT_FAILED,
   EVENT_READ,
@@ -35,7 +37,9 @@ from transforms.stitch import StitchTiles
 from transforms.truth import MatchTruth, UnmatchedTruth
 
 
-def model_handler(config: RunConfig, handler_kwargs=None, model: SegmenterHandle = None) -> SegmentationModelHandler:
+def model_handler(
+  config: RunConfig, handler_kwargs: dict[str, Any] | None = None, model: SegmenterHandle | None = None
+) -> SegmentationModelHandler:
   """The inference handler; ``model`` is the start-up check's handle (``pipeline.model_check``), else a fresh one.
 
   Under ``--tta flips`` each engine call stacks four views of its tiles, so the pixel budget per call is quartered.
@@ -67,9 +71,54 @@ class CountEventsFn(beam.DoFn):
     self._kind = kind
     self._counter = Metrics.counter(accounting.NAMESPACE, f"images_{kind}")
 
-  def process(self, element):
+  def process(self, element: Any) -> Iterator[Any]:
     self._counter.inc()
     yield self._kind, element
+
+
+def match_truth(pbegin: Any, refs: Any, patterns: tuple[str, ...]) -> tuple[Any, list[Any]]:
+  """--truth: the {stem: truth URI} side input of the steps that hold masks, and the unmatched-file events.
+
+  Only paths travel to those steps; each comparison happens there, and just
+  the per-image numbers travel on in the records. Without --truth: {} and no events.
+  """
+  if not patterns:
+    return {}, []
+  truth = pbegin | "MatchTruth" >> MatchTruth(patterns)
+  unmatched = refs | "UnmatchedTruth" >> UnmatchedTruth(truth)
+  return beam.pvalue.AsDict(truth), [
+    unmatched | "UnmatchedTruthEvents" >> beam.ParDo(CountEventsFn(EVENT_TRUTH_UNMATCHED))
+  ]
+
+
+def skip_existing(refs: Any, truth_side: Any, settings: SinkSettings) -> tuple[Any, list[Any], list[Any]]:
+  """--skip_existing: (the refs still to segment, [the reused records], [their failures]); else (refs, [], [])."""
+  checked = refs | "SkipExisting" >> beam.ParDo(SkipExistingFn(settings), truth_side).with_outputs(
+    DONE, FAILED, main="todo"
+  )
+  return checked.todo, [checked[DONE]], [checked[FAILED]]
+
+
+def write_masks(mask_streams: list[Any], truth_side: Any, settings: SinkSettings) -> tuple[list[Any], list[Any]]:
+  """(records, failures) of writing each mask stream, whole-image and stitched (``StitchTiles``)."""
+  write = WriteMasksFn(settings)
+  written = [
+    masks | f"WriteMasks{kind}" >> beam.ParDo(write, truth_side).with_outputs(FAILED, main="records")
+    for kind, masks in zip(("Whole", "Stitched"), mask_streams)
+  ]
+  return [w.records for w in written], [w[FAILED] for w in written]
+
+
+def count_events(input_uris: Any, records: Any, failures: Any, reused: list[Any]) -> list[Any]:
+  """The summary's event streams: inputs read, records (segmented), failures and records reused."""
+  streams = [
+    input_uris | "ReadEvents" >> beam.ParDo(CountEventsFn(EVENT_READ)),
+    records | "SegmentedEvents" >> beam.ParDo(CountEventsFn(EVENT_SEGMENTED)),
+    failures | "FailedEvents" >> beam.ParDo(CountEventsFn(EVENT_FAILED)),
+  ]
+  if reused:
+    streams.append(reused[0] | "ReusedEvents" >> beam.ParDo(CountEventsFn(EVENT_REUSED)))
+  return streams
 
 
 class SegmentImages(beam.PTransform):
@@ -78,10 +127,10 @@ class SegmentImages(beam.PTransform):
   def __init__(
     self,
     config: RunConfig,
-    start_time: str = None,
-    handler_kwargs=None,
-    model: SegmenterHandle = None,
-    run_id: str = None,
+    start_time: str | None = None,
+    handler_kwargs: dict[str, Any] | None = None,
+    model: SegmenterHandle | None = None,
+    run_id: str | None = None,
   ):
     super().__init__()
     self._config = config
@@ -91,26 +140,16 @@ class SegmentImages(beam.PTransform):
     # the launcher's, as in OUT/run_state.json: ties summary.json and the record files to their run
     self._run_id = run_id or new_run_id()
 
-  def expand(self, pbegin):
-    config = self._config
+  def expand(self, pbegin: Any) -> Any:
+    config, sinks = self._config, self._config.sink_settings()
     refs, read_failures, input_uris = pbegin | "ReadInputs" >> ReadImages(
       config.globs, config.manifests, config.tfrecords, config.image_feature, config.key_feature
     )
-
-    # --truth: only {stem: truth URI} reaches the steps that hold masks (a side input); each
-    # comparison happens there, and just the per-image numbers travel on in the records.
-    truth_side, truth_streams = {}, []
-    if config.truth_globs:
-      truth = pbegin | "MatchTruth" >> MatchTruth(config.truth_globs)
-      truth_side = beam.pvalue.AsDict(truth)
-      unmatched = refs | "UnmatchedTruth" >> UnmatchedTruth(truth)
-      truth_streams.append(unmatched | "UnmatchedTruthEvents" >> beam.ParDo(CountEventsFn(EVENT_TRUTH_UNMATCHED)))
-
-    skipped_records, skip_failures = [], []
+    truth_side, truth_events = match_truth(pbegin, refs, config.truth_globs)
+    reused: list[Any] = []
+    skip_failures: list[Any] = []
     if config.skip_existing:
-      skip = SkipExistingFn(config.sink_settings())
-      checked = refs | "SkipExisting" >> beam.ParDo(skip, truth_side).with_outputs(DONE, FAILED, main="todo")
-      refs, skipped_records, skip_failures = checked.todo, [checked[DONE]], [checked[FAILED]]
+      refs, reused, skip_failures = skip_existing(refs, truth_side, sinks)
 
     images, decode_failures = refs | "Decode" >> DecodeImages(config.decode_settings())
     tile_results = images | "TileAndInfer" >> TileAndSegment(
@@ -120,30 +159,21 @@ class SegmentImages(beam.PTransform):
       config.whole_image_pixels,
     )
     mask_streams, inference_failures = tile_results | "Stitch" >> StitchTiles()
-    write_masks = WriteMasksFn(config.sink_settings())
-    written = [
-      masks | f"WriteMasks{kind}" >> beam.ParDo(write_masks, truth_side).with_outputs(FAILED, main="records")
-      for kind, masks in zip(("Whole", "Stitched"), mask_streams)
-    ]
+    written, write_failures = write_masks(mask_streams, truth_side, sinks)
 
-    records = [w.records for w in written] + skipped_records | "AllRecords" >> beam.Flatten()
-    failures = [read_failures, decode_failures, inference_failures] + [
-      w[FAILED] for w in written
-    ] + skip_failures | "AllFailures" >> beam.Flatten()
-
+    records = written + reused | "AllRecords" >> beam.Flatten()
+    failure_streams = [read_failures, decode_failures, inference_failures] + write_failures + skip_failures
+    failures = failure_streams | "AllFailures" >> beam.Flatten()
     stats_files = records | "WriteStats" >> WriteStats(
       config.output, config.stats_format, config.classes, truth=bool(config.truth_globs), run_id=self._run_id
     )
     failure_files = failures | "WriteFailures" >> WriteFailures(config.output, self._run_id)
+    events = count_events(input_uris, records, failures, reused) + truth_events | "AllEvents" >> beam.Flatten()
+    return self._summarise(events, stats_files, failure_files)
 
-    event_streams = [
-      input_uris | "ReadEvents" >> beam.ParDo(CountEventsFn(EVENT_READ)),
-      records | "SegmentedEvents" >> beam.ParDo(CountEventsFn(EVENT_SEGMENTED)),
-      failures | "FailedEvents" >> beam.ParDo(CountEventsFn(EVENT_FAILED)),
-    ]
-    if skipped_records:
-      event_streams.append(skipped_records[0] | "ReusedEvents" >> beam.ParDo(CountEventsFn(EVENT_REUSED)))
-    events = event_streams + truth_streams | "AllEvents" >> beam.Flatten()
+  def _summarise(self, events: Any, stats_files: Any, failure_files: Any) -> Any:
+    """The run's counts and totals from its events, written as OUT/summary.json once every other output exists."""
+    config = self._config
     run_info = {
       "model": dict(config.model_info, card=config.card),
       "engine": self._model.description if self._model is not None else None,
