@@ -8,9 +8,10 @@ ref itself.
 """
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -20,6 +21,7 @@ from PIL import Image
 from transforms import accounting
 from transforms.bands import DecodeError
 from transforms.display import display_stretch
+from transforms.geo import Georef
 from transforms.geo_windows import WINDOWED_SUFFIXES, open_windowed
 from transforms.image_decoder import check_size, decode_located
 from transforms.input_spec import DEFAULT_SPEC, InputSpec
@@ -32,6 +34,7 @@ from transforms.records import (
   DecodedImage,
   Failure,
   ImageHeader,
+  ImageRef,
   failure_from_exception,
 )
 from transforms.staging import open_for_reading
@@ -59,7 +62,13 @@ def read_range(path: str, offset: int, length: int) -> bytes:
   return data
 
 
-def _header(ref, pixels, pixel_size, georef, settings: "DecodeSettings") -> ImageHeader:
+def _header(
+  ref: ImageRef,
+  pixels: Any,  # an array, or a WindowedRaster that samples like one (records.PixelSource)
+  pixel_size: tuple[float, float] | None,
+  georef: Georef | None,
+  settings: "DecodeSettings",
+) -> ImageHeader:
   return ImageHeader(
     uri=ref.uri,
     key=ref.key,
@@ -80,7 +89,7 @@ class Decoded(NamedTuple):
   bytes_read: int
 
 
-def _windowed(ref, settings: "DecodeSettings") -> Optional[Decoded]:
+def _windowed(ref: ImageRef, settings: "DecodeSettings") -> Optional[Decoded]:
   """The image when the ref is a GeoTIFF file to read by windows, the failure when it is refused, else None
   (read it whole)."""
   if not settings.windowed_bytes or ref.data is not None or ref.offset is not None:
@@ -106,7 +115,7 @@ def _windowed(ref, settings: "DecodeSettings") -> Optional[Decoded]:
   return Decoded(DecodedImage(header=header, pixels=pixels), None, 0)
 
 
-def _decode_ref(ref, settings: "DecodeSettings") -> Decoded:
+def _decode_ref(ref: ImageRef, settings: "DecodeSettings") -> Decoded:
   """The decoded image or the failure of one ref, with the bytes read; never raises (pool thread)."""
   windowed = _windowed(ref, settings)
   if windowed is not None:
@@ -114,7 +123,7 @@ def _decode_ref(ref, settings: "DecodeSettings") -> Decoded:
   try:
     if ref.data is not None:
       data = ref.data
-    elif ref.offset is not None:
+    elif ref.offset is not None and ref.length is not None:  # a TFRecord record: offset and length together
       data = read_range(ref.path, ref.offset, ref.length)
     else:
       data = read_bytes(ref.uri)
@@ -176,23 +185,24 @@ class DecodeImagesFn(LookaheadDoFn):
     self._pixels = Metrics.counter(accounting.NAMESPACE, "pixels_decoded")
     self._read = accounting.distribution(accounting.READ)
 
-  def setup(self):
+  def setup(self) -> None:
     # decode_image checks the header against --max_image_pixels before any
     # pixel is decoded; Pillow's own guard (warn at N, refuse at 2N) would
     # only add a second, differently worded limit.
     Image.MAX_IMAGE_PIXELS = None
     super().setup()
 
-  def _work(self, ref):
+  def _work(self, ref: ImageRef) -> Decoded:
     return _decode_ref(ref, self._settings)
 
-  def _outputs(self, outcome: Decoded):
+  def _outputs(self, outcome: Decoded) -> Iterator[Any]:
     if outcome.bytes_read:
       self._read.update(outcome.bytes_read)
     if outcome.failure is not None:
       yield beam.pvalue.TaggedOutput(FAILED, outcome.failure)
       return
     image = outcome.image
+    assert image is not None  # a Decoded holds the image or the failure
     height, width = image.pixels.shape[:2]
     self._decoded.inc()
     self._pixels.inc(int(height) * int(width))
@@ -208,7 +218,7 @@ class DecodeImages(beam.PTransform):
     super().__init__()
     self._settings = settings
 
-  def expand(self, refs):
+  def expand(self, refs: Any) -> Any:
     decode = DecodeImagesFn(self._settings)
     outputs = refs | "DecodeBytes" >> beam.ParDo(decode).with_outputs(FAILED, main="images")
     return outputs.images, outputs[FAILED]

@@ -20,6 +20,8 @@ replaces rather than duplicates.
 import io
 import json
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import apache_beam as beam
 
@@ -32,7 +34,7 @@ TRUTH_CSV_COLUMNS = ("uri", "pixels", "ignored", "pixel_accuracy", "mean_iou", "
 OOD_CSV_COLUMNS = ("flagged", "reasons")  # "ood.<column>"; reasons joined by "; "
 
 
-def _csv_header(classes, truth=False):
+def _csv_header(classes: Sequence[dict[str, Any]], truth: bool = False) -> list[str]:
   """With ``truth``: ``truth.<column>`` columns (confusion as JSON rows), then ``truth.iou.<class>``."""
   columns = [
     "uri",
@@ -63,7 +65,7 @@ def _csv_header(classes, truth=False):
   return columns
 
 
-def _csv_line(record, columns_count):
+def _csv_line(record: dict[str, Any], columns_count: int) -> str:
   import csv  # only --stats_format csv needs it
 
   size = record["pixel_size"] or [None, None]
@@ -106,12 +108,12 @@ def _csv_line(record, columns_count):
   return buffer.getvalue()
 
 
-def _fields(pa, spec: str):
+def _fields(pa: Any, spec: str) -> list[tuple[str, Any]]:
   """(name, type) pairs from "name:type ..." with Arrow's primitive type names (int32, float64, string...)."""
   return [(name, getattr(pa, kind)()) for name, kind in (item.split(":") for item in spec.split())]
 
 
-def _parquet_schema(classes=None, truth=False):
+def _parquet_schema(classes: Sequence[dict[str, Any]] = (), truth: bool = False) -> Any:
   """With ``truth``: a nullable ``truth`` struct whose ``per_class_iou`` has one field per class."""
   import pyarrow as pa  # only --stats_format parquet needs it, and it is slow to import
 
@@ -156,16 +158,23 @@ def _parquet_schema(classes=None, truth=False):
 class WriteStats(beam.PTransform):
   """Composite: records -> OUT/stats/stats-<run id>-<shard>.<format>; returns the written file names."""
 
-  def __init__(self, output: str, stats_format: str, classes, truth: bool = False, run_id: str = None):
+  def __init__(
+    self,
+    output: str,
+    stats_format: str,
+    classes: Sequence[dict[str, Any]],
+    truth: bool = False,
+    run_id: str | None = None,
+  ):
     super().__init__()
     self._truth = truth
     if stats_format not in STATS_FORMATS:
       raise ValueError(f"unknown stats format {stats_format!r}; use one of {', '.join(STATS_FORMATS)}")
-    self._prefix = file_prefix(output, STATS_DIR, run_id)
+    self._prefix = file_prefix(output, STATS_DIR, run_id or "")
     self._format = stats_format
     self._classes = list(classes)
 
-  def expand(self, records):
+  def expand(self, records: Any) -> Any:
     if self._format == "parquet":
       return records | "WriteParquet" >> beam.io.WriteToParquet(
         self._prefix,
@@ -189,11 +198,11 @@ class WriteStats(beam.PTransform):
 class WriteFailures(beam.PTransform):
   """Composite: Failure records -> OUT/failures/failures-<run id>-<shard>.jsonl."""
 
-  def __init__(self, output: str, run_id: str = None):
+  def __init__(self, output: str, run_id: str | None = None):
     super().__init__()
-    self._prefix = file_prefix(output, FAILURES_DIR, run_id)
+    self._prefix = file_prefix(output, FAILURES_DIR, run_id or "")
 
-  def expand(self, failures):
+  def expand(self, failures: Any) -> Any:
     return (
       failures
       | "ToJson" >> beam.Map(lambda f: json.dumps(f.to_dict(), ensure_ascii=False, sort_keys=True))
@@ -202,7 +211,9 @@ class WriteFailures(beam.PTransform):
     )
 
 
-def write_summary(summary: dict, output: str, run_info: dict, stats_files, failure_files):
+def write_summary(
+  summary: Any, output: str, run_info: dict[str, Any], stats_files: Sequence[str], failure_files: Sequence[str]
+) -> Any:
   """Removes the records this run replaced from earlier runs' files, then writes OUT/summary.json; removes OUT/.tmp.
 
   ``status`` is "complete": being the last step, it only runs once every
@@ -224,7 +235,7 @@ def write_summary(summary: dict, output: str, run_info: dict, stats_files, failu
   return store_summary(output, document)
 
 
-def store_summary(output: str, document: dict) -> dict:
+def store_summary(output: str, document: dict[str, Any]) -> dict[str, Any]:
   """Writes ``document`` as OUT/summary.json (temp and rename), then removes OUT/.tmp; returns ``document``."""
   atomic_write(
     output,

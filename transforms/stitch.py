@@ -10,6 +10,8 @@ memory and what Dataflow's shuffle bills.
 """
 
 import zlib
+from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -17,33 +19,35 @@ from apache_beam.metrics import Metrics
 
 from model.tiling import stitch
 from transforms import accounting
-from transforms.records import FAILED, STAGE_INFERENCE, Failure, ImageMask
+from transforms.records import FAILED, STAGE_INFERENCE, Failure, ImageMask, TileResult
 
 MULTI_TILE = "multi_tile"
+# An array as it crosses the shuffle: (dtype string, shape, zlib bytes).
+Packed = tuple[str, tuple[int, ...], bytes]
 
 
-def pack(array: np.ndarray):
+def pack(array: np.ndarray) -> Packed:
   """(dtype, shape, zlib bytes) of an array, for the shuffle."""
   return array.dtype.str, array.shape, zlib.compress(np.ascontiguousarray(array).data, 1)
 
 
-def unpack(packed) -> np.ndarray:
+def unpack(packed: Packed) -> np.ndarray:
   dtype, shape, data = packed
   return np.frombuffer(zlib.decompress(data), dtype=np.dtype(dtype)).reshape(shape)
 
 
-def _failure(result, error_type, message, stage):
+def _failure(result: TileResult, error_type: str, message: str, stage: str) -> Failure:
   return Failure(result.uri, result.key, stage, error_type, message)
 
 
 class RouteTileResultsFn(beam.DoFn):
   """Single-tile results become masks here; multi-tile ones go to the shuffle (and are measured)."""
 
-  def __init__(self):
+  def __init__(self) -> None:
     self._masks = accounting.distribution(accounting.SHUFFLE_STITCH_MASKS)
     self._overlays = accounting.distribution(accounting.SHUFFLE_STITCH_OVERLAYS)
 
-  def process(self, result):
+  def process(self, result: Any) -> Iterator[Any]:
     if result.count > 1:
       if not result.error:
         result = result._replace(class_ids=pack(result.class_ids))
@@ -61,10 +65,10 @@ class RouteTileResultsFn(beam.DoFn):
 class AssembleMaskFn(beam.DoFn):
   """(key, tile results) -> one ImageMask, or a failure if any tile failed."""
 
-  def __init__(self):
+  def __init__(self) -> None:
     self._stitched = Metrics.counter(accounting.NAMESPACE, "images_stitched")
 
-  def process(self, keyed):
+  def process(self, keyed: Any) -> Iterator[Any]:
     _, results = keyed
     results = sorted(results, key=lambda r: r.index)
     first = results[0]
@@ -108,7 +112,7 @@ class StitchTiles(beam.PTransform):
   flatten the small results instead.
   """
 
-  def expand(self, results):
+  def expand(self, results: Any) -> Any:
     routed = results | "RouteBySize" >> beam.ParDo(RouteTileResultsFn()).with_outputs(MULTI_TILE, FAILED, main="masks")
     stitched = (
       routed[MULTI_TILE]

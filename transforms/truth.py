@@ -16,7 +16,8 @@ formulas are restated here and ``tests/test_truth.py`` checks both agree.
 
 import io
 import posixpath
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -96,18 +97,18 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int
   return np.bincount(index.ravel(), minlength=cells + 1)[:cells].reshape(num_classes, num_classes)
 
 
-def _ratio(numerator, denominator):
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
   """Elementwise ratio, NaN where the denominator is zero (a class absent from truth and prediction)."""
   result = np.full(numerator.shape, np.nan)
   np.divide(numerator, denominator, out=result, where=denominator > 0)
   return result
 
 
-def _or_none(value) -> Optional[float]:
+def _or_none(value: Any) -> float | None:
   return None if value is None or np.isnan(value) else float(value)
 
 
-def metrics(confusion, names: Sequence[str]) -> dict:
+def metrics(confusion: Any, names: Sequence[str]) -> dict[str, Any]:
   """FCN's four metrics and per-class IoU and accuracy; None (null in JSON) where undefined."""
   confusion = np.asarray(confusion, dtype=np.float64)
   correct = np.diag(confusion)
@@ -128,7 +129,7 @@ def metrics(confusion, names: Sequence[str]) -> dict:
     }
 
 
-def image_truth(uri: str, labels: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict:
+def image_truth(uri: str, labels: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
   """The ``truth`` block of one image's stats record."""
   confusion = confusion_matrix(labels, predicted, len(names))
   scores = metrics(confusion, names)
@@ -143,21 +144,21 @@ def image_truth(uri: str, labels: np.ndarray, predicted: np.ndarray, names: Sequ
   }
 
 
-def evaluate_mask(uri: str, predicted: np.ndarray, names: Sequence[str]) -> dict:
+def evaluate_mask(uri: str, predicted: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
   """Reads the truth mask at ``uri`` and compares it with ``predicted`` ([H, W] class ids)."""
   height, width = predicted.shape
   return image_truth(uri, read_truth(uri, width, height, len(names)), predicted, names)
 
 
 def run_truth(
-  confusion,
+  confusion: Any,
   names: Sequence[str],
   with_truth: int,
   without_truth: int,
   unmatched: int,
   failed: int,
   patterns: Sequence[str],
-) -> dict:
+) -> dict[str, Any]:
   """The run-level ``truth`` block of summary.json and evaluation.json (from the summed confusion)."""
   confusion = np.asarray(confusion, dtype=np.int64)
   scores = metrics(confusion, names)
@@ -179,9 +180,9 @@ def run_truth(
   }
 
 
-def truth_index(paths_by_pattern: Dict[str, List[str]]) -> Dict[str, str]:
+def truth_index(paths_by_pattern: dict[str, list[str]]) -> dict[str, str]:
   """{stem: truth URI}; where two files share a stem the smallest URI wins (validation refuses that)."""
-  index = {}
+  index: dict[str, str] = {}
   for pattern, paths in paths_by_pattern.items():
     for path in paths:
       key = truth_stem(path, pattern)
@@ -190,7 +191,7 @@ def truth_index(paths_by_pattern: Dict[str, List[str]]) -> Dict[str, str]:
   return index
 
 
-def _smallest(uris):
+def _smallest(uris: Any) -> Any:
   return min(uris)
 
 
@@ -201,7 +202,7 @@ class MatchTruth(beam.PTransform):
     super().__init__()
     self._patterns = list(patterns)
 
-  def expand(self, pbegin):
+  def expand(self, pbegin: Any) -> Any:
     matched = [
       pbegin
       | f"MatchTruth{i}" >> fileio.MatchFiles(pattern)
@@ -211,7 +212,7 @@ class MatchTruth(beam.PTransform):
     return matched | "AllTruth" >> beam.Flatten() | "OneTruthPerStem" >> beam.CombinePerKey(_smallest)
 
 
-def _unmatched(joined):
+def _unmatched(joined: Any) -> Iterator[Any]:
   _, groups = joined
   if groups["truth"] and not groups["images"]:
     yield groups["truth"][0]
@@ -220,11 +221,11 @@ def _unmatched(joined):
 class UnmatchedTruth(beam.PTransform):
   """Composite: ((stem, uri) truth, image refs) -> URIs of truth files that match no image read."""
 
-  def __init__(self, truth):
+  def __init__(self, truth: Any):
     super().__init__()
     self._truth = truth
 
-  def expand(self, refs):
+  def expand(self, refs: Any) -> Any:
     stems = refs | "ImageStems" >> beam.Map(lambda ref: (stem(ref.key), None))
     return (
       {"truth": self._truth, "images": stems}
