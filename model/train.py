@@ -218,7 +218,11 @@ def _checked_data(args: argparse.Namespace) -> tuple[list[SegmentationClass], di
   data_report = check_dataset(args.data, class_list, splits=["train", args.val_split])
   if args.val_split in data_report.get("missing_splits", []):
     raise DataError(
-      f"{args.data} has no '{args.val_split}' split to validate on: add {args.val_split}/images + masks (python -m model.make_splits cuts scenes into splits) or pass --val_split"
+      args.data,
+      [
+        f"no '{args.val_split}' split to validate on: add {args.val_split}/images + masks "
+        "(python -m model.make_splits cuts scenes into splits) or pass --val_split"
+      ],
     )
   print(format_report(data_report), flush=True)
   return class_list, data_report
