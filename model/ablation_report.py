@@ -137,7 +137,7 @@ def draw_decoder_figure(rows: list[dict[str, Any]], figures_dir: str) -> str:
   return path
 
 
-def boundary_scores(records: list[dict[str, Any]], cells_dir: str, test_dir: str | None) -> dict[str, float]:
+def boundary_scores(records: list[dict[str, Any]], cells_dir: str, test_dir: str | None) -> dict[str, float | None]:
   """{cell id: mean BF of its test predictions} for the cells that kept them (``<id>.masks.npz``)."""
   if not test_dir:
     return {}

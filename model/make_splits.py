@@ -131,7 +131,7 @@ def scenes_in_folder(scenes_dir: str) -> list[tuple[str, str]]:
 
 def _classes_for(
   scenes_dir: str | None, pairs: Sequence[tuple[str, str]], names: str | None
-) -> list[SegmentationClass]:
+) -> tuple[SegmentationClass, ...]:
   """The class list from the scene folder's classes.json (or next to the first image) and/or --classes."""
   candidates = [scenes_dir] if scenes_dir else []
   if pairs:

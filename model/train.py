@@ -212,7 +212,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return args
 
 
-def _checked_data(args: argparse.Namespace) -> tuple[list[SegmentationClass], dict[str, Any]]:
+def _checked_data(args: argparse.Namespace) -> tuple[tuple[SegmentationClass, ...], dict[str, Any]]:
   """The dataset's classes and its check report (printed); a missing validation split is a DataError."""
   class_list = classes_module.dataset_classes(args.data, args.classes)
   data_report = check_dataset(args.data, class_list, splits=["train", args.val_split])
