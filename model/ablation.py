@@ -33,6 +33,8 @@ instead, each cell trained by model.train at its defaults
 import argparse
 import os
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,15 +53,37 @@ from model.classes import CLASSES
 from model.variants import LAST_STRIDE
 
 
-def run(args):
+def _save_cell(
+  cells_dir: str,
+  cell: dict[str, Any],
+  record: dict[str, Any],
+  predicted: np.ndarray,
+  example: np.ndarray | None,
+) -> None:
+  """A finished cell's files: its test masks, the example probabilities (first seed only) and, last, its record."""
+  np.savez_compressed(os.path.join(cells_dir, cell["id"] + ".masks.npz"), masks=predicted)
+  if example is not None:
+    np.savez_compressed(
+      os.path.join(cells_dir, cell["id"] + ".npz"),
+      probabilities=example.astype(np.float16),
+      variant=cell["variant"],
+      upsampling=cell["upsampling"],
+    )
+  write_json(os.path.join(cells_dir, cell["id"] + ".json"), record)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
   """Run (or resume) the grid; returns {"ran": [...], "cached": [...], "skipped": [...], "figures": [...]}."""
   started = time.monotonic()
   cells_dir = os.path.join(args.out, "cells")
   os.makedirs(cells_dir, exist_ok=True)
   settings = cell_settings(args)
   cells = plan_cells(args)
-  records, ran, cached, skipped = [], [], [], []
-  pending = []
+  records: list[dict[str, Any]] = []
+  ran: list[str] = []
+  cached: list[str] = []
+  skipped: list[str] = []
+  pending: list[dict[str, Any]] = []
   for cell in cells:
     record = load_cached(os.path.join(cells_dir, cell["id"] + ".json"), settings)
     if record is not None:
@@ -87,15 +111,7 @@ def run(args):
         )
         break
       record, example, predicted = run_cell(cell, args, paths, val, test, class_names)
-      np.savez_compressed(os.path.join(cells_dir, cell["id"] + ".masks.npz"), masks=predicted)
-      if example is not None and cell["seed"] == min(args.seeds):
-        np.savez_compressed(
-          os.path.join(cells_dir, cell["id"] + ".npz"),
-          probabilities=example.astype(np.float16),
-          variant=cell["variant"],
-          upsampling=cell["upsampling"],
-        )
-      write_json(os.path.join(cells_dir, cell["id"] + ".json"), record)
+      _save_cell(cells_dir, cell, record, predicted, example if cell["seed"] == min(args.seeds) else None)
       records.append(record)
       ran.append(cell["id"])
       print(
@@ -113,10 +129,8 @@ def run(args):
   return {"ran": ran, "cached": cached, "skipped": skipped, "figures": figures, "minutes": minutes}
 
 
-def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--out", default="runs/ablation", help="cells, data, table (default runs/ablation)")
-  parser.add_argument("--figures", default=None, help="folder for the PNG figures (default: --out)")
+def _add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+  """The grid's axes: seeds, decoders, upsamplings and the small-data regime."""
   parser.add_argument(
     "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="initialisation/shuffling seeds (default 0-4)"
   )
@@ -141,10 +155,18 @@ def parse_args(argv=None):
     default=0.1,
     help="share of the training images in the small-data regime (0: no such regime)",
   )
+
+
+def _add_mosaic_arguments(parser: argparse.ArgumentParser) -> None:
+  """The generated mosaics' size and counts."""
   parser.add_argument("--image_size", type=int, default=96, help="image and crop size (a multiple of 32)")
   parser.add_argument("--train_images", type=int, default=640)
   parser.add_argument("--val_images", type=int, default=48)
   parser.add_argument("--test_images", type=int, default=100)
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+  """Every cell's training recipe and network width."""
   parser.add_argument("--epochs", type=int, default=12)
   parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--learning_rate", type=float, default=2e-3)
@@ -157,6 +179,10 @@ def parse_args(argv=None):
     default=16,
     help="compact encoder first-stage width (16: 0.31 M parameters, about 2x faster than the default model's 32)",
   )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+  """Which cells run now, the time bound, and report-only."""
   parser.add_argument("--only", nargs="*", help="run just these cells, e.g. full_fcn8s_resize_seed0")
   parser.add_argument(
     "--max_minutes", type=float, default=90, help="start no new cell after this many minutes (rerun to resume)"
@@ -164,6 +190,10 @@ def parse_args(argv=None):
   parser.add_argument(
     "--report_only", action="store_true", help="train nothing: table and figures from the finished cells"
   )
+
+
+def _add_own_data_arguments(parser: argparse.ArgumentParser) -> None:
+  """--data and its companions, in their own help group (model.ablation_own_data)."""
   own = parser.add_argument_group(
     "your own dataset (model.ablation_own_data)",
     "With --data, each cell is model.train at its defaults on DIR (one --variants entry, one seed), scored on "
@@ -176,13 +206,10 @@ def parse_args(argv=None):
     default="",
     help='extra model.train flags for every cell, e.g. "--epochs 10" (default: none, model.train\'s defaults)',
   )
-  args = parser.parse_args(argv)
-  if args.variants is None:
-    args.variants = ["fcn8s", "fcn4s", "fcn2s"] if args.data is not None else ["fcn32s", "fcn8s"]
-  if args.data is not None:
-    if not os.path.isdir(args.data):
-      parser.error(f"--data {args.data}: no such directory")
-    return args
+
+
+def _check_mosaic_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """Usage errors for mosaic-grid settings that cannot run or cannot be measured."""
   if args.image_size % NETWORK_STRIDE:
     parser.error(
       f"--image_size must be a multiple of {NETWORK_STRIDE} (the checkerboard is measured over whole periods)"
@@ -193,10 +220,29 @@ def parse_args(argv=None):
     parser.error("--train_images, --val_images, --test_images and --batch_size must be positive")
   if not 0 <= args.small_fraction < 1:
     parser.error("--small_fraction must be in [0, 1)")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", default="runs/ablation", help="cells, data, table (default runs/ablation)")
+  parser.add_argument("--figures", default=None, help="folder for the PNG figures (default: --out)")
+  _add_grid_arguments(parser)
+  _add_mosaic_arguments(parser)
+  _add_training_arguments(parser)
+  _add_run_arguments(parser)
+  _add_own_data_arguments(parser)
+  args = parser.parse_args(argv)
+  if args.variants is None:
+    args.variants = ["fcn8s", "fcn4s", "fcn2s"] if args.data is not None else ["fcn32s", "fcn8s"]
+  if args.data is not None:
+    if not os.path.isdir(args.data):
+      parser.error(f"--data {args.data}: no such directory")
+    return args
+  _check_mosaic_arguments(parser, args)
   return args
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
   if args.data is not None:
     from model.ablation_own_data import run as run_own_data

@@ -6,8 +6,10 @@ everything without training. matplotlib is imported only when figures are
 drawn: the per-cell table rewrite does not need it.
 """
 
+import argparse
 import math
 import os
+from typing import Any
 
 import numpy as np
 
@@ -26,17 +28,17 @@ from model.ablation_stats import cell_boundary_f1, decoder_rows, summarise, t_in
 from model.classes import CLASSES
 
 
-def interval_text(mean, half, digits=4, signed=False):
+def interval_text(mean: float, half: float, digits: int = 4, signed: bool = False) -> str:
   sign = "+" if signed else ""
   if math.isnan(half):
     return f"{mean:{sign}.{digits}f} (1 seed)"
   return f"{mean:{sign}.{digits}f} ± {half:.{digits}f}"
 
 
-def markdown_table(rows):
+def markdown_table(rows: list[dict[str, Any]]) -> str:
   """Two tables: test mean IoU with paired differences, then the checkerboard shares with paired differences."""
 
-  def difference(row, key, digits):
+  def difference(row: dict[str, Any], key: str, digits: int) -> str:
     if row["upsampling"] == REFERENCE:
       return "reference"
     if key not in row:
@@ -69,10 +71,10 @@ def markdown_table(rows):
   return "\n".join(lines)
 
 
-def decoder_table(rows):
+def decoder_table(rows: list[dict[str, Any]]) -> str:
   """The decoder comparison: quality and its paired difference to FCN-8s, then cost."""
 
-  def paired(row, key, digits=4):
+  def paired(row: dict[str, Any], key: str, digits: int = 4) -> str:
     if row["variant"] == "fcn8s":
       return "reference"
     if key + "_difference" not in row:
@@ -80,7 +82,7 @@ def decoder_table(rows):
     n = len(row[key + "_paired_seeds"])
     return interval_text(row[key + "_difference"], row[key + "_difference_ci"], digits, signed=True) + f" (n={n})"
 
-  def value(row, key):
+  def value(row: dict[str, Any], key: str) -> str:
     return "–" if row.get(key) is None or math.isnan(row[key]) else interval_text(row[key], row[key + "_ci"])
 
   lines = [
@@ -97,7 +99,7 @@ def decoder_table(rows):
   return "\n".join(lines)
 
 
-def draw_decoder_figure(rows, figures_dir):
+def draw_decoder_figure(rows: list[dict[str, Any]], figures_dir: str) -> str:
   """decoders.png: test mean IoU and boundary F1 per decoder (mean, 95 % interval, the seeds as dots),
   and each one's paired difference to FCN-8s."""
   import matplotlib
@@ -135,7 +137,7 @@ def draw_decoder_figure(rows, figures_dir):
   return path
 
 
-def boundary_scores(records, cells_dir, test_dir):
+def boundary_scores(records: list[dict[str, Any]], cells_dir: str, test_dir: str | None) -> dict[str, float | None]:
   """{cell id: mean BF of its test predictions} for the cells that kept them (``<id>.masks.npz``)."""
   if not test_dir:
     return {}
@@ -150,7 +152,7 @@ def boundary_scores(records, cells_dir, test_dir):
   return scores
 
 
-def _panels(records):
+def _panels(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
   keys = sorted({(r["regime"], r["variant"]) for r in records}, key=lambda key: (REGIMES.index(key[0]), key[1]))
   return keys
 
@@ -158,19 +160,10 @@ def _panels(records):
 COLOURS = {"bilinear": "tab:blue", "bilinear_frozen": "tab:green", "random": "tab:red", "resize": "tab:gray"}
 
 
-def draw_figures(records, rows, figures_dir, test_dir=None, examples=None):
-  """ablation_miou.png (intervals and paired differences), ablation_curves.png and ablation_checkerboard.png."""
-  # matplotlib only here: the backend is chosen before pyplot is imported, and the table rewrites need neither.
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  import matplotlib.ticker
-
-  os.makedirs(figures_dir, exist_ok=True)
-  panels = _panels(records)
-  written = []
-
+def _draw_miou_figure(
+  plt: Any, records: list[dict[str, Any]], rows: list[dict[str, Any]], panels: list[tuple[str, str]], figures_dir: str
+) -> str:
+  """ablation_miou.png: per panel, each upsampling's test mean IoU (interval, seeds) and paired difference."""
   figure, axes = plt.subplots(2, len(panels), figsize=(3.6 * len(panels), 6.4), squeeze=False)
   for column, (regime, variant) in enumerate(panels):
     top, bottom = axes[0][column], axes[1][column]
@@ -205,7 +198,14 @@ def draw_figures(records, rows, figures_dir, test_dir=None, examples=None):
   path = os.path.join(figures_dir, "ablation_miou.png")
   figure.savefig(path, dpi=110)
   plt.close(figure)
-  written.append(path)
+  return path
+
+
+def _draw_curves_figure(
+  plt: Any, records: list[dict[str, Any]], panels: list[tuple[str, str]], figures_dir: str
+) -> str:
+  """ablation_curves.png: per panel, each upsampling's validation mean IoU by epoch (mean and interval band)."""
+  import matplotlib.ticker
 
   figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
   for column, (regime, variant) in enumerate(panels):
@@ -218,11 +218,12 @@ def draw_figures(records, rows, figures_dir, test_dir=None, examples=None):
       ]
       if not curves or len({len(curve) for curve in curves}) != 1:
         continue
-      curves = np.asarray(curves)
-      epochs = np.arange(1, curves.shape[1] + 1)
-      means, halves = zip(*(t_interval(curves[:, index]) for index in range(curves.shape[1])))
-      means, halves = np.asarray(means), np.nan_to_num(np.asarray(halves))
-      axis.plot(epochs, means, color=COLOURS[upsampling], label=f"{upsampling} (n={len(curves)})")
+      epoch_values = np.asarray(curves)
+      epochs = np.arange(1, epoch_values.shape[1] + 1)
+      intervals = [t_interval(epoch_values[:, index]) for index in range(epoch_values.shape[1])]
+      means = np.asarray([mean for mean, _ in intervals])
+      halves = np.nan_to_num(np.asarray([half for _, half in intervals]))
+      axis.plot(epochs, means, color=COLOURS[upsampling], label=f"{upsampling} (n={len(epoch_values)})")
       axis.fill_between(epochs, means - halves, means + halves, color=COLOURS[upsampling], alpha=0.15)
     axis.set_title(f"{variant}, {regime}", fontsize=9)
     axis.set_xlabel("epoch")
@@ -235,14 +236,33 @@ def draw_figures(records, rows, figures_dir, test_dir=None, examples=None):
   path = os.path.join(figures_dir, "ablation_curves.png")
   figure.savefig(path, dpi=110)
   plt.close(figure)
-  written.append(path)
+  return path
 
+
+def draw_figures(
+  records: list[dict[str, Any]],
+  rows: list[dict[str, Any]],
+  figures_dir: str,
+  test_dir: str | None = None,
+  examples: dict[tuple[str, str], np.ndarray] | None = None,
+) -> list[str]:
+  """ablation_miou.png (intervals and paired differences), ablation_curves.png and ablation_checkerboard.png."""
+  # matplotlib only here: the backend is chosen before pyplot is imported, and the table rewrites need neither.
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  os.makedirs(figures_dir, exist_ok=True)
+  panels = _panels(records)
+  written = [_draw_miou_figure(plt, records, rows, panels, figures_dir)]
+  written.append(_draw_curves_figure(plt, records, panels, figures_dir))
   if examples and test_dir:
     written.append(_draw_examples(plt, examples, records, rows, figures_dir, test_dir))
   return written
 
 
-def _boundary_window(mask, size):
+def _boundary_window(mask: np.ndarray, size: int) -> tuple[int, int]:
   """Top-left corner of the size x size window with the most label boundaries (aligned to 8 pixels)."""
   edges = np.zeros(mask.shape, np.int64)
   edges[:, 1:] += mask[:, 1:] != mask[:, :-1]
@@ -256,7 +276,15 @@ def _boundary_window(mask, size):
   return corner
 
 
-def _draw_examples(plt, examples, records, rows, figures_dir, test_dir):
+def _draw_examples(
+  plt: Any,
+  examples: dict[tuple[str, str], np.ndarray],
+  records: list[dict[str, Any]],
+  rows: list[dict[str, Any]],
+  figures_dir: str,
+  test_dir: str,
+) -> str:
+  """ablation_checkerboard.png: the example test image's winning-class probability under each upsampling."""
   images, masks = load_arrays(test_dir, "test")
   image, mask = images[EXAMPLE_INDEX].astype(np.uint8), masks[EXAMPLE_INDEX]
   crop = min(48, mask.shape[0], mask.shape[1])
@@ -302,7 +330,7 @@ def _draw_examples(plt, examples, records, rows, figures_dir, test_dir):
   return path
 
 
-def load_examples(cells_dir, seed):
+def load_examples(cells_dir: str, seed: int) -> dict[tuple[str, str], np.ndarray]:
   """The kept probability maps of the full regime's cells for one seed: {(variant, upsampling): [H, W, C]}."""
   examples = {}
   for name in sorted(os.listdir(cells_dir)) if os.path.isdir(cells_dir) else []:
@@ -312,7 +340,9 @@ def load_examples(cells_dir, seed):
   return examples
 
 
-def write_report(args, records, paths_test, figures=True):
+def write_report(
+  args: argparse.Namespace, records: list[dict[str, Any]], paths_test: str | None, figures: bool = True
+) -> tuple[str, list[str]]:
   """OUT/ablation.md and OUT/ablation.json from the finished cells, and the figures unless told not to."""
   rows = summarise(records)
   table = markdown_table(rows)

@@ -20,13 +20,16 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 
-from model.check_data_pairs import folder_split, split_shards, tfrecord_items
+from model.check_data_pairs import Item, folder_split, split_shards, tfrecord_items
 from model.classes import CLASSES_FILE, IGNORE_LABEL, ClassesError, SegmentationClass, dataset_classes
 from model.image_io import read_image, read_mask
 
+T = TypeVar("T")
 SPLITS = ("train", "val", "test")
 REQUIRED_SPLIT = "train"
 MAX_LISTED_PROBLEMS = 20
@@ -39,13 +42,13 @@ SAMPLE_START_PIXELS_PER_IMAGE = 16_384
 class DataError(ValueError):
   """The dataset has problems; ``problems`` lists them all, the message shows the first few."""
 
-  def __init__(self, data_dir, problems):
+  def __init__(self, data_dir: str, problems: Iterable[str]) -> None:
     self.data_dir = data_dir
     self.problems = list(problems)
     super().__init__(format_problems(data_dir, self.problems))
 
 
-def format_problems(data_dir, problems, limit=MAX_LISTED_PROBLEMS):
+def format_problems(data_dir: str, problems: Sequence[str], limit: int = MAX_LISTED_PROBLEMS) -> str:
   count = len(problems)
   lines = [f"{count} problem{'s' if count != 1 else ''} in {data_dir}:"]
   lines += [f"  - {problem}" for problem in problems[:limit]]
@@ -54,19 +57,25 @@ def format_problems(data_dir, problems, limit=MAX_LISTED_PROBLEMS):
   return "\n".join(lines)
 
 
+class _ImageFacts(NamedTuple):
+  """An image's size, bands and bit depth (numpy dtype name)."""
+
+  height: int
+  width: int
+  channels: int
+  dtype: str
+
+
 @dataclasses.dataclass
 class _Examined:
   image_label: str
-  height: int = None
-  width: int = None
-  channels: int = None
-  dtype: str = None
-  counts: np.ndarray = None
-  sample: np.ndarray = None
-  problems: list = dataclasses.field(default_factory=list)
+  image: _ImageFacts | None = None
+  counts: np.ndarray | None = None
+  sample: np.ndarray | None = None
+  problems: list[str] = dataclasses.field(default_factory=list)
 
 
-def _examine(item, classes, classes_source, sample_pixels):
+def _examine(item: Item, classes: Sequence[SegmentationClass], classes_source: str, sample_pixels: int) -> _Examined:
   """Decode one pair and measure it; every problem is returned, never raised, so one bad file stops nothing."""
   result = _Examined(item.image_label)
   image = mask = None
@@ -79,8 +88,8 @@ def _examine(item, classes, classes_source, sample_pixels):
   except (ValueError, OSError) as exc:
     result.problems.append(_named(exc, item.mask_label))
   if image is not None:
-    result.height, result.width, result.channels = image.shape
-    result.dtype = image.dtype.name
+    height, width, channels = image.shape
+    result.image = _ImageFacts(height, width, channels, image.dtype.name)
     if sample_pixels:
       stride = max(1, int(np.ceil(np.sqrt(image.shape[0] * image.shape[1] / sample_pixels))))
       result.sample = image[::stride, ::stride].reshape(-1, image.shape[2]).copy()
@@ -100,15 +109,15 @@ def _examine(item, classes, classes_source, sample_pixels):
   return result
 
 
-def _named(exc, label):
+def _named(exc: BaseException, label: str) -> str:
   message = str(exc)
   return message if label in message else f"{label} cannot be read: {message}"
 
 
-def _ordered_map(function, items, workers):
+def _ordered_map(function: Callable[[Item], _Examined], items: Iterable[Item], workers: int) -> Iterator[_Examined]:
   """function over items on a thread pool (Pillow, zlib and numpy release the GIL), in order, a bounded window in flight."""
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    pending = collections.deque()
+    pending: collections.deque[concurrent.futures.Future[_Examined]] = collections.deque()
     for item in items:
       pending.append(pool.submit(function, item))
       if len(pending) >= 4 * workers:
@@ -120,10 +129,11 @@ def _ordered_map(function, items, workers):
 class _BandSampler:
   """Strided pixel samples of many images, halved whenever they outgrow the budget."""
 
-  def __init__(self, budget=SAMPLE_BUDGET_PIXELS, start=SAMPLE_START_PIXELS_PER_IMAGE):
-    self.budget, self.per_image, self.samples, self.total = budget, start, [], 0
+  def __init__(self, budget: int = SAMPLE_BUDGET_PIXELS, start: int = SAMPLE_START_PIXELS_PER_IMAGE) -> None:
+    self.budget, self.per_image, self.total = budget, start, 0
+    self.samples: list[np.ndarray] = []
 
-  def add(self, sample):
+  def add(self, sample: np.ndarray) -> None:
     self.samples.append(sample)
     self.total += len(sample)
     while self.total > self.budget and self.per_image > 1:
@@ -131,7 +141,7 @@ class _BandSampler:
       self.total = sum(len(s) for s in self.samples)
       self.per_image = max(1, self.per_image // 2)
 
-  def statistics(self):
+  def statistics(self) -> dict[str, Any] | None:
     if not self.samples:
       return None
     pixels = np.concatenate(self.samples).astype(np.float64)
@@ -145,25 +155,27 @@ class _BandSampler:
     }
 
 
-def _resolve_classes(data_dir, classes):
+def _resolve_classes(
+  data_dir: str, classes: Sequence[SegmentationClass] | Sequence[str] | str | None
+) -> tuple[Sequence[SegmentationClass], str]:
   """(class list, how messages name its source) from SegmentationClass objects, names, a comma string or None."""
   try:
     if classes is None:
       return dataset_classes(data_dir), CLASSES_FILE
     if isinstance(classes, str) or all(isinstance(c, str) for c in classes):
-      names = classes if isinstance(classes, str) else ",".join(classes)
+      names = classes if isinstance(classes, str) else ",".join(cast(Sequence[str], classes))
       source = CLASSES_FILE if os.path.exists(os.path.join(data_dir, CLASSES_FILE)) else "--classes"
       return dataset_classes(data_dir, names), source
   except ClassesError as exc:
     raise DataError(data_dir, [str(exc)]) from None
-  classes = tuple(classes)
-  if not all(isinstance(c, SegmentationClass) for c in classes):
+  class_list = tuple(classes)
+  if not all(isinstance(c, SegmentationClass) for c in class_list):
     raise TypeError("classes must be SegmentationClass objects, class names, a comma-separated string or None")
   source = CLASSES_FILE if os.path.exists(os.path.join(data_dir, CLASSES_FILE)) else "the class list"
-  return classes, source
+  return cast(tuple[SegmentationClass, ...], class_list), source
 
 
-def _mixed(values, noun, problems):
+def _mixed(values: Sequence[tuple[T, str]], noun: Callable[[str, T, T], str], problems: list[str]) -> T | None:
   """The most common value of an image property; every image that differs is a problem."""
   counts = collections.Counter(value for value, _ in values)
   if not counts:
@@ -175,17 +187,104 @@ def _mixed(values, noun, problems):
   return common
 
 
-def _channels_noun(label, value, common):
+def _channels_noun(label: str, value: int, common: int) -> str:
   plural = lambda n: f"{n} channel{'s' if n != 1 else ''}"
   return f"{label} has {plural(value)} but the others have {common}; give every image the same bands"
 
 
-def _dtype_noun(label, value, common):
+def _dtype_noun(label: str, value: str, common: str) -> str:
   bits = {"uint8": "8-bit", "uint16": "16-bit"}
   return f"{label} is {bits[value]} ({value}) but the others are {bits[common]} ({common}); store every image at one bit depth"
 
 
-def check_dataset(data_dir, classes, splits=None, workers=None):
+@dataclasses.dataclass
+class _Findings:
+  """What checking the splits collects: every problem, each image's bands and bit depth, the absent splits."""
+
+  problems: list[str] = dataclasses.field(default_factory=list)
+  channel_values: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+  dtype_values: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+  missing: list[str] = dataclasses.field(default_factory=list)
+
+
+def _split_items(
+  data_dir: str, split: str, problems: list[str]
+) -> tuple[str, Iterable[Item], collections.Counter[str], list[str]] | None:
+  """(layout, pairs to examine, image/mask counts, ignored files) of a split, or None when it is absent.
+
+  Folders win when both exist, as in model.data; TFRecord pairs are read, and counted, as they are examined.
+  """
+  split_dir = os.path.join(data_dir, split)
+  has_folders = any(os.path.isdir(os.path.join(split_dir, sub)) for sub in ("images", "masks"))
+  shards = split_shards(data_dir, split)
+  counter: collections.Counter[str] = collections.Counter()
+  image_dir = os.path.join(split_dir, "images")
+  has_images = os.path.isdir(image_dir) and any(not name.startswith(".") for name in os.listdir(image_dir))
+  if has_folders and (has_images or not shards):
+    items, counter["images"], counter["masks"], ignored = folder_split(data_dir, split, problems)
+    return "folders", items, counter, ignored
+  if shards:
+    return "tfrecord", tfrecord_items(data_dir, shards, problems, counter), counter, []
+  return None
+
+
+def _check_split(
+  data_dir: str,
+  split: str,
+  class_list: Sequence[SegmentationClass],
+  classes_source: str,
+  sampler: _BandSampler,
+  workers: int,
+  findings: _Findings,
+) -> dict[str, Any] | None:
+  """Examine every pair of one split on the thread pool; its report entry, or None when the split is absent."""
+  found = _split_items(data_dir, split, findings.problems)
+  if found is None:
+    findings.missing.append(split)
+    if split == REQUIRED_SPLIT:
+      findings.problems.append(
+        f"there is no {split} split: expected {split}/images + {split}/masks folders "
+        f"or TFRecord shards in {split}/shards/"
+      )
+    return None
+  layout, items, counter, ignored = found
+  totals = np.zeros(256, dtype=np.int64)
+  heights: list[int] = []
+  widths: list[int] = []
+  per_image = sampler.per_image if split == REQUIRED_SPLIT else 0
+  examine = functools.partial(_examine, classes=class_list, classes_source=classes_source, sample_pixels=per_image)
+  for examined in _ordered_map(examine, items, workers):
+    findings.problems.extend(examined.problems)
+    if examined.image is not None:
+      heights.append(examined.image.height)
+      widths.append(examined.image.width)
+      findings.channel_values.append((examined.image.channels, examined.image_label))
+      findings.dtype_values.append((examined.image.dtype, examined.image_label))
+    if examined.sample is not None:
+      sampler.add(examined.sample)
+    if examined.counts is not None:
+      totals += examined.counts
+  if counter["images"] == 0:
+    where = f"{split}/images" if layout == "folders" else f"the {split} shards"
+    findings.problems.append(f"{where} holds no images (the {split} split is empty)")
+  return {
+    "layout": layout,
+    "images": counter["images"],
+    "masks": counter["masks"],
+    "height": [min(heights), max(heights)] if heights else None,
+    "width": [min(widths), max(widths)] if widths else None,
+    "class_pixels": [int(v) for v in totals[: len(class_list)]],
+    "ignore_pixels": int(totals[IGNORE_LABEL]),
+    "ignored_files": ignored,
+  }
+
+
+def check_dataset(
+  data_dir: str,
+  classes: Sequence[SegmentationClass] | Sequence[str] | str | None,
+  splits: Sequence[str] | None = None,
+  workers: int | None = None,
+) -> dict[str, Any]:
   """Check every image/mask pair of the splits and describe the dataset; DataError lists all problems.
 
   ``classes``: SegmentationClass objects (model.classes.dataset_classes),
@@ -199,66 +298,20 @@ def check_dataset(data_dir, classes, splits=None, workers=None):
   if not os.path.isdir(data_dir):
     raise DataError(data_dir, [f"{data_dir} is not a directory"])
   class_list, classes_source = _resolve_classes(data_dir, classes)
-  num_classes = len(class_list)
   splits = list(SPLITS if splits is None else splits)
   workers = workers or min(8, os.cpu_count() or 1)
-  problems, channel_values, dtype_values, missing = [], [], [], []
+  findings = _Findings()
   report_splits = {}
   sampler = _BandSampler()
   for split in splits:
-    split_dir = os.path.join(data_dir, split)
-    has_folders = any(os.path.isdir(os.path.join(split_dir, sub)) for sub in ("images", "masks"))
-    shards = split_shards(data_dir, split)
-    counter = collections.Counter()
-    ignored = []
-    image_dir = os.path.join(split_dir, "images")
-    has_images = os.path.isdir(image_dir) and any(not name.startswith(".") for name in os.listdir(image_dir))
-    if has_folders and (has_images or not shards):  # folders win when both exist, as in model.data
-      layout = "folders"
-      items, counter["images"], counter["masks"], ignored = folder_split(data_dir, split, problems)
-    elif shards:
-      layout = "tfrecord"
-      items = tfrecord_items(data_dir, shards, problems, counter)
-    else:
-      missing.append(split)
-      if split == REQUIRED_SPLIT:
-        problems.append(
-          f"there is no {split} split: expected {split}/images + {split}/masks folders "
-          f"or TFRecord shards in {split}/shards/"
-        )
-      continue
-    totals = np.zeros(256, dtype=np.int64)
-    heights, widths = [], []
-    per_image = sampler.per_image if split == REQUIRED_SPLIT else 0
-    examine = functools.partial(_examine, classes=class_list, classes_source=classes_source, sample_pixels=per_image)
-    for examined in _ordered_map(examine, items, workers):
-      problems.extend(examined.problems)
-      if examined.height is not None:
-        heights.append(examined.height)
-        widths.append(examined.width)
-        channel_values.append((examined.channels, examined.image_label))
-        dtype_values.append((examined.dtype, examined.image_label))
-      if examined.sample is not None:
-        sampler.add(examined.sample)
-      if examined.counts is not None:
-        totals += examined.counts
-    if counter["images"] == 0:
-      where = f"{split}/images" if layout == "folders" else f"the {split} shards"
-      problems.append(f"{where} holds no images (the {split} split is empty)")
-    report_splits[split] = {
-      "layout": layout,
-      "images": counter["images"],
-      "masks": counter["masks"],
-      "height": [min(heights), max(heights)] if heights else None,
-      "width": [min(widths), max(widths)] if widths else None,
-      "class_pixels": [int(v) for v in totals[:num_classes]],
-      "ignore_pixels": int(totals[IGNORE_LABEL]),
-      "ignored_files": ignored,
-    }
-  if not channel_values and not problems:
+    entry = _check_split(data_dir, split, class_list, classes_source, sampler, workers, findings)
+    if entry is not None:
+      report_splits[split] = entry
+  problems = findings.problems
+  if not findings.channel_values and not problems:
     problems.append(f"no images could be read from the {', '.join(splits)} split{'s' if len(splits) != 1 else ''}")
-  channels = _mixed(channel_values, _channels_noun, problems)
-  dtype = _mixed(dtype_values, _dtype_noun, problems)
+  channels = _mixed(findings.channel_values, _channels_noun, problems)
+  dtype = _mixed(findings.dtype_values, _dtype_noun, problems)
   if problems:
     raise DataError(data_dir, problems)
   return {
@@ -267,12 +320,12 @@ def check_dataset(data_dir, classes, splits=None, workers=None):
     "channels": channels,
     "dtype": dtype,
     "splits": report_splits,
-    "missing_splits": missing,
+    "missing_splits": findings.missing,
     "band_stats": sampler.statistics(),
   }
 
 
-def _table(rows):
+def _table(rows: Sequence[Sequence[Any]]) -> list[str]:
   widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
   return [
     "  "
@@ -281,11 +334,11 @@ def _table(rows):
   ]
 
 
-def _range(pair):
+def _range(pair: Sequence[int] | None) -> str:
   return "-" if pair is None else (str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}-{pair[1]}")
 
 
-def format_report(report):
+def format_report(report: dict[str, Any]) -> str:
   """The report as the text table check_data prints."""
   channels = report["channels"]
   lines = [
@@ -294,7 +347,7 @@ def format_report(report):
     "",
   ]
   splits = report["splits"]
-  rows = [("split", "layout", "images", "masks", "height", "width")]
+  rows: list[tuple[Any, ...]] = [("split", "layout", "images", "masks", "height", "width")]
   rows += [
     (name, s["layout"], s["images"], s["masks"], _range(s["height"]), _range(s["width"])) for name, s in splits.items()
   ]
@@ -327,7 +380,7 @@ def format_report(report):
   return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("data", help="dataset directory (DIR/<split>/images + masks, or TFRecord shards)")
   parser.add_argument("--classes", default=None, help="comma-separated class names, when DIR has no classes.json")

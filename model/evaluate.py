@@ -77,7 +77,7 @@ def load_segmenter(model_path: str) -> Loaded:
   if model_path.endswith(".keras"):
     import keras
 
-    from model.train import make_prediction_function
+    from model.train_validation import make_prediction_function
 
     model = keras.models.load_model(model_path)
     predict = make_prediction_function(model, with_confidence=True)

@@ -20,12 +20,14 @@ import os
 import shutil
 import sys
 import zlib
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import tifffile
 from PIL import Image
 
-from model.classes import CLASSES_FILE, IGNORE_LABEL, dataset_classes, write_classes_file
+from model.classes import CLASSES_FILE, IGNORE_LABEL, SegmentationClass, dataset_classes, write_classes_file
 from model.image_io import IMAGE_EXTENSIONS, read_image, read_mask
 from model.json_file import write_json_file
 
@@ -37,7 +39,7 @@ class SplitError(ValueError):
   """Scenes or options that cannot be split; the message says what to change."""
 
 
-def parse_regions(text):
+def parse_regions(text: str) -> tuple[int, int]:
   """'4x4' -> (4, 4)."""
   try:
     rows, cols = (int(part) for part in text.lower().split("x"))
@@ -48,12 +50,14 @@ def parse_regions(text):
   return rows, cols
 
 
-def block_edges(size, count):
+def block_edges(size: int, count: int) -> list[int]:
   """count + 1 pixel edges that cut size into count near-equal, disjoint, covering blocks."""
   return [index * size // count for index in range(count + 1)]
 
 
-def assign_blocks(rows, cols, val, test, seed, scene_name):
+def assign_blocks(
+  rows: int, cols: int, val: float, test: float, seed: int, scene_name: str
+) -> dict[tuple[int, int], str]:
   """{(row, col): split}: at least one block for each split with a fraction > 0, train gets the rest.
 
   The random order is seeded by (seed, scene name), so a scene's assignment
@@ -75,7 +79,7 @@ def assign_blocks(rows, cols, val, test, seed, scene_name):
   return {(int(index) // cols, int(index) % cols): split for index, split in zip(order, labels)}
 
 
-def _write_image(path_stem, block):
+def _write_image(path_stem: str, block: np.ndarray) -> str:
   """TIFF (tifffile, zlib) for 16-bit or other than 1/3 bands, PNG otherwise; returns the path written."""
   channels = block.shape[2]
   if block.dtype == np.uint16 or channels not in (1, 3):
@@ -91,7 +95,7 @@ def _write_image(path_stem, block):
   return path
 
 
-def _write_mask(path, block, classes):
+def _write_mask(path: str, block: np.ndarray, classes: Sequence[SegmentationClass]) -> None:
   """A palette PNG: the indices are the class ids, the palette draws them in the class colours."""
   palette = [255] * (3 * 256)
   for segmentation_class in classes:
@@ -101,7 +105,7 @@ def _write_mask(path, block, classes):
   image.save(path)
 
 
-def scenes_in_folder(scenes_dir):
+def scenes_in_folder(scenes_dir: str) -> list[tuple[str, str]]:
   """[(image, mask)] from DIR/images/<stem>.<ext> and DIR/masks/<stem>.png."""
   image_dir, mask_dir = os.path.join(scenes_dir, "images"), os.path.join(scenes_dir, "masks")
   if not os.path.isdir(image_dir):
@@ -125,7 +129,9 @@ def scenes_in_folder(scenes_dir):
   return pairs
 
 
-def _classes_for(scenes_dir, pairs, names):
+def _classes_for(
+  scenes_dir: str | None, pairs: Sequence[tuple[str, str]], names: str | None
+) -> tuple[SegmentationClass, ...]:
   """The class list from the scene folder's classes.json (or next to the first image) and/or --classes."""
   candidates = [scenes_dir] if scenes_dir else []
   if pairs:
@@ -137,7 +143,8 @@ def _classes_for(scenes_dir, pairs, names):
   return dataset_classes(candidates[0], names)
 
 
-def _prepare_out(out_dir, overwrite):
+def _prepare_out(out_dir: str, overwrite: bool) -> None:
+  """Refuse an --out that already holds a split, classes.json or splits.json, or remove them with --overwrite."""
   present = [name for name in OUTPUTS if os.path.exists(os.path.join(out_dir, name))]
   if present and not overwrite:
     raise SplitError(
@@ -148,11 +155,20 @@ def _prepare_out(out_dir, overwrite):
     shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
-def split_scenes(pairs, out_dir, regions, val, test, seed, classes, overwrite=False):
-  """Cut every (image, mask) scene into blocks, write them per split, and return the splits.json record."""
-  rows, cols = regions
-  if not (0 <= val < 1 and 0 <= test < 1):
-    raise SplitError("--val and --test are fractions of the blocks, between 0 and 1")
+class _Scene(NamedTuple):
+  """A scene read and checked: its name (the block files' prefix), its files, its pixels and class ids."""
+
+  name: str
+  image_path: str
+  mask_path: str
+  image: np.ndarray
+  mask: np.ndarray
+
+
+def _load_scenes(
+  pairs: Sequence[tuple[str, str]], rows: int, cols: int, classes: Sequence[SegmentationClass]
+) -> list[_Scene]:
+  """Every scene read and checked (unique names, mask size, room for the grid, class ids) before anything is written."""
   names = [os.path.splitext(os.path.basename(image))[0] for image, _ in pairs]
   duplicates = sorted({name for name in names if names.count(name) > 1})
   if duplicates:
@@ -175,13 +191,80 @@ def split_scenes(pairs, out_dir, regions, val, test, seed, classes, overwrite=Fa
       raise SplitError(
         f"{mask_path} has class ids {bad}, but the class list has 0..{len(classes) - 1}; fix the mask or add the class"
       )
-    loaded.append((name, image_path, mask_path, image, mask))
+    loaded.append(_Scene(name, image_path, mask_path, image, mask))
+  return loaded
+
+
+def _write_scene(
+  out_dir: str,
+  scene: _Scene,
+  regions: tuple[int, int],
+  assignment: dict[tuple[int, int], str],
+  classes: Sequence[SegmentationClass],
+  block_counts: dict[str, int],
+) -> dict[str, Any]:
+  """Write one scene's blocks into their splits' folders, counting them; returns the scene's splits.json entry."""
+  rows, cols = regions
+  image, mask = scene.image, scene.mask
+  digits = (len(str(rows - 1)), len(str(cols - 1)))
+  y_edges, x_edges = block_edges(image.shape[0], rows), block_edges(image.shape[1], cols)
+  blocks = []
+  for row in range(rows):
+    for col in range(cols):
+      split = assignment[(row, col)]
+      y0, y1, x0, x1 = y_edges[row], y_edges[row + 1], x_edges[col], x_edges[col + 1]
+      stem = f"{scene.name}_r{row:0{digits[0]}d}_c{col:0{digits[1]}d}"
+      written = _write_image(os.path.join(out_dir, split, "images", stem), image[y0:y1, x0:x1])
+      mask_file = os.path.join(out_dir, split, "masks", stem + ".png")
+      _write_mask(mask_file, mask[y0:y1, x0:x1], classes)
+      blocks.append(
+        {
+          "row": row,
+          "col": col,
+          "split": split,
+          "box": [y0, x0, y1, x1],
+          "image": os.path.relpath(written, out_dir),
+          "mask": os.path.relpath(mask_file, out_dir),
+        }
+      )
+      block_counts[split] += 1
+  return {
+    "name": scene.name,
+    "image": os.path.abspath(scene.image_path),
+    "mask": os.path.abspath(scene.mask_path),
+    "height": image.shape[0],
+    "width": image.shape[1],
+    "channels": image.shape[2],
+    "dtype": image.dtype.name,
+    "blocks": blocks,
+  }
+
+
+def split_scenes(
+  pairs: Sequence[tuple[str, str]],
+  out_dir: str,
+  regions: tuple[int, int],
+  val: float,
+  test: float,
+  seed: int,
+  classes: Sequence[SegmentationClass],
+  overwrite: bool = False,
+) -> dict[str, Any]:
+  """Cut every (image, mask) scene into blocks, write them per split, and return the splits.json record."""
+  rows, cols = regions
+  if not (0 <= val < 1 and 0 <= test < 1):
+    raise SplitError("--val and --test are fractions of the blocks, between 0 and 1")
+  loaded = _load_scenes(pairs, rows, cols, classes)
   _prepare_out(out_dir, overwrite)
   for split in SPLITS:
     for sub in ("images", "masks"):
       os.makedirs(os.path.join(out_dir, split, sub), exist_ok=True)
   write_classes_file(out_dir, classes)
-  digits = (len(str(rows - 1)), len(str(cols - 1)))
+  block_counts = {split: 0 for split in SPLITS}
+  scenes = []
+  for scene in loaded:
+    assignment = assign_blocks(rows, cols, val, test, seed, scene.name)
+    scenes.append(_write_scene(out_dir, scene, regions, assignment, classes, block_counts))
   record = {
     "generator": "python -m model.make_splits",
     "regions": [rows, cols],
@@ -189,50 +272,17 @@ def split_scenes(pairs, out_dir, regions, val, test, seed, classes, overwrite=Fa
     "test": test,
     "seed": seed,
     "box": "[y0, x0, y1, x1] in scene pixels, end exclusive",
-    "blocks": {split: 0 for split in SPLITS},
-    "scenes": [],
+    "blocks": block_counts,
+    "scenes": scenes,
   }
-  for name, image_path, mask_path, image, mask in loaded:
-    assignment = assign_blocks(rows, cols, val, test, seed, name)
-    y_edges, x_edges = block_edges(image.shape[0], rows), block_edges(image.shape[1], cols)
-    scene = {
-      "name": name,
-      "image": os.path.abspath(image_path),
-      "mask": os.path.abspath(mask_path),
-      "height": image.shape[0],
-      "width": image.shape[1],
-      "channels": image.shape[2],
-      "dtype": image.dtype.name,
-      "blocks": [],
-    }
-    for row in range(rows):
-      for col in range(cols):
-        split = assignment[(row, col)]
-        y0, y1, x0, x1 = y_edges[row], y_edges[row + 1], x_edges[col], x_edges[col + 1]
-        stem = f"{name}_r{row:0{digits[0]}d}_c{col:0{digits[1]}d}"
-        written = _write_image(os.path.join(out_dir, split, "images", stem), image[y0:y1, x0:x1])
-        mask_file = os.path.join(out_dir, split, "masks", stem + ".png")
-        _write_mask(mask_file, mask[y0:y1, x0:x1], classes)
-        scene["blocks"].append(
-          {
-            "row": row,
-            "col": col,
-            "split": split,
-            "box": [y0, x0, y1, x1],
-            "image": os.path.relpath(written, out_dir),
-            "mask": os.path.relpath(mask_file, out_dir),
-          }
-        )
-        record["blocks"][split] += 1
-    record["scenes"].append(scene)
   for split in SPLITS:
-    if record["blocks"][split] == 0:
+    if block_counts[split] == 0:
       shutil.rmtree(os.path.join(out_dir, split))
   write_json_file(os.path.join(out_dir, "splits.json"), record, indent=1)
   return record
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--regions", required=True, help="grid of blocks per scene, ROWSxCOLS (e.g. 4x4)")
   parser.add_argument("--scenes", default=None, help="folder with images/<scene>.<ext> and masks/<scene>.png")

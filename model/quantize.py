@@ -35,12 +35,15 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from model.engines import card_input, cpu, openvino_ir
 from model.engines.choice import EngineChoice
 from model.json_file import write_json_file
+from model.quantize_gate import failure_block, format_table, judge
 
 AGREEMENT_MIN = 0.995
 MIOU_DROP_MAX = 0.005
@@ -55,7 +58,7 @@ class QuantizeError(ValueError):
   """Quantisation cannot start; the message says what to pass instead."""
 
 
-def read_card(model_dir: str) -> dict:
+def read_card(model_dir: str) -> dict[str, Any]:
   path = os.path.join(model_dir, "card.json")
   try:
     with open(path, encoding="utf-8") as handle:
@@ -66,7 +69,7 @@ def read_card(model_dir: str) -> dict:
     raise QuantizeError(f"{path} is not valid JSON: {exc}") from None
 
 
-def training_data_dir(card: dict):
+def training_data_dir(card: dict[str, Any]) -> str | None:
   """The ``--data`` of the card's training command, or None: where the model says it learned from."""
   command = (card.get("training") or {}).get("command") or ""
   try:
@@ -81,7 +84,7 @@ def training_data_dir(card: dict):
   return None
 
 
-def calibration_source(args, card: dict):
+def calibration_source(args: argparse.Namespace, card: dict[str, Any]) -> tuple[str, ...]:
   """("glob", pattern) or ("data", directory, split), decided before anything heavy is imported."""
   if args.calibration and args.data:
     raise QuantizeError("pass either --calibration or --data, not both")
@@ -99,11 +102,11 @@ def calibration_source(args, card: dict):
   return ("data", named, args.split)
 
 
-def describe_source(source) -> str:
+def describe_source(source: tuple[str, ...]) -> str:
   return f"files {source[1]}" if source[0] == "glob" else f"{source[1]} split {source[2]}"
 
 
-def glob_images(pattern: str, spec, limit: int):
+def glob_images(pattern: str, spec: Any, limit: int) -> list[np.ndarray]:
   """The first ``limit`` files of ``pattern`` (sorted) as [H, W, C] arrays of the model's dtype and bands."""
   from model.image_io import read_image
 
@@ -118,14 +121,16 @@ def glob_images(pattern: str, spec, limit: int):
   return images
 
 
-def check_image(image: np.ndarray, spec, name: str):
+def check_image(image: np.ndarray, spec: Any, name: str) -> None:
   if image.shape[2] != spec.channels or image.dtype != np.dtype(spec.dtype):
     raise QuantizeError(
       f"{name} is {image.shape[2]}-channel {image.dtype}, but the model takes {spec.channels}-channel {spec.dtype}"
     )
 
 
-def split_examples(data_dir: str, split: str, spec, limit=None):
+def split_examples(
+  data_dir: str, split: str, spec: Any, limit: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
   """(image [H, W, C], mask [H, W]) pairs of a dataset split, in file order (``model.data``'s reader)."""
   from model.data import load_split
 
@@ -138,13 +143,13 @@ def split_examples(data_dir: str, split: str, spec, limit=None):
   return [(image.numpy(), mask.numpy()) for image, mask in dataset]
 
 
-def calibration_images(source, spec, limit: int):
+def calibration_images(source: tuple[str, ...], spec: Any, limit: int) -> list[np.ndarray]:
   if source[0] == "glob":
     return glob_images(source[1], spec, limit)
   return [image for image, _mask in split_examples(source[1], source[2], spec, limit)]
 
 
-def quantize_ir(fp32_ir: str, images):
+def quantize_ir(fp32_ir: str, images: Sequence[np.ndarray]) -> Any:
   """NNCF's default post-training int8 quantisation of the IR, calibrated on ``images`` ([H, W, C] each)."""
   import nncf
   import openvino
@@ -157,7 +162,7 @@ def quantize_ir(fp32_ir: str, images):
     return nncf.quantize(model, dataset, subset_size=len(images))
 
 
-def images_per_second(segmenters: dict, image: np.ndarray, seconds: float) -> dict:
+def images_per_second(segmenters: dict[str, Any], image: np.ndarray, seconds: float) -> dict[str, float]:
   """Batch-1 throughput of each segmenter's ``predict`` on ``image``, {name: images/s}.
 
   Each is warmed up once (that call compiles), then they take turns in
@@ -165,7 +170,8 @@ def images_per_second(segmenters: dict, image: np.ndarray, seconds: float) -> di
   a machine shared with other jobs, a load change then hits both alike.
   """
   batch = image[None]
-  counts, spent = {}, {}
+  counts: dict[str, int] = {}
+  spent: dict[str, float] = {}
   for name, segmenter in segmenters.items():
     segmenter.predict(batch)
     counts[name], spent[name] = 0, 0.0
@@ -187,73 +193,7 @@ def speed_image(image: np.ndarray, size: int) -> np.ndarray:
   return np.ascontiguousarray(np.tile(image, (math.ceil(size / height), math.ceil(size / width), 1))[:size, :size])
 
 
-def judge(measured: dict, agreement_min: float, miou_drop_max: float) -> dict:
-  """The gate's verdict on the int8 numbers: what passed, what failed, and why."""
-  agreement = measured["agreement"]["openvino int8"]
-  checks = {"agreement": agreement >= agreement_min}
-  drop = None
-  if measured["mean_iou"] is not None:
-    drop = round(measured["mean_iou"]["tensorflow fp32"] - measured["mean_iou"]["openvino int8"], 6)
-    checks["mean_iou"] = drop <= miou_drop_max
-  return {
-    "agreement_min": agreement_min,
-    "miou_drop_max": miou_drop_max,
-    "passed": all(checks.values()),
-    "checks": checks,
-    "miou_drop": drop,
-  }
-
-
-def format_table(block: dict, measured: dict) -> str:
-  """fp32 against int8, one line per measure, and where it was measured."""
-  agreement = measured["agreement"]
-  mean_iou = measured["mean_iou"] or {}
-  speed = (block.get("speed") or {}).get("images_per_s") or {}
-
-  def cell(value, digits):
-    return f"{value:>14.{digits}f}" if isinstance(value, (int, float)) else f"{'-':>14}"
-
-  lines = [
-    f"{'':<34}{'TF fp32':>14}{'OpenVINO fp32':>14}{'OpenVINO int8':>14}",
-    f"{'class-id agreement with TF fp32':<34}{cell(1.0, 6)}{cell(agreement['openvino fp32'], 6)}"
-    f"{cell(agreement['openvino int8'], 6)}",
-    f"{'mean IoU against truth masks':<34}{cell(mean_iou.get('tensorflow fp32'), 4)}"
-    f"{cell(mean_iou.get('openvino fp32'), 4)}{cell(mean_iou.get('openvino int8'), 4)}",
-  ]
-  if speed:
-    size = block["speed"]["size"]
-    label = f"images/s, batch 1, {size}x{size}"
-    lines.append(f"{label:<34}{cell(None, 0)}{cell(speed.get('fp32'), 2)}{cell(speed.get('int8'), 2)}")
-  gate = block["gate"]
-  verdict = gate.get("status", "passed" if gate["passed"] else "failed")
-  lines.append(
-    f"gate {verdict}: agreement >= {gate['agreement_min']}"
-    + (f", mean IoU drop {gate['miou_drop']:+.4f} <= {gate['miou_drop_max']}" if gate["miou_drop"] is not None else "")
-  )
-  lines.append(f"measured on {block['evaluation']['images']} {block['evaluation']['what']}")
-  return "\n".join(lines)
-
-
-def failure_block(block: dict, measured: dict) -> str:
-  gate = block["gate"]
-  lines = ["model.quantize: int8 accuracy gate failed; nothing written (--force writes it anyway)"]
-  agreement = measured["agreement"]["openvino int8"]
-  mark = "ok" if gate["checks"]["agreement"] else "FAIL"
-  lines.append(f"  agreement with TF fp32: {agreement:.6f} (needs >= {gate['agreement_min']})  {mark}")
-  if gate["miou_drop"] is not None:
-    mean_iou = measured["mean_iou"]
-    mark = "ok" if gate["checks"]["mean_iou"] else "FAIL"
-    lines.append(
-      f"  mean IoU fp32 {mean_iou['tensorflow fp32']:.4f}, int8 {mean_iou['openvino int8']:.4f}: "
-      f"drop {gate['miou_drop']:.4f} (needs <= {gate['miou_drop_max']})  {mark}"
-    )
-  else:
-    lines.append("  mean IoU: not measured (no --truth_data)")
-  lines.append(f"  measured on {block['evaluation']['images']} {block['evaluation']['what']}")
-  return "\n".join(lines)
-
-
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", required=True, help="exported model directory (saved_model/ + card.json)")
   parser.add_argument("--calibration", default=None, help="glob of calibration image files (quote it)")
@@ -275,71 +215,116 @@ def parse_args(argv=None):
   return args
 
 
-def quantize(args, argv) -> int:
-  """Calibrate, measure, gate, then write (or not); returns the exit status."""
-  card = read_card(args.model)
-  source = calibration_source(args, card)
-  spec = card_input(card)
+def _refuse_calibration_as_truth(args: argparse.Namespace, source: tuple[str, ...]) -> None:
+  """The gate needs images the calibration did not see: the calibration split cannot be the truth split."""
   if args.truth_data and source[0] == "data":
     same_data = os.path.abspath(args.truth_data) == os.path.abspath(source[1])
     if same_data and args.truth_split == source[2]:
       raise QuantizeError("--truth_data/--truth_split is the calibration split itself; pass a held-out split")
+
+
+def _evaluation_examples(
+  args: argparse.Namespace, images: list[np.ndarray], spec: Any
+) -> tuple[list[tuple[np.ndarray, np.ndarray | None]], str]:
+  """(image, truth mask or None) pairs the gate measures on, and how the output names them."""
+  if args.truth_data:
+    examples = split_examples(args.truth_data, args.truth_split, spec)
+    return examples, f"held-out images of {args.truth_data} split {args.truth_split}"
+  what = "calibration images (not held out: pass --truth_data for held-out images and mean IoU)"
+  return [(image, None) for image in images], what
+
+
+def _measure(
+  model_dir: str, staging: str, spec: Any, examples: list[tuple[np.ndarray, np.ndarray | None]], card: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+  """({"openvino fp32", "openvino int8"} segmenters, their agreement and mean IoU against TensorFlow fp32)."""
+  from model import engines
+  from model.engines.agreement import compare_segmenters
+
+  reference = engines.load(model_dir, EngineChoice("tensorflow", "fp32"), spec)
+  runs = {
+    "openvino fp32": engines.load(model_dir, EngineChoice("openvino", "fp32"), spec),
+    "openvino int8": engines.load(staging, EngineChoice("openvino", "int8"), spec),
+  }
+  measured = compare_segmenters(reference, runs, examples, len(card.get("classes") or []) or None)
+  return runs, measured
+
+
+def _int8_block(
+  args: argparse.Namespace,
+  argv: Sequence[str],
+  source: tuple[str, ...],
+  calibration_count: int,
+  what: str,
+  measured: dict[str, Any],
+  gate: dict[str, Any],
+) -> dict[str, Any]:
+  """The card's ``openvino.int8`` block: the IR, its calibration, where it was measured, the gate and the numbers."""
+  block: dict[str, Any] = {
+    "ir": f"{openvino_ir.IR_FOLDER}/{openvino_ir.INT8_FILE}",
+    "source_saved_model_sha256": openvino_ir.saved_model_hash(args.model),
+    "calibration": {
+      "source": describe_source(source),
+      "images": calibration_count,
+      "command": "python -m model.quantize " + shlex.join(argv),
+    },
+    "evaluation": {
+      "what": what,
+      "held_out": bool(args.truth_data),
+      "reference": measured["reference"],
+      "images": measured["images"],
+      "pixels": measured["pixels"],
+    },
+    "gate": gate,
+    "agreement": measured["agreement"]["openvino int8"],
+    "agreement_openvino_fp32": measured["agreement"]["openvino fp32"],
+    "mean_iou": None,
+  }
+  if measured["mean_iou"] is not None:
+    block["mean_iou"] = {
+      "fp32": measured["mean_iou"]["tensorflow fp32"],
+      "int8": measured["mean_iou"]["openvino int8"],
+      "openvino_fp32": measured["mean_iou"]["openvino fp32"],
+    }
+  return block
+
+
+def _speed_block(runs: dict[str, Any], example: np.ndarray, size: int, seconds: float) -> dict[str, Any]:
+  """fp32 and int8 batch-1 speed on this CPU, with what a reader needs to weigh it (CPU, size, load)."""
+  image = speed_image(example, size)
+  return {
+    "cpu": cpu.probe().name,
+    "batch": 1,
+    "size": size,
+    "threads": "all cores",
+    "load_average": round(os.getloadavg()[0], 2),
+    "images_per_s": images_per_second({"fp32": runs["openvino fp32"], "int8": runs["openvino int8"]}, image, seconds),
+  }
+
+
+def quantize(args: argparse.Namespace, argv: Sequence[str]) -> int:
+  """Calibrate, measure, gate, then write (or not); returns the exit status."""
+  card = read_card(args.model)
+  source = calibration_source(args, card)
+  spec = card_input(card)
+  _refuse_calibration_as_truth(args, source)
   try:
     import nncf
   except ImportError:
     raise QuantizeError("model.quantize needs NNCF: pip install -c requirements.lock -e '.[quantize]'") from None
   import openvino
 
-  from model import engines
-  from model.engines.agreement import compare_segmenters
-
   images = calibration_images(source, spec, args.subset)
   print(f"model.quantize: calibrating on {len(images)} images of {describe_source(source)}", file=sys.stderr)
   fp32_ir, _ = openvino_ir.locate_ir(args.model)
   quantized = quantize_ir(fp32_ir, images)
-
-  if args.truth_data:
-    examples = split_examples(args.truth_data, args.truth_split, spec)
-    what = f"held-out images of {args.truth_data} split {args.truth_split}"
-  else:
-    examples = [(image, None) for image in images]
-    what = "calibration images (not held out: pass --truth_data for held-out images and mean IoU)"
+  examples, what = _evaluation_examples(args, images, spec)
   staging = tempfile.mkdtemp(prefix="deconvseg-int8-")
   try:
     openvino_ir.save_ir(quantized, os.path.join(staging, openvino_ir.IR_FOLDER), openvino_ir.INT8_FILE)
-    reference = engines.load(args.model, EngineChoice("tensorflow", "fp32"), spec)
-    runs = {
-      "openvino fp32": engines.load(args.model, EngineChoice("openvino", "fp32"), spec),
-      "openvino int8": engines.load(staging, EngineChoice("openvino", "int8"), spec),
-    }
-    measured = compare_segmenters(reference, runs, examples, len(card.get("classes") or []) or None)
+    runs, measured = _measure(args.model, staging, spec, examples, card)
     gate = judge(measured, args.agreement_min, args.miou_drop_max)
-    block = {
-      "ir": f"{openvino_ir.IR_FOLDER}/{openvino_ir.INT8_FILE}",
-      "source_saved_model_sha256": openvino_ir.saved_model_hash(args.model),
-      "calibration": {
-        "source": describe_source(source),
-        "images": len(images),
-        "command": "python -m model.quantize " + shlex.join(argv),
-      },
-      "evaluation": {
-        "what": what,
-        "held_out": bool(args.truth_data),
-        "reference": measured["reference"],
-        "images": measured["images"],
-        "pixels": measured["pixels"],
-      },
-      "gate": gate,
-      "agreement": measured["agreement"]["openvino int8"],
-      "agreement_openvino_fp32": measured["agreement"]["openvino fp32"],
-      "mean_iou": None,
-    }
-    if measured["mean_iou"] is not None:
-      block["mean_iou"] = {
-        "fp32": measured["mean_iou"]["tensorflow fp32"],
-        "int8": measured["mean_iou"]["openvino int8"],
-        "openvino_fp32": measured["mean_iou"]["openvino fp32"],
-      }
+    block = _int8_block(args, argv, source, len(images), what, measured, gate)
     if not gate["passed"] and not args.force:
       print(failure_block(block, measured), file=sys.stderr)
       print(
@@ -348,17 +333,7 @@ def quantize(args, argv) -> int:
       return 1
     gate["status"] = "passed" if gate["passed"] else "failed, forced"
     if args.speed_seconds > 0:
-      image = speed_image(examples[0][0], args.speed_size)
-      block["speed"] = {
-        "cpu": cpu.probe().name,
-        "batch": 1,
-        "size": args.speed_size,
-        "threads": "all cores",
-        "load_average": round(os.getloadavg()[0], 2),
-        "images_per_s": images_per_second(
-          {"fp32": runs["openvino fp32"], "int8": runs["openvino int8"]}, image, args.speed_seconds
-        ),
-      }
+      block["speed"] = _speed_block(runs, examples[0][0], args.speed_size, args.speed_seconds)
     block.update(nncf=nncf.__version__, openvino=openvino.get_version(), created=_now())
     openvino_ir.save_ir(quantized, os.path.join(args.model, openvino_ir.IR_FOLDER), openvino_ir.INT8_FILE)
   finally:
@@ -377,7 +352,7 @@ def _now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parse_args(argv)
   from model.image_io import ImageFormatError

@@ -15,32 +15,34 @@ best checkpoint is kept regardless.
 """
 
 import argparse
-import csv
 import json
 import os
 import shlex
 import sys
-import time
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from model import classes as classes_module
 from model.check_data import DataError, check_dataset, format_report
-from model.data import evaluation_dataset, training_dataset
+from model.classes import SegmentationClass
+from model.data import training_dataset
 from model.encoders import ENCODERS
 from model.fcn import NORMALIZATION, UPSAMPLING, VARIANTS, build_fcn
-from model.metrics import confusion_matrix, segmentation_metrics
-from model.tiled import predict_image
+from model.train_validation import EpochEvaluation
 
 NORMALIZATIONS = ("dataset", "fixed")
 # --normalization fixed: the whole integer range to [-1, 1], the same for every band.
-FIXED_NORMALIZATION = {"uint8": dict(NORMALIZATION), "uint16": {"scale": 1.0 / 32767.5, "offset": -1.0}}
+FIXED_NORMALIZATION: dict[str, dict[str, float]] = {
+  "uint8": dict(NORMALIZATION),
+  "uint16": {"scale": 1.0 / 32767.5, "offset": -1.0},
+}
 MIN_BAND_STD = 1.0  # one intensity level: a (nearly) constant band is never amplified beyond that
 
 
-def read_dataset_description(data_dir):
+def read_dataset_description(data_dir: str) -> dict[str, Any]:
   """dataset.json written by model.make_dataset (generator, seed, sizes), or just the folder's name."""
   path = os.path.join(data_dir, "dataset.json")
   if os.path.exists(path):
@@ -49,7 +51,7 @@ def read_dataset_description(data_dir):
   return {"name": os.path.basename(os.path.normpath(data_dir))}
 
 
-def input_normalization(kind, data_report):
+def input_normalization(kind: str, data_report: dict[str, Any]) -> dict[str, Any]:
   """The card's normalisation: per-band mean/std of the training split, or the fixed range mapping."""
   if kind == "fixed":
     return dict(FIXED_NORMALIZATION[data_report["dtype"]])
@@ -57,7 +59,7 @@ def input_normalization(kind, data_report):
   return {"mean": [float(v) for v in stats["mean"]], "std": [max(float(v), MIN_BAND_STD) for v in stats["std"]]}
 
 
-def class_weights(spec, class_pixels, class_names):
+def class_weights(spec: str | None, class_pixels: Sequence[int], class_names: Sequence[str]) -> list[float] | None:
   """Loss weight per class from --class_weights: none, median_frequency or an explicit list.
 
   median_frequency is SegNet's balancing (Badrinarayanan et al. 2017):
@@ -70,9 +72,10 @@ def class_weights(spec, class_pixels, class_names):
     pixels = np.asarray(class_pixels, np.float64)
     present = pixels > 0
     frequency = pixels / pixels.sum()
-    weights = np.ones(len(pixels))
-    weights[present] = np.median(frequency[present]) / frequency[present]
-    return [round(float(w), 6) for w in weights]
+    balanced = np.ones(len(pixels))
+    balanced[present] = np.median(frequency[present]) / frequency[present]
+    return [round(float(w), 6) for w in balanced]
+  weights: list[float]
   try:
     weights = [float(part) for part in spec.split(",")]
   except ValueError:
@@ -85,105 +88,7 @@ def class_weights(spec, class_pixels, class_names):
   return weights
 
 
-def make_prediction_function(model, with_confidence=False):
-  """A traced argmax predictor for one image of any size (no retracing per shape).
-
-  With ``with_confidence`` it returns (class ids, winning-class probability), as the export's signature does.
-  """
-  channels = int(model.input_shape[-1])
-
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32)], reduce_retracing=True)
-  def predict(images):
-    logits = model(images, training=False)
-    class_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    if not with_confidence:
-      return class_ids
-    return class_ids, tf.reduce_max(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1), axis=-1)
-
-  return predict
-
-
-def evaluate_keras_model(model, data_dir, split, num_classes, class_names, dtype="uint8"):
-  """Confusion matrix and metrics of an in-memory Keras model over a whole split, at native size (tiled when large)."""
-  predict = make_prediction_function(model)
-  dataset, _ = evaluation_dataset(data_dir, split, channels=int(model.input_shape[-1]), dtype=dtype)
-  confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-  for image, mask in dataset:
-    predicted = predict_image(lambda batch: predict(batch).numpy(), image.numpy())
-    confusion += confusion_matrix(mask.numpy(), predicted, num_classes)
-  return segmentation_metrics(confusion, class_names), confusion
-
-
-class EpochEvaluation(keras.callbacks.Callback):
-  """Validation mean IoU each epoch, the metrics log, last/best checkpoints and the time budget."""
-
-  def __init__(
-    self, data_dir, split, out_dir, class_names, best_mean_iou=-1.0, time_budget_seconds=None, dtype="uint8"
-  ):
-    super().__init__()
-    self.dtype = dtype
-    self.data_dir = data_dir
-    self.split = split
-    self.out_dir = out_dir
-    self.class_names = list(class_names)
-    self.best_mean_iou = best_mean_iou
-    self.time_budget_seconds = time_budget_seconds
-    self.started = time.monotonic()
-    self.epoch_started = self.started
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self.epoch_started = time.monotonic()
-
-  def on_epoch_end(self, epoch, logs=None):
-    logs = logs if logs is not None else {}
-    metrics, _ = evaluate_keras_model(
-      self.model, self.data_dir, self.split, len(self.class_names), self.class_names, self.dtype
-    )
-    learning_rate = self.model.optimizer.learning_rate
-    row = {
-      "epoch": epoch + 1,
-      "loss": float(logs.get("loss", float("nan"))),
-      "learning_rate": float(keras.ops.convert_to_numpy(learning_rate)),
-      "val_pixel_accuracy": metrics["pixel_accuracy"],
-      "val_mean_accuracy": metrics["mean_accuracy"],
-      "val_mean_iou": metrics["mean_iou"],
-      "val_fw_iou": metrics["fw_iou"],
-      "epoch_seconds": round(time.monotonic() - self.epoch_started, 2),
-      "elapsed_seconds": round(time.monotonic() - self.started, 2),
-    }
-    row.update({f"val_iou_{name}": value for name, value in metrics["per_class_iou"].items()})
-    logs["val_mean_iou"] = metrics["mean_iou"]
-    improved = metrics["mean_iou"] > self.best_mean_iou
-    if improved:
-      self.best_mean_iou = metrics["mean_iou"]
-      self.model.save(os.path.join(self.out_dir, "best.keras"))
-    row["best_val_mean_iou"] = self.best_mean_iou
-    self.model.save(os.path.join(self.out_dir, "last.keras"))
-    self._append_log(row)
-    with open(os.path.join(self.out_dir, "state.json"), "w") as handle:
-      json.dump({"epoch": epoch + 1, "best_val_mean_iou": self.best_mean_iou}, handle)
-    print(
-      f"\nepoch {epoch + 1}: val mean IoU {metrics['mean_iou']:.4f} (best {self.best_mean_iou:.4f}) "
-      f"pixel acc {metrics['pixel_accuracy']:.4f} lr {row['learning_rate']:.2e}",
-      flush=True,
-    )
-    if self.time_budget_seconds is not None and time.monotonic() - self.started >= self.time_budget_seconds:
-      print(f"time budget of {self.time_budget_seconds / 60:.1f} minutes used up: stopping", flush=True)
-      self.model.stop_training = True
-
-  def _append_log(self, row):
-    with open(os.path.join(self.out_dir, "metrics.jsonl"), "a") as handle:
-      handle.write(json.dumps(row) + "\n")
-    csv_path = os.path.join(self.out_dir, "metrics.csv")
-    write_header = not os.path.exists(csv_path)
-    with open(csv_path, "a", newline="") as handle:
-      writer = csv.DictWriter(handle, fieldnames=list(row))
-      if write_header:
-        writer.writeheader()
-      writer.writerow(row)
-
-
-def learning_rate_schedule(learning_rate, total_steps, warmup_steps):
+def learning_rate_schedule(learning_rate: float, total_steps: int, warmup_steps: int) -> Any:
   """Linear warm-up from lr/10 to lr, then cosine decay to zero by the last step."""
   if total_steps <= warmup_steps:
     raise ValueError(f"training has {total_steps} steps, not more than the {warmup_steps} warm-up steps")
@@ -195,7 +100,13 @@ def learning_rate_schedule(learning_rate, total_steps, warmup_steps):
   )
 
 
-def build_model(args, num_classes, steps_per_epoch, channels=3, normalization=None):
+def build_model(
+  args: argparse.Namespace,
+  num_classes: int,
+  steps_per_epoch: int,
+  channels: int = 3,
+  normalization: dict[str, Any] | None = None,
+) -> Any:
   model = build_fcn(
     num_classes,
     variant=args.variant,
@@ -217,8 +128,8 @@ def build_model(args, num_classes, steps_per_epoch, channels=3, normalization=No
   return model
 
 
-def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+  """The dataset, its class list, how its bands are normalised and how its classes are weighted."""
   parser.add_argument(
     "--data", required=True, help="dataset directory (folders or TFRecord shards per split, classes.json)"
   )
@@ -238,7 +149,10 @@ def parse_args(argv=None):
     default="none",
     help="loss weight per class: none (default), median_frequency (SegNet balancing) or one number per class, e.g. 1,4",
   )
-  parser.add_argument("--out", required=True, help="run directory for checkpoints and logs")
+
+
+def _add_network_arguments(parser: argparse.ArgumentParser) -> None:
+  """The network: decoder, encoder and upsampling."""
   parser.add_argument(
     "--variant",
     choices=VARIANTS,
@@ -255,6 +169,10 @@ def parse_args(argv=None):
     default="bilinear",
     help="bilinear (default: best in the seeded ablation, docs/MODEL.md), bilinear_frozen, random or resize",
   )
+
+
+def _add_optimisation_arguments(parser: argparse.ArgumentParser) -> None:
+  """Crops, batches, epochs and the learning-rate schedule."""
   parser.add_argument("--image_size", type=int, default=128, help="training crop size in pixels")
   parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--epochs", type=int, default=30)
@@ -268,6 +186,10 @@ def parse_args(argv=None):
   parser.add_argument("--learning_rate", type=float, default=2e-3, help="peak learning rate after warm-up")
   parser.add_argument("--warmup_epochs", type=int, default=1)
   parser.add_argument("--weight_decay", type=float, default=1e-4)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+  """Validation split, seed, resuming, time budget and verbosity."""
   parser.add_argument("--val_split", default="val")
   parser.add_argument("--seed", type=int, default=0, help="weights initialisation and shuffling seed")
   parser.add_argument("--resume", action="store_true", help="continue from --out/last.keras")
@@ -275,25 +197,83 @@ def parse_args(argv=None):
   parser.add_argument(
     "--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras fit verbosity (1 = progress bar)"
   )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  _add_data_arguments(parser)
+  parser.add_argument("--out", required=True, help="run directory for checkpoints and logs")
+  _add_network_arguments(parser)
+  _add_optimisation_arguments(parser)
+  _add_run_arguments(parser)
   args = parser.parse_args(argv)
   if args.epochs < 1 or args.batch_size < 1 or args.image_size < 1:
     raise ValueError("--epochs, --batch_size and --image_size must be positive")
   return args
 
 
-def train(args, command=None):
+def _checked_data(args: argparse.Namespace) -> tuple[tuple[SegmentationClass, ...], dict[str, Any]]:
+  """The dataset's classes and its check report (printed); a missing validation split is a DataError."""
+  class_list = classes_module.dataset_classes(args.data, args.classes)
+  data_report = check_dataset(args.data, class_list, splits=["train", args.val_split])
+  if args.val_split in data_report.get("missing_splits", []):
+    raise DataError(
+      args.data,
+      [
+        f"no '{args.val_split}' split to validate on: add {args.val_split}/images + masks "
+        "(python -m model.make_splits cuts scenes into splits) or pass --val_split"
+      ],
+    )
+  print(format_report(data_report), flush=True)
+  return class_list, data_report
+
+
+def _resumed_model(args: argparse.Namespace, steps_per_epoch: int) -> tuple[Any, int, float]:
+  """--resume: last.keras with a schedule rebuilt for --epochs; returns (model, epochs done, best val mean IoU)."""
+  last_path, state_path = os.path.join(args.out, "last.keras"), os.path.join(args.out, "state.json")
+  if not (os.path.exists(last_path) and os.path.exists(state_path)):
+    raise ValueError(f"--resume needs {last_path} and {state_path} from an earlier run")
+  model = keras.models.load_model(last_path)
+  # The optimizer's step count is restored; rebuilding the schedule for --epochs lets a
+  # resumed run also be extended instead of continuing at the old schedule's final rate.
+  model.optimizer.learning_rate = learning_rate_schedule(
+    args.learning_rate, args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch
+  )
+  with open(state_path) as handle:
+    state = json.load(handle)
+  initial_epoch, best_mean_iou = state["epoch"], state["best_val_mean_iou"]
+  print(f"resuming after epoch {initial_epoch} (best val mean IoU {best_mean_iou:.4f})", flush=True)
+  return model, initial_epoch, best_mean_iou
+
+
+def _remove_stale_logs(out_dir: str) -> None:
+  """A fresh run starts its metrics logs and state anew."""
+  for stale in ("metrics.jsonl", "metrics.csv", "state.json"):
+    if os.path.exists(os.path.join(out_dir, stale)):
+      os.remove(os.path.join(out_dir, stale))
+
+
+def _write_run_json(args: argparse.Namespace, command: str, fresh_run: dict[str, Any]) -> None:
+  """run.json: a resumed run keeps its description and records the new command; otherwise ``fresh_run``."""
+  run_path = os.path.join(args.out, "run.json")
+  if args.resume and os.path.exists(run_path):
+    with open(run_path) as handle:
+      run = json.load(handle)
+    run["settings"]["epochs"] = args.epochs
+    run.setdefault("resumed_commands", []).append(command)
+  else:
+    run = fresh_run
+  with open(run_path, "w") as handle:
+    json.dump(run, handle, indent=2)
+
+
+def train(args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
   """Run training; returns the run directory's state (epochs done, best validation mean IoU)."""
   os.makedirs(args.out, exist_ok=True)
   keras.utils.set_random_seed(args.seed)
   description = read_dataset_description(args.data)
-  class_list = classes_module.dataset_classes(args.data, args.classes)
+  class_list, data_report = _checked_data(args)
   class_names = [segmentation_class.name for segmentation_class in class_list]
-  data_report = check_dataset(args.data, class_list, splits=["train", args.val_split])
-  if args.val_split in data_report.get("missing_splits", []):
-    raise DataError(
-      f"{args.data} has no '{args.val_split}' split to validate on: add {args.val_split}/images + masks (python -m model.make_splits cuts scenes into splits) or pass --val_split"
-    )
-  print(format_report(data_report), flush=True)
   weights = class_weights(args.class_weights, data_report["splits"]["train"]["class_pixels"], class_names)
   channels, dtype = data_report["channels"], data_report["dtype"]
   dataset, steps_per_epoch = training_dataset(
@@ -313,40 +293,18 @@ def train(args, command=None):
     "normalization": input_normalization(args.normalization, data_report),
   }
 
-  initial_epoch, best_mean_iou = 0, -1.0
-  last_path, state_path = os.path.join(args.out, "last.keras"), os.path.join(args.out, "state.json")
   if args.resume:
-    if not (os.path.exists(last_path) and os.path.exists(state_path)):
-      raise ValueError(f"--resume needs {last_path} and {state_path} from an earlier run")
-    model = keras.models.load_model(last_path)
-    # The optimizer's step count is restored; rebuilding the schedule for --epochs lets a
-    # resumed run also be extended instead of continuing at the old schedule's final rate.
-    model.optimizer.learning_rate = learning_rate_schedule(
-      args.learning_rate, args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch
-    )
-    with open(state_path) as handle:
-      state = json.load(handle)
-    initial_epoch, best_mean_iou = state["epoch"], state["best_val_mean_iou"]
-    print(f"resuming after epoch {initial_epoch} (best val mean IoU {best_mean_iou:.4f})", flush=True)
+    model, initial_epoch, best_mean_iou = _resumed_model(args, steps_per_epoch)
   else:
-    for stale in ("metrics.jsonl", "metrics.csv", "state.json"):
-      if os.path.exists(os.path.join(args.out, stale)):
-        os.remove(os.path.join(args.out, stale))
+    initial_epoch, best_mean_iou = 0, -1.0
+    _remove_stale_logs(args.out)
     model = build_model(args, len(class_list), steps_per_epoch, channels, input_description["normalization"])
 
   command = command or " ".join(["python -m model.train"] + [shlex.quote(part) for part in sys.argv[1:]])
-  run_path = os.path.join(args.out, "run.json")
-  if args.resume and os.path.exists(run_path):
-    with open(run_path) as handle:
-      run = json.load(handle)
-    run["settings"]["epochs"] = args.epochs
-    run.setdefault("resumed_commands", []).append(command)
-  else:
-    run = make_run_description(
-      args, command, model, steps_per_epoch, description, class_list, data_report, input_description, weights
-    )
-  with open(run_path, "w") as handle:
-    json.dump(run, handle, indent=2)
+  fresh_run = make_run_description(
+    args, command, model, steps_per_epoch, description, class_list, data_report, input_description, weights
+  )
+  _write_run_json(args, command, fresh_run)
 
   evaluation = EpochEvaluation(
     args.data,
@@ -367,13 +325,21 @@ def train(args, command=None):
       verbose=args.verbose,
       shuffle=False,
     )
-  with open(state_path) as handle:
+  with open(os.path.join(args.out, "state.json")) as handle:
     return json.load(handle)
 
 
 def make_run_description(
-  args, command, model, steps_per_epoch, description, class_list, data_report, input_description, weights
-):
+  args: argparse.Namespace,
+  command: str,
+  model: Any,
+  steps_per_epoch: int,
+  description: dict[str, Any],
+  class_list: Sequence[SegmentationClass],
+  data_report: dict[str, Any],
+  input_description: dict[str, Any],
+  weights: list[float] | None,
+) -> dict[str, Any]:
   """What export needs to write the card: command, settings, dataset, input, classes and their weights."""
   dataset = {key: description.get(key) for key in ("name", "generator", "seed", "image_size")}
   dataset["path"] = args.data
@@ -391,7 +357,7 @@ def make_run_description(
   }
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(argv)
   try:
     state = train(args)

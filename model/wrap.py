@@ -30,6 +30,8 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from model import classes as classes_module
 from model.text import one_line
@@ -63,7 +65,9 @@ NORMALIZATION_HELP = (
 )
 
 
-def wrap(keras_path, classes_path, out_dir, normalization=None, **kwargs):
+def wrap(
+  keras_path: str, classes_path: str, out_dir: str, normalization: dict[str, Any] | None = None, **kwargs: Any
+) -> dict[str, Any]:
   """The Keras wrap (``model.wrap_keras``), imported only when used: it loads TensorFlow."""
   from model.wrap_keras import wrap_keras
 
@@ -73,14 +77,12 @@ def wrap(keras_path, classes_path, out_dir, normalization=None, **kwargs):
 class _OneLineParser(argparse.ArgumentParser):
   """Usage errors as one line and exit 2, like every other refusal of the command."""
 
-  def error(self, message):
+  def error(self, message: str) -> NoReturn:
     self.exit(2, f"model.wrap: error: {message} (see --help)\n")
 
 
-def parse_args(argv=None):
-  parser = _OneLineParser(
-    prog="python -m model.wrap", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+  """The model file (--keras or --onnx), its class list and the directory to write."""
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--keras", help="the trained model, saved with model.save('...keras') (Keras 3)")
   source.add_argument("--onnx", help="an ONNX model, e.g. written by torch.onnx.export (opset 13 or later preferred)")
@@ -88,12 +90,20 @@ def parse_args(argv=None):
     "--classes", required=True, help='classes.json: [{"id": 0, "name": "background"}, ...], one per output class'
   )
   parser.add_argument("--out", required=True, help="model directory to write")
+
+
+def _add_normalisation_arguments(parser: argparse.ArgumentParser) -> None:
+  """How pixels are normalised before the model: x*S+O, a JSON file or the imagenet preset (their own help group)."""
   scale = parser.add_argument_group("normalisation the model expects (default: float pixel values, x*1+0)")
   scale.add_argument(
     "--input_scale", type=float, default=None, help="the model gets x*S+O (e.g. 0.00392156862745098 for x/255)"
   )
   scale.add_argument("--input_offset", type=float, default=None, help="O of x*S+O (default 0)")
   scale.add_argument("--normalization", default=None, metavar="FILE|imagenet", help=NORMALIZATION_HELP)
+
+
+def _add_served_graph_arguments(parser: argparse.ArgumentParser) -> None:
+  """What the served graph feeds the model and reads back: pixel type, layout, output kind, size multiple, padding."""
   parser.add_argument(
     "--input_dtype", choices=INPUT_DTYPES, default="uint8", help="pixel type the pipeline feeds (default uint8)"
   )
@@ -124,37 +134,57 @@ def parse_args(argv=None):
     default="symmetric",
     help="how inputs are padded up to that size (default symmetric, i.e. reflect)",
   )
-  parser.add_argument("--name", default=None, help="model name in the card (default: the file name)")
-  parser.add_argument("--version", default="1.0.0")
+
+
+def _add_keras_loading_arguments(parser: argparse.ArgumentParser) -> None:
+  """--keras only: the module of custom layers to import first, and loading without safe mode."""
   parser.add_argument(
     "--custom_objects_module",
     default=None,
     help="--keras only: module to import first, so its @keras.saving.register_keras_serializable layers are known",
   )
   parser.add_argument("--unsafe_deserialization", action="store_true", help="--keras only: " + UNSAFE_HELP)
-  args = parser.parse_args(argv)
+
+
+def _refuse_mixed_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """Usage errors for flags that contradict each other or do not apply to the model's format."""
   if args.normalization and (args.input_scale is not None or args.input_offset is not None):
     parser.error("give either --normalization or --input_scale/--input_offset, not both")
   if args.onnx and (args.custom_objects_module or args.unsafe_deserialization):
     parser.error("--custom_objects_module and --unsafe_deserialization apply to --keras models only")
   if args.keras and args.layout != "auto":
     parser.error("--layout applies to --onnx models only (Keras models are NHWC)")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  parser = _OneLineParser(
+    prog="python -m model.wrap", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  _add_model_arguments(parser)
+  _add_normalisation_arguments(parser)
+  _add_served_graph_arguments(parser)
+  parser.add_argument("--name", default=None, help="model name in the card (default: the file name)")
+  parser.add_argument("--version", default="1.0.0")
+  _add_keras_loading_arguments(parser)
+  args = parser.parse_args(argv)
+  _refuse_mixed_flags(parser, args)
   return args
 
 
-def normalization_of(args):
+def normalization_of(args: argparse.Namespace) -> dict[str, Any]:
+  """The normalisation the flags declare: --normalization's file or preset, else x*S+O."""
   if args.normalization:
     return read_normalization(args.normalization, args.input_dtype)
   scale = 1.0 if args.input_scale is None else args.input_scale
   return {"scale": scale, "offset": 0.0 if args.input_offset is None else args.input_offset}
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parse_args(argv)
   started = time.monotonic()
   log = lambda message: print(message, file=sys.stderr)  # noqa: E731
-  common = dict(command="python -m model.wrap " + shlex.join(argv), log=log)
+  common: dict[str, Any] = dict(command="python -m model.wrap " + shlex.join(argv), log=log)
   common.update({name: getattr(args, name) for name in WRAP_FLAGS})
   try:
     normalization = normalization_of(args)

@@ -11,6 +11,9 @@ including onnxruntime-gpu. Symmetric padding is a Gather over mirrored
 indices, which works for any pad size, like ``model.layers.PadToMultiple``.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
@@ -28,37 +31,39 @@ FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, Tenso
 class _Builder:
   """Nodes and constants with names that cannot clash with the user's graph."""
 
-  def __init__(self):
-    self.nodes, self.initializers, self._count = [], [], 0
+  def __init__(self) -> None:
+    self.nodes: list[Any] = []
+    self.initializers: list[Any] = []
+    self._count = 0
 
-  def name(self, stem):
+  def name(self, stem: str) -> str:
     self._count += 1
     return f"{PREFIX}{stem}_{self._count}"
 
-  def const(self, value, dtype, stem="const"):
+  def const(self, value: Any, dtype: Any, stem: str = "const") -> str:
     name = self.name(stem)
     self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
     return name
 
-  def op(self, op_type, inputs, output=None, **attributes):
+  def op(self, op_type: str, inputs: Sequence[str], output: str | None = None, **attributes: Any) -> str:
     output = output or self.name(op_type.lower())
     self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=self.name(op_type), **attributes))
     return output
 
 
-def _axis_length(b, shape, axis):
+def _axis_length(b: _Builder, shape: str, axis: int) -> str:
   """The image's size along ``axis`` as an int64 [1] tensor."""
   return b.op("Gather", [shape, b.const([axis], np.int64)], axis=0)
 
 
-def _padded_length(b, length, multiple, fixed):
+def _padded_length(b: _Builder, length: str, multiple: int, fixed: int | None) -> str:
   if fixed is not None:
     return b.const([fixed], np.int64)
   m = b.const([multiple], np.int64)
   return b.op("Mul", [b.op("Div", [b.op("Add", [length, b.const([multiple - 1], np.int64)]), m]), m])
 
 
-def _mirror_indices(b, length, target):
+def _mirror_indices(b: _Builder, length: str, target: str) -> str:
   """0..L-1 then back and forth (L-1..0, 0..L-1, ...) up to ``target``: symmetric padding of any size."""
   positions = b.op(
     "Range",
@@ -70,7 +75,7 @@ def _mirror_indices(b, length, target):
   return b.op("Where", [b.op("Less", [folded, length]), folded, mirrored])
 
 
-def _pad(b, x, shape, multiple, fixed_size, padding):
+def _pad(b: _Builder, x: str, shape: str, multiple: int, fixed_size: tuple[int, int] | None, padding: str) -> str:
   """Bottom/right padding of NHWC ``x`` to the fixed size or the next multiple (mirrored or zeros)."""
   if fixed_size is None and multiple == 1:
     return x
@@ -89,7 +94,7 @@ def _pad(b, x, shape, multiple, fixed_size, padding):
   return x
 
 
-def _normalise(b, x, normalization):
+def _normalise(b: _Builder, x: str, normalization: dict[str, Any]) -> str:
   if "mean" in normalization:
     x = b.op("Sub", [x, b.const(normalization["mean"], np.float32, "mean")])
     return b.op("Div", [x, b.const(normalization["std"], np.float32, "std")])
@@ -97,7 +102,7 @@ def _normalise(b, x, normalization):
   return b.op("Add", [x, b.const(normalization["offset"], np.float32, "offset")])
 
 
-def _to_logits(b, scores, kind):
+def _to_logits(b: _Builder, scores: str, kind: str) -> str:
   """NCHW scores -> NCHW logits whose softmax is the class probabilities (``ScoresToLogits``'s rules)."""
   if kind == "logits":
     return scores
@@ -112,43 +117,36 @@ def _to_logits(b, scores, kind):
   return b.op("Concat", [b.op("Mul", [positive, b.const(0.0, np.float32)]), positive], axis=1)
 
 
-def opset_of(model):
+def opset_of(model: Any) -> int:
   return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 0)
 
 
-def compose(
-  model,
-  *,
-  input_name,
-  output_name,
-  layout,
-  channels,
-  input_dtype,
-  normalization,
-  fixed_size,
-  multiple,
-  stride,
-  kind,
-  padding,
-  num_classes,
-):
-  """The served ``onnx.ModelProto``: the user's graph (opset >= 13) between the pre- and post-processing above."""
-  graph = model.graph
-  user_input = next(value for value in graph.input if value.name == input_name)
-  b = _Builder()
+def _preprocess(
+  b: _Builder,
+  input_name: str,
+  input_type: int,
+  layout: str,
+  normalization: dict[str, Any],
+  multiple: int,
+  fixed_size: tuple[int, int] | None,
+  padding: str,
+) -> str:
+  """Pixels to the user's input: float, normalised, padded, in its layout and type; returns the pixels' shape tensor."""
   x = b.op("Cast", [INPUT_NAME], to=TensorProto.FLOAT)
   x = _normalise(b, x, normalization)
   shape = b.op("Shape", [INPUT_NAME])
   x = _pad(b, x, shape, multiple, fixed_size, padding)
   if layout == "NCHW":
     x = b.op("Transpose", [x], perm=[0, 3, 1, 2])
-  input_type = user_input.type.tensor_type.elem_type
   if input_type == TensorProto.FLOAT:
     b.op("Identity", [x], output=input_name)
   else:
     b.op("Cast", [x], output=input_name, to=input_type)
-  pre_nodes, pre_initializers = b.nodes, b.initializers
-  b.nodes, b.initializers = [], []
+  return shape
+
+
+def _postprocess(b: _Builder, output_name: str, layout: str, kind: str, stride: int, shape: str) -> None:
+  """The user's scores to logits at full size, cropped to the pixels' size, then class_ids and confidence."""
   scores = b.op("Cast", [output_name], to=TensorProto.FLOAT)
   if layout == "NHWC":
     scores = b.op("Transpose", [scores], perm=[0, 3, 1, 2])
@@ -168,16 +166,22 @@ def compose(
   b.op("Squeeze", [b.op("GatherElements", [probabilities, winner], axis=1), squeeze_axis], output=OUTPUT_NAMES[1])
   b.op("Cast", [b.op("Squeeze", [winner, squeeze_axis])], output=OUTPUT_NAMES[0], to=TensorProto.UINT8)
 
+
+def _served_model(
+  model: Any, nodes: list[Any], initializers: list[Any], input_dtype: str, channels: int, num_classes: int
+) -> Any:
+  """The served model from all its nodes and constants, keeping the user's opsets, functions and value infos."""
+  graph = model.graph
   user_initializers = {tensor.name for tensor in graph.initializer}
   served = helper.make_graph(
-    pre_nodes + list(graph.node) + b.nodes,
+    nodes,
     "deconvseg_served",
     [helper.make_tensor_value_info(INPUT_NAME, PIXEL_TYPES[input_dtype], ["N", "H", "W", channels])],
     [
       helper.make_tensor_value_info(OUTPUT_NAMES[0], TensorProto.UINT8, ["N", "H", "W"]),
       helper.make_tensor_value_info(OUTPUT_NAMES[1], TensorProto.FLOAT, ["N", "H", "W"]),
     ],
-    initializer=pre_initializers + list(graph.initializer) + b.initializers,
+    initializer=initializers,
     value_info=[value for value in graph.value_info if value.name not in user_initializers],
   )
   served.sparse_initializer.extend(graph.sparse_initializer)
@@ -186,3 +190,38 @@ def compose(
   result.functions.extend(model.functions)
   helper.set_model_props(result, {ONNX_NUM_CLASSES_PROP: str(num_classes)})
   return result
+
+
+def compose(
+  model: Any,
+  *,
+  input_name: str,
+  output_name: str,
+  layout: str,
+  channels: int,
+  input_dtype: str,
+  normalization: dict[str, Any],
+  fixed_size: tuple[int, int] | None,
+  multiple: int,
+  stride: int,
+  kind: str,
+  padding: str,
+  num_classes: int,
+) -> Any:
+  """The served ``onnx.ModelProto``: the user's graph (opset >= 13) between the pre- and post-processing above."""
+  graph = model.graph
+  user_input = next(value for value in graph.input if value.name == input_name)
+  b = _Builder()
+  input_type = user_input.type.tensor_type.elem_type
+  shape = _preprocess(b, input_name, input_type, layout, normalization, multiple, fixed_size, padding)
+  pre_nodes, pre_initializers = b.nodes, b.initializers
+  b.nodes, b.initializers = [], []
+  _postprocess(b, output_name, layout, kind, stride, shape)
+  return _served_model(
+    model,
+    pre_nodes + list(graph.node) + b.nodes,
+    pre_initializers + list(graph.initializer) + b.initializers,
+    input_dtype,
+    channels,
+    num_classes,
+  )

@@ -4,7 +4,9 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from model.classes import (
   ClassesError,
@@ -116,3 +118,29 @@ def test_train_without_classes_is_a_one_line_error(tmp_path):
   assert result.returncode == 2
   lines = [line for line in result.stderr.splitlines() if line.startswith("model.train: error:")]
   assert len(lines) == 1 and "classes.json" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_train_without_a_validation_split_is_a_data_error(tmp_path):
+  (tmp_path / "train" / "images").mkdir(parents=True)
+  (tmp_path / "train" / "masks").mkdir(parents=True)
+  Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "train" / "images" / "a.png")
+  Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "train" / "masks" / "a.png")
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "model.train",
+      "--data",
+      str(tmp_path),
+      "--classes",
+      "bg,fg",
+      "--out",
+      str(tmp_path / "run"),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.returncode == 2, result.stderr
+  assert "model.train: error:" in result.stderr and "no 'val' split to validate on" in result.stderr
+  assert "Traceback" not in result.stderr
