@@ -18,4 +18,6 @@ source scripts/bootstrap.sh test
 "$PYTHON" -m ruff check --quiet .
 # Layering: pipeline -> transforms -> model, never back (contract in .importlinter).
 "$PYTHON" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(config_filename='.importlinter', no_cache=True, no_logo=True))"
+# Types: every function in model/, transforms/ and pipeline/ is annotated and checked (mypy.ini).
+"$PYTHON" -m mypy
 exec "$PYTHON" -m pytest ${pytest_args[@]+"${pytest_args[@]}"}

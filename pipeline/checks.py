@@ -249,6 +249,17 @@ def _check_model(argv: Sequence[str], opts: SegmentationOptions, whole_image_pix
   }
 
 
+def _check_tta(opts: SegmentationOptions, options: PipelineOptions) -> None:
+  """``--tta flips`` runs on the OpenVINO engine, so GPU workers would idle (the engine rules are in model.engines)."""
+  from pipeline.dataflow import DataflowGpuOptions
+
+  if opts.tta == "flips" and options.view_as(DataflowGpuOptions).gpu_type:
+    raise OptionsError(
+      "--tta flips runs on the OpenVINO engine, on the workers' CPUs, so --gpu_type would pay for GPUs that stay "
+      "idle: drop --gpu_type (CPU workers), or drop --tta."
+    )
+
+
 def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
   """All checks that can fail an invocation, cheapest first; returns the RunConfig.
 
@@ -271,13 +282,7 @@ def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
   _check_number("png_compress_level", opts.png_compress_level, 0, 9)
   _check_number("engine_threads", opts.engine_threads, 0, 1024)
   fields.update(parsed_fields(opts))  # the fields that are a flag's value as parsed (pipeline.options.OPTIONS)
-  from pipeline.dataflow import DataflowGpuOptions
-
-  if opts.tta == "flips" and options.view_as(DataflowGpuOptions).gpu_type:
-    raise OptionsError(
-      "--tta flips runs on the OpenVINO engine, on the workers' CPUs, so --gpu_type would pay for GPUs that stay "
-      "idle: drop --gpu_type (CPU workers), or drop --tta."
-    )
+  _check_tta(opts, options)
   from pipeline.schedule import ScheduleOptions
 
   schedule = options.view_as(ScheduleOptions)

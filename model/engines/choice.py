@@ -92,6 +92,20 @@ def choose(
     return _choose_for_onnx(
       engine, precision, features, gpu, has_openvino, has_int8, mixed_precision, model_dir, onnx_providers
     )
+  return _choose_for_saved_model(engine, precision, features, gpu, has_openvino, has_int8, mixed_precision, model_dir)
+
+
+def _choose_for_saved_model(
+  engine: str,
+  precision: str,
+  features: CpuFeatures,
+  gpu: bool,
+  has_openvino: bool,
+  has_int8: bool,
+  mixed_precision: bool,
+  model_dir: str,
+) -> EngineChoice:
+  """The rules for an exported (or Keras-wrapped) SavedModel: TensorFlow on GPUs, OpenVINO on CPUs."""
   if engine == "onnxruntime":
     raise EngineError(
       f"--engine onnxruntime runs models wrapped from ONNX (python -m model.wrap --onnx); {model_dir} is a "
