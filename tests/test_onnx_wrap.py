@@ -5,8 +5,8 @@ with ImageNet normalisation and a softmax at stride 4, NHWC logits at full
 size, and one fixed at 1x3x256x256 as torch.onnx.export writes it without
 dynamic axes. Each is wrapped by the command, run by the pipeline whole and
 tiled, and its masks compared on every pixel with the user's model run
-directly by onnxruntime: normalisation, padding, bilinear upsampling of
-coarse logits and tiling are redone here in numpy.
+directly by onnxruntime: normalisation, padding and tiling are redone here
+in numpy, and coarse logits upsampled by model.wrap_onnx_probe.bilinear.
 """
 
 import json
@@ -27,6 +27,7 @@ from model import wrap as wrap_module
 from model.engines import EngineError, choice
 from model.engines.cpu import CpuFeatures
 from model.tiling import owned_crop, plan_tiles
+from model.wrap_onnx_probe import bilinear
 from pipeline.errors import OptionsError
 from pipeline.model_check import check_model, load_card
 
@@ -69,18 +70,6 @@ def wrapped(tmp_path_factory):
   return result
 
 
-def _bilinear(array, factor):
-  """Half-pixel-centre bilinear upsampling by an integer factor along axes 0 and 1 (as torch's align_corners=False)."""
-  for axis in (0, 1):
-    size = array.shape[axis]
-    position = np.clip((np.arange(size * factor) + 0.5) / factor - 0.5, 0, size - 1)
-    lower = np.floor(position).astype(int)
-    upper = np.minimum(lower + 1, size - 1)
-    weight = (position - lower).reshape([-1 if a == axis else 1 for a in range(array.ndim)])
-    array = np.take(array, lower, axis=axis) * (1 - weight) + np.take(array, upper, axis=axis) * weight
-  return array
-
-
 class Direct:
   """The user's .onnx run directly by onnxruntime, with torchvision-style preprocessing done here in numpy."""
 
@@ -106,7 +95,7 @@ class Direct:
     scores = self.scores(pixels).astype(np.float64)
     if self.stride > 1:
       logits = np.log(np.maximum(scores, 1e-12)) if self.kind == "softmax" else scores
-      scores = _bilinear(logits, self.stride)
+      scores = bilinear(logits[None], self.stride)[0]
     return scores[: pixels.shape[0], : pixels.shape[1]].argmax(-1)
 
   def tiled_mask(self, pixels, tile_size, overlap, whole_pixels):

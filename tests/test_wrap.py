@@ -2,8 +2,8 @@
 
 Each model is built and trained a few steps here on synthetic colour-rule
 data, saved as .keras, wrapped, and checked against predictions computed
-independently in the test (padding, normalisation and bilinear upsampling in
-numpy). The U-Net also goes through the pipeline, one image of it tiled.
+independently in the test (padding and normalisation in numpy, bilinear
+upsampling by model.wrap_onnx_probe's numpy twin of the served graph). The U-Net also goes through the pipeline, one image of it tiled.
 """
 
 import hashlib
@@ -22,6 +22,7 @@ from pipeline_helpers import read_mask, read_outputs, run_pipeline, scene
 from model import wrap as wrap_module
 from model.tiling import owned_crop, plan_tiles
 from model.wrap import WrapError
+from model.wrap_onnx_probe import bilinear
 from pipeline.errors import OptionsError
 from pipeline.model_check import check_model, load_card
 
@@ -134,18 +135,6 @@ def _predict_whole(model, image, multiple):
   return scores[:height, :width]
 
 
-def _bilinear(array, factor):
-  """Half-pixel-centre bilinear upsampling by an integer factor along axes 0 and 1 (numpy)."""
-  for axis in (0, 1):
-    size = array.shape[axis]
-    source = np.clip((np.arange(size * factor) + 0.5) / factor - 0.5, 0, size - 1)
-    low = np.floor(source).astype(int)
-    high = np.minimum(low + 1, size - 1)
-    weight = (source - low).reshape([-1 if a == axis else 1 for a in range(array.ndim)])
-    array = np.take(array, low, axis=axis) * (1 - weight) + np.take(array, high, axis=axis) * weight
-  return array
-
-
 @pytest.mark.slow
 def test_card_describes_the_wrapped_model(saved, wrapped_unet):
   card = load_card(wrapped_unet)
@@ -231,7 +220,7 @@ def test_coarse_output_is_upsampled_as_logits(saved, tmp_path):
   loaded = tf.saved_model.load(os.path.join(out, "saved_model"))  # kept: its variables die with it
   served = loaded.segment(images)
   probabilities = model.predict(images.astype(np.float32) * np.float32(SCALE), verbose=0)
-  logits = np.stack([_bilinear(np.log(np.maximum(p.astype(np.float64), 1e-12)), 4) for p in probabilities])
+  logits = bilinear(np.log(np.maximum(probabilities.astype(np.float64), 1e-12)), 4)
   expected = _softmax(logits)
   ordered = np.sort(expected, axis=-1)
   decided = ordered[..., -1] - ordered[..., -2] > 1e-4
