@@ -6,7 +6,6 @@ expect. Kept free of TensorFlow and ONNX so ``python -m model.wrap --onnx``
 never pays for a TensorFlow import.
 """
 
-import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from model.engines.openvino_ir import file_hash
 from model.text import one_line
 
 # The flags both wraps take, spelled here once so that model.wrap's parser and either wrap never need a framework.
@@ -42,12 +42,7 @@ def check_wrap_arguments(input_dtype: str, padding: str, size_multiple: int | No
     raise WrapError(f"--size_multiple {size_multiple} must be a positive integer")
 
 
-def sha256_of(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as handle:
-    for block in iter(lambda: handle.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
+sha256_of = file_hash  # a file's sha256 hex digest, as model.engines keys converted IRs by it
 
 
 def imagenet_normalization(input_dtype: str = "uint8") -> dict[str, list[float]]:

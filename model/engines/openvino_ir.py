@@ -55,10 +55,15 @@ def model_format(model_dir: str) -> str:
 
 def file_hash(path: str) -> str:
   digest = hashlib.sha256()
-  with open(path, "rb") as handle:
-    for block in iter(lambda: handle.read(1 << 20), b""):
-      digest.update(block)
+  for block in _blocks(path):
+    digest.update(block)
   return digest.hexdigest()
+
+
+def _blocks(path: str) -> Iterator[bytes]:
+  """The file's bytes, a MiB at a time."""
+  with open(path, "rb") as handle:
+    yield from iter(lambda: handle.read(1 << 20), b"")
 
 
 def ir_path(model_dir: str, int8: bool = False) -> str:
@@ -74,9 +79,8 @@ def saved_model_hash(model_dir: str) -> str:
     for name in sorted(files):
       path = os.path.join(folder, name)
       digest.update(os.path.relpath(path, root).replace(os.sep, "/").encode("utf-8") + b"\0")
-      with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-          digest.update(block)
+      for block in _blocks(path):
+        digest.update(block)
   return digest.hexdigest()
 
 
