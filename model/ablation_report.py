@@ -129,9 +129,14 @@ def draw_decoder_figure(rows: list[dict[str, Any]], figures_dir: str) -> str:
     axis.grid(axis="y", alpha=0.3)
   for axis in axes[1]:
     axis.set_xticks(range(len(names)), names)
-  figure.tight_layout()
-  path = os.path.join(figures_dir, "ablation_decoders.png")
   os.makedirs(figures_dir, exist_ok=True)
+  return _save_figure(plt, figure, figures_dir, "ablation_decoders.png")
+
+
+def _save_figure(plt: Any, figure: Any, figures_dir: str, name: str) -> str:
+  """Lays the figure out, writes it as ``figures_dir/name`` at 110 dpi and closes it; returns the path."""
+  figure.tight_layout()
+  path = os.path.join(figures_dir, name)
   figure.savefig(path, dpi=110)
   plt.close(figure)
   return path
@@ -194,11 +199,7 @@ def _draw_miou_figure(
     if column == 0:
       top.set_ylabel("test mean IoU\n(mean, 95 % CI; dots: seeds)")
       bottom.set_ylabel("paired difference\nvs bilinear learned")
-  figure.tight_layout()
-  path = os.path.join(figures_dir, "ablation_miou.png")
-  figure.savefig(path, dpi=110)
-  plt.close(figure)
-  return path
+  return _save_figure(plt, figure, figures_dir, "ablation_miou.png")
 
 
 def _draw_curves_figure(
@@ -232,11 +233,7 @@ def _draw_curves_figure(
     if column == 0:
       axis.set_ylabel("validation mean IoU\n(mean, 95 % CI band)")
     axis.legend(fontsize=7, loc="lower right")
-  figure.tight_layout()
-  path = os.path.join(figures_dir, "ablation_curves.png")
-  figure.savefig(path, dpi=110)
-  plt.close(figure)
-  return path
+  return _save_figure(plt, figure, figures_dir, "ablation_curves.png")
 
 
 def draw_figures(
@@ -323,11 +320,7 @@ def _draw_examples(
     f"({top}, {left}), first seed; checkerboard: test-set share over all seeds",
     fontsize=8,
   )
-  figure.tight_layout()
-  path = os.path.join(figures_dir, "ablation_checkerboard.png")
-  figure.savefig(path, dpi=110)
-  plt.close(figure)
-  return path
+  return _save_figure(plt, figure, figures_dir, "ablation_checkerboard.png")
 
 
 def load_examples(cells_dir: str, seed: int) -> dict[tuple[str, str], np.ndarray]:
