@@ -86,149 +86,139 @@ def choose(
     raise EngineError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
   if tta not in TTA_MODES:
     raise EngineError(f"--tta {tta!r} is not one of {', '.join(TTA_MODES)}")
+  ask = _Ask(engine, precision, features, gpu, has_openvino, has_int8, mixed_precision, model_dir, onnx_providers)
   if tta == "flips":
-    return _choose_for_flips(engine, precision, features, has_openvino, has_int8, mixed_precision, model_dir)
+    return _choose_for_flips(ask)
   if model_format == "onnx":
-    return _choose_for_onnx(
-      engine, precision, features, gpu, has_openvino, has_int8, mixed_precision, model_dir, onnx_providers
-    )
-  return _choose_for_saved_model(engine, precision, features, gpu, has_openvino, has_int8, mixed_precision, model_dir)
+    return _choose_for_onnx(ask)
+  return _choose_for_saved_model(ask)
 
 
-def _choose_for_saved_model(
-  engine: str,
-  precision: str,
-  features: CpuFeatures,
-  gpu: bool,
-  has_openvino: bool,
-  has_int8: bool,
-  mixed_precision: bool,
-  model_dir: str,
-) -> EngineChoice:
+@dataclass(frozen=True)
+class _Ask:
+  """What ``choose`` was asked for (the flags) and what this machine and model offer, as its rules read them."""
+
+  engine: str
+  precision: str
+  features: CpuFeatures
+  gpu: bool
+  has_openvino: bool
+  has_int8: bool
+  mixed_precision: bool
+  model_dir: str
+  providers: tuple[str, ...]  # onnxruntime's execution providers (read only for ONNX models)
+
+
+def _choose_for_saved_model(ask: _Ask) -> EngineChoice:
   """The rules for an exported (or Keras-wrapped) SavedModel: TensorFlow on GPUs, OpenVINO on CPUs."""
+  engine = ask.engine
   if engine == "onnxruntime":
     raise EngineError(
-      f"--engine onnxruntime runs models wrapped from ONNX (python -m model.wrap --onnx); {model_dir} is a "
+      f"--engine onnxruntime runs models wrapped from ONNX (python -m model.wrap --onnx); {ask.model_dir} is a "
       "SavedModel: use --engine auto, openvino or tensorflow"
     )
-  if mixed_precision and precision not in ("auto", "fp32"):
+  if ask.mixed_precision and ask.precision not in ("auto", "fp32"):
     raise EngineError(
-      f"--mixed_precision (TensorFlow float16 on GPUs) and --precision {precision} exclude each other; drop one"
+      f"--mixed_precision (TensorFlow float16 on GPUs) and --precision {ask.precision} exclude each other; drop one"
     )
   if engine == "auto":
-    if gpu or mixed_precision:
-      engine, why = "tensorflow", ("a GPU is visible" if gpu else "--mixed_precision runs on TensorFlow")
-    elif has_openvino:
+    if ask.gpu or ask.mixed_precision:
+      engine, why = "tensorflow", ("a GPU is visible" if ask.gpu else "--mixed_precision runs on TensorFlow")
+    elif ask.has_openvino:
       engine, why = "openvino", "no GPU visible; OpenVINO is the fastest CPU engine"
     else:
       engine, why = "tensorflow", "no GPU visible but OpenVINO is not installed"
   else:
     why = "--engine " + engine
   if engine == "tensorflow":
-    if precision in ("bf16", "int8"):
+    if ask.precision in ("bf16", "int8"):
       raise EngineError(
-        f"--precision {precision} runs on the OpenVINO engine only; use --engine openvino (or auto on a CPU), "
+        f"--precision {ask.precision} runs on the OpenVINO engine only; use --engine openvino (or auto on a CPU), "
         "or --precision fp32"
       )
-    return EngineChoice("tensorflow", "mixed_float16" if mixed_precision else "fp32", why)
-  if not has_openvino:
+    return EngineChoice("tensorflow", "mixed_float16" if ask.mixed_precision else "fp32", why)
+  if not ask.has_openvino:
     raise EngineError(
       "--engine openvino needs the openvino package: pip install -c requirements.lock openvino "
       "(it is part of the default install), or use --engine tensorflow"
     )
-  if mixed_precision:
+  if ask.mixed_precision:
     raise EngineError("--mixed_precision is TensorFlow's GPU float16; with --engine openvino use --precision bf16")
-  return _openvino(precision, features, has_int8, why, model_dir)
+  return _openvino(ask, why)
 
 
-def _choose_for_flips(
-  engine: str,
-  precision: str,
-  features: CpuFeatures,
-  has_openvino: bool,
-  has_int8: bool,
-  mixed_precision: bool,
-  model_dir: str,
-) -> EngineChoice:
+def _choose_for_flips(ask: _Ask) -> EngineChoice:
   """``--tta flips``: OpenVINO on every machine (GPU workers included), since only its graph exposes probabilities."""
-  if engine not in ("auto", "openvino") or mixed_precision:
+  engine = ask.engine
+  if engine not in ("auto", "openvino") or ask.mixed_precision:
     flag = f"--engine {engine}" if engine not in ("auto", "openvino") else "--mixed_precision (TensorFlow's float16)"
     raise EngineError(
       f"--tta flips averages the class probabilities inside the OpenVINO engine's graph, so {flag} cannot run it; "
       "use --engine auto or openvino, or drop --tta"
     )
-  if not has_openvino:
+  if not ask.has_openvino:
     raise EngineError("--tta flips runs on the OpenVINO engine: pip install -c requirements.lock openvino")
   why = "--engine openvino" if engine == "openvino" else "--tta flips runs on the OpenVINO engine"
-  return _openvino(precision, features, has_int8, why, model_dir)
+  return _openvino(ask, why)
 
 
-def _openvino(precision: str, features: CpuFeatures, has_int8: bool, why: str, model_dir: str) -> EngineChoice:
-  if precision == "auto":
-    if features.bf16:
+def _openvino(ask: _Ask, why: str) -> EngineChoice:
+  if ask.precision == "auto":
+    if ask.features.bf16:
       return EngineChoice("openvino", "bf16", f"{why}; the CPU has bf16 instructions")
     return EngineChoice("openvino", "fp32", f"{why}; the CPU has no bf16 instructions (AMX or AVX-512 BF16)")
-  if precision == "bf16" and not features.bf16:
+  if ask.precision == "bf16" and not ask.features.bf16:
     raise EngineError(
-      f"--precision bf16 needs AMX or AVX-512 BF16 instructions, which this CPU ({features.name}) lacks; "
+      f"--precision bf16 needs AMX or AVX-512 BF16 instructions, which this CPU ({ask.features.name}) lacks; "
       "use --precision auto or fp32"
     )
-  if precision == "int8" and not has_int8:
+  if ask.precision == "int8" and not ask.has_int8:
     raise EngineError(
-      f"--precision int8 needs an int8 model in {model_dir}/openvino/, which it does not have; make one with "
-      f"python -m model.quantize --model {model_dir} (it checks the int8 masks against fp32 first)"
+      f"--precision int8 needs an int8 model in {ask.model_dir}/openvino/, which it does not have; make one with "
+      f"python -m model.quantize --model {ask.model_dir} (it checks the int8 masks against fp32 first)"
     )
-  return EngineChoice("openvino", precision, why)
+  return EngineChoice("openvino", ask.precision, why)
 
 
-def _choose_for_onnx(
-  engine: str,
-  precision: str,
-  features: CpuFeatures,
-  gpu: bool,
-  has_openvino: bool,
-  has_int8: bool,
-  mixed_precision: bool,
-  model_dir: str,
-  providers: tuple[str, ...],
-) -> EngineChoice:
+def _choose_for_onnx(ask: _Ask) -> EngineChoice:
   """The rules for a model wrapped from ONNX: OpenVINO on CPUs, onnxruntime-gpu on GPUs, never TensorFlow."""
-  if engine == "tensorflow" or mixed_precision:
+  engine = ask.engine
+  if engine == "tensorflow" or ask.mixed_precision:
     flag = "--engine tensorflow" if engine == "tensorflow" else "--mixed_precision (TensorFlow's float16)"
     raise EngineError(
-      f"{flag} cannot run {model_dir}: it was wrapped from ONNX and has no SavedModel; use --engine auto "
+      f"{flag} cannot run {ask.model_dir}: it was wrapped from ONNX and has no SavedModel; use --engine auto "
       "(OpenVINO on CPUs, onnxruntime-gpu on GPUs)"
     )
-  cuda = "CUDAExecutionProvider" in providers
+  cuda = "CUDAExecutionProvider" in ask.providers
   if engine == "auto":
-    if gpu and cuda:
+    if ask.gpu and cuda:
       engine, why = "onnxruntime", "a GPU is visible and onnxruntime-gpu is installed (ONNX model)"
-    elif gpu:
+    elif ask.gpu:
       raise EngineError(
-        f"a GPU is visible but {model_dir} is an ONNX model, which runs on GPUs through onnxruntime-gpu: "
+        f"a GPU is visible but {ask.model_dir} is an ONNX model, which runs on GPUs through onnxruntime-gpu: "
         f"{ONNX_GPU_INSTALL}; or hide the GPU (CUDA_VISIBLE_DEVICES=) to run it on the CPU"
       )
-    elif has_openvino:
+    elif ask.has_openvino:
       engine, why = "openvino", "no GPU visible; OpenVINO is the fastest CPU engine (ONNX model)"
-    elif providers:
+    elif ask.providers:
       engine, why = "onnxruntime", "no GPU visible and OpenVINO is not installed (ONNX model)"
     else:
       raise EngineError(
-        f"{model_dir} is an ONNX model and neither OpenVINO nor onnxruntime is installed: "
+        f"{ask.model_dir} is an ONNX model and neither OpenVINO nor onnxruntime is installed: "
         "pip install -c requirements.lock openvino"
       )
   else:
     why = "--engine " + engine
   if engine == "onnxruntime":
-    if not providers:
+    if not ask.providers:
       raise EngineError(
         "--engine onnxruntime needs onnxruntime: pip install -c requirements.lock onnxruntime (CPU) or "
         + ONNX_GPU_INSTALL
       )
-    if precision not in ("auto", "fp32"):
-      raise EngineError(f"--precision {precision} runs on the OpenVINO engine only; onnxruntime runs fp32")
-    device = "CUDA" if gpu and cuda else "CPU"
+    if ask.precision not in ("auto", "fp32"):
+      raise EngineError(f"--precision {ask.precision} runs on the OpenVINO engine only; onnxruntime runs fp32")
+    device = "CUDA" if ask.gpu and cuda else "CPU"
     return EngineChoice("onnxruntime", "fp32", f"{why}; {device}")
-  if not has_openvino:
+  if not ask.has_openvino:
     raise EngineError("--engine openvino needs the openvino package: pip install -c requirements.lock openvino")
-  return _openvino(precision, features, has_int8, why, model_dir)
+  return _openvino(ask, why)
