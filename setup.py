@@ -55,7 +55,7 @@ EXTRAS = {
     "onnx>=1.23",
     "tf2onnx>=1.17",
   ],
-  # GeoTIFF inputs with their CRS, GeoTIFF masks, areas in m^2, --polygons (transforms/geo.py).
+  # GeoTIFF inputs with their CRS, GeoTIFF masks, areas in m^2, --polygons (transforms/imaging/geo.py).
   # About 48 MB of wheels (150 MB installed; rasterio bundles GDAL and PROJ), so optional.
   "geo": ["rasterio>=1.4", "pyproj>=3.6", "shapely>=2.1"],
   # Run on a Dask cluster (--runner=DaskRunner): Beam's dask extra.

@@ -53,7 +53,7 @@ def time_variant(model_dir: str, size: int, batch: int, batches: int, threads: i
   from model import engines
   from model.engines.choice import EngineChoice
   from model.engines.openvino_ir import read_card
-  from transforms.input_spec import InputSpec
+  from transforms.imaging.input_spec import InputSpec
 
   segmenter = engines.load(
     model_dir, EngineChoice("openvino", "fp32"), InputSpec.from_card(read_card(model_dir)), threads

@@ -59,7 +59,7 @@ def _tensorflow(args):
 def _openvino(args):
   from model import engines
   from model.engines.choice import EngineChoice
-  from transforms.input_spec import InputSpec
+  from transforms.imaging.input_spec import InputSpec
 
   spec = InputSpec.from_card(read_card(args["model"]))
   segmenter = engines.load(

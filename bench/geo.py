@@ -14,8 +14,8 @@ import numpy as np
 from pyproj import CRS
 
 from model.make_dataset import generate_example
-from transforms import geo, mask_files, polygons
-from transforms.geo import north_up
+from transforms.imaging import geo, mask_files, polygons
+from transforms.imaging.geo import north_up
 
 CLASSES = [
   {"id": i, "name": name, "color": [40 * i, 120, 60]}

@@ -20,7 +20,7 @@ import rasterio
 
 from bench.procs import child_env, peak_rss_mb, run_watched
 from model.make_dataset import generate_example
-from transforms.geo import north_up
+from transforms.imaging.geo import north_up
 
 BLOCK = 512
 

@@ -22,8 +22,8 @@ from pipeline.errors import OptionsError
 from pipeline.model_check import load_card
 from pipeline.options import SegmentationOptions
 from pipeline.paths import absolute, as_glob, check_truth, check_writable, is_local, matching_files
-from transforms import geo
-from transforms.polygons import PolygonSettings
+from transforms.imaging import geo
+from transforms.imaging.polygons import PolygonSettings
 
 _LOG = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import OPTION, OPTIONS
 from transforms.decode import DecodeSettings
-from transforms.input_spec import InputSpec
-from transforms.ood import OodRule
-from transforms.polygons import PolygonSettings
+from transforms.imaging.input_spec import InputSpec
+from transforms.imaging.ood import OodRule
+from transforms.imaging.polygons import PolygonSettings
 from transforms.sinks import SinkSettings
 
 # The flags summary.json's "options" records, in its order (--no_report is not recorded).
@@ -112,7 +112,7 @@ class RunConfig:
 
   @property
   def ood_rule(self) -> OodRule:
-    """The out-of-distribution check's thresholds, from the card (``transforms.ood``)."""
+    """The out-of-distribution check's thresholds, from the card (``transforms.imaging.ood``)."""
     return OodRule.from_card(self.card)
 
   @property

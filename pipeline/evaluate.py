@@ -42,9 +42,9 @@ from pipeline import report
 from pipeline.errors import OptionsError, command_parser
 from pipeline.paths import absolute, as_glob, check_truth, matching_files
 from pipeline.report import load
-from transforms.mask_files import decode_mask, mask_relpath
+from transforms.imaging.mask_files import decode_mask, mask_relpath
+from transforms.imaging.records import STAGE_TRUTH
 from transforms.out_files import atomic_write, join
-from transforms.records import STAGE_TRUTH
 from transforms.truth import TruthError, image_truth, read_truth, run_truth, stem, truth_index
 
 EVALUATION_FILE = "evaluation.json"

@@ -20,10 +20,10 @@ from apache_beam.metrics import Metrics
 from pipeline.config import RunConfig
 from transforms import accounting
 from transforms.decode import DecodeImages
+from transforms.imaging.records import DONE, FAILED, new_run_id
 from transforms.inference import SegmentationModelHandler, SegmenterHandle, TileAndSegment
 from transforms.read import ReadImages
 from transforms.record_files import WriteFailures, WriteStats, write_summary
-from transforms.records import DONE, FAILED, new_run_id
 from transforms.sinks import SinkSettings, SkipExistingFn, WriteMasksFn
 from transforms.statistics import (
   EVENT_FAILED,

@@ -19,8 +19,8 @@ from model.engines import EngineError, cpu, openvino_ir
 from model.engines.choice import EngineChoice
 from model.text import one_line
 from pipeline.errors import OptionsError
+from transforms.imaging.input_spec import InputSpec
 from transforms.inference import SegmenterHandle, class_id_beyond
-from transforms.input_spec import InputSpec
 from transforms.staging import local_copy
 
 _LOG = logging.getLogger(__name__)

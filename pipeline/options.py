@@ -25,8 +25,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 
 from model.engines.choice import ENGINES, PRECISIONS, TTA_MODES
 from pipeline.errors import OptionsError
-from transforms.mask_files import MASK_FORMATS
-from transforms.polygons import POLYGON_FORMATS
+from transforms.imaging.mask_files import MASK_FORMATS
+from transforms.imaging.polygons import POLYGON_FORMATS
 from transforms.record_files import STATS_FORMATS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

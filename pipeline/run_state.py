@@ -47,8 +47,8 @@ from pipeline.folder_lock import (
   pid_alive,
   read_record,
 )
+from transforms.imaging.records import new_run_id, redact
 from transforms.out_files import atomic_write, join, remove_temp_dir
-from transforms.records import new_run_id, redact
 
 __all__ = [
   "COMPLETE",

@@ -20,7 +20,7 @@ import numpy as np
 import rasterio
 
 from model.make_dataset import generate_example
-from transforms.geo import north_up
+from transforms.imaging.geo import north_up
 
 SEED = 20261127
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -36,7 +36,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pipeline_helpers import REPO, folder_records, output_problems, scene  # noqa: E402
 
-from transforms.mask_files import STATS_CHUNK  # noqa: E402
+from transforms.imaging.mask_files import STATS_CHUNK  # noqa: E402
 
 # The fork server: reads a JSON command per line; "run" forks a child that runs the pipeline with its
 # output in a log file and answers the child's pid; "wait" answers the child's exit status.

@@ -8,7 +8,7 @@ import os
 import numpy as np
 from PIL import Image, TiffImagePlugin
 
-from transforms.records import MASKS_DIR, STATS_DIR, SUMMARY_FILE
+from transforms.imaging.records import MASKS_DIR, STATS_DIR, SUMMARY_FILE
 
 # The repository root: the one definition the tests use (tests/ sits directly under it).
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +18,7 @@ REAL_MODEL = os.path.join(REPO, "model", "default")
 def direct_segmenter(model_dir: str, engine: str = "auto", precision: str = "fp32"):
   """The model loaded on the engine a run with these flags gets on this machine: the oracle for its masks."""
   from model import engines
-  from transforms.input_spec import InputSpec
+  from transforms.imaging.input_spec import InputSpec
 
   with open(os.path.join(model_dir, "card.json")) as handle:
     spec = InputSpec.from_card(json.load(handle))

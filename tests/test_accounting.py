@@ -8,7 +8,7 @@ import numpy as np
 from pipeline_helpers import check_accounting, encode, read_outputs, scene, write_tfrecord
 
 from pipeline.run import run
-from transforms.records import MASKS_DIR, OVERLAYS_DIR, REPORT_FILE, STATS_DIR, ImageRef
+from transforms.imaging.records import MASKS_DIR, OVERLAYS_DIR, REPORT_FILE, STATS_DIR, ImageRef
 
 
 def _sizes(pattern):

@@ -18,7 +18,7 @@ from bench import quality, spy
 from bench.findings import engine_targets, steady_state
 from bench.report import render_markdown, write_report
 from bench.run import run_bench
-from transforms.records import MASKS_DIR
+from transforms.imaging.records import MASKS_DIR
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def test_engine_modes_match_the_pipeline_engine(tmp_path):
   from model import engines
   from model.engines.choice import EngineChoice
   from model.engines.openvino_ir import ir_path
-  from transforms.input_spec import InputSpec
+  from transforms.imaging.input_spec import InputSpec
 
   images = workload.make_set(str(tmp_path / "set"), 4, 64, pool_size=2, tile=64)
   names = sorted(os.listdir(images))

@@ -8,10 +8,10 @@ import tifffile
 from PIL import Image, TiffImagePlugin
 from pipeline_helpers import encode, scene, write_mode_images
 
-from transforms.bands import DecodeError, NativeImage, conform
-from transforms.display import display_stretch, to_display
-from transforms.image_decoder import decode_image, decode_native
-from transforms.input_spec import DEFAULT_SPEC, InputSpec
+from transforms.imaging.bands import DecodeError, NativeImage, conform
+from transforms.imaging.display import display_stretch, to_display
+from transforms.imaging.image_decoder import decode_image, decode_native
+from transforms.imaging.input_spec import DEFAULT_SPEC, InputSpec
 
 MAX = 10_000_000
 GREY8 = InputSpec(channels=1, dtype="uint8")

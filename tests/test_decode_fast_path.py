@@ -8,7 +8,7 @@ import tensorflow as tf  # noqa: F401  (the fast path is used only when TensorFl
 from PIL import Image, PngImagePlugin
 from pipeline_helpers import encode, scene
 
-from transforms.image_decoder import _png_fast_path, decode_image
+from transforms.imaging.image_decoder import _png_fast_path, decode_image
 
 
 def _pillow(data):

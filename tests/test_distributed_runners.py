@@ -22,7 +22,7 @@ from pipeline_helpers import REPO, check_accounting, read_outputs
 
 from pipeline.checks import reject_unknown_flags
 from pipeline.errors import OptionsError
-from transforms.records import MASKS_DIR, REPORT_FILE
+from transforms.imaging.records import MASKS_DIR, REPORT_FILE
 
 SAMPLES = os.path.join(REPO, "samples")
 

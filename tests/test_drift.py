@@ -21,7 +21,7 @@ from scipy import stats as scipy_stats
 from pipeline import drift
 from pipeline.run import main
 from pipeline.schedule import fill_template
-from transforms.records import REPORT_FILE, STATS_DIR, SUMMARY_FILE
+from transforms.imaging.records import REPORT_FILE, STATS_DIR, SUMMARY_FILE
 
 NAMES = [entry["name"] for entry in CLASSES]
 SIZE = 20

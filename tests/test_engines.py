@@ -20,7 +20,7 @@ from model import engines
 from model.engines import cpu, openvino_ir
 from model.engines.choice import EngineChoice, EngineError, choose
 from model.engines.cpu import CpuFeatures, _from_cpuinfo
-from transforms.input_spec import DEFAULT_SPEC
+from transforms.imaging.input_spec import DEFAULT_SPEC
 
 AVX2 = CpuFeatures("AMD EPYC", frozenset({"avx", "avx2"}))
 AMX = CpuFeatures("Intel Xeon", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}))

@@ -6,7 +6,7 @@ from pipeline_helpers import check_accounting, read_outputs, scene
 
 from pipeline.run import main
 from pipeline.schedule import FailureBudgetExceeded, check_failure_budget
-from transforms.records import REPORT_FILE
+from transforms.imaging.records import REPORT_FILE
 
 
 @pytest.fixture(scope="module")

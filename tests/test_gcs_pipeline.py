@@ -11,7 +11,7 @@ from PIL import Image
 from pipeline_helpers import REPO, scene
 
 from tests.gcs import read_local_tree
-from transforms.records import REPORT_FILE, SUMMARY_FILE
+from transforms.imaging.records import REPORT_FILE, SUMMARY_FILE
 
 pytestmark = pytest.mark.slow
 

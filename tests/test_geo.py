@@ -1,4 +1,4 @@
-"""GeoTIFF inputs end to end: georeferenced masks, areas in real units, polygons (transforms/geo.py).
+"""GeoTIFF inputs end to end: georeferenced masks, areas in real units, polygons (transforms/imaging/geo.py).
 
 The inputs are GeoTIFFs made here with rasterio; the fake model (tests/fake_model.py) classifies
 by colour, so a scene of coloured blocks gives regions that cross tile seams.
@@ -23,9 +23,9 @@ from skimage.measure import label
 from model.tiling import plan_tiles
 from pipeline.errors import OptionsError
 from pipeline.run import run
-from transforms import geo
-from transforms.geo import north_up
-from transforms.records import MASKS_DIR, POLYGONS_DIR
+from transforms.imaging import geo
+from transforms.imaging.geo import north_up
+from transforms.imaging.records import MASKS_DIR, POLYGONS_DIR
 
 UTM_33N = "EPSG:32633"
 UTM_ORIGIN = (500_000.0, 6_650_000.0)
@@ -402,7 +402,7 @@ def test_only_a_geotiff_tag_in_the_first_directory_makes_a_tiff_georeferenced(tm
   """
   import tifffile
 
-  from transforms.image_decoder import decode_located
+  from transforms.imaging.image_decoder import decode_located
 
   plain = (Path(REPO) / "samples" / "images" / "scan_0008.tif").read_bytes()
   path = tmp_path / "scene.tif"

@@ -17,10 +17,10 @@ from pipeline_helpers import check_accounting, read_outputs, run_pipeline, scene
 from model.tiling import plan_tiles
 from transforms import decode, geo_windows
 from transforms.decode import DecodeSettings
-from transforms.geo import north_up
+from transforms.imaging.geo import north_up
+from transforms.imaging.input_spec import InputSpec
+from transforms.imaging.records import MASKS_DIR, OVERLAYS_DIR, STAGE_DECODE, ImageRef
 from transforms.inference import SegmentationModelHandler, SegmenterHandle, TileImagesFn
-from transforms.input_spec import InputSpec
-from transforms.records import MASKS_DIR, OVERLAYS_DIR, STAGE_DECODE, ImageRef
 from transforms.stitch import AssembleMaskFn
 
 UTM_33N = "EPSG:32633"

@@ -27,10 +27,10 @@ from pipeline_helpers import scene
 from model import engines
 from model.engines import EngineChoice
 from pipeline.run import run
+from transforms.imaging.input_spec import DEFAULT_SPEC
+from transforms.imaging.mask_files import STATS_CHUNK, encode_mask, palette_bytes
+from transforms.imaging.records import SUMMARY_FILE
 from transforms.inference import SegmenterHandle, class_id_beyond
-from transforms.input_spec import DEFAULT_SPEC
-from transforms.mask_files import STATS_CHUNK, encode_mask, palette_bytes
-from transforms.records import SUMMARY_FILE
 
 
 def _numpy_stats(class_ids, confidence, owned, num_classes):

@@ -11,8 +11,8 @@ from PIL import Image
 from pipeline_helpers import encode, scene
 
 from transforms.decode import DecodeImagesFn, DecodeSettings
-from transforms.mask_files import STATS_CHUNK
-from transforms.records import (
+from transforms.imaging.mask_files import STATS_CHUNK
+from transforms.imaging.records import (
   FAILED,
   MASKS_DIR,
   STAGE_DECODE,

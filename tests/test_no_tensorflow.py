@@ -1,7 +1,7 @@
 """A run of the bundled model on CPUs imports TensorFlow in no process.
 
 Importing TensorFlow costs 3-5 s and about 1 GB per process, so the OpenVINO
-engine, the TFRecord input (``transforms.tfrecord.Example``) and the 16-bit
+engine, the TFRecord input (``transforms.imaging.tfrecord.Example``) and the 16-bit
 PNG decoder (pypng) must not pull it in. Each check runs in a fresh
 interpreter, since the test session itself has usually imported TensorFlow.
 """
@@ -59,8 +59,8 @@ def test_sixteen_bit_colour_png_decodes_without_tensorflow(tmp_path):
   code = """
 import io
 import numpy as np, png
-from transforms.image_decoder import decode_image, decode_native
-from transforms.input_spec import InputSpec
+from transforms.imaging.image_decoder import decode_image, decode_native
+from transforms.imaging.input_spec import InputSpec
 rgb16 = np.random.default_rng(3).integers(0, 65536, (9, 7, 3), dtype=np.uint16)
 buffer = io.BytesIO()
 png.Writer(7, 9, bitdepth=16, greyscale=False).write(buffer, rgb16.reshape(9, 21).tolist())

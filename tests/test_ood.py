@@ -11,7 +11,8 @@ from PIL import Image
 from pipeline_helpers import REAL_MODEL, REPO, read_outputs
 
 from pipeline import report
-from transforms import ood, record_files, statistics
+from transforms import record_files, statistics
+from transforms.imaging import ood
 
 BAND_STATS = {"mean": [100.0] * 3, "std": [40.0] * 3, "p01": [30.0, 40.0, 20.0], "p99": [230.0, 210.0, 190.0]}
 CLASSES = [{"id": 0, "name": "a", "color": [0, 0, 0]}, {"id": 1, "name": "b", "color": [255, 255, 255]}]

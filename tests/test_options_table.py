@@ -7,7 +7,7 @@ from apache_beam.options.pipeline_options import _BeamArgumentParser
 
 from pipeline.config import SUMMARY_OPTIONS, RunConfig, parsed_fields
 from pipeline.options import OPTION, OPTIONS, SegmentationOptions
-from transforms.polygons import PolygonSettings
+from transforms.imaging.polygons import PolygonSettings
 
 # RunConfig fields no flag of SegmentationOptions fills (the card; the scheduling options' drift check).
 NOT_FROM_THE_TABLE = {"card", "compare_to", "drift_threshold", "fail_on_drift"}

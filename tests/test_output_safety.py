@@ -29,6 +29,7 @@ from pipeline_helpers import REPO, check_accounting, encode, output_problems, re
 
 from pipeline.paths import matching_files
 from transforms import out_files
+from transforms.imaging.records import FAILURES_DIR, MASKS_DIR, STATS_DIR, SUMMARY_FILE
 from transforms.leftovers import Leftovers, remove_leftovers
 from transforms.out_files import (
   OutputError,
@@ -39,7 +40,6 @@ from transforms.out_files import (
   write_atomically,
 )
 from transforms.read import DIRECTORY, MatchInputsFn, entry_problem, match_local
-from transforms.records import FAILURES_DIR, MASKS_DIR, STATS_DIR, SUMMARY_FILE
 
 STATE_FILE = "run_state.json"  # pipeline.run_state's record of the folder's run
 

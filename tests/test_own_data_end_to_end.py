@@ -21,7 +21,7 @@ from model import export as export_module
 from model import train as train_module
 from model.evaluate import evaluate
 from pipeline.run import run
-from transforms.records import MASKS_DIR, REPORT_FILE
+from transforms.imaging.records import MASKS_DIR, REPORT_FILE
 
 CLASSES = [{"id": 0, "name": "background"}, {"id": 1, "name": "object", "color": [250, 200, 0]}]
 

@@ -26,8 +26,8 @@ from pipeline_helpers import (
 )
 
 from pipeline.run import run
-from transforms.image_decoder import decode_image
-from transforms.records import MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
+from transforms.imaging.image_decoder import decode_image
+from transforms.imaging.records import MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
 
 pytestmark = pytest.mark.slow
 

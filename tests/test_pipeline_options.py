@@ -15,7 +15,7 @@ from pipeline_helpers import REPO, scene
 from pipeline.checks import validate
 from pipeline.options import SegmentationOptions, help_parser
 from pipeline.run import main
-from transforms.records import MASKS_DIR, SUMMARY_FILE
+from transforms.imaging.records import MASKS_DIR, SUMMARY_FILE
 
 
 @pytest.fixture

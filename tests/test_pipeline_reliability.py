@@ -21,7 +21,7 @@ from pipeline_helpers import (
 )
 
 from pipeline.run import run
-from transforms.records import MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
+from transforms.imaging.records import MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
 
 POISON = 13
 

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 from pipeline_helpers import encode, scene, write_mode_images, write_tfrecord
 
-from transforms.bands import DecodeError, to_rgb
-from transforms.image_decoder import decode_image
+from transforms.imaging.bands import DecodeError, to_rgb
+from transforms.imaging.image_decoder import decode_image
+from transforms.imaging.records import Failure, ImageHeader, Tile, redact
+from transforms.imaging.tfrecord import RecordCorruption, ShardCorruption, example_bytes_feature, iter_tfrecords
 from transforms.read import glob_root, key_for, sanitize_key
-from transforms.records import Failure, ImageHeader, Tile, redact
-from transforms.tfrecord import RecordCorruption, ShardCorruption, example_bytes_feature, iter_tfrecords
 
 MAX = 10_000_000
 
@@ -140,12 +140,12 @@ def test_tfrecord_reader_skips_a_corrupt_record(tmp_path):
 
 
 def test_example_class_is_tensorflows_schema(tmp_path):
-  """transforms.tfrecord.Example has TensorFlow's schema and parses (and refuses) records as example_pb2 does."""
+  """transforms.imaging.tfrecord.Example has TensorFlow's schema and parses (and refuses) records as example_pb2 does."""
   from google.protobuf import descriptor_pb2
   from tensorflow.core.example import example_pb2 as tf_example
   from tensorflow.core.example import feature_pb2
 
-  from transforms.tfrecord import Example, _example_schema
+  from transforms.imaging.tfrecord import Example, _example_schema
 
   theirs = descriptor_pb2.FileDescriptorProto()
   for module in (feature_pb2, tf_example):

@@ -19,7 +19,7 @@ from pipeline_helpers import REPO
 
 from pipeline.checks import reject_unknown_flags
 from pipeline.schedule import fill_date_templates
-from transforms.records import MASKS_DIR, POLYGONS_DIR, SUMMARY_FILE
+from transforms.imaging.records import MASKS_DIR, POLYGONS_DIR, SUMMARY_FILE
 
 README = os.path.join(REPO, "README.md")
 # Values for the shell variables the Dataflow example uses.

@@ -21,8 +21,8 @@ from pipeline_helpers import REPO, folder_records, read_outputs, scene
 
 from pipeline.run import main
 from pipeline.run_state import LOCK_FILE
+from transforms.imaging.records import FAILURES_DIR, MASKS_DIR, STATS_DIR, SUMMARY_FILE
 from transforms.record_folder import folder_files, supersede
-from transforms.records import FAILURES_DIR, MASKS_DIR, STATS_DIR, SUMMARY_FILE
 
 
 def _images(folder, names, size=(40, 56)):

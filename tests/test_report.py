@@ -21,8 +21,17 @@ from PIL import Image
 from pipeline_helpers import REPO
 
 from pipeline import report
-from transforms import mask_files, record_files, statistics
-from transforms.records import FAILURES_DIR, REPORT_FILE, STATS_DIR, SUMMARY_FILE, Failure, ImageHeader, ImageMask
+from transforms import record_files, statistics
+from transforms.imaging import mask_files
+from transforms.imaging.records import (
+  FAILURES_DIR,
+  REPORT_FILE,
+  STATS_DIR,
+  SUMMARY_FILE,
+  Failure,
+  ImageHeader,
+  ImageMask,
+)
 
 CLASSES = [
   {"id": 0, "name": "water", "color": [40, 90, 200]},

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from pipeline_helpers import REPO, check_accounting, read_outputs
 
-from transforms.records import MASKS_DIR
+from transforms.imaging.records import MASKS_DIR
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from pipeline.errors import OptionsError
 from pipeline.report.cli import main as report_main
 from pipeline.run import main
 from pipeline.run_state import LOCK_FILE, STATE_FILE, RunState
-from transforms.records import MASKS_DIR, REPORT_FILE, SUMMARY_FILE
+from transforms.imaging.records import MASKS_DIR, REPORT_FILE, SUMMARY_FILE
 
 SIGNAL_IMAGES = 48  # 512² each: about 1.5 s of mask writing after the first mask, time to land a signal
 

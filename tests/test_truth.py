@@ -22,7 +22,7 @@ from model.metrics import confusion_matrix as model_confusion
 from model.metrics import segmentation_metrics
 from pipeline.errors import OptionsError
 from transforms import truth as truth_lib
-from transforms.records import MASKS_DIR, REPORT_FILE, SUMMARY_FILE
+from transforms.imaging.records import MASKS_DIR, REPORT_FILE, SUMMARY_FILE
 
 NAMES = [c["name"] for c in CLASSES]
 # name: (width, height, truth to write: "exact" | "edited" | "palette" | "small" | None)

@@ -16,7 +16,7 @@ from pipeline_helpers import check_accounting, read_mask, read_outputs
 from test_readme import WALKTHROUGH, readme_commands
 
 from pipeline.run import run
-from transforms.records import REPORT_FILE
+from transforms.imaging.records import REPORT_FILE
 
 SHORT_TRAINING = [
   "--width",

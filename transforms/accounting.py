@@ -19,7 +19,7 @@ from typing import Any, Optional
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms.records import ImageRef, TileResult
+from transforms.imaging.records import ImageRef, TileResult
 
 NAMESPACE = "deconvseg"
 # GroupByOutputKey (transforms.read): every ImageRef, and the TFRecord image bytes they carry.

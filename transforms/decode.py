@@ -2,7 +2,7 @@
 
 ``DecodeImages`` turns refs into ``DecodedImage``s (pixels as the model's
 input spec, and the image's ``ImageHeader``) or ``Failure``s at stage "read"
-or "decode"; the decoding itself is ``transforms.image_decoder``. Bytes come
+or "decode"; the decoding itself is ``transforms.imaging.image_decoder``. Bytes come
 from the file, from a range of a TFRecord shard (``read_range``), or with the
 ref itself.
 """
@@ -19,15 +19,14 @@ from apache_beam.metrics import Metrics
 from PIL import Image
 
 from transforms import accounting
-from transforms.bands import DecodeError
-from transforms.display import display_stretch
-from transforms.geo import Georef
 from transforms.geo_windows import WINDOWED_SUFFIXES, open_windowed
-from transforms.image_decoder import check_size, decode_located
-from transforms.input_spec import DEFAULT_SPEC, InputSpec
-from transforms.lookahead import LookaheadDoFn
-from transforms.ood import image_features
-from transforms.records import (
+from transforms.imaging.bands import DecodeError
+from transforms.imaging.display import display_stretch
+from transforms.imaging.geo import Georef
+from transforms.imaging.image_decoder import check_size, decode_located
+from transforms.imaging.input_spec import DEFAULT_SPEC, InputSpec
+from transforms.imaging.ood import image_features
+from transforms.imaging.records import (
   FAILED,
   STAGE_DECODE,
   STAGE_READ,
@@ -37,6 +36,7 @@ from transforms.records import (
   ImageRef,
   failure_from_exception,
 )
+from transforms.lookahead import LookaheadDoFn
 from transforms.staging import open_for_reading
 
 _LOG = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class DecodeSettings:
   ``prefetch`` images (at most ``prefetch_pixels`` decoded pixels) are
   decoded ahead, 0 decodes inline; ``ood_range`` is the training split's
   per-band (p01, p99) for the image's out-of-distribution features
-  (``transforms.ood``), or (None, None). GeoTIFF files whose model input
+  (``transforms.imaging.ood``), or (None, None). GeoTIFF files whose model input
   would take more than ``windowed_bytes`` are read by windows as they are
   tiled (``transforms.geo_windows``); 0 reads every image whole.
   """

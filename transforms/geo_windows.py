@@ -7,7 +7,7 @@ Cloud-Optimized one a block at a time), so such an image can travel through
 the pipeline as a ``WindowedRaster``: an array-like that reads, on slicing,
 just the window asked for, through rasterio, from the local file or over
 Beam's FileSystems (``gs://`` included, as ranged reads), and applies the same
-band and depth rules (``transforms.bands.conform``) as a whole read. Tiling
+band and depth rules (``transforms.imaging.bands.conform``) as a whole read. Tiling
 slices it (``transforms.inference.TileImagesFn``), so at any time a worker
 holds a batch of tiles and the uint8 mask, not the scene.
 
@@ -26,9 +26,9 @@ from typing import IO, Any, Optional, Tuple
 import numpy as np
 
 from model.text import one_line
-from transforms import geo
-from transforms.bands import DecodeError, NativeImage, conform, kind_of_colours
-from transforms.input_spec import InputSpec
+from transforms.imaging import geo
+from transforms.imaging.bands import DecodeError, NativeImage, conform, kind_of_colours
+from transforms.imaging.input_spec import InputSpec
 from transforms.staging import open_for_reading
 
 # File names worth opening to see whether they are windowable GeoTIFFs.

@@ -27,11 +27,12 @@ from model import engines
 from model.engines.choice import EngineChoice
 from model.text import one_line
 from model.tiling import TileSpec, plan_tiles
-from transforms import accounting, progress, quiet
-from transforms.display import to_display
+from transforms import accounting, quiet
 from transforms.geo_windows import WindowedRaster
-from transforms.input_spec import DEFAULT_SPEC, InputSpec
-from transforms.records import STAGE_DECODE, STAGE_INFERENCE, DecodedImage, Tile, TileResult
+from transforms.imaging import progress
+from transforms.imaging.display import to_display
+from transforms.imaging.input_spec import DEFAULT_SPEC, InputSpec
+from transforms.imaging.records import STAGE_DECODE, STAGE_INFERENCE, DecodedImage, Tile, TileResult
 from transforms.staging import local_copy
 
 _LOG = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def class_id_beyond(class_ids: ArrayLike, num_classes: int) -> Optional[int]:
 
 
 def blend_overlay(pixels: np.ndarray, class_ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
-  """Half-and-half mix of the image and the class colours (uint8 RGB; see ``transforms.display``)."""
+  """Half-and-half mix of the image and the class colours (uint8 RGB; see ``transforms.imaging.display``)."""
   return ((pixels.astype(np.uint16) + palette[class_ids]) >> 1).astype(np.uint8)
 
 

@@ -17,8 +17,8 @@ from typing import List, NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.imaging.records import FAILURES_DIR, STATS_DIR
 from transforms.out_files import TEMP_DIR, is_local, join
-from transforms.records import FAILURES_DIR, STATS_DIR
 
 _LOG = logging.getLogger(__name__)
 # FileBasedSink._create_temp_dir: 'beam-temp-' + the prefix's last component + '-' + uuid1().hex.

@@ -23,7 +23,7 @@ from typing import NamedTuple
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.input_keys import SCHEME
+from transforms.imaging.input_keys import SCHEME
 
 DIRECTORY = "directory"  # entry_problem's answer for a directory: skipped, not failed
 _SPECIAL_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (

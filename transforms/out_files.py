@@ -29,7 +29,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 
-from transforms.records import FAILURES_DIR, STATS_DIR, SUMMARY_FILE
+from transforms.imaging.records import FAILURES_DIR, STATS_DIR, SUMMARY_FILE
 
 _LOG = logging.getLogger(__name__)
 TEMP_DIR = ".tmp"

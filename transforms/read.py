@@ -8,11 +8,11 @@ Three sources, all through Beam's filesystems (local or ``gs://``):
   lines ignored, relative entries resolved against the manifest's directory;
   key = path relative to that directory, otherwise the URI without scheme;
 * TFRecord shards of ``tf.train.Example`` (``.gz`` by extension): read by
-  ``transforms.tfrecord_shards`` with a CRC-checking reader (``transforms.tfrecord``)
+  ``transforms.tfrecord_shards`` with a CRC-checking reader (``transforms.imaging.tfrecord``)
   so a corrupt record becomes a failure record instead of killing the job;
   key = the key feature, else ``<shard>/<record index>``.
 
-Keys go through ``sanitize_key`` (``transforms.input_keys``) so an output path
+Keys go through ``sanitize_key`` (``transforms.imaging.input_keys``) so an output path
 built from one can never leave ``OUT``; two inputs with the same key are
 resolved deterministically (smallest URI wins, the others are recorded as
 failures).
@@ -34,9 +34,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import accounting
-from transforms.input_keys import SCHEME, glob_root, key_for, sanitize_key, shard_name
+from transforms.imaging.input_keys import SCHEME, glob_root, key_for, sanitize_key, shard_name
+from transforms.imaging.records import FAILED, STAGE_READ, Failure, ImageRef
 from transforms.local_entries import DIRECTORY, entry_problem, error_type, is_local, match_entries, match_local
-from transforms.records import FAILED, STAGE_READ, Failure, ImageRef
 from transforms.tfrecord_shards import ReadTFRecordShardFn
 
 __all__ = [

@@ -25,9 +25,9 @@ from typing import Any
 
 import apache_beam as beam
 
+from transforms.imaging.records import FAILURES_DIR, MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
 from transforms.out_files import atomic_write, join, remove_temp_dir
 from transforms.record_folder import SHARD_TEMPLATE, file_prefix, supersede
-from transforms.records import FAILURES_DIR, MASKS_DIR, OVERLAYS_DIR, STATS_DIR, SUMMARY_FILE
 
 STATS_FORMATS = ("jsonl", "csv", "parquet")
 TRUTH_CSV_COLUMNS = ("uri", "pixels", "ignored", "pixel_accuracy", "mean_iou", "confusion")  # "truth.<column>"

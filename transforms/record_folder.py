@@ -26,8 +26,8 @@ from typing import Any, Optional, Tuple, cast
 from apache_beam.io.filesystems import FileSystems
 
 from model.text import one_line
+from transforms.imaging.records import FAILURES_DIR, STATS_DIR
 from transforms.out_files import join, write_atomically
-from transforms.records import FAILURES_DIR, STATS_DIR
 
 _LOG = logging.getLogger(__name__)
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"  # Beam's: the run id, then shard numbers

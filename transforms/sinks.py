@@ -1,12 +1,12 @@
 """The per-image sinks: each ``ImageMask``'s files under OUT and its statistics record, and ``--skip_existing``.
 
-* ``OUT/masks/<key>.png`` or ``.tif`` (``transforms.mask_files``): class id
+* ``OUT/masks/<key>.png`` or ``.tif`` (``transforms.imaging.mask_files``): class id
   per pixel, a palette PNG or, for georeferenced inputs, a Cloud-Optimized
   GeoTIFF. Written with ``transforms.out_files.atomic_write``, so a mask
   either exists complete or not at all; the image's statistics record rides
   inside the mask so ``--skip_existing`` can re-emit it without recomputing.
 * ``OUT/overlays/<key>.png`` (``--overlays``): image and class colours mixed.
-* ``OUT/polygons/<key>.geojson`` or ``.parquet`` (``--polygons``, ``transforms.polygons``).
+* ``OUT/polygons/<key>.geojson`` or ``.parquet`` (``--polygons``, ``transforms.imaging.polygons``).
 
 Overlays and polygons are encoded in memory and written with ``atomic_write``
 too, so no file under OUT is ever half-written.
@@ -24,9 +24,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from PIL import Image
 
-from transforms import accounting, progress
-from transforms.lookahead import LookaheadDoFn
-from transforms.mask_files import (
+from transforms import accounting
+from transforms.imaging import progress
+from transforms.imaging.mask_files import (
   DEFAULT_MASK_COMPRESS_LEVEL,
   GEOTIFF,
   candidate_relpaths,
@@ -37,10 +37,9 @@ from transforms.mask_files import (
   mask_relpath,
   palette_bytes,
 )
-from transforms.ood import OodRule
-from transforms.out_files import OutputError, atomic_write, is_resource_error, join
-from transforms.polygons import MIME_TYPES, PolygonSettings, encode_image_polygons, polygons_relpath
-from transforms.records import (
+from transforms.imaging.ood import OodRule
+from transforms.imaging.polygons import MIME_TYPES, PolygonSettings, encode_image_polygons, polygons_relpath
+from transforms.imaging.records import (
   DONE,
   FAILED,
   OVERLAYS_DIR,
@@ -50,6 +49,8 @@ from transforms.records import (
   ImageMask,
   failure_from_exception,
 )
+from transforms.lookahead import LookaheadDoFn
+from transforms.out_files import OutputError, atomic_write, is_resource_error, join
 from transforms.statistics import image_record
 from transforms.truth import TruthError, evaluate_mask, stem
 

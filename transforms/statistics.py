@@ -12,8 +12,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from transforms import geo, ood
-from transforms.records import STAGE_TRUTH, ImageMask
+from transforms.imaging import geo, ood
+from transforms.imaging.records import STAGE_TRUTH, ImageMask
 from transforms.truth import run_truth
 
 # Kinds of the events the summary counts; each is also its count's name in summary.json.
@@ -33,7 +33,7 @@ Areas = tuple[list[float] | None, tuple[float, float] | None, str | None, str | 
 def resolve_areas(mask: ImageMask, flag_pixel_size: float | None, pixel_unit: str) -> Areas:
   """(per-class areas or None, pixel size, its source, area unit, area method) of one mask.
 
-  A CRS decides (``transforms.geo``: m², projected or geodesic); without one
+  A CRS decides (``transforms.imaging.geo``: m², projected or geodesic); without one
   an explicit --pixel_size wins over the image's own geotransform or GeoTIFF
   scale tag (areas in ``pixel_unit``²); without either there are no areas.
   """
@@ -63,7 +63,7 @@ def image_record(
 ) -> dict[str, Any]:
   """The statistics record of one image (JSON-ready; the schema of stats/).
 
-  With ``ood_rule`` the record gains ``ood`` (``transforms.ood``).
+  With ``ood_rule`` the record gains ``ood`` (``transforms.imaging.ood``).
   """
   total = mask.width * mask.height
   areas, pixel_size, source, area_unit, area_method = resolve_areas(mask, flag_pixel_size, pixel_unit)

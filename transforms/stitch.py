@@ -19,7 +19,7 @@ from apache_beam.metrics import Metrics
 
 from model.tiling import stitch
 from transforms import accounting
-from transforms.records import FAILED, STAGE_INFERENCE, Failure, ImageMask, TileResult
+from transforms.imaging.records import FAILED, STAGE_INFERENCE, Failure, ImageMask, TileResult
 
 MULTI_TILE = "multi_tile"
 # An array as it crosses the shuffle: (dtype string, shape, zlib bytes).

@@ -2,7 +2,7 @@
 
 Apart from ``transforms.read``'s listing and de-duplication because a shard
 is a source of its own: records of ``tf.train.Example`` read by a CRC-checking
-reader (``transforms.tfrecord``) so a corrupt record becomes a failure record
+reader (``transforms.imaging.tfrecord``) so a corrupt record becomes a failure record
 instead of killing the job; key = the key feature, else ``<shard>/<record
 index>``.
 """
@@ -16,9 +16,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import accounting
-from transforms.input_keys import sanitize_key, shard_name
-from transforms.records import FAILED, STAGE_READ, Failure, ImageRef
-from transforms.tfrecord import Example, iter_tfrecords
+from transforms.imaging.input_keys import sanitize_key, shard_name
+from transforms.imaging.records import FAILED, STAGE_READ, Failure, ImageRef
+from transforms.imaging.tfrecord import Example, iter_tfrecords
 
 
 def _feature_text(feature: Any) -> str | None:

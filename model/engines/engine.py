@@ -1,7 +1,7 @@
 """What every engine offers (``OpenVinoSegmenter``, ``OnnxRuntimeSegmenter``, ``TensorFlowSegmenter``), as types.
 
 ``Engine`` is the interface ``model.engines.load`` returns; ``InputShape`` is what an engine reads of the
-model's input (``transforms.input_spec.InputSpec``, or the card's input block from ``card_input``).
+model's input (``transforms.imaging.input_spec.InputSpec``, or the card's input block from ``card_input``).
 """
 
 from typing import Any, Protocol

@@ -8,7 +8,7 @@ gallery of images with their masks blended over them, and the failures table.
 When the run was scored against ground truth (``--truth``, or afterwards
 ``python -m pipeline.evaluate``, whose ``evaluation.json`` then wins), it also
 shows the run's confusion matrix as a heatmap and the worst images first.
-Images the out-of-distribution check flagged (``transforms.ood``) are listed
+Images the out-of-distribution check flagged (``transforms.imaging.ood``) are listed
 with their reasons and thumbnails; a ``--compare_to`` run's drift block, and
 the bytes the run moved, get a table each.
 

@@ -4,7 +4,7 @@ Thumbnails are downscaled and inlined as ``data:`` URIs so the page opens
 offline and can be mailed around. Sources are read like the pipeline reads
 them: files through ``FileSystems``, TFRecord inputs (``<shard>#<index>``)
 out of their shard with the TFRecord input's reader and Example class
-(``transforms.tfrecord``), which need no TensorFlow import.
+(``transforms.imaging.tfrecord``), which need no TensorFlow import.
 """
 
 import base64
@@ -20,14 +20,14 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageOps
 
 from pipeline.report import load
-from transforms.bands import to_rgb
-from transforms.display import display_stretch, to_display
 from transforms.geo_windows import WINDOWED_SUFFIXES, overview
-from transforms.image_decoder import decode_image
-from transforms.input_spec import DEFAULT_SPEC, InputSpec
-from transforms.mask_files import decode_mask
-from transforms.tfrecord import example_bytes_feature, iter_tfrecords
-from transforms.tiff import is_tiff
+from transforms.imaging.bands import to_rgb
+from transforms.imaging.display import display_stretch, to_display
+from transforms.imaging.image_decoder import decode_image
+from transforms.imaging.input_spec import DEFAULT_SPEC, InputSpec
+from transforms.imaging.mask_files import decode_mask
+from transforms.imaging.tfrecord import example_bytes_feature, iter_tfrecords
+from transforms.imaging.tiff import is_tiff
 
 OVERLAY_ALPHA = 0.5
 
@@ -63,7 +63,7 @@ def data_uri(image: Image.Image, fmt: str) -> str:
 def load_mask(path: str, table: np.ndarray, size: int) -> Image.Image:
   """The mask downscaled (nearest: no invented classes), then coloured with the class palette."""
   data = load.read_bytes(path, "uncompressed")
-  if is_tiff(data):  # a GeoTIFF mask (transforms.mask_files)
+  if is_tiff(data):  # a GeoTIFF mask (transforms.imaging.mask_files)
     small = Image.fromarray(decode_mask(data)[0])
   else:
     with Image.open(io.BytesIO(data)) as mask:
@@ -113,7 +113,7 @@ def load_source(uri: str, size: int, image_feature: str, spec: InputSpec = DEFAU
 
   Other inputs than RGB uint8 are decoded exactly as the pipeline decodes
   them for the model and drawn with the overlays' display rule
-  (``transforms.display``: grey replicated, first three bands, 16-bit
+  (``transforms.imaging.display``: grey replicated, first three bands, 16-bit
   stretched by the image's own percentiles).
   """
   small = overview(uri, spec, size) if uri.lower().endswith(WINDOWED_SUFFIXES) else None

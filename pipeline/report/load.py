@@ -38,7 +38,7 @@ from pipeline.report.run_records import (
   resolve,
   run_summary,
 )
-from transforms import records
+from transforms.imaging import records
 
 # The data model lives in pipeline.report.run_records; its names stay importable from here, where readers look.
 __all__ = [

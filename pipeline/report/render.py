@@ -40,7 +40,8 @@ from pipeline.report.sections import (
   summary_section,
   truth_section,
 )
-from transforms import out_files, records
+from transforms import out_files
+from transforms.imaging import records
 
 __all__ = [
   "DEFAULT_MAX_GALLERY",

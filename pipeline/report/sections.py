@@ -22,7 +22,7 @@ from pipeline.report.run_records import (
   card_test_metrics,
   number,
 )
-from transforms import records
+from transforms.imaging import records
 
 MAX_MESSAGE_CHARS = 2000
 

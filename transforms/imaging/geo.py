@@ -3,7 +3,7 @@
 A GeoTIFF input is read through rasterio (GDAL) so that its coordinate
 reference system (CRS) and geotransform come with the pixels; they ride along
 as a ``Georef`` to the mask writer (``transforms.geotiff``), the statistics
-record and the polygons (``transforms.polygons``). Areas follow the CRS:
+record and the polygons (``transforms.imaging.polygons``). Areas follow the CRS:
 
 * projected CRS: the pixel's area from the geotransform, in the CRS's linear
   unit converted to metres (a US survey foot CRS gives m² too);

@@ -1,12 +1,12 @@
 """One image's bytes to the array the model takes (its card's input spec), without Beam.
 
 For the default spec (RGB uint8) every Pillow mode the pipeline promises is
-mapped to RGB uint8 by one documented rule (``transforms.bands.to_rgb``). For
+mapped to RGB uint8 by one documented rule (``transforms.imaging.bands.to_rgb``). For
 any other spec the file is first decoded at its own depth with all its bands
 (``decode_native``: Pillow, or ``tifffile`` for TIFFs Pillow cannot represent
 such as more than four samples, multi-sample 16-bit or planar data,
-``transforms.tiff``), then ``transforms.bands.conform`` applies the band and
-depth rules. GeoTIFFs go through rasterio (``transforms.geo``) when the geo
+``transforms.imaging.tiff``), then ``transforms.imaging.bands.conform`` applies the band and
+depth rules. GeoTIFFs go through rasterio (``transforms.imaging.geo``) when the geo
 extra is installed. EXIF orientation is applied so masks match what a viewer
 shows; animated images use their first frame. The size check runs on the
 header before any pixel is decoded, so a decompression bomb (a tiny file
@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from model.text import one_line
-from transforms import geo
-from transforms.bands import (
+from transforms.imaging import geo
+from transforms.imaging.bands import (
   GREY,
   GREY_ALPHA,
   RGB,
@@ -35,8 +35,8 @@ from transforms.bands import (
   kind_of_colours,
   to_rgb,
 )
-from transforms.input_spec import DEFAULT_SPEC, InputSpec
-from transforms.tiff import GEOTIFF_PIXEL_SCALE, is_tiff, orient, tiff_native
+from transforms.imaging.input_spec import DEFAULT_SPEC, InputSpec
+from transforms.imaging.tiff import GEOTIFF_PIXEL_SCALE, is_tiff, orient, tiff_native
 
 _EXIF_ORIENTATION = 0x0112
 

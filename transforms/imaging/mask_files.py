@@ -6,7 +6,7 @@ metadata item), so ``--skip_existing``, ``pipeline.evaluate`` and the report
 read either the same way (``decode_mask``). ``--mask_format`` picks:
 ``auto`` (default) writes GeoTIFF for inputs that carry a georeference (a CRS)
 and PNG for the rest, ``png`` and ``geotiff`` force one. GeoTIFF masks need the geo
-extra (``transforms.geo``).
+extra (``transforms.imaging.geo``).
 
 The GeoTIFF mask has the input's CRS, geotransform and size, the class names
 in its metadata (``CLASS_NAMES``, JSON, and band 1's description), internal
@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Tuple, overload
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from transforms.records import MASKS_DIR
-from transforms.tiff import is_tiff
+from transforms.imaging.records import MASKS_DIR
+from transforms.imaging.tiff import is_tiff
 
 if TYPE_CHECKING:
-  from transforms.geo import Georef
+  from transforms.imaging.geo import Georef
 
 MASK_FORMATS = ("auto", "png", "geotiff")
 PNG, GEOTIFF = "png", "geotiff"
@@ -158,7 +158,7 @@ def decode_mask(data: bytes, with_pixels: bool = True) -> Tuple[Optional[np.ndar
 
 
 def _decode_geotiff(data: bytes, with_pixels: bool) -> Tuple[Optional[np.ndarray], Optional[dict[str, Any]]]:
-  from transforms import geo
+  from transforms.imaging import geo
 
   if not geo.available():
     raise ValueError(f"this mask is a GeoTIFF; reading it needs the geo extra: {geo.GEO_EXTRA}")

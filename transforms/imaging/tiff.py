@@ -2,7 +2,7 @@
 
 tifffile reads any number of samples at any depth, contiguous or planar, so
 a 16-bit multi-band or planar TIFF reaches the band rules
-(``transforms.bands``) at its own depth. ``orient`` applies orientation 1-8
+(``transforms.imaging.bands``) at its own depth. ``orient`` applies orientation 1-8
 to an array as Pillow's ``exif_transpose`` does to an image, for every
 decoder that reads pixels without Pillow.
 """
@@ -13,7 +13,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from transforms.bands import BANDS, GREY, GREY_ALPHA, RGB, RGBA, NativeImage
+from transforms.imaging.bands import BANDS, GREY, GREY_ALPHA, RGB, RGBA, NativeImage
 
 GEOTIFF_PIXEL_SCALE = 33550
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")

@@ -21,8 +21,8 @@ from typing import Any, NamedTuple, Optional, Protocol, Tuple
 
 import numpy as np
 
-from transforms.geo import Georef
-from transforms.ood import OodFeatures
+from transforms.imaging.geo import Georef
+from transforms.imaging.ood import OodFeatures
 
 # Stages named in failure records, in pipeline order.
 STAGE_READ = "read"
@@ -78,9 +78,9 @@ class ImageRef(NamedTuple):
 class ImageHeader(NamedTuple):
   """The facts of one image that every element derived from it carries: written once, at decode.
 
-  ``display`` is the image's own stretch for showing it (``transforms.display``;
+  ``display`` is the image's own stretch for showing it (``transforms.imaging.display``;
   None for uint8), computed once at decode so all its tiles are drawn alike.
-  ``ood`` holds the image's ``transforms.ood.OodFeatures``, computed at decode
+  ``ood`` holds the image's ``transforms.imaging.ood.OodFeatures``, computed at decode
   while the pixels are in hand, and carried on to its statistics record.
   """
 

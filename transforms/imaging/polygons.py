@@ -19,7 +19,7 @@ else in pixels. ``--min_polygon_area`` drops regions smaller than that (same
 unit); ``--simplify`` simplifies the edges with a tolerance in CRS units
 (pixels without a georeference) as one coverage (shapely's
 ``coverage_simplify``), so neighbouring regions keep sharing their edges
-rather than opening gaps. Needs the geo extra (``transforms.geo``).
+rather than opening gaps. Needs the geo extra (``transforms.imaging.geo``).
 """
 
 import io
@@ -29,8 +29,8 @@ from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from transforms import geo
-from transforms.records import POLYGONS_DIR
+from transforms.imaging import geo
+from transforms.imaging.records import POLYGONS_DIR
 
 # GeoJSON (RFC 7946) drops the "crs" member, but GDAL, QGIS and geopandas read its 2008 form, and a
 # polygon file in UTM metres must say so. Longitude/latitude WGS 84 is written as OGC CRS84 (x = lon).

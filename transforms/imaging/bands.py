@@ -1,6 +1,6 @@
 """The band and depth rules: what a file's bands and sample type become in the array the model takes.
 
-A decoder (``transforms.image_decoder``) reads an image as stored, a
+A decoder (``transforms.imaging.image_decoder``) reads an image as stored, a
 ``NativeImage`` whose ``kind`` says what its bands mean; ``conform`` then
 keeps, merges or replicates bands and converts the sample type to the
 model's input spec (docs/OWN_DATA.md), or refuses the image with a message
@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from transforms.input_spec import InputSpec
+from transforms.imaging.input_spec import InputSpec
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 # What the file says its bands mean; decides which conversions are allowed.
