@@ -16,7 +16,7 @@ source scripts/bootstrap.sh test
 # One style (ruff.toml): formatting and lint, before anything slow.
 "$PYTHON" -m ruff format --check --quiet . || { echo "run_tests.sh: formatting differs; run: $PYTHON -m ruff format ." >&2; exit 1; }
 "$PYTHON" -m ruff check --quiet .
-# Layering: pipeline -> transforms -> model, never back (contract in .importlinter).
+# Layering: pipeline -> transforms -> model, never back, and transforms/imaging never imports Beam (.importlinter).
 "$PYTHON" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(config_filename='.importlinter', no_cache=True, no_logo=True))"
 # Types: every function in model/, transforms/ and pipeline/ is annotated and checked (mypy.ini).
 "$PYTHON" -m mypy
