@@ -73,6 +73,7 @@ result = {"same": bool((native.pixels == rgb16).all() and (pixels == rgb16).all(
   assert not result["tensorflow"] and not result["tf_modules"], result
 
 
+@pytest.mark.slow
 def test_onnx_model_wrapped_and_run_imports_no_tensorflow(tmp_path):
   """model.wrap --onnx and a pipeline run of what it wrote: OpenVINO and onnx only, no TensorFlow in the process."""
   import onnx

@@ -141,6 +141,7 @@ def _images(folder, sizes, seed):
   return pixels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_masks_equal_the_model_run_directly_whole_and_tiled(wrapped, tmp_path, name):
   source, model_dir, _ = wrapped[name]

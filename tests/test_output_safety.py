@@ -465,6 +465,7 @@ def test_tfrecord_shards_follow_the_same_rule(tmp_path):
   assert [(f.key, f.stage, f.message) for f in failures] == [("b", "read", "dangling symbolic link to gone.tfrecord")]
 
 
+@pytest.mark.slow
 def test_every_entry_a_glob_or_a_manifest_names_is_read_or_failed(tmp_path, fake_model, locked, caplog):
   folder = tmp_path / "in"
   expected = _odd_entries(folder)

@@ -137,6 +137,7 @@ def test_card_not_matching_model(capsys, tmp_path, inputs, fake_model):
     ({"signature_dtype": "uint8"}, "takes images of dtype uint8 (card.json input.dtype: uint16)"),
   ],
 )
+@pytest.mark.slow
 def test_card_input_not_matching_the_signature(capsys, tmp_path, inputs, signature, fragment):
   model = build_fake_model(str(tmp_path / "model"), channels=4, dtype="uint16", **signature)
   _fails(capsys, ["--input", str(inputs / "*.png"), "--output", str(tmp_path / "out"), "--model", model], fragment)

@@ -112,6 +112,7 @@ def test_bad_input_corpus(bad_corpus, models, tmp_path):
     assert str(path.resolve()).startswith(str((output / MASKS_DIR).resolve()))
 
 
+@pytest.mark.slow
 def test_max_image_pixels_limit(bad_corpus, models, tmp_path):
   root, _, _, _ = bad_corpus
   output = tmp_path / "out"

@@ -211,6 +211,7 @@ def test_geotiff_block_runs(tmp_path):
     assert all(feature["properties"]["area"] >= 5 for feature in collection["features"])
 
 
+@pytest.mark.slow
 def test_pytorch_walkthrough_runs(tmp_path):
   """The U-Net walkthrough, for real: wrap an ONNX U-Net (as torch.onnx.export writes it), run it with --truth.
 

@@ -46,6 +46,7 @@ def _keys(rows):
   return sorted(keys)
 
 
+@pytest.mark.slow
 def test_runs_keep_their_own_files_and_a_rerun_replaces_what_it_remade(tmp_path, fake_model):
   first = _images(tmp_path / "a", ["a0.png", "a1.png", "a2.png"])
   (first / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
