@@ -188,7 +188,7 @@ def plan(
     if gpu_count > 1:
       notes.append(
         f"{gpu_count} GPUs per worker: each SDK process drives the first GPU it sees "
-        "(pipeline/dataflow.py), so the plan counts one; single-GPU workers use what they pay for"
+        "(pipeline/cloud/dataflow.py), so the plan counts one; single-GPU workers use what they pay for"
       )
     worker_px_per_s = min(gpu_px_per_s, host_px_per_s)
     limit = "GPU" if gpu_px_per_s <= host_px_per_s else "host CPUs (decode, encode)"

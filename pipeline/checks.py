@@ -70,7 +70,7 @@ def reject_unknown_flags(argv: Sequence[str]) -> None:
   own.parse_known_args(list(argv))
   # The project's other option groups register themselves on import; import them here so the
   # check does not depend on what the caller happened to import first.
-  import pipeline.dataflow  # noqa: F401
+  import pipeline.cloud.dataflow  # noqa: F401
   import pipeline.run_state  # noqa: F401
   import pipeline.schedule  # noqa: F401
 
@@ -251,7 +251,7 @@ def _check_model(argv: Sequence[str], opts: SegmentationOptions, whole_image_pix
 
 def _check_tta(opts: SegmentationOptions, options: PipelineOptions) -> None:
   """``--tta flips`` runs on the OpenVINO engine, so GPU workers would idle (the engine rules are in model.engines)."""
-  from pipeline.dataflow import DataflowGpuOptions
+  from pipeline.cloud.dataflow import DataflowGpuOptions
 
   if opts.tta == "flips" and options.view_as(DataflowGpuOptions).gpu_type:
     raise OptionsError(

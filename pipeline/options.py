@@ -3,7 +3,7 @@
 Each ``Option`` of the table says everything about one flag: how argparse
 reads it, its default and help, and the ``RunConfig`` field it fills. The
 table is read by ``SegmentationOptions`` (the argparse registration, and
-through it ``--help`` and ``pipeline.flex_metadata``) and by
+through it ``--help`` and ``pipeline.cloud.flex_metadata``) and by
 ``pipeline.config`` (``parsed_fields``, the fields ``pipeline.checks.validate``
 takes as parsed, and ``RunConfig.options_record``, the options in summary.json).
 
@@ -368,7 +368,7 @@ def help_parser(prog: str = "python -m pipeline.run") -> _BeamArgumentParser:
     "to download the Prism runner on every run; pass --runner=DirectRunner to get it anyway).",
   )
   SegmentationOptions._add_argparse_args(parser)
-  from pipeline.dataflow import DataflowGpuOptions
+  from pipeline.cloud.dataflow import DataflowGpuOptions
   from pipeline.run_state import RunStateOptions
   from pipeline.schedule import ScheduleOptions
 

@@ -3,7 +3,7 @@
 Before the graph is built: ``{date}``/``{yyyy}``/``{mm}``/``{dd}`` in any
 argument are filled from ``--date`` (``pipeline.schedule``), the pipeline's
 own flags are validated (``pipeline.checks``), and the Dataflow GPU flags
-are checked and expanded into Beam's options (``pipeline.dataflow``).
+are checked and expanded into Beam's options (``pipeline.cloud.dataflow``).
 
 Without ``--runner`` the pipeline runs on Beam's in-process FnApiRunner: in
 Beam 2.77 the DirectRunner first tries to download the Prism runner binary on
@@ -28,9 +28,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from apache_beam.runners.runner import PipelineState
 
 from pipeline.checks import validate
+from pipeline.cloud.dataflow import expand_dataflow_options, model_handler_kwargs
 from pipeline.config import RunConfig
 from pipeline.console_text import describe_engine, format_summary
-from pipeline.dataflow import expand_dataflow_options, model_handler_kwargs
 from pipeline.drift import DriftDetected, check_drift, compute_drift, format_drift
 from pipeline.errors import OptionsError
 from pipeline.graph import SegmentImages

@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 from pipeline_helpers import REPO
 
-from pipeline.dataflow import expand_dataflow_options
+from pipeline.cloud.dataflow import expand_dataflow_options
 from pipeline.schedule import fill_date_templates
 
 IMAGE = "us-central1-docker.pkg.dev/my-project/deconvseg/deconvseg-worker:0.1.0"
@@ -115,7 +115,7 @@ def test_job_stages_the_project_sdist(job, gcs_emulator):
   for member in (
     "setup.py",
     "pipeline/run.py",
-    "pipeline/dataflow.py",
+    "pipeline/cloud/dataflow.py",
     "pipeline/schedule.py",
     "transforms/inference.py",
     "model/default/card.json",

@@ -4,14 +4,14 @@ import pytest
 from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions, PipelineOptions, WorkerOptions
 
 import pipeline.options  # noqa: F401  registers the pipeline's --input/--output/--model
-from pipeline.dataflow import (
+from pipeline.cloud.dataflow import (
   DataflowGpuOptions,
   expand_dataflow_options,
   model_handler_kwargs,
   single_process,
   worker_accelerator,
 )
-from pipeline.gpu_machines import machine_vcpus
+from pipeline.cloud.gpu_machines import machine_vcpus
 
 IMAGE = "us-central1-docker.pkg.dev/proj/repo/deconvseg-worker:0.1.0"
 DATAFLOW = [

@@ -9,7 +9,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 from pipeline_helpers import REPO
 
-from pipeline import flex_metadata
+from pipeline.cloud import flex_metadata
 
 METADATA = os.path.join(REPO, "deploy", "flex_template", "metadata.json")
 
@@ -63,7 +63,7 @@ def test_committed_metadata_is_up_to_date():
     committed = json.load(handle)
   assert committed == flex_metadata.metadata(), (
     "deploy/flex_template/metadata.json is stale: run "
-    "python -m pipeline.flex_metadata > deploy/flex_template/metadata.json"
+    "python -m pipeline.cloud.flex_metadata > deploy/flex_template/metadata.json"
   )
 
 
@@ -126,7 +126,7 @@ def test_flex_argv_rewrites_switches_only():
 
 def test_generator_runs_as_a_module():
   done = subprocess.run(
-    [sys.executable, "-m", "pipeline.flex_metadata"], cwd=REPO, capture_output=True, text=True, timeout=120
+    [sys.executable, "-m", "pipeline.cloud.flex_metadata"], cwd=REPO, capture_output=True, text=True, timeout=120
   )
   assert done.returncode == 0, done.stderr
   assert json.loads(done.stdout) == flex_metadata.metadata()
@@ -154,6 +154,6 @@ def test_pipeline_entry_point_registers_every_options_class():
   advertised = {cls.__name__ for cls in flex_metadata.project_options_classes()}
   assert advertised <= registered, (
     "pipeline.run does not import %s; add to pipeline/run.py: "
-    "from pipeline.dataflow import DataflowGpuOptions, expand_dataflow_options and "
+    "from pipeline.cloud.dataflow import DataflowGpuOptions, expand_dataflow_options and "
     "from pipeline.schedule import ScheduleOptions, fill_date_templates" % sorted(advertised - registered)
   )

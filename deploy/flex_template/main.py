@@ -1,7 +1,7 @@
 """Flex Template entry point: the launcher runs ``python main.py --name=value ...``.
 
 Two adjustments before the ordinary ``pipeline.run.main``: switches arrive as
-``--flag=true`` (see ``pipeline.flex_metadata.flex_argv``), and without an
+``--flag=true`` (see ``pipeline.cloud.flex_metadata.flex_argv``), and without an
 explicit ``--worker_image`` the workers use the image this launcher was built
 for (``DECONVSEG_WORKER_IMAGE``, set by deploy/flex_template/Dockerfile), so a
 template and its workers always run the same code.
@@ -10,7 +10,7 @@ template and its workers always run the same code.
 import os
 import sys
 
-from pipeline.flex_metadata import flex_argv
+from pipeline.cloud.flex_metadata import flex_argv
 from pipeline.run import main
 
 

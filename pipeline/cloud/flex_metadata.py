@@ -1,6 +1,6 @@
 """Flex Template ``metadata.json`` generated from the pipeline's own options classes.
 
-    python -m pipeline.flex_metadata > deploy/flex_template/metadata.json
+    python -m pipeline.cloud.flex_metadata > deploy/flex_template/metadata.json
 
 Generating it (instead of writing it by hand) keeps the template's parameters
 exactly the pipeline's flags: every ``PipelineOptions`` subclass defined in the
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
+import os
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
@@ -41,17 +41,12 @@ _FALSE = ("false", "0", "no")
 def project_options_classes(package: str = PACKAGE) -> list[type[PipelineOptions]]:
   """``PipelineOptions`` subclasses defined in ``package`` (importing its modules that define any).
 
-  Modules are imported only when their source mentions ``PipelineOptions``, so
-  listing options does not load the model code and TensorFlow.
+  Modules (subpackages' too) are imported only when their source mentions
+  ``PipelineOptions``, so listing options does not load the model code and TensorFlow.
   """
   root = importlib.import_module(package)
-  for module_info in pkgutil.iter_modules(root.__path__):
-    spec = importlib.util.find_spec(f"{package}.{module_info.name}")
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-      continue
-    with open(spec.origin, encoding="utf-8") as handle:
-      if "PipelineOptions)" in handle.read():
-        importlib.import_module(spec.name)
+  for name in _modules_defining_options(package, root.__path__):
+    importlib.import_module(name)
   found, pending = {}, list(PipelineOptions.__subclasses__())
   while pending:
     cls = pending.pop()
@@ -60,6 +55,23 @@ def project_options_classes(package: str = PACKAGE) -> list[type[PipelineOptions
       found[f"{cls.__module__}.{cls.__qualname__}"] = cls
   # The pipeline's main options first, then the others by module name.
   return sorted(found.values(), key=lambda c: (c.__module__ != f"{package}.options", c.__module__, c.__qualname__))
+
+
+def _modules_defining_options(package: str, folders: Iterable[str]) -> Iterator[str]:
+  """Names of the modules in ``folders`` (``package``'s), and in their subpackages, whose source mentions
+  ``PipelineOptions)``; read from their files, so no subpackage's ``__init__`` is imported."""
+  for folder in folders:
+    for module_info in pkgutil.iter_modules([folder]):
+      name = f"{package}.{module_info.name}"
+      if module_info.ispkg:
+        yield from _modules_defining_options(name, [os.path.join(folder, module_info.name)])
+        continue
+      source = os.path.join(folder, f"{module_info.name}.py")
+      if not os.path.isfile(source):
+        continue
+      with open(source, encoding="utf-8") as handle:
+        if "PipelineOptions)" in handle.read():
+          yield name
 
 
 def _actions(cls: type[PipelineOptions]) -> list[argparse.Action]:

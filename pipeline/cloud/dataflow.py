@@ -42,7 +42,7 @@ warning: the batch autoscaler would otherwise grow towards its own limit,
 paying for GPUs the night's window does not need; ``python -m bench.plan``
 prints the number for a given window.
 
-The combinations refused, and why, are ``pipeline.dataflow_checks``.
+The combinations refused, and why, are ``pipeline.cloud.dataflow_checks``.
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ from apache_beam.options.pipeline_options import (
   WorkerOptions,
 )
 
-from pipeline import dataflow_checks
-from pipeline.dataflow_checks import SINGLE_PROCESS_EXPERIMENT
-from pipeline.gpu_machines import GPU_TYPES, machine_vcpus
+from pipeline.cloud import dataflow_checks
+from pipeline.cloud.dataflow_checks import SINGLE_PROCESS_EXPERIMENT
+from pipeline.cloud.gpu_machines import GPU_TYPES, machine_vcpus
 
 _LOG = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Every problem with the Dataflow/GPU flags, as a message that says how to fix it.
 
-Apart from ``pipeline.dataflow`` (the flags and their expansion into Beam's
+Apart from ``pipeline.cloud.dataflow`` (the flags and their expansion into Beam's
 options, with the reasons behind them) because these are the refusals: each
 function checks one group of flags, given the option views it reads, and
-returns its messages; ``pipeline.dataflow.validate_dataflow_options`` calls
+returns its messages; ``pipeline.cloud.dataflow.validate_dataflow_options`` calls
 them in order, so a bad invocation lists every problem at once.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from pipeline.gpu_machines import EXAMPLE_MACHINE, GPU_MACHINE_PREFIXES, N1_GPU_COUNTS, gpu_count_for
+from pipeline.cloud.gpu_machines import EXAMPLE_MACHINE, GPU_MACHINE_PREFIXES, N1_GPU_COUNTS, gpu_count_for
 
-# One SDK process per worker VM (--one_process_per_gpu); pipeline.dataflow adds it to the experiments.
+# One SDK process per worker VM (--one_process_per_gpu); pipeline.cloud.dataflow adds it to the experiments.
 SINGLE_PROCESS_EXPERIMENT = "no_use_multiple_sdk_containers"
 
 

@@ -1,7 +1,7 @@
 """Compute Engine's GPU machines: which GPU types attach to which machine types, how many, and their vCPUs.
 
 Compute Engine's published machine types, kept apart from the Dataflow
-flags and their checks (``pipeline.dataflow``) because they change when
+flags and their checks (``pipeline.cloud.dataflow``) because they change when
 Google adds machine types, and the flags do not.
 """
 
