@@ -21,7 +21,8 @@ from pipeline.config import RunConfig
 from transforms import accounting
 from transforms.decode import DecodeImages
 from transforms.imaging.records import DONE, FAILED, new_run_id
-from transforms.inference import SegmentationModelHandler, SegmenterHandle, TileAndSegment
+from transforms.inference import SegmentationModelHandler, TileAndSegment
+from transforms.model_runtime import SegmenterHandle
 from transforms.read import ReadImages
 from transforms.record_files import WriteFailures, WriteStats, write_summary
 from transforms.sinks import SinkSettings, SkipExistingFn, WriteMasksFn

@@ -20,7 +20,7 @@ from model.engines.choice import EngineChoice
 from model.text import one_line
 from pipeline.errors import OptionsError
 from transforms.imaging.input_spec import InputSpec
-from transforms.inference import SegmenterHandle, class_id_beyond
+from transforms.model_runtime import SegmenterHandle, class_id_beyond
 from transforms.staging import local_copy
 
 _LOG = logging.getLogger(__name__)

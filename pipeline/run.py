@@ -55,8 +55,8 @@ from pipeline.run_state import (
 from pipeline.runners import ends_here, engine_threads, with_default_runner, workers_in_this_process
 from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
 from transforms.imaging.records import MASKS_DIR, SUMMARY_FILE
-from transforms.inference import SegmenterHandle
 from transforms.leftovers import remove_leftovers
+from transforms.model_runtime import SegmenterHandle
 from transforms.out_files import OutputFailed, QuietResourceErrors, describe_output_error, join
 from transforms.record_files import store_summary
 

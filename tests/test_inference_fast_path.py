@@ -30,7 +30,7 @@ from pipeline.run import run
 from transforms.imaging.input_spec import DEFAULT_SPEC
 from transforms.imaging.mask_files import STATS_CHUNK, encode_mask, palette_bytes
 from transforms.imaging.records import SUMMARY_FILE
-from transforms.inference import SegmenterHandle, class_id_beyond
+from transforms.model_runtime import SegmenterHandle, class_id_beyond
 
 
 def _numpy_stats(class_ids, confidence, owned, num_classes):

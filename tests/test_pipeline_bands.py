@@ -21,9 +21,8 @@ from PIL import Image
 from pipeline_helpers import check_accounting, read_mask, read_outputs, scene
 
 from pipeline.run import run
-from transforms.imaging.display import display_stretch, to_display
+from transforms.imaging.display import blend_overlay, display_stretch, to_display
 from transforms.imaging.records import OVERLAYS_DIR, REPORT_FILE
-from transforms.inference import blend_overlay
 
 pytestmark = pytest.mark.slow
 DARK16 = 1000

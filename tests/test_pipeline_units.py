@@ -227,7 +227,8 @@ def _tile(key, pixels, index=0, count=1):
 
 
 def test_handler_groups_by_shape_and_handles_empty_batches():
-  from transforms.inference import SegmentationModelHandler, SegmenterHandle
+  from transforms.inference import SegmentationModelHandler
+  from transforms.model_runtime import SegmenterHandle
 
   handler = SegmentationModelHandler(SegmenterHandle("unused"), num_classes=3, max_batch_size=8)
   assert handler.batch_elements_kwargs()["max_batch_size"] == 8
@@ -247,7 +248,8 @@ def test_handler_groups_by_shape_and_handles_empty_batches():
 
 
 def test_handler_retries_a_failed_batch_tile_by_tile():
-  from transforms.inference import SegmentationModelHandler, SegmenterHandle
+  from transforms.inference import SegmentationModelHandler
+  from transforms.model_runtime import SegmenterHandle
 
   handler = SegmentationModelHandler(SegmenterHandle("unused"), num_classes=3, max_batch_size=8)
   batch = [_tile(k, np.full((3, 3, 3), v, np.uint8)) for k, v in (("a", 1), ("bad", 9), ("c", 2))]
@@ -257,7 +259,8 @@ def test_handler_retries_a_failed_batch_tile_by_tile():
 
 
 def test_handler_rejects_class_ids_beyond_the_card():
-  from transforms.inference import SegmentationModelHandler, SegmenterHandle
+  from transforms.inference import SegmentationModelHandler
+  from transforms.model_runtime import SegmenterHandle
 
   handler = SegmentationModelHandler(SegmenterHandle("unused"), num_classes=2, max_batch_size=8)
   results = handler.run_inference([_tile("a", np.full((3, 3, 3), 2, np.uint8))], _FakeModel())

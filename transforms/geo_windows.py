@@ -8,7 +8,7 @@ the pipeline as a ``WindowedRaster``: an array-like that reads, on slicing,
 just the window asked for, through rasterio, from the local file or over
 Beam's FileSystems (``gs://`` included, as ranged reads), and applies the same
 band and depth rules (``transforms.imaging.bands.conform``) as a whole read. Tiling
-slices it (``transforms.inference.TileImagesFn``), so at any time a worker
+slices it (``transforms.tiles.TileImagesFn``), so at any time a worker
 holds a batch of tiles and the uint8 mask, not the scene.
 
 Only images whose rules are pixel by pixel are windowed: samples of 8 or 16

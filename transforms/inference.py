@@ -1,14 +1,14 @@
-"""Tiling into model-sized windows and batched inference through RunInference.
+"""Batched inference through RunInference: tiles in, uint8 class ids and per-class sums out.
 
 ``SegmentationModelHandler`` is a plain ``ModelHandler`` (not the TF handlers
 shipped with Beam: those need ``tensorflow_hub`` and cannot load a
 SavedModel directory under Keras 3). The model is loaded once per worker
-process on the engine chosen for that machine (``model.engines``: OpenVINO
-on CPUs, TensorFlow on GPUs, onnxruntime-gpu for models wrapped from
-ONNX), and each batch is split by tile shape so every engine call has one
-fixed shape. Results leave the engine as uint8 class ids
+process on the engine chosen for that machine (``transforms.model_runtime``;
+``model.engines``: OpenVINO on CPUs, TensorFlow on GPUs, onnxruntime-gpu for
+models wrapped from ONNX), and each batch is split by tile shape so every
+engine call has one fixed shape. Results leave the engine as uint8 class ids
 of the tile's owned region plus a few numbers per class: no float map
-crosses a process boundary.
+crosses a process boundary. Tiles come from ``transforms.tiles``.
 """
 
 import logging
@@ -20,158 +20,16 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
-from apache_beam.utils import shared
-from numpy.typing import ArrayLike
 
-from model import engines
-from model.engines.choice import EngineChoice
-from model.text import one_line
-from model.tiling import TileSpec, plan_tiles
 from transforms import accounting, quiet
-from transforms.geo_windows import WindowedRaster
 from transforms.imaging import progress
-from transforms.imaging.display import to_display
-from transforms.imaging.input_spec import DEFAULT_SPEC, InputSpec
-from transforms.imaging.records import STAGE_DECODE, STAGE_INFERENCE, DecodedImage, Tile, TileResult
-from transforms.staging import local_copy
+from transforms.imaging.display import blend_overlay, to_display
+from transforms.imaging.records import STAGE_INFERENCE, Tile, TileResult
+from transforms.model_runtime import SegmenterHandle, class_id_beyond
+from transforms.tiles import TileImagesFn, tile_error
 
 _LOG = logging.getLogger(__name__)
 quiet.restore_beam_memory_probe()  # in every process that runs the handler, worker processes included
-
-
-class SegmenterHandle:
-  """The run's model as the workers get it: loaded at most once per process, handed over where already loaded.
-
-  Why: a local run checks the model at start-up (``pipeline.model_check``) and
-  would otherwise load it again in its worker. The launcher passes the model
-  it loaded as ``loaded``: this handle holds it, for as long as the launcher
-  holds the handle (the graph it builds), and offers it through Beam's
-  per-process ``Shared`` cache under the handle's own key.
-
-  Pickled into the graph, the handle carries only that key and what to load:
-  the model directory, the *requested* engine and precision, the input spec,
-  the engine's thread count and the test-time augmentation (``--tta``). A copy unpickled in the launcher's process
-  (the in-process FnApiRunner) acquires the launcher's model through the
-  key; a copy in any other process (multi-process FnApiRunner, portable and
-  remote workers) resolves ``auto`` for its own machine (a GPU worker gets
-  TensorFlow, a CPU worker OpenVINO at the precision its CPU supports) and
-  loads the model there, once for all of that process's threads.
-  """
-
-  def __init__(
-    self,
-    model_dir: str,
-    engine: str = "auto",
-    precision: str = "auto",
-    mixed_precision: bool = False,
-    spec: InputSpec = DEFAULT_SPEC,
-    threads: int = 0,
-    loaded: Any = None,
-    tta: str = "none",
-  ) -> None:
-    self.model_dir = model_dir
-    self.engine = engine
-    self.precision = precision
-    self.mixed_precision = bool(mixed_precision)
-    self.spec = spec
-    self.threads = int(threads or 0)
-    self.tta = tta
-    # What the start-up check loaded: engine, precision, CPU (summary.json).
-    self.description: Optional[Dict[str, Any]] = None
-    self._shared = shared.Shared()
-    self._loaded = loaded
-    if loaded is not None:
-      if loaded.spec != spec:
-        raise ValueError(f"the loaded model takes {loaded.spec}, not {spec}")
-      self._shared.acquire(lambda: loaded)
-
-  def __getstate__(self) -> Dict[str, Any]:
-    state = dict(self.__dict__)
-    state["_loaded"] = None  # workers get the model through the shared key, or load their own
-    return state
-
-  def acquire(self) -> Any:
-    """The model: the launcher's when this process has it, else loaded here (once per process)."""
-    return self._shared.acquire(self._load)
-
-  def choose(self, local_dir: str) -> EngineChoice:
-    """The engine and precision for this machine (``model.engines.choice``)."""
-    return engines.choose_here(local_dir, self.engine, self.precision, self.mixed_precision, self.tta)
-
-  def _load(self) -> Any:
-    local_dir = local_copy(self.model_dir)
-    choice = self.choose(local_dir)
-    _LOG.info("Loading model %s on %s (%s)", self.model_dir, choice.describe(), choice.reason)
-    return engines.load(local_dir, choice, self.spec, self.threads, self.tta)
-
-
-class TileImagesFn(beam.DoFn):
-  """DecodedImage -> fixed-shape Tiles (views, no copy) with owned rectangles."""
-
-  def __init__(self, tile_size: int, overlap: int, whole_pixels: Optional[int] = None) -> None:
-    self._tile_size = tile_size
-    self._overlap = overlap
-    self._whole_pixels = whole_pixels
-    self._tiles = Metrics.counter(accounting.NAMESPACE, "tiles")
-
-  def process(self, image: Any) -> Iterator[Any]:
-    specs = plan_tiles(image.header.height, image.header.width, self._tile_size, self._overlap, self._whole_pixels)
-    self._tiles.inc(len(specs))
-    for spec in specs:
-      pixels, error = _tile_pixels(image, spec)
-      yield Tile(
-        header=image.header,
-        index=spec.index,
-        count=len(specs),
-        top=spec.top,
-        left=spec.left,
-        own_top=spec.own_top,
-        own_bottom=spec.own_bottom,
-        own_left=spec.own_left,
-        own_right=spec.own_right,
-        pixels=pixels,
-        error=error,
-      )
-    if isinstance(image.pixels, WindowedRaster):
-      image.pixels.close()  # every window is read: close the file on the thread that opened it
-
-
-def _tile_pixels(image: DecodedImage, spec: TileSpec) -> Tuple[np.ndarray, Optional[Tuple[str, str, str]]]:
-  """(pixels, None): a view of a decoded image, or a window read from a GeoTIFF (``transforms.geo_windows``).
-
-  A window that cannot be read (a truncated file, a lost connection) gives
-  (empty, (type, message, "decode")): the tile still travels, so its image is
-  stitched from all its tiles and fails with that reason, and the rest of the run goes on.
-  """
-  try:
-    return image.pixels[spec.top : spec.top + spec.height, spec.left : spec.left + spec.width], None
-  except Exception as exc:
-    Metrics.counter(accounting.NAMESPACE, "tiles_unreadable").inc()
-    where = f"rows {spec.top}-{spec.top + spec.height}, columns {spec.left}-{spec.left + spec.width}"
-    empty = np.zeros((0, 0, image.pixels.shape[2]), image.pixels.dtype)
-    return empty, tile_error(exc, f"cannot read tile {spec.index} ({where})", STAGE_DECODE)
-
-
-def tile_error(exc: Exception, what: str, stage: str) -> Tuple[str, str, str]:
-  """A tile's ``error``: (exception type, "<what>: <its message on one line>", the stage its image fails at)."""
-  message = one_line(exc, 300) or type(exc).__name__
-  return type(exc).__name__, f"{what}: {message}", stage
-
-
-def class_id_beyond(class_ids: ArrayLike, num_classes: int) -> Optional[int]:
-  """The largest of ``class_ids`` (an array, or its maximum) when it is ``num_classes`` or more, else None.
-
-  A model may only emit the ids its card lists; the model check at start-up and every inference batch ask this.
-  """
-  if not np.size(class_ids):
-    return None
-  top = int(np.max(class_ids))
-  return top if top >= num_classes else None
-
-
-def blend_overlay(pixels: np.ndarray, class_ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
-  """Half-and-half mix of the image and the class colours (uint8 RGB; see ``transforms.imaging.display``)."""
-  return ((pixels.astype(np.uint16) + palette[class_ids]) >> 1).astype(np.uint8)
 
 
 class SegmentationModelHandler(ModelHandler[Tile, TileResult, Any]):

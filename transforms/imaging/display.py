@@ -53,3 +53,8 @@ def to_display(pixels: np.ndarray, stretch: Optional[np.ndarray] = None) -> np.n
   low, high = stretch[:, 0], stretch[:, 1]
   scaled = (shown.astype(np.float32) - low) * (255.0 / (high - low))
   return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def blend_overlay(pixels: np.ndarray, class_ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
+  """Half-and-half mix of the image and the class colours (uint8 RGB, as ``to_display`` shows the image)."""
+  return ((pixels.astype(np.uint16) + palette[class_ids]) >> 1).astype(np.uint8)
