@@ -4,6 +4,7 @@ import glob
 import io
 import json
 import os
+import weakref
 
 import numpy as np
 from PIL import Image, TiffImagePlugin
@@ -186,3 +187,20 @@ def output_problems(out, temporaries: bool = True) -> list:
       except Exception as exc:
         found.append(f"half-written: {relative}: {exc}")
   return found
+
+
+def count_loads(monkeypatch):
+  """(model directories loaded, weak references to the loaded models), for this process."""
+  from model import engines
+
+  loads, models = [], []
+  original = engines.load
+
+  def counting_load(model_dir, *args, **kwargs):
+    loads.append(model_dir)
+    model = original(model_dir, *args, **kwargs)
+    models.append(weakref.ref(model))
+    return model
+
+  monkeypatch.setattr(engines, "load", counting_load)
+  return loads, models

@@ -8,7 +8,7 @@ import tifffile
 from PIL import Image, TiffImagePlugin
 from pipeline_helpers import encode, scene, write_mode_images
 
-from transforms.imaging.bands import DecodeError, NativeImage, conform
+from transforms.imaging.bands import DecodeError, NativeImage, conform, to_rgb
 from transforms.imaging.display import display_stretch, to_display
 from transforms.imaging.image_decoder import decode_image, decode_native
 from transforms.imaging.input_spec import DEFAULT_SPEC, InputSpec
@@ -222,3 +222,14 @@ def test_display_rule():
   )
   flat = np.full((4, 4, 1), 1234, np.uint16)
   assert to_display(flat).max() == 0
+
+
+def test_high_bit_depth_rules():
+  sixteen = Image.fromarray(np.array([[0, 257, 65535]], dtype=np.uint16))
+  assert to_rgb(sixteen)[0, :, 0].tolist() == [0, 1, 255]
+  small_int = Image.fromarray(np.array([[0, 7, 255]], dtype=np.int32))
+  assert to_rgb(small_int)[0, :, 0].tolist() == [0, 7, 255]
+  unit_float = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
+  assert to_rgb(unit_float)[0, :, 0].tolist() == [0, 128, 255]
+  wide_float = Image.fromarray(np.array([[-10.0, 0.0, 10.0, np.nan]], dtype=np.float32))
+  assert to_rgb(wide_float)[0, :, 0].tolist() == [0, 128, 255, 128]

@@ -4,17 +4,12 @@
   equal numpy's over each tile's owned rectangle, and bad class ids are caught;
 * a local run loads the model once: the start-up check hands its model to the
   in-process worker through the graph's ``SegmenterHandle``, and nothing is
-  held after the run or for other runners;
-* masks are palette PNGs packed to the fewest bits the classes need, and read
-  back as the same class ids.
+  held after the run or for other runners.
 """
 
 import gc
-import io
 import json
 import os
-import pickle
-import weakref
 
 import apache_beam as beam
 import numpy as np
@@ -22,15 +17,13 @@ import pytest
 from apache_beam.utils import shared
 from fake_model import CLASSES
 from PIL import Image
-from pipeline_helpers import scene
+from pipeline_helpers import count_loads, scene
 
 from model import engines
 from model.engines import EngineChoice
 from pipeline.run import run
 from transforms.imaging.input_spec import DEFAULT_SPEC
-from transforms.imaging.mask_files import STATS_CHUNK, encode_mask, palette_bytes
 from transforms.imaging.records import SUMMARY_FILE
-from transforms.model_runtime import SegmenterHandle, class_id_beyond
 
 
 def _numpy_stats(class_ids, confidence, owned, num_classes):
@@ -74,28 +67,6 @@ def test_engine_statistics_report_class_ids_beyond_the_card(fake_model, choice):
   assert top == 3 and pixels.sum() == 0
 
 
-def test_class_id_beyond_names_the_largest_id_the_card_does_not_list():
-  ids = np.array([[0, 1], [3, 2]], np.uint8)
-  assert class_id_beyond(ids, 4) is None and class_id_beyond(ids, 3) == 3 and class_id_beyond(ids, 1) == 3
-  assert class_id_beyond(3, 3) == 3 and class_id_beyond(2, 3) is None  # a maximum the engine already took
-  assert class_id_beyond(np.zeros((0, 4, 4), np.uint8), 1) is None
-
-
-def _count_loads(monkeypatch):
-  """(model directories loaded, weak references to the loaded models), for this process."""
-  loads, models = [], []
-  original = engines.load
-
-  def counting_load(model_dir, *args, **kwargs):
-    loads.append(model_dir)
-    model = original(model_dir, *args, **kwargs)
-    models.append(weakref.ref(model))
-    return model
-
-  monkeypatch.setattr(engines, "load", counting_load)
-  return loads, models
-
-
 class _Other:
   pass
 
@@ -120,7 +91,7 @@ def _write_inputs(folder, count=3):
 
 
 def test_a_local_run_loads_the_model_once(fake_model, tmp_path, monkeypatch):
-  loads, models = _count_loads(monkeypatch)
+  loads, models = count_loads(monkeypatch)
   _write_inputs(str(tmp_path / "in"))
   run(
     ["--input", str(tmp_path / "in" / "*.png"), "--output", str(tmp_path / "out"), "--model", fake_model],
@@ -134,7 +105,7 @@ def test_a_local_run_loads_the_model_once(fake_model, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_check_model_is_not_held_for_out_of_process_workers(fake_model, tmp_path, monkeypatch):
-  loads, models = _count_loads(monkeypatch)
+  loads, models = count_loads(monkeypatch)
   held_while_running = []
   original_run = beam.Pipeline.run
 
@@ -161,29 +132,3 @@ def test_the_check_model_is_not_held_for_out_of_process_workers(fake_model, tmp_
   assert loads == [fake_model] and held_while_running == [False]
   with open(tmp_path / "out" / SUMMARY_FILE) as handle:
     assert json.load(handle)["counts"]["segmented"] == 2
-
-
-def test_the_handle_pickles_without_the_model_and_reuses_it_in_this_process(fake_model, monkeypatch):
-  loads, _ = _count_loads(monkeypatch)
-  segmenter = engines.load(fake_model, EngineChoice("openvino", "fp32"), DEFAULT_SPEC)
-  handle = SegmenterHandle(fake_model, loaded=segmenter)
-  copy = pickle.loads(pickle.dumps(handle))
-  assert copy._loaded is None and copy.model_dir == fake_model
-  assert copy.acquire() is segmenter and loads == [fake_model]  # same process: the launcher's model
-  elsewhere = pickle.loads(pickle.dumps(SegmenterHandle(fake_model)))
-  assert elsewhere.acquire() is not segmenter and loads == [fake_model, fake_model]  # unknown key: loads its own
-
-
-@pytest.mark.parametrize("num_classes, bits", [(2, 1), (4, 2), (5, 4), (16, 4), (17, 8), (256, 8)])
-def test_masks_are_packed_to_the_bits_the_classes_need(num_classes, bits):
-  classes = [{"id": i, "name": f"c{i}", "color": [i % 256, (7 * i) % 256, 255 - i % 256]} for i in range(num_classes)]
-  rng = np.random.default_rng(num_classes)
-  class_ids = rng.integers(0, num_classes, size=(37, 53), dtype=np.uint8)
-  class_ids[:10] = num_classes - 1  # runs, and the largest id
-  data = encode_mask(class_ids, palette_bytes(classes), {"key": "k"}, compress_level=6)
-  assert data[24] == bits  # IHDR bit depth
-  with Image.open(io.BytesIO(data)) as image:
-    assert image.mode == "P"
-    np.testing.assert_array_equal(np.asarray(image), class_ids)
-    assert json.loads(image.info[STATS_CHUNK]) == {"key": "k"}
-    assert image.getpalette()[: 3 * num_classes] == [v for c in classes for v in c["color"]]

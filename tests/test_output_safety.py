@@ -21,13 +21,10 @@ import sys
 
 import pytest
 from apache_beam.io import textio
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
-from apache_beam.pvalue import TaggedOutput
 from PIL import Image
 from pipeline_helpers import REPO, check_accounting, encode, output_problems, read_outputs, run_pipeline, scene
 
-from pipeline.paths import matching_files
 from transforms import out_files
 from transforms.imaging.records import FAILURES_DIR, MASKS_DIR, STATS_DIR, SUMMARY_FILE
 from transforms.leftovers import Leftovers, remove_leftovers
@@ -39,7 +36,7 @@ from transforms.out_files import (
   describe_output_error,
   write_atomically,
 )
-from transforms.read import DIRECTORY, MatchInputsFn, entry_problem, match_local
+from transforms.read import DIRECTORY, entry_problem
 
 STATE_FILE = "run_state.json"  # pipeline.run_state's record of the folder's run
 
@@ -420,49 +417,6 @@ def test_entry_problem_names_every_kind(tmp_path, locked):
   assert entry_problem(str(tmp_path / "img0.png")) is None
   assert entry_problem(str(tmp_path / "sub.png")) == DIRECTORY
   assert entry_problem(str(tmp_path / "absent.png")) == "no such file"
-
-
-@pytest.mark.parametrize("pattern", ["*", "**", "**/*.png", "*.png", "a*/*.png", "?/*.png", "a/b/*", "a/x.png"])
-def test_local_matching_keeps_beams_pattern_syntax(tmp_path, pattern):
-  for relative in ("x.png", "y.jpg", "a/x.png", "a/b/z.png", "ab/x.png", "c/x.png", "a/b/c/d.png"):
-    (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
-    (tmp_path / relative).write_bytes(b"x")
-  full = str(tmp_path / pattern)
-  beam = sorted(m.path for result in FileSystems.match([full]) for m in result.metadata_list)
-  assert sorted(entry.path for entry in match_local(full) if entry.problem is None) == beam
-  assert sorted(matching_files(full)) == beam
-
-
-def test_a_folder_that_cannot_be_listed_is_a_failure_where_it_could_hold_matches(tmp_path, monkeypatch):
-  for relative in ("a/x.png", "private/y.png", "other/z.png"):
-    (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
-    (tmp_path / relative).write_bytes(b"x")
-  real = os.scandir
-
-  def scandir(path="."):
-    if str(path).endswith("private"):
-      raise PermissionError(errno.EACCES, "Permission denied", str(path))
-    return real(path)
-
-  monkeypatch.setattr(os, "scandir", scandir)
-  entries = {entry.path: entry.problem for entry in match_local(str(tmp_path / "**/*.png"))}
-  assert entries == {
-    str(tmp_path / "a/x.png"): None,
-    str(tmp_path / "other/z.png"): None,
-    str(tmp_path / "private"): "cannot list the folder: permission denied",
-  }
-  # A pattern that cannot match below it never lists it.
-  assert [entry.path for entry in match_local(str(tmp_path / "a/*.png"))] == [str(tmp_path / "a/x.png")]
-
-
-def test_tfrecord_shards_follow_the_same_rule(tmp_path):
-  (tmp_path / "a.tfrecord").write_bytes(b"")
-  os.symlink("gone.tfrecord", tmp_path / "b.tfrecord")
-  (tmp_path / "c.tfrecord").mkdir()
-  outputs = list(MatchInputsFn("", shards=True).process(str(tmp_path / "*.tfrecord")))
-  assert [entry.path for entry in outputs if not isinstance(entry, TaggedOutput)] == [str(tmp_path / "a.tfrecord")]
-  failures = [output.value for output in outputs if isinstance(output, TaggedOutput)]
-  assert [(f.key, f.stage, f.message) for f in failures] == [("b", "read", "dangling symbolic link to gone.tfrecord")]
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tile geometry and the stitching rule."""
+"""Tests of model/tiling.py: tile geometry and the stitching rule."""
 
 import numpy as np
 import pytest
@@ -83,13 +83,3 @@ def test_stitch_detects_missing_tiles():
   ]
   with pytest.raises(ValueError, match="missing or duplicated"):
     stitch(100, 100, crops)
-
-
-def test_pack_round_trip_and_compression():
-  from transforms.stitch import pack, unpack
-
-  crop = np.zeros((480, 480), np.uint8)
-  crop[100:300, 50:400] = 3
-  packed = pack(crop[10:400, 5:470])
-  np.testing.assert_array_equal(unpack(packed), crop[10:400, 5:470])
-  assert len(packed[2]) < crop.nbytes / 50
