@@ -8,7 +8,7 @@ trained model would be) and timed on the OpenVINO engine at fp32 on
 ``--size`` squared images in batches of ``--batch``. Untrained weights cost
 the same as trained ones; the quality side of the comparison is
 ``python -m model.ablation --variants ...``. The per-pixel
-multiply-accumulates come from ``model.cost``.
+multiply-accumulates come from ``model.network.cost``.
 """
 
 import argparse
@@ -23,9 +23,9 @@ VARIANTS = ("fcn8s", "fcn4s", "fcn2s", "deconvnet")
 
 def export_variant(folder: str, variant: str, num_classes: int = 5, width: int = 32):
   """(model dir, parameters, MACs per pixel) of an untrained variant, exported like a trained one."""
-  from model.cost import macs_per_pixel
-  from model.export import export
-  from model.fcn import build_fcn
+  from model.artifact.export import export
+  from model.network.cost import macs_per_pixel
+  from model.network.fcn import build_fcn
 
   model_dir = os.path.join(folder, variant)
   keras_path = os.path.join(folder, f"{variant}.keras")

@@ -13,7 +13,7 @@ import time
 import numpy as np
 from pyproj import CRS
 
-from model.make_dataset import generate_example
+from model.data.make_dataset import generate_example
 from transforms.imaging import geo, mask_files, polygons
 from transforms.imaging.geo import north_up
 

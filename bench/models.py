@@ -23,7 +23,7 @@ def read_card(model_dir):
 
 def card_network(card):
   """The card's architecture as an untrained Keras network (needs Keras only, any backend)."""
-  from model.fcn import build_fcn
+  from model.network.fcn import build_fcn
 
   arch, spec = card["architecture"], card["input"]
   return build_fcn(
@@ -88,8 +88,8 @@ def vgg16_models(folder: str, num_classes: int = 5):
   model_dir = os.path.join(folder, "fcn8s_vgg16")
   if os.path.exists(os.path.join(model_dir, "card.json")) and os.path.exists(keras_path):
     return model_dir, keras_path
-  from model.export import export
-  from model.fcn import build_fcn
+  from model.artifact.export import export
+  from model.network.fcn import build_fcn
 
   os.makedirs(folder, exist_ok=True)
   model = build_fcn(num_classes, variant="fcn8s", encoder="vgg16")

@@ -103,7 +103,7 @@ def ceiling(args):
 def xla(args):
   import keras
 
-  import model.layers  # noqa: F401
+  import model.network.layers  # noqa: F401
 
   tf = _configure_threads(args)
   network = keras.models.load_model(args["keras"], compile=False)
@@ -132,7 +132,7 @@ def naive(args):
   import keras
   from PIL import Image
 
-  import model.layers  # noqa: F401
+  import model.network.layers  # noqa: F401
 
   started = time.perf_counter()
   network = keras.models.load_model(args["keras"], compile=False)
@@ -189,7 +189,7 @@ def stock(args):
   from apache_beam.options.pipeline_options import PipelineOptions
   from PIL import Image
 
-  import model.layers  # noqa: F401
+  import model.network.layers  # noqa: F401
 
   size = int(args.get("size", 512))
   folder, output = args["images"], args["output"]

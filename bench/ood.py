@@ -73,7 +73,7 @@ def photographs():
 
 def build_sets(work, mosaics=100, size=512):
   """Writes WORK/inputs/{mosaics,samples,photos}/ and returns the inputs root."""
-  from model.make_dataset import make_dataset
+  from model.data.make_dataset import make_dataset
 
   root = os.path.join(work, "inputs")
   shutil.rmtree(root, ignore_errors=True)

@@ -35,10 +35,10 @@ def score(checkpoint: str, data: str, split: str = "test", batch: int = 16) -> d
   import keras
   import tensorflow as tf
 
-  import model.layers  # noqa: F401  (registers the custom layers a checkpoint names)
-  from model.boundary import DEFAULT_TOLERANCE, BoundaryF1Mean, boundary_f1
-  from model.data import evaluation_dataset
+  import model.network.layers  # noqa: F401  (registers the custom layers a checkpoint names)
+  from model.data.data import evaluation_dataset
   from model.metrics import confusion_matrix, segmentation_metrics
+  from model.training.boundary import DEFAULT_TOLERANCE, BoundaryF1Mean, boundary_f1
 
   model = keras.models.load_model(checkpoint)
   classes = int(model.output_shape[-1])

@@ -19,7 +19,7 @@ import numpy as np
 import rasterio
 
 from bench.procs import child_env, peak_rss_mb, run_watched
-from model.make_dataset import generate_example
+from model.data.make_dataset import generate_example
 from transforms.imaging.geo import north_up
 
 BLOCK = 512

@@ -17,7 +17,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from model.make_dataset import generate_example
+from model.data.make_dataset import generate_example
 
 
 @functools.lru_cache(maxsize=4)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from model.classes import IGNORE_LABEL
+from model.data.classes import IGNORE_LABEL
 
 
 def confusion_matrix(

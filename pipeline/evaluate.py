@@ -6,7 +6,7 @@ them) and each image's ``OUT/masks/<key>.png``, matches truth masks to images
 by the same rule as ``--truth`` (``transforms.truth``), and writes
 ``OUT/evaluation.json``: per image the same ``truth`` block a ``--truth`` run
 puts in its stats record, and the same run-level ``truth`` block as its
-``summary.json``, both with the boundary F-score added (``model/boundary.py``:
+``summary.json``, both with the boundary F-score added (``model/training/boundary.py``:
 per class, per image, averaged over images; ``--bf_tolerance`` pixels). Then
 it re-renders ``OUT/report.html`` with the truth sections. Everything goes
 through Beam's FileSystems, so ``gs://`` works.
@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from model.boundary import (
+from model.training.boundary import (
   DEFAULT_TOLERANCE,
   BoundaryF1Mean,
   add_bf_tolerance_argument,

@@ -19,7 +19,7 @@ import os
 import numpy as np
 import rasterio
 
-from model.make_dataset import generate_example
+from model.data.make_dataset import generate_example
 from transforms.imaging.geo import north_up
 
 SEED = 20261127

@@ -16,7 +16,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from model.make_dataset import generate_example
+from model.data.make_dataset import generate_example
 
 SEED = 20261125
 HERE = os.path.dirname(os.path.abspath(__file__))

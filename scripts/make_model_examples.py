@@ -13,8 +13,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from model.evaluate import load_segmenter
-from model.make_dataset import example_rng, generate_example
+from model.data.make_dataset import example_rng, generate_example
+from model.training.evaluate import load_segmenter
 
 SEED, SIZE, COUNT, GAP = 3, 160, 5, 5
 

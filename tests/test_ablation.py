@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from model import ablation, ablation_stats
+from model.ablation import cli as ablation
+from model.ablation import stats as ablation_stats
 
 TINY = [
   "--seeds",
@@ -95,8 +96,8 @@ def test_tiny_grid_writes_table_and_figures_then_resumes_without_rerunning(tmp_p
 
 
 def test_the_decoder_table_pairs_seeds_against_fcn8s_and_scores_kept_masks():
-  from model.ablation_report import decoder_table
-  from model.ablation_stats import cell_boundary_f1, decoder_rows
+  from model.ablation.report import decoder_table
+  from model.ablation.stats import cell_boundary_f1, decoder_rows
 
   def record(variant, seed, miou):
     return {
@@ -146,7 +147,7 @@ def _own_record(variant, seed, mean_iou, nucleus):
 
 
 def test_the_own_data_table_pairs_every_score_by_seed_against_fcn8s():
-  from model import ablation_own_data
+  from model.ablation import own_data as ablation_own_data
 
   records = [
     _own_record("fcn8s", 0, 0.90, 0.85),
@@ -168,7 +169,7 @@ def test_the_own_data_table_pairs_every_score_by_seed_against_fcn8s():
 
 @pytest.mark.slow
 def test_the_own_data_grid_trains_with_model_train_and_resumes(tmp_path):
-  from model.make_dataset import make_dataset
+  from model.data.make_dataset import make_dataset
 
   data, out = str(tmp_path / "data"), str(tmp_path / "grid")
   make_dataset(data, 5, {"train": 8, "val": 2, "test": 2}, 32)

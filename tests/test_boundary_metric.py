@@ -1,4 +1,4 @@
-"""The boundary F-score (model/boundary.py) on hand-made masks with answers worked out by hand.
+"""The boundary F-score (model/training/boundary.py) on hand-made masks with answers worked out by hand.
 
 The masks are 24x24: background 0 and an 8x8 square of class 1 at rows and
 columns 6..13. With 4-neighbour boundaries the square's own boundary is its
@@ -9,7 +9,7 @@ without the four diagonal corners (4 x 8 = 32 pixels).
 import numpy as np
 import pytest
 
-from model.boundary import BoundaryF1Mean, boundary_counts, boundary_f1, image_boundary_scores
+from model.training.boundary import BoundaryF1Mean, boundary_counts, boundary_f1, image_boundary_scores
 
 SIZE = 24
 

@@ -11,8 +11,8 @@ import tifffile
 from PIL import Image
 from pipeline_helpers import REPO
 
-from model.check_data import DataError, check_dataset, format_report, main
-from model.classes import classes_from_json, write_classes_file
+from model.data.check_data import DataError, check_dataset, format_report, main
+from model.data.classes import classes_from_json, write_classes_file
 
 CLASSES = classes_from_json(
   [{"id": 0, "name": "background", "color": [0, 0, 0]}, {"id": 1, "name": "nucleus", "color": [230, 60, 60]}]

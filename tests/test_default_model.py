@@ -10,8 +10,8 @@ import os
 
 from pipeline_helpers import REPO
 
-from model.evaluate import evaluate
-from model.make_dataset import make_dataset
+from model.data.make_dataset import make_dataset
+from model.training.evaluate import evaluate
 
 DEFAULT_MODEL = os.path.join(REPO, "model", "default")
 
@@ -44,7 +44,7 @@ def test_card_records_the_measured_metrics():
 
 
 def test_model_reproduce_runs_the_training_command_the_card_records():
-  from model.reproduce import commands
+  from model.artifact.reproduce import commands
 
   with open(os.path.join(DEFAULT_MODEL, "card.json")) as handle:
     card = json.load(handle)

@@ -1,4 +1,4 @@
-"""model.image_io on real encoded files: native depth and bands in, colour masks and unsupported types out."""
+"""model.data.image_io on real encoded files: native depth and bands in, colour masks and unsupported types out."""
 
 import io
 
@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from model.image_io import ImageFormatError, MaskFormatError, image_info, read_image, read_mask
+from model.data.image_io import ImageFormatError, MaskFormatError, image_info, read_image, read_mask
 
 
 def encode(image, format_name="PNG", **options):

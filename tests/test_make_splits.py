@@ -8,10 +8,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from model.check_data import check_dataset
-from model.classes import classes_from_names, write_classes_file
-from model.image_io import read_image, read_mask
-from model.make_splits import assign_blocks, block_edges, main
+from model.data.check_data import check_dataset
+from model.data.classes import classes_from_names, write_classes_file
+from model.data.image_io import read_image, read_mask
+from model.data.make_splits import assign_blocks, block_edges, main
 
 
 def write_scene(folder, name, image, mask, classes="background,cell"):

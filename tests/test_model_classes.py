@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.classes import (
+from model.data.classes import (
   ClassesError,
   classes_from_json,
   classes_from_names,
@@ -16,7 +16,7 @@ from model.classes import (
   distinct_colors,
   read_classes_file,
 )
-from model.train import class_weights
+from model.training.train import class_weights
 
 
 def _write(path, entries):

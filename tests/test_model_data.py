@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from model.classes import CLASS_NAMES, NUM_CLASSES, dataset_classes
-from model.data import augment, evaluation_dataset, find_split, training_dataset
-from model.make_dataset import example_rng, generate_example
-from model.make_dataset import main as make_dataset_main
+from model.data.classes import CLASS_NAMES, NUM_CLASSES, dataset_classes
+from model.data.data import augment, evaluation_dataset, find_split, training_dataset
+from model.data.make_dataset import example_rng, generate_example
+from model.data.make_dataset import main as make_dataset_main
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import keras
 import numpy as np
 import pytest
 
-from model import evaluate as evaluate_module
-from model import export as export_module
-from model import train as train_module
-from model.classes import NUM_CLASSES
-from model.make_dataset import make_dataset
+from model.artifact import export as export_module
+from model.data.classes import NUM_CLASSES
+from model.data.make_dataset import make_dataset
+from model.training import evaluate as evaluate_module
+from model.training import train as train_module
 
 SERVE_SCRIPT = r"""
 import sys

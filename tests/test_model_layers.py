@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.layers import (
+from model.network.layers import (
   BilinearDeconv2D,
   PadToMultiple,
   ResizeUpsample,

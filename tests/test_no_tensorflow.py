@@ -85,7 +85,7 @@ def test_onnx_model_wrapped_and_run_imports_no_tensorflow(tmp_path):
   model_dir, out = str(tmp_path / "model"), str(tmp_path / "out")
   code = f"""
 import json
-from model.wrap import main
+from model.wrap.cli import main
 main(["--onnx", {source!r}, "--classes", {str(tmp_path / "classes.json")!r}, "--out", {model_dir!r},
       "--normalization", "imagenet"])
 from pipeline.run import run

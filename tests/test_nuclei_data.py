@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from model import nuclei_data
-from model.check_data import check_dataset
-from model.image_io import read_image, read_mask
-from model.make_splits import main as make_splits_main
+from model.data import nuclei_data
+from model.data.check_data import check_dataset
+from model.data.image_io import read_image, read_mask
+from model.data.make_splits import main as make_splits_main
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ size, and one fixed at 1x3x256x256 as torch.onnx.export writes it without
 dynamic axes. Each is wrapped by the command, run by the pipeline whole and
 tiled, and its masks compared on every pixel with the user's model run
 directly by onnxruntime: normalisation, padding and tiling are redone here
-in numpy, and coarse logits upsampled by model.wrap_onnx_probe.bilinear.
+in numpy, and coarse logits upsampled by model.wrap.onnx_probe.bilinear.
 """
 
 import json
@@ -23,11 +23,11 @@ from PIL import Image
 from pipeline_helpers import read_mask, read_outputs, run_pipeline, scene
 
 from model import engines
-from model import wrap as wrap_module
 from model.engines import EngineError, choice
 from model.engines.cpu import CpuFeatures
 from model.tiling import owned_crop, plan_tiles
-from model.wrap_onnx_probe import bilinear
+from model.wrap import cli as wrap_module
+from model.wrap.onnx_probe import bilinear
 from pipeline.errors import OptionsError
 from pipeline.model_check import check_model, load_card
 

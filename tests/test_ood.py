@@ -198,9 +198,9 @@ def test_report_lists_the_flagged_images_with_reasons_and_thumbnails(run_dir):
 
 
 def test_evaluate_reports_confidence_and_the_card_metrics_carry_it(tmp_path):
-  from model.evaluate import evaluate
-  from model.export import card_metrics
-  from model.make_dataset import make_dataset
+  from model.artifact.export import card_metrics
+  from model.data.make_dataset import make_dataset
+  from model.training.evaluate import evaluate
 
   make_dataset(str(tmp_path), 5, {"train": 0, "val": 0, "test": 6}, 64)
   result = evaluate(REAL_MODEL, str(tmp_path), "test")
@@ -212,7 +212,7 @@ def test_evaluate_reports_confidence_and_the_card_metrics_carry_it(tmp_path):
 
 
 def test_export_takes_band_stats_from_the_training_run():
-  from model.export import training_band_stats
+  from model.artifact.export import training_band_stats
 
   run = {"dataset": {"path": "data/cells"}, "data_check": {"band_stats": dict(BAND_STATS, sampled_pixels=9)}}
   stats = training_band_stats(run)
@@ -222,7 +222,7 @@ def test_export_takes_band_stats_from_the_training_run():
 
 
 def test_tiled_prediction_stitches_per_pixel_values_beside_the_ids():
-  from model.tiled import predict_image
+  from model.training.tiled import predict_image
 
   image = np.random.default_rng(0).integers(0, 256, (70, 90, 3)).astype(np.float32)
   # An identity "model": every tile returns its own first two bands, so the stitch must give them back.

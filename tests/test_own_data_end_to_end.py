@@ -17,9 +17,9 @@ import tifffile
 from PIL import Image
 from pipeline_helpers import check_accounting, read_mask, read_outputs
 
-from model import export as export_module
-from model import train as train_module
-from model.evaluate import evaluate
+from model.artifact import export as export_module
+from model.training import train as train_module
+from model.training.evaluate import evaluate
 from pipeline.run import run
 from transforms.imaging.records import MASKS_DIR, REPORT_FILE
 

@@ -18,11 +18,11 @@ from PIL import Image
 from pipeline_helpers import REPO
 
 from model import engines
-from model import quantize as quantize_module
+from model.artifact import quantize as quantize_module
+from model.artifact.export import SegmentationModule, build_card, save_module, write_card
 from model.engines import card_input, openvino_ir
 from model.engines.choice import EngineChoice
-from model.export import SegmentationModule, build_card, save_module, write_card
-from model.fcn import build_fcn
+from model.network.fcn import build_fcn
 
 CLASSES = [{"id": 0, "name": "red"}, {"id": 1, "name": "green"}, {"id": 2, "name": "blue"}]
 

@@ -225,7 +225,7 @@ def test_pytorch_walkthrough_runs(tmp_path):
   from PIL import Image
   from pipeline_helpers import scene
 
-  from model import wrap
+  from model.wrap import cli as wrap
   from pipeline.run import run
 
   block = [argv for section, argv in readme_commands() if section == PYTORCH]

@@ -17,9 +17,9 @@ from fake_model import CLASSES, reference_segment
 from PIL import Image
 from pipeline_helpers import check_accounting, read_outputs, run_pipeline, scene
 
-from model.boundary import boundary_f1
 from model.metrics import confusion_matrix as model_confusion
 from model.metrics import segmentation_metrics
+from model.training.boundary import boundary_f1
 from pipeline.errors import OptionsError
 from transforms import truth as truth_lib
 from transforms.imaging.records import MASKS_DIR, REPORT_FILE, SUMMARY_FILE
@@ -230,7 +230,7 @@ def test_evaluate_after_the_run_gives_the_same_numbers(corpus, truth_run, tmp_pa
   } == {key: record["truth"] for key, record in records.items()}
   assert evaluation["run_end_time"] == summary["end_time"]
 
-  # The boundary F-score: per image as model/boundary.py computes it on the expected masks, per class
+  # The boundary F-score: per image as model/training/boundary.py computes it on the expected masks, per class
   # the mean over the images where it is defined, and the mean over the classes that have one.
   per_image = {}
   for entry in evaluation["images"]:

@@ -3,7 +3,7 @@
 Each model is built and trained a few steps here on synthetic colour-rule
 data, saved as .keras, wrapped, and checked against predictions computed
 independently in the test (padding and normalisation in numpy, bilinear
-upsampling by model.wrap_onnx_probe's numpy twin of the served graph). The U-Net also goes through the pipeline, one image of it tiled.
+upsampling by model.wrap.onnx_probe's numpy twin of the served graph). The U-Net also goes through the pipeline, one image of it tiled.
 """
 
 import hashlib
@@ -19,10 +19,10 @@ import tensorflow as tf
 from PIL import Image
 from pipeline_helpers import read_mask, read_outputs, run_pipeline, scene
 
-from model import wrap as wrap_module
 from model.tiling import owned_crop, plan_tiles
-from model.wrap import WrapError
-from model.wrap_onnx_probe import bilinear
+from model.wrap import cli as wrap_module
+from model.wrap.cli import WrapError
+from model.wrap.onnx_probe import bilinear
 from pipeline.errors import OptionsError
 from pipeline.model_check import check_model, load_card
 
@@ -436,7 +436,7 @@ def test_help_says_what_unsafe_deserialization_means(capsys):
 
 
 def test_zero_and_fixed_size_padding_layers():
-  from model.layers import PadToMultiple, PadToSize
+  from model.network.layers import PadToMultiple, PadToSize
 
   image = np.arange(1, 31, dtype=np.float32).reshape(1, 5, 6, 1)
   zero = keras.ops.convert_to_numpy(PadToMultiple(4, mode="zero")(image))
@@ -457,7 +457,7 @@ def test_zero_and_fixed_size_padding_layers():
   ],
 )
 def test_both_wraps_refuse_the_same_flags_before_reading_anything(tmp_path, flags, message):
-  from model.wrap_onnx import wrap_onnx
+  from model.wrap.onnx import wrap_onnx
 
   missing = str(tmp_path / "missing")
   for wrap_function in (wrap_module.wrap, wrap_onnx):
@@ -468,8 +468,10 @@ def test_both_wraps_refuse_the_same_flags_before_reading_anything(tmp_path, flag
 
 
 def test_the_wrap_flags_match_what_each_framework_implements():
-  from model import export, layers, wrap_common
-  from model.wrap_onnx_graph import PIXEL_TYPES
+  from model.artifact import export
+  from model.network import layers
+  from model.wrap import common as wrap_common
+  from model.wrap.onnx_graph import PIXEL_TYPES
 
   assert wrap_common.INPUT_DTYPES == export.INPUT_DTYPES == tuple(PIXEL_TYPES)
   assert wrap_common.PAD_MODES == layers.PAD_MODES

@@ -1,0 +1,1 @@
+"""The ablation study: its grid, one cell's training and scoring, statistics, reports, own-data runs."""

@@ -1,0 +1,1 @@
+"""Data: class tables, image reading, dataset checks, splits, dataset builders and the nuclei sample data."""

@@ -1,0 +1,1 @@
+"""Training and evaluation: the training loop, validation, tiled prediction, boundary F-score, evaluation."""
