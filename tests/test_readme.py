@@ -15,6 +15,7 @@ import shlex
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from model_commands import command_module
 from pipeline_helpers import REPO
 
 from pipeline.checks import reject_unknown_flags
@@ -126,7 +127,7 @@ def test_readme_command_is_valid(section, argv):
   assert module is not None, f"README command not covered by tests/test_readme.py: {' '.join(argv)}"
   name, args = module
   if name in MODEL_COMMANDS + WRAP_COMMANDS + ENGINE_COMMANDS:
-    __import__(name, fromlist=["parse_args"]).parse_args(args)
+    command_module(name).parse_args(args)
   elif name == "pipeline.report":
     assert len(args) == 1 and args[0].startswith("gs://"), args
   elif name == "pipeline.evaluate":
@@ -175,7 +176,7 @@ def test_train_your_own_model_block_runs(tmp_path):
     args = adapt(args)
     if name == "model.train":
       args += ["--image_size", "64", "--batch_size", "3", "--verbose", "0"]
-    __import__(name, fromlist=["main"]).main(args)
+    command_module(name).main(args)
   card = json.load(open(os.path.join(paths["models/mine"], "card.json")))
   assert set(card["metrics"]["test"]) >= {"pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"}
   assert card["architecture"]["variant"] == "fcn2s"  # model.train's default decoder

@@ -12,6 +12,7 @@ import json
 import os
 
 import pytest
+from model_commands import command_module
 from pipeline_helpers import check_accounting, read_mask, read_outputs
 from test_readme import WALKTHROUGH, readme_commands
 
@@ -51,7 +52,7 @@ def test_readme_walkthrough_from_package_data_to_report(tmp_path):
     module, args = argv[2], adapt(argv[3:])
     if module == "model.train":
       args += SHORT_TRAINING
-    assert __import__(module, fromlist=["main"]).main(args) in (0, None), argv
+    assert command_module(module).main(args) in (0, None), argv
 
   model_dir = str(tmp_path / "models" / "nuclei")
   with open(os.path.join(model_dir, "card.json")) as handle:
