@@ -22,7 +22,7 @@ def test_variant_returns_full_resolution_for_odd_sizes(variant):
 def test_every_upsampling_choice_builds(upsampling):
   model = build_fcn(3, variant="fcn8s", upsampling=upsampling, width=8)
   assert model(ODD_IMAGES[:1]).shape == (1, 37, 53, 3)
-  deconvolutions = [layer for layer in model.network.layers if layer.name.startswith("upsample")]
+  deconvolutions = [layer for layer in model.layers if layer.name.startswith("upsample")]
   assert len(deconvolutions) == 3
   frozen = all(not layer.trainable_weights for layer in deconvolutions)
   assert frozen == (upsampling in ("bilinear_frozen", "resize"))
@@ -42,7 +42,7 @@ def test_keras_applications_encoders_build_without_downloads(encoder, variant):
 def test_finer_fcns_fuse_one_more_stride_each_and_keep_fcn8s_layer_names(variant, fused, last):
   """The finer variants extend the same chain, so FCN-8s models trained before them still load."""
   model = build_fcn(4, variant=variant, width=8)
-  names = {layer.name for layer in model.network.layers}
+  names = {layer.name for layer in model.layers}
   assert {f"fuse{stride}" for stride in fused} <= names and f"fuse{last // 2}" not in names
   assert f"upsample{last}" in names and model.get_layer(f"upsample{last}").factor == last
   # zero-initialised skip scores: the finer stages start as an exact 2x bilinear step of the coarser score
@@ -109,4 +109,4 @@ def test_saved_and_reloaded_model_predicts_identically(tmp_path):
   model.save(path)
   reloaded = keras.models.load_model(path)
   np.testing.assert_array_equal(model.predict(ODD_IMAGES, verbose=0), reloaded.predict(ODD_IMAGES, verbose=0))
-  assert [layer.trainable for layer in reloaded.layers] == [layer.trainable for layer in model.network.layers]
+  assert [layer.trainable for layer in reloaded.layers] == [layer.trainable for layer in model.layers]

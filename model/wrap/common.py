@@ -18,7 +18,7 @@ from model.engines.openvino_ir import file_hash
 from model.text import one_line
 
 # The flags both wraps take, spelled here once so that model.wrap's parser and either wrap never need a framework.
-INPUT_DTYPES = ("uint8", "uint16")  # model.export.INPUT_DTYPES and model.wrap.onnx_graph.PIXEL_TYPES
+INPUT_DTYPES = ("uint8", "uint16")  # model.artifact.export.INPUT_DTYPES and model.wrap.onnx_graph.PIXEL_TYPES
 PAD_MODES = ("symmetric", "zero")  # model.network.layers.PAD_MODES, without importing Keras
 LAYOUTS = ("auto", "NCHW", "NHWC")  # of an ONNX model's input
 
