@@ -10,7 +10,7 @@ picks for it. With `--engine openvino
 --precision fp32|bf16|int8` an exported directory is evaluated on the CPU
 engine the pipeline runs instead (model/engines), so the metrics of each
 precision can be set side by side. Beside IoU it reports the boundary
-F-score (model/boundary.py: per class, the share of boundary pixels within
+F-score (model/training/boundary.py: per class, the share of boundary pixels within
 --bf_tolerance pixels of the other mask's, averaged over images), which
 moves first when only the edges get sharper. Prints a table, then one JSON
 object as the last line of stdout.
