@@ -32,9 +32,9 @@ from model.engines.openvino_ir import OUTPUT_NAMES, declared_classes, locate_ir
 COMPILED_SHAPES = 16
 SEEN_SHAPES = 4096
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
-PROBABILITIES = "probabilities"
 
-# A compiled graph's infer request and its output ports, in ``_output_names`` order (OpenVINO objects).
+# A compiled graph's infer request and its output ports: class ids, confidence, then the probabilities when the
+# segmenter was loaded with them (OpenVINO objects).
 Request = tuple[Any, list[Any]]
 
 
@@ -55,12 +55,10 @@ class OpenVinoSegmenter:
     self._version = openvino.get_version()
     self._core = openvino.Core()
     self._model = self._core.read_model(self.ir)
-    self._output_names = list(OUTPUT_NAMES)
-    self._class_axis = -1
+    self._class_axis: int | None = None  # the probabilities' class axis, when loaded with them
     if probabilities:
       port, self._class_axis = probability_output(self._model)
       self._model.add_outputs([port])
-      self._output_names.append(PROBABILITIES)
     self._config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
     if precision in PRECISION_HINTS:
       self._config["INFERENCE_PRECISION_HINT"] = PRECISION_HINTS[precision]
@@ -103,7 +101,7 @@ class OpenVinoSegmenter:
     if self._arithmetic is None:
       self._arithmetic = str(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
     outputs = [compiled.output(name) for name in OUTPUT_NAMES]
-    if len(self._output_names) > len(OUTPUT_NAMES):
+    if self._class_axis is not None:
       outputs.append(compiled.outputs[-1])  # add_outputs appends the probabilities last
     return compiled.create_infer_request(), outputs
 
@@ -140,13 +138,13 @@ class OpenVinoSegmenter:
 
     Graphs that keep classes on axis 1 (ONNX wraps of NCHW models) are moved to the contract's layout here.
     """
-    if PROBABILITIES not in self._output_names:
+    if self._class_axis is None:
       raise ValueError("this OpenVinoSegmenter was loaded without probabilities=True")
     probabilities = np.asarray(self._infer(np.ascontiguousarray(images))[2], np.float32)
     return np.ascontiguousarray(np.moveaxis(probabilities, self._class_axis, -1))
 
   def _infer(self, images: np.ndarray) -> list[Any]:
-    """The graph's outputs for one batch, in ``_output_names`` order."""
+    """The graph's outputs for one batch, in ``Request`` order."""
     with self._lock:
       shape = tuple(int(v) for v in images.shape)
       request, outputs = self._request(shape)
