@@ -17,6 +17,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from model.engines import flips
 from pipeline.config import RunConfig
 from transforms import accounting
 from transforms.decode import DecodeImages
@@ -60,7 +61,7 @@ def model_handler(
     num_classes=len(config.classes),
     max_batch_size=config.batch_size,
     palette=palette,
-    pixel_budget=config.pixel_budget // (4 if config.tta == "flips" else 1),
+    pixel_budget=config.pixel_budget // (len(flips.VIEWS) if config.tta == "flips" else 1),
     **(handler_kwargs or {}),
   )
 
