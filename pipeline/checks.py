@@ -291,7 +291,7 @@ def validate(argv: Sequence[str], options: PipelineOptions) -> RunConfig:
   from pipeline.run_state import RunStateOptions
 
   _check_number("lock_max_age_hours", options.view_as(RunStateOptions).lock_max_age_hours, 0.0)
-  from pipeline import drift
+  from pipeline.post_run import drift
 
   fields["drift_threshold"] = drift.check_threshold(schedule.drift_threshold)
   fields["fail_on_drift"] = schedule.fail_on_drift

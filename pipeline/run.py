@@ -14,7 +14,6 @@ everywhere else. ``--direct_running_mode=multi_processing
 Dataflow.
 """
 
-import json
 import logging
 import os
 import sys
@@ -25,20 +24,18 @@ from typing import Any, NoReturn
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
-from apache_beam.runners.runner import PipelineState
 
 from pipeline.checks import validate
 from pipeline.cloud.dataflow import expand_dataflow_options, model_handler_kwargs
 from pipeline.config import RunConfig
-from pipeline.console_text import describe_engine, format_summary
-from pipeline.drift import DriftDetected, check_drift, compute_drift, format_drift
+from pipeline.console_text import describe_engine
 from pipeline.errors import OptionsError
 from pipeline.graph import SegmentImages
-from pipeline.io_summary import with_io
 from pipeline.model_check import check_model
 from pipeline.options import help_parser
 from pipeline.paths import matching_files
-from pipeline.report.render import write_run_report
+from pipeline.post_run.drift import DriftDetected
+from pipeline.post_run.finish import after_job
 from pipeline.run_state import (
   COMPLETE,
   FAILED,
@@ -52,28 +49,14 @@ from pipeline.run_state import (
   restore_signal_handlers,
   stop_signal,
 )
-from pipeline.runners import ends_here, engine_threads, with_default_runner, workers_in_this_process
-from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, check_failure_budget, fill_date_templates
-from transforms.imaging.records import MASKS_DIR, SUMMARY_FILE
+from pipeline.runners import engine_threads, with_default_runner, workers_in_this_process
+from pipeline.schedule import FailureBudgetExceeded, ScheduleOptions, fill_date_templates
+from transforms.imaging.records import MASKS_DIR
 from transforms.leftovers import remove_leftovers
 from transforms.model_runtime import SegmenterHandle
 from transforms.out_files import OutputFailed, QuietResourceErrors, describe_output_error, join
-from transforms.record_files import store_summary
 
 _LOG = logging.getLogger("deconvseg")
-
-
-def _read_summary(output: str) -> dict[str, Any]:
-  with FileSystems.open(FileSystems.join(output, SUMMARY_FILE), compression_type="uncompressed") as handle:
-    return json.loads(handle.read().decode("utf-8"))
-
-
-def _counter(result: Any, name: str) -> int | None:
-  try:
-    metrics = result.metrics().query(beam.metrics.MetricsFilter().with_name(name))["counters"]
-    return sum(m.committed or m.attempted or 0 for m in metrics)
-  except Exception:
-    return None
 
 
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_pipeline: Any = None) -> Any:
@@ -225,7 +208,7 @@ def _segment(
   run_id: str,
   test_pipeline: Any = None,
 ) -> tuple[Any, bool]:
-  """Runs the graph and, for local runners, writes the report; returns (result, whether the run has ended)."""
+  """Runs the graph, then what the launcher owes it (``pipeline.post_run``); returns (result, whether it has ended)."""
   started = time.time()
   start_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
   pipeline = test_pipeline or beam.Pipeline(options=pipeline_options)
@@ -241,80 +224,8 @@ def _segment(
   )
   result = pipeline.run()
   result.wait_until_finish()
-
   budget = pipeline_options.view_as(ScheduleOptions).max_failure_fraction
-  summary = None
-  report_here = ends_here(runner)
-  if report_here:
-    summary = _finish_here(config, result, time.time() - started)
-  elif (budget is not None or config.compare_to) and result.state == PipelineState.DONE:
-    # a blocking Dataflow launch: the job has finished
-    summary = _complete_summary(config, result)
-  elif config.compare_to:
-    _LOG.warning(
-      "The launcher returned before the job finished (a template or a non-blocking launch), so no "
-      "drift was computed; once the job has finished, run: python -m pipeline.drift %s --compare_to %s",
-      config.output,
-      config.compare_to,
-    )
-  if not report_here:
-    _LOG.info(
-      "This launcher does not write the HTML report for %s; once the job has finished, run: "
-      "python -m pipeline.report %s",
-      runner,
-      config.output,
-    )
-  if summary is not None:
-    _check_outcome(summary, budget, config)
-  return result, report_here or result.state == PipelineState.DONE
-
-
-def _finish_here(config: RunConfig, result: Any, elapsed: float) -> dict[str, Any]:
-  """A run that ended in this launcher: its summary completed, its report written, its table printed."""
-  tiles = _counter(result, "tiles")
-  if tiles is not None:
-    _LOG.info("Finished in %.1f s: %s tiles through the model", elapsed, tiles)
-  summary = _complete_summary(config, result)
-  if not config.no_report:
-    write_run_report(config.output)  # OutputFailed: a report asked for and not written fails the run
-  print(format_summary(summary, config.output, elapsed, report=not config.no_report), flush=True)
-  if summary.get("drift"):
-    print(format_drift(summary["drift"]), flush=True)
-  return summary
-
-
-def _check_outcome(summary: dict[str, Any], budget: float | None, config: RunConfig) -> None:
-  """FailureBudgetExceeded, else DriftDetected (``--fail_on_drift``); drifted classes are logged either way."""
-  try:
-    check_failure_budget(summary["counts"], budget, config.output)
-  except FailureBudgetExceeded:
-    check_drift(summary.get("drift"), fail_on_drift=False)  # still log which classes moved
-    raise
-  check_drift(summary.get("drift"), config.fail_on_drift)
-
-
-def _complete_summary(config: RunConfig, result: Any) -> dict[str, Any]:
-  """The job's summary.json read once, with the launcher's io and drift blocks added, written once (atomically)."""
-  job_summary = _read_summary(config.output)
-  summary = _with_drift(with_io(job_summary, result), config)
-  return summary if summary == job_summary else store_summary(config.output, summary)
-
-
-def _with_drift(summary: dict[str, Any], config: RunConfig) -> dict[str, Any]:
-  """``summary`` with its drift block (``--compare_to``); a drift that cannot be computed is logged, not fatal."""
-  if not config.compare_to:
-    return summary
-  try:
-    return dict(summary, drift=compute_drift(config.output, config.compare_to, config.drift_threshold))
-  except Exception as exc:  # the run itself succeeded
-    _LOG.warning(
-      "could not compute the drift against %s (python -m pipeline.drift %s --compare_to %s): %s",
-      config.compare_to,
-      config.output,
-      config.compare_to,
-      exc,
-    )
-    return summary
+  return result, after_job(config, result, runner, budget, time.time() - started)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,8 @@ from fake_model import CLASSES, reference_segment
 from PIL import Image
 from scipy import stats as scipy_stats
 
-from pipeline import drift
+from pipeline.drift import main as drift_main
+from pipeline.post_run import drift
 from pipeline.run import main
 from pipeline.schedule import fill_template
 from transforms.imaging.records import REPORT_FILE, STATS_DIR, SUMMARY_FILE
@@ -132,12 +133,12 @@ def test_drift_after_the_fact_gives_the_same_block(nights, drift_run, capsys):
   _, output, summary = drift_run
   end_time = summary["end_time"]
   argv = [str(root / "masks" / "{date}"), "--compare_to", str(root / "masks" / "{prev_date}"), "--date", "2024-05-31"]
-  assert drift.main(argv) == 0
+  assert drift_main(argv) == 0
   again = json.loads((output / SUMMARY_FILE).read_text())
   assert again["drift"] == summary["drift"] and again["end_time"] == end_time
   out = capsys.readouterr().out
   assert "Drift against" in out and "FLAGGED" in out
-  assert drift.main(argv + ["--fail_on_drift", "--no_report"]) == 4
+  assert drift_main(argv + ["--fail_on_drift", "--no_report"]) == 4
   assert "deconvseg drift: error: drift against" in capsys.readouterr().err
 
 
@@ -205,9 +206,9 @@ def test_bad_invocations_exit_2_before_any_work(nights, fake_model, tmp_path, ca
 
 def test_drift_cli_errors(nights, tmp_path, capsys):
   root, _, _ = nights
-  assert drift.main([str(tmp_path), "--compare_to", str(root / "masks" / "2024-05-30")]) == 2
+  assert drift_main([str(tmp_path), "--compare_to", str(root / "masks" / "2024-05-30")]) == 2
   assert "has no summary.json" in capsys.readouterr().err
-  assert drift.main([str(root / "masks" / "2024-05-31"), "--compare_to", str(tmp_path / "gone")]) == 0
+  assert drift_main([str(root / "masks" / "2024-05-31"), "--compare_to", str(tmp_path / "gone")]) == 0
 
 
 def test_psi_is_zero_for_identical_distributions_and_large_for_disjoint_ones():
@@ -244,8 +245,8 @@ def test_drift_on_gcs_with_copied_runs(nights, drift_run, gcs_emulator, gcs_buck
   previous, current = f"gs://{gcs_bucket}/masks/2024-05-30", f"gs://{gcs_bucket}/masks/2024-05-31"
   gcs_emulator.upload_folder(str(root / "masks" / "2024-05-30"), previous)
   gcs_emulator.upload_folder(str(output), current)
-  assert drift.main([current, "--compare_to", f"gs://{gcs_bucket}/masks/2024-05-29", "--no_report"]) == 0
-  assert drift.main([current, "--compare_to", previous, "--no_report"]) == 0
+  assert drift_main([current, "--compare_to", f"gs://{gcs_bucket}/masks/2024-05-29", "--no_report"]) == 0
+  assert drift_main([current, "--compare_to", previous, "--no_report"]) == 0
   block = json.loads(gcs_emulator.download_prefix(current)[SUMMARY_FILE])["drift"]
   assert block["compare_to"] == previous and block["problems"] == []
   assert block["classes"] == summary["drift"]["classes"] and block["flagged"] == ["red", "green"]
@@ -294,16 +295,31 @@ def test_psi_flags_a_reshaped_distribution_only_above_sampling_noise(tmp_path, r
 
 
 def test_the_launcher_writes_the_summary_once_with_io_and_drift(nights, fake_model, tmp_path, monkeypatch):
-  import pipeline.run
+  """The job's summary.json is read back once, and the drift is computed from that copy, not from the file again."""
+  from pipeline.post_run import summary as summary_file
 
-  writes = []
-  store = pipeline.run.store_summary
-  monkeypatch.setattr(pipeline.run, "store_summary", lambda output, doc: writes.append(doc) or store(output, doc))
+  events = []  # in order: ("read", path) by the launcher, ("load", path) by the run-folder readers, ("write", doc)
+  store, read_job, read_summary = summary_file.store_summary, summary_file.read_job_summary, drift.load.read_summary
+  monkeypatch.setattr(
+    summary_file, "store_summary", lambda output, doc: events.append(("write", doc)) or store(output, doc)
+  )
+  monkeypatch.setattr(
+    summary_file, "read_job_summary", lambda output: events.append(("read", output)) or read_job(output)
+  )
+  monkeypatch.setattr(
+    drift.load,
+    "read_summary",
+    lambda output, problems: events.append(("load", output)) or read_summary(output, problems),
+  )
   root, _, _ = nights
   output = tmp_path / "again"
   previous = str(root / "masks" / "2024-05-30")
   code = _segment(root / "drops" / "2024-05-31" / "*.png", output, fake_model, "--compare_to", previous)
   assert code == 0
   summary = json.loads((output / SUMMARY_FILE).read_text())
-  assert len(writes) == 1 and writes[0] == summary
+  writes = [index for index, (kind, _) in enumerate(events) if kind == "write"]
+  assert len(writes) == 1 and events[writes[0]][1] == summary
+  before_write = events[: writes[0]]
+  assert [event for event in before_write if event[1] == str(output)] == [("read", str(output))]
+  assert ("load", previous) in before_write  # the earlier run is read from its folder; this one's drift from memory
   assert summary["drift"]["compare_to"] == previous and summary["io"]["images_read"] == 12
