@@ -11,7 +11,7 @@ size, display stretch, out-of-distribution features, georeference) is one
 ``ImageHeader``, made at decode. Each element derived from the image (its
 tiles, their results, its mask) carries that header, built from the one
 before it, rather than copies of its fields; read-only properties (``mask.uri``,
-``tile.key``, ``mask.width``...) read through to it.
+``tile.key``, ``mask.width``...), written once on ``HeaderView``, read through to it.
 """
 
 import re
@@ -108,11 +108,16 @@ class PixelSource(Protocol):
   def __getitem__(self, key: Any) -> np.ndarray: ...
 
 
-class DecodedImage(NamedTuple):
-  """An image as the model takes it: [H, W, C] of the card's dtype, orientation applied."""
+class HeaderView:
+  """The header's facts read through on an element that carries one: ``element.uri`` is ``element.header.uri``.
 
+  A mixin of the element types below, each a ``NamedTuple`` of its fields with
+  this class beside it; it holds no data of its own (empty ``__slots__``), so
+  the elements stay plain tuples that pickle as before.
+  """
+
+  __slots__ = ()
   header: ImageHeader
-  pixels: PixelSource
 
   @property
   def uri(self) -> str:
@@ -138,6 +143,12 @@ class DecodedImage(NamedTuple):
   def georef(self) -> Optional[Georef]:
     return self.header.georef
 
+
+class WholeImageView(HeaderView):
+  """``HeaderView`` plus the image's size, for the elements that are the whole image (a tile's size is its own)."""
+
+  __slots__ = ()
+
   @property
   def height(self) -> int:
     return self.header.height
@@ -147,14 +158,18 @@ class DecodedImage(NamedTuple):
     return self.header.width
 
 
-class Tile(NamedTuple):
-  """A window of a decoded image plus where its owned region sits.
+class _DecodedImageFields(NamedTuple):
+  header: ImageHeader
+  pixels: PixelSource
 
-  ``pixels`` is a view into the decoded image (no copy until the batch is
-  stacked). ``own_*`` are image coordinates of the rectangle this tile
-  contributes to the stitched mask (see ``model.tiling``).
-  """
 
+class DecodedImage(_DecodedImageFields, WholeImageView):
+  """An image as the model takes it: [H, W, C] of the card's dtype, orientation applied."""
+
+  __slots__ = ()
+
+
+class _TileFields(NamedTuple):
   header: ImageHeader
   index: int  # type: ignore[assignment]  # the field shadows tuple.index, which no one calls
   count: int  # type: ignore[assignment]  # the field shadows tuple.count, which no one calls
@@ -169,41 +184,19 @@ class Tile(NamedTuple):
   # ``transforms.geo_windows``): it skips the model and fails its image at that stage.
   error: Optional[Tuple[str, str, str]] = None
 
-  @property
-  def uri(self) -> str:
-    return self.header.uri
 
-  @property
-  def key(self) -> str:
-    return self.header.key
+class Tile(_TileFields, HeaderView):
+  """A window of a decoded image plus where its owned region sits.
 
-  @property
-  def pixel_size(self) -> Optional[Tuple[float, float]]:
-    return self.header.pixel_size
-
-  @property
-  def display(self) -> Optional[np.ndarray]:
-    return self.header.display
-
-  @property
-  def ood(self) -> Optional[OodFeatures]:
-    return self.header.ood
-
-  @property
-  def georef(self) -> Optional[Georef]:
-    return self.header.georef
-
-
-class TileResult(NamedTuple):
-  """Model output for the owned region of one tile.
-
-  Only the owned crop of the uint8 class map travels on (zlib-packed by
-  ``transforms.stitch.pack`` before the shuffle); confidence is reduced on
-  the worker to per-class sums so no float map leaves inference.
-  ``error`` is set (and the arrays are empty) when this tile could not be
-  segmented even on its own, or read: (error type, message, stage).
+  ``pixels`` is a view into the decoded image (no copy until the batch is
+  stacked). ``own_*`` are image coordinates of the rectangle this tile
+  contributes to the stitched mask (see ``model.tiling``).
   """
 
+  __slots__ = ()
+
+
+class _TileResultFields(NamedTuple):
   header: ImageHeader
   index: int  # type: ignore[assignment]  # the field shadows tuple.index, which no one calls
   count: int  # type: ignore[assignment]  # the field shadows tuple.count, which no one calls
@@ -215,71 +208,32 @@ class TileResult(NamedTuple):
   overlay: Optional[np.ndarray] = None
   error: Optional[Tuple[str, str, str]] = None
 
-  @property
-  def uri(self) -> str:
-    return self.header.uri
 
-  @property
-  def key(self) -> str:
-    return self.header.key
+class TileResult(_TileResultFields, HeaderView):
+  """Model output for the owned region of one tile.
 
-  @property
-  def pixel_size(self) -> Optional[Tuple[float, float]]:
-    return self.header.pixel_size
+  Only the owned crop of the uint8 class map travels on (zlib-packed by
+  ``transforms.stitch.pack`` before the shuffle); confidence is reduced on
+  the worker to per-class sums so no float map leaves inference.
+  ``error`` is set (and the arrays are empty) when this tile could not be
+  segmented even on its own, or read: (error type, message, stage).
+  """
 
-  @property
-  def display(self) -> Optional[np.ndarray]:
-    return self.header.display
-
-  @property
-  def ood(self) -> Optional[OodFeatures]:
-    return self.header.ood
-
-  @property
-  def georef(self) -> Optional[Georef]:
-    return self.header.georef
+  __slots__ = ()
 
 
-class ImageMask(NamedTuple):
-  """The full-size segmentation of one image, ready for the sinks."""
-
+class _ImageMaskFields(NamedTuple):
   header: ImageHeader
   class_ids: np.ndarray
   class_pixels: np.ndarray
   class_confidence: np.ndarray
   overlay: Optional[np.ndarray] = None
 
-  @property
-  def uri(self) -> str:
-    return self.header.uri
 
-  @property
-  def key(self) -> str:
-    return self.header.key
+class ImageMask(_ImageMaskFields, WholeImageView):
+  """The full-size segmentation of one image, ready for the sinks."""
 
-  @property
-  def pixel_size(self) -> Optional[Tuple[float, float]]:
-    return self.header.pixel_size
-
-  @property
-  def display(self) -> Optional[np.ndarray]:
-    return self.header.display
-
-  @property
-  def ood(self) -> Optional[OodFeatures]:
-    return self.header.ood
-
-  @property
-  def georef(self) -> Optional[Georef]:
-    return self.header.georef
-
-  @property
-  def height(self) -> int:
-    return self.header.height
-
-  @property
-  def width(self) -> int:
-    return self.header.width
+  __slots__ = ()
 
 
 class Failure(NamedTuple):
