@@ -21,12 +21,13 @@ from pipeline_helpers import read_mask, read_outputs, run_pipeline, scene
 
 from model.tiling import owned_crop, plan_tiles
 from model.wrap import cli as wrap_module
-from model.wrap.cli import WrapError
+from model.wrap.cli import WrapError, WrapSettings
 from model.wrap.onnx_probe import bilinear
 from pipeline.errors import OptionsError
 from pipeline.model_check import check_model, load_card
 
 SCALE = 1 / 255
+SCALED = {"scale": SCALE, "offset": 0.0}  # the normalisation the test models expect: x/255
 CLASSES = [{"id": 0, "name": "red"}, {"id": 1, "name": "green"}, {"id": 2, "name": "blue"}]
 
 
@@ -211,9 +212,7 @@ def test_pipeline_segments_with_the_wrapped_unet(saved, wrapped_unet, tmp_path):
 @pytest.mark.slow
 def test_coarse_output_is_upsampled_as_logits(saved, tmp_path):
   out = str(tmp_path / "stride4")
-  card = wrap_module.wrap(
-    saved["stride4"], saved["classes3"], out, normalization={"scale": SCALE, "offset": 0.0}, output="softmax"
-  )
+  card = wrap_module.wrap(saved["stride4"], saved["classes3"], out, WrapSettings(SCALED, output="softmax"))
   assert (card["stride"], card["architecture"]["output_stride"], card["architecture"]["output"]) == (4, 4, "softmax")
   model = keras.models.load_model(saved["stride4"])
   images = np.stack([scene(44, 52, seed=7), scene(44, 52, seed=8)])
@@ -237,7 +236,7 @@ def test_coarse_output_is_upsampled_as_logits(saved, tmp_path):
 @pytest.mark.slow
 def test_sigmoid_channel_becomes_two_classes(saved, tmp_path):
   out = str(tmp_path / "sigmoid")
-  card = wrap_module.wrap(saved["sigmoid"], saved["classes2"], out, normalization={"scale": SCALE, "offset": 0.0})
+  card = wrap_module.wrap(saved["sigmoid"], saved["classes2"], out, WrapSettings(SCALED))
   assert card["architecture"]["output"] == "sigmoid" and len(card["classes"]) == 2  # detected from the last layer
   model = keras.models.load_model(saved["sigmoid"])
   images = np.stack([scene(30, 45, seed=9)])
@@ -260,7 +259,7 @@ def test_fixed_input_size_is_padded_and_larger_images_refused(tmp_path):
   path = str(tmp_path / "fixed.keras")
   model.save(path)
   out = str(tmp_path / "fixed")
-  card = wrap_module.wrap(path, _write_classes(tmp_path / "c.json", CLASSES), out, {"scale": SCALE, "offset": 0.0})
+  card = wrap_module.wrap(path, _write_classes(tmp_path / "c.json", CLASSES), out, WrapSettings(SCALED))
   assert card["input_size"] == [48, 48] and card["stride"] == 1
   loaded = tf.saved_model.load(os.path.join(out, "saved_model"))
   image = scene(40, 45, seed=4)
@@ -368,9 +367,9 @@ def test_custom_layers_and_lambda_layers(tmp_path):
     del sys.modules[package]
     classes = _write_classes(tmp_path / "c.json", CLASSES)
     with pytest.raises(WrapError, match="--custom_objects_module"):
-      wrap_module.wrap(custom_path, classes, str(tmp_path / "no"), {"scale": SCALE, "offset": 0.0})
+      wrap_module.wrap(custom_path, classes, str(tmp_path / "no"), WrapSettings(SCALED))
     wrap_module.wrap(
-      custom_path, classes, str(tmp_path / "custom"), {"scale": SCALE, "offset": 0.0}, custom_objects_module=package
+      custom_path, classes, str(tmp_path / "custom"), WrapSettings(SCALED), custom_objects_module=package
     )
   finally:
     sys.path.remove(str(layers_dir))
@@ -381,9 +380,9 @@ def test_custom_layers_and_lambda_layers(tmp_path):
   lambda_path = str(tmp_path / "lambda.keras")
   lambda_model.save(lambda_path)
   with pytest.raises(WrapError, match="--unsafe_deserialization"):
-    wrap_module.wrap(lambda_path, classes, str(tmp_path / "refused"), {"scale": SCALE, "offset": 0.0})
+    wrap_module.wrap(lambda_path, classes, str(tmp_path / "refused"), WrapSettings(SCALED))
   assert not os.path.exists(tmp_path / "refused")
-  wrap_module.wrap(lambda_path, classes, str(tmp_path / "lambda"), {"scale": SCALE, "offset": 0.0}, unsafe=True)
+  wrap_module.wrap(lambda_path, classes, str(tmp_path / "lambda"), WrapSettings(SCALED), unsafe=True)
 
   probe = np.stack([scene(24, 40, seed=6)])
   np.save(tmp_path / "probe.npy", probe)
@@ -417,13 +416,13 @@ def test_mismatches_are_refused_with_the_reason(saved, tmp_path, capsys):
     == "model.wrap: error: the model has 2 output channels but the classes file lists 3 classes; they must match"
   )
   with pytest.raises(WrapError, match="--output sigmoid needs one output channel but the model has 2"):
-    wrap_module.wrap(path, saved["classes2"], str(tmp_path / "b"), output="sigmoid")
+    wrap_module.wrap(path, saved["classes2"], str(tmp_path / "b"), WrapSettings(output="sigmoid"))
   with pytest.raises(WrapError, match="lists 3; list exactly 2"):
-    wrap_module.wrap(saved["sigmoid"], saved["classes3"], str(tmp_path / "c"))
+    wrap_module.wrap(saved["sigmoid"], saved["classes3"], str(tmp_path / "c"), WrapSettings())
   with pytest.raises(WrapError, match="declares probabilities .* use --output logits"):
-    wrap_module.wrap(saved["unet"], saved["classes3"], str(tmp_path / "d"), output="softmax")
+    wrap_module.wrap(saved["unet"], saved["classes3"], str(tmp_path / "d"), WrapSettings(output="softmax"))
   with pytest.raises(WrapError, match="does not run at multiples of --size_multiple 4"):
-    wrap_module.wrap(saved["unet"], saved["classes3"], str(tmp_path / "e"), size_multiple=4)
+    wrap_module.wrap(saved["unet"], saved["classes3"], str(tmp_path / "e"), WrapSettings(size_multiple=4))
   assert not any(os.path.exists(tmp_path / name) for name in "abcde")
 
 
@@ -457,13 +456,20 @@ def test_zero_and_fixed_size_padding_layers():
   ],
 )
 def test_both_wraps_refuse_the_same_flags_before_reading_anything(tmp_path, flags, message):
-  from model.wrap.onnx import wrap_onnx
+  """Either wrap takes its settings as one WrapSettings, which cannot be built with a value neither wrap takes."""
+  with pytest.raises(WrapError) as refused:
+    WrapSettings(**flags)
+  assert str(refused.value) == message
 
+
+@pytest.mark.parametrize("source", ["--keras", "--onnx"])
+def test_the_command_refuses_a_bad_size_multiple_before_reading_anything(tmp_path, capsys, source):
   missing = str(tmp_path / "missing")
-  for wrap_function in (wrap_module.wrap, wrap_onnx):
-    with pytest.raises(WrapError) as refused:
-      wrap_function(missing, missing, str(tmp_path / "out"), **flags)
-    assert str(refused.value) == message
+  argv = [source, missing, "--classes", missing, "--out", str(tmp_path / "out"), "--size_multiple", "0"]
+  with pytest.raises(SystemExit) as stopped:
+    wrap_module.main(argv)
+  assert stopped.value.code == 2
+  assert capsys.readouterr().err == "model.wrap: error: --size_multiple 0 must be a positive integer\n"
   assert not (tmp_path / "out").exists()
 
 

@@ -42,14 +42,15 @@ from model.wrap.common import (
   LAYOUTS,
   PAD_MODES,
   WrapError,
+  WrapSettings,
   read_normalization,
   sha256_of,
 )
 
-__all__ = ["WrapError", "main", "parse_args", "read_normalization", "sha256_of", "wrap"]
+__all__ = ["WrapError", "WrapSettings", "main", "parse_args", "read_normalization", "sha256_of", "wrap"]
 
 OUTPUTS = ("auto", "logits", "softmax", "sigmoid")
-# Flags passed to both wraps as the parameter of the same name.
+# Flags that fill the WrapSettings field of the same name (with the normalisation the flags declare).
 WRAP_FLAGS = ("output", "input_dtype", "size_multiple", "padding", "name", "version")
 UNSAFE_HELP = (
   "load with keras safe_mode=False. A Lambda layer can hold arbitrary Python bytecode that runs when the file "
@@ -65,13 +66,11 @@ NORMALIZATION_HELP = (
 )
 
 
-def wrap(
-  keras_path: str, classes_path: str, out_dir: str, normalization: dict[str, Any] | None = None, **kwargs: Any
-) -> dict[str, Any]:
+def wrap(keras_path: str, classes_path: str, out_dir: str, declared: WrapSettings, **kwargs: Any) -> dict[str, Any]:
   """The Keras wrap (``model.wrap.keras``), imported only when used: it loads TensorFlow."""
   from model.wrap.keras import wrap_keras
 
-  return wrap_keras(keras_path, classes_path, out_dir, normalization, **kwargs)
+  return wrap_keras(keras_path, classes_path, out_dir, declared, **kwargs)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -184,23 +183,23 @@ def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(argv)
   started = time.monotonic()
   log = lambda message: print(message, file=sys.stderr)  # noqa: E731
-  common: dict[str, Any] = dict(command="python -m model.wrap " + shlex.join(argv), log=log)
-  common.update({name: getattr(args, name) for name in WRAP_FLAGS})
+  command = "python -m model.wrap " + shlex.join(argv)
   try:
-    normalization = normalization_of(args)
+    declared = WrapSettings(normalization_of(args), **{flag: getattr(args, flag) for flag in WRAP_FLAGS})
     if args.onnx:
       from model.wrap.onnx import wrap_onnx
 
-      card = wrap_onnx(args.onnx, args.classes, args.out, normalization, layout=args.layout, **common)
+      card = wrap_onnx(args.onnx, args.classes, args.out, declared, layout=args.layout, command=command, log=log)
     else:
       card = wrap(
         args.keras,
         args.classes,
         args.out,
-        normalization,
+        declared,
         custom_objects_module=args.custom_objects_module,
         unsafe=args.unsafe_deserialization,
-        **common,
+        command=command,
+        log=log,
       )
   except (WrapError, classes_module.ClassesError) as exc:
     print(f"model.wrap: error: {one_line(exc)}", file=sys.stderr)

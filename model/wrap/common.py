@@ -1,11 +1,12 @@
 """What both model.wrap paths (Keras and ONNX) share, without importing either framework.
 
-The error type, the source file's hash, and the normalisation a user
-declares: a JSON file, or the named ImageNet preset that torchvision models
-expect. Kept free of TensorFlow and ONNX so ``python -m model.wrap --onnx``
+The error type, the settings a user declares for either wrap, the source
+file's hash, and the normalisation a user declares: a JSON file, or the
+named ImageNet preset that torchvision models expect. Kept free of TensorFlow and ONNX so ``python -m model.wrap --onnx``
 never pays for a TensorFlow import.
 """
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -32,14 +33,36 @@ class WrapError(ValueError):
   """A model or flag combination that cannot be wrapped; the message says how to fix it."""
 
 
-def check_wrap_arguments(input_dtype: str, padding: str, size_multiple: int | None) -> None:
-  """Refuses an --input_dtype, --padding or --size_multiple that neither wrap can take."""
-  if input_dtype not in INPUT_DTYPES:
-    raise WrapError(f"--input_dtype {input_dtype} is not one of {INPUT_DTYPES}")
-  if padding not in PAD_MODES:
-    raise WrapError(f"--padding {padding} is not one of {PAD_MODES}")
-  if size_multiple is not None and size_multiple < 1:
-    raise WrapError(f"--size_multiple {size_multiple} must be a positive integer")
+@dataclasses.dataclass(frozen=True)
+class WrapSettings:
+  """What the user declares about the served graph, the same for either wrap: the flags of the same names.
+
+  ``normalization`` is a card's block (``read_normalization``; by default the
+  model gets float pixel values, x*1+0); ``name`` is the card's (by default
+  the model file's name). Built only from values both wraps can take: the
+  refusal comes before anything is read.
+  """
+
+  normalization: dict[str, Any] = dataclasses.field(default_factory=lambda: {"scale": 1.0, "offset": 0.0})
+  output: str = "auto"
+  input_dtype: str = "uint8"
+  size_multiple: int | None = None
+  padding: str = "symmetric"
+  name: str | None = None
+  version: str = "1.0.0"
+
+  def __post_init__(self) -> None:
+    if self.input_dtype not in INPUT_DTYPES:
+      raise WrapError(f"--input_dtype {self.input_dtype} is not one of {INPUT_DTYPES}")
+    if self.padding not in PAD_MODES:
+      raise WrapError(f"--padding {self.padding} is not one of {PAD_MODES}")
+    if self.size_multiple is not None and self.size_multiple < 1:
+      raise WrapError(f"--size_multiple {self.size_multiple} must be a positive integer")
+
+  @property
+  def dtype(self) -> np.dtype:
+    """The pixel type the pipeline feeds, as numpy's."""
+    return np.dtype(self.input_dtype)
 
 
 sha256_of = file_hash  # a file's sha256 hex digest, as model.engines keys converted IRs by it

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-import numpy as np
 
 from model.artifact.card import CARD_FORMAT, color_name, created_now
 from model.artifact.export import SegmentationModule, save_module, signatures_block, write_card
@@ -22,7 +21,7 @@ from model.data import classes as classes_module
 from model.network.fcn import normalization_layer
 from model.text import one_line
 from model.wrap.adapter import build_adapter, verify
-from model.wrap.common import WrapError, check_scores, check_wrap_arguments, probe_sizes, resolve_output, sha256_of
+from model.wrap.common import WrapError, WrapSettings, check_scores, probe_sizes, resolve_output, sha256_of
 from model.wrap.probe import detect_output, find_geometry, model_input, probe_inputs, run_probe
 
 
@@ -68,20 +67,17 @@ def _probe_served_settings(
   model: Any,
   fixed_size: tuple[int, int] | None,
   channels: int,
-  dtype: np.dtype,
-  normalization: dict[str, Any],
-  size_multiple: int | None,
-  output: str,
+  declared: WrapSettings,
   num_classes: int,
   log: Callable[[str], object],
 ) -> tuple[int, int, str]:
   """(size multiple, output stride, output kind) of the user's model, found by probing it."""
-  normalise = _normalisation_layer(normalization, channels)
-  multiple, stride = find_geometry(model, fixed_size, channels, dtype, normalise, size_multiple)
+  normalise = _normalisation_layer(declared.normalization, channels)
+  multiple, stride = find_geometry(model, fixed_size, channels, declared.dtype, normalise, declared.size_multiple)
   probe_height, probe_width = fixed_size or probe_sizes(multiple)
-  _, inputs = probe_inputs(2, probe_height, probe_width, channels, dtype, normalise, seed=3)
+  _, inputs = probe_inputs(2, probe_height, probe_width, channels, declared.dtype, normalise, seed=3)
   outputs, _ = run_probe(model, inputs)
-  kind = resolve_output(detect_output(model), output, outputs.shape[-1], num_classes, log)
+  kind = resolve_output(detect_output(model), declared.output, outputs.shape[-1], num_classes, log)
   check_scores(outputs, kind)
   if fixed_size is not None and min(fixed_size) < 32:
     log(f"warning: the pipeline's start-up check probes 32x32 images, larger than this model's {fixed_size}")
@@ -138,39 +134,30 @@ def wrap_keras(
   keras_path: str,
   classes_path: str,
   out_dir: str,
-  normalization: dict[str, Any] | None = None,
-  output: str = "auto",
-  input_dtype: str = "uint8",
-  size_multiple: int | None = None,
-  padding: str = "symmetric",
-  name: str | None = None,
-  version: str = "1.0.0",
+  declared: WrapSettings,
   custom_objects_module: str | None = None,
   unsafe: bool = False,
   command: str | None = None,
   log: Callable[[str], object] = print,
 ) -> dict[str, Any]:
   """Write OUT/saved_model and OUT/card.json around the model in ``keras_path``; returns the card."""
-  check_wrap_arguments(input_dtype, padding, size_multiple)
   classes = [c.to_json() for c in classes_module.read_classes_file(classes_path)]
   model = load_keras_model(keras_path, custom_objects_module, unsafe)
   fixed_size, channels = model_input(model)
-  normalization = normalization or {"scale": 1.0, "offset": 0.0}
-  multiple, stride, kind = _probe_served_settings(
-    model, fixed_size, channels, np.dtype(input_dtype), normalization, size_multiple, output, len(classes), log
-  )
+  multiple, stride, kind = _probe_served_settings(model, fixed_size, channels, declared, len(classes), log)
 
+  normalization, padding = declared.normalization, declared.padding
   adapter = build_adapter(model, normalization, channels, fixed_size, multiple, stride, kind, padding)
   input_block = {
-    "dtype": input_dtype,
+    "dtype": declared.input_dtype,
     "channels": channels,
     "color": color_name(channels),
     "normalization": normalization,
   }
   _save_verified(adapter, input_block, out_dir, fixed_size, multiple, len(classes))
   card: dict[str, Any] = {
-    "name": name or os.path.splitext(os.path.basename(keras_path))[0],
-    "version": version,
+    "name": declared.name or os.path.splitext(os.path.basename(keras_path))[0],
+    "version": declared.version,
     "format": CARD_FORMAT,
     "architecture": _architecture(model, kind, stride, multiple, padding),
     "stride": multiple,

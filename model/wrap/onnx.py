@@ -30,9 +30,9 @@ from model.json_file import write_json_file
 from model.wrap.common import (
   LAYOUTS,
   WrapError,
+  WrapSettings,
   check_normalization,
   check_scores,
-  check_wrap_arguments,
   probe_images,
   probe_sizes,
   resolve_output,
@@ -157,25 +157,22 @@ def read_user_graph(onnx_path: str, layout: str, normalization: dict[str, Any]) 
 
 
 def probe_settings(
-  probe: Probe,
-  graph: UserGraph,
-  dtype: np.dtype,
-  num_classes: int,
-  *,
-  normalization: dict[str, Any],
-  output: str,
-  size_multiple: int | None,
-  padding: str,
-  log: Callable[[str], object],
+  probe: Probe, graph: UserGraph, declared: WrapSettings, num_classes: int, log: Callable[[str], object]
 ) -> dict[str, Any]:
   """The served graph's settings: the size multiple, stride and output kind found by probing, and the user's choices."""
   layout, fixed_size, channels = graph.layout, graph.fixed_size, graph.channels
-  multiple, stride = find_geometry(probe, layout, fixed_size, channels, dtype, normalization, size_multiple)
+  dtype, normalization = declared.dtype, declared.normalization
+  multiple, stride = find_geometry(probe, layout, fixed_size, channels, dtype, normalization, declared.size_multiple)
   probe_height, probe_width = fixed_size or probe_sizes(multiple)
   inputs = normalise(probe_images(2, probe_height, probe_width, channels, dtype, seed=3), normalization)
   scores, _ = run_probe(probe, inputs, layout)
   kind = resolve_output(
-    detect_output(graph.model, graph.output_value.name), output, scores.shape[-1], num_classes, log, last="node"
+    detect_output(graph.model, graph.output_value.name),
+    declared.output,
+    scores.shape[-1],
+    num_classes,
+    log,
+    last="node",
   )
   check_scores(scores, kind)
   if fixed_size is not None and min(fixed_size) < 32:
@@ -187,7 +184,7 @@ def probe_settings(
     "multiple": multiple,
     "stride": stride,
     "kind": kind,
-    "padding": padding,
+    "padding": declared.padding,
   }
 
 
@@ -236,49 +233,30 @@ def wrap_onnx(
   onnx_path: str,
   classes_path: str,
   out_dir: str,
-  normalization: dict[str, Any] | None = None,
+  declared: WrapSettings,
   layout: str = "auto",
-  output: str = "auto",
-  input_dtype: str = "uint8",
-  size_multiple: int | None = None,
-  padding: str = "symmetric",
-  name: str | None = None,
-  version: str = "1.0.0",
   command: str | None = None,
   created: str | None = None,
   log: Callable[[str], object] = print,
 ) -> dict[str, Any]:
   """Writes OUT/onnx/, OUT/openvino/ and OUT/card.json around the model in ``onnx_path``; returns the card."""
 
-  check_wrap_arguments(input_dtype, padding, size_multiple)
   if layout not in LAYOUTS:
     raise WrapError(f"--layout {layout} is not one of {LAYOUTS}")
   classes = [c.to_json() for c in classes_module.read_classes_file(classes_path)]
-  normalization = normalization or {"scale": 1.0, "offset": 0.0}
-  graph = read_user_graph(onnx_path, layout, normalization)
-  dtype = np.dtype(input_dtype)
+  graph = read_user_graph(onnx_path, layout, declared.normalization)
   with tempfile.TemporaryDirectory(prefix="deconvseg-wrap-") as workdir:
     probe = Probe(graph.model, graph.input_value, workdir)
-    settings = probe_settings(
-      probe,
-      graph,
-      dtype,
-      len(classes),
-      normalization=normalization,
-      output=output,
-      size_multiple=size_multiple,
-      padding=padding,
-      log=log,
-    )
-    served = served_graph(graph, settings, input_dtype, len(classes))
+    settings = probe_settings(probe, graph, declared, len(classes), log)
+    served = served_graph(graph, settings, declared.input_dtype, len(classes))
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".wrap-", dir=parent)
     try:
       served_hash = _write_served_files(
-        staging, onnx_path, served, probe, settings, graph.channels, dtype, len(classes)
+        staging, onnx_path, served, probe, settings, graph.channels, declared.dtype, len(classes)
       )
-      card = _card(onnx_path, graph, classes, settings, input_dtype, name, version, command, created, served_hash)
+      card = _card(onnx_path, graph, classes, settings, declared, command, created, served_hash)
       write_json_file(os.path.join(staging, "card.json"), card)
       _replace_dir(staging, out_dir)
     finally:
@@ -334,9 +312,7 @@ def _card(
   graph: UserGraph,
   classes: list[dict[str, Any]],
   settings: dict[str, Any],
-  input_dtype: str,
-  name: str | None,
-  version: str,
+  declared: WrapSettings,
   command: str | None,
   created: str | None,
   served_hash: str,
@@ -345,13 +321,13 @@ def _card(
   import openvino
 
   card: dict[str, Any] = {
-    "name": name or os.path.splitext(os.path.basename(onnx_path))[0],
-    "version": version,
+    "name": declared.name or os.path.splitext(os.path.basename(onnx_path))[0],
+    "version": declared.version,
     "format": CARD_FORMAT,
     "architecture": _architecture(graph, settings),
     "stride": settings["multiple"],
     "input": {
-      "dtype": input_dtype,
+      "dtype": declared.input_dtype,
       "channels": graph.channels,
       "color": color_name(graph.channels),
       "normalization": settings["normalization"],
