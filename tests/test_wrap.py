@@ -19,6 +19,7 @@ import tensorflow as tf
 from PIL import Image
 from pipeline_helpers import read_mask, read_outputs, run_pipeline, scene
 
+from model.data import classes as classes_module
 from model.tiling import owned_crop, plan_tiles
 from model.wrap import cli as wrap_module
 from model.wrap.cli import WrapError, WrapSettings
@@ -470,6 +471,18 @@ def test_the_command_refuses_a_bad_size_multiple_before_reading_anything(tmp_pat
     wrap_module.main(argv)
   assert stopped.value.code == 2
   assert capsys.readouterr().err == "model.wrap: error: --size_multiple 0 must be a positive integer\n"
+  assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_classes_file_is_one_line_not_a_traceback(saved, tmp_path, capsys):
+  missing = str(tmp_path / "classes.json")
+  with pytest.raises(SystemExit) as stopped:
+    wrap_module.main(["--keras", saved["unet"], "--classes", missing, "--out", str(tmp_path / "out")])
+  assert stopped.value.code == 2
+  assert capsys.readouterr().err == (
+    f"model.wrap: error: cannot read the class list {missing}: No such file or directory; give a classes.json "
+    f"like {classes_module.EXAMPLE_CLASSES_JSON}\n"
+  )
   assert not (tmp_path / "out").exists()
 
 

@@ -232,8 +232,8 @@ def write_card(out_dir: str, card: Mapping[str, Any]) -> None:
   write_json_file(os.path.join(out_dir, "card.json"), card)
 
 
-def card_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
-  """The card's metrics.test block from a model.evaluate result."""
+def card_metrics(result: Mapping[str, Any], model_dir: str = "DIR") -> dict[str, Any]:
+  """The card's metrics.test block from a model.evaluate result of the model in ``model_dir``."""
   keys = (
     "pixel_accuracy",
     "mean_accuracy",
@@ -247,7 +247,7 @@ def card_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
     "image_confidence",
   )
   metrics = {key: result[key] for key in keys}
-  metrics["command"] = f"python -m model.evaluate --model DIR --data {result['data']} --split {result['split']}"
+  metrics["command"] = f"python -m model.evaluate --model {model_dir} --data {result['data']} --split {result['split']}"
   return metrics
 
 
@@ -271,10 +271,7 @@ def main(argv: list[str] | None = None) -> None:
 
     result = evaluate(args.out, args.evaluate_data, args.evaluate_split)
     print(format_table(result), file=sys.stderr)
-    card["metrics"]["test"] = card_metrics(result)
-    card["metrics"]["test"]["command"] = (
-      f"python -m model.evaluate --model {args.out} --data {args.evaluate_data} --split {args.evaluate_split}"
-    )
+    card["metrics"]["test"] = card_metrics(result, args.out)
     if "openvino" in card:
       card["openvino"]["agreement"] = measure_agreement(args.out, card, args.evaluate_data, args.evaluate_split)
     write_card(args.out, card)

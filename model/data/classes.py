@@ -128,6 +128,10 @@ def read_classes_file(path: str) -> tuple[SegmentationClass, ...]:
       entries = json.load(handle)
   except json.JSONDecodeError as exc:
     raise ClassesError(f"{path} is not valid JSON ({exc}); write a list like {EXAMPLE_CLASSES_JSON}") from None
+  except OSError as exc:  # missing, a folder, unreadable: say which file, not a traceback
+    raise ClassesError(
+      f"cannot read the class list {path}: {exc.strerror or exc}; give a classes.json like {EXAMPLE_CLASSES_JSON}"
+    ) from None
   return classes_from_json(entries, source=path)
 
 
