@@ -18,6 +18,7 @@ killed from outside like any other.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -44,6 +46,12 @@ _ZYGOTE = r"""
 import json, os, sys
 import pipeline.run
 from model.engines import openvino_engine  # noqa: F401  (the engine's imports, done once)
+# What every run imports on first use (the OpenVINO runtime, the Beam runner, Pillow's plugins), done once;
+# none of it starts a thread, so the forks are safe.
+import openvino  # noqa: F401
+import apache_beam.runners.portability.fn_api_runner.fn_runner  # noqa: F401
+from PIL import Image
+Image.init()
 
 for line in sys.stdin:
   command = json.loads(line)
@@ -236,63 +244,95 @@ def _diff(view, clean) -> list:
   return problems
 
 
-def run_harness(model, workdir, kills=30, seed=1, images=12, report=print) -> list:
-  """The kill points, each checked; ``report`` gets one line per point."""
+def _check_point(runs, point, inputs, output, model, images, clean, clean_dir, log):
+  """Kill one run at ``point``'s time and signal, resume it, and record what differs from ``clean``."""
+  if point.rerun_of_finished:
+    shutil.copytree(clean_dir, output)
+    clean_run_id = clean["run_id"]
+  else:
+    clean_run_id = None
+  started = time.time() - 1.0  # file times may be rounded down to the second
+  pid = runs.start(_argv(inputs, output, model), log)
+  time.sleep(point.delay_s)
+  try:
+    os.kill(pid, getattr(signal, point.signal))
+  except ProcessLookupError:
+    pass
+  point.exit_code = runs.wait(pid)
+  point.stage = _stage(output, images + 1, clean_run_id, started)
+  point.problems += [f"after the kill: {p}" for p in output_problems(output, temporaries=False)]
+  if point.exit_code != 0 and _completed_run(output) not in (None, clean_run_id):
+    point.problems.append(f"exit {point.exit_code} but the folder claims the killed run is complete")
+  if point.signal == "SIGTERM" and point.exit_code not in (0, 143):
+    point.problems.append(f"SIGTERM gave exit {point.exit_code}: {open(log).read()[-300:]}")
+  resumed = runs.run(_argv(inputs, output, model, "--skip_existing"), log + ".resume")
+  if resumed != 0:
+    point.problems.append(f"the resumed run failed ({resumed}): {open(log + '.resume').read()[-500:]}")
+  else:
+    point.problems += output_problems(output) + _diff(folder_view(output), clean)
+
+
+def run_harness(model, workdir, kills=30, seed=1, images=12, report=print, slots=1) -> list:
+  """The kill points, each checked; ``report`` gets one line per point (in the order they finish).
+
+  ``slots`` kill points run at a time, each slot with its own fork server and output path, and its own clean
+  run (records name their folder) made alongside the others', so the kill times are drawn on the time a run
+  takes with that many running.
+  """
   rng = random.Random(seed)
   inputs = make_inputs(os.path.join(workdir, "in"), images, seed)
-  clean_dir = os.path.join(workdir, "clean")
-  points = []
-  with Runs() as runs:
-    # Every run writes to the same path (records and masks name their folder), then is moved aside.
-    output = os.path.join(workdir, "out")
+  with contextlib.ExitStack() as stack:
+    servers = [stack.enter_context(Runs()) for _ in range(slots)]
+    # Every run of a slot writes to the same path (records and masks name their folder), then is moved aside.
+    outputs = [os.path.join(workdir, "out" if slots == 1 else f"out{slot}") for slot in range(slots)]
     # A first run pays for what later runs find cached (the engine's compiled model): it would stretch the
-    # time scale the kill points are drawn on, so the clean run is the second one.
-    if runs.run(_argv(inputs, output, model), os.path.join(workdir, "warm-up.log")) != 0:
+    # time scale the kill points are drawn on, so the clean runs come after it.
+    if servers[0].run(_argv(inputs, outputs[0], model), os.path.join(workdir, "warm-up.log")) != 0:
       raise RuntimeError(f"the warm-up run failed: {open(os.path.join(workdir, 'warm-up.log')).read()[-2000:]}")
-    shutil.rmtree(output)
+    shutil.rmtree(outputs[0])
+    logs = [os.path.join(workdir, "clean.log" if slots == 1 else f"clean{slot}.log") for slot in range(slots)]
     started = time.monotonic()
-    code = runs.run(_argv(inputs, output, model), os.path.join(workdir, "clean.log"))
+    pids = [runs.start(_argv(inputs, output, model), log) for runs, output, log in zip(servers, outputs, logs)]
+    codes = [runs.wait(pid) for runs, pid in zip(servers, pids)]
     clean_s = time.monotonic() - started
-    if code != 0:
-      raise RuntimeError(f"the clean run failed ({code}): {open(os.path.join(workdir, 'clean.log')).read()[-2000:]}")
-    clean = folder_view(output)
-    os.rename(output, clean_dir)
+    cleans, clean_dirs = [], []
+    for slot, (code, output, log) in enumerate(zip(codes, outputs, logs)):
+      if code != 0:
+        raise RuntimeError(f"the clean run failed ({code}): {open(log).read()[-2000:]}")
+      cleans.append(folder_view(output))
+      clean_dirs.append(os.path.join(workdir, "clean" if slots == 1 else f"clean{slot}"))
+      os.rename(output, clean_dirs[-1])
+    clean = cleans[0]
     report(f"clean run: {clean_s:.2f} s, {len(clean['records'])} records, {len(clean['failures'])} failures")
-    for index in range(kills):
-      point = KillPoint(
+    points = [
+      KillPoint(
         index=index + 1,
         signal=rng.choice(["SIGKILL", "SIGKILL", "SIGTERM"]),
         delay_s=round(rng.uniform(0.02, 0.95) * clean_s, 3),
         rerun_of_finished=rng.random() < 0.5,
       )
-      if point.rerun_of_finished:
-        shutil.copytree(clean_dir, output)
-        clean_run_id = clean["run_id"]
-      else:
-        clean_run_id = None
-      log = os.path.join(workdir, f"kill_{point.index:02d}.log")
-      started = time.time() - 1.0  # file times may be rounded down to the second
-      pid = runs.start(_argv(inputs, output, model), log)
-      time.sleep(point.delay_s)
-      try:
-        os.kill(pid, getattr(signal, point.signal))
-      except ProcessLookupError:
-        pass
-      point.exit_code = runs.wait(pid)
-      point.stage = _stage(output, images + 1, clean_run_id, started)
-      point.problems += [f"after the kill: {p}" for p in output_problems(output, temporaries=False)]
-      if point.exit_code != 0 and _completed_run(output) not in (None, clean_run_id):
-        point.problems.append(f"exit {point.exit_code} but the folder claims the killed run is complete")
-      if point.signal == "SIGTERM" and point.exit_code not in (0, 143):
-        point.problems.append(f"SIGTERM gave exit {point.exit_code}: {open(log).read()[-300:]}")
-      resumed = runs.run(_argv(inputs, output, model, "--skip_existing"), log + ".resume")
-      if resumed != 0:
-        point.problems.append(f"the resumed run failed ({resumed}): {open(log + '.resume').read()[-500:]}")
-      else:
-        point.problems += output_problems(output) + _diff(folder_view(output), clean)
-      report(point.line())
-      points.append(point)
-      os.rename(output, os.path.join(workdir, f"kill_{point.index:02d}"))
+      for index in range(kills)
+    ]
+    lock = threading.Lock()
+
+    def check(slot):
+      for point in points[slot::slots]:
+        log = os.path.join(workdir, f"kill_{point.index:02d}.log")
+        args = (servers[slot], point, inputs, outputs[slot], model, images, cleans[slot], clean_dirs[slot], log)
+        try:
+          _check_point(*args)
+        except Exception as exc:  # a failing slot is one more problem to show, not a lost thread
+          point.problems.append(f"the harness failed: {exc!r}")
+        with lock:
+          report(point.line())
+        if os.path.exists(outputs[slot]):
+          os.rename(outputs[slot], os.path.join(workdir, f"kill_{point.index:02d}"))
+
+    threads = [threading.Thread(target=check, args=(slot,), daemon=True) for slot in range(slots)]
+    for thread in threads:
+      thread.start()
+    for thread in threads:
+      thread.join()
   return points
 
 
@@ -301,13 +341,14 @@ def main(argv=None):
   parser.add_argument("--kills", type=int, default=30)
   parser.add_argument("--seed", type=int, default=1)
   parser.add_argument("--images", type=int, default=12)
+  parser.add_argument("--slots", type=int, default=1, help="kill points checked at a time (each in its own folder)")
   parser.add_argument("--model", default=None, help="model directory (default: the bundled model)")
   parser.add_argument("--keep", default=None, help="work in this folder and keep it")
   args = parser.parse_args(argv)
   model = args.model or os.path.join(REPO, "model", "default")
   workdir = args.keep or tempfile.mkdtemp(prefix="deconvseg-crash-")
   try:
-    points = run_harness(model, workdir, args.kills, args.seed, args.images)
+    points = run_harness(model, workdir, args.kills, args.seed, args.images, slots=args.slots)
   finally:
     if not args.keep:
       shutil.rmtree(workdir, ignore_errors=True)

@@ -8,12 +8,15 @@ import pytest
 from crash_harness import run_harness
 
 KILL_POINTS = 30
+# Two kill points at a time, each in its own folder with its own fork server: a run keeps about one core busy,
+# and this machine has two. The kill times are drawn on the time a clean run takes beside another.
+SLOTS = 2
 
 
 @pytest.mark.slow
 def test_every_kill_point_resumes_to_the_clean_runs_folder(tmp_path, fake_model):
   lines = []
-  points = run_harness(fake_model, str(tmp_path), kills=KILL_POINTS, seed=7, report=lines.append)
+  points = run_harness(fake_model, str(tmp_path), kills=KILL_POINTS, seed=7, report=lines.append, slots=SLOTS)
   print("\n".join(lines))  # pytest -s shows the kill points
   failed = [point.line() for point in points if point.problems]
   assert not failed, "\n".join(lines)
