@@ -9,16 +9,16 @@ microscope's 0-4000 of 65535), and 4-band 16-bit TIFF (RGB + near-infrared).
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tifffile
 from PIL import Image
-from pipeline_helpers import check_accounting, read_mask, read_outputs
+from pipeline_helpers import REPO, check_accounting, read_mask, read_outputs
 
-from model.artifact import export as export_module
-from model.training import train as train_module
 from model.training.evaluate import evaluate
 from pipeline.run import run
 from transforms.imaging.records import MASKS_DIR, REPORT_FILE
@@ -73,39 +73,83 @@ def _make_dataset(root, kind, counts=(("train", 12), ("val", 2), ("test", 2)), s
   return root
 
 
-@pytest.fixture(scope="module", params=["grey8", "narrow16", "band4"])
-def exported(request, tmp_path_factory):
-  kind = request.param
-  root = tmp_path_factory.mktemp(kind)
-  data_dir = _make_dataset(str(root / "data"), kind)
-  run_dir = str(root / "run")
-  args = train_module.parse_args(
-    [
-      "--data",
-      data_dir,
-      "--out",
-      run_dir,
-      "--width",
-      "8",
-      "--image_size",
-      "32",
-      "--batch_size",
-      "8",
-      "--epochs",
-      "4",
-      "--min_steps_per_epoch",
-      "40",
-      "--learning_rate",
-      "5e-3",
-      "--class_weights",
-      "median_frequency",
-      "--verbose",
-      "0",
+KINDS = ("grey8", "narrow16", "band4")
+# One kind's training and export, as the fixture's child process runs it: model.train's train() on the parsed
+# arguments, then model.export's export() of the best checkpoint.
+_TRAIN_AND_EXPORT = r"""
+import json, os, sys
+from model.artifact import export as export_module
+from model.training import train as train_module
+kind, argv, run_dir, model_dir = json.loads(sys.argv[1])
+train_module.train(train_module.parse_args(argv), command="python -m model.train (test)")
+export_module.export(os.path.join(run_dir, "best.keras"), model_dir, name=f"test-{kind}")
+"""
+
+
+def _train_args(data_dir, run_dir):
+  return [
+    "--data",
+    data_dir,
+    "--out",
+    run_dir,
+    "--width",
+    "8",
+    "--image_size",
+    "32",
+    "--batch_size",
+    "8",
+    "--epochs",
+    "4",
+    "--min_steps_per_epoch",
+    "40",
+    "--learning_rate",
+    "5e-3",
+    "--class_weights",
+    "median_frequency",
+    "--verbose",
+    "0",
+  ]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """{kind: (data, run and model directories)}: the three kinds trained and exported side by side.
+
+  Each kind in its own process, all three at once: training is mostly single-threaded graph building, so
+  the machine's cores take one kind each instead of one after another. The code run is the same train()
+  and export() as in this process; the card is read back from the model directory, as export wrote it.
+  """
+  jobs = {}
+  for kind in KINDS:
+    root = tmp_path_factory.mktemp(kind)
+    data_dir = _make_dataset(str(root / "data"), kind)
+    run_dir, model_dir = str(root / "run"), str(root / "model")
+    log = open(root / "train.log", "w")
+    command = [
+      sys.executable,
+      "-c",
+      _TRAIN_AND_EXPORT,
+      json.dumps([kind, _train_args(data_dir, run_dir), run_dir, model_dir]),
     ]
-  )
-  train_module.train(args, command="python -m model.train (test)")
-  model_dir = str(root / "model")
-  card = export_module.export(os.path.join(run_dir, "best.keras"), model_dir, name=f"test-{kind}")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    jobs[kind] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env), log, root)
+  codes = {kind: process.wait() for kind, (process, _, _) in jobs.items()}  # every process ends before a check fails
+  built = {}
+  for kind, (_, log, root) in jobs.items():
+    log.close()
+    assert codes[kind] == 0, (
+      f"{kind}: training or export failed ({codes[kind]}):\n{(root / 'train.log').read_text()[-3000:]}"
+    )
+    built[kind] = (str(root / "data"), str(root / "run"), str(root / "model"))
+  return built
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def exported(request, trained):
+  kind = request.param
+  data_dir, run_dir, model_dir = trained[kind]
+  with open(os.path.join(model_dir, "card.json")) as handle:
+    card = json.load(handle)
   return kind, data_dir, run_dir, model_dir, card
 
 

@@ -175,7 +175,19 @@ def test_train_your_own_model_block_runs(tmp_path):
     name, args = _module(argv)
     args = adapt(args)
     if name == "model.train":
-      args += ["--image_size", "64", "--batch_size", "3", "--verbose", "0"]
+      # a narrow network and a few steps an epoch (defaults: width 32, at least 50): the block's road, not the model
+      args += [
+        "--image_size",
+        "64",
+        "--batch_size",
+        "3",
+        "--min_steps_per_epoch",
+        "5",
+        "--width",
+        "8",
+        "--verbose",
+        "0",
+      ]
     command_module(name).main(args)
   card = json.load(open(os.path.join(paths["models/mine"], "card.json")))
   assert set(card["metrics"]["test"]) >= {"pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"}
