@@ -169,3 +169,16 @@ def test_evaluate_prints_table_then_json(trained_run, tmp_path, capsys):
   from_checkpoint = evaluate_module.evaluate(checkpoint, data_dir, "test")
   assert from_checkpoint["model_format"] == "keras"
   assert from_checkpoint["mean_iou"] == pytest.approx(result["mean_iou"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_the_evaluate_command_reads_a_checkpoint_in_a_fresh_process(trained_run):
+  """A .keras checkpoint names the project's custom layers: the command registers them before loading it."""
+  data_dir, out_dir, _ = trained_run
+  checkpoint = os.path.join(out_dir, "best.keras")
+  command = [sys.executable, "-m", "model.evaluate", "--model", checkpoint, "--data", data_dir, "--split", "test"]
+  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  assert result["model_format"] == "keras" and result["images"] == 3

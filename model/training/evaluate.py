@@ -77,6 +77,7 @@ def load_segmenter(model_path: str) -> Loaded:
   if model_path.endswith(".keras"):
     import keras
 
+    from model.network import layers  # noqa: F401  (registers the custom layers a checkpoint names)
     from model.training.train_validation import make_prediction_function
 
     model = keras.models.load_model(model_path)
