@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: sets up ./.venv from requirements.lock on first use, then runs pytest.
-# Extra arguments go to pytest, e.g. ./run_tests.sh -k pipeline -x
+# Extra arguments go to pytest, e.g. ./run_tests.sh -k pipeline -x (a later -n overrides the worker count)
 # --fast leaves out the tests marked slow (pytest -m "not slow": training, clusters and emulator-heavy
 # end-to-end runs, large images; see pytest.ini). Without it everything runs, as CI does.
 set -euo pipefail
@@ -20,4 +20,9 @@ source scripts/bootstrap.sh test
 "$PYTHON" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(config_filename='.importlinter', no_cache=True, no_logo=True))"
 # Types: every function in model/, transforms/ and pipeline/ is annotated and checked (mypy.ini).
 "$PYTHON" -m mypy
-exec "$PYTHON" -m pytest ${pytest_args[@]+"${pytest_args[@]}"}
+# The suite is mostly single-threaded (one core busy on average), so test files are spread over up to 4
+# processes (pytest-xdist; a file's tests stay together, so its module fixtures are built once). -n 0, or
+# DECONVSEG_TEST_WORKERS=0, runs them in this process (pdb, -s).
+workers="${DECONVSEG_TEST_WORKERS:-$(nproc 2>/dev/null || echo 2)}"
+[ "$workers" -gt 4 ] && workers=4
+exec "$PYTHON" -m pytest -n "$workers" --dist loadfile ${pytest_args[@]+"${pytest_args[@]}"}

@@ -37,6 +37,8 @@ EXTRAS = {
   "test": [
     "pytest>=8",
     "pytest-timeout>=2.3",
+    # ./run_tests.sh spreads test files over the cores (the suite is mostly single-threaded).
+    "pytest-xdist>=3.6",
     "gcp-storage-emulator>=2024.8",
     "scikit-image>=0.24",
     "matplotlib>=3.9",

@@ -13,7 +13,7 @@ _ds_spec="."
 [ -n "$_ds_extras" ] && _ds_spec=".[${_ds_extras}]"
 
 _ds_check_modules="apache_beam, tensorflow, PIL, numpy, google.cloud.storage"
-[ "$_ds_extras" = "test" ] && _ds_check_modules="$_ds_check_modules, pytest, gcp_storage_emulator, skimage, importlinter, distributed, rasterio, pyproj, shapely"
+[ "$_ds_extras" = "test" ] && _ds_check_modules="$_ds_check_modules, pytest, xdist, gcp_storage_emulator, skimage, importlinter, distributed, rasterio, pyproj, shapely"
 [ "$_ds_extras" = "geo" ] && _ds_check_modules="$_ds_check_modules, rasterio, pyproj, shapely"
 
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
