@@ -207,12 +207,9 @@ def test_evaluate_reports_confidence_and_the_card_metrics_carry_it(tmp_path):
   quantiles = result["image_confidence"]
   assert 0.2 < quantiles["p01"] <= quantiles["p05"] <= quantiles["p50"] <= 1.0
   assert quantiles["p01"] <= result["mean_confidence"] <= 1.0
-  metrics = card_metrics(result)
+  metrics = card_metrics(result, "models/m")
   assert metrics["mean_confidence"] == result["mean_confidence"] and metrics["image_confidence"] == quantiles
-  assert (
-    card_metrics(result, "models/m")["command"]
-    == f"python -m model.evaluate --model models/m --data {tmp_path} --split test"
-  )
+  assert metrics["command"] == f"python -m model.evaluate --model models/m --data {tmp_path} --split test"
 
 
 def test_export_takes_band_stats_from_the_training_run():

@@ -232,7 +232,7 @@ def write_card(out_dir: str, card: Mapping[str, Any]) -> None:
   write_json_file(os.path.join(out_dir, "card.json"), card)
 
 
-def card_metrics(result: Mapping[str, Any], model_dir: str = "DIR") -> dict[str, Any]:
+def card_metrics(result: Mapping[str, Any], model_dir: str) -> dict[str, Any]:
   """The card's metrics.test block from a model.evaluate result of the model in ``model_dir``."""
   keys = (
     "pixel_accuracy",

@@ -2,8 +2,9 @@
 
 The error type, the settings a user declares for either wrap, the source
 file's hash, and the normalisation a user declares: a JSON file, or the
-named ImageNet preset that torchvision models expect. Kept free of TensorFlow and ONNX so ``python -m model.wrap --onnx``
-never pays for a TensorFlow import.
+named ImageNet preset that torchvision models expect. Kept free of
+TensorFlow and ONNX so ``python -m model.wrap --onnx`` never pays for a
+TensorFlow import.
 """
 
 import dataclasses
